@@ -1,0 +1,5 @@
+import sys
+
+from fortifai_bench.cli import main
+
+sys.exit(main())
