@@ -1,0 +1,1 @@
+"""fortifai_bench.corpora (being written)."""

@@ -1,0 +1,1 @@
+"""fortifai_bench.toys (being written)."""
