@@ -1,0 +1,259 @@
+"""`facts`: an embedded synthetic encyclopedia, generated deterministically from a seed.
+
+Fictional entities of five kinds (people, cities, rivers, companies, mountains) with typed attributes
+(places, years, numbers, professions, products, and relations to other entities of the same part),
+written as short template paragraphs (3-5 sentences, about 25-40 words). Every fact is recorded in
+`Paragraph.meta["facts"]` with its attribute, value, character span and template, so that the KR
+questions built from it are exact (see `fortifai_bench.kr.facts_gen`).
+
+It is built to be learnable by the ~1.3M-parameter `tiny` GPT-2: a small, fixed vocabulary of values
+(40 places, the years 1700-1999, bounded numbers, 12 professions, 12 products), names made of 2-3
+syllables from a list of 30, and one fixed sentence order per kind (with a few template variants and
+optional sentences for variety).
+
+Two parts share that vocabulary of values but no entity:
+- "main" (default 180 paragraphs = 6 splits x 30): the corpus of the collapse protocol and `kr_facts`.
+  Kinds rotate in blocks of five, so every split of a multiple of five paragraphs holds each kind equally.
+- "pretrain" (default 1000 paragraphs): other entities, for pretraining the base model on the templates
+  and values without seeing a single fact of "main". It is generated on the fly (same seed, same bytes),
+  not shipped; only "main" is shipped, in `data/facts/corpus.jsonl`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from fortifai_bench.errors import FortifaiError
+
+VERSION = 1  # bump when the generated text changes; shipped data must then be rebuilt
+
+SYLLABLES = ("or", "vel", "tam", "sin", "bra", "dor", "kel", "mi", "na", "ra", "lo", "ven", "tis", "ka", "ru",
+             "sel", "mo", "dan", "fer", "li", "ga", "thon", "bel", "ri", "zan", "pe", "ul", "wen", "ha", "cor")
+
+PLACES = ("Aldmere", "Brenvia", "Calvory", "Dunholt", "Eskaria", "Falwyn", "Gorvath", "Helmora", "Ilvane",
+          "Jastria", "Kaldor", "Lunmark", "Morwen", "Norvale", "Ostara", "Pellin", "Quendal", "Rostova",
+          "Sarmith", "Tolbria", "Umbrel", "Valdis", "Wexford", "Yarrow", "Zenthia", "Ardun", "Belmire",
+          "Corwick", "Drevan", "Elmstead", "Fairholm", "Glenrock", "Harwell", "Istmoor", "Kestrel",
+          "Larkfield", "Marrow", "Netherby", "Oakhurst", "Penmoor")
+PROFESSIONS = ("painter", "sailor", "teacher", "merchant", "poet", "doctor", "farmer", "judge", "baker",
+               "composer", "weaver", "potter")
+PRODUCTS = ("ships", "clocks", "paper", "glass", "bicycles", "shoes", "radios", "bricks", "lamps", "soap",
+            "rope", "tea")
+COMPANY_SUFFIXES = ("Works", "Mills", "Trading", "Foundry")
+KINDS = ("person", "city", "river", "company", "mountain")
+
+
+def _year(rng):
+    return str(rng.randint(1700, 1999))
+
+
+def _number(lo, hi, step=1):
+    return lambda rng: str(rng.randrange(lo, hi + 1, step))
+
+
+def _choice(values):
+    return lambda rng: rng.choice(values)
+
+
+# Value makers by slot type; relations ("rel:<kind>") take the name of another entity of that kind.
+SLOT_VALUES = {
+    "place": _choice(PLACES),
+    "year": _year,
+    "profession": _choice(PROFESSIONS),
+    "product": _choice(PRODUCTS),
+    "children": _number(2, 9),
+    "population": _number(10, 990, 10),
+    "length": _number(40, 990, 10),
+    "employees": _number(20, 990, 10),
+    "height": _number(1200, 4800, 100),
+}
+
+# Attributes whose values need more than their slot type, so that the text stays coherent:
+# a person is born 1700-1919 and dies 30-80 years later (never before birth, never after 1999).
+ATTRIBUTE_VALUES = {"birth_year": _number(1700, 1919)}
+DERIVED = {"death_year": ("birth_year", 30, 80)}
+
+# Per kind: sentences in a fixed order; each is (required, [template variants]). Slots are
+# {attribute:slot_type}; {name} and {Pro} are not facts.
+TEMPLATES = {
+    "person": [
+        (True, ["{name} was born in {birth_place:place} in {birth_year:year}.",
+                "{name} was born in {birth_year:year} in {birth_place:place}."]),
+        (False, ["{Pro} worked as a {profession:profession} in {work_place:place}.",
+                 "{Pro} became a {profession:profession} in {work_place:place}."]),
+        (False, ["{Pro} had {children:children} children."]),
+        (False, ["{Pro} was a friend of {friend:rel:person}."]),
+        (True, ["{Pro} died in {death_year:year}.", "{Pro} died in the year {death_year:year}."]),
+    ],
+    "city": [
+        (True, ["{name} is a city in {country:place}.", "{name} is a town in {country:place}."]),
+        (True, ["It was founded in {founded_year:year}.", "The town was founded in {founded_year:year}."]),
+        (False, ["It has {population:population} thousand people."]),
+        (False, ["It lies on the {river:rel:river} River."]),
+        (False, ["Its mayor is {mayor:rel:person}."]),
+    ],
+    "river": [
+        (True, ["The {name} River flows through {country:place}.", "The {name} River runs through {country:place}."]),
+        (True, ["It is {length:length} kilometres long."]),
+        (False, ["It rises on Mount {source:rel:mountain}."]),
+        (False, ["It was first mapped in {mapped_year:year}.", "It was mapped in {mapped_year:year}."]),
+        (False, ["It reaches the sea at {mouth:rel:city}."]),
+    ],
+    "company": [
+        (True, ["{name} is a company founded in {founded_year:year}.", "{name} is a firm founded in {founded_year:year}."]),
+        (True, ["It makes {product:product} in {city:rel:city}."]),
+        (False, ["It has {employees:employees} workers."]),
+        (False, ["It was founded by {founder:rel:person}."]),
+        (False, ["Its main office is in {office:place}."]),
+    ],
+    "mountain": [
+        (True, ["Mount {name} is a mountain in {country:place}.", "Mount {name} stands in {country:place}."]),
+        (True, ["It is {height:height} metres high."]),
+        (False, ["It was first climbed in {climbed_year:year} by {climber:rel:person}."]),
+        (False, ["Its nearest town is {town:rel:city}."]),
+    ],
+}
+_SLOT = re.compile(r"\{(\w+)(?::([\w:]+))?\}")
+
+
+@dataclass(frozen=True)
+class FactsConfig:
+    """What determines the facts corpus: change any field and every paragraph may change."""
+
+    seed: int = 0
+    paragraphs: int = 180
+    pretrain_paragraphs: int = 1000
+
+    def __post_init__(self):
+        for name in ("paragraphs", "pretrain_paragraphs"):
+            n = getattr(self, name)
+            if not isinstance(n, int) or n < len(KINDS):
+                raise FortifaiError(f"facts: {name} must be an integer >= {len(KINDS)}, got {n!r}")
+        if not isinstance(self.seed, int):
+            raise FortifaiError(f"facts: seed must be an integer, got {self.seed!r}")
+
+
+def _word(rng, syllables: int) -> str:
+    return "".join(rng.choice(SYLLABLES) for _ in range(syllables)).capitalize()
+
+
+def _names(rng, kinds: list[str], taken: set[str]) -> list[str]:
+    """One new name per entity; unique across both parts and never equal to a place."""
+    names = []
+    for kind in kinds:
+        while True:
+            if kind == "person":
+                name = f"{_word(rng, 2)} {_word(rng, 2)}"
+            elif kind == "company":
+                name = f"{_word(rng, 2)} {rng.choice(COMPANY_SUFFIXES)}"
+            else:
+                name = _word(rng, rng.choice((2, 3)))
+            if name not in taken and name not in PLACES:
+                taken.add(name)
+                names.append(name)
+                break
+    return names
+
+
+def _kind_order(rng, n: int) -> list[str]:
+    order = []
+    while len(order) < n:
+        block = list(KINDS)
+        rng.shuffle(block)
+        order.extend(block)
+    return order[:n]
+
+
+def _render(template: str, name: str, pro: str, values: dict) -> tuple[str, list[dict]]:
+    """Fill a template; return the sentence and the character spans of its facts."""
+    out, facts, pos = [], [], 0
+    length = 0
+    for m in _SLOT.finditer(template):
+        literal = template[pos:m.start()]
+        out.append(literal)
+        length += len(literal)
+        attr, slot = m.group(1), m.group(2)
+        if attr == "name":
+            value = name
+        elif attr == "Pro":
+            value = pro
+        else:
+            value = values[attr]
+            facts.append({"attribute": attr, "slot": slot, "value": value, "start": length,
+                          "end": length + len(value), "template": template})
+        out.append(value)
+        length += len(value)
+        pos = m.end()
+    out.append(template[pos:])
+    return "".join(out), facts
+
+
+def _part(rng, n: int, part: str, taken: set[str]):
+    from fortifai_bench.corpora import Paragraph
+
+    kinds = _kind_order(rng, n)
+    names = _names(rng, kinds, taken)
+    by_kind = {k: [nm for nm, kk in zip(names, kinds) if kk == k] for k in KINDS}
+    prefix = "facts" if part == "main" else f"facts/{part}"
+    paragraphs = []
+    for i, (kind, name) in enumerate(zip(kinds, names)):
+        pro = rng.choice(("He", "She"))
+        chosen = [(req, rng.choice(variants)) for req, variants in TEMPLATES[kind]]
+        optional = [j for j, (req, _) in enumerate(chosen) if not req]
+        keep_optional = set(rng.sample(optional, rng.randint(min(1, len(optional)), len(optional))))
+        sentences = [t for j, (req, t) in enumerate(chosen) if req or j in keep_optional]
+        values = {}
+        for template in sentences:
+            for attr, slot in _SLOT.findall(template):
+                if not slot:
+                    continue
+                if slot.startswith("rel:"):
+                    others = [x for x in by_kind[slot[4:]] if x != name]
+                    values[attr] = rng.choice(others) if others else rng.choice(by_kind[slot[4:]])
+                elif attr in DERIVED:
+                    base, lo, hi = DERIVED[attr]
+                    values[attr] = str(int(values[base]) + rng.randint(lo, hi))
+                else:
+                    values[attr] = ATTRIBUTE_VALUES.get(attr, SLOT_VALUES[slot])(rng)
+        text, facts, offset = [], [], 0
+        for s_idx, template in enumerate(sentences):
+            sentence, sfacts = _render(template, name, pro, values)
+            for f in sfacts:
+                f.update(start=f["start"] + offset, end=f["end"] + offset, sentence=s_idx,
+                         sentence_end=offset + len(sentence))
+            facts.extend(sfacts)
+            text.append(sentence)
+            offset += len(sentence) + 1
+        paragraphs.append(Paragraph(
+            id=f"{prefix}/p{i:04d}", text=" ".join(text),
+            meta={"entity": name, "kind": kind, "facts": facts},
+        ))
+    return paragraphs
+
+
+def build_facts(config: FactsConfig = FactsConfig(), part: str = "main"):
+    """The facts corpus part "main" or "pretrain" for `config` (same config, same paragraphs)."""
+    from fortifai_bench.corpora import Corpus
+
+    if part not in ("main", "pretrain"):
+        raise FortifaiError(f"facts: unknown part {part!r}; known: main, pretrain")
+    taken: set[str] = set()
+    # "main" is always generated first (its own random stream), so its names are known and
+    # "pretrain" (a second stream) can avoid them; main does not depend on the pretrain size.
+    main = _part(random.Random(f"facts@{VERSION}:{config.seed}:main"), config.paragraphs, "main", taken)
+    if part == "main":
+        paragraphs = main
+    else:
+        paragraphs = _part(random.Random(f"facts@{VERSION}:{config.seed}:pretrain"),
+                           config.pretrain_paragraphs, "pretrain", taken)
+    source = f"facts@{VERSION} seed={config.seed} paragraphs={config.paragraphs}"
+    if part == "pretrain":
+        source += f" pretrain_paragraphs={config.pretrain_paragraphs}"
+    return Corpus(name="facts", source=source, paragraphs=paragraphs, part=part)
+
+
+def load_facts(data_dir=None, part: str = "main"):
+    """Registry loader. The corpus is embedded (generated), so `data_dir` is not used."""
+    return build_facts(FactsConfig(), part)

@@ -1,0 +1,148 @@
+"""The KR question: one JSON object per line.
+
+    {"id": "facts/p0012/q3", "split": 0, "paragraph": 12, "context": "Orvel Tamsin was born in",
+     "true": "Dravia in 1843.", "false": "Selmora in 1843.", "generator": "facts@1", "source": "facts:main"}
+
+`true` and `false` are stored WITHOUT a leading space: a scorer (ours, lm-eval's multiple_choice)
+reads `context + " " + continuation`. `paragraph` is the paragraph's index in its corpus and `split`
+its split under the corpus's even cut (-1 = not assigned, e.g. a file in the authors' format).
+
+`read_questions` also reads the authors' format: a JSON list of
+{"context", "sentence_true", "sentence_false", "location"}.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable
+
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.io import read_jsonl, write_jsonl
+
+FIELDS = ("id", "split", "paragraph", "context", "true", "false", "generator", "source")
+AUTHORS_FIELDS = ("context", "sentence_true", "sentence_false", "location")
+
+
+@dataclass
+class Question:
+    id: str
+    split: int
+    paragraph: int
+    context: str
+    true: str
+    false: str
+    generator: str
+    source: str
+
+    def __post_init__(self):
+        for name in ("id", "context", "true", "false", "generator", "source"):
+            if not isinstance(getattr(self, name), str):
+                raise FortifaiError(f"question {self.id!r}: field {name!r} must be text, "
+                                    f"got {type(getattr(self, name)).__name__}")
+        for name in ("split", "paragraph"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+                raise FortifaiError(f"question {self.id!r}: field {name!r} must be an integer >= -1, got {value!r}")
+        # The delimiter belongs to the scorer: keep continuations without edge whitespace.
+        self.true = self.true.strip()
+        self.false = self.false.strip()
+        self.context = self.context.rstrip()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: dict, where: str = "") -> "Question":
+        missing = [k for k in FIELDS if k not in row]
+        if missing:
+            raise FortifaiError(f"{where}: missing field(s) {', '.join(missing)}")
+        try:
+            return cls(**{k: row[k] for k in FIELDS})
+        except FortifaiError as exc:
+            raise FortifaiError(f"{where}: {exc}") from exc
+
+
+def _first_char(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            while True:
+                chunk = f.read(4096)
+                if not chunk:
+                    return ""
+                stripped = chunk.lstrip()
+                if stripped:
+                    return stripped[0]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FortifaiError(f"cannot read {path}: {exc}") from exc
+
+
+def read_questions(path) -> list[Question]:
+    """Questions from JSON Lines (our schema) or the authors' JSON list; errors name file and line."""
+    path = Path(path)
+    if _first_char(path) == "[":
+        return _read_authors(path)
+    questions = []
+    # read_jsonl skips blank lines, so recover each row's line number for the messages.
+    lines = [i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    for lineno, row in zip(lines, read_jsonl(path, required=FIELDS)):
+        questions.append(Question.from_dict(row, where=f"{path}:{lineno}"))
+    if not questions:
+        raise FortifaiError(f"{path}: no questions")
+    return questions
+
+
+def _read_authors(path: Path) -> list[Question]:
+    """The ForTIFAI authors' format. `location` becomes `paragraph` when it is an integer (or
+    integer text); the split is left at -1 (see `assign_splits`)."""
+    from fortifai_bench.io import read_json
+
+    rows = read_json(path)
+    if not isinstance(rows, list):
+        raise FortifaiError(f"{path}: expected a JSON list of questions, got {type(rows).__name__}")
+    questions = []
+    for i, row in enumerate(rows):
+        where = f"{path}: item {i}"
+        if not isinstance(row, dict):
+            raise FortifaiError(f"{where}: expected an object, got {type(row).__name__}")
+        missing = [k for k in AUTHORS_FIELDS if k not in row]
+        if missing:
+            raise FortifaiError(f"{where}: missing field(s) {', '.join(missing)}")
+        location = row["location"]
+        paragraph = -1
+        if isinstance(location, int) and not isinstance(location, bool) and location >= 0:
+            paragraph = location
+        elif isinstance(location, str) and location.strip().isdigit():
+            paragraph = int(location)
+        try:
+            questions.append(Question(
+                id=f"{path.stem}/{i}", split=-1, paragraph=paragraph, context=row["context"],
+                true=row["sentence_true"], false=row["sentence_false"], generator="authors",
+                source=f"{path.name}:location={location}",
+            ))
+        except FortifaiError as exc:
+            raise FortifaiError(f"{where}: {exc}") from exc
+    if not questions:
+        raise FortifaiError(f"{path}: no questions")
+    return questions
+
+
+def assign_splits(questions: Iterable[Question], split_of: list[int]) -> list[Question]:
+    """Set every question's split from its paragraph index (`split_of` = Corpus.split_of(n))."""
+    out = []
+    for q in questions:
+        if not 0 <= q.paragraph < len(split_of):
+            raise FortifaiError(f"question {q.id}: paragraph {q.paragraph} is outside the corpus "
+                                f"(0..{len(split_of) - 1})")
+        q.split = split_of[q.paragraph]
+        out.append(q)
+    return out
+
+
+def write_questions(path, questions: Iterable[Question]) -> int:
+    """Write JSON Lines atomically (a crash leaves the old file or the new one); returns the count."""
+    return write_jsonl(path, (q.to_dict() for q in questions))
+
+
+__all__ = ["Question", "read_questions", "write_questions", "assign_splits", "FIELDS"]
