@@ -1,0 +1,220 @@
+"""Regeneration: M_i rewrites a split, block by block, batched with a KV cache.
+
+Each paragraph is tokenized; its first `prompt` text tokens (at most half of them) are kept
+verbatim, because nothing precedes them to continue from. Every later block of `block` tokens is
+replaced by the model's continuation of at most `context` preceding tokens, always producing exactly
+as many tokens as it replaces (end-of-text is banned), so lengths stay put from stage to stage.
+
+Two block modes:
+
+* ``sequential``: the context of block j is the *already regenerated* text (blocks 0..j-1 of the
+  output). The paragraph is one continuous generation; when it outgrows `context`, the cache is
+  rebuilt from the last `context - block` tokens at a block boundary.
+* ``original``: the context of block j is the text as it was *before* this regeneration, and every
+  block gets exactly `block` new tokens (the authors' code). All blocks of all paragraphs are
+  independent rows of one batch. Seams between blocks can break sentences.
+
+Decoding is sampling (temperature, top-p, optional repetition penalty) with the Gumbel-max trick
+(argmax of logits minus the log of Exp(1) noise: one kernel, no `multinomial`), or beam search
+with repetition penalty through Hugging Face `generate` (the paper's beam 5, penalty 3.0).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from fortifai_bench.collapse.config import RegenerateSettings
+
+
+@dataclass
+class Regenerated:
+    """The rewritten texts, their token ids (special prefix included) and which tokens are new."""
+
+    texts: list[str]
+    ids: list[list[int]]
+    generated: list[list[bool]]
+    new_tokens: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _special_prefix(ids: list[int], special: set[int]) -> int:
+    n = 0
+    while n < len(ids) and ids[n] in special:
+        n += 1
+    return n
+
+
+def _banned_ids(tokenizer) -> list[int]:
+    eos = tokenizer.eos_token_id
+    ids = eos if isinstance(eos, list) else [eos]
+    return sorted({i for i in ids + [tokenizer.pad_token_id, tokenizer.bos_token_id] if i is not None})
+
+
+def regenerate(model, tokenizer, texts: list[str], settings: RegenerateSettings, *, seed: int = 0,
+               progress: bool = False, desc: str = "regenerate") -> Regenerated:
+    """Rewrite `texts` with `model` (see module doc). Deterministic for a given seed and batch size."""
+    start = time.perf_counter()
+    special = set(tokenizer.all_special_ids)
+    encoded = [tokenizer(t)["input_ids"] for t in texts]
+    plans = []  # (ids, first regenerated position)
+    for ids in encoded:
+        n_special = _special_prefix(ids, special)
+        n_text = len(ids) - n_special
+        keep = min(settings.prompt, n_text // 2) if n_text > 1 else n_text
+        plans.append((ids, n_special + keep))
+    generator = torch.Generator().manual_seed(int(seed))
+    was_training = model.training
+    model.eval()
+    try:
+        if settings.mode == "sequential":
+            out_ids = _regenerate_sequential(model, tokenizer, plans, settings, generator, progress, desc)
+        else:
+            out_ids = _regenerate_original(model, tokenizer, plans, settings, generator, progress, desc)
+    finally:
+        model.train(was_training)
+    generated = [[j >= first for j in range(len(ids))] for (ids, first) in plans]
+    n_special = [_special_prefix(ids, special) for ids, _ in plans]
+    out_texts = [tokenizer.decode(ids[k:], skip_special_tokens=True) for ids, k in zip(out_ids, n_special)]
+    new = sum(len(ids) - first for ids, first in plans)
+    return Regenerated(out_texts, out_ids, generated, new, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------------------------- modes
+
+def _batches(order: list[int], size: int):
+    for s in range(0, len(order), size):
+        yield order[s : s + size]
+
+
+def _regenerate_sequential(model, tokenizer, plans, settings, generator, progress, desc):
+    from tqdm.auto import tqdm
+
+    out = [list(ids[:first]) for ids, first in plans]
+    remaining = [len(ids) - first for ids, first in plans]
+    # Similar lengths together: rows that finish early generate tokens that are thrown away.
+    order = sorted(range(len(plans)), key=lambda i: (remaining[i], len(out[i])))
+    bar = tqdm(total=sum(remaining), desc=desc, unit="tok", disable=not progress, leave=False)
+    for rows in _batches(order, settings.batch_size):
+        while True:
+            need = max(remaining[r] for r in rows)
+            if need == 0:
+                break
+            longest = max(len(out[r]) for r in rows)
+            if longest + need <= settings.context:
+                n_new, contexts = need, [out[r] for r in rows]  # fits: one continuous generation
+            else:
+                # Rebuild the cache from the last (context - block) tokens, then one block.
+                n_new = min(settings.block, need)
+                contexts = [out[r][-(settings.context - n_new):] for r in rows]
+            new = _generate(model, tokenizer, contexts, n_new, settings, generator)
+            for r, toks in zip(rows, new.tolist()):
+                take = min(n_new, remaining[r])
+                out[r].extend(toks[:take])
+                remaining[r] -= take
+                bar.update(take)
+    bar.close()
+    return out
+
+
+def _regenerate_original(model, tokenizer, plans, settings, generator, progress, desc):
+    from tqdm.auto import tqdm
+
+    jobs = []  # (paragraph, start, length): one row per block, context from the input text
+    for p, (ids, first) in enumerate(plans):
+        for s in range(first, len(ids), settings.block):
+            jobs.append((p, s, min(settings.block, len(ids) - s)))
+    out = [list(ids) for ids, _ in plans]
+    order = sorted(range(len(jobs)), key=lambda j: min(jobs[j][1], settings.context - settings.block))
+    bar = tqdm(total=sum(j[2] for j in jobs), desc=desc, unit="tok", disable=not progress, leave=False)
+    for rows in _batches(order, settings.batch_size):
+        contexts = []
+        for j in rows:
+            p, s, _ = jobs[j]
+            contexts.append(plans[p][0][max(0, s - (settings.context - settings.block)) : s])
+        new = _generate(model, tokenizer, contexts, max(jobs[j][2] for j in rows), settings, generator)
+        for j, toks in zip(rows, new.tolist()):
+            p, s, n = jobs[j]
+            out[p][s : s + n] = toks[:n]
+            bar.update(n)
+    bar.close()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- decoding
+
+def _left_pad(contexts: list[list[int]], pad_id: int):
+    width = max(len(c) for c in contexts)
+    ids = torch.full((len(contexts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(contexts), width), dtype=torch.long)
+    for i, c in enumerate(contexts):
+        ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
+        mask[i, width - len(c):] = 1
+    return ids, mask
+
+
+def _generate(model, tokenizer, contexts, n_new, settings: RegenerateSettings, generator) -> torch.Tensor:
+    """`n_new` tokens continuing each context: a ``[len(contexts), n_new]`` tensor."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids, mask = _left_pad(contexts, pad_id)
+    device = next(model.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
+    banned = _banned_ids(tokenizer)
+    if settings.decoding == "beam":
+        return _beam(model, ids, mask, n_new, settings, banned, pad_id)
+    return _sample(model, ids, mask, n_new, settings, banned, generator)
+
+
+@torch.inference_mode()
+def _sample(model, ids, mask, n_new, settings: RegenerateSettings, banned, generator) -> torch.Tensor:
+    batch = ids.shape[0]
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    seen = None
+    if settings.repetition_penalty != 1.0:
+        seen = torch.zeros(batch, vocab, dtype=torch.bool, device=ids.device)
+        seen.scatter_(1, ids, mask.bool())
+    out = torch.empty(batch, n_new, dtype=torch.long, device=ids.device)
+    past, step_ids, step_pos = None, ids, positions
+    for t in range(n_new):
+        res = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
+                    past_key_values=past, use_cache=True)
+        past = res.past_key_values
+        logits = res.logits[:, -1, :].float()
+        logits[:, banned] = float("-inf")
+        if seen is not None:  # the CTRL / HF rule: shrink positive logits, grow negative ones
+            pen = torch.where(logits > 0, logits / settings.repetition_penalty, logits * settings.repetition_penalty)
+            logits = torch.where(seen, pen, logits)
+        logits = logits / settings.temperature
+        if settings.top_p < 1.0:
+            logits = _top_p(logits, settings.top_p)
+        noise = torch.empty_like(logits).exponential_(1.0, generator=generator)
+        tok = (logits - noise.log()).argmax(-1)  # Gumbel-max: a sample from softmax(logits)
+        out[:, t] = tok
+        if seen is not None:
+            seen[torch.arange(batch), tok] = True
+        step_ids = tok[:, None]
+        step_pos = step_pos[:, -1:] + 1
+        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+    return out.cpu()
+
+
+def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    sorted_logits, idx = logits.sort(-1, descending=True)
+    cum = sorted_logits.softmax(-1).cumsum(-1)
+    drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches top_p
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter_(-1, idx, sorted_logits)
+
+
+@torch.inference_mode()
+def _beam(model, ids, mask, n_new, settings: RegenerateSettings, banned, pad_id) -> torch.Tensor:
+    res = model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=n_new, min_new_tokens=n_new,
+        num_beams=settings.num_beams, repetition_penalty=settings.repetition_penalty, do_sample=False,
+        suppress_tokens=banned, pad_token_id=pad_id, early_stopping=False,
+    )
+    return res[:, ids.shape[1]:].cpu()
