@@ -74,3 +74,66 @@ def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict:
     n = only_a + only_b
     p = 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
     return {"only_a": only_a, "only_b": only_b, "n": int(a.size), "p_value": p}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Collapse metrics: how far generated text drifts from the original (KL of n-gram distributions), how
+# diverse it is (distinct-n), and how confident a model is on tokens (the paper's Fig. 1).
+
+KL_EPSILON = 1e-6  # additive smoothing of every n-gram count over the union support (see ngram_kl)
+
+
+def _ngrams(sequences, n: int):
+    from collections import Counter
+
+    counts = Counter()
+    for seq in sequences:
+        seq = list(seq)
+        counts.update(tuple(seq[i : i + n]) for i in range(len(seq) - n + 1))
+    return counts
+
+
+def ngram_kl(original, generated, n: int = 1, epsilon: float = KL_EPSILON) -> float:
+    """KL(original || generated) of token n-gram distributions, in nats.
+
+    `original` and `generated` are iterables of token-id sequences. Zeros: both distributions are
+    taken over the UNION of the n-grams seen in either, and `epsilon` is added to every count before
+    normalizing (additive smoothing), so an n-gram the generated text never produces costs
+    log(p / (epsilon / total)) instead of infinity. Empty input on either side gives nan.
+    """
+    p_counts, q_counts = _ngrams(original, n), _ngrams(generated, n)
+    if not p_counts or not q_counts:
+        return float("nan")
+    support = list(set(p_counts) | set(q_counts))
+    p = np.array([p_counts.get(g, 0) for g in support], dtype=float) + epsilon
+    q = np.array([q_counts.get(g, 0) for g in support], dtype=float) + epsilon
+    p /= p.sum()
+    q /= q.sum()
+    return float(np.sum(p * (np.log(p) - np.log(q))))
+
+
+def distinct_n(sequences, n: int = 2) -> float:
+    """Distinct n-grams divided by all n-grams (Li et al. 2016) over `sequences`; nan if none."""
+    counts = _ngrams(sequences, n)
+    total = sum(counts.values())
+    return float(len(counts) / total) if total else float("nan")
+
+
+def confidence_summary(probs: Sequence[float], bins: int = 20) -> dict:
+    """Summary and histogram of per-token probabilities of the next token (values in [0, 1]).
+
+    Returns mean, median, the fraction above 0.9 (what TCE(0.9) would mask) and the histogram
+    (`bins` equal-width bins on [0, 1]: edges and counts) for plotting.
+    """
+    x = np.asarray(probs, dtype=float)
+    counts, edges = np.histogram(x, bins=bins, range=(0.0, 1.0))
+    if x.size == 0:
+        return {"n": 0, "mean": None, "median": None, "frac_above_0.9": None,
+                "hist": {"edges": edges.tolist(), "counts": counts.tolist()}}
+    return {
+        "n": int(x.size),
+        "mean": float(x.mean()),
+        "median": float(np.median(x)),
+        "frac_above_0.9": float((x > 0.9).mean()),
+        "hist": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+    }
