@@ -1,0 +1,184 @@
+"""What the three toys share: method specs, seeds, run folders, `results.json`, provenance, plots.
+
+Every toy run is one (method, seed) pair and writes `<out>/<method>/seed_<s>/results.json` in the
+same shape as the text collapse runs (contract 5, `kind: "toy"`), so the leaderboard can publish it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from fortifai_bench import __version__
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.io import atomic_write, write_json
+from fortifai_bench.metrics import area_under_curve, mean_ci, time_to_failure
+
+RESULTS_FORMAT = "fortifai-bench/results@1"
+
+
+# ---------------------------------------------------------------- argument parsing
+def parse_seeds(seed: int | None, seeds: str | None) -> list[int]:
+    """`--seed 3` or `--seeds 0,1,2` (or a range `0-4`); default seed 0."""
+    if seeds is None:
+        return [0 if seed is None else int(seed)]
+    out: list[int] = []
+    for part in seeds.split(","):
+        part = part.strip()
+        try:
+            if re.fullmatch(r"\d+-\d+", part):
+                lo, hi = map(int, part.split("-"))
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise FortifaiError(f"--seeds: '{part}' is not an integer or a range like 0-4") from None
+    if not out or len(set(out)) != len(out):
+        raise FortifaiError(f"--seeds: '{seeds}' must list distinct seeds")
+    return out
+
+
+def split_methods(text: str) -> list[str]:
+    items = [m.strip() for m in text.split(",") if m.strip()]
+    if not items:
+        raise FortifaiError("--methods: give at least one method, e.g. mle,truncated:auto")
+    return items
+
+
+def parse_number(value: str, what: str, lo: float, hi: float, *, closed_hi: bool = False) -> float:
+    """A float in (lo, hi) (or (lo, hi] when closed_hi); the error names the method spec."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise FortifaiError(f"{what}: '{value}' is not a number") from None
+    if not (lo < x < hi or (closed_hi and x == hi)):
+        raise FortifaiError(f"{what}: {x:g} must lie in ({lo:g}, {hi:g}{']' if closed_hi else ')'}")
+    return x
+
+
+def safe_name(spec: str) -> str:
+    """A method spec as a folder name (`truncated:0.125` -> `truncated-0.125`)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", spec)
+
+
+def default_out(task: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{task}-{stamp}"
+
+
+# ---------------------------------------------------------------- results.json
+def provenance(packages: Sequence[str] = ("numpy", "scipy", "scikit-learn", "matplotlib")) -> dict:
+    from importlib import metadata
+
+    versions = {"fortifai-bench": __version__, "python": sys.version.split()[0]}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        git = None
+    return {"versions": versions, "git": git, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def config_hash(config: dict) -> str:
+    """sha256 of the resolved config without seed and output folder (runs that differ only there compare)."""
+    body = {k: v for k, v in config.items() if k not in ("seed", "out")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def build_results(*, task: str, loss: dict, model: str, seed: int, config: dict, score_name: str,
+                  failure_threshold: float, stages: list[dict], packages: Sequence[str] | None = None) -> dict:
+    scores = [s["score"] for s in stages]
+    for s in stages:
+        s.setdefault("kr_total", None)
+    return {
+        "format": RESULTS_FORMAT, "kind": "toy", "task": {"name": task, "version": 1}, "loss": loss,
+        "model": model, "seed": seed, "config": config, "config_hash": config_hash(config),
+        "score_name": score_name, "failure_threshold": failure_threshold, "stages": stages,
+        "time_to_failure": time_to_failure(scores, failure_threshold), "auc": area_under_curve(scores),
+        "final_score": scores[-1], "items": {},
+        "provenance": provenance(*(() if packages is None else (packages,))),
+    }
+
+
+# ---------------------------------------------------------------- plots
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display on the machines that run this)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    pyplot().close(fig)
+
+
+def plot_scores(runs: list[dict], path: Path, title: str) -> None:
+    """Score per generation for every (method, seed) run, with the failure line."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    colors: dict[str, str] = {}
+    for r in runs:
+        spec = r["loss"]["spec"]
+        label = None if spec in colors else spec  # one legend entry per method, however many seeds
+        color = colors.setdefault(spec, f"C{len(colors)}")
+        ax.plot([s["stage"] for s in r["stages"]], [s["score"] for s in r["stages"]],
+                color=color, alpha=0.85, lw=1.4, label=label)
+    ax.axhline(runs[0]["failure_threshold"], color="k", ls="--", lw=1, label="failure threshold")
+    ax.set_xlabel("generation")
+    ax.set_ylabel(runs[0]["score_name"])
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- driver shared by the three CLIs
+def run_grid(task: str, run_one: Callable[..., dict], config, methods: Sequence[str], seeds: Sequence[int],
+             out: Path, *, progress: bool = True, extra_plot: Callable[[list[dict], Path], None] | None = None) -> dict:
+    """Run every (method, seed), write each `results.json`, `summary.json`, `scores.png` and the toy's own
+    comparison plot (`extra_plot(runs, out)`)."""
+    out = Path(out)
+    runs = []
+    for method in methods:
+        for seed in seeds:
+            run_dir = out / safe_name(method) / f"seed_{seed}"
+            runs.append(run_one(config, method, seed, out_dir=run_dir, progress=progress))
+    summary = {"task": task, "runs": []}
+    for spec in dict.fromkeys(r["loss"]["spec"] for r in runs):
+        group = [r for r in runs if r["loss"]["spec"] == spec]
+        ttf = [r["time_to_failure"] for r in group]
+        summary["runs"].append({
+            "spec": spec, "seeds": [r["seed"] for r in group], "time_to_failure": ttf,
+            "failed": sum(t is not None for t in ttf), "final_score": mean_ci([r["final_score"] for r in group]),
+            "score_name": group[0]["score_name"], "failure_threshold": group[0]["failure_threshold"]})
+    write_json(out / "summary.json", summary)
+    plot_scores(runs, out / "scores.png", f"{task}: {runs[0]['score_name']} per generation")
+    if extra_plot is not None:
+        extra_plot(runs, out)
+    return summary
+
+
+def print_summary(summary: dict, out: Path) -> None:
+    for row in summary["runs"]:
+        ttf = ", ".join("never" if t is None else f"{t:.1f}" for t in row["time_to_failure"])
+        print(f"{summary['task']} {row['spec']:<22} final {row['score_name']} {row['final_score']['mean']:.3f}"
+              f"  time to failure (seeds {row['seeds']}): {ttf}")
+    print(f"results in {out}")
