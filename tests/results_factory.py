@@ -1,0 +1,73 @@
+"""Writes run folders whose results.json follows contract 5 (COMMON.md), for leaderboard and compare tests.
+
+Scores are derived from per-question bitstrings, exactly as a collapse run derives them, so time to failure,
+AUC and the McNemar inputs all agree with each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from fortifai_bench.metrics import area_under_curve, time_to_failure
+
+DEFAULT_CONFIG = {
+    "task": "collapse_facts", "version": 1, "corpus": "facts", "stages": 4, "mode": "accumulate", "model": "tiny",
+    "train": {"epochs": 3, "lr": 3e-4, "batch_size": 16, "block_size": 64},
+    "eval": {"kr": True, "failure_threshold": 0.75, "lm_eval_tasks": []},
+}
+
+
+def bits_for(accuracies: list[float], n_items: int, seed: int) -> list[str]:
+    """One bitstring per stage with exactly round(acc * n) ones, at random positions."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for acc in accuracies:
+        k = int(round(acc * n_items))
+        row = np.zeros(n_items, dtype=int)
+        row[rng.choice(n_items, size=k, replace=False)] = 1
+        out.append("".join(map(str, row)))
+    return out
+
+
+def make_results(accuracies: list[float], *, loss: str = "ce", loss_args: dict | None = None, seed: int = 0,
+                 model: str = "tiny", task: str = "collapse_facts", version: int = 1, n_items: int = 40,
+                 config: dict | None = None, kind: str = "text", bits: list[str] | None = None,
+                 ids: str = "facts-split0", command: str | None = None) -> dict:
+    bits = bits if bits is not None else bits_for(accuracies, n_items, seed=zlib.crc32(f"{loss}/{seed}".encode()))
+    scores = [sum(map(int, b)) / len(b) for b in bits]
+    cfg = json.loads(json.dumps(config or DEFAULT_CONFIG))
+    cfg.update({"task": task, "version": version, "loss": loss, "seed": seed, "out": f"runs/{loss}-{seed}"})
+    hashed = {k: v for k, v in cfg.items() if k not in ("seed", "out")}
+    args = loss_args if loss_args is not None else ({"gamma": float(loss.split(":")[1])} if ":" in loss else {})
+    return {
+        "format": "fortifai-bench/results@1", "kind": kind, "task": {"name": task, "version": version},
+        "loss": {"spec": loss, "target": "fortifai_bench.losses:" + loss.split(":")[0].upper(), "args": args},
+        "model": model, "seed": seed, "config": cfg,
+        "config_hash": hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest(),
+        "score_name": "kr_split0", "failure_threshold": 0.75,
+        "stages": [{"stage": i, "score": s, "kr_total": max(0.0, s - 0.02), "kl": 0.01 * i}
+                   for i, s in enumerate(scores)],
+        "time_to_failure": time_to_failure(scores, 0.75), "auc": area_under_curve(scores), "final_score": scores[-1],
+        "items": {"split0_ids_sha256": hashlib.sha256(ids.encode()).hexdigest(), "split0_correct": bits},
+        "provenance": {"versions": {"fortifai-bench": "0.1.0", "torch": "2.13.0"}, "git": "abc123",
+                       "command": command or f"fortifai-bench collapse --loss {loss} --seed {seed}",
+                       "date": f"2025-01-0{1 + seed % 9}T00:00:00+00:00"},
+    }
+
+
+def write_run(root: Path, accuracies: list[float], **kw) -> Path:
+    results = make_results(accuracies, **kw)
+    run = Path(root) / f"{results['task']['name']}-{results['loss']['spec'].replace(':', '_')}-{results['seed']}"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "results.json").write_text(json.dumps(results, indent=1))
+    return run
+
+
+def write_seeds(root: Path, curves: list[list[float]], **kw) -> list[Path]:
+    """One run per seed (seed = index), e.g. three noisy copies of one collapse curve."""
+    return [write_run(root, curve, seed=i, **kw) for i, curve in enumerate(curves)]
