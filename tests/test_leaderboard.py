@@ -12,7 +12,8 @@ from scipy import stats
 
 from fortifai_bench.cli import main
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.leaderboard import load_board, publish, rank_entries, render_html, render_markdown, render_text
+from fortifai_bench.leaderboard import load_board, publish, rank_entries
+from fortifai_bench.leaderboard_render import render_html, render_markdown, render_text
 from results_factory import DEFAULT_CONFIG, make_results, write_run, write_seeds
 
 CE = [[1.0, 0.9, 0.7, 0.5], [1.0, 0.85, 0.65, 0.5], [0.975, 0.9, 0.75, 0.6]]

@@ -17,7 +17,7 @@ import math
 import unicodedata
 from typing import Any
 
-from fortifai_bench.leaderboard.board import canonical, rank_entries
+from fortifai_bench.leaderboard import canonical, rank_entries
 
 COLUMNS = ["#", "loss", "args", "model", "seeds", "time to failure", "AUC", "final score"]
 

@@ -1,13 +1,20 @@
-"""Leaderboard entries and boards: merge the seeds of one configuration, validate, publish.
+"""Leaderboards: publish collapse runs as entries, show them ranked, render a static web page.
 
-A board is one JSON file per collapse task (`leaderboards/<task>.json`). It records the *protocol* (the runs'
-resolved config minus what may differ between entries: loss, seed, output folder) and refuses runs made under
-another protocol or task version, so every entry on a board is comparable with every other. Loading a board
-parses JSON and checks it against `leaderboards/schema.json`; nothing in it is ever executed.
+    fortifai-bench publish RUN_DIR... [--to leaderboards/<task>.json] [--replace]
+    fortifai-bench leaderboard show FILE [--markdown]
+    fortifai-bench leaderboard render FILE --html OUT
+
+A board is one JSON file per collapse task (`leaderboards/<task>.json`). Each entry merges the runs (one
+`results.json` per seed, contract 5) of one (task, loss spec and arguments, model, seed set). The board records
+the *protocol* (the runs' resolved config minus what may differ between entries: loss, seed, output folder) and
+refuses runs made under another protocol or task version, so every entry is comparable with every other.
+Loading a board parses JSON and checks it against `leaderboards/schema.json`; nothing in it is ever executed.
+Rendering lives in `fortifai_bench.leaderboard_render`.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib.resources
 import json
@@ -22,9 +29,125 @@ from typing import Any, Iterable
 import jsonschema
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.io import read_json, write_json
-from fortifai_bench.leaderboard.runs import json_path, load_run, read_json_file, schema_error
+from fortifai_bench.io import atomic_write, read_json, write_json
 from fortifai_bench.metrics import mean_ci
+
+
+# ----------------------------------------------------------------------------------------------- results.json
+
+RESULTS_FORMAT = "fortifai-bench/results@1"
+
+_NUM_OR_NULL = {"type": ["number", "null"]}
+
+# Only what this module relies on; producers may add fields (additional properties are allowed).
+RESULTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["format", "kind", "task", "loss", "model", "seed", "config", "config_hash", "score_name",
+                 "failure_threshold", "stages", "time_to_failure", "auc", "final_score", "provenance"],
+    "properties": {
+        "format": {"const": RESULTS_FORMAT},
+        "kind": {"enum": ["text", "toy"]},
+        "task": {
+            "type": "object",
+            "required": ["name", "version"],
+            "properties": {"name": {"type": "string"}, "version": {"type": "integer"}},
+        },
+        "loss": {
+            "type": "object",
+            "required": ["spec", "target", "args"],
+            "properties": {"spec": {"type": "string", "minLength": 1}, "target": {"type": "string"},
+                           "args": {"type": "object"}},
+        },
+        "model": {"type": "string", "minLength": 1},
+        "seed": {"type": "integer"},
+        "config": {"type": "object"},
+        "config_hash": {"type": "string", "minLength": 1},
+        "score_name": {"type": "string", "minLength": 1},
+        "failure_threshold": {"type": "number"},
+        "stages": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["stage", "score"],
+                "properties": {"stage": {"type": "integer"}, "score": {"type": "number"},
+                               "kr_total": _NUM_OR_NULL, "kl": _NUM_OR_NULL},
+            },
+        },
+        "time_to_failure": _NUM_OR_NULL,
+        "auc": {"type": "number"},
+        "final_score": {"type": "number"},
+        "items": {
+            "type": "object",
+            "required": ["split0_ids_sha256", "split0_correct"],
+            "properties": {
+                "split0_ids_sha256": {"type": "string"},
+                "split0_correct": {"type": "array", "items": {"type": "string", "pattern": "^[01]*$"}},
+            },
+        },
+        "provenance": {
+            "type": "object",
+            "required": ["versions", "command", "date"],
+            "properties": {"versions": {"type": "object"}, "command": {"type": "string"},
+                           "date": {"type": "string"}, "git": {"type": ["string", "null"]}},
+        },
+    },
+}
+
+
+def read_json_file(path: str | os.PathLike) -> Any:
+    """`io.read_json`, plus a one-line error for a binary file (io.read_json lets UnicodeDecodeError through)."""
+    try:
+        return read_json(path)
+    except UnicodeDecodeError as exc:
+        raise FortifaiError(f"{path}: invalid JSON: not UTF-8 text (byte {exc.start})") from exc
+
+
+def json_path(path) -> str:
+    """['stages', 3, 'score'] -> 'stages[3].score' (how errors name a field)."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def schema_error(validator: jsonschema.protocols.Validator, obj: Any) -> jsonschema.ValidationError | None:
+    """The first error in document order (deterministic, so a message is stable across runs)."""
+    errors = sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path])
+    return errors[0] if errors else None
+
+
+_RESULTS_VALIDATOR = jsonschema.Draft202012Validator(RESULTS_SCHEMA)
+
+
+def results_file(path: str | os.PathLike) -> Path:
+    """A run directory or its results.json -> the results.json path."""
+    path = Path(path)
+    return path / "results.json" if path.is_dir() else path
+
+
+def load_run(path: str | os.PathLike) -> dict:
+    """Load and check one run's results.json (JSON only: nothing in it is executed)."""
+    file = results_file(path)
+    if not file.is_file():
+        raise FortifaiError(f"{path}: no results.json (is it a finished run directory?)")
+    data = read_json_file(file)
+    err = schema_error(_RESULTS_VALIDATOR, data)
+    if err is not None:
+        raise FortifaiError(f"{file}: field {json_path(err.absolute_path)}: {err.message}")
+    stages = [s["stage"] for s in data["stages"]]
+    if stages != list(range(len(stages))):
+        raise FortifaiError(f"{file}: stages must be numbered 0..{len(stages) - 1} in order, got {stages}")
+    items = data.get("items")
+    if items is not None:
+        bits = items["split0_correct"]
+        if len(bits) != len(stages):
+            raise FortifaiError(f"{file}: items.split0_correct has {len(bits)} bitstrings for {len(stages)} stages")
+        if len({len(b) for b in bits}) > 1:
+            raise FortifaiError(f"{file}: items.split0_correct bitstrings differ in length")
+    data["_path"] = str(file)
+    return data
+
 
 BOARD_FORMAT = "fortifai-bench/leaderboard@1"
 
@@ -47,7 +170,7 @@ def leaderboards_dir() -> Path:
             return path
     except ModuleNotFoundError:
         pass
-    return Path(__file__).resolve().parents[2] / "leaderboards"
+    return Path(__file__).resolve().parents[1] / "leaderboards"
 
 
 @lru_cache(maxsize=1)
@@ -328,3 +451,56 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
         write_json(path, board)
         report.written = True
     return report
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def _publish(args: argparse.Namespace) -> int:
+    report = publish(args.runs, args.to, root=args.root, replace=args.replace)
+    print("\n".join(report.lines()))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from fortifai_bench.leaderboard_render import render_markdown, render_text
+
+    board = load_board(args.file)
+    print(render_markdown(board) if args.markdown else render_text(board), end="")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from fortifai_bench.leaderboard_render import render_html
+
+    board = load_board(args.file)
+    with atomic_write(args.html) as f:
+        f.write(render_html(board))
+    print(f"wrote {args.html}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "publish", help="merge runs (one per seed) into a leaderboard entry",
+        description="Merge the runs of several seeds of one configuration into one entry per (task, loss, model, "
+                    "seed set), validate against leaderboards/schema.json and write the board atomically. "
+                    "Publishing the same runs twice changes nothing.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or their results.json)")
+    p.add_argument("--to", metavar="FILE", help="board file inside the leaderboards folder "
+                                                "(default: <root>/<task>.json)")
+    p.add_argument("--root", default="leaderboards", metavar="DIR",
+                   help="the leaderboards folder a board must live in (default: ./leaderboards)")
+    p.add_argument("--replace", action="store_true", help="overwrite an entry already on the board with new numbers")
+    p.set_defaults(func=_publish)
+
+    lb = subparsers.add_parser("leaderboard", help="show or render a leaderboard")
+    sub = lb.add_subparsers(dest="leaderboard_command", metavar="<show|render>", required=True)
+    s = sub.add_parser("show", help="print the ranked table")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--markdown", action="store_true", help="a Markdown table (for a README)")
+    s.set_defaults(func=_show)
+    r = sub.add_parser("render", help="write a self-contained static HTML page")
+    r.add_argument("file", metavar="FILE")
+    r.add_argument("--html", required=True, type=Path, metavar="OUT")
+    r.set_defaults(func=_render)
