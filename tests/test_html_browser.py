@@ -1,0 +1,135 @@
+"""The rendered leaderboard page, read back from a real headless Chromium after its JavaScript ran.
+
+Chromium is Debian's `chromium` package (`.ci/run` installs it). The page is opened from a file:// URL with
+networking disabled, so this also proves it needs nothing from the network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from fortifai_bench.leaderboard import load_board, publish
+from fortifai_bench.leaderboard_render import render_html
+from results_factory import write_seeds
+
+CHROMIUM = os.environ.get("FORTIFAI_CHROMIUM", "/usr/bin/chromium")
+# Each payload would mark the page if it ever ran as code.
+SCRIPT_LOSS = "<script>document.documentElement.setAttribute('data-pwned','script')</script>"
+IMG_MODEL = "<img src=x onerror=\"document.documentElement.setAttribute('data-pwned','img')\">"
+
+
+class _Table(HTMLParser):
+    """Rows of the leaderboard table: each row's attributes and each cell's own text (not its children's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.html_attrs: dict = {}
+        self.table_attrs: dict = {}
+        self.rows: list[dict] = []
+        self.scripts = 0
+        self._cell: dict | None = None
+        self._depth = 0
+        self._in_body = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "html":
+            self.html_attrs = attrs
+        elif tag == "script":
+            self.scripts += 1
+        elif tag == "table" and attrs.get("id") == "board":
+            self.table_attrs = attrs
+        elif tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self.rows.append({"attrs": attrs, "cells": {}})
+        elif tag == "td" and self._in_body:
+            self._cell = {"class": (attrs.get("class") or "").split()[-1:] or [""], "text": ""}
+            self._depth = 0
+        elif self._cell is not None:
+            self._depth += 1
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_body = False
+        elif tag == "td" and self._cell is not None:
+            self.rows[-1]["cells"][self._cell["class"][0]] = self._cell["text"].strip()
+            self._cell = None
+        elif self._cell is not None:
+            self._depth -= 1
+
+    def handle_data(self, data):
+        if self._cell is not None and self._depth == 0:
+            self._cell["text"] += data
+
+
+def dump_dom(page: Path, tmp_path: Path, fragment: str = "") -> _Table:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--host-resolver-rules=MAP * ~NOTFOUND",  # no name resolves: the page must need no network
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom", page.as_uri() + fragment]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    parser = _Table()
+    parser.feed(out.stdout)
+    assert parser.rows, f"no table rows in the dumped DOM: {out.stdout[:500]}"
+    return parser
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("html")
+    lb = tmp / "leaderboards"
+    lb.mkdir()
+    old = os.getcwd()
+    os.chdir(tmp)
+    try:
+        publish(write_seeds(tmp / "runs", [[1.0, 0.9, 0.7, 0.5], [1.0, 0.85, 0.65, 0.5]], loss="ce"))
+        publish(write_seeds(tmp / "runs", [[1.0, 0.95, 0.9, 0.85]] * 2, loss="tce:0.9"))        # never fails
+        publish(write_seeds(tmp / "runs", [[1.0, 0.9, 0.8, 0.7]] * 2, loss=SCRIPT_LOSS, model=IMG_MODEL))
+    finally:
+        os.chdir(old)
+    out = tmp / "site" / "index.html"
+    out.parent.mkdir()
+    out.write_text(render_html(load_board(lb / "collapse_facts.json")), encoding="utf-8")
+    return out
+
+
+def test_page_renders_ranked_table_with_curves_from_file_url(page, tmp_path):
+    dom = dump_dom(page, tmp_path)
+    losses = [r["cells"]["loss"] for r in dom.rows]
+    assert losses == ["tce:0.9", SCRIPT_LOSS, "ce"]  # ranked: never fails, fails at 2.5, fails at ~1.6
+    assert [r["cells"]["num"] for r in dom.rows] == ["1", "2", "3"]
+    assert dom.rows[0]["cells"]["ttf"] == "not reached (2/2)"
+    assert dom.rows[2]["cells"]["ttf"].startswith("1.62 [")
+    assert "data-sorted" not in dom.table_attrs
+    assert page.read_text().count("<svg") == 3
+
+
+def test_injected_strings_render_as_text_and_never_run(page, tmp_path):
+    dom = dump_dom(page, tmp_path)
+    row = dom.rows[1]
+    assert row["cells"]["loss"] == SCRIPT_LOSS and row["cells"]["model"] == IMG_MODEL  # shown literally
+    assert row["attrs"]["data-loss"] == SCRIPT_LOSS
+    assert "data-pwned" not in dom.html_attrs, "an injected string ran as script"
+    assert dom.scripts == 1  # only the page's own sorting script exists as an element
+
+
+@pytest.mark.parametrize("fragment, expected", [
+    ("#sort=loss&dir=asc", [SCRIPT_LOSS, "ce", "tce:0.9"]),  # "<" sorts before letters
+    ("#sort=auc&dir=desc", ["tce:0.9", SCRIPT_LOSS, "ce"]),
+    ("#sort=rank&dir=desc", ["ce", SCRIPT_LOSS, "tce:0.9"]),
+])
+def test_javascript_sorts_the_table(page, tmp_path, fragment, expected):
+    dom = dump_dom(page, tmp_path, fragment)
+    assert [r["cells"]["loss"] for r in dom.rows] == expected
+    key, direction = fragment[len("#sort="):].split("&dir=")
+    assert dom.table_attrs.get("data-sorted") == f"{key}:{direction}"
