@@ -1,0 +1,77 @@
+"""`facts` generator: exact KR questions from the facts corpus's ground truth.
+
+For a fact at characters [start, end) of a paragraph, ending its sentence at `sentence_end`:
+    context = text[:start]                        ("... Orvel Tamsin was born in")
+    true    = text[start:sentence_end]            ("Dravia in 1843.")
+    false   = distractor + text[end:sentence_end] ("Selmora in 1843.")
+
+The distractor is another value of the SAME attribute found in the SAME split (falling back to the
+same slot type in that split, then the same attribute anywhere in the corpus). A prototype that drew
+false values from anywhere leaked a signal: "this value was seen in training" scored 0.79 before
+anything was memorized. Drawn from the same split and slot, both values were seen equally often in
+training, and splits the model never saw scored 0.50.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+from fortifai_bench.errors import FortifaiError
+
+VERSION = 1
+GENERATOR = f"facts@{VERSION}"
+
+
+def _pools(paragraphs, split_of):
+    by_attr, by_slot, anywhere = defaultdict(set), defaultdict(set), defaultdict(set)
+    for index, p in enumerate(paragraphs):
+        for f in p.meta["facts"]:
+            by_attr[(split_of[index], p.meta["kind"], f["attribute"])].add(f["value"])
+            by_slot[(split_of[index], f["slot"])].add(f["value"])
+            anywhere[(p.meta["kind"], f["attribute"])].add(f["value"])
+    return by_attr, by_slot, anywhere
+
+
+def _distractor(rng, value, candidates_in_order):
+    for candidates in candidates_in_order:
+        others = sorted(candidates - {value})  # sorted: set order is not stable across runs
+        if others:
+            return rng.choice(others)
+    return None
+
+
+def generate_facts(corpus, n_splits: int, *, max_per_paragraph: int = 5, seed: int = 0,
+                   source: str | None = None) -> list:
+    """Up to `max_per_paragraph` questions per paragraph, split assigned (`corpus.split_of(n_splits)`)."""
+    from fortifai_bench.kr.schema import Question
+
+    if max_per_paragraph < 1:
+        raise FortifaiError(f"facts generator: max_per_paragraph must be >= 1, got {max_per_paragraph}")
+    paragraphs = corpus.paragraphs
+    for p in paragraphs:
+        if not isinstance(p.meta.get("facts"), list) or "kind" not in p.meta:
+            raise FortifaiError(f"facts generator needs the facts corpus (ground truth in meta); "
+                                f"paragraph {p.id} of {corpus.name} has none: use --generator rules")
+    split_of = corpus.split_of(n_splits)
+    by_attr, by_slot, anywhere = _pools(paragraphs, split_of)
+    source = source or f"{corpus.name}:{corpus.part}"
+    questions = []
+    for index, p in enumerate(paragraphs):
+        facts = p.meta["facts"]
+        rng = random.Random(f"{GENERATOR}:{seed}:{p.id}")
+        chosen = sorted(rng.sample(range(len(facts)), min(max_per_paragraph, len(facts))))
+        kind, split = p.meta["kind"], split_of[index]
+        for k in chosen:
+            f = facts[k]
+            false_value = _distractor(rng, f["value"], [
+                by_attr[(split, kind, f["attribute"])], by_slot[(split, f["slot"])], anywhere[(kind, f["attribute"])],
+            ])
+            if false_value is None:  # a value no other paragraph varies: no honest false form
+                continue
+            rest = p.text[f["end"]:f["sentence_end"]]
+            questions.append(Question(
+                id=f"{p.id}/q{k}", split=split, paragraph=index, context=p.text[:f["start"]],
+                true=f["value"] + rest, false=false_value + rest, generator=GENERATOR, source=source,
+            ))
+    return questions
