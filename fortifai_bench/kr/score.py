@@ -1,0 +1,317 @@
+"""A fast in-process KR scorer that gives lm-eval's `multiple_choice` answers.
+
+lm-eval scores each choice as its own sequence `context + " " + continuation`; a KR question has two
+choices that share the context, so lm-eval runs the context twice and projects every position onto the
+vocabulary. Here the context of a batch of questions runs ONCE (left-padded, with its KV cache kept), the
+cache is repeated for the two continuations, and only the positions that predict continuation tokens
+are projected onto the vocabulary. Tokenization follows lm-eval's HFLM exactly: the context and the whole
+`context + " " + continuation` are encoded with the tokenizer's defaults (the tiny tokenizer prepends
+BOS), and the continuation's tokens are `whole[len(context_tokens):]`.
+
+Methods (a named choice, never a silent one):
+- `sum` (lm-eval's `acc`): the true continuation wins when its summed log-likelihood is at least the
+  false one's (ties go to the true one, as lm-eval's argmax picks the first choice).
+- `mean_shorter` (the paper's code): mean per-token log-probability over the first n tokens of each
+  continuation, n = the shorter continuation's token count.
+`acc_norm` is always lm-eval's: summed log-likelihood divided by the continuation's length in characters.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.metrics import bootstrap_ci
+
+METHODS = ("sum", "mean_shorter")
+TARGET_DELIMITER = " "  # lm-eval's default target_delimiter, used by our task YAMLs
+_SEQLEN_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
+_DEFAULT_MAX_LENGTH = 2048  # lm-eval's HFLM default when neither config nor tokenizer says
+
+
+@dataclass
+class ScoreResult:
+    """Per-question log-likelihoods and the accuracies derived from them (lists are in input order)."""
+
+    method: str
+    ids: list[str]
+    splits: list[int]
+    logp_true: list[float]  # summed log-likelihood of the true continuation (lm-eval's number)
+    logp_false: list[float]
+    correct: list[bool]  # by the method's rule
+    correct_norm: list[bool]  # lm-eval's acc_norm rule (divided by length in characters)
+    tokens_true: list[int] = field(repr=False)
+    tokens_false: list[int] = field(repr=False)
+    acc: float = float("nan")
+    acc_norm: float = float("nan")
+    ci: tuple[float, float] = (float("nan"), float("nan"))
+
+    def by_split(self) -> dict[int, float]:
+        """Accuracy (method's rule) per split, e.g. {0: 0.98, 1: 0.97, ...}; KR-split-k."""
+        totals: dict[int, list[int]] = {}
+        for split, ok in zip(self.splits, self.correct):
+            t = totals.setdefault(int(split), [0, 0])
+            t[0] += int(ok)
+            t[1] += 1
+        return {k: hits / n for k, (hits, n) in sorted(totals.items())}
+
+    def correct_bits(self) -> str:
+        """Correctness as a '0110...' string in input order (compact per-item record for results.json)."""
+        return "".join("1" if ok else "0" for ok in self.correct)
+
+
+@dataclass(frozen=True)
+class _Item:
+    ctx: list[int]
+    conts: tuple[list[int], list[int]]  # true, false
+
+
+def _field(question: Any, name: str):
+    if isinstance(question, dict):
+        return question[name]
+    return getattr(question, name)
+
+
+def _max_length(model, tokenizer) -> int:
+    config = getattr(model, "config", None)
+    for cfg in (getattr(config, "text_config", None), config):
+        for attr in _SEQLEN_ATTRS:
+            value = getattr(cfg, attr, None) if cfg is not None else None
+            if isinstance(value, int) and value > 0:
+                return value
+    tml = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tml, int) and 0 < tml < 10**9:
+        return tml
+    return _DEFAULT_MAX_LENGTH
+
+
+class _Encoder:
+    """lm-eval's HFLM `tok_encode` / `_encode_pair` for a causal model, batched where it is the same."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.prefix_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.prefix_str = tokenizer.decode(self.prefix_id) if self.prefix_id is not None else None
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        # HFLM encodes with the tokenizer's defaults, except that a text already starting with the prefix
+        # token's string gets no added special tokens.
+        out = self.tok(texts)["input_ids"] if texts else []
+        for i, text in enumerate(texts):
+            if self.prefix_str and text.startswith(self.prefix_str):
+                out[i] = self.tok.encode(text, add_special_tokens=False)
+        return [list(x) for x in out]
+
+    def pairs(self, contexts: list[str], conts: list[str]) -> list[tuple[list[int], list[int]]]:
+        """(context_tokens, continuation_tokens) for each (context, " " + continuation) request."""
+        moved_ctx, moved_cont = [], []
+        for ctx, cont in zip(contexts, conts):
+            n_spaces = len(ctx) - len(ctx.rstrip())
+            if n_spaces:  # lm-eval moves the context's trailing spaces into the continuation
+                ctx, cont = ctx[:-n_spaces], ctx[-n_spaces:] + cont
+            moved_ctx.append(ctx)
+            moved_cont.append(cont)
+        ctx_enc = self.encode_many(moved_ctx)
+        whole_enc = self.encode_many([c + d for c, d in zip(moved_ctx, moved_cont)])
+        pairs = []
+        for ctx, cont, c_enc, w_enc in zip(moved_ctx, moved_cont, ctx_enc, whole_enc):
+            if ctx == "":  # lm-eval conditions an empty context on the prefix token
+                cont_enc = self.tok.encode(cont, add_special_tokens=False)
+                if cont_enc and cont_enc[0] == self.prefix_id:
+                    pairs.append((cont_enc[:1], cont_enc[1:]))
+                else:
+                    pairs.append(([self.prefix_id], cont_enc))
+            else:
+                pairs.append((c_enc, w_enc[len(c_enc):]))
+        return pairs
+
+
+def _encode(questions: Sequence[Any], tokenizer, max_length: int) -> list[_Item]:
+    enc = _Encoder(tokenizer)
+    contexts = [str(_field(q, "context")) for q in questions]
+    trues = [TARGET_DELIMITER + str(_field(q, "true")) for q in questions]
+    falses = [TARGET_DELIMITER + str(_field(q, "false")) for q in questions]
+    pt = enc.pairs(contexts, trues)
+    pf = enc.pairs(contexts, falses)
+    items = []
+    for i, ((ctx_t, cont_t), (ctx_f, cont_f)) in enumerate(zip(pt, pf)):
+        qid = _field(questions[i], "id")
+        if ctx_t != ctx_f:  # cannot happen for a non-empty context: both are encode(context)
+            raise FortifaiError(f"question {qid}: its two choices tokenize to different contexts")
+        if not cont_t or not cont_f:
+            raise FortifaiError(f"question {qid}: a continuation tokenizes to nothing")
+        longest = max(len(cont_t), len(cont_f))
+        if longest > max_length:
+            raise FortifaiError(f"question {qid}: a continuation of {longest} tokens exceeds the model's "
+                                f"{max_length}-token window")
+        # lm-eval keeps the last max_length+1 tokens of context+continuation; with a shared context we cut
+        # it to fit the longer continuation (identical to lm-eval for it, a few tokens more for the other).
+        keep = max_length + 1 - longest
+        items.append(_Item(ctx_t[-keep:], (cont_t, cont_f)))
+    return items
+
+
+def _accepts(model, name: str) -> bool:
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _repeat_cache(cache, repeats: int):
+    if hasattr(cache, "batch_repeat_interleave"):  # transformers Cache objects
+        cache.batch_repeat_interleave(repeats)
+        return cache
+    # legacy tuple-of-tuples cache: ((k, v), ...) with batch first
+    return tuple(tuple(t.repeat_interleave(repeats, dim=0) for t in layer) for layer in cache)
+
+
+def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) for each position; avoids materializing a second vocabulary-sized tensor."""
+    logits = logits.float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+@torch.inference_mode()
+def _batch_shared(model, batch: list[_Item], pad_id: int, device, keep_logits: bool) -> list[tuple[list[float], list[float]]]:
+    """Per-token log-probabilities of both continuations of each item: context once, KV cache reused."""
+    n = len(batch)
+    c_max = max(len(it.ctx) for it in batch)
+    ids = torch.full((n, c_max), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, c_max), dtype=torch.long)
+    for i, it in enumerate(batch):  # left padding: every context ends at the last column
+        ids[i, c_max - len(it.ctx):] = torch.tensor(it.ctx)
+        mask[i, c_max - len(it.ctx):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    kwargs = {"logits_to_keep": 1} if keep_logits else {}
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **kwargs)
+    first_logits = out.logits[:, -1, :]  # predicts the first token of each continuation
+    conts = [c for it in batch for c in it.conts]  # rows 2i (true), 2i+1 (false)
+    first_tok = torch.tensor([c[0] for c in conts], device=device)
+    first_lp = _token_logps(first_logits.repeat_interleave(2, dim=0), first_tok)
+
+    t_max = max(len(c) for c in conts) - 1
+    rest = [[] for _ in conts]
+    if t_max > 0:
+        cache = _repeat_cache(out.past_key_values, 2)
+        cids = torch.full((2 * n, t_max), pad_id, dtype=torch.long)
+        cmask = torch.zeros((2 * n, t_max), dtype=torch.long)
+        targets = torch.zeros((2 * n, t_max), dtype=torch.long)
+        for r, c in enumerate(conts):  # input: continuation minus its last token; target: shifted by one
+            cids[r, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+            cmask[r, : len(c) - 1] = 1
+            targets[r, : len(c) - 1] = torch.tensor(c[1:], dtype=torch.long)
+        cids, cmask, targets = cids.to(device), cmask.to(device), targets.to(device)
+        ctx_len = mask.sum(-1).repeat_interleave(2)
+        cpos = ctx_len[:, None] + torch.arange(t_max, device=device)[None, :]
+        full_mask = torch.cat([mask.repeat_interleave(2, dim=0), cmask], dim=1)
+        out2 = model(input_ids=cids, attention_mask=full_mask, position_ids=cpos, past_key_values=cache, use_cache=True)
+        lp = _token_logps(out2.logits, targets).cpu()
+        rest = [lp[r, : len(c) - 1].tolist() for r, c in enumerate(conts)]
+    first = first_lp.cpu().tolist()
+    per_row = [[first[r]] + rest[r] for r in range(2 * n)]
+    return [(per_row[2 * i], per_row[2 * i + 1]) for i in range(n)]
+
+
+@torch.inference_mode()
+def _batch_naive(model, batch: list[_Item], pad_id: int, device) -> list[tuple[list[float], list[float]]]:
+    """lm-eval's way: each choice its own right-padded sequence context + continuation (reference path)."""
+    seqs = [(it.ctx, c) for it in batch for c in it.conts]
+    length = max(len(a) + len(b) - 1 for a, b in seqs)
+    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), length), dtype=torch.long)
+    for r, (a, b) in enumerate(seqs):
+        inp = (a + b)[:-1]
+        ids[r, : len(inp)] = torch.tensor(inp)
+        mask[r, : len(inp)] = 1
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    rows = []
+    for r, (a, b) in enumerate(seqs):
+        start = len(a) - 1
+        tgt = torch.tensor(b, device=logits.device)
+        rows.append(_token_logps(logits[r, start : start + len(b)], tgt).cpu().tolist())
+    return [(rows[2 * i], rows[2 * i + 1]) for i in range(len(batch))]
+
+
+def _decide(method: str, lp_t: list[float], lp_f: list[float]) -> bool:
+    if method == "sum":
+        return math.fsum(lp_t) >= math.fsum(lp_f)
+    n = min(len(lp_t), len(lp_f))
+    return math.fsum(lp_t[:n]) / n >= math.fsum(lp_f[:n]) / n
+
+
+def score(
+    model,
+    tokenizer,
+    questions: Iterable[Any],
+    *,
+    batch_size: int = 64,
+    method: str = "sum",
+    progress: bool = False,
+    shared_context: bool = True,
+) -> ScoreResult:
+    """Score KR questions (objects or dicts with id, split, context, true, false) with a causal LM.
+
+    `shared_context=False` runs lm-eval's per-sequence computation instead (same numbers, slower); it is
+    also used automatically for a model whose forward takes no position_ids or KV cache.
+    """
+    if method not in METHODS:
+        raise FortifaiError(f"unknown scoring method {method!r}: expected one of {', '.join(METHODS)}")
+    if batch_size < 1:
+        raise FortifaiError(f"batch_size must be at least 1, got {batch_size}")
+    questions = list(questions)
+    if not questions:
+        raise FortifaiError("no questions to score")
+    max_length = _max_length(model, tokenizer)
+    items = _encode(questions, tokenizer, max_length)
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    shared = shared_context and _accepts(model, "position_ids") and _accepts(model, "past_key_values")
+    keep_logits = _accepts(model, "logits_to_keep")
+
+    # Longest first (like lm-eval): padding stays small and an out-of-memory error shows at once.
+    order = sorted(range(len(items)), key=lambda i: (len(items[i].ctx), max(map(len, items[i].conts))), reverse=True)
+    per_token: list[tuple[list[float], list[float]] | None] = [None] * len(items)
+    was_training = model.training
+    model.eval()
+    try:
+        from tqdm.auto import tqdm
+
+        starts = range(0, len(order), batch_size)
+        for s in tqdm(starts, desc="KR scoring", unit="batch", disable=not progress):
+            idx = order[s : s + batch_size]
+            batch = [items[i] for i in idx]
+            rows = (_batch_shared(model, batch, pad_id, device, keep_logits) if shared
+                    else _batch_naive(model, batch, pad_id, device))
+            for i, row in zip(idx, rows):
+                per_token[i] = row
+    finally:
+        model.train(was_training)
+
+    logp_t = [math.fsum(r[0]) for r in per_token]
+    logp_f = [math.fsum(r[1]) for r in per_token]
+    correct = [_decide(method, r[0], r[1]) for r in per_token]
+    len_t = [len(str(_field(q, "true"))) or 1 for q in questions]
+    len_f = [len(str(_field(q, "false"))) or 1 for q in questions]
+    correct_norm = [lt / nt >= lf / nf for lt, lf, nt, nf in zip(logp_t, logp_f, len_t, len_f)]
+    return ScoreResult(
+        method=method,
+        ids=[str(_field(q, "id")) for q in questions],
+        splits=[int(_field(q, "split")) for q in questions],
+        logp_true=logp_t,
+        logp_false=logp_f,
+        correct=correct,
+        correct_norm=correct_norm,
+        tokens_true=[len(r[0]) for r in per_token],
+        tokens_false=[len(r[1]) for r in per_token],
+        acc=sum(correct) / len(correct),
+        acc_norm=sum(correct_norm) / len(correct_norm),
+        ci=bootstrap_ci([float(c) for c in correct]),
+    )
