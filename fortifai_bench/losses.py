@@ -262,6 +262,9 @@ class CheckedLoss:
     def describe(self) -> dict[str, Any]:
         """What a run records about its loss: the spec, the resolved class and its arguments."""
         target = self.loss.fn if isinstance(self.loss, FunctionLoss) else type(self.loss)
+        target = getattr(target, "func", target)  # a function given keyword arguments is a functools.partial
+        if not hasattr(target, "__qualname__"):  # an instance of a user's callable class
+            target = type(target)
         return {
             "spec": self.spec,
             "target": f"{target.__module__}:{target.__qualname__}",

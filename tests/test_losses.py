@@ -1,0 +1,414 @@
+"""The losses: values and gradients against naive formulations, masking, normalization, loss specs."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.losses import (
+    CE,
+    IGNORE_INDEX,
+    TCE,
+    CheckedLoss,
+    Focal,
+    load_loss,
+    parse_loss_args,
+    token_logprobs,
+)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def make_batch(seed: int, batch: int = 2, seq: int = 7, vocab: int = 11, ignore_frac: float = 0.25, scale: float = 3.0):
+    """Random logits (leaf, requires grad) and labels with some positions set to -100."""
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(batch, seq, vocab, generator=g) * scale).requires_grad_()
+    labels = torch.randint(0, vocab, (batch, seq), generator=g)
+    labels[torch.rand(batch, seq, generator=g) < ignore_frac] = IGNORE_INDEX
+    return logits, labels
+
+
+def naive_logp(logits: torch.Tensor, labels: torch.Tensor):
+    """The authors' formulation: full log_softmax, shift, gather. Returns flat (logp, valid)."""
+    logp_all = F.log_softmax(logits[..., :-1, :].float(), dim=-1)
+    targets = labels[..., 1:]
+    valid = targets != IGNORE_INDEX
+    logp = logp_all.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return logp[valid], valid.sum()
+
+
+def naive_ce(logits, labels):
+    logp, n = naive_logp(logits, labels)
+    return -logp.sum() / n
+
+
+def naive_tce(logits, labels, gamma, normalize="all"):
+    logp, n = naive_logp(logits, labels)
+    keep = torch.where(logp.detach().exp() <= gamma, 1.0, 0.0)
+    denom = keep.sum().clamp_min(1) if normalize == "kept" else n
+    return -(logp * keep).sum() / denom
+
+
+def naive_focal(logits, labels, gamma, detach_weight=False):
+    logp, n = naive_logp(logits, labels)
+    p = logp.detach().exp() if detach_weight else logp.exp()
+    return -(((1 - p) ** gamma) * logp).sum() / n
+
+
+def value_and_grad(fn, logits, labels):
+    x = logits.detach().clone().requires_grad_()
+    out = fn(x, labels)
+    loss = out.loss if hasattr(out, "loss") else out
+    loss.backward()
+    return loss.detach(), x.grad
+
+
+# ----------------------------------------------------------------------------- values
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), gamma=st.floats(1.0, 10.0), normalize=st.sampled_from(["all", "kept"]))
+def test_tce_with_gamma_at_least_one_equals_ce(seed, gamma, normalize):
+    logits, labels = make_batch(seed)
+    tce, g_tce = value_and_grad(TCE(gamma, normalize), logits, labels)
+    ce, g_ce = value_and_grad(CE(), logits, labels)
+    # and CE itself equals torch's cross-entropy on the shifted pair
+    ref = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+    assert abs(tce.item() - ce.item()) <= 1e-6
+    assert abs(ce.item() - ref.item()) <= 1e-5 * max(1.0, abs(ref.item()))
+    assert torch.equal(g_tce, g_ce)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), detach=st.booleans())
+def test_focal_with_gamma_zero_equals_ce(seed, detach):
+    logits, labels = make_batch(seed)
+    focal, g_focal = value_and_grad(Focal(0.0, detach_weight=detach), logits, labels)
+    ce, g_ce = value_and_grad(CE(), logits, labels)
+    assert abs(focal.item() - ce.item()) <= 1e-6
+    torch.testing.assert_close(g_focal, g_ce, rtol=0, atol=1e-7)
+
+
+def test_ce_matches_torch_cross_entropy_with_all_tokens_ignored_but_one():
+    logits, labels = make_batch(3)
+    labels[:] = IGNORE_INDEX
+    labels[1, 4] = 5  # scored at position (1, 3)
+    loss = CE()(logits, labels).loss
+    expected = -F.log_softmax(logits[1, 3], -1)[5]
+    assert abs(loss.item() - expected.item()) < 1e-6
+
+
+def test_all_tokens_ignored_gives_zero_loss_not_nan():
+    logits, labels = make_batch(4)
+    labels[:] = IGNORE_INDEX
+    for loss in (CE(), TCE(0.9), TCE(0.9, "kept"), Focal(2.0)):
+        out = loss(logits, labels)
+        assert out.loss.item() == 0.0
+        assert out.stats["masked_fraction"].item() == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- masking
+
+
+def confident_batch():
+    """Logits where some targets have p > 0.9 (TCE masks them) and others p < 0.9."""
+    logits, labels = make_batch(7, batch=2, seq=9, vocab=13, ignore_frac=0.0, scale=1.0)
+    with torch.no_grad():
+        for b, t in [(0, 0), (0, 3), (1, 5), (1, 7)]:  # position t predicts labels[b, t+1]
+            logits[b, t, labels[b, t + 1]] += 20.0
+    return logits, labels, {(0, 0), (0, 3), (1, 5), (1, 7)}
+
+
+def test_tce_masked_tokens_get_exactly_zero_gradient():
+    logits, labels, confident = confident_batch()
+    out = TCE(0.9)(logits, labels)
+    out.loss.backward()
+    grad = logits.grad
+    for b in range(2):
+        for t in range(8):
+            row = grad[b, t]
+            if (b, t) in confident:
+                assert torch.count_nonzero(row) == 0, (b, t)
+            else:
+                assert torch.count_nonzero(row) > 0, (b, t)
+    assert torch.count_nonzero(grad[:, -1]) == 0  # the last position has no next token
+    assert out.stats["masked_fraction"].item() == pytest.approx(4 / 16)
+
+
+def test_ignored_tokens_never_count():
+    logits, labels = make_batch(11, ignore_frac=0.4)
+    ignored_rows = torch.cat([labels[:, 1:] == IGNORE_INDEX, torch.ones(2, 1, dtype=torch.bool)], dim=1)
+    assert ignored_rows.any() and (~ignored_rows).any()
+    for loss in (CE(), TCE(0.9), TCE(0.5, "kept"), Focal(2.0), Focal(1.5, True)):
+        base, grad = value_and_grad(loss, logits, labels)
+        assert torch.count_nonzero(grad[ignored_rows]) == 0
+        # changing the logits where nothing is scored changes nothing
+        moved = logits.detach().clone()
+        moved[ignored_rows] = torch.randn_like(moved[ignored_rows]) * 50
+        other, grad2 = value_and_grad(loss, moved, labels)
+        assert other.item() == base.item()
+        torch.testing.assert_close(grad2[~ignored_rows], grad[~ignored_rows], rtol=0, atol=0)
+
+
+def test_tce_normalizations():
+    logits, labels, confident = confident_batch()
+    n_real, n_kept = 16, 16 - len(confident)
+    logp, _ = naive_logp(logits, labels)
+    kept_sum = -(logp * (logp.exp() <= 0.9)).sum().item()
+    all_ = TCE(0.9, "all")(logits, labels).loss.item()
+    kept = TCE(0.9, "kept")(logits, labels).loss.item()
+    assert all_ == pytest.approx(kept_sum / n_real, rel=1e-6)  # divides by every real token
+    assert kept == pytest.approx(kept_sum / n_kept, rel=1e-6)  # divides by the unmasked ones
+    assert kept / all_ == pytest.approx(n_real / n_kept, rel=1e-6)
+
+
+def test_tce_default_normalization_is_the_authors():
+    assert TCE().normalize == "all" and TCE().gamma == 0.9
+
+
+# ----------------------------------------------------------------------------- gradients
+
+CASES = {
+    "ce": (CE(), naive_ce),
+    "tce_all": (TCE(0.6), lambda x, y: naive_tce(x, y, 0.6)),
+    "tce_kept": (TCE(0.6, "kept"), lambda x, y: naive_tce(x, y, 0.6, "kept")),
+    "focal": (Focal(2.0), lambda x, y: naive_focal(x, y, 2.0)),
+    "focal_detached": (Focal(2.0, detach_weight=True), lambda x, y: naive_focal(x, y, 2.0, True)),
+    "focal_half": (Focal(0.5), lambda x, y: naive_focal(x, y, 0.5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_custom_gradient_equals_autograd_of_naive_formulation(name, seed):
+    ours, naive = CASES[name]
+    logits, labels = make_batch(seed, batch=3, seq=6, vocab=17)
+    v1, g1 = value_and_grad(ours, logits, labels)
+    v2, g2 = value_and_grad(naive, logits, labels)
+    assert v1.item() == pytest.approx(v2.item(), rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 1024])
+def test_chunking_does_not_change_logprobs_or_gradients(chunk):
+    logits, labels = make_batch(5, batch=3, seq=8, vocab=19)
+    x = logits.detach().clone().requires_grad_()
+    logp, valid = token_logprobs(x, labels, chunk=chunk)
+    (logp * torch.linspace(-1, 2, logp.numel())).sum().backward()
+    y = logits.detach().clone().requires_grad_()
+    ref = torch.cat([F.log_softmax(y, -1).gather(-1, labels.clamp_min(0)[..., 1:, None]).squeeze(-1),
+                     torch.zeros(3, 1)], dim=1).reshape(-1)
+    ref = torch.where(valid, ref, torch.zeros_like(ref))
+    (ref * torch.linspace(-1, 2, ref.numel())).sum().backward()
+    torch.testing.assert_close(logp, ref.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, y.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_bfloat16_logits_get_fp32_logprobs_and_bf16_gradient():
+    logits, labels = make_batch(2)
+    x = logits.detach().to(torch.bfloat16).requires_grad_()
+    out = CE()(x, labels)
+    out.loss.backward()
+    assert out.loss.dtype == torch.float32
+    assert x.grad.dtype == torch.bfloat16
+    assert out.loss.item() == pytest.approx(naive_ce(x.detach().float(), labels).item(), rel=1e-3)
+
+
+def test_stats_are_the_masked_fraction_and_mean_probability_of_the_correct_token():
+    logits, labels = make_batch(9)
+    logp, n = naive_logp(logits, labels)
+    stats = TCE(0.3)(logits, labels).stats
+    assert stats["mean_p_correct"].item() == pytest.approx(logp.exp().mean().item(), rel=1e-5)
+    assert stats["masked_fraction"].item() == pytest.approx((logp.exp() > 0.3).float().mean().item(), rel=1e-6)
+    assert not stats["mean_p_correct"].requires_grad
+    assert CE()(logits, labels).stats["masked_fraction"].item() == 0.0
+
+
+def test_mismatched_shapes_are_an_error():
+    logits, labels = make_batch(1)
+    with pytest.raises(FortifaiError, match="disagree"):
+        CE()(logits, labels[:, :-1])
+
+
+# ----------------------------------------------------------------------------- specs
+
+
+def test_short_names():
+    assert isinstance(load_loss("ce").loss, CE)
+    tce = load_loss("tce:0.8").loss
+    assert isinstance(tce, TCE) and tce.gamma == 0.8 and tce.normalize == "all"
+    assert load_loss("tce").loss.gamma == 0.9
+    assert load_loss("tce:0.7", normalize="kept").loss.normalize == "kept"
+    focal = load_loss("focal:2").loss
+    assert isinstance(focal, Focal) and focal.gamma == 2.0
+    assert load_loss("focal", gamma=1, detach_weight=True).loss.detach_weight is True
+    assert load_loss("tce:0.8").describe() == {
+        "spec": "tce:0.8", "target": "fortifai_bench.losses:TCE", "args": {"gamma": 0.8, "normalize": "all"}}
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("ce:2", "takes no value"),
+    ("tce:-1", "gamma must be > 0"),
+    ("tce:0.9", None),
+    ("focal:-1", "gamma must be >= 0"),
+    ("nonsense", "expected a short name"),
+])
+def test_short_name_errors(spec, match):
+    if match is None:
+        load_loss(spec)
+        return
+    with pytest.raises(FortifaiError, match=match):
+        load_loss(spec)
+
+
+def test_bad_keyword_arguments_name_the_spec():
+    with pytest.raises(FortifaiError, match="'tce:0.9'.*bad arguments"):
+        load_loss("tce:0.9", gamm=0.3)
+
+
+def test_parse_loss_args():
+    assert parse_loss_args("gamma=0.8,normalize=kept") == {"gamma": 0.8, "normalize": "kept"}
+    assert parse_loss_args(["gamma=2", "detach_weight=true"]) == {"gamma": 2, "detach_weight": True}
+    assert parse_loss_args(None) == {}
+    with pytest.raises(FortifaiError, match="key=value"):
+        parse_loss_args("gamma")
+
+
+USER_LOSSES = '''
+import torch
+from fortifai_bench.losses import Loss, CE
+
+class Scaled(Loss):
+    """CE times a factor: a user's Loss subclass with keyword arguments."""
+    def __init__(self, factor=1.0):
+        self.factor = factor
+    def reduce(self, logp, valid):
+        return -self.factor * logp.sum() / valid.sum().clamp_min(1), valid
+    def config(self):
+        return {"factor": self.factor}
+
+def plain(logits, labels, scale=1.0):
+    """A plain function on the unshifted (logits, labels) pair."""
+    return scale * torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+
+def vector(logits, labels):
+    return logits.sum(-1).mean(-1)
+
+def nan(logits, labels):
+    return logits.sum() * float("nan")
+
+def detached(logits, labels):
+    return torch.tensor(1.0)
+
+def boom(logits, labels):
+    raise ValueError("broken on purpose")
+
+class Callable:
+    """Not a Loss subclass: any class whose instances are called like a plain function."""
+    def __init__(self, scale=1.0):
+        self.scale = scale
+    def __call__(self, logits, labels):
+        return plain(logits, labels, self.scale)
+
+NOT_CALLABLE = 3
+INSTANCE = CE()
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """A loss module written into a fresh folder, importable from the working directory."""
+    name = f"user_losses_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(USER_LOSSES))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    return name
+
+
+def test_module_class_with_kwargs(user_module):
+    logits, labels = make_batch(12)
+    loss = load_loss(f"{user_module}:Scaled", factor=2.0)
+    out = loss(logits, labels)
+    assert out.loss.item() == pytest.approx(2 * naive_ce(logits, labels).item(), rel=1e-6)
+    assert set(out.stats) == {"masked_fraction", "mean_p_correct"}
+    assert loss.describe() == {"spec": f"{user_module}:Scaled", "target": f"{user_module}:Scaled",
+                               "args": {"factor": 2.0}}
+
+
+def test_module_loss_instance(user_module):
+    logits, labels = make_batch(13)
+    out = load_loss(f"{user_module}:INSTANCE")(logits, labels)
+    assert out.loss.item() == pytest.approx(naive_ce(logits, labels).item(), rel=1e-6)
+
+
+def test_plain_function_with_kwargs_and_stats(user_module):
+    logits, labels = make_batch(14)
+    loss = load_loss(f"{user_module}:plain", scale=3.0)
+    out = loss(logits, labels)
+    out.loss.backward()
+    assert out.loss.item() == pytest.approx(3 * naive_ce(logits, labels).item(), rel=1e-5)
+    assert logits.grad is not None and torch.count_nonzero(logits.grad) > 0
+    logp, _ = naive_logp(logits, labels)
+    assert out.stats["mean_p_correct"].item() == pytest.approx(logp.exp().mean().item(), rel=1e-5)
+    assert loss.describe()["args"] == {"scale": 3.0}
+
+
+def test_callable_class_with_kwargs(user_module):
+    logits, labels = make_batch(18)
+    loss = load_loss(f"{user_module}:Callable", scale=2.0)
+    assert loss(logits, labels).loss.item() == pytest.approx(2 * naive_ce(logits, labels).item(), rel=1e-5)
+    assert loss.describe() == {"spec": f"{user_module}:Callable", "target": f"{user_module}:Callable",
+                               "args": {"scale": 2.0}}
+
+
+@pytest.mark.parametrize("attr,match", [
+    ("vector", "expected a scalar"),
+    ("nan", "nan"),
+    ("detached", "no gradient path"),
+    ("boom", "raised ValueError: broken on purpose"),
+])
+def test_misbehaving_losses_name_the_spec(user_module, attr, match):
+    logits, labels = make_batch(15)
+    spec = f"{user_module}:{attr}"
+    loss = load_loss(spec)
+    with pytest.raises(FortifaiError, match=match) as info:
+        loss(logits, labels)
+    assert repr(spec) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_inf_is_not_finite(user_module, tmp_path):
+    logits, labels = make_batch(16)
+    with torch.no_grad():
+        logits[0, 0, 0] = math.inf
+    with pytest.raises(FortifaiError, match="not finite"):
+        load_loss("ce")(logits, labels)
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("no_such_module_xyz:Loss", "cannot import 'no_such_module_xyz'"),
+    ("{mod}:Missing", "has no attribute 'Missing'"),
+    ("{mod}:NOT_CALLABLE", "not callable"),
+])
+def test_bad_specs_name_the_spec(user_module, spec, match):
+    spec = spec.format(mod=user_module)
+    with pytest.raises(FortifaiError, match=match) as info:
+        load_loss(spec)
+    assert repr(spec) in str(info.value)
+
+
+def test_checked_loss_wraps_a_raw_tensor_result():
+    loss = CheckedLoss("raw", CE(), {})
+    logits, labels = make_batch(17)
+    assert loss(logits, labels).loss.dim() == 0
