@@ -4,8 +4,8 @@ It plays a deterministic "LLM": from the paragraph in the prompt it writes quest
 `fake_questions` can recompute, and reports token usage as word counts. Tests script it per
 paragraph: replies are matched to a request by a marker string the request's prompt contains,
 and consumed in order (the last one repeats), so a test can say "for para3: 429, then 500, then
-answer". The server records every request (arrival time, marker, status sent) and the most
-requests it ever held at once.
+answer". The server records every request (arrival time, label = the paragraph's first word,
+status sent) and the most requests it ever held at once.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Reply:
 @dataclass
 class Logged:
     time: float
-    marker: str | None
+    label: str  # the first word of the paragraph asked about
     status: int
 
 
@@ -83,34 +83,35 @@ class ChatServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def count(self, marker: str | None = None) -> int:
+    def count(self, label: str | None = None) -> int:
+        """Requests received (about the paragraph starting with `label`)."""
         with self._lock:
-            return sum(1 for r in self.log if marker is None or r.marker == marker)
+            return sum(1 for r in self.log if label is None or r.label == label)
 
-    def markers(self) -> list[str | None]:
+    def labels(self) -> list[str]:
         with self._lock:
-            return [r.marker for r in self.log]
+            return [r.label for r in self.log]
 
-    def times(self, marker: str) -> list[float]:
+    def times(self, label: str) -> list[float]:
         with self._lock:
-            return [r.time for r in self.log if r.marker == marker]
+            return [r.time for r in self.log if r.label == label]
 
     # -- serving ---------------------------------------------------------------------------------
 
-    def _next_reply(self, prompt: str) -> tuple[str | None, Reply]:
+    def _next_reply(self, prompt: str) -> Reply:
         with self._lock:
             for marker, replies in self.script.items():
                 if marker in prompt:
-                    reply = replies.pop(0) if len(replies) > 1 else replies[0]
-                    return marker, reply
-        return None, self.default
+                    return replies.pop(0) if len(replies) > 1 else replies[0]
+        return self.default
 
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
         body = json.loads(handler.rfile.read(int(handler.headers.get("Content-Length", 0))))
         prompt = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
-        marker, reply = self._next_reply(prompt)
+        reply = self._next_reply(prompt)
+        label = (paragraph_of(prompt).split() or [""])[0]
         with self._lock:
-            self.log.append(Logged(time.monotonic(), marker, reply.status))
+            self.log.append(Logged(time.monotonic(), label, reply.status))
         if self.api_key is not None and handler.headers.get("Authorization") != f"Bearer {self.api_key}":
             with self._lock:
                 self.log[-1].status = 401

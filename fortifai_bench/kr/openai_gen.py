@@ -60,6 +60,7 @@ Paragraph:
 {text}
 >>>"""
 
+RETRY_AFTER_CAP = 300.0  # seconds; a longer Retry-After is an outage, not a rate limit
 # Status codes worth another try: timeout, conflict, rate limit, server errors.
 _RETRY_STATUS = {408, 409, 429}
 # Status codes that mean the whole run is misconfigured (key, permission, model or URL).
@@ -258,9 +259,10 @@ class RetryPolicy:
             raise FortifaiError(f"timeout must be > 0 seconds, got {self.timeout}")
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before retry `attempt` (1-based): the server's word, else full jitter."""
+        """Seconds to wait before retry `attempt` (1-based): the server's word (up to 5 minutes),
+        else exponential backoff with full jitter, capped at `max_delay`."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay)
+            return min(max(retry_after, 0.0), RETRY_AFTER_CAP)
         return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
 
 
