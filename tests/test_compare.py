@@ -1,0 +1,115 @@
+"""compare: McNemar on final-stage KR items, bootstrap CI of the time-to-failure difference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from fortifai_bench.cli import main
+from fortifai_bench.compare import censored_ttf, compare_runs, format_report
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.metrics import time_to_failure
+from results_factory import make_results, write_run, write_seeds
+
+
+def test_vectorized_time_to_failure_matches_metrics():
+    rng = np.random.default_rng(0)
+    curves = np.clip(1.0 - np.cumsum(rng.uniform(0, 0.15, size=(500, 6)), axis=1) + 0.1, 0, 1)
+    curves[:50] = 0.9  # never fails
+    curves[50:60, 0] = 0.6  # fails at stage 0
+    got = censored_ttf(curves, 0.75)
+    want = [time_to_failure(list(c), 0.75) for c in curves]
+    assert got == pytest.approx([6.0 if w is None else w for w in want])
+
+
+def _bits(row: list[int]) -> str:
+    return "".join(map(str, row))
+
+
+def test_mcnemar_on_final_stage_items(tmp_path):
+    # 40 questions; final stage: A right & B wrong on 12, A wrong & B right on 3, the rest agree
+    final_a = [1] * 12 + [0] * 3 + [1] * 20 + [0] * 5
+    final_b = [0] * 12 + [1] * 3 + [1] * 20 + [0] * 5
+    early = _bits([1] * 40)
+    a = write_run(tmp_path / "a", [], loss="tce:0.9", bits=[early, early, _bits(final_a)])
+    b = write_run(tmp_path / "b", [], loss="ce", bits=[early, early, _bits(final_b)])
+    res = compare_runs([str(a)], [str(b)])
+    [pair] = res["mcnemar"]["pairs"]
+    assert (pair["only_a"], pair["only_b"], pair["n"]) == (12, 3, 40)
+    assert pair["p_value"] == pytest.approx(binomtest(12, 15, 0.5).pvalue)
+    assert res["mcnemar"]["stage"] == 2
+    text = format_report(res)
+    assert "only A right 12, only B right 3, p = 0.03516" in text
+
+
+def test_refuses_runs_that_scored_other_questions(tmp_path):
+    a = write_run(tmp_path / "a", [1.0, 0.8, 0.6], loss="ce")
+    b = write_run(tmp_path / "b", [1.0, 0.8, 0.6], loss="tce:0.9", ids="other-questions")
+    with pytest.raises(FortifaiError, match="scored other KR questions.*item id hash"):
+        compare_runs([str(a)], [str(b)])
+    c = write_run(tmp_path / "c", [1.0, 0.8, 0.6, 0.5], loss="focal:2")
+    with pytest.raises(FortifaiError, match="number of stages 4"):
+        compare_runs([str(a)], [str(c)])
+
+
+def test_seed_bootstrap_separates_clearly_different_losses(tmp_path):
+    ce = write_seeds(tmp_path / "ce", [[1.0, 0.8, 0.6, 0.5], [1.0, 0.7, 0.6, 0.5], [1.0, 0.85, 0.65, 0.5]], loss="ce")
+    tce = write_seeds(tmp_path / "t", [[1.0, 0.95, 0.9, 0.7], [1.0, 0.9, 0.85, 0.8], [1.0, 0.95, 0.8, 0.7]],
+                      loss="tce:0.9")
+    res = compare_runs([str(p) for p in tce], [str(p) for p in ce])
+    t = res["time_to_failure"]
+    assert t["method"] == "seeds" and t["horizon"] == 4
+    per_a = [2.75, None, 2.5]
+    assert t["a"]["per_seed"] == [pytest.approx(v) if v is not None else None for v in per_a]
+    assert t["a"]["mean"] == pytest.approx((2.75 + 4 + 2.5) / 3)  # not reached counts as the horizon
+    assert t["difference"] == pytest.approx(t["a"]["mean"] - t["b"]["mean"])
+    lo, hi = t["ci"]
+    assert 0 < lo <= t["difference"] <= hi
+    assert [p["seed_a"] for p in res["mcnemar"]["pairs"]] == [0, 1, 2] and res["mcnemar"]["pooled"]["n"] == 120
+    # the same runs on both sides: no difference, and the interval says so
+    same = compare_runs([str(p) for p in ce], [str(p) for p in ce])["time_to_failure"]
+    assert same["difference"] == 0 and same["ci"][0] <= 0 <= same["ci"][1]
+
+
+def test_question_bootstrap_for_single_runs(tmp_path):
+    a = write_run(tmp_path / "a", [1.0, 0.9, 0.85, 0.8, 0.7], loss="tce:0.9", n_items=200)
+    b = write_run(tmp_path / "b", [1.0, 0.8, 0.6, 0.55, 0.5], loss="ce", n_items=200)
+    res = compare_runs([str(a)], [str(b)], n_boot=500, seed=1)
+    t = res["time_to_failure"]
+    assert t["method"] == "questions" and t["n_boot"] == 500
+    assert t["difference"] == pytest.approx((3 + 0.1 / 0.1 * 0.5) - (1 + 0.05 / 0.2))
+    assert t["ci"][0] < t["difference"] < t["ci"][1] and t["ci"][0] > 0
+    again = compare_runs([str(a)], [str(b)], n_boot=500, seed=1)
+    assert again == res  # a fixed bootstrap seed reproduces the interval
+
+
+def test_runs_without_items(tmp_path):
+    runs = []
+    for name, curve in (("a", [0.9, 0.8, 0.6]), ("b", [0.9, 0.7, 0.6])):
+        r = make_results(curve, loss="ce" if name == "a" else "focal:2", kind="toy", task="toy_gaussian")
+        del r["items"]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(r))
+        runs.append(str(tmp_path / name))
+    res = compare_runs([runs[0]], [runs[1]])
+    assert res["mcnemar"] is None and res["time_to_failure"]["ci"] is None
+    assert "McNemar: not available" in format_report(res) and "no confidence interval" in format_report(res)
+
+
+def test_cli_forms_agree_and_bad_input_exits_2(tmp_path, capsys):
+    ce = [str(p) for p in write_seeds(tmp_path / "ce", [[1.0, 0.8, 0.6], [1.0, 0.7, 0.6]], loss="ce")]
+    tce = [str(p) for p in write_seeds(tmp_path / "t", [[1.0, 0.9, 0.8], [1.0, 0.9, 0.7]], loss="tce:0.9")]
+    assert main(["compare", ",".join(tce), ",".join(ce), "--json", "--n-boot", "300"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(["compare", "-a", tce[0], "-a", tce[1], "-b", ce[0], "-b", ce[1], "--json", "--n-boot", "300"]) == 0
+    assert json.loads(capsys.readouterr().out) == first
+    assert first["a"].startswith("tce:0.9 (tiny), seeds 0,1")
+    assert main(["compare", tce[0], ce[0]]) == 0
+    assert "difference A - B" in capsys.readouterr().out
+    assert main(["compare", tce[0], ce[0], ce[1]]) == 2
+    assert "expected RUN_A RUN_B" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path), ce[0]]) == 2
+    assert "no results.json" in capsys.readouterr().err
