@@ -44,6 +44,7 @@ class Reply:
     content: str | None = None
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
+    raw: bytes | None = None  # a body that is no chat completion at all (a proxy's HTML page)
 
 
 @dataclass
@@ -118,6 +119,8 @@ class ChatServer:
             return _send(handler, 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}})
         if reply.delay:
             time.sleep(reply.delay)
+        if reply.raw is not None:
+            return _send(handler, reply.status, reply.raw, {"Content-Type": "text/html", **reply.headers})
         if reply.status != 200:
             return _send(handler, reply.status, {"error": {"message": f"scripted {reply.status}", "type": "server_error"}}, reply.headers)
         content = reply.content
@@ -162,14 +165,14 @@ class ChatServer:
         return Handler
 
 
-def _send(handler: BaseHTTPRequestHandler, status: int, obj: dict, headers: dict | None = None) -> bool:
-    """Send a JSON reply; False when the client already hung up (it timed out)."""
-    data = json.dumps(obj).encode()
+def _send(handler: BaseHTTPRequestHandler, status: int, obj: dict | bytes, headers: dict | None = None) -> bool:
+    """Send a JSON reply (or raw bytes); False when the client already hung up (it timed out)."""
+    data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    headers = {"Content-Type": "application/json", **(headers or {})}
     try:
         handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
+        for k, v in headers.items():
             handler.send_header(k, v)
         handler.end_headers()
         handler.wfile.write(data)

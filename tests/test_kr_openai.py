@@ -207,13 +207,26 @@ def test_failure_mid_run_keeps_answers_and_rerun_pays_only_for_the_rest(tmp_path
     assert len(cache_lines(cache)) == 8
 
 
-def test_allow_failures_leaves_the_failed_paragraph_out(tmp_path):
-    paras = paragraphs(3)
-    with ChatServer({"para1:": [Reply(500)]}) as server:
+def test_allow_failures_leaves_the_failed_paragraphs_out(tmp_path):
+    paras = paragraphs(4)
+    script = {"para1:": [Reply(500)], "para2:": [Reply(400)]}  # 400: this paragraph refused, not retried
+    with ChatServer(script) as server:
         questions, stats = generate_openai(paras, base_url=server.url, cache_path=tmp_path / "c.jsonl",
                                            source="src", allow_failures=True, **{**FAST, "max_retries": 1})
-    assert as_rows(questions) == [r for r in expected(paras) if r["paragraph"] != 1]
-    assert stats["failed"] == 1 and stats["answered"] == 2 and "HTTP 500" in stats["errors"][0]
+        assert server.count("para1:") == 2 and server.count("para2:") == 1
+    assert as_rows(questions) == [r for r in expected(paras) if r["paragraph"] in (0, 3)]
+    assert stats["failed"] == 2 and stats["answered"] == 2
+    assert sorted(e.split(":")[0] for e in stats["errors"]) == ["paragraph test/p0001", "paragraph test/p0002"]
+    assert any("HTTP 400" in e for e in stats["errors"]) and any("HTTP 500" in e for e in stats["errors"])
+
+
+def test_an_answer_that_is_no_chat_completion_is_a_clear_error(tmp_path):
+    cache = tmp_path / "c.jsonl"
+    with ChatServer(default=Reply(raw=b"<html><body>Welcome to the proxy</body></html>")) as server:
+        with pytest.raises(FortifaiError, match="not a chat completion.*Welcome to the proxy.*base URL"):
+            generate_openai(paragraphs(3), base_url=server.url, cache_path=cache, **{**FAST, "concurrency": 1})
+        assert server.count() == 1  # not retried, nothing further started
+    assert not cache.exists()
 
 
 def test_killed_process_loses_nothing_it_paid_for(tmp_path):
@@ -277,15 +290,48 @@ def test_duplicate_paragraph_text_is_asked_and_questioned_once(tmp_path):
     assert {q.id.rsplit("/", 1)[0] for q in questions} == {"test/p0000"}
 
 
-def test_summary_line_is_printed_once(tmp_path, capsys):
+@pytest.mark.parametrize("progress", [True, False])
+def test_summary_line_is_printed_once(tmp_path, capsys, progress):
     with ChatServer() as server:
         _, stats = generate_openai(paragraphs(2), base_url=server.url, cache_path=tmp_path / "c.jsonl",
-                                   **{**FAST, "progress": True})
+                                   **{**FAST, "progress": progress})
     err = capsys.readouterr().err
     summary = [line for line in err.splitlines() if line.startswith("openai questions (")]
     assert len(summary) == 1
-    assert f"8 questions from 2 paragraphs" in summary[0]
-    assert f"= {stats['usage']['total_tokens']} total" in summary[0]
+    assert "8 questions from 2 paragraphs" in summary[0]
+    assert f"= {stats['usage']['total_tokens']} total" in summary[0] and stats["usage"]["total_tokens"] > 0
+
+
+def test_works_when_called_from_inside_an_event_loop(tmp_path):
+    """A notebook runs an event loop already; asyncio.run would refuse to start a second one."""
+    import asyncio
+
+    async def caller():
+        with ChatServer() as server:
+            return generate_openai(paragraphs(2), base_url=server.url, cache_path=tmp_path / "c.jsonl",
+                                   source="src", **FAST)
+
+    questions, _ = asyncio.run(caller())
+    assert as_rows(questions) == expected(paragraphs(2))
+
+
+def test_cli_kr_build_with_the_openai_generator(tmp_path, monkeypatch):
+    """`fortifai-bench kr build --generator openai`: questions with splits; a rerun costs nothing."""
+    from fortifai_bench.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(p.text for p in paragraphs(4)) + "\n")
+    cache, out = tmp_path / "c.jsonl", tmp_path / "kr.jsonl"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with ChatServer() as server:
+        argv = ["kr", "build", "--corpus", f"text:{corpus}", "--generator", "openai", "--llm", LLM,
+                "--base-url", server.url, "--splits", "2", "--out", str(out), "--cache", str(cache)]
+        assert main(argv) == 0
+        assert server.count() == 4
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert main(argv) == 0 and server.count() == 4  # the rerun was served from the cache
+    assert [r["split"] for r in rows] == [0] * 8 + [1] * 8  # two paragraphs per split, four facts each
+    assert {r["generator"] for r in rows} == {f"openai:{LLM}@1"}
 
 
 def test_bad_arguments():

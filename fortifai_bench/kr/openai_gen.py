@@ -332,15 +332,32 @@ async def _ask(client, llm: str, text: str, policy: RetryPolicy, stop: asyncio.E
         except openai.APIError as exc:  # an answer the client could not read as a completion
             last = f"unreadable answer: {_short(exc)}"
         else:
-            choice = response.choices[0] if response.choices else None
-            outcome.content = choice.message.content if choice is not None else None
-            usage = response.usage
-            outcome.usage = {
-                k: int(getattr(usage, k, 0) or 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
-            } if usage is not None else None
+            try:
+                outcome.content, outcome.usage = _completion_parts(response)
+            except ValueError as exc:
+                # HTTP 200 that is no chat completion (a proxy's page, a wrong path): retrying the
+                # same URL will not help.
+                outcome.error = f"the answer is not a chat completion ({exc}); is the base URL right?"
             return outcome
     outcome.error = f"gave up after {outcome.attempts} attempt(s): {last}"
     return outcome
+
+
+def _completion_parts(response) -> tuple[str | None, dict | None]:
+    """(message content, usage) of a chat completion; ValueError when it is not one."""
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list):
+        raise ValueError(f"got {_short_text(response)!r}")
+    message = getattr(choices[0], "message", None) if choices else None
+    content = getattr(message, "content", None)
+    usage = getattr(response, "usage", None)
+    if usage is not None:
+        usage = {k: int(getattr(usage, k, 0) or 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return (content if isinstance(content, str) else None), usage
+
+
+def _short_text(obj) -> str:
+    return " ".join(str(obj).split())[:80]
 
 
 def _short(exc: BaseException) -> str:
@@ -465,7 +482,8 @@ def generate_openai(
     $OPENAI_API_KEY; `base_url` to the client's default ($OPENAI_BASE_URL or api.openai.com).
     `cache_path` defaults to a file in the user's cache. A paragraph that still fails after
     `max_retries` is an error (FortifaiError, after the answers in flight are cached) unless
-    `allow_failures`, when it is counted and left out. Returns (questions, stats).
+    `allow_failures`, when it is counted and left out. `progress` shows a bar; one summary line
+    (counts, malformed, tokens) goes to stderr in any case. Returns (questions, stats).
     """
     from fortifai_bench.kr.schema import Question
 
@@ -533,6 +551,6 @@ def generate_openai(
             )
     stats["questions"] = len(questions)
     stats["seconds"] = round(time.monotonic() - started, 3)
-    if progress:
-        print(_summary_line(stats), file=sys.stderr)
+    # Always, progress bar or not: this line is what the run cost.
+    print(_summary_line(stats), file=sys.stderr)
     return questions, stats
