@@ -179,6 +179,7 @@ def test_second_run_sends_zero_requests_and_new_paragraphs_only_cost_themselves(
         second, stats = generate_openai(paragraphs(5), base_url=server.url, cache_path=cache, source="src", **FAST)
         assert server.count() == 5 and stats["requests"] == 0 and stats["cached"] == 5
         assert stats["usage"]["total_tokens"] == 0
+        assert stats["usage_from_cache"] == server.usage_sent  # what the cache saved
         third, _ = generate_openai(paragraphs(6), base_url=server.url, cache_path=cache, source="src", **FAST)
         assert server.labels()[5:] == ["para5:"]  # only the new paragraph was asked
     assert second == first
@@ -269,7 +270,7 @@ def test_torn_last_line_is_dropped_and_repaired(tmp_path):
     with ChatServer() as server:
         questions, stats = generate_openai(paras, base_url=server.url, cache_path=cache, source="src", **FAST)
         assert server.labels() == [f"para{int(torn[-4:])}:"]
-    assert as_rows(questions) == expected(paras)
+    assert as_rows(questions) == expected(paras) and stats["cache_lines_ignored"] == 1
     assert sorted(r["paragraph"] for r in cache_lines(cache)) == ["test/p0000", "test/p0001", "test/p0002"]
 
 

@@ -383,7 +383,9 @@ def _new_stats(llm: str, cache_path: Path) -> dict:
         "questions": 0,
         "malformed": 0,
         "malformed_by_reason": {},
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},  # paid in this run
+        "usage_from_cache": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},  # not paid again
+        "cache_lines_ignored": 0,  # unreadable lines of the cache (a torn last line after a crash)
         "errors": [],  # one line per failed paragraph (the first 10)
         "seconds": 0.0,
     }
@@ -496,6 +498,7 @@ def generate_openai(
     cache_path = Path(cache_path) if cache_path is not None else default_cache_path()
     cache = AnswerCache(cache_path)
     stats = _new_stats(llm, cache_path)
+    stats["cache_lines_ignored"] = cache.bad_lines
     started = time.monotonic()
 
     # Which paragraphs need asking: one request per distinct text not in the cache yet.
@@ -510,6 +513,7 @@ def generate_openai(
         if cache.get(key) is None:
             todo.append((key, paragraph.id, paragraph.text))
     stats["paragraphs"] = len(keys)
+    cached_before = set(first_of_key) - {key for key, _, _ in todo}
     stats["cached"] = len(first_of_key) - len(todo)
 
     if todo:
@@ -540,6 +544,10 @@ def generate_openai(
         record = cache.get(keys[index])
         if record is None:  # failed, and allow_failures
             continue
+        if keys[index] in cached_before:
+            for k, v in (record.get("usage") or {}).items():
+                if k in stats["usage_from_cache"]:
+                    stats["usage_from_cache"][k] += int(v or 0)
         parsed = parse_answer(record.get("content"))
         for reason, n in parsed.skipped.items():
             stats["malformed_by_reason"][reason] = stats["malformed_by_reason"].get(reason, 0) + n
