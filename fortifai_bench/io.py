@@ -23,6 +23,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file should read like any other
     kwargs = {} if "b" in mode else {"encoding": encoding}
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
@@ -36,6 +37,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC: say it plainly
             raise FortifaiError(f"disk full while writing {path}; nothing was replaced") from exc
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -98,6 +105,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if path.exists():
