@@ -47,19 +47,24 @@ class TrainSettings:
     batch_size: int = 16
     block_size: int = 128
     grad_accum: int = 1
-    warmup: float = 0.1
+    warmup: int | float = 0.1          # a fraction of the steps in [0, 1), or an integer number of steps
     schedule: str = "cosine"
     weight_decay: float = 0.0
-    val_fraction: float = 0.0
-    bf16: bool = True
-    max_grad_norm: float = 1.0
+    val_fraction: float = 0.0          # 0: train on every paragraph, keep the last epoch
+    bf16: bool | str = "auto"          # "auto": bf16 autocast where the device supports it (CUDA)
+    max_grad_norm: Optional[float] = 1.0
+    device: str = "auto"
 
     def __post_init__(self):
-        _positive(self, "train", "epochs", "batch_size", "block_size", "grad_accum")
-        if self.lr <= 0:
-            raise FortifaiError(f"train.lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise FortifaiError(f"train.val_fraction must be in [0, 1), got {self.val_fraction}")
+        self.trainer_config(seed=0)  # the trainer's own checks, named as this task's fields
+
+    def trainer_config(self, seed: int):
+        from fortifai_bench.train import TrainConfig
+
+        try:
+            return TrainConfig(**dataclasses.asdict(self), seed=seed)
+        except FortifaiError as exc:
+            raise FortifaiError(f"train: {exc}") from exc
 
 
 @dataclass
@@ -117,16 +122,19 @@ class EvalSettings:
     kr: Optional[str] = "auto"         # "auto": the corpus's shipped KR set; a path; or null for none
     kr_method: str = "sum"
     failure_threshold: float = 0.75
-    heldout_paragraphs: int = 30       # unseen real paragraphs (after the splits): perplexity, confidence
+    heldout_part: Optional[str] = None # unseen real text for perplexity and confidence: None = the paragraphs
+    heldout_paragraphs: int = 30       # after the splits; else the LAST ones of this part of the corpus
     confidence_bins: int = 20
     batch_size: int = 64
     lm_eval_tasks: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         _choice(self.kr_method, KR_METHODS, "eval.kr_method")
+        if self.heldout_paragraphs < 0:
+            raise FortifaiError(f"eval.heldout_paragraphs must be >= 0, got {self.heldout_paragraphs}")
         if not 0.0 < self.failure_threshold < 1.0:
             raise FortifaiError(f"eval.failure_threshold must be in (0, 1), got {self.failure_threshold}")
-        _positive(self, "eval", "heldout_paragraphs", "confidence_bins", "batch_size")
+        _positive(self, "eval", "confidence_bins", "batch_size")
 
 
 @dataclass
@@ -268,8 +276,18 @@ def _coerce(tp, value: Any, name: str, source: str):
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
-            return None
-        return _coerce(args[0], value, name, source)
+            if len(args) < len(typing.get_args(tp)):
+                return None
+            _bad(name, " or ".join(a.__name__ for a in args), value, source)
+        errors = []
+        for arg in args:  # the first type that accepts the value (int before float keeps 100 an int)
+            try:
+                return _coerce(arg, value, name, source)
+            except FortifaiError as exc:
+                errors.append(exc)
+        if len(args) == 1:
+            raise errors[0]
+        _bad(name, " or ".join(getattr(a, "__name__", str(a)) for a in args), value, source)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, f"{name}.", source)
     if origin is list:
@@ -287,7 +305,7 @@ def _coerce(tp, value: Any, name: str, source: str):
         return value
     if tp is float:
         # YAML 1.1 reads `5e-3` (no dot) as a string: accept any text that is a number.
-        if isinstance(value, str):
+        if isinstance(value, str) and value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity"):
             try:
                 return float(value)
             except ValueError:

@@ -1,0 +1,129 @@
+"""What the protocol measures on M_i after it has regenerated the stage's splits.
+
+* KR for every split, KR-total (all splits' questions), KR over the splits trained on so far, and the
+  per-question bits of split 0 (for paired tests between runs).
+* Perplexity on held-out real text the model never trained on.
+* KL(original || generated) of token unigrams and bigrams (`metrics.ngram_kl`: additive smoothing of
+  1e-6 per count over the union support), between the real splits and this stage's rewrite of them;
+  distinct-1/2/3 of the rewrite.
+* Confidence (the model's probability of the next token) on the tokens it generated itself versus
+  on the held-out real text: summary statistics and a histogram (the paper's Fig. 1).
+* Optional lm-eval tasks (e.g. blimp, hellaswag) on the stage's saved model directory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fortifai_bench.metrics import confidence_summary, distinct_n, ngram_kl
+
+
+@torch.inference_mode()
+def token_probs(model, sequences: list[list[int]], batch_size: int = 32) -> list[list[float]]:
+    """p(token t | tokens < t) for t = 1..len-1 of every sequence (right-padded batches)."""
+    device = next(model.parameters()).device
+    out: list[list[float]] = [[] for _ in sequences]
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for s in range(0, len(order), batch_size):
+        rows = order[s : s + batch_size]
+        width = max(len(sequences[r]) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for j, r in enumerate(rows):
+            ids[j, : len(sequences[r])] = torch.tensor(sequences[r])
+            mask[j, : len(sequences[r])] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1).cpu()
+        for j, r in enumerate(rows):
+            out[r] = logp[j, : len(sequences[r]) - 1].exp().tolist()
+    return out
+
+
+def _strip_special(ids: list[int], special: set[int]) -> list[int]:
+    return [t for t in ids if t not in special]
+
+
+def evaluate_stage(state, model, tokenizer, i: int, new_rows: dict[int, list[dict]]) -> dict:
+    task = state.task
+    special = set(tokenizer.all_special_ids)
+    metrics: dict = {"stage": i}
+    metrics.update(_kr(state, model, tokenizer, i))
+
+    # held-out real text: perplexity and confidence on unseen text
+    heldout_ids = [tokenizer(t)["input_ids"] for t in state.data.heldout]
+    heldout_p = [p for row in token_probs(model, heldout_ids, task.eval.batch_size) for p in row]
+    nll = -sum(math.log(max(p, 1e-45)) for p in heldout_p) / len(heldout_p) if heldout_p else float("nan")
+    metrics["perplexity"] = math.exp(nll) if heldout_p else None
+    metrics["heldout_nll"] = nll if heldout_p else None
+
+    # the rewrite of this stage: drift from the real splits, diversity, confidence on own tokens
+    splits = sorted(new_rows)
+    generated = [_strip_special(r["ids"], special) for k in splits for r in new_rows[k]]
+    original = [_strip_special(tokenizer(p.text)["input_ids"], special) for k in splits for p in state.data.splits[k]]
+    metrics["regenerated_splits"] = splits
+    metrics["kl"] = ngram_kl(original, generated, 1)
+    metrics["kl_bigram"] = ngram_kl(original, generated, 2)
+    split0 = [k for k in splits if k == 0]
+    if split0:
+        gen0 = [_strip_special(r["ids"], special) for r in new_rows[0]]
+        orig0 = [_strip_special(tokenizer(p.text)["input_ids"], special) for p in state.data.splits[0]]
+        metrics["kl_split0"] = ngram_kl(orig0, gen0, 1)
+    for n in (1, 2, 3):
+        metrics[f"distinct_{n}"] = distinct_n(generated, n)
+    rows = [r for k in splits for r in new_rows[k]]
+    probs = token_probs(model, [r["ids"] for r in rows], task.eval.batch_size)
+    # probs[j][t - 1] is p(ids[t]); generated tokens are those at positions >= first
+    own = [p for r, ps in zip(rows, probs) for p in ps[max(r["first"] - 1, 0):]]
+    bins = task.eval.confidence_bins
+    metrics["confidence"] = {"own_generated": confidence_summary(own, bins),
+                             "unseen_real": confidence_summary(heldout_p, bins)}
+    if task.eval.lm_eval_tasks:
+        metrics["lm_eval"] = run_lm_eval(state.run / f"stage_{i}" / "model", task.eval.lm_eval_tasks,
+                                         task.eval.batch_size)
+    return metrics
+
+
+def _kr(state, model, tokenizer, i: int) -> dict:
+    from fortifai_bench.kr.score import score
+    from fortifai_bench.collapse.protocol import pool
+
+    questions = state.data.questions
+    if not questions:
+        return {"score": None, "kr": {}, "kr_total": None, "kr_seen": None, "items": {"split0_correct": ""}}
+    task = state.task
+    res = score(model, tokenizer, questions, batch_size=task.eval.batch_size, method=task.eval.kr_method,
+                progress=state.progress)
+    by_split: dict[int, list[bool]] = {}
+    for q, c in zip(questions, res.correct):
+        by_split.setdefault(q.split, []).append(bool(c))
+    kr = {str(k): sum(v) / len(v) for k, v in sorted(by_split.items())}
+    seen = {k for j in range(i + 1) for k, _ in pool(j, task.mode)}
+    seen_bits = [c for k, v in by_split.items() if k in seen for c in v]
+    bits = "".join("1" if c else "0" for q, c in zip(questions, res.correct) if q.split == 0)
+    return {
+        "score": kr.get("0"),
+        "kr": kr,
+        "kr_total": sum(res.correct) / len(res.correct),
+        "kr_seen": sum(seen_bits) / len(seen_bits) if seen_bits else None,
+        "kr_questions": {k: len(v) for k, v in sorted(by_split.items())},
+        "items": {"split0_correct": bits},
+    }
+
+
+def run_lm_eval(model_dir, tasks: list[str], batch_size: int) -> dict:
+    """lm-eval's own harness on the stage's saved model (our kr_* tasks are found in tasks_dir())."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from fortifai_bench.resources import tasks_dir
+
+    manager = TaskManager(include_path=str(tasks_dir()))
+    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_dir}", tasks=list(tasks),
+                                  batch_size=batch_size, task_manager=manager, device="cpu"
+                                  if not torch.cuda.is_available() else None)
+    results = {}
+    for name, row in (out or {}).get("results", {}).items():
+        results[name] = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return results

@@ -1,0 +1,375 @@
+"""One collapse run (one task, one loss, one seed) in a resumable run directory, and runs over seeds.
+
+    RUN/config.yaml              resolved task, loss, seed, config hash, package versions, git hash
+    RUN/stage_<i>/model/         M_i as a Hugging Face directory (lm_eval --model hf works on it)
+    RUN/stage_<i>/train.json     what M_i trained on (split, generation, paragraphs) and its history
+    RUN/stage_<i>/data/split_<k>.jsonl   D_k rewritten by M_i: text, token ids, first generated position
+    RUN/stage_<i>/metrics.json   everything measured on M_i (written last: it marks the stage done)
+    RUN/results.json             contract 5 (fortifai-bench/results@1), rewritten after every stage
+    RUN/plots/*.png
+
+Every file goes through `io.atomic_write` / `io.atomic_dir`, and every phase is seeded by
+(seed, stage, phase), and each stage starts from M_{i-1} *as saved on disk*, so a run killed at any
+moment and resumed computes exactly what the uninterrupted run computes. Resuming skips the phases
+whose files exist: training (model + train.json), regeneration (per split), evaluation (metrics.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fortifai_bench.collapse.config import CollapseTask, describe_differences, task_from_dict
+from fortifai_bench.collapse.protocol import Data, load_data, pool, real_share, stage_seed, subsample
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.io import atomic_write, read_json, read_jsonl, write_json, write_jsonl
+
+RUN_FORMAT = "fortifai-bench/run@1"
+RESULTS_FORMAT = "fortifai-bench/results@1"
+
+
+# ------------------------------------------------------------------------------------------ provenance
+
+def provenance(command: str | None = None) -> dict:
+    from importlib import metadata
+
+    versions = {"python": sys.version.split()[0]}
+    for pkg in ("fortifai-bench", "torch", "transformers", "tokenizers", "numpy", "lm-eval"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"versions": versions, "git": _git_hash(), "command": command or " ".join(sys.argv),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _git_hash() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def loss_slug(spec: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "-" for c in spec).strip("-") or "loss"
+
+
+# ------------------------------------------------------------------------------------------ run directory
+
+def _record(task: CollapseTask, loss_desc: dict) -> dict:
+    return {"config": task.to_dict(), "loss": loss_desc}
+
+
+def open_run(task: CollapseTask, loss_desc: dict, *, out: str | os.PathLike | None = None,
+             resume: str | os.PathLike | None = None, command: str | None = None) -> Path:
+    """A new run directory under `out`, or `resume` after checking it holds the same config."""
+    if resume is not None:
+        run = Path(resume)
+        path = run / "config.yaml"
+        if not path.is_file():
+            raise FortifaiError(f"--resume {run}: not a collapse run directory (no config.yaml)")
+        recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        diffs = describe_differences({"config": recorded.get("config", {}), "loss": recorded.get("loss", {})},
+                                     _record(task, loss_desc))
+        if diffs:
+            raise FortifaiError(f"--resume {run} was run with a different config; refusing to mix them: "
+                                + "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""))
+        return run
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(out or "runs") / f"{task.task}-{loss_slug(loss_desc['spec'])}-s{task.seed}-{stamp}"
+    run, n = base, 1
+    while run.exists():
+        n += 1
+        run = base.with_name(f"{base.name}-{n}")
+    doc = {"format": RUN_FORMAT, **_record(task, loss_desc), "seed": task.seed, "config_hash": task.config_hash(),
+           "provenance": provenance(command)}
+    with atomic_write(run / "config.yaml") as f:
+        yaml.safe_dump(doc, f, sort_keys=False, allow_unicode=True)
+    return run
+
+
+def read_run_config(run: str | os.PathLike) -> tuple[CollapseTask, dict]:
+    """The task and loss description a run directory was started with (for `--resume RUN` alone)."""
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise FortifaiError(f"{run}: not a collapse run directory (no config.yaml)")
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return task_from_dict(doc["config"], source=str(path)), doc["loss"]
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+@dataclasses.dataclass
+class _State:
+    task: CollapseTask
+    run: Path
+    data: Data
+    loss: Any
+    base_spec: str
+    progress: bool
+    regenerated: dict = dataclasses.field(default_factory=dict)  # (split, generation) -> rows
+
+
+def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = None, *, seed: int | None = None,
+                 out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
+                 progress: bool = True, command: str | None = None) -> dict:
+    """Run Algorithm 1 for one seed; return the results dict (also written to RUN/results.json)."""
+    from tqdm.auto import tqdm
+
+    from fortifai_bench.collapse.base import base_model
+    from fortifai_bench.losses import load_loss
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars at every stage drown the protocol's own
+    if seed is not None:
+        task = dataclasses.replace(task, seed=int(seed))
+    checked = load_loss(loss, **(loss_args or {}))
+    data = load_data(task)  # before creating anything: bad corpus or KR input fails first
+    run = open_run(task, checked.describe(), out=out, resume=resume, command=command)
+    state = _State(task, run, data, checked, base_model(task, progress=progress), progress)
+    if progress:
+        print(f"collapse run: {run}", flush=True)
+    stages: list[dict] = []
+    bar = tqdm(range(task.stages), desc=f"{task.task} {checked.spec} seed {task.seed}", unit="stage",
+               disable=not progress)
+    for i in bar:
+        done = run / f"stage_{i}" / "metrics.json"
+        if done.is_file():
+            stages.append(read_json(done))
+            continue
+        try:
+            stages.append(_run_stage(state, i))
+        except FortifaiError as exc:
+            results = build_results(state, stages, stopped={"stage": i, "error": str(exc)})
+            write_json(run / "results.json", results)
+            kept = f"stages 0..{i - 1} are kept" if i else "no stage finished"
+            raise FortifaiError(f"stage {i} stopped: {exc}; {kept} in {run}") from exc
+        write_json(run / "results.json", build_results(state, stages))
+    bar.close()
+    results = build_results(state, stages)
+    write_json(run / "results.json", results)
+    try:
+        from fortifai_bench.collapse.plots import plot_run
+
+        plot_run(results, run / "plots")
+    except ImportError as exc:  # matplotlib is an extra; results stand without plots
+        print(f"plots skipped: {exc}", file=sys.stderr)
+    return results
+
+
+def _texts(state: _State, k: int, g: int) -> list[str]:
+    return [r["text"] for r in _rows(state, k, g)]
+
+
+def _rows(state: _State, k: int, g: int) -> list[dict]:
+    """D_k^(g): the real split for g = 0, else the file stage k+g-1 wrote."""
+    if g == 0:
+        return [{"id": p.id, "text": p.text} for p in state.data.splits[k]]
+    key = (k, g)
+    if key not in state.regenerated:
+        state.regenerated[key] = read_jsonl(state.run / f"stage_{k + g - 1}" / "data" / f"split_{k}.jsonl",
+                                            required=("id", "text", "ids", "first"))
+    return state.regenerated[key]
+
+
+def _training_texts(state: _State, i: int) -> tuple[list[str], list[dict]]:
+    task = state.task
+    train_on = pool(i, task.mode)
+    chosen = {k: list(range(len(state.data.splits[k]))) for k, _ in train_on}
+    if task.mode == "accumulate-subsample":
+        size = task.subsample or len(state.data.splits[0])
+        chosen = subsample({k: len(v) for k, v in chosen.items()}, size, stage_seed(task.seed, i, "subsample"))
+    texts, record = [], []
+    for k, g in train_on:
+        rows = _texts(state, k, g)
+        texts += [rows[j] for j in chosen[k]]
+        record.append({"split": k, "generation": g, "paragraphs": len(chosen[k])})
+    return texts, record
+
+
+def _run_stage(state: _State, i: int) -> dict:
+    from fortifai_bench.models import load_model
+
+    task, run = state.task, state.run
+    stage_dir = run / f"stage_{i}"
+    prev = state.base_spec if i == 0 else str(run / f"stage_{i - 1}" / "model")
+
+    # -- train M_i (skipped when its model and train.json exist)
+    if not (stage_dir / "train.json").is_file():
+        _train(state, i, prev, stage_dir)
+    info = read_json(stage_dir / "train.json")
+    # Always continue from the saved model, so a resumed run and an uninterrupted one agree exactly.
+    model, tokenizer = load_model(stage_dir / "model")
+
+    # -- regenerate every split of the stage's pool
+    regen_seconds = 0.0
+    new_rows: dict[int, list[dict]] = {}
+    for k, g in pool(i, task.mode):
+        path = stage_dir / "data" / f"split_{k}.jsonl"
+        if not path.is_file():
+            regen_seconds += _regenerate_split(state, model, tokenizer, i, k, g, path)
+        new_rows[k] = _rows(state, k, g + 1)
+    timing = stage_dir / "data" / "timing.json"
+    if regen_seconds or not timing.is_file():
+        previous = read_json(timing)["seconds"] if timing.is_file() else 0.0
+        write_json(timing, {"seconds": previous + regen_seconds})
+    regen_seconds = read_json(timing)["seconds"]
+
+    # -- evaluate M_i
+    t0 = time.perf_counter()
+    from fortifai_bench.collapse.evaluate import evaluate_stage
+
+    metrics = evaluate_stage(state, model, tokenizer, i, new_rows)
+    metrics["training_data"] = info["training_data"]
+    metrics["real_share"] = real_share([(d["split"], d["generation"]) for d in info["training_data"]])
+    metrics["train"] = info["summary"]
+    metrics["seconds"] = {"train": info["seconds"], "regenerate": regen_seconds,
+                          "evaluate": time.perf_counter() - t0}
+    write_json(stage_dir / "metrics.json", metrics)
+    if state.progress:
+        s = metrics["seconds"]
+        print(f"stage {i}: KR-split-0 {_fmt(metrics['score'])}  KR-total {_fmt(metrics['kr_total'])}  "
+              f"KL {_fmt(metrics['kl'])}  train {s['train']:.1f}s  regenerate {s['regenerate']:.1f}s  "
+              f"evaluate {s['evaluate']:.1f}s", flush=True)
+    return metrics
+
+
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _train(state: _State, i: int, prev: str, stage_dir: Path) -> None:
+    from fortifai_bench.models import load_model, save_model
+    from fortifai_bench.train import train
+
+    task = state.task
+    texts, record = _training_texts(state, i)
+    model, tokenizer = load_model(prev)
+    config = task.train.trainer_config(seed=stage_seed(task.seed, i, "train"))
+    if state.progress:
+        parts = ", ".join(f"D_{d['split']}^({d['generation']})" for d in record)
+        print(f"stage {i}: training on [{parts}] ({len(texts)} paragraphs)", flush=True)
+    result = train(model, tokenizer, texts, state.loss, config, progress=state.progress)
+    save_model(result.model, tokenizer, stage_dir / "model")
+    last = result.history[-1] if result.history else {}
+    write_json(stage_dir / "train.json", {
+        "training_data": record, "paragraphs": len(texts), "seconds": result.seconds,
+        "summary": {"best_epoch": result.best_epoch, "train_loss": last.get("train_loss"),
+                    "val_loss": last.get("val_loss"), "masked_fraction": last.get("masked_fraction"),
+                    "mean_p_correct": last.get("mean_p_correct")},
+        "history": result.history,
+    })
+
+
+def _regenerate_split(state: _State, model, tokenizer, i: int, k: int, g: int, path: Path) -> float:
+    from fortifai_bench.collapse.regenerate import regenerate
+
+    rows = _rows(state, k, g)
+    res = regenerate(model, tokenizer, [r["text"] for r in rows], state.task.regenerate,
+                     seed=stage_seed(state.task.seed, i, "regenerate", k), progress=state.progress,
+                     desc=f"stage {i} regenerate D_{k}")
+    out = [{"id": r["id"], "split": k, "generation": g + 1, "text": text, "ids": ids, "first": gen.index(True)
+            if True in gen else len(ids)} for r, text, ids, gen in zip(rows, res.texts, res.ids, res.generated)]
+    write_jsonl(path, out)
+    state.regenerated[(k, g + 1)] = out
+    return res.seconds
+
+
+# ------------------------------------------------------------------------------------------ results
+
+def build_results(state: _State, stages: list[dict], stopped: dict | None = None) -> dict:
+    from fortifai_bench.metrics import area_under_curve, time_to_failure
+
+    task = state.task
+    thr = task.eval.failure_threshold
+    scores = [s["score"] for s in stages]
+    have = bool(scores) and all(x is not None for x in scores)
+    ids = [q.id for q in state.data.questions if q.split == 0]
+    return {
+        "format": RESULTS_FORMAT, "kind": "text",
+        "task": {"name": task.task, "version": task.version},
+        "loss": state.loss.describe(), "model": task.model.name, "seed": task.seed,
+        "config": task.to_dict(), "config_hash": task.config_hash(),
+        "score_name": "kr_split0", "failure_threshold": thr,
+        "stages": [_stage_entry(s) for s in stages],
+        "time_to_failure": time_to_failure(scores, thr) if have else None,
+        "auc": area_under_curve(scores) if have else None,
+        "final_score": scores[-1] if have else None,
+        "items": {"split0_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+                  "split0_ids_order": "KR file order",
+                  "split0_correct": [s["items"]["split0_correct"] for s in stages]},
+        "complete": stopped is None and len(stages) == task.stages,
+        "stopped": stopped,
+        "kr_source": state.data.kr_source,
+        "run_dir": str(state.run),
+        "provenance": provenance(),
+    }
+
+
+def _stage_entry(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "items"}
+
+
+def comparable(results: dict) -> dict:
+    """results.json without what legitimately differs between two identical runs (timings, paths, dates)."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in ("seconds", "provenance", "run_dir")}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    return strip(results)
+
+
+# ------------------------------------------------------------------------------------------ seeds
+
+def run_seeds(task: CollapseTask, loss: str, loss_args: dict | None = None, seeds=(0,), **kwargs) -> dict:
+    """One run per seed, then `summarize` over them."""
+    runs = [run_collapse(task, loss, loss_args, seed=s, **kwargs) for s in seeds]
+    return summarize(runs)
+
+
+def summarize(runs: list[dict], baseline: dict | None = None) -> dict:
+    """Time to failure, AUC and final KR-split-0 over seeds (mean and t-interval); optional ratio to a baseline.
+
+    A seed that never fell below the threshold is censored at the number of stages (a lower bound on
+    its time to failure) and counted in `censored`.
+    """
+    from fortifai_bench.metrics import mean_ci
+
+    stages = max((len(r["stages"]) for r in runs), default=0)
+    ttf = [r["time_to_failure"] if r["time_to_failure"] is not None else float(len(r["stages"])) for r in runs]
+    per_stage = []
+    for i in range(stages):
+        vals = [r["stages"][i]["score"] for r in runs if len(r["stages"]) > i]
+        per_stage.append(mean_ci(vals))
+    out = {
+        "task": runs[0]["task"] if runs else None, "loss": runs[0]["loss"] if runs else None,
+        "seeds": [r["seed"] for r in runs], "runs": [r.get("run_dir") for r in runs],
+        "time_to_failure": mean_ci(ttf), "censored": sum(r["time_to_failure"] is None for r in runs),
+        "auc": mean_ci([r["auc"] for r in runs]), "final_score": mean_ci([r["final_score"] for r in runs]),
+        "score_per_stage": per_stage,
+    }
+    if baseline is not None:
+        b, m = baseline["time_to_failure"]["mean"], out["time_to_failure"]["mean"]
+        out["baseline"] = {"loss": baseline["loss"], "time_to_failure": baseline["time_to_failure"],
+                           "ratio": (m / b) if b and m is not None else None}
+    return out
