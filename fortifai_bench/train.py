@@ -480,14 +480,17 @@ def _save(result: TrainResult, tokenizer, config: TrainConfig, out: Path) -> Non
 # ----------------------------------------------------------------------------- command line
 
 
+def _read_lines(path: str, option: str) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FortifaiError(f"cannot read {option} {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    return [line for line in lines if line.strip()]
+
+
 def _texts_from_args(args: argparse.Namespace) -> list[str]:
     if args.text_file:
-        path = Path(args.text_file)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise FortifaiError(f"cannot read --text-file {path}: {exc.strerror or exc}") from exc
-        return [line for line in lines if line.strip()]
+        return _read_lines(args.text_file, "--text-file")
     try:
         from fortifai_bench.corpora import get_corpus
     except ImportError as exc:
@@ -518,6 +521,7 @@ def register(subparsers) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--corpus", help="a registered corpus name (facts, wikitext-2-raw-v1, text:PATH, ...)")
     src.add_argument("--text-file", help="a UTF-8 text file, one training text per non-empty line")
+    p.add_argument("--val-text-file", help="validation texts, one per non-empty line (default: --val-fraction)")
     p.add_argument("--loss", default="ce", help="ce | tce:0.9 | focal:2 | package.module:Name (default ce)")
     p.add_argument("--loss-args", action="append", default=[], metavar="K=V[,K=V]",
                    help="keyword arguments for the loss, e.g. gamma=0.8,normalize=kept")
@@ -559,7 +563,9 @@ def _run_command(args: argparse.Namespace) -> int:
         from fortifai_bench.models import load_model
 
         model, tokenizer = load_model(args.model)
-    result = train(model, tokenizer, texts, loss, config, out_dir=args.out, progress=not args.no_progress)
+    val_texts = _read_lines(args.val_text_file, "--val-text-file") if args.val_text_file else None
+    result = train(model, tokenizer, texts, loss, config, val_texts=val_texts, out_dir=args.out,
+                   progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         if args.no_progress:  # with progress on, train() already wrote each epoch's line
             for row in result.history:
@@ -570,7 +576,17 @@ def _run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # torchrun --nproc_per_node 2 -m fortifai_bench.train --text-file ...
-    from fortifai_bench.cli import main
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fortifai_bench.train ARGS` = `fortifai-bench train ARGS`, for torchrun."""
+    parser = argparse.ArgumentParser(prog="python -m fortifai_bench.train")
+    register(parser.add_subparsers())
+    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except FortifaiError as exc:
+        print(f"fortifai-bench: error: {exc}", file=sys.stderr)
+        return 2
 
-    sys.exit(main(["train", *sys.argv[1:]]))
+
+if __name__ == "__main__":  # torchrun --nproc_per_node 2 -m fortifai_bench.train --text-file ...
+    sys.exit(main())
