@@ -36,6 +36,12 @@ def fake_questions(paragraph: str) -> list[dict]:
     return out[:5]
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when many clients connect at once; the
+    # client then waits ~1 s for a SYN retry. Real endpoints have a deep backlog.
+    request_queue_size = 128
+
+
 @dataclass
 class Reply:
     """One scripted reply. `content=None` means the fake LLM's proper answer."""
@@ -67,7 +73,7 @@ class ChatServer:
         self.max_in_flight = 0
         self.usage_sent = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False  # a slow reply the client gave up on must not hold up close
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -145,6 +151,7 @@ class ChatServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else headers and body, written apart, meet delayed ACKs (~40 ms each)
 
             def do_POST(self):
                 if self.path.rstrip("/") != "/v1/chat/completions":

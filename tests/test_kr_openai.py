@@ -82,6 +82,7 @@ def test_retries_on_429_500_honour_retry_after(tmp_path):
     assert as_rows(questions) == expected(paras)
     assert [server.count(f"para{i}:") for i in range(3)] == [2, 3, 4]
     assert stats["requests"] == 9 and stats["retries"] == 6
+    assert stats["retried_on"] == {"HTTP 429": 2, "HTTP 500": 2, "HTTP 502": 1, "HTTP 503": 1}
     # Without the header the backoff is at most max_delay (0.05 s); with it, the server's 0.4 s
     # is waited out: a lower bound, which no slowness of the machine can break.
     first, second = server.times("para0:")
@@ -97,7 +98,7 @@ def test_slow_answer_times_out_and_is_retried(tmp_path):
                                            source="src", **{**FAST, "timeout": 0.3})
     assert as_rows(questions) == expected(paras)
     assert server.count("para1:") == 2 and server.count("para0:") == 1
-    assert stats["retries"] == 1
+    assert stats["retries"] == 1 and stats["retried_on"] == {"timeout": 1}
 
 
 def test_endpoint_that_never_answers_is_a_clear_error(tmp_path):

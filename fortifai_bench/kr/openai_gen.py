@@ -29,6 +29,7 @@ import os
 import random
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +178,7 @@ class AnswerCache:
         self.path = Path(path)
         self.records: dict[str, dict] = {}
         self.bad_lines = 0
+        self._lock = threading.Lock()
         self._load()
 
     def _load(self) -> None:
@@ -214,11 +216,12 @@ class AnswerCache:
         return self.records.get(key)
 
     def add(self, record: dict) -> None:
-        if record["key"] in self.records:
-            return
         line = json.dumps(record, ensure_ascii=False) + "\n"
-        self._append_bytes(line.encode("utf-8"))
-        self.records[record["key"]] = record
+        with self._lock:  # add() runs on worker threads, so that fsync does not stall the event loop
+            if record["key"] in self.records:
+                return
+            self._append_bytes(line.encode("utf-8"))
+            self.records[record["key"]] = record
 
     def _append_bytes(self, data: bytes) -> None:
         # One write() on an O_APPEND descriptor, then fsync: a crash leaves at most one torn line,
@@ -293,6 +296,7 @@ class _Outcome:
     usage: dict | None = None
     error: str | None = None  # set when the paragraph failed
     attempts: int = 0
+    troubles: list = field(default_factory=list)  # what each retried attempt ran into
 
 
 async def _ask(client, llm: str, text: str, policy: RetryPolicy, stop: asyncio.Event) -> _Outcome:
@@ -315,7 +319,7 @@ async def _ask(client, llm: str, text: str, policy: RetryPolicy, stop: asyncio.E
                 timeout=policy.timeout + 1.0,
             )
         except asyncio.TimeoutError:
-            last = f"no answer within {policy.timeout:g} s"
+            kind, last = "timeout", f"no answer within {policy.timeout:g} s"
         except openai.APIStatusError as exc:
             status = exc.status_code
             message = f"HTTP {status}: {_short(exc)}"
@@ -324,13 +328,13 @@ async def _ask(client, llm: str, text: str, policy: RetryPolicy, stop: asyncio.E
             if status not in _RETRY_STATUS and status < 500:
                 outcome.error = message  # e.g. 400: this paragraph was refused; retrying will not help
                 return outcome
-            last, retry_after = message, retry_after_seconds(exc.response.headers)
+            kind, last, retry_after = f"HTTP {status}", message, retry_after_seconds(exc.response.headers)
         except openai.APITimeoutError:
-            last = f"no answer within {policy.timeout:g} s"
+            kind, last = "timeout", f"no answer within {policy.timeout:g} s"
         except openai.APIConnectionError as exc:
-            last = f"connection failed: {_short(exc.__cause__ or exc)}"
+            kind, last = "connection", f"connection failed: {_short(exc.__cause__ or exc)}"
         except openai.APIError as exc:  # an answer the client could not read as a completion
-            last = f"unreadable answer: {_short(exc)}"
+            kind, last = "unreadable", f"unreadable answer: {_short(exc)}"
         else:
             try:
                 outcome.content, outcome.usage = _completion_parts(response)
@@ -339,6 +343,7 @@ async def _ask(client, llm: str, text: str, policy: RetryPolicy, stop: asyncio.E
                 # same URL will not help.
                 outcome.error = f"the answer is not a chat completion ({exc}); is the base URL right?"
             return outcome
+        outcome.troubles.append(kind)
     outcome.error = f"gave up after {outcome.attempts} attempt(s): {last}"
     return outcome
 
@@ -380,6 +385,7 @@ def _new_stats(llm: str, cache_path: Path) -> dict:
         "failed": 0,
         "requests": 0,  # HTTP attempts, retries included
         "retries": 0,
+        "retried_on": {},  # attempts that failed and were retried (or given up on), by kind: "HTTP 429", "timeout", ...
         "questions": 0,
         "malformed": 0,
         "malformed_by_reason": {},
@@ -435,6 +441,8 @@ async def _ask_all(todo, *, llm, client_kwargs, concurrency, policy, cache, stat
                 return None
         stats["requests"] += outcome.attempts
         stats["retries"] += max(outcome.attempts - 1, 0)
+        for kind in outcome.troubles:
+            stats["retried_on"][kind] = stats["retried_on"].get(kind, 0) + 1
         if outcome.error is not None:
             stats["failed"] += 1
             if len(stats["errors"]) < 10:
@@ -445,9 +453,10 @@ async def _ask_all(todo, *, llm, client_kwargs, concurrency, policy, cache, stat
         stats["answered"] += 1
         for k, v in (outcome.usage or {}).items():
             stats["usage"][k] += v
-        cache.add(
+        await asyncio.to_thread(
+            cache.add,
             {"key": key, "paragraph": pid, "model": llm, "prompt_version": PROMPT_VERSION,
-             "content": outcome.content, "usage": outcome.usage}
+             "content": outcome.content, "usage": outcome.usage},
         )
         return None
 
