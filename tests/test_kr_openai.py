@@ -237,11 +237,11 @@ def test_killed_process_loses_nothing_it_paid_for(tmp_path):
     paras = paragraphs(6)
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_kr_openai import paragraphs, FAST
+        from fortifai_bench.corpora import Paragraph
         from fortifai_bench.kr.openai_gen import generate_openai
-        generate_openai(paragraphs(6), base_url=sys.argv[1], cache_path=sys.argv[2],
-                        **{{**FAST, "concurrency": 1, "timeout": 60.0}})
+        paras = [Paragraph(id=i, text=t, meta={{}}) for i, t in {[(p.id, p.text) for p in paras]!r}]
+        generate_openai(paras, base_url=sys.argv[1], cache_path=sys.argv[2],
+                        **{ {**FAST, "concurrency": 1, "timeout": 60.0}!r})
     """)
     with ChatServer({"para3:": [Reply(delay=30.0)]}) as hanging:
         proc = subprocess.Popen([sys.executable, "-c", script, hanging.url, str(cache)])
