@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -190,13 +189,15 @@ def test_second_run_sends_zero_requests_and_new_paragraphs_only_cost_themselves(
     assert len(cache_lines(cache)) == 6  # one record per paragraph, none twice
 
 
-def test_failure_mid_run_keeps_answers_and_rerun_pays_only_for_the_rest(tmp_path):
+def test_failure_mid_run_keeps_answers_and_rerun_pays_only_for_the_rest(tmp_path, capsys):
     paras = paragraphs(8)
     cache = tmp_path / "c.jsonl"
     with ChatServer({"para3:": [Reply(500)]}) as broken:  # para3 fails forever
         with pytest.raises(FortifaiError, match=r"1 paragraph\(s\) failed.*test/p0003.*HTTP 500.*rerun"):
             generate_openai(paras, base_url=broken.url, cache_path=cache, **{**FAST, "max_retries": 2, "concurrency": 2})
         assert broken.count("para3:") == 3
+        paid = broken.usage_sent["total_tokens"]
+    assert f"= {paid} total" in capsys.readouterr().err  # the cost of a failed run is still reported
     kept = {r["paragraph"] for r in cache_lines(cache)}
     assert {"test/p0000", "test/p0001", "test/p0002"} <= kept and "test/p0003" not in kept
     assert len(kept) < 8  # fail fast: paragraphs after the failure were not all started

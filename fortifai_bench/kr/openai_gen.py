@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from fortifai_bench.errors import FortifaiError
 
@@ -303,6 +303,7 @@ async def _ask(client, llm: str, text: str, policy: RetryPolicy, stop: asyncio.E
     import openai
 
     outcome = _Outcome()
+    retry_after, last = None, ""  # what the previous attempt ran into
     for attempt in range(policy.max_retries + 1):
         if attempt:
             await asyncio.sleep(policy.delay(attempt, retry_after))
@@ -503,6 +504,7 @@ def generate_openai(
     if concurrency < 1:
         raise FortifaiError(f"openai generator: concurrency must be >= 1, got {concurrency}")
     policy = RetryPolicy(max_retries=max_retries, base_delay=base_delay, max_delay=max_delay, timeout=timeout)
+    paragraphs = list(paragraphs)  # walked twice
     api_key = api_key or os.environ.get("OPENAI_API_KEY")
     cache_path = Path(cache_path) if cache_path is not None else default_cache_path()
     cache = AnswerCache(cache_path)
@@ -537,9 +539,13 @@ def generate_openai(
                      cache=cache, stats=stats, allow_failures=allow_failures, progress=progress)
         )
         where = base_url or os.environ.get("OPENAI_BASE_URL") or "the default OpenAI endpoint"
+        failed = stats["failed"] and (not allow_failures or stats["answered"] + stats["cached"] == 0)
+        if fatal or failed:
+            stats["seconds"] = round(time.monotonic() - started, 3)
+            print(_summary_line(stats), file=sys.stderr)  # what was paid for, even when the run fails
         if fatal:
-            raise FortifaiError(f"openai generator: {where} refused model {llm!r}: {fatal[0]}")
-        if stats["failed"] and (not allow_failures or stats["answered"] + stats["cached"] == 0):
+            raise FortifaiError(f"openai generator: {where} refused the request for model {llm!r}: {fatal[0]}")
+        if failed:
             raise FortifaiError(
                 f"openai generator: {stats['failed']} paragraph(s) failed at {where} "
                 f"({stats['errors'][0]}); {stats['answered']} answer(s) this run are kept in {cache_path}, "
