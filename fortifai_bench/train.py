@@ -204,9 +204,9 @@ def _prepare(tokenizer, texts, val_texts, config: TrainConfig, generator) -> tup
 class _Dist:
     """Who we are under torchrun, and the few collective operations the loop needs."""
 
-    def __init__(self, device_pref: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+    def __init__(self, device_pref: str, single: bool = False):
+        self.world = 1 if single else int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = 0 if single else int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if device_pref == "auto":
             device_pref = "cuda" if torch.cuda.is_available() else "cpu"
@@ -301,7 +301,7 @@ def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
 @torch.no_grad()
 def evaluate(model, blocks: Blocks, batch_size: int, dist: _Dist | None = None, bf16: bool = False) -> float:
     """Cross-entropy per real token over `blocks` (the validation loss; see module doc)."""
-    dist = dist or _Dist("cpu")
+    dist = dist or _Dist("cpu", single=True)  # called on its own: this process evaluates every block
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
