@@ -12,7 +12,7 @@ TOYS = {
     # name: (module, config class, default methods, help)
     "gaussian": ("fortifai_bench.toys.gaussian", "GaussianConfig", "mle,truncated:auto,truncated:0.3",
                  "1-D Gaussian self-consuming loop (Sec. 2.3, Fig. 2; Appendix C)"),
-    "gmm": ("fortifai_bench.toys.gmm", "GMMConfig", "mle,truncated:80",
+    "gmm": ("fortifai_bench.toys.gmm", "GMMConfig", "mle,truncated:80,truncated:90",
             "Gaussian mixture, Algorithm 2 (Sec. 4.7, Fig. 8)"),
     "vae": ("fortifai_bench.toys.vae", "VAEConfig", "mle,truncated:0.9",
             "conditional VAE on scikit-learn's 8x8 digits (Sec. 4.8, Fig. 9)"),
@@ -42,7 +42,11 @@ def register(subparsers) -> None:
         if name == "gmm":
             p.add_argument("--kl-samples", type=int, default=None, help="Monte Carlo samples for the KL (default 20000)")
         if name == "vae":
-            p.add_argument("--epochs", type=int, default=None, help="training epochs per generation")
+            p.add_argument("--epochs", type=int, default=None, help="training epochs per generation (default 30)")
+            p.add_argument("--sampling", choices=["mode", "bernoulli"], default=None,
+                           help="pixels of generated digits: most likely value (default) or Bernoulli draws")
+            p.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
+                           help="clipped ELBO without rescaling the kept reconstruction terms")
         p.set_defaults(func=_run, toy=name)
 
 
@@ -51,7 +55,8 @@ def _run(args: argparse.Namespace) -> int:
     module = importlib.import_module(module_name)
     fields = {"generations": args.generations, "samples": args.samples,
               "sampling_bias": getattr(args, "sampling_bias", None), "estimator": getattr(args, "estimator", None),
-              "kl_samples": getattr(args, "kl_samples", None), "epochs": getattr(args, "epochs", None)}
+              "kl_samples": getattr(args, "kl_samples", None), "epochs": getattr(args, "epochs", None),
+              "sampling": getattr(args, "sampling", None), "normalize": getattr(args, "normalize", None)}
     config = getattr(module, config_name)(**{k: v for k, v in fields.items() if v is not None})
     methods = common.split_methods(args.methods)
     for m in methods:  # fail on a bad spec before any run starts
