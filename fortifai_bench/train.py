@@ -295,7 +295,10 @@ def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr)
+    # The fused kernel (as transformers.Trainer uses by default): one pass over all parameters,
+    # measured ~5x less optimizer time than the foreach one on the tiny model (1.1 vs 5-7 ms a step).
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=config.lr, fused=fused or None)
 
 
 @torch.no_grad()
