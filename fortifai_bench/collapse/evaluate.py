@@ -107,7 +107,7 @@ def _kr(state, model, tokenizer, i: int) -> dict:
         "kr": kr,
         "kr_total": sum(res.correct) / len(res.correct),
         "kr_seen": sum(seen_bits) / len(seen_bits) if seen_bits else None,
-        "kr_questions": {k: len(v) for k, v in sorted(by_split.items())},
+        "kr_questions": {str(k): len(v) for k, v in sorted(by_split.items())},
         "items": {"split0_correct": bits},
     }
 

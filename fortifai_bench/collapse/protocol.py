@@ -106,8 +106,9 @@ def load_data(task: CollapseTask) -> Data:
     n, per = task.stages, task.paragraphs_per_split
     need = n * per if per else n
     if len(corpus) < need:
-        raise FortifaiError(f"corpus {task.corpus} ({task.corpus_part}) has {len(corpus)} paragraphs, fewer than "
-                            f"the {need} that {n} stages x {per or 1} paragraphs per split need")
+        what = f"the {need} that {n} stages x {per} paragraphs per split need" if per else f"the {n} stages"
+        raise FortifaiError(f"corpus {task.corpus} ({task.corpus_part}) has {len(corpus)} paragraphs, "
+                            f"fewer than {what} (one split per stage)")
     if per:
         bounds = [(k * per, (k + 1) * per) for k in range(n)]
     else:

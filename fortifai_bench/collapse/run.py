@@ -171,7 +171,7 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
         plot_run(results, run / "plots")
     except ImportError as exc:  # matplotlib is an extra; results stand without plots
         print(f"plots skipped: {exc}", file=sys.stderr)
-    return results
+    return read_json(run / "results.json")  # exactly what a reader of the file gets (str keys, lists)
 
 
 def _texts(state: _State, k: int, g: int) -> list[str]:

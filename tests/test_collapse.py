@@ -1,0 +1,360 @@
+"""The collapse task: config validation, schedule, regeneration, metrics, and real micro runs
+(resume after SIGKILL, NaN mid-run, refusing a foreign resume directory)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fortifai_bench.cli import main as cli_main
+from fortifai_bench.collapse.config import RegenerateSettings, load_task, task_from_dict
+from fortifai_bench.collapse.protocol import format_plan, load_data, schedule, subsample
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.metrics import confidence_summary, distinct_n, ngram_kl
+
+# A micro version of the embedded default: 3 stages x 6 paragraphs, a 1-layer model, 2 epochs.
+MICRO = [
+    "stages=3", "paragraphs_per_split=6", "train.epochs=2", "train.batch_size=4",
+    "model.tiny.n_layer=1", "model.tiny.n_embd=32", "model.tiny.n_head=2", "model.tiny.vocab_size=512",
+    "model.pretrain.paragraphs=60", "model.pretrain.train.epochs=2",
+    "regenerate.block=8", "regenerate.prompt=4", "eval.heldout_paragraphs=5",
+]
+
+
+def micro_args(*extra: str) -> list[str]:
+    out = []
+    for item in MICRO + list(extra):
+        out += ["--set", item]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+def test_shipped_tasks_load_validate_and_plan(capsys):
+    facts = load_task("collapse_facts")
+    assert (facts.stages, facts.mode, facts.model.name, facts.regenerate.decoding) == (6, "accumulate", "tiny", "sample")
+    wiki = load_task("collapse_wikitext")
+    assert wiki.model.name == "meta-llama/Llama-3.2-1B"
+    assert (wiki.train.lr, wiki.train.batch_size, wiki.train.epochs) == (2e-5, 64, 10)
+    assert (wiki.regenerate.decoding, wiki.regenerate.num_beams, wiki.regenerate.repetition_penalty) == ("beam", 5, 3.0)
+    # --plan needs neither the hub nor the corpus
+    assert cli_main(["collapse", "--task", "collapse_wikitext", "--loss", "tce:0.9", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "stage 5: train M_5 on [D_0^(5), D_1^(4), D_2^(3), D_3^(2), D_4^(1), D_5^(0)] (real 17%)" in out
+    assert "beam 5, repetition penalty 3" in out
+
+
+def test_overrides_and_hash():
+    a = load_task("collapse_facts", ["train.epochs=3", "regenerate.temperature=0.7", "model.tiny.n_layer=2"])
+    assert (a.train.epochs, a.regenerate.temperature, a.model.tiny.n_layer) == (3, 0.7, 2)
+    b = load_task("collapse_facts", ["train.epochs=3", "regenerate.temperature=0.7", "model.tiny.n_layer=2", "seed=5"])
+    assert a.config_hash() == b.config_hash()  # the seed is not part of the hash
+    assert a.config_hash() != load_task("collapse_facts").config_hash()
+    assert load_task("collapse_facts", ["train.lr=5e-3"]).train.lr == 0.005  # YAML 1.1 reads 5e-3 as text
+
+
+@pytest.mark.parametrize("override, field", [
+    ("train.epochz=3", "train.epochz"),
+    ("train.epochs=three", "train.epochs"),
+    ("regenerate.temperature=[1]", "regenerate.temperature"),
+    ("model.tiny.n_layer=true", "model.tiny.n_layer"),
+    ("bogus=1", "bogus"),
+    ("regenerate.mode=sideways", "regenerate.mode"),
+    ("train.lr=-1", "lr"),
+])
+def test_bad_fields_are_named(override, field):
+    with pytest.raises(FortifaiError, match=field.replace(".", r"\.")):
+        load_task("collapse_facts", [override])
+
+
+def test_bad_yaml_file_names_the_field(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("task: mine\ntrain: {epochs: 2, learning_rate: 0.1}\n")
+    with pytest.raises(FortifaiError, match=r"t\.yaml.*unknown field train\.learning_rate"):
+        load_task(str(path))
+    path.write_text("task: mine\nstages: six\n")
+    with pytest.raises(FortifaiError, match=r"field stages must be an integer"):
+        load_task(str(path))
+
+
+def test_unknown_task_and_corpus():
+    with pytest.raises(FortifaiError, match="unknown collapse task 'nope'.*collapse_facts"):
+        load_task("nope")
+    with pytest.raises(FortifaiError, match="unknown corpus 'nope'"):
+        load_data(load_task("collapse_facts", ["corpus=nope"]))
+
+
+def test_fewer_paragraphs_than_stages():
+    with pytest.raises(FortifaiError, match="has 180 paragraphs, fewer than the 600"):
+        load_data(load_task("collapse_facts", ["paragraphs_per_split=100"]))
+    with pytest.raises(FortifaiError, match="180 paragraphs, fewer than the 200 stages"):
+        load_data(load_task("collapse_facts", ["stages=200", "paragraphs_per_split=null",
+                                               "eval.heldout_part=null", "eval.heldout_paragraphs=0"]))
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+
+def test_schedule_modes():
+    acc = schedule(4, "accumulate")
+    assert acc[3]["train"] == [(0, 3), (1, 2), (2, 1), (3, 0)]
+    assert [row["regenerate"] for row in acc] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]]
+    assert [row["train"] for row in schedule(3, "replace")] == [[(0, 0)], [(0, 1)], [(0, 2)]]
+    assert schedule(3, "accumulate-subsample")[2]["train"] == acc[2]["train"]
+    picked = subsample({0: 30, 1: 30, 2: 30}, 30, seed=1)
+    assert sum(map(len, picked.values())) == 30 and all(len(set(v)) == len(v) for v in picked.values())
+    assert picked == subsample({0: 30, 1: 30, 2: 30}, 30, seed=1) != subsample({0: 30, 1: 30, 2: 30}, 30, seed=2)
+    plan = format_plan(load_task("collapse_facts", ["mode=accumulate-subsample", "subsample=12"]))
+    assert "subsample 12 paragraphs" in plan
+
+
+def test_data_maps_questions_onto_splits():
+    data = load_data(load_task("collapse_facts", ["stages=3", "paragraphs_per_split=6"]))
+    assert [len(s) for s in data.splits] == [6, 6, 6]
+    assert {q.split for q in data.questions} == {0, 1, 2}
+    assert all(q.paragraph // 6 == q.split for q in data.questions)
+    assert len(data.heldout) == 30 and not set(data.heldout) & {p.text for s in data.splits for p in s}
+
+
+# ---------------------------------------------------------------------------------------------- regeneration
+
+@pytest.fixture(scope="module")
+def small_model():
+    from fortifai_bench.corpora import get_corpus
+    from fortifai_bench.models import TinyConfig, build_tiny
+
+    texts = get_corpus("facts").texts()[:40]
+    model, tok = build_tiny(texts, TinyConfig(vocab_size=400, n_layer=1, n_embd=32, n_head=2), seed=0)
+    return model.eval(), tok, texts
+
+
+def test_regenerate_keeps_lengths_prompt_and_is_seeded(small_model):
+    from fortifai_bench.collapse.regenerate import regenerate
+
+    model, tok, texts = small_model
+    for mode in ("sequential", "original"):
+        s = RegenerateSettings(mode=mode, block=8, context=24, prompt=4, batch_size=5)
+        a = regenerate(model, tok, texts[:12], s, seed=3)
+        b = regenerate(model, tok, texts[:12], s, seed=3)
+        c = regenerate(model, tok, texts[:12], s, seed=4)
+        assert a.ids == b.ids and a.texts == b.texts and a.ids != c.ids
+        for text, ids, gen in zip(texts, a.ids, a.generated):
+            orig = tok(text)["input_ids"]
+            assert len(ids) == len(orig)
+            first = gen.index(True)
+            assert first == 1 + 4 and ids[:first] == orig[:first]  # BOS + 4 prompt tokens kept
+            assert tok.eos_token_id not in ids[1:]
+        assert a.new_tokens == sum(len(tok(t)["input_ids"]) - 5 for t in texts[:12])
+
+
+def test_sampling_at_low_temperature_matches_hf_greedy(small_model):
+    """The batched, left-padded KV-cache loop computes the same next tokens as HF `generate`."""
+    from fortifai_bench.collapse.regenerate import regenerate
+
+    model, tok, texts = small_model
+    s = RegenerateSettings(mode="sequential", block=8, context=512, prompt=6, temperature=1e-6, batch_size=8)
+    res = regenerate(model, tok, texts[:8], s, seed=0)
+    for ids, gen in zip(res.ids, res.generated):
+        first = gen.index(True)
+        prompt = torch.tensor([ids[:first]])
+        with torch.no_grad():
+            ref = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                 max_new_tokens=len(ids) - first, min_new_tokens=len(ids) - first,
+                                 suppress_tokens=[tok.eos_token_id], pad_token_id=tok.pad_token_id)
+        assert ref[0].tolist() == ids
+
+
+def test_original_mode_uses_the_input_text_as_context(small_model):
+    """In `original` mode block j continues the ORIGINAL blocks before it: greedy decoding of each
+    block equals greedy decoding from the original prefix."""
+    from fortifai_bench.collapse.regenerate import regenerate
+
+    model, tok, texts = small_model
+    s = RegenerateSettings(mode="original", block=8, context=512, prompt=4, temperature=1e-6, batch_size=16)
+    text = max(texts[:10], key=lambda t: len(tok(t)["input_ids"]))
+    orig = tok(text)["input_ids"]
+    res = regenerate(model, tok, [text], s, seed=0)
+    start = 5 + 8  # second regenerated block
+    prefix = torch.tensor([orig[:start]])
+    with torch.no_grad():
+        ref = model.generate(prefix, attention_mask=torch.ones_like(prefix), do_sample=False, max_new_tokens=8,
+                             min_new_tokens=8, suppress_tokens=[tok.eos_token_id], pad_token_id=tok.pad_token_id)
+    n = min(8, len(orig) - start)
+    assert res.ids[0][start : start + n] == ref[0, start : start + n].tolist()
+
+
+def test_beam_decoding_runs(small_model):
+    from fortifai_bench.collapse.regenerate import regenerate
+
+    model, tok, texts = small_model
+    s = RegenerateSettings(decoding="beam", num_beams=2, repetition_penalty=3.0, block=8, prompt=4, batch_size=4)
+    res = regenerate(model, tok, texts[:4], s, seed=0)
+    assert [len(i) for i in res.ids] == [len(tok(t)["input_ids"]) for t in texts[:4]]
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+def test_collapse_metrics():
+    a = [[1, 2, 3, 4, 1, 2]]
+    assert ngram_kl(a, a, 1) == pytest.approx(0.0, abs=1e-12)
+    assert ngram_kl(a, a, 2) == pytest.approx(0.0, abs=1e-12)
+    far = ngram_kl(a, [[9, 9, 9, 9]], 1)
+    near = ngram_kl(a, [[1, 2, 3, 4, 4, 2]], 1)
+    assert 0 < near < far < 30  # smoothing keeps disjoint supports finite
+    assert distinct_n([[1, 2, 1, 2]], 2) == pytest.approx(2 / 3)
+    assert distinct_n([[1, 1, 1]], 1) == pytest.approx(1 / 3)
+    s = confidence_summary([0.05, 0.5, 0.95, 0.99], bins=10)
+    assert s["n"] == 4 and s["frac_above_0.9"] == 0.5 and sum(s["hist"]["counts"]) == 4
+    assert s["hist"]["counts"][0] == 1 and s["hist"]["counts"][-1] == 2
+
+
+def test_summarize_over_seeds_and_ratio():
+    from fortifai_bench.collapse.run import summarize
+
+    def fake(seed, scores, ttf):
+        return {"seed": seed, "task": {"name": "t", "version": 1}, "loss": {"spec": "x"}, "time_to_failure": ttf,
+                "auc": sum(scores) / len(scores), "final_score": scores[-1], "run_dir": None,
+                "stages": [{"score": s} for s in scores]}
+
+    base = summarize([fake(0, [0.9, 0.7], 0.75), fake(1, [0.9, 0.8, 0.6], 1.5)])
+    other = summarize([fake(0, [0.9, 0.9, 0.9], None), fake(1, [0.9, 0.8, 0.7], 1.5)], base)
+    assert base["time_to_failure"]["mean"] == pytest.approx(1.125)
+    assert other["censored"] == 1 and other["time_to_failure"]["mean"] == pytest.approx(2.25)  # censored at 3
+    assert other["baseline"]["ratio"] == pytest.approx(2.0)
+    assert base["score_per_stage"][2]["n"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- micro runs
+
+CONTRACT_KEYS = {"format", "kind", "task", "loss", "model", "seed", "config", "config_hash", "score_name",
+                 "failure_threshold", "stages", "time_to_failure", "auc", "final_score", "items", "provenance"}
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    from fortifai_bench.collapse.run import run_collapse
+
+    out = tmp_path_factory.mktemp("runs")
+    task = load_task("collapse_facts", MICRO)
+    return run_collapse(task, "ce", seed=0, out=out, progress=False), task
+
+
+def test_micro_run_results_and_run_directory(micro_run):
+    from fortifai_bench.models import load_model
+
+    results, task = micro_run
+    run = Path(results["run_dir"])
+    assert CONTRACT_KEYS <= set(results)
+    assert results["format"] == "fortifai-bench/results@1" and results["kind"] == "text"
+    assert results["task"] == {"name": "collapse_facts", "version": 1} and results["loss"]["spec"] == "ce"
+    assert results["complete"] and len(results["stages"]) == 3
+    n0 = sum(1 for q in load_data(task).questions if q.split == 0)
+    bits = results["items"]["split0_correct"]
+    assert len(bits) == 3 and all(len(b) == n0 and set(b) <= {"0", "1"} for b in bits)
+    for i, stage in enumerate(results["stages"]):
+        assert stage["score"] == pytest.approx(bits[i].count("1") / n0)
+        assert set(stage["kr"]) == {"0", "1", "2"} and 0 <= stage["kr_total"] <= 1
+        assert stage["training_data"] == [{"split": k, "generation": i - k, "paragraphs": 6} for k in range(i + 1)]
+        assert stage["regenerated_splits"] == list(range(i + 1))
+        assert stage["perplexity"] > 1 and stage["kl"] >= 0 and stage["kl_bigram"] >= 0
+        assert 0 < stage["distinct_1"] <= 1
+        conf = stage["confidence"]
+        assert conf["own_generated"]["n"] > 0 and conf["unseen_real"]["n"] > 0
+        assert set(stage["seconds"]) == {"train", "regenerate", "evaluate"}
+        rows = [json.loads(line) for line in (run / f"stage_{i}" / "data" / "split_0.jsonl").read_text().splitlines()]
+        assert len(rows) == 6 and all(r["generation"] == i + 1 for r in rows)
+    model, tok = load_model(run / "stage_2" / "model")  # a plain HF directory
+    assert model.config.n_layer == 1
+    cfg = (run / "config.yaml").read_text()
+    assert "config_hash" in cfg and "torch" in cfg and "spec: ce" in cfg
+    assert all((run / "plots" / f).is_file() for f in ("kr.png", "kl.png", "confidence.png"))
+    assert results["time_to_failure"] is None or 0 <= results["time_to_failure"] <= 2
+
+
+def test_resume_refuses_a_different_config(micro_run, capsys):
+    from fortifai_bench.collapse.run import run_collapse
+
+    results, task = micro_run
+    other = load_task("collapse_facts", MICRO + ["train.epochs=3"])
+    with pytest.raises(FortifaiError, match=r"different config.*config\.train\.epochs: 2 -> 3"):
+        run_collapse(other, "ce", seed=0, resume=results["run_dir"], progress=False)
+    assert cli_main(["collapse", "--quiet", "--resume", results["run_dir"], "--loss", "tce:0.9"] + micro_args()) == 2
+    err = capsys.readouterr().err
+    assert "different config" in err and "loss.spec: 'ce' -> 'tce:0.9'" in err
+    before = json.loads((Path(results["run_dir"]) / "results.json").read_text())
+    assert comparable_ok(before, results)  # the refused resume touched nothing
+
+
+def comparable_ok(a, b) -> bool:
+    from fortifai_bench.collapse.run import comparable
+
+    return comparable(a) == comparable(b)
+
+
+NAN_LOSS = '''
+import torch
+from fortifai_bench.losses import Loss
+
+class NaNAfter(Loss):
+    """Cross-entropy for the first `calls` batches, then NaN."""
+    def __init__(self, calls=3):
+        self.calls, self.seen = int(calls), 0
+    def reduce(self, logp, valid):
+        self.seen += 1
+        loss = -logp.sum() / valid.sum()
+        return (loss * float("nan") if self.seen > self.calls else loss), valid
+'''
+
+
+def test_nan_mid_run_keeps_finished_stages(tmp_path, monkeypatch):
+    from fortifai_bench.collapse.run import run_collapse
+
+    (tmp_path / "nanloss.py").write_text(NAN_LOSS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    task = load_task("collapse_facts", MICRO)
+    # stage 0 has 2 epochs of 1 batch each: the 3rd batch is stage 1's first step
+    with pytest.raises(FortifaiError, match=r"stage 1 stopped: epoch 1 step 1: loss 'nanloss:NaNAfter' returned nan"
+                                            r".*stages 0\.\.0 are kept"):
+        run_collapse(task, "nanloss:NaNAfter", {"calls": 2}, out=tmp_path / "runs", progress=False)
+    (run,) = (tmp_path / "runs").iterdir()
+    results = json.loads((run / "results.json").read_text())
+    assert len(results["stages"]) == 1 and not results["complete"]
+    assert results["stopped"]["stage"] == 1 and "step 1" in results["stopped"]["error"]
+    assert (run / "stage_0" / "model" / "config.json").is_file() and (run / "stage_0" / "metrics.json").is_file()
+    assert not (run / "stage_1" / "model").exists()
+
+
+def test_sigkill_mid_stage_then_resume_is_identical(tmp_path, micro_run):
+    """A real subprocess killed with SIGKILL inside stage 1, resumed, ends exactly like the uninterrupted run."""
+    from fortifai_bench.collapse.run import comparable
+
+    reference, _ = micro_run
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "fortifai_bench", "collapse", "--quiet", "--loss", "ce", "--seeds", "0",
+           "--out", str(out)] + micro_args()
+    env = dict(os.environ)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    killed_in = None
+    while time.time() < deadline and proc.poll() is None:
+        runs = list(out.glob("collapse_facts-*")) if out.exists() else []
+        if runs and (runs[0] / "stage_1" / "model").exists():  # stage 1 trained, not yet finished
+            if not (runs[0] / "stage_1" / "metrics.json").exists():
+                proc.send_signal(signal.SIGKILL)
+                killed_in = runs[0]
+            break
+        time.sleep(0.005)
+    proc.wait(timeout=60)
+    assert killed_in is not None and proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not (killed_in / "stage_2").exists()
+    assert cli_main(["collapse", "--quiet", "--resume", str(killed_in)]) == 0
+    resumed = json.loads((killed_in / "results.json").read_text())
+    assert resumed["complete"]
+    assert comparable(resumed) == comparable(reference)
