@@ -194,3 +194,63 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, me
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ VAE (Sec. 4.8)
+def test_vae_data_is_sklearn_digits_binarised_and_split():
+    from fortifai_bench.toys import vae
+
+    x, y, x_test, y_test = vae.load_data(0, 1200)
+    assert x.shape == (1200, 64) and x_test.shape == (597, 64)
+    assert set(np.unique(x)) == {0.0, 1.0} and set(np.unique(y)) == set(range(10))
+
+
+def test_clipped_elbo_masks_confident_pixels_and_keeps_their_gradient_at_zero():
+    import torch
+
+    from fortifai_bench.toys import vae
+
+    x = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    logits = torch.tensor([[4.0, -4.0, 0.0, 0.5]], requires_grad=True)  # p(x_i): 0.982, 0.982, 0.5, 0.378
+    mu, logvar = torch.zeros(1, 2), torch.zeros(1, 2)  # KL term = 0
+    loss, masked = vae.elbo_loss(logits, x, mu, logvar, gamma=0.9, normalize=False)
+    assert masked == 0.5
+    loss.backward()
+    assert logits.grad[0, 0] == 0 and logits.grad[0, 1] == 0 and logits.grad[0, 2] != 0
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").detach()
+    assert float(loss.detach()) == pytest.approx(float(bce[0, 2:].sum()))
+    normalized, _ = vae.elbo_loss(logits, x, mu, logvar, gamma=0.9, normalize=True)
+    assert float(normalized) == pytest.approx(float(bce[0, 2:].sum()) * 4 / 2)
+    plain, none_masked = vae.elbo_loss(logits, x, mu, logvar, gamma=None)
+    assert none_masked == 0.0 and float(plain) == pytest.approx(float(bce.sum()))
+
+
+@pytest.mark.parametrize("seed", [0])  # seeds 0, 1, 2 all pass these margins (checked when written)
+def test_vae_plain_elbo_collapses_and_clipped_elbo_keeps_more_diversity(seed):
+    from fortifai_bench.toys import vae
+
+    cfg = vae.VAEConfig(generations=4, epochs=15, samples=600, eval_samples=500)
+    plain = vae.run(cfg, "mle", seed, progress=False)
+    clipped = vae.run(cfg, "truncated:0.9", seed, progress=False)
+    p, c = plain["stages"], clipped["stages"]
+    # plain ELBO: within-digit variety shrinks by more than 40% in four generations, the pixel KL grows
+    assert p[-1]["score"] < 0.6 * p[0]["score"]
+    assert p[-1]["pixel_kl"] > p[0]["pixel_kl"] + 0.2
+    # clipped ELBO: confident pixels are masked, and more of the variety survives
+    assert all(0.2 < s["masked_fraction"] < 1.0 for s in c)
+    assert all(s["masked_fraction"] == 0.0 for s in p)
+    assert c[-1]["score"] > p[-1]["score"] + 0.1
+    assert c[-1]["pixel_kl"] < p[-1]["pixel_kl"]
+
+
+def test_cli_vae_writes_results_and_sample_grid(tmp_path):
+    out = tmp_path / "v"
+    rc = cli.main(["toy", "vae", "--seed", "0", "--generations", "2", "--epochs", "2", "--samples", "200",
+                   "--methods", "truncated:0.9", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    r = _check_results(out / "truncated-0.9" / "seed_0" / "results.json", "toy_vae", "truncated:0.9")
+    assert r["loss"]["args"] == {"gamma": 0.9, "normalize": True}
+    assert 0.8 < r["config"]["classifier_real_test_accuracy"] <= 1.0  # trained on only 200 real digits here
+    assert {"accuracy", "label_entropy", "pixel_kl", "masked_fraction"} <= set(r["stages"][0])
+    for png in ("vae.png", "scores.png", "truncated-0.9/seed_0/samples.png"):
+        assert (out / png).read_bytes()[:8] == PNG_MAGIC
