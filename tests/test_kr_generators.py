@@ -100,13 +100,14 @@ def test_facts_generator_needs_ground_truth():
     ("The two species can be crossed artificially .", "number"),
     ("The film opened on a Friday in October .", "month"),
     ("The mill was bought by Wilf Foreman after the storm .", "entity"),
-    ("The lobster is blue above .", "negation"),
+    ("The lobster is blue above .", "antonym"),
+    ("The lobster is blue in colour .", "negation"),
 ])
 def test_rules_perturb_changes_one_span(sentence, changed_kind):
-    from fortifai_bench.kr.rules import entity_pools
+    from fortifai_bench.kr.rules import corpus_stats
 
-    pools = entity_pools([Paragraph("x/p0", "A drawing of the mill by Stephen Peverett survives .")])
-    out = perturb(random.Random(0), sentence, None, pools)
+    stats = corpus_stats([Paragraph("x/p0", "A drawing of the mill by Stephen Peverett survives .")])
+    out = perturb(random.Random(0), sentence, None, stats, negation=changed_kind == "negation")
     assert out is not None
     false, kind = out
     assert kind == changed_kind
@@ -115,11 +116,14 @@ def test_rules_perturb_changes_one_span(sentence, changed_kind):
     if kind == "entity":
         assert false == sentence.replace("Wilf Foreman", "Stephen Peverett")
     if kind == "negation":
-        assert false == "The lobster is not blue above ."
+        assert false == "The lobster is not blue in colour ."
+        assert perturb(random.Random(0), sentence, None, stats) is None  # negation is opt-in
+    if kind == "antonym":
+        assert false == "The lobster is blue below ."
 
 
 def test_rules_leave_sentences_with_nothing_to_change():
-    assert perturb(random.Random(0), "it rained , and they did not go out .") is None
+    assert perturb(random.Random(0), "it rained , and they did not go out .", negation=True) is None
     corpus = Corpus("c", "x", [Paragraph("c/p0", "Nothing here changes. it rained and they did not go out.")])
     assert generate_rules(corpus) == []
 
@@ -148,9 +152,27 @@ def test_rules_on_wikitext(wikitext_valid):
         words_t, words_f = q.true.split(), q.false.split()
         assert len(words_t) - len(a) == len(words_f) - len(b)
         kinds["negation" if b == ["not"] and not a else "other"] += 1
-    assert kinds["negation"] < 0.2 * len(questions)  # mostly facts, not negations
+    assert kinds["negation"] == 0  # off by default: it only ever lengthens the false sentence
     again = generate_rules(wikitext_valid)
     assert [q.to_dict() for q in again] == [q.to_dict() for q in questions]
+
+
+def test_rules_false_continuations_are_not_longer_in_tokens(wikitext_valid):
+    """A summed-log-likelihood scorer prefers fewer tokens: if false continuations were longer, a
+    model that knows nothing would beat 0.5. With a tokenizer trained on the corpus itself (the
+    tiny model's case, where true values are the frequent ones), the expected accuracy of such a
+    length-only guesser stays at 0.5."""
+    from fortifai_bench.models import train_tokenizer
+
+    tok = train_tokenizer(wikitext_valid.texts(), 4096)
+    questions = generate_rules(wikitext_valid)
+    longer = shorter = 0
+    for q in questions:
+        t, f = len(tok(q.true)["input_ids"]), len(tok(q.false)["input_ids"])
+        longer += f > t
+        shorter += f < t
+    length_guess_acc = (longer + 0.5 * (len(questions) - longer - shorter)) / len(questions)
+    assert abs(length_guess_acc - 0.5) < 0.02, (longer, shorter, len(questions))
 
 
 # ---------------------------------------------------------------- schema and readers

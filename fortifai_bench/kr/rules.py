@@ -5,12 +5,19 @@ For a sentence s_i of a paragraph (i >= 1):
     true    = s_i
     false   = s_i with ONE fact changed, chosen in this order of preference:
       1. a number, year, ordinal, number word or month replaced by a plausible different one
-         (a year moves by 1-9 years, a small count stays small, a month becomes another month);
+         (a year moves by 1-9 years, a number keeps its count of digits, a month becomes another);
       2. a named entity (a run of capitalized words, not the sentence's first word) replaced by
          another run with as many words from the same article (from the whole corpus when the
          corpus has no articles), preferring one that followed the same word ("in X", "by X"), a
          cheap stand-in for "an entity of the same kind";
-      3. a safe negation: the first is/was/are/were of a sentence without any negation gets "not".
+      3. an antonym that flips the fact (won/lost, before/after, north/south, ...);
+      4. only when asked (`negation=True`): "not" after the first is/was/are/were.
+
+Length matters: a scorer that sums log-likelihoods prefers the continuation with fewer tokens, so
+a rule that makes false continuations longer on average lets a model that knows nothing score
+above 0.5. Every rule is therefore symmetric in length: numbers keep their digits, words and
+names are drawn as often as the corpus uses them (common words are short in tokens), antonyms go
+both ways. Negation only ever adds a word, which is why it is off by default.
 So true and false differ only in the changed span and both read as the corpus does. Every choice
 is drawn from a random generator seeded by the paragraph id and sentence number: same corpus,
 same questions. Works on WikiText's spaced punctuation (` , `, ` . `, ` @-@ `) and on plain text.
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from fortifai_bench.errors import FortifaiError
@@ -50,6 +57,15 @@ _ORD_WORD = re.compile(r"\b(?:the|his|her|its|their|a) (" + "|".join(ORDINAL_WOR
 _NUM_WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r") (?=[a-z])")
 _MONTH = re.compile(r"\b(" + "|".join(MONTHS) + r")\b")
 _ENTITY = re.compile(r"\b[A-Z][a-z]+(?:[ \-][A-Z][a-z]+)*\b")
+# Antonyms that flip a fact and keep the sentence fluent; both directions, so neither side is longer.
+_PAIRS = [("won", "lost"), ("before", "after"), ("north", "south"), ("east", "west"), ("northern", "southern"),
+          ("eastern", "western"), ("increased", "decreased"), ("higher", "lower"), ("larger", "smaller"),
+          ("largest", "smallest"), ("highest", "lowest"), ("earlier", "later"), ("positive", "negative"),
+          ("older", "younger"), ("oldest", "youngest"), ("longer", "shorter"), ("above", "below"),
+          ("male", "female"), ("victory", "defeat"), ("successful", "unsuccessful"), ("minor", "major"),
+          ("first", "last"), ("inside", "outside"), ("maximum", "minimum"), ("strong", "weak")]
+ANTONYMS = {a: b for a, b in _PAIRS} | {b: a for a, b in _PAIRS}
+_ANTONYM = re.compile(r"\b(?:" + "|".join(sorted(ANTONYMS, key=len, reverse=True)) + r")\b")
 _NEGATABLE = re.compile(r"\b(is|was|are|were) (?=[a-z])")
 
 
@@ -76,26 +92,40 @@ def _ordinal_suffix(n: int) -> str:
     return {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
 
 
-def _other_number(rng, n: int) -> int:
-    if 1000 <= n <= 2099:  # a year: a few years off
-        return n + rng.choice((-1, 1)) * rng.randint(1, 9)
-    if n <= 12:
-        return rng.choice([k for k in range(1, 13) if k != n])
-    if n <= 31:
-        return rng.choice([k for k in range(13, 29) if k != n])
-    factor = rng.choice((0.5, 0.6, 0.7, 0.8, 1.25, 1.5, 2.0))
-    m = int(round(n * factor))
-    return m if m != n else n + 1
+def _other_number(rng, n: int, counts) -> int:
+    """A plausible different number WITH AS MANY DIGITS (a longer false answer would be easier to
+    reject by length alone, see the module docstring), drawn as often as the corpus uses it."""
+    digits = len(str(n))
+    if digits == 4 and 1000 <= n <= 2099:  # a year: a few years off
+        candidates = [n + d for d in range(-9, 10) if d and len(str(n + d)) == 4]
+    elif digits == 1:
+        candidates = [k for k in range(1, 10) if k != n]
+    elif n <= 31:  # a day of the month, a small count
+        candidates = [k for k in range(10, 32) if k != n]
+    else:
+        candidates = [round(n * f) for f in (0.5, 0.6, 0.7, 0.8, 1.25, 1.5, 2.0)]
+        candidates = [k for k in candidates if k != n and len(str(k)) == digits] or [n + 1 if n % 10 < 9 else n - 1]
+    return int(_weighted(rng, [str(k) for k in candidates], counts, str(n)))
 
 
-def _fact_edits(rng, s: str) -> list[tuple[int, int, str, str]]:
+def _weighted(rng, options, counts, exclude):
+    """One of `options` other than `exclude`: among those closest to it in length (characters are
+    a proxy for tokens), drawn as often as the corpus uses each (+1), so that a replacement is as
+    common, and so about as short in tokens, as what it replaces."""
+    options = [o for o in options if o != exclude]
+    gap = min(abs(len(o) - len(exclude)) for o in options)
+    options = [o for o in options if abs(len(o) - len(exclude)) <= max(gap, 1)]
+    return rng.choices(options, weights=[counts.get(o, 0) + 1 for o in options])[0]
+
+
+def _fact_edits(rng, s: str, counts) -> list[tuple[int, int, str, str]]:
     """(start, end, replacement, kind) for numbers, years, ordinals, number words, months."""
     edits = []
     for m in _ORDINAL.finditer(s):
         n = int(m.group(1))
-        k = rng.choice([x for x in range(1, 21) if x != n])
+        k = rng.choice([x for x in (range(1, 10) if n < 10 else range(10, 32)) if x != n])
         edits.append((m.start(), m.end(), f"{k}{_ordinal_suffix(k)}", "ordinal"))
-    taken = {(a, b) for a, b, _, _ in edits}
+    taken = [(a, b) for a, b, _, _ in edits]
     for m in _NUMBER.finditer(s):
         text = m.group(0)
         if (len(text) > 1 and text.startswith("0")) or any(a <= m.start() < b for a, b in taken):
@@ -104,17 +134,15 @@ def _fact_edits(rng, s: str) -> list[tuple[int, int, str, str]]:
         if n == 0:
             continue
         kind = "year" if len(text) == 4 and 1000 <= n <= 2099 else "number"
-        edits.append((m.start(), m.end(), str(_other_number(rng, n)), kind))
+        edits.append((m.start(), m.end(), str(_other_number(rng, n, counts)), kind))
     for m in _ORD_WORD.finditer(s):
-        w = m.group(1)
-        edits.append((m.start(1), m.end(1), rng.choice([x for x in ORDINAL_WORDS if x != w]), "ordinal"))
+        edits.append((m.start(1), m.end(1), _weighted(rng, ORDINAL_WORDS, counts, m.group(1)), "ordinal"))
     for m in _NUM_WORD.finditer(s):
-        w = m.group(1)
-        edits.append((m.start(1), m.end(1), rng.choice([x for x in NUMBER_WORDS if x != w]), "number"))
+        edits.append((m.start(1), m.end(1), _weighted(rng, NUMBER_WORDS, counts, m.group(1)), "number"))
     for m in _MONTH.finditer(s):
         if m.group(1) == "May" and not re.match(r"\s+\d", s[m.end():]) and not re.search(r"\d\s+$", s[:m.start()]):
             continue  # "May" is a month only beside a day number
-        edits.append((m.start(), m.end(), rng.choice([x for x in MONTHS if x != m.group(1)]), "month"))
+        edits.append((m.start(), m.end(), _weighted(rng, MONTHS, counts, m.group(1)), "month"))
     return edits
 
 
@@ -144,47 +172,62 @@ _VAGUE = {"the", "a", "an", "and", "of", ",", "(", '"', "'s", "to", "with", "for
 
 
 @dataclass
-class EntityPools:
-    """Capitalized runs seen in the corpus, keyed for "same kind" look-ups (dicts as ordered sets)."""
+class CorpusStats:
+    """What the rules draw replacements from: word counts and capitalized runs of the whole corpus,
+    keyed for "same kind" look-ups, each run with the number of times it occurs."""
 
+    counts: Counter = field(default_factory=Counter)                  # word -> occurrences
     lowercase: set = field(default_factory=set)                       # words the corpus writes in lower case
-    article_prev: dict = field(default_factory=lambda: defaultdict(dict))  # (article, words, prev) -> runs
-    corpus_prev: dict = field(default_factory=lambda: defaultdict(dict))   # (words, prev) -> runs
-    article_len: dict = field(default_factory=lambda: defaultdict(dict))   # (article, words) -> runs
+    article_prev: dict = field(default_factory=lambda: defaultdict(Counter))  # (article, words, prev) -> runs
+    corpus_prev: dict = field(default_factory=lambda: defaultdict(Counter))   # (words, prev) -> runs
+    article_len: dict = field(default_factory=lambda: defaultdict(Counter))   # (article, words) -> runs
+    runs: Counter = field(default_factory=Counter)                    # run -> occurrences in the corpus
 
 
-def entity_pools(paragraphs) -> EntityPools:
-    pools = EntityPools()
+def corpus_stats(paragraphs) -> CorpusStats:
+    stats = CorpusStats()
     for p in paragraphs:
-        pools.lowercase.update(w for w in p.text.split() if w.islower())
+        stats.counts.update(p.text.split())
+    stats.lowercase = {w for w in stats.counts if w.islower()}
     for p in paragraphs:
         key = p.meta.get("article")
         for s in split_sentences(p.text):
-            for _, _, run, prev in _entity_runs(s, pools.lowercase):
+            for _, _, run, prev in _entity_runs(s, stats.lowercase):
                 n = len(run.split())
-                pools.article_prev[(key, n, prev)][run] = None
-                pools.corpus_prev[(n, prev)][run] = None
-                pools.article_len[(key, n)][run] = None
-    return pools
+                stats.article_prev[(key, n, prev)][run] += 1
+                stats.corpus_prev[(n, prev)][run] += 1
+                stats.article_len[(key, n)][run] += 1
+                stats.runs[run] += 1
+    return stats
 
 
-def _entity_edits(rng, s: str, key, pools: EntityPools) -> list[tuple[int, int, str, str]]:
+def _entity_edits(rng, s: str, key, stats: CorpusStats) -> list[tuple[int, int, str, str]]:
     """Replace a run by one of the same length that followed the same word in the same article,
     else anywhere in the corpus (when that word says something: "in", "by", "journalist"), else
-    any run of the same length in the same article."""
+    any run of the same length in the same article; drawn as often as each run occurs, so that
+    common (short) and rare (long) names are swapped both ways alike."""
     edits = []
-    for start, end, run, prev in _entity_runs(s, pools.lowercase):
+    for start, end, run, prev in _entity_runs(s, stats.lowercase):
         n = len(run.split())
-        tiers = [pools.article_prev.get((key, n, prev), {})]
+        tiers = [stats.article_prev.get((key, n, prev), {})]
         if prev not in _VAGUE:
-            tiers.append(pools.corpus_prev.get((n, prev), {}))
+            tiers.append(stats.corpus_prev.get((n, prev), {}))
         if key is not None:
-            tiers.append(pools.article_len.get((key, n), {}))
+            tiers.append(stats.article_len.get((key, n), {}))
         for pool in tiers:
             candidates = [c for c in pool if c != run and c not in s]
             if candidates:
-                edits.append((start, end, rng.choice(candidates), "entity"))
+                # weighted by corpus-wide use: that is what makes a name short in tokens
+                edits.append((start, end, _weighted(rng, candidates, stats.runs, run), "entity"))
                 break
+    return edits
+
+
+def _antonym_edits(s: str) -> list[tuple[int, int, str, str]]:
+    edits = []
+    for m in _ANTONYM.finditer(s):
+        word = m.group(0)
+        edits.append((m.start(), m.end(), ANTONYMS[word], "antonym"))
     return edits
 
 
@@ -198,12 +241,14 @@ def _negation_edits(s: str) -> list[tuple[int, int, str, str]]:
     return [(m.start(1), m.end(1), f"{m.group(1)} not", "negation")]
 
 
-def perturb(rng, sentence: str, key=None, pools=None) -> tuple[str, str] | None:
+def perturb(rng, sentence: str, key=None, stats: CorpusStats | None = None,
+            negation: bool = False) -> tuple[str, str] | None:
     """(false sentence, kind of change) or None when the sentence has nothing safe to change."""
-    groups = [_fact_edits(rng, sentence)]
-    if pools is not None:
-        groups.append(_entity_edits(rng, sentence, key, pools))
-    groups.append(_negation_edits(sentence))
+    stats = stats or CorpusStats()
+    groups = [_fact_edits(rng, sentence, stats.counts), _entity_edits(rng, sentence, key, stats),
+              _antonym_edits(sentence)]
+    if negation:
+        groups.append(_negation_edits(sentence))
     for edits in groups:
         if edits:
             start, end, replacement, kind = rng.choice(edits)
@@ -211,13 +256,14 @@ def perturb(rng, sentence: str, key=None, pools=None) -> tuple[str, str] | None:
     return None
 
 
-def generate_rules(corpus, *, max_per_paragraph: int = 5, seed: int = 0, source: str | None = None) -> list:
+def generate_rules(corpus, *, max_per_paragraph: int = 5, seed: int = 0, source: str | None = None,
+                   negation: bool = False) -> list:
     """Up to `max_per_paragraph` questions per paragraph, split -1 (the caller assigns splits)."""
     from fortifai_bench.kr.schema import Question
 
     if max_per_paragraph < 1:
         raise FortifaiError(f"rules generator: max_per_paragraph must be >= 1, got {max_per_paragraph}")
-    pools = entity_pools(corpus.paragraphs)
+    stats = corpus_stats(corpus.paragraphs)
     source = source or f"{corpus.name}:{corpus.part}"
     questions = []
     for index, p in enumerate(corpus.paragraphs):
@@ -235,7 +281,7 @@ def generate_rules(corpus, *, max_per_paragraph: int = 5, seed: int = 0, source:
             if len(context.split()) > MAX_CONTEXT_WORDS:
                 continue
             rng = random.Random(f"{GENERATOR}:{seed}:{p.id}:{i}")
-            changed = perturb(rng, target, p.meta.get("article"), pools)
+            changed = perturb(rng, target, p.meta.get("article"), stats, negation)
             if changed is None:
                 continue
             questions.append(Question(
