@@ -48,12 +48,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.losses import CheckedLoss, Loss, load_loss, parse_loss_args, token_logprobs
+from fortifai_bench.losses import CheckedLoss, FunctionLoss, Loss, load_loss, parse_loss_args, token_logprobs
 
 IGNORE_INDEX = -100
 SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
@@ -262,7 +262,9 @@ def _as_checked(loss) -> CheckedLoss:
         return load_loss(loss)
     if isinstance(loss, Loss):
         return CheckedLoss(type(loss).__name__, loss, {})
-    raise FortifaiError(f"loss must be a spec string or a loaded loss, got {type(loss).__name__}")
+    if callable(loss):  # a plain f(logits, labels) -> Tensor
+        return CheckedLoss(getattr(loss, "__name__", type(loss).__name__), FunctionLoss(loss), {})
+    raise FortifaiError(f"loss must be a spec string, a Loss or a function, got {type(loss).__name__}")
 
 
 def _check_out_dir(out_dir) -> Path | None:
@@ -326,7 +328,7 @@ def train(
     model,
     tokenizer,
     texts: Sequence[str],
-    loss: str | CheckedLoss | Loss,
+    loss: str | CheckedLoss | Loss | Callable[..., torch.Tensor],
     config: TrainConfig | None = None,
     *,
     val_texts: Sequence[str] | None = None,

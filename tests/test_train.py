@@ -146,6 +146,16 @@ def test_best_checkpoint_is_kept_loaded_and_saved(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporaries left behind
 
 
+def test_loss_given_as_a_plain_function():
+    def ce(logits, labels):
+        return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
+
+    model, tokenizer = small_model()
+    result = train(model, tokenizer, TEXTS[:48], ce, fast(epochs=1, val_fraction=0.0), progress=False)
+    assert result.loss["spec"] == "ce" and result.loss["target"].endswith(":test_loss_given_as_a_plain_function.<locals>.ce")
+    assert math.isfinite(result.history[0]["train_loss"]) and result.history[0]["mean_p_correct"] > 0
+
+
 def test_no_validation_keeps_the_last_epoch():
     model, tokenizer = small_model()
     result = train(model, tokenizer, TEXTS, "ce", fast(epochs=2, val_fraction=0.0), progress=False)
