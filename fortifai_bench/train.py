@@ -451,7 +451,7 @@ def train(
         )
         if out is not None:
             if dist.main:
-                _save(result, tokenizer, config, out)
+                _save(result, tokenizer, config, out, progress)
             dist.barrier()
         return result
     finally:
@@ -465,13 +465,22 @@ def _format_row(row: dict[str, Any], epochs: int) -> str:
             f"{row['tokens_per_s']:,.0f} tok/s")
 
 
-def _save(result: TrainResult, tokenizer, config: TrainConfig, out: Path) -> None:
+def _save(result: TrainResult, tokenizer, config: TrainConfig, out: Path, progress: bool) -> None:
     """Model, tokenizer and ``train.json`` appear together or not at all."""
+    from transformers.utils import logging as hf_logging
+
     from fortifai_bench.io import atomic_dir, write_json
     from fortifai_bench.models import save_model
 
+    bars = hf_logging.is_progress_bar_enabled()
+    if not progress:  # save_pretrained draws its own bar
+        hf_logging.disable_progress_bar()
     with atomic_dir(out) as tmp:
-        save_model(result.model, tokenizer, tmp)
+        try:
+            save_model(result.model, tokenizer, tmp)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         write_json(tmp / "train.json", {
             "config": asdict(config),
             "loss": result.loss,
@@ -544,6 +553,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=d.device)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", help="save the best checkpoint and train.json here (must not hold another run)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice); on a busy "
+                   "shared machine 1 can be many times faster")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_command)
 
@@ -555,6 +566,10 @@ def _run_command(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16, max_grad_norm=args.max_grad_norm,
         device=args.device,
     )
+    if args.threads is not None:
+        if args.threads < 1:
+            raise FortifaiError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     loss = load_loss(args.loss, **parse_loss_args(args.loss_args))
     _check_out_dir(args.out)  # before the (possibly slow) model load
     texts = _texts_from_args(args)

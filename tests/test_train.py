@@ -328,12 +328,21 @@ def test_cli_trains_tiny_and_saves(tmp_path, capsys):
     assert tokenizer("Mount")["input_ids"][0] == tokenizer.bos_token_id
 
 
+def test_cli_trains_on_a_registered_corpus(tmp_path, capsys):
+    rc = train_module.main(["--corpus", "facts", "--epochs", "1", "--block-size", "64", "--batch-size", "32",
+                            "--threads", "1", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    log = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert log["history"][0]["tokens"] > 1000 and log["history"][0]["val_loss"] is not None
+
+
 @pytest.mark.parametrize("args,match", [
     (["--model", "{tmp}/missing"], "model directory .*missing not found"),
     (["--text-file", "{tmp}/none.txt"], "cannot read --text-file"),
     (["--lr", "-1"], "lr must be > 0"),
     (["--loss", "nope_mod_xyz:L"], "cannot import"),
     (["--out", "{tmp}"], "already holds another run"),
+    (["--threads", "0"], "--threads must be >= 1"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, match):
     text = tmp_path / "train.txt"
