@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -99,17 +100,23 @@ def config_hash(config: dict) -> str:
 
 
 def build_results(*, task: str, loss: dict, model: str, seed: int, config: dict, score_name: str,
-                  failure_threshold: float, stages: list[dict], packages: Sequence[str] | None = None) -> dict:
+                  failure_threshold: float, stages: list[dict], packages: Sequence[str] | None = None,
+                  extra: dict | None = None) -> dict:
+    """Contract 5's results. `config` must be the same for every seed apart from `seed` (it is hashed);
+    per-seed facts go in `extra`. There is no `items` block: toys have no KR questions."""
     scores = [s["score"] for s in stages]
     for s in stages:
         s.setdefault("kr_total", None)
+        for k, v in s.items():  # strict JSON: an overflowed metric becomes null, never Infinity/NaN
+            if isinstance(v, float) and not math.isfinite(v):
+                s[k] = None
     return {
         "format": RESULTS_FORMAT, "kind": "toy", "task": {"name": task, "version": 1}, "loss": loss,
         "model": model, "seed": seed, "config": config, "config_hash": config_hash(config),
         "score_name": score_name, "failure_threshold": failure_threshold, "stages": stages,
         "time_to_failure": time_to_failure(scores, failure_threshold), "auc": area_under_curve(scores),
-        "final_score": scores[-1], "items": {},
-        "provenance": provenance(*(() if packages is None else (packages,))),
+        "final_score": scores[-1], **(extra or {}),
+        "provenance": provenance(packages) if packages else provenance(),
     }
 
 

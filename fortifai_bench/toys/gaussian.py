@@ -136,6 +136,9 @@ def fit(x: np.ndarray, a: float | None) -> tuple[np.ndarray, np.ndarray]:
     m, s = x.mean(axis=1, keepdims=True), x.std(axis=1, keepdims=True)
     keep = np.abs(x - m) >= a * s
     n = keep.sum(axis=1)
+    if n.min() < 2:
+        raise FortifaiError(f"toy gaussian: truncation at a={a:g} kept {n.min()} of {x.shape[1]} samples, too few "
+                            "to fit a variance; use a smaller a or more --samples")
     mu = np.where(keep, x, 0.0).sum(axis=1) / n
     var = np.where(keep, (x - mu[:, None]) ** 2, 0.0).sum(axis=1) / n
     return mu, var
@@ -143,8 +146,7 @@ def fit(x: np.ndarray, a: float | None) -> tuple[np.ndarray, np.ndarray]:
 
 def simulate(config: GaussianConfig, a: float | None, seed: int, chains: int = 1,
              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Run `chains` independent loops; returns (means, variances), each of shape (generations + 1, chains),
-    or fewer rows if a variance left [1e-100, 1e100] first."""
+    """Run `chains` independent loops; returns (means, variances), each of shape (generations + 1, chains)."""
     rng = np.random.default_rng(seed)
     lam = config.sampling_bias
     mu = np.full(chains, config.mu0, dtype=float)
@@ -156,10 +158,11 @@ def simulate(config: GaussianConfig, a: float | None, seed: int, chains: int = 1
         else:
             x = mu[:, None] + np.sqrt(lam * var)[:, None] * rng.standard_normal((chains, config.samples))
             mu, var = fit(x, a)
+        # Keep far-gone chains inside float range (their score is 0 long before), so that every run
+        # has generations + 1 stages and the seeds of one method can be merged stage by stage.
+        var = np.clip(var, 1e-150, 1e150)
         means.append(mu)
         variances.append(var)
-        if not np.all((var > 1e-100) & (var < 1e100)):
-            break  # collapsed or diverged beyond any use (and before floats overflow): stop the loop here
     return np.stack(means), np.stack(variances)
 
 

@@ -224,10 +224,10 @@ def run(config: VAEConfig, method: str, seed: int, *, out_dir: Path | None = Non
         task=TASK, loss={"spec": m.spec, "target": "conditional VAE, 8x8 digits (Bernoulli decoder)",
                          "args": {} if m.gamma is None else {"gamma": m.gamma, "normalize": config.normalize}},
         model="cvae-digits", seed=seed,
-        config={**dataclasses.asdict(config), "seed": seed, "classifier": "LogisticRegression",
-                "classifier_real_test_accuracy": classifier_acc},
+        config={**dataclasses.asdict(config), "seed": seed, "classifier": "LogisticRegression"},
         score_name=SCORE_NAME, failure_threshold=config.failure_threshold, stages=stages,
-        packages=("numpy", "scikit-learn", "torch", "matplotlib"))
+        packages=("numpy", "scikit-learn", "torch", "matplotlib"),
+        extra={"classifier_real_test_accuracy": classifier_acc})
     if out_dir is not None:
         write_json(Path(out_dir) / "results.json", results)
         plot_grid(grids, Path(out_dir) / "samples.png", f"{m.spec}, seed {seed}")
