@@ -132,6 +132,11 @@ def load_run(path: str | os.PathLike) -> dict:
     if not file.is_file():
         raise FortifaiError(f"{path}: no results.json (is it a finished run directory?)")
     data = read_json_file(file)
+    if isinstance(data, dict) and data.get("complete") is False:  # results.json is rewritten after every stage
+        stopped = data.get("stopped") or {}
+        why = f": stopped at stage {stopped.get('stage')}: {stopped.get('error')}" if stopped else ""
+        raise FortifaiError(f"{file}: the run is not complete ({len(data.get('stages') or [])} stages done{why}); "
+                            f"finish it with `fortifai-bench collapse --resume` before publishing or comparing")
     err = schema_error(_RESULTS_VALIDATOR, data)
     if err is not None:
         raise FortifaiError(f"{file}: field {json_path(err.absolute_path)}: {err.message}")

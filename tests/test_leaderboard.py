@@ -199,6 +199,11 @@ def test_bad_results_file_names_file_and_field(tmp_path, lb):
         publish([run])
     with pytest.raises(FortifaiError, match="no results.json"):
         publish([tmp_path])
+    data["stages"][1]["score"] = 0.5
+    data.update(complete=False, stopped={"stage": 2, "error": "killed"})
+    (run / "results.json").write_text(json.dumps(data))
+    with pytest.raises(FortifaiError, match="not complete .*stopped at stage 2: killed.*--resume"):
+        publish([run])
     assert not (lb / "collapse_facts.json").exists()
 
 
