@@ -243,8 +243,10 @@ def entry_name(task: str, loss: dict, model: str, seeds: list[int]) -> str:
 
 
 def _stat(values: list[float | None]) -> dict:
+    # NaN (a metric that could not be computed) is stored as null: boards stay strict JSON
+    values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
     out = mean_ci([v for v in values if v is not None])
-    out["per_seed"] = list(values)
+    out["per_seed"] = values
     return out
 
 
