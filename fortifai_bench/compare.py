@@ -134,11 +134,12 @@ def ttf_difference(runs_a: list[dict], runs_b: list[dict], *, n_boot: int = 2000
         _check_items(runs_a + runs_b)
         method = "questions"
         n = len(runs_a[0]["items"]["split0_correct"][0])
-        # Resampling weights: how often each question is drawn; the same draw for every run (paired).
-        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n
+        # The same question draw for every run (paired); bits as uint8 keep the [stages, boot, n] gather small.
+        idx = rng.integers(0, n, size=(n_boot, n))
 
         def boot_mean(runs):
-            return np.mean([censored_ttf(weights @ _bits(r).T, thr) for r in runs], axis=0)
+            return np.mean([censored_ttf(_bits(r).astype(np.uint8)[:, idx].sum(-1, dtype=np.int64).T / n, thr)
+                            for r in runs], axis=0)
 
         diffs = boot_mean(runs_a) - boot_mean(runs_b)
     else:
