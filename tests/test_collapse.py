@@ -358,3 +358,13 @@ def test_sigkill_mid_stage_then_resume_is_identical(tmp_path, micro_run):
     resumed = json.loads((killed_in / "results.json").read_text())
     assert resumed["complete"]
     assert comparable(resumed) == comparable(reference)
+
+
+def test_stage_model_runs_under_lm_eval(micro_run):
+    """RUN/stage_<i>/model is what `lm_eval --model hf --model_args pretrained=... --tasks kr_facts` loads."""
+    from fortifai_bench.collapse.evaluate import run_lm_eval
+
+    results, _ = micro_run
+    out = run_lm_eval(Path(results["run_dir"]) / "stage_2" / "model", ["kr_facts_split0"], batch_size=64)
+    row = out["kr_facts_split0"]
+    assert row["sample_len"] > 100 and 0.0 <= row["acc,none"] <= 1.0

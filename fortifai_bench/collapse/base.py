@@ -26,9 +26,18 @@ BASE_FORMAT = 1  # bump when the way the base is built changes
 
 
 def base_key(task: CollapseTask) -> str:
+    """Hash of everything that decides the base's weights, including the pretraining text itself: a
+    corpus whose generator changed under the same name must not reuse a base trained on the old text."""
     m = task.model
+    if m.pretrain is not None:
+        texts = pretrain_texts(task)
+    else:
+        from fortifai_bench.corpora import get_corpus
+
+        texts = get_corpus(task.corpus, part=task.corpus_part).texts()
     spec = {"format": BASE_FORMAT, "tiny": dataclasses.asdict(m.tiny),
-            "pretrain": dataclasses.asdict(m.pretrain) if m.pretrain else None}
+            "pretrain": dataclasses.asdict(m.pretrain) if m.pretrain else None,
+            "texts_sha256": hashlib.sha256("\n\n".join(texts).encode()).hexdigest()}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
