@@ -40,7 +40,7 @@ def main() -> None:
     for name in args.toys.split(","):
         module, config_cls = MODULES[name]
         config = config_cls()
-        for method in toy_cli.TOYS[name][2].split(","):
+        for method in toy_cli.TOYS[name][2].split(","):  # the CLI's default methods
             r, wall, cpu = timed(lambda: module.run(config, method, 0, progress=False))
             ttf = "never" if r["time_to_failure"] is None else f"{r['time_to_failure']:.1f}"
             print(f"| {name} | {r['loss']['spec']} | {config.generations} | {wall:.1f} | {cpu:.1f} | {ttf} |")

@@ -249,7 +249,7 @@ def plot_grid(grids: dict[int, np.ndarray], path: Path, title: str) -> None:
         ax.set_title(f"generation {t}", fontsize=9)
         ax.set_xticks([9 * i + 3.5 for i in range(N_CLASSES)], range(N_CLASSES), fontsize=7)
         ax.set_yticks([])
-    fig.suptitle(f"VAE samples (columns: intended digit): {title}", fontsize=10, y=1.02)
+    fig.suptitle(f"VAE samples (columns: intended digit): {title}", fontsize=10, y=0.98)
     common.save_figure(fig, path)
 
 
