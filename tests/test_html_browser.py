@@ -7,7 +7,6 @@ networking disabled, so this also proves it needs nothing from the network.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
