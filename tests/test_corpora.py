@@ -48,7 +48,10 @@ def test_unknown_corpus_lists_known_ones():
         get_corpus("nope")
 
 
-def test_register_corpus_is_used_by_get_corpus():
+def test_register_corpus_is_used_by_get_corpus(monkeypatch):
+    import fortifai_bench.corpora as corpora
+
+    monkeypatch.setattr(corpora, "_REGISTRY", dict(corpora._REGISTRY))  # leave no test corpus behind
     calls = []
 
     def loader(data_dir, part):

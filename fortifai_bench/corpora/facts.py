@@ -2,14 +2,17 @@
 
 Fictional entities of five kinds (people, cities, rivers, companies, mountains) with typed attributes
 (places, years, numbers, professions, products, and relations to other entities of the same part),
-written as short template paragraphs (3-5 sentences, about 25-40 words). Every fact is recorded in
+written as short template paragraphs (3-5 sentences, 16-35 words, 20-41 tokens of a BPE trained on
+the corpus), every sentence naming its entity. Every fact is recorded in
 `Paragraph.meta["facts"]` with its attribute, value, character span and template, so that the KR
 questions built from it are exact (see `fortifai_bench.kr.facts_gen`).
 
 It is built to be learnable by the ~1.3M-parameter `tiny` GPT-2: a small, fixed vocabulary of values
 (40 places, the years 1700-1999, bounded numbers, 12 professions, 12 products), names made of 2-3
-syllables from a list of 30, and one fixed sentence order per kind (with a few template variants and
-optional sentences for variety).
+syllables from a list of 30, one fixed sentence order per kind (with a few template variants and
+optional sentences for variety), and the entity named in every sentence. Measured: a tiny GPT-2
+pretrained 8 epochs on "pretrain", then trained 20 epochs on "main" (batch 4, lr 2e-3, AdamW) scored
+0.95 on its KR questions; with pronouns instead of names in later sentences it scored 0.67.
 
 Two parts share that vocabulary of values but no entity:
 - "main" (default 180 paragraphs = 6 splits x 30): the corpus of the collapse protocol and `kr_facts`.
@@ -76,43 +79,46 @@ ATTRIBUTE_VALUES = {"birth_year": _number(1700, 1919)}
 DERIVED = {"death_year": ("birth_year", 30, 80)}
 
 # Per kind: sentences in a fixed order; each is (required, [template variants]). Slots are
-# {attribute:slot_type}; {name} and {Pro} are not facts.
+# {attribute:slot_type}; {name} (the full name) and {Ref} (how later sentences name the entity) are
+# not facts. Every sentence names its entity, because a fact bound to a name a few tokens away is
+# far easier for a tiny model to memorize than one behind a pronoun (and a short context still says
+# whom a question is about).
 TEMPLATES = {
     "person": [
         (True, ["{name} was born in {birth_place:place} in {birth_year:year}.",
                 "{name} was born in {birth_year:year} in {birth_place:place}."]),
-        (False, ["{Pro} worked as a {profession:profession} in {work_place:place}.",
-                 "{Pro} became a {profession:profession} in {work_place:place}."]),
-        (False, ["{Pro} had {children:children} children."]),
-        (False, ["{Pro} was a friend of {friend:rel:person}."]),
-        (True, ["{Pro} died in {death_year:year}.", "{Pro} died in the year {death_year:year}."]),
+        (False, ["{Ref} worked as a {profession:profession} in {work_place:place}.",
+                 "{Ref} became a {profession:profession} in {work_place:place}."]),
+        (False, ["{Ref} had {children:children} children."]),
+        (False, ["{Ref} was a friend of {friend:rel:person}."]),
+        (True, ["{Ref} died in {death_year:year}.", "{Ref} died in the year {death_year:year}."]),
     ],
     "city": [
         (True, ["{name} is a city in {country:place}.", "{name} is a town in {country:place}."]),
-        (True, ["It was founded in {founded_year:year}.", "The town was founded in {founded_year:year}."]),
-        (False, ["It has {population:population} thousand people."]),
-        (False, ["It lies on the {river:rel:river} River."]),
-        (False, ["Its mayor is {mayor:rel:person}."]),
+        (True, ["{Ref} was founded in {founded_year:year}."]),
+        (False, ["{Ref} has {population:population} thousand people."]),
+        (False, ["{Ref} lies on the {river:rel:river} River."]),
+        (False, ["The mayor of {Ref} is {mayor:rel:person}."]),
     ],
     "river": [
         (True, ["The {name} River flows through {country:place}.", "The {name} River runs through {country:place}."]),
-        (True, ["It is {length:length} kilometres long."]),
-        (False, ["It rises on Mount {source:rel:mountain}."]),
-        (False, ["It was first mapped in {mapped_year:year}.", "It was mapped in {mapped_year:year}."]),
-        (False, ["It reaches the sea at {mouth:rel:city}."]),
+        (True, ["The {Ref} is {length:length} kilometres long."]),
+        (False, ["The {Ref} rises on Mount {source:rel:mountain}."]),
+        (False, ["The {Ref} was first mapped in {mapped_year:year}.", "The {Ref} was mapped in {mapped_year:year}."]),
+        (False, ["The {Ref} reaches the sea at {mouth:rel:city}."]),
     ],
     "company": [
         (True, ["{name} is a company founded in {founded_year:year}.", "{name} is a firm founded in {founded_year:year}."]),
-        (True, ["It makes {product:product} in {city:rel:city}."]),
-        (False, ["It has {employees:employees} workers."]),
-        (False, ["It was founded by {founder:rel:person}."]),
-        (False, ["Its main office is in {office:place}."]),
+        (True, ["{Ref} makes {product:product} in {city:rel:city}."]),
+        (False, ["{Ref} has {employees:employees} workers."]),
+        (False, ["{Ref} was founded by {founder:rel:person}."]),
+        (False, ["The main office of {Ref} is in {office:place}."]),
     ],
     "mountain": [
         (True, ["Mount {name} is a mountain in {country:place}.", "Mount {name} stands in {country:place}."]),
-        (True, ["It is {height:height} metres high."]),
-        (False, ["It was first climbed in {climbed_year:year} by {climber:rel:person}."]),
-        (False, ["Its nearest town is {town:rel:city}."]),
+        (True, ["Mount {Ref} is {height:height} metres high."]),
+        (False, ["Mount {Ref} was first climbed in {climbed_year:year} by {climber:rel:person}."]),
+        (False, ["The nearest town to Mount {Ref} is {town:rel:city}."]),
     ],
 }
 _SLOT = re.compile(r"\{(\w+)(?::([\w:]+))?\}")
@@ -166,7 +172,7 @@ def _kind_order(rng, n: int) -> list[str]:
     return order[:n]
 
 
-def _render(template: str, name: str, pro: str, values: dict) -> tuple[str, list[dict]]:
+def _render(template: str, name: str, ref: str, values: dict) -> tuple[str, list[dict]]:
     """Fill a template; return the sentence and the character spans of its facts."""
     out, facts, pos = [], [], 0
     length = 0
@@ -177,8 +183,8 @@ def _render(template: str, name: str, pro: str, values: dict) -> tuple[str, list
         attr, slot = m.group(1), m.group(2)
         if attr == "name":
             value = name
-        elif attr == "Pro":
-            value = pro
+        elif attr == "Ref":
+            value = ref
         else:
             value = values[attr]
             facts.append({"attribute": attr, "slot": slot, "value": value, "start": length,
@@ -199,7 +205,8 @@ def _part(rng, n: int, part: str, taken: set[str]):
     prefix = "facts" if part == "main" else f"facts/{part}"
     paragraphs = []
     for i, (kind, name) in enumerate(zip(kinds, names)):
-        pro = rng.choice(("He", "She"))
+        # later sentences: a person by surname, a company by its full name, the rest by name
+        ref = name.split()[-1] if kind == "person" else name
         chosen = [(req, rng.choice(variants)) for req, variants in TEMPLATES[kind]]
         optional = [j for j, (req, _) in enumerate(chosen) if not req]
         keep_optional = set(rng.sample(optional, rng.randint(min(1, len(optional)), len(optional))))
@@ -219,7 +226,7 @@ def _part(rng, n: int, part: str, taken: set[str]):
                     values[attr] = ATTRIBUTE_VALUES.get(attr, SLOT_VALUES[slot])(rng)
         text, facts, offset = [], [], 0
         for s_idx, template in enumerate(sentences):
-            sentence, sfacts = _render(template, name, pro, values)
+            sentence, sfacts = _render(template, name, ref, values)
             for f in sfacts:
                 f.update(start=f["start"] + offset, end=f["end"] + offset, sentence=s_idx,
                          sentence_end=offset + len(sentence))
