@@ -47,7 +47,11 @@ def fmt_stat(stat: dict) -> str:
 
 
 def fmt_args(args: dict) -> str:
-    return ", ".join(f"{k}={canonical(v)}" for k, v in sorted(args.items())) if args else ""
+    """Loss arguments for display; floats to 4 significant digits (the board keeps them exactly)."""
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else canonical(v)
+
+    return ", ".join(f"{k}={fmt(v)}" for k, v in sorted(args.items())) if args else ""
 
 
 def rows(board: dict) -> list[list[str]]:
