@@ -137,3 +137,6 @@ register_corpus("facts", _load_facts)
 register_corpus("wikitext-2-raw-v1", _load_wikitext)
 
 __all__ = ["Paragraph", "Corpus", "get_corpus", "register_corpus", "known_corpora"]
+
+# Registered corpora that live in their own modules.
+from fortifai_bench.corpora import imagination  # noqa: E402,F401  (registers imagination-of-web)
