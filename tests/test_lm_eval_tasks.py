@@ -1,0 +1,148 @@
+"""The kr_* lm-eval tasks: their datasets, the real `lm_eval` command on an installed wheel, registration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.kr import lm_eval_tasks
+from fortifai_bench.resources import tasks_dir
+
+REPO = Path(__file__).resolve().parent.parent
+SPLITS = range(lm_eval_tasks.N_SPLITS)
+
+
+def test_kr_facts_dataset_is_the_shipped_file_cut_by_split():
+    from fortifai_bench.kr.schema import read_questions
+
+    shipped = read_questions(REPO / "data" / "facts" / "kr.jsonl")
+    seen = []
+    for k in SPLITS:
+        ds = lm_eval_tasks.kr_dataset(kr_source="facts", kr_split=k, version=1.0, pretrained="ignored")["test"]
+        assert set(ds["split"]) == {k}
+        seen += ds["id"]
+        row = ds[0]
+        q = next(q for q in shipped if q.id == row["id"])
+        assert row["context"] == q.context and row["choices"] == [q.true, q.false]
+    assert sorted(seen) == sorted(q.id for q in shipped)
+
+
+def test_kr_wikitext_builds_once_and_reuses_its_cache(wikitext_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FORTIFAI_CACHE", str(tmp_path))
+    lm_eval_tasks._wikitext_cached.cache_clear()
+    ds = lm_eval_tasks.kr_dataset(kr_source="wikitext", kr_split=0, data_dir=str(wikitext_dir))["test"]
+    files = list((tmp_path / "kr").glob("wikitext-2-raw-v1-valid-rules-v1-s6-*.jsonl"))
+    assert len(files) == 1 and len(ds) > 100
+    mtime = files[0].stat().st_mtime_ns
+    lm_eval_tasks._wikitext_cached.cache_clear()  # a new process: reads the cache, does not rebuild
+    again = lm_eval_tasks.kr_dataset(kr_source="wikitext", kr_split=0, data_dir=str(wikitext_dir))["test"]
+    assert again["id"] == ds["id"] and files[0].stat().st_mtime_ns == mtime
+    # FORTIFAI_DATA_DIR does what --metadata data_dir does; an explicit part is honoured
+    monkeypatch.setenv("FORTIFAI_DATA_DIR", str(wikitext_dir))
+    test_part = lm_eval_tasks.wikitext_questions(part="test")
+    assert {q.source for q in test_part} == {"wikitext-2-raw-v1:test"}
+    lm_eval_tasks._wikitext_cached.cache_clear()
+
+
+def test_bad_sources_are_clear_errors(tmp_path):
+    with pytest.raises(FortifaiError, match="unknown KR task source 'nope'"):
+        lm_eval_tasks.kr_dataset(kr_source="nope")
+    with pytest.raises(FortifaiError, match="no questions in split 99"):
+        lm_eval_tasks.kr_dataset(kr_source="facts", kr_split=99)
+    with pytest.raises(FortifaiError, match="no wiki"):
+        lm_eval_tasks.wikitext_questions(data_dir=str(tmp_path), part="valid")
+
+
+def test_task_index_lists_groups_and_subtasks_via_tasks_path():
+    from lm_eval.tasks import TaskManager
+
+    from fortifai_bench.cli import main
+
+    tm = TaskManager(include_path=str(tasks_dir()))
+    for name in ("kr_facts", "kr_wikitext"):
+        assert name in tm.all_groups
+        assert all(f"{name}_split{k}" in tm.all_subtasks for k in SPLITS)
+    assert main(["tasks-path"]) == 0  # what `--include_path "$(fortifai-bench tasks-path)"` passes
+
+
+def _hook_probe(code: str, **env) -> str:
+    """Run `code` in a fresh interpreter after the .pth line's effect (install the hook), real lm-eval."""
+    prog = "import fortifai_bench._lm_eval_hook as h; h.install()\n" + code
+    return subprocess.check_output([sys.executable, "-c", prog], text=True, env={**os.environ, **env}).strip()
+
+
+@pytest.mark.slow
+def test_hook_adds_our_folder_lazily_once_and_steps_aside():
+    out = _hook_probe(
+        "import sys\n"
+        "print('lm_eval.tasks' in sys.modules)\n"  # installing the hook imports nothing of lm-eval
+        "from lm_eval.tasks import TaskManager\n"
+        f"print('kr_facts' in TaskManager().all_groups)\n"
+        f"print('kr_facts' in TaskManager(include_path={str(tasks_dir())!r}).all_groups)\n"
+        "print('kr_facts' in TaskManager(include_defaults=False).all_groups)\n"
+        "import fortifai_bench._lm_eval_hook as h\n"
+        f"print(h.with_our_tasks(['/x']), h.with_our_tasks({str(tasks_dir())!r}))\n"
+    )
+    lines = out.splitlines()
+    assert lines[:4] == ["False", "True", "True", "False"]
+    assert lines[4] == f"{[str(tasks_dir()), '/x']} {tasks_dir()}"
+    off = _hook_probe("from lm_eval.tasks import TaskManager\nprint('kr_facts' in TaskManager().all_groups)",
+                      FORTIFAI_LM_EVAL_AUTOREGISTER="0")
+    assert off == "False"
+
+
+@pytest.fixture(scope="module")
+def wheel_env(tmp_path_factory) -> Path:
+    """A fresh venv holding only our wheel (plain, non-editable install); dependencies via a path entry."""
+    tmp = tmp_path_factory.mktemp("kr-wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp / "dist")], check=True)
+    env_dir = tmp / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    py = env_dir / "bin" / "python"
+    site = Path(subprocess.check_output([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                        text=True).strip())
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    wheel = next((tmp / "dist").glob("fortifai_bench-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)], check=True)
+    assert (site / "fortifai_bench-lm_eval.pth").is_file()
+    return env_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    from fortifai_bench.corpora import get_corpus
+    from fortifai_bench.models import build_tiny, save_model
+
+    model, tokenizer = build_tiny(get_corpus("facts").texts(), seed=0)
+    return save_model(model, tokenizer, tmp_path_factory.mktemp("kr-model") / "tiny")
+
+
+@pytest.mark.slow
+def test_lm_eval_command_runs_kr_tasks_from_a_plain_install(wheel_env, tiny_dir, wikitext_dir, tmp_path):
+    """`lm_eval --tasks kr_facts,...` with NO --include_path, from a wheel install, on a model saved to disk."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["FORTIFAI_CACHE"] = str(tmp_path / "cache")
+    cmd = [str(wheel_env / "bin" / "python"), "-m", "lm_eval", "--model", "hf",
+           "--model_args", f"pretrained={tiny_dir}", "--tasks", "kr_facts,kr_wikitext_split0",
+           "--metadata", json.dumps({"data_dir": str(wikitext_dir)}),
+           "--limit", "8", "--batch_size", "16", "--device", "cpu", "--output_path", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    res = results["results"]
+    for name in ["kr_facts", "kr_wikitext_split0"] + [f"kr_facts_split{k}" for k in SPLITS]:
+        assert 0.0 <= res[name]["acc,none"] <= 1.0 and "acc_norm,none" in res[name], name
+    assert results["versions"]["kr_facts_split0"] == 1.0
+    # the group's acc is the size-weighted mean of its splits' (KR-total)
+    n = results["n-samples"]
+    total = sum(res[f"kr_facts_split{k}"]["acc,none"] * n[f"kr_facts_split{k}"]["effective"] for k in SPLITS)
+    assert res["kr_facts"]["acc,none"] == pytest.approx(total / sum(n[f"kr_facts_split{k}"]["effective"] for k in SPLITS))
