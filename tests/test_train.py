@@ -401,3 +401,18 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         for key in ("train_loss", "val_loss", "mean_p_correct"):
             assert a[key] == pytest.approx(b[key], rel=DDP_TOLERANCE), (key, a, b)
     assert single[-1]["train_loss"] < single[0]["train_loss"]  # it did train
+
+
+def test_no_packing_puts_each_text_on_its_own_row_from_position_zero():
+    from fortifai_bench.models import build_tiny
+    from fortifai_bench.train import TrainConfig, _prepare
+
+    texts = ["alpha beta gamma delta", "epsilon zeta", "eta theta iota kappa lambda mu nu xi omicron pi rho"]
+    _, tokenizer = build_tiny(texts * 5)
+    config = TrainConfig(block_size=8, packing=False, val_fraction=0.0)
+    blocks, val = _prepare(tokenizer, texts, None, config, torch.Generator().manual_seed(0))
+    assert val is None and len(blocks) == len(texts)
+    for row, mask, text in zip(blocks.ids, blocks.mask, texts):
+        expected = tokenizer(text)["input_ids"][:8]
+        assert row[: len(expected)].tolist() == expected and row[0].item() == tokenizer.bos_token_id
+        assert mask.sum().item() == len(expected)
