@@ -44,6 +44,8 @@ def register(subparsers) -> None:
                    help="loss spec to run with the same seeds, or a run directory, to report time-to-failure ratios")
     p.add_argument("--plan", action="store_true", help="print the schedule (which split generations train "
                                                        "each stage) and exit; needs no model or data")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=main)
 
@@ -76,6 +78,12 @@ def main(args: argparse.Namespace) -> int:
     from fortifai_bench.losses import parse_loss_args
 
     command = "fortifai-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.threads is not None:
+        if args.threads < 1:
+            raise FortifaiError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     loss_args = parse_loss_args(args.loss_args)
     if args.resume:
         return _resume(args, loss_args, command)
