@@ -41,6 +41,7 @@ def micro_args(*extra: str) -> list[str]:
 def test_shipped_tasks_load_validate_and_plan(capsys):
     facts = load_task("collapse_facts")
     assert (facts.stages, facts.mode, facts.model.name, facts.regenerate.decoding) == (6, "accumulate", "tiny", "sample")
+    assert facts.train.trainer_config(seed=0).packing is False  # one paragraph per row: facts are learnable
     wiki = load_task("collapse_wikitext")
     assert wiki.model.name == "meta-llama/Llama-3.2-1B"
     assert (wiki.train.lr, wiki.train.batch_size, wiki.train.epochs) == (2e-5, 64, 10)
@@ -319,10 +320,10 @@ def test_nan_mid_run_keeps_finished_stages(tmp_path, monkeypatch):
     (tmp_path / "nanloss.py").write_text(NAN_LOSS)
     monkeypatch.syspath_prepend(str(tmp_path))
     task = load_task("collapse_facts", MICRO)
-    # stage 0 has 2 epochs of 1 batch each: the 3rd batch is stage 1's first step
+    # stage 0 has 2 epochs of 2 batches (6 paragraphs, one per row, batch 4): the 5th batch is stage 1's first
     with pytest.raises(FortifaiError, match=r"stage 1 stopped: epoch 1 step 1: loss 'nanloss:NaNAfter' returned nan"
                                             r".*stages 0\.\.0 are kept"):
-        run_collapse(task, "nanloss:NaNAfter", {"calls": 2}, out=tmp_path / "runs", progress=False)
+        run_collapse(task, "nanloss:NaNAfter", {"calls": 4}, out=tmp_path / "runs", progress=False)
     (run,) = (tmp_path / "runs").iterdir()
     results = json.loads((run / "results.json").read_text())
     assert len(results["stages"]) == 1 and not results["complete"]

@@ -54,6 +54,10 @@ class TrainSettings:
     bf16: bool | str = "auto"          # "auto": bf16 autocast where the device supports it (CUDA)
     max_grad_norm: Optional[float] = 1.0
     device: str = "auto"
+    # true: all texts in one stream cut into blocks. false: one paragraph per row from position 0, which
+    # fact recall needs: packed, the tiny model memorizes each paragraph in its packed neighbourhood and
+    # KR-split-0 at M_0 stays near 0.58 (BENCHMARKS.md, Collapse).
+    packing: bool = True
 
     def __post_init__(self):
         self.trainer_config(seed=0)  # the trainer's own checks, named as this task's fields
