@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import errno
 import hashlib
 import math
 import os
@@ -155,7 +156,12 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
             stages.append(read_json(done))
             continue
         try:
-            stages.append(_run_stage(state, i))
+            try:
+                stages.append(_run_stage(state, i))
+            except OSError as exc:  # e.g. a full disk inside save_pretrained: say it in one line
+                if exc.errno != errno.ENOSPC:
+                    raise
+                raise FortifaiError(f"disk full while writing {run / f'stage_{i}'}") from exc
         except FortifaiError as exc:
             results = build_results(state, stages, stopped={"stage": i, "error": str(exc)})
             write_json(run / "results.json", results)
