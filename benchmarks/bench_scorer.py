@@ -1,9 +1,12 @@
 """Items/s of `fortifai_bench.kr.score` against lm-eval's own scoring of the same items, same model.
 
-    python benchmarks/bench_scorer.py [--items 1000] [--batch-size 64] [--reps 3] [--threads 2]
+    python benchmarks/bench_scorer.py [--set facts|wikitext] [--items 1000] [--batch-size 64] [--reps 3]
 
-Both run in this one process on the same tiny GPT-2 (build_tiny on the facts corpus) and the same
-questions (the `rules` questions of WikiText-2's local valid part, the offline kr_wikitext set):
+Both run in this one process on the same tiny GPT-2 and the same questions:
+- `--set facts` (default; the collapse protocol's kind of items): 1,000 `facts`-generator questions
+  on the facts corpus's `pretrain` part (kr_facts itself has 769), tokenizer trained on the facts text;
+- `--set wikitext`: the first 1,000 `rules` questions of WikiText-2's local valid part (the offline
+  kr_wikitext set), tokenizer trained on that text (long continuations: less context to share).
 - lm-eval: `lm_eval.simple_evaluate` with an `HFLM` wrapping the loaded model, an inline task with the
   settings of our kr_* YAMLs (multiple_choice, acc + acc_norm), same batch size, bootstrap off.
 - ours: `score(model, tokenizer, questions)` (shared context + KV cache), and for reference the same
@@ -26,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", choices=("facts", "wikitext"), default="facts")
     ap.add_argument("--items", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
@@ -44,10 +48,18 @@ def main() -> None:
     from fortifai_bench.models import build_tiny
 
     torch.set_num_threads(args.threads)
-    questions = wikitext_questions(args.data_dir, part="valid")[: args.items]
+    if args.set == "facts":
+        from fortifai_bench.kr.facts_gen import generate_facts
+
+        corpus = get_corpus("facts", part="pretrain")
+        questions = generate_facts(corpus, 6)[: args.items]
+        texts = get_corpus("facts").texts() + corpus.texts()
+    else:
+        questions = wikitext_questions(args.data_dir, part="valid")[: args.items]
+        texts = get_corpus("wikitext-2-raw-v1", data_dir=args.data_dir, part="valid").texts()
     if len(questions) < args.items:
         raise SystemExit(f"only {len(questions)} questions available")
-    model, tokenizer = build_tiny(get_corpus("facts").texts(), seed=0)
+    model, tokenizer = build_tiny(texts, seed=0)
     model.eval()
     docs = to_docs(questions)
     task = {
@@ -79,7 +91,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
 
     base = statistics.median(times["lm_eval.simple_evaluate"])
-    print(f"{args.items} KR items, tiny GPT-2 ({sum(p.numel() for p in model.parameters()):,} parameters), "
+    print(f"{args.items} KR items ({args.set}), tiny GPT-2 ({sum(p.numel() for p in model.parameters()):,} parameters), "
           f"batch {args.batch_size}, {args.threads} threads, torch {torch.__version__}, lm-eval {lm_eval.__version__}, "
           f"{platform.processor() or platform.machine()}")
     print(f"{'scorer':32s} {'median s':>9s} {'items/s':>9s} {'vs lm-eval':>10s}  acc")
@@ -88,7 +100,7 @@ def main() -> None:
         med = statistics.median(ts)
         rows[name] = {"median_s": med, "items_per_s": args.items / med, "speedup": base / med, "acc": accs[name]}
         print(f"{name:32s} {med:9.3f} {args.items / med:9.1f} {base / med:9.2f}x  {accs[name]:.4f}")
-    print(json.dumps({"items": args.items, "batch_size": args.batch_size, "threads": args.threads, "rows": rows}))
+    print(json.dumps({"set": args.set, "items": args.items, "batch_size": args.batch_size, "threads": args.threads, "rows": rows}))
 
 
 if __name__ == "__main__":

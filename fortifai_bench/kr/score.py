@@ -240,6 +240,29 @@ def _batch_naive(model, batch: list[_Item], pad_id: int, device) -> list[tuple[l
     return [(rows[2 * i], rows[2 * i + 1]) for i in range(len(batch))]
 
 
+def _order(items: list[_Item], batch_size: int, shared: bool) -> list[int]:
+    """Longest first (like lm-eval), by the key that pads least: every padded token costs a full pass.
+
+    Per-sequence scoring pads context + continuation. Shared-context scoring pads the context (pass 1)
+    and the continuations (pass 2, two rows per question) separately, so the cheaper of the two orders
+    (by context, by continuation) is taken, computed from the lengths alone.
+    """
+    idx = range(len(items))
+    if not shared:
+        return sorted(idx, key=lambda i: len(items[i].ctx) + max(map(len, items[i].conts)), reverse=True)
+
+    def cost(order):
+        total = 0
+        for s in range(0, len(order), batch_size):
+            b = [items[i] for i in order[s : s + batch_size]]
+            total += len(b) * (max(len(it.ctx) for it in b) + 2 * max(len(c) for it in b for c in it.conts))
+        return total
+
+    by_ctx = sorted(idx, key=lambda i: (len(items[i].ctx), max(map(len, items[i].conts))), reverse=True)
+    by_cont = sorted(idx, key=lambda i: (max(map(len, items[i].conts)), len(items[i].ctx)), reverse=True)
+    return min(by_ctx, by_cont, key=cost)
+
+
 def _decide(method: str, lp_t: list[float], lp_f: list[float]) -> bool:
     if method == "sum":
         return math.fsum(lp_t) >= math.fsum(lp_f)
@@ -277,7 +300,7 @@ def score(
     keep_logits = _accepts(model, "logits_to_keep")
 
     # Longest first (like lm-eval): padding stays small and an out-of-memory error shows at once.
-    order = sorted(range(len(items)), key=lambda i: (len(items[i].ctx), max(map(len, items[i].conts))), reverse=True)
+    order = _order(items, batch_size, shared)
     per_token: list[tuple[list[float], list[float]] | None] = [None] * len(items)
     was_training = model.training
     model.eval()
