@@ -1,21 +1,19 @@
 """Validity of the KR sets: chance for a model that never saw the text, high for one that learned it.
 
-The trained model here is fed one paragraph per row (BOS + paragraph, padded), the way KR questions
-present the text. `fortifai_bench.train.train` packs the token stream into fixed blocks instead, so a
-paragraph starts mid-block after another one: with it the same 30 paragraphs reached a training loss
-of 0.002 yet only 0.57-0.63 on their KR questions (memorized in place, not recalled from a fresh
-start), so this test does not use it (see the scorer engineer's report).
+The trained model is the reference trainer's, fed one paragraph per row (`packing=False`: BOS +
+paragraph, padded), the way KR questions present the text. Packed into fixed blocks, a paragraph starts
+mid-block after another one: the same 30 paragraphs then reached a training loss of 0.002 yet only
+0.57-0.63 on their KR questions (memorized in place, not recalled from a fresh start).
 """
 
 from __future__ import annotations
 
 import pytest
-import torch
-
 from fortifai_bench.corpora import get_corpus
 from fortifai_bench.kr.lm_eval_tasks import questions_for, wikitext_questions
 from fortifai_bench.kr.score import score
 from fortifai_bench.models import build_tiny
+from fortifai_bench.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +32,9 @@ def test_a_model_that_never_saw_the_text_is_at_chance(facts, wikitext_dir):
 @pytest.mark.slow
 def test_a_model_that_learned_split0_recalls_it_and_only_it(facts):
     model, tokenizer = build_tiny(facts.texts(), seed=0)
-    torch.manual_seed(0)
-    batch = tokenizer([p.text for p in facts.splits(6)[0]], return_tensors="pt", padding=True)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(150):  # full batch of the split's 30 paragraphs
-        loss = model(**batch, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    config = TrainConfig(epochs=75, lr=3e-3, batch_size=16, block_size=64, packing=False, val_fraction=0.0,
+                         warmup=0.05, seed=0)
+    model = train(model, tokenizer, [p.text for p in facts.splits(6)[0]], "ce", config, progress=False).model
     by_split = score(model, tokenizer, questions_for("facts")).by_split()
     assert by_split[0] >= 0.9, by_split
     unseen = [by_split[k] for k in range(1, 6)]
