@@ -1,4 +1,4 @@
-"""Items/s of `fortifai_bench.kr.score` against lm-eval's own scoring of the same items, same model.
+"""Items/s of `fortifai_bench.kr.scoring` against lm-eval's own scoring of the same items, same model.
 
     python benchmarks/bench_scorer.py [--set facts|wikitext] [--items 1000] [--batch-size 64] [--reps 3]
 
@@ -44,7 +44,7 @@ def main() -> None:
 
     from fortifai_bench.corpora import get_corpus
     from fortifai_bench.kr.lm_eval_tasks import to_docs, wikitext_questions
-    from fortifai_bench.kr.score import score
+    from fortifai_bench.kr.scoring import score
     from fortifai_bench.models import build_tiny
 
     torch.set_num_threads(args.threads)

@@ -52,7 +52,7 @@ def main() -> None:
 
     from fortifai_bench.corpora import get_corpus
     from fortifai_bench.kr.schema import read_questions
-    from fortifai_bench.kr.score import score
+    from fortifai_bench.kr.scoring import score
     from fortifai_bench.models import build_tiny
     from fortifai_bench.resources import data_dir
     from fortifai_bench.train import TrainConfig, train

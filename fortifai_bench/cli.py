@@ -16,7 +16,7 @@ from fortifai_bench.errors import FortifaiError
 
 COMMAND_MODULES = [
     "fortifai_bench.train",             # train: one stage of training with any loss
-    "fortifai_bench.kr.cli",            # kr build | kr stats | kr score
+    "fortifai_bench.kr.cli",            # kr build | kr stats
     "fortifai_bench.corpora.cli",       # corpus list | corpus show | corpus build-facts
     "fortifai_bench.collapse.cli",      # collapse: Algorithm 1 end to end
     "fortifai_bench.leaderboard",       # publish | leaderboard show | leaderboard render

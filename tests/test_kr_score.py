@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.kr.score import ScoreResult, score
+from fortifai_bench.kr.scoring import ScoreResult, score
 from fortifai_bench.models import build_tiny
 
 NAMES = ["Arlo Venn", "Bexa Rund", "Cira Moll", "Dunmar Ek", "Elsa Pirrow", "Fay Tolm"]
@@ -175,3 +175,10 @@ def test_acc_equals_lm_eval_acc_on_the_same_items(gpt2_tiny):
     assert [bool(s["acc_norm"]) for s in samples] == ours.correct_norm
     if not mismatched:
         assert out["results"]["kr_facts"]["acc,none"] == pytest.approx(ours.acc, abs=1e-9)
+
+
+def test_kr_score_is_the_function_even_after_its_module_is_imported():
+    import fortifai_bench.kr as kr
+    import fortifai_bench.kr.scoring  # noqa: F401  (a submodule named `score` would shadow the function)
+
+    assert callable(kr.score) and kr.score is score and kr.ScoreResult is ScoreResult

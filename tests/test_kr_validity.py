@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from fortifai_bench.corpora import get_corpus
 from fortifai_bench.kr.lm_eval_tasks import questions_for, wikitext_questions
-from fortifai_bench.kr.score import score
+from fortifai_bench.kr.scoring import score
 from fortifai_bench.models import build_tiny
 from fortifai_bench.train import TrainConfig, train
 

@@ -86,7 +86,7 @@ def evaluate_stage(state, model, tokenizer, i: int, new_rows: dict[int, list[dic
 
 
 def _kr(state, model, tokenizer, i: int) -> dict:
-    from fortifai_bench.kr.score import score
+    from fortifai_bench.kr.scoring import score
     from fortifai_bench.collapse.protocol import pool
 
     questions = state.data.questions

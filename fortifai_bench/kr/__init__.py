@@ -9,8 +9,8 @@ _EXPORTS = {
     "Question": "fortifai_bench.kr.schema",
     "read_questions": "fortifai_bench.kr.schema",
     "write_questions": "fortifai_bench.kr.schema",
-    "score": "fortifai_bench.kr.score",
-    "ScoreResult": "fortifai_bench.kr.score",
+    "score": "fortifai_bench.kr.scoring",
+    "ScoreResult": "fortifai_bench.kr.scoring",
 }
 
 
