@@ -178,8 +178,10 @@ def test_pack_pads_the_tail_and_masks_it():
     blocks = pack(list(range(1, 11)), 4, pad_id=99)
     assert blocks.ids.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 99, 99]]
     assert blocks.mask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0]]
-    _, _, labels = blocks.batch(torch.tensor([2]))
-    assert labels.tolist() == [[9, 10, -100, -100]]
+    _, _, labels = blocks.batch(torch.tensor([1, 2]))
+    assert labels.tolist() == [[5, 6, 7, 8], [9, 10, -100, -100]]
+    ids, mask, labels = blocks.batch(torch.tensor([2]))  # padding past the longest row is cut off
+    assert ids.tolist() == [[9, 10]] and mask.tolist() == [[1, 1]] and labels.tolist() == [[9, 10]]
     assert len(pack(list(range(9)), 4, 0)) == 2  # a one-token tail has no target: dropped
 
 

@@ -183,22 +183,22 @@ class CollapseTask:
 
 # --------------------------------------------------------------------------------------------- loading
 
-def available_tasks() -> list[str]:
-    from fortifai_bench.resources import tasks_dir
+# Outside the folder lm-eval indexes (tasks/): these are not lm-eval tasks, and lm-eval would list them.
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
-    return sorted(p.stem for p in (tasks_dir() / "collapse").glob("*.yaml"))
+
+def available_tasks() -> list[str]:
+    return sorted(p.stem for p in TASKS_DIR.glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def task_path(name_or_path: str) -> Path:
     """A shipped task name (`collapse_facts`) or a path to a YAML file."""
-    from fortifai_bench.resources import tasks_dir
-
     path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise FortifaiError(f"collapse task file {path} not found")
         return path
-    shipped = tasks_dir() / "collapse" / f"{name_or_path}.yaml"
+    shipped = TASKS_DIR / f"{name_or_path}.yaml"
     if not shipped.is_file():
         raise FortifaiError(f"unknown collapse task {name_or_path!r}; shipped tasks: {', '.join(available_tasks())}")
     return shipped
