@@ -28,16 +28,24 @@ Loss specs
 ``ce`` | ``tce`` | ``tce:0.9`` | ``focal`` | ``focal:2`` | ``package.module:Name``, plus keyword
 arguments from ``--loss-args key=value[,key=value]`` (values parsed as YAML scalars). ``Name`` may
 be a `Loss` subclass (instantiated with the arguments), a `Loss` instance, or a plain function
-``f(logits, labels) -> scalar Tensor`` (arguments bound as keywords).
+``f(logits, labels) -> scalar Tensor`` (arguments bound as keywords). A `Loss` subclass overrides
+`reduce` (a function of ``logp`` per token), or only `forward` when it needs the full logits.
+
+A user's module is found in the working folder first, then on ``sys.path``; importing it leaves
+``sys.path`` as it was and writes no ``__pycache__`` into the user's folder.
 """
 
 from __future__ import annotations
 
-import abc
+import contextlib
 import functools
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
+import json
 import math
+import numbers
 import os
 import sys
 from dataclasses import dataclass, field
@@ -126,9 +134,9 @@ def _stats(logp: torch.Tensor, valid: torch.Tensor, kept: torch.Tensor) -> dict[
         }
 
 
-class Loss(abc.ABC):
-    """Base class for every loss. Subclasses implement `reduce` (a function of ``logp`` per token),
-    or override `forward` entirely when they need the full logits."""
+class Loss:
+    """Base class for every loss. Subclasses override `reduce` (a function of ``logp`` per token), or
+    `forward` alone when they need the full logits; `load_loss` refuses a subclass that does neither."""
 
     ignore_index: int = IGNORE_INDEX
 
@@ -137,16 +145,47 @@ class Loss(abc.ABC):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         logp, valid = token_logprobs(logits, labels, self.ignore_index)
-        loss, kept = self.reduce(logp, valid)
-        return LossOutput(loss, _stats(logp.detach(), valid, kept))
+        result = self.reduce(logp, valid)
+        # (loss, kept) as documented; a bare loss means every real token got gradient.
+        if isinstance(result, tuple) and len(result) == 2:
+            loss, kept = result
+        elif isinstance(result, (tuple, list)):
+            raise FortifaiError(f"{type(self).__name__}.reduce returned {len(result)} values, expected "
+                                "(scalar loss, tokens that got gradient)")
+        else:
+            loss, kept = result, valid
+        if not isinstance(kept, torch.Tensor) or kept.shape != valid.shape:
+            raise FortifaiError(f"{type(self).__name__}.reduce returned a kept mask of "
+                                f"{_describe_value(kept)}, expected a bool tensor of shape {tuple(valid.shape)}")
+        return LossOutput(loss, _stats(logp.detach(), valid, kept.bool()))
 
-    @abc.abstractmethod
     def reduce(self, logp: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """From per-token ``logp`` (with gradient) and ``valid``, return (scalar loss, tokens that got gradient)."""
+        raise NotImplementedError(f"{type(self).__name__} overrides neither reduce nor forward")
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments, recorded in run provenance and leaderboard entries."""
         return {}
+
+
+def _overrides_loss(cls: type) -> bool:
+    return cls.forward is not Loss.forward or cls.reduce is not Loss.reduce
+
+
+def _number(owner: str, name: str, value: Any) -> float:
+    """A finite real number (an int or float, not a bool or text): the checks name the loss and field."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise FortifaiError(f"{owner} {name} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise FortifaiError(f"{owner} {name} must be a finite number, got {value}")
+    return value
+
+
+def _flag(owner: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):  # bool("false") is True: refuse text rather than guess
+        raise FortifaiError(f"{owner} {name} must be true or false, got {value!r} ({type(value).__name__})")
+    return value
 
 
 class CE(Loss):
@@ -169,11 +208,12 @@ class TCE(Loss):
     """
 
     def __init__(self, gamma: float = 0.9, normalize: str = "all"):
-        if not 0.0 < float(gamma):
+        gamma = _number("TCE", "gamma", gamma)
+        if not 0.0 < gamma:
             raise FortifaiError(f"TCE gamma must be > 0, got {gamma}")
         if normalize not in ("all", "kept"):
             raise FortifaiError(f"TCE normalize must be 'all' or 'kept', got {normalize!r}")
-        self.gamma, self.normalize = float(gamma), normalize
+        self.gamma, self.normalize = gamma, normalize
 
     def reduce(self, logp, valid):
         # gamma >= 1 keeps every token, exactly CE: p_t <= 1 always holds.
@@ -193,9 +233,10 @@ class Focal(Loss):
     """
 
     def __init__(self, gamma: float = 2.0, detach_weight: bool = False):
-        if float(gamma) < 0:
+        gamma = _number("Focal", "gamma", gamma)
+        if gamma < 0:
             raise FortifaiError(f"Focal gamma must be >= 0, got {gamma}")
-        self.gamma, self.detach_weight = float(gamma), bool(detach_weight)
+        self.gamma, self.detach_weight = gamma, _flag("Focal", "detach_weight", detach_weight)
 
     def reduce(self, logp, valid):
         p = logp.detach().exp() if self.detach_weight else logp.exp()
@@ -219,9 +260,6 @@ class FunctionLoss(Loss):
             logp, valid = token_logprobs(logits.detach(), labels, self.ignore_index)
         return LossOutput(loss, _stats(logp, valid, valid))
 
-    def reduce(self, logp, valid):  # pragma: no cover - forward is overridden
-        raise NotImplementedError
-
 
 SHORT_NAMES: dict[str, tuple[type[Loss], str | None]] = {
     # name -> (class, keyword that "name:value" sets)
@@ -243,14 +281,18 @@ class CheckedLoss:
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         try:
             out = self.loss(logits, labels)
-        except FortifaiError:
-            raise
-        except Exception as exc:  # a user's loss raising: say whose
+        except FortifaiError as exc:
+            if repr(self.spec) in str(exc):
+                raise
+            raise FortifaiError(f"loss {self.spec!r}: {exc}") from exc
+        except (Exception, SystemExit) as exc:  # a user's loss raising (or calling sys.exit): say whose
             raise FortifaiError(f"loss {self.spec!r} raised {type(exc).__name__}: {exc}") from exc
         if isinstance(out, torch.Tensor):
             out = LossOutput(out)
-        if not isinstance(out, LossOutput) or not isinstance(out.loss, torch.Tensor):
-            raise FortifaiError(f"loss {self.spec!r} returned {type(out).__name__}, expected a scalar Tensor")
+        value = out.loss if isinstance(out, LossOutput) else out
+        if not isinstance(value, torch.Tensor):
+            raise FortifaiError(f"loss {self.spec!r} returned {_describe_value(value)}, expected a scalar Tensor "
+                                "computed from the logits (a Python number carries no gradient)")
         if out.loss.dim() != 0:
             raise FortifaiError(f"loss {self.spec!r} returned shape {tuple(out.loss.shape)}, expected a scalar")
         if logits.requires_grad and out.loss.grad_fn is None:
@@ -265,11 +307,34 @@ class CheckedLoss:
         target = getattr(target, "func", target)  # a function given keyword arguments is a functools.partial
         if not hasattr(target, "__qualname__"):  # an instance of a user's callable class
             target = type(target)
+        try:
+            config = self.loss.config()
+        except Exception as exc:
+            raise FortifaiError(f"loss {self.spec!r}: config() raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(config, dict):
+            raise FortifaiError(f"loss {self.spec!r}: config() returned {type(config).__name__}, expected a dict")
         return {
             "spec": self.spec,
             "target": f"{target.__module__}:{target.__qualname__}",
-            "args": {**self.loss.config(), **self.args},
+            "args": {**config, **self.args},
         }
+
+    def check_describable(self) -> None:
+        """The description goes into results.json: refuse, before any training, what JSON cannot hold."""
+        args = self.describe()["args"]
+        try:
+            json.dumps(args, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise FortifaiError(f"loss {self.spec!r}: its arguments {args!r} cannot be recorded as JSON "
+                                f"({exc}); use numbers, text, true/false or lists of them") from exc
+
+
+def _describe_value(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (int, float)):
+        return f"a Python {type(value).__name__} ({value!r})"
+    return f"{type(value).__name__}"
 
 
 def parse_loss_args(text: str | list[str] | None) -> dict[str, Any]:
@@ -281,22 +346,39 @@ def parse_loss_args(text: str | list[str] | None) -> dict[str, Any]:
     args = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key.strip().isidentifier():
+        key = key.strip()
+        if not sep or not key.isidentifier():
             raise FortifaiError(f"bad --loss-args item {pair!r}: expected key=value")
-        args[key.strip()] = yaml.safe_load(value.strip()) if value.strip() else ""
+        if key in args:
+            raise FortifaiError(f"--loss-args: {key} given twice ({key}={args[key]!r} and {pair.strip()!r})")
+        args[key] = _yaml_scalar(key, value.strip()) if value.strip() else ""
     return args
+
+
+def _yaml_scalar(key: str, text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # "gamma=[1": say which argument, in one line
+        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__
+        raise FortifaiError(f"--loss-args {key}={text!r}: invalid YAML value: {problem}") from exc
+    if isinstance(value, dict):
+        raise FortifaiError(f"--loss-args {key}={text!r}: a mapping is not a loss argument; give a "
+                            "number, text, true/false or a list")
+    return value
 
 
 def _import_object(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise FortifaiError(f"loss spec {spec!r}: expected a short name (ce, tce:0.9, focal:2) or module:Name")
-    if os.getcwd() not in sys.path:  # `--loss my_module:MyLoss` finds my_module.py in the working folder
-        sys.path.insert(0, os.getcwd())
+    if not all(part.isidentifier() for part in module_name.split(".")):
+        raise FortifaiError(f"loss spec {spec!r}: {module_name!r} is not a module name (a.b.c, no path); "
+                            "put the file in the working folder or on PYTHONPATH")
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise FortifaiError(f"loss spec {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
+        module = _import_user_module(module_name)
+    except (Exception, SystemExit) as exc:  # SystemExit: a module calling sys.exit() on import
+        what = f"it called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+        raise FortifaiError(f"loss spec {spec!r}: cannot import {module_name!r}: {what}") from exc
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -305,24 +387,82 @@ def _import_object(spec: str) -> Any:
     return obj
 
 
+def _import_user_module(module_name: str):
+    """Import `module_name`, its top-level package looked up in the working folder first.
+
+    `--loss my_module:MyLoss` finds my_module.py in the working folder (also when `fortifai-bench`
+    runs as an installed script, whose sys.path lacks it) without putting that folder on sys.path
+    for the rest of the process: a `matplotlib.py` lying there must not replace the real one later.
+    While the user's module runs its imports, the folder is at the *end* of sys.path, so it can
+    import its siblings but never shadows an installed package."""
+    cwd = os.getcwd()
+    top = module_name.partition(".")[0]
+    with _user_import(cwd):
+        if top not in sys.modules:
+            spec = importlib.machinery.PathFinder.find_spec(top, [cwd])
+            if spec is not None and spec.loader is not None:
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[top] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(top, None)
+                    raise
+        return importlib.import_module(module_name)
+
+
+@contextlib.contextmanager
+def _user_import(folder: str):
+    added = folder not in sys.path
+    bytecode = sys.dont_write_bytecode
+    if added:
+        sys.path.append(folder)
+    sys.dont_write_bytecode = True  # no __pycache__ left in the user's folder
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = bytecode
+        if added and folder in sys.path:
+            del sys.path[len(sys.path) - 1 - sys.path[::-1].index(folder)]
+
+
 def load_loss(spec: str, **kwargs: Any) -> CheckedLoss:
     """Resolve a loss spec (see module doc) into a checked, callable loss."""
+    loss = _resolve(spec, kwargs)
+    loss.check_describable()
+    return loss
+
+
+def _resolve(spec: str, kwargs: dict[str, Any]) -> CheckedLoss:
+    if not isinstance(spec, str) or not spec.strip():
+        raise FortifaiError(f"loss spec {spec!r}: expected a short name (ce, tce:0.9, focal:2) or module:Name")
     name, _, value = spec.partition(":")
-    if name.lower() in SHORT_NAMES and (not value or _is_number(value)):
+    if name.lower() in SHORT_NAMES:
         cls, key = SHORT_NAMES[name.lower()]
         args = dict(kwargs)
         if value:
             if key is None:
                 raise FortifaiError(f"loss spec {spec!r}: {name} takes no value")
+            if not _is_number(value):
+                raise FortifaiError(f"loss spec {spec!r}: the value after ':' is {key}, a number (e.g. {name}:0.9)")
+            if key in args:
+                raise FortifaiError(f"loss spec {spec!r}: {key} given twice, in the spec and in the loss "
+                                    f"arguments ({key}={args[key]!r})")
             args[key] = float(value)
         return CheckedLoss(spec, _construct(spec, cls, args), {})
     obj = _import_object(spec)
     if inspect.isclass(obj):
+        if issubclass(obj, Loss) and not _overrides_loss(obj):
+            raise FortifaiError(f"loss spec {spec!r}: {obj.__name__} overrides neither reduce nor forward")
         if not issubclass(obj, Loss) and not callable(getattr(obj, "__call__", None)):
             raise FortifaiError(f"loss spec {spec!r}: {obj.__name__} is not callable")
         loss = _construct(spec, obj, kwargs)
         extra = {} if isinstance(loss, Loss) else kwargs
     elif callable(obj):
+        if isinstance(obj, Loss) and not _overrides_loss(type(obj)):
+            raise FortifaiError(f"loss spec {spec!r}: {type(obj).__name__} overrides neither reduce nor forward")
+        if isinstance(obj, Loss) and kwargs:
+            raise FortifaiError(f"loss spec {spec!r}: an instance takes no loss arguments (got {kwargs})")
         loss = obj if isinstance(obj, Loss) else functools.partial(obj, **kwargs) if kwargs else obj
         extra = kwargs
     else:
@@ -337,10 +477,17 @@ def load_loss(spec: str, **kwargs: Any) -> CheckedLoss:
 def _construct(spec: str, cls: type, args: dict[str, Any]) -> Any:
     try:
         return cls(**args)
-    except FortifaiError:
-        raise
+    except FortifaiError as exc:
+        raise FortifaiError(f"loss spec {spec!r}: {exc}") from exc
     except TypeError as exc:
         raise FortifaiError(f"loss spec {spec!r}: bad arguments {args}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # a user's constructor rejecting its arguments its own way
+        raise FortifaiError(f"loss spec {spec!r}: {cls.__name__}({_call_args(args)}) raised "
+                            f"{type(exc).__name__}: {exc}") from exc
+
+
+def _call_args(args: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in args.items())
 
 
 def _is_number(text: str) -> bool:

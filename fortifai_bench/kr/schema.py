@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.io import read_jsonl, write_jsonl
+from fortifai_bench.io import parse_jsonl, read_text, write_jsonl
 
 FIELDS = ("id", "split", "paragraph", "context", "true", "false", "generator", "source")
 AUTHORS_FIELDS = ("context", "sentence_true", "sentence_false", "location")
@@ -64,41 +64,72 @@ class Question:
             raise FortifaiError(f"{where}: {exc}") from exc
 
 
-def _first_char(path: Path) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            while True:
-                chunk = f.read(4096)
-                if not chunk:
-                    return ""
-                stripped = chunk.lstrip()
-                if stripped:
-                    return stripped[0]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FortifaiError(f"cannot read {path}: {exc}") from exc
+def invalid_reason(q: "Question") -> str | None:
+    """Why `q` cannot be scored, or None. A tie counts as correct (the true answer wins ties, as in
+    lm-eval), so a question whose true and false continuations read the same (after whitespace is
+    normalised) would always score as remembered: such a file could forge a perfect KR score."""
+    if not q.context.strip():
+        return "empty context"
+    if not q.true.strip() or not q.false.strip():
+        return "empty continuation"
+    if q.true.split() == q.false.split():
+        return "true equals false"
+    return None
 
 
-def read_questions(path) -> list[Question]:
-    """Questions from JSON Lines (our schema) or the authors' JSON list; errors name file and line."""
+def check_questions(questions: Iterable["Question"], where: str = "questions",
+                    locations: Iterable[str] | None = None) -> None:
+    """Refuse a set holding any question that cannot be scored (see `invalid_reason`); the error names
+    where the first bad one is, and how many there are of each reason."""
+    questions = list(questions)
+    locations = list(locations) if locations is not None else [f"id {q.id!r}" for q in questions]
+    counts: dict[str, int] = {}
+    first = None
+    for q, loc in zip(questions, locations):
+        reason = invalid_reason(q)
+        if reason is not None:
+            counts[reason] = counts.get(reason, 0) + 1
+            first = first or f"{loc} ({reason})"
+    if counts:
+        detail = ", ".join(f"{n} {reason}" for reason, n in counts.items())
+        raise FortifaiError(
+            f"{where}: {sum(counts.values())} of {len(questions)} question(s) cannot be scored ({detail}); "
+            f"first at {first}. A tie scores as correct, so they would inflate KR: drop them "
+            "(`fortifai-bench kr stats` counts them)"
+        )
+
+
+def read_questions(path, check: bool = True) -> list[Question]:
+    """Questions from JSON Lines (our schema) or the authors' JSON list; errors name file and line.
+
+    `check` (the default everywhere questions enter a run, a task or the scorer) refuses a file with
+    questions that cannot be scored (`check_questions`); only `kr stats`, which reports them, reads
+    without it."""
     path = Path(path)
-    if _first_char(path) == "[":
-        return _read_authors(path)
-    questions = []
-    # read_jsonl skips blank lines, so recover each row's line number for the messages.
-    lines = [i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
-    for lineno, row in zip(lines, read_jsonl(path, required=FIELDS)):
-        questions.append(Question.from_dict(row, where=f"{path}:{lineno}"))
+    text = read_text(path, "KR question file")
+    if text.lstrip().startswith("["):
+        questions, locations = _read_authors(path, text)
+    else:
+        questions, locations = [], []
+        for lineno, row in parse_jsonl(text, path, required=FIELDS):
+            questions.append(Question.from_dict(row, where=f"{path}:{lineno}"))
+            locations.append(f"{path}:{lineno}")
     if not questions:
         raise FortifaiError(f"{path}: no questions")
+    if check:
+        check_questions(questions, str(path), locations)
     return questions
 
 
-def _read_authors(path: Path) -> list[Question]:
+def _read_authors(path: Path, text: str) -> tuple[list[Question], list[str]]:
     """The ForTIFAI authors' format. `location` becomes `paragraph` when it is an integer (or
     integer text); the split is left at -1 (see `assign_splits`)."""
-    from fortifai_bench.io import read_json
-
-    rows = read_json(path)
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FortifaiError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise FortifaiError(f"{path}: invalid JSON: nested too deeply") from exc
     if not isinstance(rows, list):
         raise FortifaiError(f"{path}: expected a JSON list of questions, got {type(rows).__name__}")
     questions = []
@@ -123,9 +154,7 @@ def _read_authors(path: Path) -> list[Question]:
             ))
         except FortifaiError as exc:
             raise FortifaiError(f"{where}: {exc}") from exc
-    if not questions:
-        raise FortifaiError(f"{path}: no questions")
-    return questions
+    return questions, [f"{path}: item {i}" for i in range(len(questions))]
 
 
 def assign_splits(questions: Iterable[Question], split_of: list[int]) -> list[Question]:
@@ -145,4 +174,5 @@ def write_questions(path, questions: Iterable[Question]) -> int:
     return write_jsonl(path, (q.to_dict() for q in questions))
 
 
-__all__ = ["Question", "read_questions", "write_questions", "assign_splits", "FIELDS"]
+__all__ = ["Question", "read_questions", "write_questions", "assign_splits", "check_questions", "invalid_reason",
+           "FIELDS"]
