@@ -8,7 +8,7 @@ regeneration wipes them out, which says nothing about the loss under test.
 The cache lives in `resources.cache_dir()/base/<key>`, where the key hashes everything that decides
 the weights (architecture, pretraining corpus and settings, the format below), so changing any of
 them builds a new base. The folder is built under a temporary name and renamed (`io.atomic_dir`):
-a killed build leaves no half model behind.
+a killed build leaves no half model behind, and the next call removes the temporary it left.
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ def base_model(task: CollapseTask, *, progress: bool = True) -> str:
     if task.model.name != "tiny":
         return task.model.name
     path = base_dir(task)
+    from fortifai_bench.io import remove_orphan_temps
+
+    remove_orphan_temps(path.parent, path.name)  # what a killed build of this base left in the cache
     if (path / "model" / "config.json").is_file():
         return str(path / "model")
     _build_tiny_base(task, path, progress)
