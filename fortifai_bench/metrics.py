@@ -6,6 +6,7 @@ Confidence intervals are percentile bootstraps with a fixed seed, so a result fi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -40,18 +41,164 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
     return {"mean": m, "ci": [m - half, m + half], "n": int(x.size)}
 
 
-def time_to_failure(scores: Sequence[float], threshold: float = DEFAULT_THRESHOLD) -> float | None:
-    """First stage at which `scores` fall below `threshold`, linearly interpolated; None if never.
+# ----------------------------------------------------------------------------------------------------------
+# Time to failure: the one definition (`failure`) and the one summary over seeds (`summarize_failures`).
+# Everything that shows a time to failure (results.json, the CLI table, boards, compare, plots) uses these.
 
-    Stage i has score scores[i]. If scores[0] is already below, the failure time is 0.
+FAILED, NEVER_FAILED, NEVER_LEARNED = "failed", "never_failed", "never_learned"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """When a per-stage score first fell below the threshold, counted in stages from M_0 (stage 0).
+
+    status ``failed``: `time` is the first crossing, linearly interpolated between the two stages around it.
+    status ``never_failed``: right-censored; the score stayed at or above the threshold through stage
+    `horizon` (the last stage), so the time is only known to exceed `horizon`.
+    status ``never_learned``: M_0 was already below the threshold; there was nothing to retain, so the
+    run says nothing about collapse (it is not a time of 0).
     """
-    for i, s in enumerate(scores):
-        if s < threshold:
-            if i == 0:
-                return 0.0
+
+    status: str
+    time: float | None
+    horizon: int
+
+    def restricted(self) -> float | None:
+        """min(time, horizon): the value whose mean is the restricted mean time to failure (None if never learned)."""
+        if self.status == NEVER_LEARNED:
+            return None
+        return float(self.horizon) if self.status == NEVER_FAILED else min(self.time, float(self.horizon))
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "time": self.time, "horizon": self.horizon}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Failure":
+        return cls(d["status"], d.get("time"), int(d["horizon"]))
+
+
+def failure(scores: Sequence[float], threshold: float = DEFAULT_THRESHOLD) -> Failure:
+    """The time to failure of one run (see `Failure`); `scores[i]` is stage i's score."""
+    scores = [float(s) for s in scores]
+    horizon = len(scores) - 1
+    if not scores or scores[0] < threshold:
+        return Failure(NEVER_LEARNED, None, max(horizon, 0))
+    for i in range(1, len(scores)):
+        if scores[i] < threshold:
             prev = scores[i - 1]
-            return float(i - 1 + (prev - threshold) / (prev - s))
-    return None
+            return Failure(FAILED, float(i - 1 + (prev - threshold) / (prev - scores[i])), horizon)
+    return Failure(NEVER_FAILED, None, horizon)
+
+
+def time_to_failure(scores: Sequence[float], threshold: float = DEFAULT_THRESHOLD) -> float | None:
+    """`failure(...).time`: the interpolated crossing, None when it never failed or never learned."""
+    return failure(scores, threshold).time
+
+
+def _kaplan_meier_median(fails: list[Failure]) -> float | None:
+    """The Kaplan-Meier median time to failure (scipy.stats.ecdf on right-censored data); None if the
+    estimated survival never drops to 0.5 within the horizon."""
+    from scipy import stats
+
+    done = [f.time for f in fails if f.status == FAILED]
+    censored = [float(f.horizon) for f in fails if f.status == NEVER_FAILED]
+    if not done:
+        return None
+    res = stats.ecdf(stats.CensoredData(uncensored=done, right=censored))
+    q, p = res.sf.quantiles, res.sf.probabilities
+    below = np.flatnonzero(p <= 0.5)
+    return float(q[below[0]]) if below.size else None
+
+
+def summarize_failures(fails: Sequence[Failure], level: float = 0.95) -> dict:
+    """Time to failure over seeds, honest about censoring.
+
+    * ``mean``/``ci``: a t-interval over seeds, given only when every learned seed failed (a censored
+      seed is not a failure at the horizon, so no interval is made from it).
+    * ``restricted_mean``/``restricted_ci``: the mean of min(time, horizon) (restricted mean time to
+      failure): well defined with censoring, a lower bound on the mean when some seed never failed.
+      Rankings and the seed-level test (`compare_failures`) use it.
+    * ``km_median``: the Kaplan-Meier median, censoring-aware.
+    * ``text``: what a table shows, e.g. "2.31 [1.92, 2.70]" or ">= 4.20 (2 of 3 never failed)".
+    """
+    fails = list(fails)
+    learned = [f for f in fails if f.status != NEVER_LEARNED]
+    done = [f.time for f in learned if f.status == FAILED]
+    n_cens = sum(f.status == NEVER_FAILED for f in learned)
+    out = {"n": len(fails), "failed": len(done), "never_failed": n_cens,
+           "never_learned": len(fails) - len(learned),
+           "horizon": max((f.horizon for f in fails), default=0),
+           "per_seed": [f.to_dict() for f in fails],
+           "mean": None, "ci": [None, None], "sd": None}
+    if learned and n_cens == 0:
+        stat = mean_ci(done, level)
+        out.update(mean=stat["mean"], ci=stat["ci"], sd=float(np.std(done, ddof=1)) if len(done) > 1 else None)
+    restricted = mean_ci([f.restricted() for f in learned], level)
+    out["restricted_mean"], out["restricted_ci"] = restricted["mean"], restricted["ci"]
+    out["km_median"] = _kaplan_meier_median(learned) if learned else None
+    out["text"] = _failure_text(out)
+    return out
+
+
+def _failure_text(s: dict) -> str:
+    if s["n"] and s["never_learned"] == s["n"]:
+        return "never learned"
+    notes = []
+    if s["never_failed"]:
+        notes.append(f"{s['never_failed']} of {s['n']} never failed")
+    if s["never_learned"]:
+        notes.append(f"{s['never_learned']} never learned")
+    if s["failed"] == 0:
+        text = f"not within {s['horizon']} stages"
+    elif s["mean"] is not None:
+        text = f"{s['mean']:.2f}"
+        if s["ci"][0] is not None and s["ci"][0] != s["ci"][1]:
+            text += f" [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}]"
+    else:
+        text = f">= {s['restricted_mean']:.2f}"
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def compare_failures(a: Sequence[Failure], b: Sequence[Failure]) -> dict:
+    """Does A fail later than B? Seeds are the unit: Welch's t-test on the restricted times (min(time,
+    horizon)) of the learned seeds. `ratio` = restricted mean of A / that of B, both counted in stages
+    from M_0. p is None when a side has fewer than 2 learned seeds."""
+    from scipy import stats
+
+    ra = [f.restricted() for f in a if f.status != NEVER_LEARNED]
+    rb = [f.restricted() for f in b if f.status != NEVER_LEARNED]
+    out = {"n_a": len(ra), "n_b": len(rb), "test": "Welch t-test over seeds on min(time to failure, horizon)",
+           "diff": None, "ratio": None, "p_value": None}
+    if not ra or not rb:
+        return out
+    ma, mb = float(np.mean(ra)), float(np.mean(rb))
+    out["diff"], out["ratio"] = ma - mb, (ma / mb if mb else None)
+    if len(ra) >= 2 and len(rb) >= 2:
+        if np.ptp(ra) == 0 and np.ptp(rb) == 0:
+            out["p_value"] = 1.0 if ma == mb else 0.0
+        else:
+            out["p_value"] = float(stats.ttest_ind(ra, rb, equal_var=False).pvalue)
+    return out
+
+
+def detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float | None = None) -> float:
+    """The smallest difference in mean time to failure between two losses, n seeds each with seed standard
+    deviation `sd`, that a two-sided t-test over seeds (df = 2n - 2) declares significant at `alpha`
+    (power None: the difference whose t statistic just reaches the critical value), or detects with the
+    given `power` (solved on the noncentral t distribution)."""
+    from scipy import optimize, stats
+
+    df, se = 2 * n - 2, sd * math.sqrt(2.0 / n)
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    if power is None:
+        return float(crit * se)
+
+    def gap(d):
+        nc = d / se
+        lower = stats.nct.cdf(-crit, df, nc)  # the wrong-direction tail; scipy gives nan once it underflows
+        return stats.nct.sf(crit, df, nc) + (0.0 if math.isnan(lower) else lower) - power
+
+    return float(optimize.brentq(gap, 1e-9 * se, 12 * se))
 
 
 def area_under_curve(scores: Sequence[float]) -> float:

@@ -216,26 +216,11 @@ def test_collapse_metrics():
     assert s["hist"]["counts"][0] == 1 and s["hist"]["counts"][-1] == 2
 
 
-def test_summarize_over_seeds_and_ratio():
-    from fortifai_bench.collapse.run import summarize
-
-    def fake(seed, scores, ttf):
-        return {"seed": seed, "task": {"name": "t", "version": 1}, "loss": {"spec": "x"}, "time_to_failure": ttf,
-                "auc": sum(scores) / len(scores), "final_score": scores[-1], "run_dir": None,
-                "stages": [{"score": s} for s in scores]}
-
-    base = summarize([fake(0, [0.9, 0.7], 0.75), fake(1, [0.9, 0.8, 0.6], 1.5)])
-    other = summarize([fake(0, [0.9, 0.9, 0.9], None), fake(1, [0.9, 0.8, 0.7], 1.5)], base)
-    assert base["time_to_failure"]["mean"] == pytest.approx(1.125)
-    assert other["censored"] == 1 and other["time_to_failure"]["mean"] == pytest.approx(2.25)  # censored at 3
-    assert other["baseline"]["ratio"] == pytest.approx(2.0)
-    assert base["score_per_stage"][2]["n"] == 1
-
-
 # ---------------------------------------------------------------------------------------------- micro runs
 
 CONTRACT_KEYS = {"format", "kind", "task", "loss", "model", "seed", "config", "config_hash", "score_name",
-                 "failure_threshold", "stages", "time_to_failure", "auc", "final_score", "items", "provenance"}
+                 "failure_threshold", "stages", "time_to_failure", "failure", "auc", "final_score", "items",
+                 "provenance"}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """The collapse task: Algorithm 1 of the ForTIFAI paper end to end.
 
 `load_task` reads a task YAML into a validated `CollapseTask`; `run_collapse` runs one seed into a
-run directory (resumable); `run_seeds` runs several and summarizes time to failure over them.
+run directory (resumable); `run_experiment` runs several losses and seeds (with a baseline and the
+clean control) and summarizes them.
 Names are loaded lazily so that `import fortifai_bench.collapse` stays cheap.
 """
 
@@ -14,7 +15,7 @@ _EXPORTS = {
     "regenerate": "fortifai_bench.collapse.regenerate",
     "schedule": "fortifai_bench.collapse.protocol",
     "run_collapse": "fortifai_bench.collapse.run",
-    "run_seeds": "fortifai_bench.collapse.run",
+    "run_experiment": "fortifai_bench.collapse.experiment",
     "base_model": "fortifai_bench.collapse.base",
 }
 

@@ -21,7 +21,7 @@ import yaml
 
 from fortifai_bench.errors import FortifaiError
 
-MODES = ("accumulate", "replace", "accumulate-subsample")
+MODES = ("accumulate", "replace", "accumulate-subsample", "clean")
 REGEN_MODES = ("sequential", "original")
 DECODINGS = ("sample", "beam")
 KR_METHODS = ("sum", "mean_shorter")
@@ -238,7 +238,10 @@ def _parse_overrides(overrides) -> list[tuple[str, Any]]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise FortifaiError(f"bad override {item!r}: expected field.path=value (e.g. train.epochs=3)")
-        out.append((key.strip(), yaml.safe_load(value) if value.strip() else None))
+        # A YAML syntax error in the value (`train.epochs=[1,`) is one line naming the override.
+        from fortifai_bench.io import parse_yaml
+
+        out.append((key.strip(), parse_yaml(value, f"override {item!r}", lines=False) if value.strip() else None))
     return out
 
 

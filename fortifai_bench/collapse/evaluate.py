@@ -41,6 +41,17 @@ def token_probs(model, sequences: list[list[int]], batch_size: int = 32) -> list
     return out
 
 
+def kl_floor(state, tokenizer) -> dict:
+    """What `kl_split0` reads when nothing drifted: the unigram KL between real texts of one distribution,
+    measured the same way (same smoothing). `halves`: the two halves of split 0 (half the text, so a
+    higher floor); `split1`: split 0 against split 1, an equally large real sample of other paragraphs."""
+    special = set(tokenizer.all_special_ids)
+    ids = [[_strip_special(tokenizer(p.text)["input_ids"], special) for p in split] for split in state.data.splits]
+    half = len(ids[0]) // 2
+    return {"halves": ngram_kl(ids[0][:half], ids[0][half:], 1) if half else None,
+            "split1": ngram_kl(ids[0], ids[1], 1) if len(ids) > 1 else None}
+
+
 def _strip_special(ids: list[int], special: set[int]) -> list[int]:
     return [t for t in ids if t not in special]
 
@@ -70,6 +81,7 @@ def evaluate_stage(state, model, tokenizer, i: int, new_rows: dict[int, list[dic
         gen0 = [_strip_special(r["ids"], special) for r in new_rows[0]]
         orig0 = [_strip_special(tokenizer(p.text)["input_ids"], special) for p in state.data.splits[0]]
         metrics["kl_split0"] = ngram_kl(orig0, gen0, 1)
+    metrics["kl_floor"] = kl_floor(state, tokenizer)
     for n in (1, 2, 3):
         metrics[f"distinct_{n}"] = distinct_n(generated, n)
     rows = [r for k in splits for r in new_rows[k]]

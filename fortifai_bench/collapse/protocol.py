@@ -14,6 +14,10 @@ Modes (what stage i trains on):
 * ``accumulate-subsample`` (Kazdan, Schaeffer et al. 2024): the accumulate pool, subsampled (seeded,
   per stage, without replacement) to a fixed `subsample` paragraphs (default: one split's worth),
   so the training set does not grow while its real share falls.
+* ``clean`` (the control, `fortifai-bench collapse --control`): the accumulate schedule, model and
+  training, but every split stays real: ``[D_0^(0), ..., D_i^(0)]``. It still regenerates (so its KL
+  shows what a model that never saw its own text writes) but never trains on the rewrite. Any fall
+  of its KR-split-0 is forgetting or noise, not collapse: the ceiling row of a board.
 
 A split is regenerated at stage i if it is in the stage's pool (for replace: split 0), so the last
 stage regenerates too: its KL, distinct-n and confidence are measured like every other stage's.
@@ -40,6 +44,8 @@ def pool(stage: int, mode: str) -> list[tuple[int, int]]:
     """(split, generation) pairs available to train stage `stage`."""
     if mode == "replace":
         return [(0, stage)]
+    if mode == "clean":  # the control: the accumulate schedule with every split kept real
+        return [(k, 0) for k in range(stage + 1)]
     return [(k, stage - k) for k in range(stage + 1)]
 
 

@@ -22,7 +22,6 @@ import errno
 import hashlib
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,44 +33,20 @@ from fortifai_bench.collapse.config import CollapseTask, describe_differences, t
 from fortifai_bench.collapse.protocol import Data, load_data, pool, real_share, stage_seed, subsample
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write, read_json, read_jsonl, write_json, write_jsonl
+from fortifai_bench.results import provenance
 
 RUN_FORMAT = "fortifai-bench/run@1"
-RESULTS_FORMAT = "fortifai-bench/results@1"
-
-
-# ------------------------------------------------------------------------------------------ provenance
-
-def provenance(command: str | None = None) -> dict:
-    from importlib import metadata
-
-    versions = {"python": sys.version.split()[0]}
-    for pkg in ("fortifai-bench", "torch", "transformers", "tokenizers", "numpy", "lm-eval"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {"versions": versions, "git": _git_hash(), "command": command or " ".join(sys.argv),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-
-
-def _git_hash() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def loss_slug(spec: str) -> str:
-    return "".join(c if c.isalnum() or c in ".-" else "-" for c in spec).strip("-") or "loss"
 
 
 # ------------------------------------------------------------------------------------------ run directory
+
+def slug(name: str, what: str = "loss") -> str:
+    """A name as one safe path component: letters, digits, `.`, `_` and `-` only, never `.` or `..`."""
+    out = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip("-.")
+    return out or what
+
+
+loss_slug = slug
 
 def _record(task: CollapseTask, loss_desc: dict) -> dict:
     return {"config": task.to_dict(), "loss": loss_desc}
@@ -93,7 +68,8 @@ def open_run(task: CollapseTask, loss_desc: dict, *, out: str | os.PathLike | No
                                 + "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""))
         return run
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(out or "runs") / f"{task.task}-{loss_slug(loss_desc['spec'])}-s{task.seed}-{stamp}"
+    name = slug(task.task, "task") + ("-control" if task.mode == "clean" else "")
+    base = Path(out or "runs") / f"{name}-{slug(loss_desc['spec'])}-s{task.seed}-{stamp}"
     run, n = base, 1
     while run.exists():
         n += 1
@@ -124,7 +100,8 @@ class _State:
     loss: Any
     base_spec: str
     progress: bool
-    regenerated: dict = dataclasses.field(default_factory=dict)  # (split, generation) -> rows
+    command: str | None = None
+    regenerated: dict = dataclasses.field(default_factory=dict)  # (stage that wrote it, split) -> rows
 
 
 def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = None, *, seed: int | None = None,
@@ -144,7 +121,7 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
     checked = load_loss(loss, **(loss_args or {}))
     data = load_data(task)  # before creating anything: bad corpus or KR input fails first
     run = open_run(task, checked.describe(), out=out, resume=resume, command=command)
-    state = _State(task, run, data, checked, base_model(task, progress=progress), progress)
+    state = _State(task, run, data, checked, base_model(task, progress=progress), progress, command)
     if progress:
         print(f"collapse run: {run}", flush=True)
     stages: list[dict] = []
@@ -185,12 +162,17 @@ def _texts(state: _State, k: int, g: int) -> list[str]:
 
 
 def _rows(state: _State, k: int, g: int) -> list[dict]:
-    """D_k^(g): the real split for g = 0, else the file stage k+g-1 wrote."""
+    """D_k^(g): the real split for g = 0, else the file stage k+g-1 wrote (modes that train on rewrites)."""
     if g == 0:
         return [{"id": p.id, "text": p.text} for p in state.data.splits[k]]
-    key = (k, g)
+    return _written(state, k + g - 1, k)
+
+
+def _written(state: _State, stage: int, k: int) -> list[dict]:
+    """Split k as stage `stage` rewrote it."""
+    key = (stage, k)
     if key not in state.regenerated:
-        state.regenerated[key] = read_jsonl(state.run / f"stage_{k + g - 1}" / "data" / f"split_{k}.jsonl",
+        state.regenerated[key] = read_jsonl(state.run / f"stage_{stage}" / "data" / f"split_{k}.jsonl",
                                             required=("id", "text", "ids", "first"))
     return state.regenerated[key]
 
@@ -231,7 +213,7 @@ def _run_stage(state: _State, i: int) -> dict:
         path = stage_dir / "data" / f"split_{k}.jsonl"
         if not path.is_file():
             regen_seconds += _regenerate_split(state, model, tokenizer, i, k, g, path)
-        new_rows[k] = _rows(state, k, g + 1)
+        new_rows[k] = _written(state, i, k)
     timing = stage_dir / "data" / "timing.json"
     if regen_seconds or not timing.is_file():
         previous = read_json(timing)["seconds"] if timing.is_file() else 0.0
@@ -246,6 +228,7 @@ def _run_stage(state: _State, i: int) -> dict:
     metrics["training_data"] = info["training_data"]
     metrics["real_share"] = real_share([(d["split"], d["generation"]) for d in info["training_data"]])
     metrics["train"] = info["summary"]
+    metrics["gradient"] = info.get("gradient")  # corrupted vs faithful tokens and the loss's mask on them
     metrics["seconds"] = {"train": info["seconds"], "regenerate": regen_seconds,
                           "evaluate": time.perf_counter() - t0}
     write_json(stage_dir / "metrics.json", metrics)
@@ -262,6 +245,7 @@ def _fmt(x) -> str:
 
 
 def _train(state: _State, i: int, prev: str, stage_dir: Path) -> None:
+    from fortifai_bench.collapse.corruption import gradient_split
     from fortifai_bench.models import load_model, save_model
     from fortifai_bench.train import train
 
@@ -272,7 +256,10 @@ def _train(state: _State, i: int, prev: str, stage_dir: Path) -> None:
     if state.progress:
         parts = ", ".join(f"D_{d['split']}^({d['generation']})" for d in record)
         print(f"stage {i}: training on [{parts}] ({len(texts)} paragraphs)", flush=True)
+    pairs = _rewrite_pairs(state, i)
+    before = gradient_split(model, tokenizer, state.loss, pairs, task.eval.batch_size)  # as M_{i-1} sees it
     result = train(model, tokenizer, texts, state.loss, config, progress=state.progress)
+    after = gradient_split(result.model, tokenizer, state.loss, pairs, task.eval.batch_size)
     save_model(result.model, tokenizer, stage_dir / "model")
     last = result.history[-1] if result.history else {}
     write_json(stage_dir / "train.json", {
@@ -281,7 +268,17 @@ def _train(state: _State, i: int, prev: str, stage_dir: Path) -> None:
                     "val_loss": last.get("val_loss"), "masked_fraction": last.get("masked_fraction"),
                     "mean_p_correct": last.get("mean_p_correct")},
         "history": result.history,
+        "gradient": {"start": before, "end": after} if pairs else None,
     })
+
+
+def _rewrite_pairs(state: _State, i: int) -> list[tuple[str, str]]:
+    """(original, rewritten) texts of every regenerated split stage i trains on."""
+    pairs = []
+    for k, g in pool(i, state.task.mode):
+        if g > 0:
+            pairs += [(p.text, r["text"]) for p, r in zip(state.data.splits[k], _rows(state, k, g))]
+    return pairs
 
 
 def _regenerate_split(state: _State, model, tokenizer, i: int, k: int, g: int, path: Path) -> float:
@@ -294,39 +291,27 @@ def _regenerate_split(state: _State, model, tokenizer, i: int, k: int, g: int, p
     out = [{"id": r["id"], "split": k, "generation": g + 1, "text": text, "ids": ids, "first": gen.index(True)
             if True in gen else len(ids)} for r, text, ids, gen in zip(rows, res.texts, res.ids, res.generated)]
     write_jsonl(path, out)
-    state.regenerated[(k, g + 1)] = out
+    state.regenerated[(i, k)] = out
     return res.seconds
 
 
 # ------------------------------------------------------------------------------------------ results
 
 def build_results(state: _State, stages: list[dict], stopped: dict | None = None) -> dict:
-    from fortifai_bench.metrics import area_under_curve, time_to_failure
+    from fortifai_bench.results import make_results
 
     task = state.task
-    thr = task.eval.failure_threshold
-    scores = [s["score"] for s in stages]
-    have = bool(scores) and all(x is not None for x in scores)
     ids = [q.id for q in state.data.questions if q.split == 0]
-    return {
-        "format": RESULTS_FORMAT, "kind": "text",
-        "task": {"name": task.task, "version": task.version},
-        "loss": state.loss.describe(), "model": task.model.name, "seed": task.seed,
-        "config": task.to_dict(), "config_hash": task.config_hash(),
-        "score_name": "kr_split0", "failure_threshold": thr,
-        "stages": [_stage_entry(s) for s in stages],
-        "time_to_failure": time_to_failure(scores, thr) if have else None,
-        "auc": area_under_curve(scores) if have else None,
-        "final_score": scores[-1] if have else None,
-        "items": {"split0_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-                  "split0_ids_order": "KR file order",
-                  "split0_correct": [s["items"]["split0_correct"] for s in stages]},
-        "complete": stopped is None and len(stages) == task.stages,
-        "stopped": stopped,
-        "kr_source": state.data.kr_source,
-        "run_dir": str(state.run),
-        "provenance": provenance(),
-    }
+    return make_results(
+        kind="text", task={"name": task.task, "version": task.version}, loss=state.loss.describe(),
+        model=task.model.name, seed=task.seed, config=task.to_dict(), control=task.mode == "clean",
+        score_name="kr_split0", failure_threshold=task.eval.failure_threshold,
+        stages=[_stage_entry(s) for s in stages],
+        items={"split0_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+               "split0_ids_order": "KR file order",
+               "split0_correct": [s["items"]["split0_correct"] for s in stages]},
+        complete=stopped is None and len(stages) == task.stages, stopped=stopped,
+        kr_source=state.data.kr_source, run_dir=str(state.run), command=state.command)
 
 
 def _stage_entry(metrics: dict) -> dict:
@@ -343,39 +328,3 @@ def comparable(results: dict) -> dict:
         return x
 
     return strip(results)
-
-
-# ------------------------------------------------------------------------------------------ seeds
-
-def run_seeds(task: CollapseTask, loss: str, loss_args: dict | None = None, seeds=(0,), **kwargs) -> dict:
-    """One run per seed, then `summarize` over them."""
-    runs = [run_collapse(task, loss, loss_args, seed=s, **kwargs) for s in seeds]
-    return summarize(runs)
-
-
-def summarize(runs: list[dict], baseline: dict | None = None) -> dict:
-    """Time to failure, AUC and final KR-split-0 over seeds (mean and t-interval); optional ratio to a baseline.
-
-    A seed that never fell below the threshold is censored at the number of stages (a lower bound on
-    its time to failure) and counted in `censored`.
-    """
-    from fortifai_bench.metrics import mean_ci
-
-    stages = max((len(r["stages"]) for r in runs), default=0)
-    ttf = [r["time_to_failure"] if r["time_to_failure"] is not None else float(len(r["stages"])) for r in runs]
-    per_stage = []
-    for i in range(stages):
-        vals = [r["stages"][i]["score"] for r in runs if len(r["stages"]) > i]
-        per_stage.append(mean_ci(vals))
-    out = {
-        "task": runs[0]["task"] if runs else None, "loss": runs[0]["loss"] if runs else None,
-        "seeds": [r["seed"] for r in runs], "runs": [r.get("run_dir") for r in runs],
-        "time_to_failure": mean_ci(ttf), "censored": sum(r["time_to_failure"] is None for r in runs),
-        "auc": mean_ci([r["auc"] for r in runs]), "final_score": mean_ci([r["final_score"] for r in runs]),
-        "score_per_stage": per_stage,
-    }
-    if baseline is not None:
-        b, m = baseline["time_to_failure"]["mean"], out["time_to_failure"]["mean"]
-        out["baseline"] = {"loss": baseline["loss"], "time_to_failure": baseline["time_to_failure"],
-                           "ratio": (m / b) if b and m is not None else None}
-    return out

@@ -1,0 +1,161 @@
+"""An experiment: one collapse task, several losses, several seeds, an optional baseline and clean control.
+
+    from fortifai_bench.collapse import load_task, run_experiment
+    exp = run_experiment(load_task("collapse_facts"), ["ce", "tce:0.9"], seeds=[0, 1, 2], control=True)
+    print(exp.table())
+
+Every (loss, seed) is one resumable run directory (`run.run_collapse`); the experiment adds what only
+makes sense across runs: the summary over seeds (`results.summarize_runs`), the comparison with the
+baseline (`metrics.compare_failures`, seeds as the unit), the clean control (the same task with
+`mode: clean`, trained with the baseline loss), a summary JSON and the comparison plot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fortifai_bench.collapse.config import CollapseTask
+from fortifai_bench.errors import FortifaiError
+
+CONTROL = "control"
+
+
+@dataclass
+class Experiment:
+    task: CollapseTask
+    groups: dict[str, list[dict]] = field(default_factory=dict)      # label -> results of each seed
+    summaries: dict[str, dict] = field(default_factory=dict)         # label -> results.summarize_runs
+    baseline: str | None = None                                      # label of the baseline group
+    summary_path: Path | None = None
+
+    def table(self) -> str:
+        return format_table(self)
+
+
+def control_task(task: CollapseTask) -> CollapseTask:
+    """The clean control of `task`: same schedule, model and training, every split kept real."""
+    return dataclasses.replace(task, mode="clean")
+
+
+def run_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, loss_args: dict | None = None,
+                   baseline: str | list[dict] | None = None, control: bool = False,
+                   out: str | os.PathLike = "runs", progress: bool = True, command: str | None = None,
+                   write_summary: bool = True) -> Experiment:
+    """Run every loss (and the baseline and the control) for every seed; summarize and compare.
+
+    `baseline`: a loss spec run with the same seeds (default: "ce" when it is among several losses), or
+    the results of runs made earlier. `loss_args` go to the losses under test, not to the baseline.
+    """
+    from fortifai_bench.collapse.run import run_collapse
+    from fortifai_bench.results import summarize_runs
+
+    if not losses:
+        raise FortifaiError("run_experiment: give at least one loss")
+    if task.mode == "clean" and control:
+        raise FortifaiError("the task is already the clean control (mode: clean); drop --control")
+    exp = Experiment(task)
+
+    def runs_of(t, spec, args):
+        return [run_collapse(t, spec, args, seed=s, out=out, progress=progress, command=command) for s in seeds]
+
+    if isinstance(baseline, list):
+        exp.baseline = f"{baseline[0]['loss']['spec']} (baseline)"
+        exp.groups[exp.baseline] = baseline
+    elif isinstance(baseline, str) and baseline not in losses:
+        exp.baseline = baseline
+        exp.groups[baseline] = runs_of(task, baseline, {})
+    for spec in losses:
+        exp.groups[spec] = runs_of(task, spec, loss_args or {})
+    if exp.baseline is None:
+        if isinstance(baseline, str):
+            exp.baseline = baseline
+        elif "ce" in losses and len(losses) > 1:
+            exp.baseline = "ce"  # the reference loss is the natural baseline
+    if control:
+        # trained with the baseline loss: the control isolates regeneration, not the loss
+        exp.groups[CONTROL] = runs_of(control_task(task), baseline if isinstance(baseline, str) else "ce", {})
+    exp.summaries = {label: summarize_runs(runs) for label, runs in exp.groups.items()}
+    if exp.baseline is not None:
+        _add_comparisons(exp)
+    if write_summary and sum(len(v) for v in exp.groups.values()) >= 2:
+        exp.summary_path = _write_summary(exp, Path(out))
+    return exp
+
+
+def _add_comparisons(exp: Experiment) -> None:
+    from fortifai_bench.metrics import compare_failures
+    from fortifai_bench.results import run_failure
+
+    base = [run_failure(r) for r in exp.groups[exp.baseline]]
+    for label, runs in exp.groups.items():
+        if label != exp.baseline:
+            exp.summaries[label]["vs_baseline"] = {"baseline": exp.baseline,
+                                                   **compare_failures([run_failure(r) for r in runs], base)}
+
+
+def _write_summary(exp: Experiment, out: Path) -> Path:
+    from fortifai_bench.io import write_json
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = out / f"summary-{exp.task.task}-{stamp}.json"
+    write_json(path, {"task": {"name": exp.task.task, "version": exp.task.version},
+                      "config_hash": exp.task.config_hash(), "baseline": exp.baseline,
+                      "summaries": exp.summaries})
+    try:
+        from fortifai_bench.collapse.plots import plot_compare
+
+        plot_compare(exp.groups, path.with_suffix(""), exp.task.eval.failure_threshold)
+    except ImportError:  # matplotlib missing: the numbers stand without the picture
+        pass
+    return path
+
+
+# ------------------------------------------------------------------------------------------ the table
+
+def _fmt(x, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def format_table(exp: Experiment) -> str:
+    """KR-split-0 per stage (mean over seeds) side by side, then time to failure, KL of split 0, AUC."""
+    names = list(exp.groups)
+    s = exp.summaries
+    n_stages = max((len(r["stages"]) for runs in exp.groups.values() for r in runs), default=0)
+    rows = [["stage"] + names]
+    for i in range(n_stages):
+        rows.append([f"M_{i}"] + [_cell(s[n]["per_stage"]["score"], i) for n in names])
+    rows.append(["failure"] + [s[n]["time_to_failure"]["text"] for n in names])
+    rows.append(["KM median"] + [_fmt(s[n]["time_to_failure"]["km_median"], 2) for n in names])
+    rows.append(["KL split 0, M_last"] + [_cell(s[n]["per_stage"]["kl_split0"], n_stages - 1) for n in names])
+    rows.append(["AUC"] + [_fmt(s[n]["auc"]["mean"]) for n in names])
+    if exp.baseline:
+        rows.append([f"vs {exp.baseline}"] + [_versus(s[n].get("vs_baseline")) for n in names])
+    widths = [max(len(r[c]) for r in rows) + 2 for c in range(len(rows[0]))]
+    threshold = exp.task.eval.failure_threshold
+    lines = [f"KR-split-0 per stage (mean over seeds); failure = first crossing below {threshold:.2f}, "
+             f"in stages from M_0"]
+    lines += ["".join(cell.ljust(widths[0]) if c == 0 else cell.rjust(widths[c]) for c, cell in enumerate(r))
+              for r in rows]
+    if exp.baseline:
+        lines.append(f"vs {exp.baseline}: ratio of restricted mean time to failure (min(time, last stage)), "
+                     f"p from Welch's t-test over seeds")
+    runs = [r["run_dir"] for runs in exp.groups.values() for r in runs]
+    lines.append("runs: " + ", ".join(str(r) for r in runs))
+    if exp.summary_path:
+        lines.append(f"summary: {exp.summary_path}")
+    return "\n".join(lines)
+
+
+def _cell(stats: list[dict], i: int) -> str:
+    return _fmt(stats[i]["mean"]) if i < len(stats) else "-"
+
+
+def _versus(v: dict | None) -> str:
+    if not v or v.get("ratio") is None:
+        return "-"
+    p = v.get("p_value")
+    return f"{v['ratio']:.2f}x" + (f" p={p:.2g}" if p is not None else "")

@@ -1,0 +1,238 @@
+"""The results contract: one run's `results.json`, for text collapse runs and toys alike.
+
+One run is one (task, loss, model, seed). Its results hold every stage's metrics (`stages[i].score` is the
+headline score of stage i, KR-split-0 for text runs), the time to failure derived from those scores
+(`metrics.failure`, the one definition), the config that produced it and its provenance.
+
+    make_results(...)      the one writer: derives the failure/AUC fields, checks the schema, returns the dict
+    load_results(path)     the one reader: a run folder or its results.json, checked against the same schema
+    summarize_runs(runs)   the one summary over seeds (CLI table, boards, compare and plots all use it)
+    provenance()           package versions, git commit (marked -dirty when the tree has edits), command, date
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import jsonschema
+
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.metrics import Failure, area_under_curve, failure, mean_ci, summarize_failures
+
+RESULTS_FORMAT = "fortifai-bench/results@1"
+PACKAGES = ("fortifai-bench", "torch", "transformers", "tokenizers", "numpy", "scipy", "lm-eval")
+
+_NUM_OR_NULL = {"type": ["number", "null"]}
+
+# What every reader relies on; producers may add fields (additional properties are allowed).
+RESULTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["format", "kind", "task", "loss", "model", "seed", "config", "config_hash", "score_name",
+                 "failure_threshold", "stages", "time_to_failure", "failure", "auc", "final_score", "provenance"],
+    "properties": {
+        "format": {"const": RESULTS_FORMAT},
+        "kind": {"enum": ["text", "toy"]},
+        "task": {"type": "object", "required": ["name", "version"],
+                 "properties": {"name": {"type": "string"}, "version": {"type": "integer"}}},
+        "loss": {"type": "object", "required": ["spec", "target", "args"],
+                 "properties": {"spec": {"type": "string", "minLength": 1}, "target": {"type": "string"},
+                                "args": {"type": "object"}}},
+        "model": {"type": "string", "minLength": 1},
+        "seed": {"type": "integer"},
+        "control": {"type": "boolean"},
+        "config": {"type": "object"},
+        "config_hash": {"type": "string", "minLength": 1},
+        "score_name": {"type": "string", "minLength": 1},
+        "failure_threshold": {"type": "number"},
+        "stages": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["stage", "score"],
+            "properties": {"stage": {"type": "integer"}, "score": {"type": "number"},
+                           "kr_total": _NUM_OR_NULL, "kl": _NUM_OR_NULL, "kl_split0": _NUM_OR_NULL}}},
+        "time_to_failure": _NUM_OR_NULL,
+        "failure": {"type": "object", "required": ["status", "time", "horizon"],
+                    "properties": {"status": {"enum": ["failed", "never_failed", "never_learned"]},
+                                   "time": _NUM_OR_NULL, "horizon": {"type": "integer"}}},
+        "auc": {"type": "number"},
+        "final_score": {"type": "number"},
+        "items": {"type": "object", "required": ["split0_ids_sha256", "split0_correct"],
+                  "properties": {"split0_ids_sha256": {"type": "string"},
+                                 "split0_correct": {"type": "array",
+                                                    "items": {"type": "string", "pattern": "^[01]*$"}}}},
+        "provenance": {"type": "object", "required": ["versions", "command", "date"],
+                       "properties": {"versions": {"type": "object"}, "command": {"type": "string"},
+                                      "date": {"type": "string"}, "git": {"type": ["string", "null"]}}},
+    },
+}
+_VALIDATOR = jsonschema.Draft202012Validator(RESULTS_SCHEMA)
+
+
+# ------------------------------------------------------------------------------------------ provenance
+
+def provenance(command: str | None = None, packages: Sequence[str] = PACKAGES) -> dict:
+    from importlib import metadata
+
+    versions = {"python": sys.version.split()[0]}
+    for pkg in packages:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"versions": versions, "git": git_commit(), "command": command or " ".join(sys.argv),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout the package runs from, `-dirty` if tracked files have edits; None if not in git."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def config_hash(config: dict, ignore: Sequence[str] = ("seed", "out")) -> str:
+    """sha256 of a resolved config minus what differs between seeds of one experiment."""
+    body = {k: v for k, v in config.items() if k not in ignore}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+def _finite_or_none(x: Any) -> Any:
+    """Strict JSON: a metric that overflowed or could not be computed is stored as null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite_or_none(v) for v in x]
+    return x
+
+
+def make_results(*, kind: str, task: dict, loss: dict, model: str, seed: int, config: dict, score_name: str,
+                 failure_threshold: float, stages: list[dict], command: str | None = None, packages: Sequence[str] = PACKAGES, **extra: Any) -> dict:
+    """The results of one run. Scores of the finished stages decide `failure`, `time_to_failure`, `auc`."""
+    stages = _finite_or_none([dict(s) for s in stages])
+    scores = [s["score"] for s in stages]
+    have = bool(scores) and all(x is not None for x in scores)
+    fail = failure(scores, failure_threshold) if have else None
+    out = {
+        "format": RESULTS_FORMAT, "kind": kind, "task": task, "loss": loss, "model": model, "seed": int(seed),
+        "config": config, "config_hash": config_hash(config),
+        "score_name": score_name, "failure_threshold": failure_threshold, "stages": stages,
+        "time_to_failure": fail.time if fail else None,
+        "failure": fail.to_dict() if fail else {"status": "never_learned", "time": None, "horizon": 0},
+        "auc": area_under_curve(scores) if have else None,
+        "final_score": scores[-1] if have else None,
+        **_finite_or_none(extra),
+        "provenance": provenance(command, packages),
+    }
+    return out
+
+
+def check_results(data: Any, where: str) -> None:
+    """Raise a one-line FortifaiError naming the field if `data` breaks the results schema."""
+    errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise FortifaiError(f"{where}: field {json_path(errors[0].absolute_path)}: {errors[0].message}")
+    stages = [s["stage"] for s in data["stages"]]
+    if stages != list(range(len(stages))):
+        raise FortifaiError(f"{where}: stages must be numbered 0..{len(stages) - 1} in order, got {stages}")
+    items = data.get("items")
+    if items is not None:
+        bits = items["split0_correct"]
+        if len(bits) != len(stages):
+            raise FortifaiError(f"{where}: items.split0_correct has {len(bits)} bitstrings for {len(stages)} stages")
+        if len({len(b) for b in bits}) > 1:
+            raise FortifaiError(f"{where}: items.split0_correct bitstrings differ in length")
+    recorded = data["failure"]
+    derived = run_failure(data).to_dict()
+    if recorded["status"] != derived["status"] or not _close(recorded["time"], derived["time"]):
+        raise FortifaiError(f"{where}: field failure: {recorded} does not follow from the stage scores "
+                            f"({derived}); the file was edited or written by another tool")
+
+
+def _close(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and abs(a - b) < 1e-9)
+
+
+def json_path(path) -> str:
+    """['stages', 3, 'score'] -> 'stages[3].score' (how errors name a field)."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+def results_file(path: str | os.PathLike) -> Path:
+    """A run directory or its results.json -> the results.json path."""
+    path = Path(path)
+    return path / "results.json" if path.is_dir() else path
+
+
+def load_results(path: str | os.PathLike, *, complete: bool = True) -> dict:
+    """Load and check one run's results.json (JSON only: nothing in it is executed)."""
+    from fortifai_bench.io import read_json
+
+    file = results_file(path)
+    if not file.is_file():
+        raise FortifaiError(f"{path}: no results.json (is it a finished run directory?)")
+    try:
+        data = read_json(file)
+    except UnicodeDecodeError as exc:
+        raise FortifaiError(f"{file}: invalid JSON: not UTF-8 text (byte {exc.start})") from exc
+    if complete and isinstance(data, dict) and data.get("complete") is False:  # rewritten after every stage
+        stopped = data.get("stopped") or {}
+        why = f": stopped at stage {stopped.get('stage')}: {stopped.get('error')}" if stopped else ""
+        raise FortifaiError(f"{file}: the run is not complete ({len(data.get('stages') or [])} stages done{why}); "
+                            f"finish it with `fortifai-bench collapse --resume` before publishing or comparing")
+    check_results(data, str(file))
+    data["_path"] = str(file)
+    return data
+
+
+def run_failure(results: dict) -> Failure:
+    """The run's time to failure, derived from its stage scores (never trusted from a stored number)."""
+    return failure([s["score"] for s in results["stages"]], results["failure_threshold"])
+
+
+# ------------------------------------------------------------------------------------------ over seeds
+
+def summarize_runs(runs: Sequence[dict], keys: Sequence[str] = ("score", "kr_total", "kl_split0")) -> dict:
+    """One experiment (same task, loss, model) over seeds: per-stage mean and 95% t-interval of each key,
+    the time-to-failure summary (`metrics.summarize_failures`), AUC and final score."""
+    runs = list(runs)
+    n_stages = max((len(r["stages"]) for r in runs), default=0)
+    per_stage = {}
+    for key in keys:
+        rows = []
+        for i in range(n_stages):
+            vals = [r["stages"][i].get(key) for r in runs if len(r["stages"]) > i]
+            rows.append(mean_ci([v for v in vals if v is not None]))
+        per_stage[key] = rows
+    first = runs[0] if runs else {}
+    return {
+        "task": first.get("task"), "loss": first.get("loss"), "model": first.get("model"),
+        "control": bool(first.get("control")),
+        "seeds": [r["seed"] for r in runs], "runs": [r.get("run_dir") for r in runs],
+        "failure_threshold": first.get("failure_threshold"),
+        "time_to_failure": summarize_failures([run_failure(r) for r in runs]),
+        "auc": mean_ci([r["auc"] for r in runs if r.get("auc") is not None]),
+        "final_score": mean_ci([r["final_score"] for r in runs if r.get("final_score") is not None]),
+        "per_stage": per_stage,
+    }
