@@ -1,22 +1,25 @@
-"""Make lm-eval find our tasks (kr_facts, kr_wikitext, ...) with no `--include_path`.
+"""Make lm-eval find our tasks (kr_facts, kr_wikitext, kr_file, ...) with no `--include_path`.
 
 lm-eval 0.4.x has no plugin hook for task folders (the `lm_eval.tasks` entry point we declare in
-setup.cfg is what lm-eval PR #4015 proposes; no released lm-eval reads it yet). So the wheel installs
-`fortifai_bench-lm_eval.pth` into site-packages (see setup.py); Python's `site` module runs its one
-`import` line at start-up (documented in the `site` module), which calls `install()` here.
+setup.cfg is what lm-eval PR #4015 proposes; no released lm-eval reads it yet). So every install,
+regular or editable (`pip install -e .`), puts `fortifai_bench-lm_eval.pth` into site-packages (see
+setup.py); Python's `site` module runs its one `import` line at start-up (documented in the `site`
+module), which calls `install()` here.
 
 `install()` only registers a tiny import hook: nothing of lm-eval, torch or our package is imported.
-When (and only when) some program imports `lm_eval.tasks`, the hook wraps `TaskManager.__init__` so
-that our tasks folder is added to `include_path` ahead of the user's own paths, so a user's
-`--include_path` task of the same name still wins, as with built-in tasks. It relies only on what is
-public and stable across lm-eval 0.4.x: `lm_eval.tasks.TaskManager(include_path=..., include_defaults=...)`.
+When (and only when) some program imports `lm_eval.tasks`, the hook wraps `TaskManager.__init__`:
+lm-eval builds its index as it always does, then the hook looks at what the index holds. Tasks of our
+folder that are missing from it are added; names already there stay as they are, so a user's
+`--include_path` task of the same name still wins, as with built-in tasks.
 
-It steps aside when:
-- `FORTIFAI_LM_EVAL_AUTOREGISTER=0` is set;
+So it steps aside by itself when:
+- the index already holds our tasks: the caller passed our folder (`--include_path "$(fortifai-bench
+  tasks-path)"`), or lm-eval reads the `lm_eval.tasks` entry point itself (a release with PR #4015);
 - the caller passed `include_defaults=False` (they asked for their own tasks only);
-- our folder is already in `include_path` (e.g. `--include_path "$(fortifai-bench tasks-path)"`);
-- lm-eval's task manager reads task entry points itself (a release with PR #4015): our declared
-  entry point then does the job, and adding the folder twice would only log override warnings.
+- `FORTIFAI_LM_EVAL_AUTOREGISTER=0` is set.
+It relies on `TaskManager.task_index` (public: name -> entry) and lm-eval's own index builder; if a
+future lm-eval lays its manager out differently, it falls back to building the index again with our
+folder in `include_path`, and if even that fails it says so once and leaves lm-eval alone.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 
 TARGET = "lm_eval.tasks"
 _PATCHED = "_fortifai_bench_include"
+ADDED = "_fortifai_bench_added"  # set on a TaskManager: the names the hook added (empty: it stepped aside)
 
 
 def _ours():
@@ -57,14 +61,37 @@ def with_our_tasks(include_path):
     return [str(ours)] + paths
 
 
-def _reads_entry_points(cls) -> bool:
-    import inspect
+def _our_index() -> dict:
+    from pathlib import Path
 
-    try:
-        source = inspect.getsource(sys.modules[cls.__module__])
-    except (OSError, TypeError, KeyError):
-        return False
-    return "entry_points" in source
+    from lm_eval.tasks._index import TaskIndex
+
+    return TaskIndex.build([Path(_ours())])
+
+
+def add_missing(manager) -> list[str]:
+    """Add to `manager`'s index the tasks of our folder it does not hold; returns their names."""
+    index = manager.task_index
+    ours = _our_index()
+    missing = sorted(name for name in ours if name not in index)
+    if not missing:
+        return []
+    for name in missing:
+        index[name] = ours[name]
+    _refresh_names(manager)
+    return missing
+
+
+def _refresh_names(manager) -> None:
+    """Recompute the name lists that `all_tasks`, `all_subtasks`, ... read (lm-eval 0.4.13's layout)."""
+    from lm_eval.tasks._index import Kind
+
+    index = manager.task_index
+    kinds = {name: entry.kind for name, entry in index.items()}
+    manager._all_tasks = sorted(index)
+    manager._all_subtasks = sorted(n for n, k in kinds.items() if k in (Kind.TASK, Kind.PY_TASK))
+    manager._all_groups = sorted(n for n, k in kinds.items() if k == Kind.GROUP)
+    manager._all_tags = sorted(n for n, k in kinds.items() if k == Kind.TAG)
 
 
 def patch(module) -> bool:
@@ -75,8 +102,6 @@ def patch(module) -> bool:
     cls = getattr(module, "TaskManager", None)
     if cls is None or getattr(cls.__init__, _PATCHED, False):
         return cls is not None
-    if _reads_entry_points(cls):
-        return False
     original = cls.__init__
     signature = inspect.signature(original)
     if "include_path" not in signature.parameters:
@@ -84,13 +109,23 @@ def patch(module) -> bool:
 
     @functools.wraps(original)
     def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        setattr(self, ADDED, [])
         try:
             bound = signature.bind(self, *args, **kwargs)
-        except TypeError:  # let lm-eval report its own argument error
-            return original(self, *args, **kwargs)
-        if bound.arguments.get("include_defaults", True):
-            bound.arguments["include_path"] = with_our_tasks(bound.arguments.get("include_path"))
-        return original(*bound.args, **bound.kwargs)
+        except TypeError:
+            return
+        if not bound.arguments.get("include_defaults", True):
+            return
+        try:
+            setattr(self, ADDED, add_missing(self))
+            if all(name in self.all_tasks for name in getattr(self, ADDED)):
+                return
+        except Exception:  # a manager laid out differently: build it again with our folder included
+            pass
+        bound.arguments["include_path"] = with_our_tasks(bound.arguments.get("include_path"))
+        original(*bound.args, **bound.kwargs)
+        setattr(self, ADDED, ["(rebuilt with our folder)"])
 
     setattr(__init__, _PATCHED, True)
     cls.__init__ = __init__

@@ -15,6 +15,7 @@ import pytest
 from fortifai_bench.corpora import get_corpus
 from fortifai_bench.corpora import imagination as im  # registers imagination-of-web
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.kr import sets
 from fortifai_bench.local_benchmarks import blimp_rows, gsm8k_rows, hellaswag_docs, read_hellaswag_txt
 from fortifai_bench.resources import tasks_dir
 
@@ -94,7 +95,7 @@ def test_blimp_rows_interleave_paradigms(small_data):
 
 def test_kr_questions_built_once_and_cached(small_data, monkeypatch, tmp_path):
     monkeypatch.setenv("FORTIFAI_CACHE", str(tmp_path / "cache"))
-    im._cached_questions.cache_clear()
+    sets.clear_cache()
     questions = im.imagination_questions(small_data)
     assert {q.split for q in questions} == set(range(6))
     assert {q.id.split("/")[2] for q in questions} == {"wikitext", "hellaswag", "gsm8k"}
@@ -105,8 +106,21 @@ def test_kr_questions_built_once_and_cached(small_data, monkeypatch, tmp_path):
         assert q.true != q.false and q.generator == "rules@1"
     [cached] = (tmp_path / "cache" / "kr").glob("imagination-of-web-main-rules-v1-s6-*.jsonl")
     mtime = cached.stat().st_mtime_ns
-    im._cached_questions.cache_clear()
+    sets.clear_cache()
     assert im.imagination_questions(small_data) == questions and cached.stat().st_mtime_ns == mtime
+
+
+def test_collapse_cut_of_imagination_builds_offline(small_data, monkeypatch, tmp_path):
+    """The set collapse_imagination needs (6 splits x 30 paragraphs) comes from the resolver, from local data."""
+    monkeypatch.setenv("FORTIFAI_CACHE", str(tmp_path / "cache"))
+    kr = sets.kr_set("imagination-of-web", "main", 6, paragraphs_per_split=5, data_dir=small_data)
+    assert kr.bounds == [(5 * k, 5 * (k + 1)) for k in range(6)]
+    assert {q.split for q in kr.questions} == set(range(6)) and max(q.paragraph for q in kr.questions) < 30
+    assert all(q.split == q.paragraph // 5 for q in kr.questions)
+    prov = kr.provenance
+    assert prov["source"] == "built" and prov["questions"] == len(kr.questions) == sum(prov["per_split"])
+    assert prov["generator"] == ["rules@1"] and "wikitext-2-raw-v1 (valid)" in prov["corpus_source"]
+    assert prov["quality"]["kept"] == len(kr.questions) and 0.0 <= prov["length_bias"]["chars"]["ties"] <= 1.0
 
 
 def test_collapse_task_configures_the_benchmarks():
@@ -138,7 +152,7 @@ def test_lm_eval_runs_local_benchmarks_and_kr_on_local_data(tiny_model_dir, smal
     from lm_eval.tasks import TaskManager
 
     monkeypatch.setenv("FORTIFAI_CACHE", str(tmp_path / "cache"))
-    im._cached_questions.cache_clear()
+    sets.clear_cache()
     manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"data_dir": str(small_data)})
     out = lm_eval.simple_evaluate(
         model="hf", model_args=f"pretrained={tiny_model_dir},dtype=float32", device="cpu", batch_size=8,
@@ -160,3 +174,5 @@ def test_lm_eval_runs_local_benchmarks_and_kr_on_local_data(tiny_model_dir, smal
     questions = [q for q in im.imagination_questions(small_data) if q.split == 0]
     assert kr[0]["doc"]["context"] == questions[0].context
     assert json.loads(json.dumps(out["configs"]["gsm8k_local"]["num_fewshot"])) == 5
+    prov = out["configs"]["kr_imagination_split0"]["metadata"]["kr_provenance"]
+    assert prov["corpus"] == "imagination-of-web" and prov["split"] == 0 and prov["data_dir"] == str(small_data)

@@ -1,4 +1,5 @@
-"""The kr_* lm-eval tasks: their datasets, the real `lm_eval` command on an installed wheel, registration."""
+"""The kr_* lm-eval tasks: their datasets, the real `lm_eval` command on installed wheels (regular and
+editable), registration, provenance, chance level, kr_file on files in both formats."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.kr import lm_eval_tasks
+from fortifai_bench.kr import lm_eval_tasks, sets
 from fortifai_bench.resources import tasks_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,21 +36,43 @@ def test_kr_facts_dataset_is_the_shipped_file_cut_by_split():
     assert sorted(seen) == sorted(q.id for q in shipped)
 
 
-def test_kr_wikitext_builds_once_and_reuses_its_cache(wikitext_dir, tmp_path, monkeypatch):
+def test_kr_wikitext_builds_once_and_reuses_its_cache(wikitext_dir, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("FORTIFAI_CACHE", str(tmp_path))
-    lm_eval_tasks._wikitext_cached.cache_clear()
-    ds = lm_eval_tasks.kr_dataset(kr_source="wikitext", kr_split=0, data_dir=str(wikitext_dir))["test"]
+    sets.clear_cache()
+    caplog.set_level("WARNING")
+    folder = tmp_path / "only-valid"  # a folder of its own: the fallback warning is once per folder and process
+    folder.mkdir()
+    for part in ("valid", "test"):
+        (folder / f"wiki.{part}.raw").symlink_to(wikitext_dir / f"wiki.{part}.raw")
+    docs = [lm_eval_tasks.kr_dataset(kr_source="wikitext", kr_split=k, data_dir=str(folder))["test"] for k in SPLITS]
     files = list((tmp_path / "kr").glob("wikitext-2-raw-v1-valid-rules-v1-s6-*.jsonl"))
-    assert len(files) == 1 and len(ds) > 100
+    assert len(files) == 1 and len(docs[0]) > 100
+    # no train file: the valid part, said once (not once per subtask) and recorded in the provenance
+    assert sum("holds no wiki.train.raw" in r.getMessage() for r in caplog.records) == 1
+    questions, prov = lm_eval_tasks.load_kr("wikitext", 0, data_dir=str(folder))
+    assert prov["part"] == "valid" and "no wiki.train.raw" in prov["part_note"] and prov["file"] == str(files[0])
+    assert prov["quality"]["kept"] == prov["questions"] == sum(len(d) for d in docs)
     mtime = files[0].stat().st_mtime_ns
-    lm_eval_tasks._wikitext_cached.cache_clear()  # a new process: reads the cache, does not rebuild
-    again = lm_eval_tasks.kr_dataset(kr_source="wikitext", kr_split=0, data_dir=str(wikitext_dir))["test"]
-    assert again["id"] == ds["id"] and files[0].stat().st_mtime_ns == mtime
+    sets.clear_cache()  # a new process: reads the cache, does not rebuild
+    again = lm_eval_tasks.kr_dataset(kr_source="wikitext", kr_split=0, data_dir=str(folder))["test"]
+    assert again["id"] == docs[0]["id"] and files[0].stat().st_mtime_ns == mtime
     # FORTIFAI_DATA_DIR does what --metadata data_dir does; an explicit part is honoured
     monkeypatch.setenv("FORTIFAI_DATA_DIR", str(wikitext_dir))
     test_part = lm_eval_tasks.wikitext_questions(part="test")
     assert {q.source for q in test_part} == {"wikitext-2-raw-v1:test"}
-    lm_eval_tasks._wikitext_cached.cache_clear()
+    sets.clear_cache()
+
+
+def test_wikitext_set_goes_through_the_cap_and_quality_filter(wikitext_dir, tmp_path, monkeypatch):
+    """The resolver builds with build_questions: at most max_per_paragraph questions a paragraph."""
+    monkeypatch.setenv("FORTIFAI_CACHE", str(tmp_path))
+    kr = sets.kr_set("wikitext-2-raw-v1", "valid", 6, data_dir=wikitext_dir, max_per_paragraph=1)
+    per_paragraph = {}
+    for q in kr.questions:
+        per_paragraph[q.paragraph] = per_paragraph.get(q.paragraph, 0) + 1
+    assert max(per_paragraph.values()) == 1
+    full = sets.kr_set("wikitext-2-raw-v1", "valid", 6, data_dir=wikitext_dir)
+    assert len(full.questions) > len(kr.questions) and full.provenance["file"] != kr.provenance["file"]
 
 
 def test_bad_sources_are_clear_errors(tmp_path):
@@ -66,10 +89,11 @@ def test_task_index_lists_groups_and_subtasks_via_tasks_path():
 
     from fortifai_bench.cli import main
 
-    tm = TaskManager(include_path=str(tasks_dir()))
-    for name in ("kr_facts", "kr_wikitext"):
+    tm = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
+    for name in ("kr_facts", "kr_wikitext", "kr_imagination"):
         assert name in tm.all_groups
         assert all(f"{name}_split{k}" in tm.all_subtasks for k in SPLITS)
+    assert "kr_file" in tm.all_subtasks
     assert main(["tasks-path"]) == 0  # what `--include_path "$(fortifai-bench tasks-path)"` passes
 
 
@@ -80,20 +104,29 @@ def _hook_probe(code: str, **env) -> str:
 
 
 @pytest.mark.slow
-def test_hook_adds_our_folder_lazily_once_and_steps_aside():
+def test_hook_adds_our_folder_lazily_and_steps_aside_by_what_the_index_holds(tmp_path):
+    import shutil
+
+    copy = tmp_path / "tasks"  # stands for lm-eval finding our tasks by itself (e.g. through the entry point)
+    shutil.copytree(tasks_dir(), copy, ignore=shutil.ignore_patterns("__pycache__"))
     out = _hook_probe(
         "import sys\n"
         "print('lm_eval.tasks' in sys.modules)\n"  # installing the hook imports nothing of lm-eval
         "from lm_eval.tasks import TaskManager\n"
-        f"print('kr_facts' in TaskManager().all_groups)\n"
-        f"print('kr_facts' in TaskManager(include_path={str(tasks_dir())!r}).all_groups)\n"
+        "tm = TaskManager()\n"
+        "print('kr_facts' in tm.all_groups, 'kr_facts_split0' in tm.all_subtasks, 'kr_file' in tm.all_tasks)\n"
+        "print(len(tm._fortifai_bench_added) > 20, 'hellaswag' in tm.all_tasks)\n"
+        f"tm = TaskManager(include_path={str(copy)!r})\n"
+        "print(tm._fortifai_bench_added, tm.task_index['kr_facts'].yaml_path.parent.parent)\n"
         "print('kr_facts' in TaskManager(include_defaults=False).all_groups)\n"
         "import fortifai_bench._lm_eval_hook as h\n"
         f"print(h.with_our_tasks(['/x']), h.with_our_tasks({str(tasks_dir())!r}))\n"
     )
     lines = out.splitlines()
-    assert lines[:4] == ["False", "True", "True", "False"]
-    assert lines[4] == f"{[str(tasks_dir()), '/x']} {tasks_dir()}"
+    assert lines[:3] == ["False", "True True True", "True True"]
+    assert lines[3] == f"[] {copy}"  # the index already held every kr_* task: nothing added, the copy's kept
+    assert lines[4] == "False"
+    assert lines[5] == f"{[str(tasks_dir()), '/x']} {tasks_dir()}"
     off = _hook_probe("from lm_eval.tasks import TaskManager\nprint('kr_facts' in TaskManager().all_groups)",
                       FORTIFAI_LM_EVAL_AUTOREGISTER="0")
     assert off == "False"

@@ -12,6 +12,7 @@ environment variable, then the Hugging Face Hub (`Salesforce/wikitext`). A data 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -24,6 +25,28 @@ PARTS = {"main": ("train", "train"), "train": ("train", "train"), "valid": ("val
          "validation": ("valid", "validation"), "test": ("test", "test")}
 # ` = Title = `, ` = = Section = = `, ` = = = Sub = = = ` (the line is stripped first)
 _HEADING = re.compile(r"^((?:=\s)+)(.*?)((?:\s=)+)$")
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()
+
+
+def default_part(data_dir=None) -> tuple[str, str | None]:
+    """The part to use when none is asked for, and why when it is not `main` (the training text).
+
+    `main`, as in the paper, except that a local folder holding no `wiki.train.raw` (such as a copy of
+    only the validation and test files) gives `valid`. The fallback is logged once per folder and
+    process; the returned note is for the caller to record (KR-set provenance).
+    """
+    data_dir = data_dir or os.environ.get("FORTIFAI_DATA_DIR") or None
+    if not data_dir:
+        return "main", None
+    root = Path(data_dir)
+    if any((folder / "wiki.train.raw").is_file() for folder in (root / NAME, root)):
+        return "main", None
+    note = f"{root} holds no wiki.train.raw: used the 'valid' part instead of the training text"
+    if str(root) not in _WARNED:
+        _WARNED.add(str(root))
+        log.warning("%s: %s (choose one with part=...)", NAME, note)
+    return "valid", note
 
 
 def parse_wikitext(lines, part: str):

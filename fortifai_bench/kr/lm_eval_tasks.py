@@ -1,26 +1,29 @@
-"""What lm-eval's `custom_dataset: !function ...` calls for the `kr_facts` and `kr_wikitext` tasks.
+"""The lm-eval side of the KR tasks (kr_facts, kr_wikitext, kr_imagination, kr_file): questions, metrics, provenance.
 
-lm-eval calls `custom_dataset(**metadata, **dataset_kwargs)`: `metadata` is the task YAML's metadata
-merged with `--metadata '{...}'` (and, through `simple_evaluate`, the model arguments), so unknown
-keys are ignored here. `dataset_kwargs` (set per subtask in the YAML) are `kr_source` and `kr_split`.
+Every KR subtask YAML says `class: !function utils.KRTask` (tasks/kr/_kr_base.yaml). lm-eval builds it with
+its config; `KRTask.download` asks for the questions with the task's metadata: the YAML's, merged with
+`--metadata '{...}'` and the model arguments (`pretrained=...`), so unknown keys are ignored here, plus the
+subtask's `dataset_kwargs` (`kr_source`, `kr_split`).
 
-- `kr_facts` reads the question file the project ships, `data/facts/kr.jsonl`.
-- `kr_wikitext` builds its questions on first use with the offline `rules` generator and caches them
-  under the user's cache directory (`fortifai_bench.resources.cache_dir()/kr/`). Where the text comes
-  from: `--metadata '{"data_dir": DIR}'`, else `FORTIFAI_DATA_DIR`, else the Hugging Face Hub (train
-  split). Which part: `--metadata '{"part": "valid"}'` picks one; without it the training text is used
-  (as in the paper), except that a local folder holding no `wiki.train.raw` (such as a copy of only
-  the validation and test files) falls back to its `valid` part, with a warning. The cached file's name
-  records the generator version, the part, the number of splits and a hash of the text, so a changed
-  corpus or generator never reuses stale questions.
+- `kr_facts`: the shipped set of the facts corpus; `kr_wikitext`, `kr_imagination`: rules-generated sets,
+  built once and cached. All three come from the one resolver, `fortifai_bench.kr.sets.kr_set`.
+  Metadata: `data_dir` (else `FORTIFAI_DATA_DIR`, else the Hugging Face Hub), `part`.
+- `kr_file`: any question file, in the package's JSONL or the authors' JSON list,
+  `--metadata '{"path": FILE}'`: one task, or a group of one subtask per split when the file has splits.
+
+Results carry, per subtask, `configs[<task>]["metadata"]["kr_provenance"]`: where the questions come from
+(file and sha256, or corpus, part, data folder and cache file), generator, number of questions, the set's
+length bias in characters and, when the model's tokenizer loads, in its tokens. Metrics per subtask (and
+size-weighted in the groups): `acc`, `acc_norm`, `acc_mutual_info` (calibrated: each choice's log-likelihood
+minus its log-likelihood without the context), `true_longer` (share of items whose true continuation has more
+characters) and `chance_shorter` (the accuracy of always picking the shorter continuation: where `acc` of a
+model that knows nothing tends to sit on a length-biased set).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import os
 from pathlib import Path
 
 from fortifai_bench.errors import FortifaiError
@@ -29,7 +32,10 @@ log = logging.getLogger(__name__)
 
 N_SPLITS = 6  # the collapse protocol's N+1 splits (stages: 6); subtasks kr_*_split0..5
 WIKITEXT = "wikitext-2-raw-v1"
-SOURCES = ("facts", "wikitext")
+IMAGINATION = "imagination-of-web"
+SOURCES = ("facts", "wikitext", "imagination", "file")
+CORPUS_OF = {"facts": "facts", "wikitext": WIKITEXT, "imagination": IMAGINATION}
+METRICS = ("acc", "acc_norm", "acc_mutual_info", "true_longer", "chance_shorter")
 
 
 def facts_questions_path() -> Path:
@@ -38,66 +44,78 @@ def facts_questions_path() -> Path:
     return data_dir() / "facts" / "kr.jsonl"
 
 
-@functools.lru_cache(maxsize=8)
-def _facts_questions() -> tuple:
-    from fortifai_bench.kr.schema import read_questions
-
-    path = facts_questions_path()
-    if not path.is_file():
-        raise FortifaiError(f"kr_facts: the shipped question file {path} is missing (reinstall fortifai-bench, "
-                            f"or rebuild it with `fortifai-bench kr build --corpus facts --generator facts`)")
-    return tuple(read_questions(path))
-
-
-def _wikitext_part(data_dir, part):
-    """The corpus part to use and the data folder (see the module docstring for the rule)."""
-    data_dir = data_dir or os.environ.get("FORTIFAI_DATA_DIR") or None
-    if part:
-        return part, data_dir
-    if data_dir:
-        root = Path(data_dir)
-        if not any((folder / "wiki.train.raw").is_file() for folder in (root / WIKITEXT, root)):
-            log.warning("kr_wikitext: %s holds no wiki.train.raw; using its 'valid' part "
-                        "(pass --metadata '{\"part\": ...}' to choose)", root)
-            return "valid", data_dir
-    return "main", data_dir
+def questions_for(source: str, *, data_dir=None, part=None) -> list:
+    """All questions of a named KR task source (facts, wikitext, imagination), splits as in its subtasks."""
+    return load_kr(source, data_dir=data_dir, part=part)[0]
 
 
 def wikitext_questions(data_dir=None, part=None, n_splits: int = N_SPLITS) -> list:
-    """The rules-generated KR questions of WikiText-2, built once and cached (atomic write)."""
-    return list(_wikitext_cached(*_wikitext_part(data_dir, part), n_splits))
+    """The rules-generated KR questions of WikiText-2 (kr_wikitext's set)."""
+    from fortifai_bench.kr.sets import kr_set
+
+    return kr_set(WIKITEXT, part, n_splits, data_dir=data_dir).questions
+
+
+def load_kr(kr_source: str = "facts", kr_split: int | None = None, data_dir=None, part=None, path=None,
+            tokenizer=None, **_metadata) -> tuple[list, dict]:
+    """(questions of one split, or all when kr_split is None; provenance) for a KR task source."""
+    if kr_source == "file":
+        questions, provenance = _file_questions(path)
+    elif kr_source in CORPUS_OF:
+        from fortifai_bench.kr.sets import kr_set
+
+        kr = kr_set(CORPUS_OF[kr_source], part or None, N_SPLITS, data_dir=data_dir)
+        questions, provenance = kr.questions, kr.provenance
+    else:
+        raise FortifaiError(f"unknown KR task source {kr_source!r}; known: {', '.join(SOURCES)}")
+    if tokenizer is not None:  # the whole set's bias in the model's tokens (each subtask reports its own in chars)
+        provenance = {**provenance, "length_bias": _token_bias(provenance["sha256"], tokenizer, tuple(questions))}
+    if kr_split is not None:
+        questions = [q for q in questions if q.split == int(kr_split)]
+        provenance = {**provenance, "split": int(kr_split), "split_questions": len(questions)}
+    if not questions:
+        raise FortifaiError(f"kr_{kr_source}: no questions in split {kr_split}")
+    return questions, provenance
+
+
+_TOKEN_BIAS: dict = {}
+
+
+def _token_bias(sha256: str, tokenizer, questions: tuple) -> dict:
+    """length_bias with tokens, once per (set, tokenizer) and process: six subtasks share one set."""
+    from fortifai_bench.kr.quality import length_bias
+
+    key = (sha256, getattr(tokenizer, "name_or_path", id(tokenizer)), len(questions))
+    if key not in _TOKEN_BIAS:
+        _TOKEN_BIAS[key] = length_bias(questions, tokenizer)
+    return _TOKEN_BIAS[key]
+
+
+def _file_questions(path) -> tuple[list, dict]:
+    if not path:
+        raise FortifaiError("kr_file needs the question file: --metadata '{\"path\": \"my_kr.jsonl\"}'")
+    path = Path(str(path)).expanduser()
+    if not path.is_file():
+        raise FortifaiError(f"kr_file: question file {path} not found")
+    questions, provenance = _read_file(str(path.resolve()), path.stat().st_mtime_ns)
+    return [q.__class__(**q.to_dict()) for q in questions], dict(provenance)
 
 
 @functools.lru_cache(maxsize=8)
-def _wikitext_cached(part: str, data_dir, n_splits: int) -> tuple:
-    from fortifai_bench.corpora import get_corpus
-    from fortifai_bench.kr import rules
-    from fortifai_bench.kr.schema import assign_splits, read_questions, write_questions
-    from fortifai_bench.resources import cache_dir
+def _read_file(path: str, _mtime_ns: int) -> tuple:
+    from fortifai_bench.kr.schema import read_questions
+    from fortifai_bench.kr.sets import file_provenance
 
-    corpus = get_corpus(WIKITEXT, data_dir=data_dir, part=part)
-    digest = hashlib.sha256()
-    for p in corpus.paragraphs:
-        digest.update(p.id.encode() + b"\0" + p.text.encode() + b"\0")
-    name = f"{WIKITEXT}-{corpus.part}-{rules.GENERATOR.replace('@', '-v')}-s{n_splits}-{digest.hexdigest()[:16]}.jsonl"
-    path = cache_dir() / "kr" / name
-    if path.is_file():
-        return tuple(read_questions(path))
-    log.info("kr_wikitext: building questions from %s with the rules generator into %s", corpus.source, path)
-    questions = assign_splits(rules.generate_rules(corpus), corpus.split_of(n_splits))
-    if not questions:
-        raise FortifaiError(f"kr_wikitext: the rules generator made no questions from {corpus.source}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_questions(path, questions)
-    return tuple(questions)
+    questions = read_questions(path)
+    return tuple(questions), file_provenance(path, questions)
 
 
-def questions_for(source: str, *, data_dir=None, part=None) -> list:
-    if source == "facts":
-        return list(_facts_questions())
-    if source == "wikitext":
-        return wikitext_questions(data_dir, part)
-    raise FortifaiError(f"unknown KR task source {source!r}; known: {', '.join(SOURCES)}")
+def kr_dataset(kr_source: str = "facts", kr_split: int | None = None, **metadata):
+    """{"test": Dataset} of one split's lm-eval documents (what KRTask.download loads)."""
+    import datasets
+
+    questions, _ = load_kr(kr_source, kr_split, **metadata)
+    return {"test": datasets.Dataset.from_list(to_docs(questions))}
 
 
 def to_docs(questions) -> list[dict]:
@@ -105,13 +123,102 @@ def to_docs(questions) -> list[dict]:
     return [{"id": q.id, "split": q.split, "context": q.context, "choices": [q.true, q.false]} for q in questions]
 
 
-def kr_dataset(kr_source: str = "facts", kr_split: int | None = None, data_dir=None, part=None, **_metadata):
-    """`custom_dataset` for the KR tasks: {"test": Dataset} of one split (or all when kr_split is None)."""
-    import datasets
+def process_results(doc, results) -> dict:
+    """Per-document metrics (see the module docstring). `results`: (log-likelihood, is_greedy) of the two
+    choices after the context, then of the two without it (lm-eval adds those for acc_mutual_info)."""
+    lls = [ll for ll, _ in results]
+    true, false = doc["choices"]
+    cond = lls[:2]
+    # `>=`: lm-eval's argmax gives ties to the first choice, the true one; the same numbers as its own acc.
+    out = {"acc": float(cond[0] >= cond[1]),
+           "acc_norm": float(cond[0] / max(1, len(true)) >= cond[1] / max(1, len(false))),
+           "true_longer": float(len(true) > len(false)),
+           "chance_shorter": 1.0 if len(true) < len(false) else 0.5 if len(true) == len(false) else 0.0}
+    if len(lls) == 4:
+        out["acc_mutual_info"] = float(cond[0] - lls[2] >= cond[1] - lls[3])
+    return out
 
-    questions = questions_for(kr_source, data_dir=data_dir, part=part)
-    if kr_split is not None:
-        questions = [q for q in questions if q.split == int(kr_split)]
-    if not questions:
-        raise FortifaiError(f"kr_{kr_source}: no questions in split {kr_split}")
-    return {"test": datasets.Dataset.from_list(to_docs(questions))}
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(name: str):
+    """The model's tokenizer for the token-level length bias, or None when it does not load (the bias in
+    characters is still recorded)."""
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as exc:  # a Hub name offline, a custom model: token counts are a bonus, not a need
+        log.info("KR provenance: no tokenizer from %s (%s); length bias in characters only", name, exc)
+        return None
+
+
+def _model_tokenizer(metadata: dict):
+    name = metadata.get("tokenizer") or metadata.get("pretrained")
+    return _tokenizer(name) if isinstance(name, str) and name else None
+
+
+def _task_classes():
+    """KRTask and KRFile, defined on first use so that importing this module does not import lm-eval."""
+    from lm_eval.api.task import ConfigurableTask
+
+    class KRTask(ConfigurableTask):
+        """One KR (sub)task: a two-way multiple choice whose documents and provenance come from `load_kr`."""
+
+        def __init__(self, config=None):
+            cfg = {k: v for k, v in (config or {}).items() if k != "class"}
+            cfg["process_results"] = process_results
+            super().__init__(config=cfg)
+
+        def download(self, dataset_kwargs=None, **kwargs) -> None:
+            import datasets
+
+            metadata = dict(self.config.metadata or {})
+            tokenizer = _model_tokenizer(metadata)
+            questions, provenance = load_kr(**{**metadata, **(dataset_kwargs or {}), "tokenizer": tokenizer})
+            self.dataset = {"test": datasets.Dataset.from_list(to_docs(questions))}
+            # The results JSON dumps every task's config: its metadata is where provenance travels.
+            self.config.metadata = {**metadata, "kr_provenance": provenance}
+
+    class KRFile:
+        """`kr_file`: lm-eval builds a `class:` task by calling the class with the task's config. A file with
+        no splits answers with one KRTask named kr_file; one with splits, with a group kr_file of subtasks
+        kr_file_split<k> whose size-weighted mean is KR-total."""
+
+        def __new__(cls, config=None):
+            return build_kr_file(KRTask, config or {})
+
+        def __init__(self, config=None):  # lm-eval passes `config` only to a class whose __init__ takes it
+            pass
+
+    return KRTask, KRFile
+
+
+def build_kr_file(task_class, config: dict):
+    from lm_eval.api.group import Group
+    from lm_eval.config.group import GroupConfig
+
+    metadata = dict(config.get("metadata") or {})
+    questions, _ = _file_questions(metadata.get("path"))
+    splits = sorted({q.split for q in questions})
+    base = {k: v for k, v in config.items() if k not in ("class", "task", "dataset_kwargs")}
+    if splits == [-1]:
+        return task_class(config={**base, "task": "kr_file", "dataset_kwargs": {"kr_source": "file"}})
+    group = Group.from_config(GroupConfig(
+        group="kr_file", task=[_split_task(k) for k in splits], metadata=metadata,
+        aggregate_metric_list=[{"metric": m, "aggregation": "mean", "weight_by_size": True} for m in METRICS]))
+    for k in splits:
+        group.add(task_class(config={**base, "task": _split_task(k),
+                                     "dataset_kwargs": {"kr_source": "file", "kr_split": k}}))
+    return group
+
+
+def _split_task(k: int) -> str:
+    return "kr_file_unassigned" if k == -1 else f"kr_file_split{k}"
+
+
+def __getattr__(name):
+    if name in ("KRTask", "KRFile"):
+        classes = dict(zip(("KRTask", "KRFile"), _task_classes()))
+        globals().update(classes)
+        return classes[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

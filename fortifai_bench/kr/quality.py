@@ -80,3 +80,86 @@ def filter_questions(questions, max_diff_words: int = MAX_DIFF_WORDS):
         kept.append(q)
     report.kept = len(kept)
     return kept, report
+
+
+# --------------------------------------------------------------------------------------- chance level
+#
+# A summed log-likelihood scorer prefers the continuation with fewer tokens, so on a set where the true
+# continuation is systematically longer (or shorter) than the false one, "chance" is not 0.5: a model that
+# knows nothing scores what a length-only guesser scores. Every KR set should state it.
+
+
+def _length_counts(pairs) -> dict:
+    """Shares of (true, false) length pairs where true is longer / shorter / as long, and the guessers."""
+    n = len(pairs)
+    longer = sum(1 for t, f in pairs if t > f)
+    shorter = sum(1 for t, f in pairs if t < f)
+    ties = n - longer - shorter
+    out = {"true_longer": longer / n, "true_shorter": shorter / n, "ties": ties / n,
+           # "pick the shorter continuation" is what an untrained summed-log-likelihood scorer leans to
+           "shorter_guess_acc": (shorter + ties / 2) / n,
+           "longer_guess_acc": (longer + ties / 2) / n}
+    out["length_only_acc"] = max(out["shorter_guess_acc"], out["longer_guess_acc"])
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def _token_count(tokenizer, text: str) -> int:
+    # The scorer reads context + " " + continuation; the continuation's tokens start with that space.
+    return len(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
+
+
+def length_bias(questions, tokenizer=None) -> dict:
+    """The chance level of a KR set, as a length-only guesser sees it.
+
+    Returns {"questions": n, "chars": {...}, "tokens": {...} or None}, each part holding
+    `true_longer`, `true_shorter`, `ties` (shares of the items), `shorter_guess_acc` (accuracy of
+    always picking the shorter continuation, ties split evenly: where an untrained model's `acc`
+    tends to sit), `longer_guess_acc`, and `length_only_acc` (the better of the two: the best score
+    reachable from length alone). `tokens` counts the continuation's tokens (with its leading space)
+    under `tokenizer` (a Hugging Face tokenizer), when one is given. A length-symmetric set gives
+    0.5 everywhere.
+    """
+    questions = list(questions)
+    if not questions:
+        raise ValueError("length_bias: no questions")
+    out = {"questions": len(questions),
+           "chars": _length_counts([(len(q.true), len(q.false)) for q in questions]), "tokens": None}
+    if tokenizer is not None:
+        out["tokens"] = _length_counts([(_token_count(tokenizer, q.true), _token_count(tokenizer, q.false))
+                                        for q in questions])
+    return out
+
+
+def format_length_bias(bias: dict) -> str:
+    lines = []
+    for unit in ("chars", "tokens"):
+        b = bias.get(unit)
+        if b:
+            lines.append(f"chance ({unit}): true longer {b['true_longer']:.1%}, shorter {b['true_shorter']:.1%}, "
+                         f"ties {b['ties']:.1%}; pick-the-shorter guesser {b['shorter_guess_acc']:.3f}, "
+                         f"best length-only guesser {b['length_only_acc']:.3f}")
+    return "\n".join(lines)
+
+
+def calibrated_kr(result, base) -> dict:
+    """KR of a model calibrated by a base model scored on the same questions (same order).
+
+    `result` and `base` carry per-question `logp_true` and `logp_false` (e.g. two
+    `fortifai_bench.kr.scoring.ScoreResult`s). The margin of a question is logp_true - logp_false.
+    Returns {"acc": share with margin > 0, "base_acc": the same for the base model,
+    "acc_over_base": share of questions where the model's margin exceeds the base model's (ties count
+    half), i.e. the accuracy after subtracting the base model's log-likelihood difference, "questions": n}.
+    What the base model already preferred (by length, by frequency of the words) cancels: a model no
+    better than its base scores about 0.5 on `acc_over_base` whatever the set's length bias; a model
+    that learnt the facts scores above 0.5, one that forgot what its base knew scores below.
+    """
+    m = [t - f for t, f in zip(result.logp_true, result.logp_false, strict=True)]
+    b = [t - f for t, f in zip(base.logp_true, base.logp_false, strict=True)]
+    if len(m) != len(b) or not m:
+        raise ValueError(f"calibrated_kr: {len(m)} scored questions against {len(b)} for the base model")
+    ids, base_ids = getattr(result, "ids", None), getattr(base, "ids", None)
+    if ids is not None and base_ids is not None and list(ids) != list(base_ids):
+        raise ValueError("calibrated_kr: the model and the base model were scored on different questions")
+    n = len(m)
+    return {"questions": n, "acc": sum(x > 0 for x in m) / n, "base_acc": sum(x > 0 for x in b) / n,
+            "acc_over_base": sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(m, b)) / n}
