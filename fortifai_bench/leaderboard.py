@@ -96,11 +96,8 @@ RESULTS_SCHEMA: dict[str, Any] = {
 
 
 def read_json_file(path: str | os.PathLike) -> Any:
-    """`io.read_json`, plus a one-line error for a binary file (io.read_json lets UnicodeDecodeError through)."""
-    try:
-        return read_json(path)
-    except UnicodeDecodeError as exc:
-        raise FortifaiError(f"{path}: invalid JSON: not UTF-8 text (byte {exc.start})") from exc
+    """`io.read_json` (a binary or non-UTF-8 file is a one-line error there too)."""
+    return read_json(path)
 
 
 def json_path(path) -> str:
@@ -204,7 +201,75 @@ def load_board(path: str | os.PathLike) -> dict:
     """Read and validate a board. JSON only: a board can carry data, never code."""
     board = read_json_file(path)
     validate_board(board, str(path))
+    check_board_consistency(board, str(path))
     return board
+
+
+def _close(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _stat_mismatch(stat: dict | None, n_seeds: int) -> str | None:
+    """Why a stored {mean, ci, per_seed} is not what its own per-seed values give, or None."""
+    if stat is None:
+        return None
+    if len(stat["per_seed"]) != n_seeds:
+        return f"{len(stat['per_seed'])} per-seed values for {n_seeds} seeds"
+    again = _stat(stat["per_seed"])
+    if not _close(stat.get("mean"), again["mean"]):
+        return f"mean {stat.get('mean')} but the per-seed values give {again['mean']}"
+    if "ci" in stat and not all(_close(x, y) for x, y in zip(stat["ci"], again["ci"])):
+        return f"ci {stat['ci']} but the per-seed values give {again['ci']}"
+    return None
+
+
+def _entry_mismatch(entry: dict, names: bool) -> str | None:
+    """What in one entry disagrees with the rest of it (its summaries; its name if `names`), or None."""
+    seeds = entry["seeds"]
+    name = entry_name(entry["task"]["name"], entry["loss"], entry["model"], seeds)
+    if names and entry["name"] != name:
+        return f"name {entry['name']!r} is not the name its task, loss, model and seeds give ({name!r})"
+    for field_name in ("auc", "final_score"):
+        why = _stat_mismatch(entry[field_name], len(seeds))
+        if why:
+            return f"field {field_name}: {why}"
+    for i, stage in enumerate(entry["stages"]):
+        for key in ("score", "kr_total", "kl"):
+            why = _stat_mismatch(stage.get(key), len(seeds))
+            if why:
+                return f"field stages[{i}].{key}: {why}"
+    ttf = entry["time_to_failure"]
+    again = time_to_failure_summary(ttf["per_seed"], len(entry["stages"]))
+    for key in ("mean", "rank_value", "reached", "not_reached"):
+        if key in ttf and key in again and not _close(ttf[key], again[key]):
+            return f"field time_to_failure.{key}: {ttf[key]} but the per-seed values give {again[key]}"
+    return None
+
+
+def check_board_consistency(board: dict, where: str = "leaderboard", names: bool = False) -> None:
+    """Refuse a board edited by hand so that it contradicts itself: a summary (mean, CI, rank value) that its
+    own per-seed values do not give, two entries with the same key, a protocol hash that is not the
+    protocol's, and (`names`, as `publish` checks before it adds to a board) an entry name that is not the
+    one its task, loss, model and seeds give, e.g. a loss spec edited to claim another loss's numbers.
+    (Per-seed numbers themselves can only be checked against the runs: `publish` builds entries from
+    results.json files, never from a board.)"""
+    if board["protocol_hash"] != protocol_hash(board["protocol"]):
+        raise FortifaiError(f"{where}: field protocol_hash is not the hash of the board's protocol "
+                            "(was the protocol edited by hand?)")
+    seen: dict[tuple, int] = {}
+    for i, entry in enumerate(board["entries"]):
+        label = f"{where}: entry {i} ({entry['name']!r})"
+        if entry["task"] != board["task"]:
+            raise FortifaiError(f"{label}: task {entry['task']} differs from the board's {board['task']}")
+        key = entry_key(entry)
+        if key in seen:
+            raise FortifaiError(f"{label}: the same task, loss, model and seeds as entry {seen[key]}")
+        seen[key] = i
+        why = _entry_mismatch(entry, names)
+        if why:
+            raise FortifaiError(f"{label}: {why} (was it edited by hand? publish it again from its runs)")
 
 
 # ----------------------------------------------------------------------------------------------- entries
@@ -415,6 +480,28 @@ def _check_compatible(board: dict, run: dict, where: Path) -> None:
         raise FortifaiError(f"{run['_path']}: config differs from the board's ({where}): " + "; ".join(diff))
 
 
+def check_kr_source(run: dict) -> None:
+    """Re-read the KR questions a run was scored on (`kr_source` in results.json) with the checks of
+    `read_questions`: a file of questions whose true and false continuations are the same scores 1.0
+    whatever the model remembers, so it must not reach a board. A run that names a source this machine
+    does not have cannot be checked, and is refused."""
+    source = run.get("kr_source")
+    if source is None:
+        return  # a toy run, or a collapse run without KR (eval.kr: null)
+    from fortifai_bench.kr.schema import read_questions
+
+    where = run["_path"]
+    if not isinstance(source, str) or not source:
+        raise FortifaiError(f"{where}: field kr_source must be the path of the KR question file, got {source!r}")
+    if not Path(source).is_file():
+        raise FortifaiError(f"{where}: its KR question file {source} is not on this machine; publish re-checks "
+                            "the questions a run was scored on (copy it there, or publish where the run was made)")
+    try:
+        read_questions(source)
+    except FortifaiError as exc:
+        raise FortifaiError(f"{where}: scored on KR questions that are refused: {exc}") from exc
+
+
 def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = None, *,
             root: str | os.PathLike = "leaderboards", replace: bool = False) -> PublishReport:
     """Merge runs into entries and add them to the board; validate, then write atomically (or not at all).
@@ -425,11 +512,15 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     if not run_paths:
         raise FortifaiError("publish: give at least one run directory")
     runs = [load_run(p) for p in run_paths]
+    for r in runs:
+        check_kr_source(r)
     task_names = {r["task"]["name"] for r in runs}
     if len(task_names) > 1:
         raise FortifaiError(f"publish: runs of several tasks ({', '.join(sorted(task_names))}); one board per task")
     path = check_board_path(to, root) if to is not None else board_path_for(runs[0]["task"]["name"], root)
     existing = load_board(path) if path.exists() else None
+    if existing is not None:
+        check_board_consistency(existing, str(path), names=True)
     board = json.loads(json.dumps(existing)) if existing else new_board(runs[0])
     for r in runs:
         _check_compatible(board, r, path)
@@ -481,6 +572,8 @@ def _render(args: argparse.Namespace) -> int:
     from fortifai_bench.leaderboard_render import render_html
 
     board = load_board(args.file)
+    if args.html.exists() and args.html.resolve() == Path(args.file).resolve():
+        raise FortifaiError(f"--html {args.html} is the board itself; give another file name")
     with atomic_write(args.html) as f:
         f.write(render_html(board))
     print(f"wrote {args.html}")
