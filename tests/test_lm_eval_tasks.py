@@ -159,23 +159,113 @@ def tiny_dir(tmp_path_factory) -> Path:
     return save_model(model, tokenizer, tmp_path_factory.mktemp("kr-model") / "tiny")
 
 
+def _lm_eval(env_dir: Path, tasks: str, model: Path, out: Path, metadata: dict, cwd: Path, limit: int | None = 8) -> dict:
+    """Run the real `lm_eval` command of `env_dir`'s interpreter; returns its results JSON."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cmd = [str(env_dir / "bin" / "python"), "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={model}",
+           "--tasks", tasks, "--metadata", json.dumps(metadata), "--batch_size", "16", "--device", "cpu",
+           "--output_path", str(out)] + (["--limit", str(limit)] if limit else [])
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(next(out.rglob("results_*.json")).read_text())
+
+
+def _authors_file(path: Path, n: int = 40) -> Path:
+    """A deliberately length-biased set in the authors' format: 3 of every 4 true continuations lengthened."""
+    from fortifai_bench.kr.schema import read_questions
+
+    rows = [{"context": q.context, "sentence_true": q.true if i % 4 == 0 else q.true[:-1] + " and so on.",
+             "sentence_false": q.false, "location": q.paragraph}
+            for i, q in enumerate(read_questions(REPO / "data" / "facts" / "kr.jsonl")[:n])]
+    path.write_text(json.dumps(rows, indent=1))
+    return path
+
+
 @pytest.mark.slow
 def test_lm_eval_command_runs_kr_tasks_from_a_plain_install(wheel_env, tiny_dir, wikitext_dir, tmp_path):
-    """`lm_eval --tasks kr_facts,...` with NO --include_path, from a wheel install, on a model saved to disk."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["FORTIFAI_CACHE"] = str(tmp_path / "cache")
-    cmd = [str(wheel_env / "bin" / "python"), "-m", "lm_eval", "--model", "hf",
-           "--model_args", f"pretrained={tiny_dir}", "--tasks", "kr_facts,kr_wikitext_split0",
-           "--metadata", json.dumps({"data_dir": str(wikitext_dir)}),
-           "--limit", "8", "--batch_size", "16", "--device", "cpu", "--output_path", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
-    res = results["results"]
-    for name in ["kr_facts", "kr_wikitext_split0"] + [f"kr_facts_split{k}" for k in SPLITS]:
-        assert 0.0 <= res[name]["acc,none"] <= 1.0 and "acc_norm,none" in res[name], name
-    assert results["versions"]["kr_facts_split0"] == 1.0
+    """`lm_eval --tasks kr_facts,...,kr_file` with NO --include_path, from a wheel install, on a model saved to disk."""
+    import hashlib
+
+    from fortifai_bench.kr.schema import read_questions, write_questions
+
+    mine = tmp_path / "mine.jsonl"  # a file of one's own, with splits: 6 questions of split 0, 6 of split 1
+    shipped = read_questions(REPO / "data" / "facts" / "kr.jsonl")
+    write_questions(mine, [q for q in shipped if q.split == 0][:6] + [q for q in shipped if q.split == 1][:6])
+    results = _lm_eval(wheel_env, "kr_facts,kr_wikitext_split0,kr_file", tiny_dir, tmp_path / "out",
+                       {"data_dir": str(wikitext_dir), "path": str(mine)}, cwd=tmp_path)
+    res, n, configs = results["results"], results["n-samples"], results["configs"]
+    for name in ["kr_facts", "kr_wikitext_split0", "kr_file"] + [f"kr_facts_split{k}" for k in SPLITS]:
+        for metric in lm_eval_tasks.METRICS:
+            assert 0.0 <= res[name][f"{metric},none"] <= 1.0, (name, metric)
+    assert results["versions"]["kr_facts_split0"] == 2.0
     # the group's acc is the size-weighted mean of its splits' (KR-total)
-    n = results["n-samples"]
     total = sum(res[f"kr_facts_split{k}"]["acc,none"] * n[f"kr_facts_split{k}"]["effective"] for k in SPLITS)
     assert res["kr_facts"]["acc,none"] == pytest.approx(total / sum(n[f"kr_facts_split{k}"]["effective"] for k in SPLITS))
+    # kr_file: a group of one subtask per split of the file, each on its own questions
+    assert set(results["group_subtasks"]["kr_file"]) == {"kr_file_split0", "kr_file_split1"}
+    assert n["kr_file_split0"]["original"] == n["kr_file_split1"]["original"] == 6
+    assert res["kr_file"]["acc,none"] == pytest.approx((res["kr_file_split0"]["acc,none"] + res["kr_file_split1"]["acc,none"]) / 2)
+    # provenance in every subtask's config: what was scored, from where
+    facts = configs["kr_facts_split0"]["metadata"]["kr_provenance"]
+    assert facts["source"] == "shipped" and facts["generator"] == ["facts@1"] and facts["questions"] == len(shipped)
+    assert facts["sha256"] == hashlib.sha256((REPO / "data" / "facts" / "kr.jsonl").read_bytes()).hexdigest()
+    assert str(wheel_env) in facts["file"]  # the installed copy of the shipped file
+    assert 0.0 <= facts["length_bias"]["tokens"]["true_longer"] <= 1.0  # in the model's tokens (its tokenizer)
+    wiki = configs["kr_wikitext_split0"]["metadata"]["kr_provenance"]
+    assert wiki["part"] == "valid" and "no wiki.train.raw" in wiki["part_note"] and wiki["data_dir"] == str(wikitext_dir)
+    assert wiki["source"] == "built" and wiki["generator"] == ["rules@1"] and wiki["split"] == 0
+    own = configs["kr_file_split1"]["metadata"]["kr_provenance"]
+    assert own["file"] == str(mine) and own["format"] == "jsonl" and own["questions"] == 12
+    assert own["sha256"] == hashlib.sha256(mine.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_kr_file_on_an_authors_file_states_its_chance_level(wheel_env, tiny_dir, tmp_path):
+    """The authors' JSON list (no splits): one task, KR-total, and a length bias the results make visible."""
+    from fortifai_bench.kr.quality import length_bias
+    from fortifai_bench.kr.schema import read_questions
+
+    path = _authors_file(tmp_path / "authors.json")
+    bias = length_bias(read_questions(path))["chars"]
+    assert bias["true_longer"] >= 0.75  # deliberately biased
+    results = _lm_eval(wheel_env, "kr_file", tiny_dir, tmp_path / "out", {"path": str(path)}, cwd=tmp_path, limit=None)
+    res = results["results"]["kr_file"]
+    assert "kr_file" not in results.get("group_subtasks", {}) or not results["group_subtasks"]["kr_file"]
+    assert results["n-samples"]["kr_file"]["effective"] == 40
+    assert res["true_longer,none"] == pytest.approx(bias["true_longer"], abs=1e-4)
+    assert res["chance_shorter,none"] == pytest.approx(bias["shorter_guess_acc"], abs=1e-4)
+    prov = results["configs"]["kr_file"]["metadata"]["kr_provenance"]
+    assert prov["format"] == "authors" and prov["generator"] == ["authors"] and prov["splits"] == [-1]
+    assert prov["length_bias"]["chars"] == bias and prov["length_bias"]["tokens"]["true_longer"] >= 0.5
+
+
+@pytest.fixture(scope="module")
+def editable_env(tmp_path_factory) -> tuple[Path, Path]:
+    """(venv, source copy): `pip install -e` of a copy of the working tree into a fresh venv."""
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("kr-editable")
+    src = tmp / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", "runs", ".pytest_cache", ".hypothesis"))
+    env_dir = tmp / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    py = env_dir / "bin" / "python"
+    site = Path(subprocess.check_output([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                        text=True).strip())
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch, lm-eval, setuptools, ...
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-build-isolation",
+                    "-q", "-e", str(src)], check=True, capture_output=True)
+    assert (site / "fortifai_bench-lm_eval.pth").is_file()
+    return env_dir, src
+
+
+@pytest.mark.slow
+def test_lm_eval_finds_kr_tasks_after_an_editable_install(editable_env, tiny_dir, tmp_path):
+    """`pip install -e .` then `lm_eval --tasks kr_facts_split0` with no flag: the tasks of the source tree."""
+    env_dir, src = editable_env
+    results = _lm_eval(env_dir, "kr_facts_split0", tiny_dir, tmp_path / "out", {}, cwd=tmp_path, limit=4)
+    assert 0.0 <= results["results"]["kr_facts_split0"]["acc,none"] <= 1.0
+    prov = results["configs"]["kr_facts_split0"]["metadata"]["kr_provenance"]
+    assert prov["file"] == str(src / "data" / "facts" / "kr.jsonl")  # read in place, from the editable source
+    assert results["configs"]["kr_facts_split0"]["metadata"]["config_source"].startswith(str(src / "tasks" / "kr"))

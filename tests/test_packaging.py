@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -80,3 +81,26 @@ def test_every_subpackage_is_in_the_wheel(installed, tmp_path):
 def test_console_script_lists_commands(installed, tmp_path):
     out = subprocess.check_output([installed / "bin" / "fortifai-bench", "--help"], text=True, cwd=tmp_path)
     assert "tasks-path" in out
+
+
+@pytest.mark.slow
+def test_lm_eval_index_holds_kr_tasks_and_no_collapse_task(installed, tmp_path):
+    """After a plain install lm-eval's TaskManager resolves every kr_* task (the .pth hook, no flag) and lists
+    no collapse_* task: the collapse task YAMLs are not lm-eval tasks and live outside the indexed folder."""
+    code = (
+        "import json\n"
+        "from lm_eval.tasks import TaskManager\n"
+        "from fortifai_bench.resources import tasks_dir\n"
+        "from lm_eval.tasks._index import TaskIndex\n"
+        "tm = TaskManager()\n"
+        "ours = sorted(TaskIndex.build([tasks_dir()]))\n"
+        "print(json.dumps({'all': tm.all_tasks, 'ours': ours, "
+        "'paths': {n: str(tm.task_index[n].yaml_path) for n in ours if n in tm.task_index}}))\n"
+    )
+    out = json.loads(_run(installed, code, tmp_path).splitlines()[-1])
+    assert not [name for name in out["all"] if name.startswith("collapse")]
+    kr = [n for n in out["ours"] if n.startswith("kr_")]
+    expected = {f"kr_{s}" for s in ("facts", "wikitext", "imagination")} | {"kr_file"} | {
+        f"kr_{s}_split{k}" for s in ("facts", "wikitext", "imagination") for k in range(6)}
+    assert expected <= set(kr) and set(kr) <= set(out["all"])
+    assert all(str(installed) in out["paths"][n] for n in kr)  # from the installed wheel, not the checkout
