@@ -6,68 +6,107 @@ import argparse
 import importlib
 from pathlib import Path
 
+from fortifai_bench import cli_args
 from fortifai_bench.toys import common
 
 TOYS = {
-    # name: (module, config class, default methods, help, what truncated:X means)
-    "gaussian": ("fortifai_bench.toys.gaussian", "GaussianConfig", "mle,truncated:auto,truncated:0.3",
-                 "1-D Gaussian self-consuming loop (Sec. 2.3, Fig. 2; Appendix C)",
-                 "truncated:A fits only the tails |x - mean| >= A sd; truncated:auto picks lambda*eta(A) = 1; "
-                 "truncated:gamma=G drops the central mass G"),
+    # name: (module, config class, default methods, help, what the methods mean)
+    "gaussian": ("fortifai_bench.toys.gaussian", "GaussianConfig", "mle,tce:0.85,tce:0.8",
+                 "1-D Gaussian self-consuming loop (Sec. 2.3, Fig. 2; Appendix C, Fig. C4)",
+                 "tce:G drops the samples TCE with threshold G masks (see --confidence); truncated:A fits only "
+                 "the tails |x - mean| >= A sd; truncated:auto picks the A with lambda*eta(A) = 1"),
     "gmm": ("fortifai_bench.toys.gmm", "GMMConfig", "mle,truncated:80,truncated:90",
             "Gaussian mixture, Algorithm 2 (Sec. 4.7, Fig. 8)",
-            "truncated:P keeps the samples at or below the P-th percentile of log-likelihood"),
+            "truncated:P keeps the samples at or below the P-th percentile of log-likelihood (Algorithm 2)"),
     "vae": ("fortifai_bench.toys.vae", "VAEConfig", "mle,truncated:0.9",
-            "conditional VAE on scikit-learn's 8x8 digits (Sec. 4.8, Fig. 9)",
+            "conditional VAE on scikit-learn's 8x8 digits (a CPU-sized analogue of Sec. 4.8, Fig. 9)",
             "mle is the ELBO; truncated:G masks reconstruction terms whose likelihood exceeds G"),
 }
+
+
+# Defaults named in --help. The config dataclasses are the source; these copies keep `fortifai-bench --help`
+# from importing numpy/scipy, and tests/test_toys.py checks that they agree with the dataclasses.
+HELP_DEFAULTS = {
+    "gaussian": {"generations": 100, "samples": 10_000, "sampling_bias": 0.9, "sampler": "scale-sd",
+                 "confidence": "tail", "estimator": "perfect", "noise": 0.1},
+    "gmm": {"generations": 50, "samples": 1000, "variant": "algorithm2", "kl_samples": 20_000},
+    "vae": {"generations": 10, "samples": 1200, "epochs": 30, "sampling": "mode"},
+}
+CHOICES = {"sampler": ("scale-sd", "scale-variance", "nucleus"), "confidence": ("tail", "density", "mass"),
+           "estimator": ("perfect", "noisy", "exact"), "variant": ("algorithm2", "biased"),
+           "sampling": ("mode", "bernoulli")}
+
+
+def _default(name: str, field: str):
+    return HELP_DEFAULTS[name][field]
 
 
 def register(subparsers) -> None:
     toy = subparsers.add_parser("toy", help="collapse beyond language models: gaussian | gmm | vae")
     sub = toy.add_subparsers(dest="toy", metavar="<toy>", required=True)
-    for name, (_, _, methods, help_, truncated_help) in TOYS.items():
+    for name, (_, _, methods, help_, methods_help) in TOYS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         seeds = p.add_mutually_exclusive_group()
         seeds.add_argument("--seed", type=int, default=None, help="one seed (default 0)")
-        seeds.add_argument("--seeds", default=None, help="several seeds: 0,1,2 or 0-4")
-        p.add_argument("--out", type=Path, default=None, help="run folder (default runs/toy_<name>-<timestamp>)")
+        cli_args.add_seeds(seeds, default_text="0")
+        p.add_argument("--out", type=Path, default=None, help=f"run folder (default runs/toy_{name}-<timestamp>)")
         p.add_argument("--methods", default=methods,
-                       help=f"comma-separated methods (default {methods}); {truncated_help}")
-        p.add_argument("--generations", type=int, default=None, help="recursive generations")
-        p.add_argument("--samples", type=int, default=None, help="samples drawn per generation")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        if name in ("gaussian", "gmm"):
-            p.add_argument("--sampling-bias", type=float, default=None,
-                           help="lambda: the generator samples with its variance scaled by lambda (default 0.9)")
-        if name == "gaussian":
-            p.add_argument("--estimator", choices=["noisy", "perfect"], default=None,
-                           help="noisy: fit N samples (default); perfect: exact recurrence (Appendix C)")
-        if name == "gmm":
-            p.add_argument("--kl-samples", type=int, default=None, help="Monte Carlo samples for the KL (default 20000)")
-        if name == "vae":
-            p.add_argument("--epochs", type=int, default=None, help="training epochs per generation (default 30)")
-            p.add_argument("--sampling", choices=["mode", "bernoulli"], default=None,
-                           help="pixels of generated digits: most likely value (default) or Bernoulli draws")
-            p.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
-                           help="clipped ELBO without rescaling the kept reconstruction terms")
+                       help=f"comma-separated methods (default {methods}); {methods_help}")
+        p.add_argument("--generations", type=int, default=None,
+                       help=f"recursive generations (default {_default(name, 'generations')})")
+        p.add_argument("--samples", type=int, default=None,
+                       help=f"samples drawn per generation (default {_default(name, 'samples')})")
+        cli_args.add_quiet(p)
+        _add_toy_options(name, p)
         p.set_defaults(func=_run, toy=name)
+
+
+def _add_toy_options(name: str, p: argparse.ArgumentParser) -> None:
+    if name == "gaussian":
+        p.add_argument("--sampling-bias", type=float, default=None,
+                       help="gamma_s: how much the generator favours its confident region "
+                            f"(default {_default(name, 'sampling_bias')})")
+        p.add_argument("--sampler", choices=CHOICES["sampler"], default=None,
+                       help="reading of gamma_s: scale-sd draws N(mu, (gamma_s sigma)^2) (default, Fig. 2), "
+                            "scale-variance N(mu, gamma_s sigma^2), nucleus the central mass gamma_s")
+        p.add_argument("--confidence", choices=CHOICES["confidence"], default=None,
+                       help="reading of TCE's G in tce:G: tail drops the central mass 1-G (default, Fig. 2), "
+                            "density drops exp(-z^2/2) > G, mass drops the central mass G")
+        p.add_argument("--estimator", choices=CHOICES["estimator"], default=None,
+                       help="Appendix C: perfect = sample MLE (default); noisy = MLE with mean and sd times "
+                            "N(1, noise^2); exact = the population recurrence")
+        p.add_argument("--noise", type=float, default=None, help=f"relative noise of --estimator noisy (default {_default(name, 'noise')})")
+    if name == "gmm":
+        p.add_argument("--variant", choices=CHOICES["variant"], default=None,
+                       help="algorithm2: Algorithm 2 as written, no sampling bias (default; does not show "
+                            "Fig. 8); biased: the sampler scales covariances by --sampling-bias (shows Fig. 8)")
+        p.add_argument("--sampling-bias", type=float, default=None,
+                       help="lambda of --variant biased (default 0.9)")
+        p.add_argument("--kl-samples", type=int, default=None, help=f"Monte Carlo samples for the KL (default {_default(name, 'kl_samples')})")
+    if name == "vae":
+        p.add_argument("--epochs", type=int, default=None, help=f"training epochs per generation (default {_default(name, 'epochs')})")
+        p.add_argument("--sampling", choices=CHOICES["sampling"], default=None,
+                       help="pixels of generated digits: most likely value (default) or Bernoulli draws")
+        p.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
+                       help="clipped ELBO without rescaling the kept reconstruction terms (default: rescaled)")
+
+
+_FIELDS = ("generations", "samples", "sampling_bias", "sampler", "confidence", "estimator", "noise", "variant",
+           "kl_samples", "epochs", "sampling", "normalize")
 
 
 def _run(args: argparse.Namespace) -> int:
     module_name, config_name, *_ = TOYS[args.toy]
     module = importlib.import_module(module_name)
-    fields = {"generations": args.generations, "samples": args.samples,
-              "sampling_bias": getattr(args, "sampling_bias", None), "estimator": getattr(args, "estimator", None),
-              "kl_samples": getattr(args, "kl_samples", None), "epochs": getattr(args, "epochs", None),
-              "sampling": getattr(args, "sampling", None), "normalize": getattr(args, "normalize", None)}
+    fields = {f: getattr(args, f, None) for f in _FIELDS}
     config = getattr(module, config_name)(**{k: v for k, v in fields.items() if v is not None})
     methods = common.split_methods(args.methods)
     for m in methods:  # fail on a bad spec before any run starts
         module.parse_method(m, config)
     seeds = common.parse_seeds(args.seed, args.seeds)
     out = args.out or common.default_out(module.TASK)
-    summary = common.run_grid(module.TASK, module.run, config, methods, seeds, out,
-                              progress=not args.no_progress, extra_plot=getattr(module, "plot_comparison", None))
+    summary = common.run_grid(module.TASK, module.run, config, methods, seeds, out, progress=not args.quiet,
+                              extra_plot=getattr(module, "plot_comparison", None),
+                              score_plot=getattr(module, "plot_scores", None))
     common.print_summary(summary, out)
     return 0

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from fortifai_bench import __version__
+from fortifai_bench import __version__, cli_args
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write, write_json
 from fortifai_bench.metrics import area_under_curve, mean_ci, time_to_failure
@@ -27,23 +27,8 @@ RESULTS_FORMAT = "fortifai-bench/results@1"
 
 # ---------------------------------------------------------------- argument parsing
 def parse_seeds(seed: int | None, seeds: str | None) -> list[int]:
-    """`--seed 3` or `--seeds 0,1,2` (or a range `0-4`); default seed 0."""
-    if seeds is None:
-        return [0 if seed is None else int(seed)]
-    out: list[int] = []
-    for part in seeds.split(","):
-        part = part.strip()
-        try:
-            if re.fullmatch(r"\d+-\d+", part):
-                lo, hi = map(int, part.split("-"))
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise FortifaiError(f"--seeds: '{part}' is not an integer or a range like 0-4") from None
-    if not out or len(set(out)) != len(out):
-        raise FortifaiError(f"--seeds: '{seeds}' must list distinct seeds")
-    return out
+    """`--seed 3` or `--seeds 0,1,2` / `0-4` (the package-wide syntax of `cli_args.parse_seeds`); default seed 0."""
+    return cli_args.parse_seeds(seeds, default=0 if seed is None else int(seed))
 
 
 def split_methods(text: str) -> list[str]:
@@ -121,6 +106,9 @@ def build_results(*, task: str, loss: dict, model: str, seed: int, config: dict,
 
 
 # ---------------------------------------------------------------- plots
+PNG_DPI = 200
+
+
 def pyplot():
     """matplotlib's pyplot on the Agg backend (no display on the machines that run this)."""
     import matplotlib
@@ -128,40 +116,98 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # SVG text stays text (editable in a paper's figure, searchable), not glyph outlines.
+    plt.rcParams["svg.fonttype"] = "none"
     return plt
 
 
-def save_figure(fig, path: str | os.PathLike) -> None:
+def save_figure(fig, path: str | os.PathLike):
+    """`path` as a 200-dpi PNG and, beside it, the same figure as SVG (each written atomically).
+    Returns the figure (closed: its artists stay inspectable, as the tests do)."""
+    path = Path(path)
     with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(f, format="png", dpi=PNG_DPI, bbox_inches="tight")
+    with atomic_write(path.with_suffix(".svg"), "wb") as f:
+        fig.savefig(f, format="svg", bbox_inches="tight")
     pyplot().close(fig)
+    return fig
 
 
-def plot_scores(runs: list[dict], path: Path, title: str) -> None:
-    """Score per generation for every (method, seed) run, with the failure line."""
+def group_by_spec(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs grouped by method spec, in first-seen order."""
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(r["loss"]["spec"], []).append(r)
+    return groups
+
+
+def mean_band(values, *, log: bool = False, level: float = 0.95):
+    """Per column of `values` (seeds x stages): mean and the t-interval over seeds (no band for one seed).
+    With `log`, both are taken on log10 and mapped back (a geometric mean), for quantities on a log axis."""
+    import numpy as np
+    from scipy import stats
+
+    y = np.asarray(values, dtype=float)
+    if log:
+        y = np.log10(np.clip(y, 1e-300, None))
+    m = y.mean(axis=0)
+    n = y.shape[0]
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * y.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else 0 * m
+    lo, hi = m - half, m + half
+    return (10 ** m, 10 ** lo, 10 ** hi) if log else (m, lo, hi)
+
+
+def plot_band(ax, x, values, *, color: str, label: str, log: bool = False, marker: str | None = None) -> None:
+    """Every seed as a faint line, the mean over seeds as a solid one (labelled) and its 95% band shaded."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    if values.shape[0] > 1:
+        for row in values:
+            ax.plot(x, row, color=color, alpha=0.25, lw=0.7)
+    m, lo, hi = mean_band(values, log=log)
+    ax.plot(x, m, color=color, lw=1.8, label=label, marker=marker, ms=4)
+    if values.shape[0] > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+def seeds_legend_note(ax, n_seeds: int) -> None:
+    """Legend entries for the faint per-seed lines and the band (proxy artists: they draw nothing)."""
+    if n_seeds > 1:
+        ax.plot([], [], color="0.5", alpha=0.35, lw=0.7, label=f"single seeds ({n_seeds})")
+        ax.fill_between([], [], color="0.5", alpha=0.2, lw=0, label="95% CI of the mean")
+
+
+def plot_scores(runs: list[dict], path: Path, title: str, *, ylabel: str | None = None):
+    """Score per generation: mean over seeds with a 95% band per method, the failure threshold, and each
+    method's mean time to failure (over the seeds that failed) marked on the threshold."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    colors: dict[str, str] = {}
-    for r in runs:
-        spec = r["loss"]["spec"]
-        label = None if spec in colors else spec  # one legend entry per method, however many seeds
-        color = colors.setdefault(spec, f"C{len(colors)}")
-        ax.plot([s["stage"] for s in r["stages"]], [s["score"] for s in r["stages"]],
-                color=color, alpha=0.85, lw=1.4, label=label)
-    ax.axhline(runs[0]["failure_threshold"], color="k", ls="--", lw=1, label="failure threshold")
-    ax.set_xlabel("generation")
-    ax.set_ylabel(runs[0]["score_name"])
+    groups = group_by_spec(runs)
+    threshold = runs[0]["failure_threshold"]
+    for i, (spec, group) in enumerate(groups.items()):
+        x = [s["stage"] for s in group[0]["stages"]]
+        plot_band(ax, x, [[s["score"] for s in r["stages"]] for r in group], color=f"C{i}", label=spec)
+        ttf = [r["time_to_failure"] for r in group if r["time_to_failure"] is not None]
+        if ttf:
+            ax.plot([sum(ttf) / len(ttf)], [threshold], marker="v", ms=8, color=f"C{i}", ls="none",
+                    label=f"{spec}: time to failure {sum(ttf) / len(ttf):.1f} ({len(ttf)}/{len(group)} seeds)")
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"failure threshold ({threshold:g})")
+    seeds_legend_note(ax, max(len(g) for g in groups.values()))
+    ax.set_xlabel("generation $t$")
+    ax.set_ylabel(ylabel or runs[0]["score_name"])
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- driver shared by the three CLIs
 def run_grid(task: str, run_one: Callable[..., dict], config, methods: Sequence[str], seeds: Sequence[int],
-             out: Path, *, progress: bool = True, extra_plot: Callable[[list[dict], Path], None] | None = None) -> dict:
-    """Run every (method, seed), write each `results.json`, `summary.json`, `scores.png` and the toy's own
-    comparison plot (`extra_plot(runs, out)`)."""
+             out: Path, *, progress: bool = True, extra_plot: Callable[[list[dict], Path], object] | None = None,
+             score_plot: Callable[[list[dict], Path], object] | None = None) -> dict:
+    """Run every (method, seed), write each `results.json`, `summary.json`, `scores.png` (the toy's own
+    `score_plot(runs, path)` where it has one) and the toy's comparison plot (`extra_plot(runs, out)`)."""
     out = Path(out)
     runs = []
     for method in methods:
@@ -177,7 +223,10 @@ def run_grid(task: str, run_one: Callable[..., dict], config, methods: Sequence[
             "failed": sum(t is not None for t in ttf), "final_score": mean_ci([r["final_score"] for r in group]),
             "score_name": group[0]["score_name"], "failure_threshold": group[0]["failure_threshold"]})
     write_json(out / "summary.json", summary)
-    plot_scores(runs, out / "scores.png", f"{task}: {runs[0]['score_name']} per generation")
+    if score_plot is not None:
+        score_plot(runs, out / "scores.png")
+    else:
+        plot_scores(runs, out / "scores.png", f"{task}: {runs[0]['score_name']} per generation")
     if extra_plot is not None:
         extra_plot(runs, out)
     return summary

@@ -1,37 +1,57 @@
-"""The 1-D Gaussian self-consuming loop (Sec. 2.3, Fig. 2; Appendix C).
+"""The 1-D Gaussian self-consuming loop (Sec. 2.3, Fig. 2; Appendix C, Fig. C4).
 
-The model is N(mu_t, sigma_t^2). Each generation samples N points from it with a *sampling bias*
-lambda: the generator under-represents its own variance, drawing from N(mu_t, lambda * sigma_t^2)
-(lambda = 0.9 in Fig. 2; a stand-in for decoding that favours confident outputs). The next model
-is fitted to those samples either by plain maximum likelihood (spec `mle`) or by the truncated rule
-(spec `truncated:<a>`), which drops the confident samples and fits mean and variance to the tails.
+The model is N(mu_t, sigma_t^2). Each generation draws N samples from it with a *sampling bias*
+gamma_s (`sampling_bias`): the generator favours its confident region. Three readings of "sampling
+bias gamma_s" (`sampler`):
+
+* ``scale-sd`` (default): draw from N(mu_t, (gamma_s sigma_t)^2): the variance factor lambda = gamma_s^2;
+* ``scale-variance``: draw from N(mu_t, gamma_s sigma_t^2): lambda = gamma_s (this package's reading
+  before issue 15);
+* ``nucleus``: draw only from the central region of mass gamma_s (top-p sampling with p = gamma_s):
+  lambda = 1 - 2 b phi(b) / gamma_s with b = Phi^-1((1 + gamma_s) / 2).
+
+The next model is fitted to those samples by maximum likelihood on all of them (spec `mle`) or, for
+the truncated specs, only on the tails |x - m| >= a s (m, s: mean and standard deviation of the
+samples being fitted): the confident samples are dropped, as TCE masks confident tokens.
 
 Which truncation eta(a) describes
 ---------------------------------
-Training only on the tails ``|x - mu| >= a * s`` (s the standard deviation of the samples being
-fitted) of X ~ N(mu, s^2). With Z = (X - mu)/s and ``z^2 phi(z) = phi(z) - (z phi(z))'``:
+With Z = (X - mu)/s ~ N(0, 1) and ``z^2 phi(z) = phi(z) - (z phi(z))'``:
 
     int_a^inf z^2 phi(z) dz = a phi(a) + (1 - Phi(a)),   so   E[Z^2 | |Z| >= a] = 1 + a phi(a) / (1 - Phi(a)).
 
 By symmetry the kept samples still have mean mu, so the fitted variance is eta(a) * s^2 with
 ``eta(a) = 1 + a phi(a)/(1 - Phi(a))`` (eta(0) = 1: no truncation). One generation therefore maps
-E[sigma^2_{t+1}] = lambda * eta(a) * E[sigma^2_t] (plain MLE: eta = 1, up to its (N-1)/N bias).
+E[sigma^2_{t+1}] = lambda * eta(a) * E[sigma^2_t] (plain MLE: eta = 1, up to its (N-1)/N bias). For the
+nucleus sampler the kept samples lie in a band a s <= |x - mu| < b sigma and the factor is the band's
+second moment, 1 + (a' phi(a') - b phi(b)) / (Phi(b) - Phi(a')) with a' = a s / sigma (`generation_factor`).
 
-Confidence threshold gamma -> a
--------------------------------
-A sample is *confident* when it lies in the model's highest-density region of probability mass
-gamma; for a Gaussian that region is the central interval |x - mu| < a s with 2 Phi(a) - 1 = gamma, so
+TCE's gamma -> a (`tce:G`, `confidence`)
+---------------------------------------
+TCE masks a token when the model's probability of it exceeds gamma; lowering gamma masks more. A
+Gaussian sample has no probability, so "confidence" needs a reading (`confidence`):
 
-    a = Phi^{-1}((1 + gamma) / 2)          (the kept tails carry mass 1 - gamma),
+* ``tail`` (default): the two-sided tail probability P(|Z| >= |z|) (1 at the mode, like the top
+  token). Masking it above gamma drops the central mass 1 - gamma: ``a = Phi^-1(1 - gamma/2)``, and
+  eta(a) = 1 + 2 a phi(a) / gamma;
+* ``density``: the density relative to the mode, exp(-z^2/2): ``a = sqrt(-2 ln gamma)``;
+* ``mass``: a sample is confident when it lies inside the central region of mass gamma:
+  ``a = Phi^-1((1 + gamma)/2)``, the package's reading before issue 15. Lowering gamma here masks
+  *less*, the opposite of TCE's direction.
 
-equivalently: drop a sample when its density exceeds the density threshold tau = phi(a)/s.
-Consistency with eta: eta(a(gamma)) = 1 + 2 a phi(a) / (1 - gamma). For lambda = 0.9 the balance
-lambda * eta(a) = 1 needs a = 0.1263 (gamma = 0.1005: drop the 10% most confident samples); a density
-threshold set too low (a too large, e.g. a = 1, gamma = 0.683, lambda * eta = 2.27) makes the variance
-diverge, and plain MLE (gamma = 0) shrinks it by lambda per generation.
+Which reading reproduces Fig. 2 (baseline collapses, gamma = 0.85 delays the collapse, gamma = 0.80
+misbehaves) is worked out in `fortifai_bench/toys/__init__.py`, with the numbers; the default
+(``scale-sd`` + ``tail``) is one that does: lambda * eta = 0.81 / 0.951 / 1.008.
 
-Appendix C's estimators: `noisy` (default) fits N samples; `perfect` uses the population moments of
-the sampled, truncated distribution, i.e. follows the recurrence exactly with no sampling error.
+Appendix C's estimators (`estimator`)
+-------------------------------------
+* ``perfect`` (default): the sample maximum-likelihood estimate (mean, and variance with 1/N);
+* ``noisy``: the same estimate plus noise proportional to it: mean and standard deviation are each
+  multiplied by an independent draw of N(1, noise^2), noise = 0.1, as the authors' notebook does
+  (`src/gaussian_test.ipynb`, cell 2: ``noisy_estimator = np.random.normal(1, 0.1)`` times
+  ``np.mean`` and ``np.std``). Fig. C4: over 1,000 generations of N = 10,000 samples the noisy estimator
+  collapses, the perfect one drifts much less (BENCHMARKS.md has it measured);
+* ``exact``: no sampling at all, the population recurrence sigma^2_{t+1} = lambda eta sigma^2_t.
 """
 
 from __future__ import annotations
@@ -41,7 +61,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 from tqdm.auto import tqdm
 
 from fortifai_bench.errors import FortifaiError
@@ -51,6 +71,10 @@ from fortifai_bench.toys import common
 TASK = "toy_gaussian"
 SCORE_NAME = "variance_retention"  # min(r, 1/r), r = sigma_t^2 / sigma_0^2: 1 = kept, falls on collapse and on divergence
 
+SAMPLERS = ("scale-sd", "scale-variance", "nucleus")
+CONFIDENCES = ("tail", "density", "mass")
+ESTIMATORS = ("perfect", "noisy", "exact")
+
 
 def eta(a):
     """Variance amplification of fitting only the tails |z| >= a of a standard normal (vectorised)."""
@@ -59,28 +83,41 @@ def eta(a):
     return 1.0 + a * stats.norm.pdf(a) / stats.norm.sf(a)
 
 
-def a_from_gamma(gamma: float) -> float:
-    """Half-width (in standard deviations) of the central region of mass gamma: the confident samples."""
-    return float(stats.norm.ppf((1.0 + gamma) / 2.0))
+def band_second_moment(a: float, b: float) -> float:
+    """E[Z^2 | a <= |Z| < b] for Z ~ N(0, 1) (b may be inf)."""
+    bphi = 0.0 if math.isinf(b) else b * stats.norm.pdf(b)
+    mass = stats.norm.cdf(b) - stats.norm.cdf(a)
+    return float(1.0 + (a * stats.norm.pdf(a) - bphi) / mass)
 
 
-def gamma_from_a(a: float) -> float:
+def a_from_gamma(gamma: float, confidence: str = "tail") -> float:
+    """The half-width a (in standard deviations) below which TCE with threshold gamma drops a sample."""
+    if confidence == "tail":      # drop where P(|Z| >= |z|) > gamma: the central mass 1 - gamma
+        return float(stats.norm.isf(gamma / 2.0))
+    if confidence == "density":   # drop where exp(-z^2 / 2) > gamma
+        return float(math.sqrt(-2.0 * math.log(gamma)))
+    if confidence == "mass":      # drop the central region of mass gamma
+        return float(stats.norm.ppf((1.0 + gamma) / 2.0))
+    raise FortifaiError(f"toy gaussian: confidence must be one of {', '.join(CONFIDENCES)}, got '{confidence}'")
+
+
+def gamma_from_a(a: float, confidence: str = "tail") -> float:
+    if confidence == "tail":
+        return float(2.0 * stats.norm.sf(a))
+    if confidence == "density":
+        return float(math.exp(-a * a / 2.0))
     return float(2.0 * stats.norm.cdf(a) - 1.0)
-
-
-def balanced_a(sampling_bias: float) -> float:
-    """The a with sampling_bias * eta(a) = 1: truncation that exactly offsets the sampling bias."""
-    if not 0 < sampling_bias < 1:
-        raise FortifaiError(f"truncated:auto needs a sampling bias in (0, 1), got {sampling_bias:g}")
-    return float(optimize.brentq(lambda a: sampling_bias * eta(a) - 1.0, 0.0, 10.0, xtol=1e-12))
 
 
 @dataclasses.dataclass
 class GaussianConfig:
     samples: int = 10_000
     generations: int = 100
-    sampling_bias: float = 0.9
-    estimator: str = "noisy"          # noisy: fit N samples | perfect: exact recurrence (Appendix C)
+    sampling_bias: float = 0.9        # gamma_s: how much the generator favours its confident region
+    sampler: str = "scale-sd"         # reading of gamma_s: scale-sd | scale-variance | nucleus
+    confidence: str = "tail"          # reading of TCE's gamma for tce:G: tail | density | mass
+    estimator: str = "perfect"        # Appendix C: perfect (sample MLE) | noisy (MLE x N(1, noise^2)) | exact
+    noise: float = 0.1                # relative noise of the noisy estimator
     failure_threshold: float = 0.5    # variance halved or doubled
     mu0: float = 0.0
     sigma0: float = 1.0
@@ -92,37 +129,89 @@ class GaussianConfig:
             raise FortifaiError(f"toy gaussian: --generations must be >= 1, got {self.generations}")
         if not 0 < self.sampling_bias <= 1:
             raise FortifaiError(f"toy gaussian: --sampling-bias must lie in (0, 1], got {self.sampling_bias:g}")
-        if self.estimator not in ("noisy", "perfect"):
-            raise FortifaiError(f"toy gaussian: --estimator must be noisy or perfect, got '{self.estimator}'")
+        for name, allowed in (("sampler", SAMPLERS), ("confidence", CONFIDENCES), ("estimator", ESTIMATORS)):
+            if getattr(self, name) not in allowed:
+                raise FortifaiError(f"toy gaussian: --{name} must be one of {', '.join(allowed)}, "
+                                    f"got '{getattr(self, name)}'")
+        if not 0 <= self.noise < 1:
+            raise FortifaiError(f"toy gaussian: --noise must lie in [0, 1), got {self.noise:g}")
         if not 0 < self.failure_threshold < 1 or self.sigma0 <= 0:
             raise FortifaiError("toy gaussian: failure threshold must lie in (0, 1) and sigma0 be > 0")
+
+    @property
+    def nucleus_b(self) -> float:
+        """Half-width (in sigma_t) of the region the nucleus sampler draws from; inf for the other samplers."""
+        if self.sampler != "nucleus" or self.sampling_bias == 1:
+            return math.inf
+        return float(stats.norm.ppf((1.0 + self.sampling_bias) / 2.0))
+
+    @property
+    def lam(self) -> float:
+        """lambda: the variance of one generation's samples over sigma_t^2."""
+        if self.sampler == "scale-sd":
+            return self.sampling_bias ** 2
+        if self.sampler == "scale-variance":
+            return self.sampling_bias
+        return band_second_moment(0.0, self.nucleus_b)
+
+
+def generation_factor(config: GaussianConfig, a: float | None) -> float:
+    """E[sigma^2_{t+1}] / sigma^2_t in the population limit: lambda * eta(a) (the nucleus sampler: its band)."""
+    lam = config.lam
+    if a is None or a == 0:
+        return lam
+    b = config.nucleus_b
+    if math.isinf(b):
+        return lam * float(eta(a))
+    a_model = a * math.sqrt(lam)  # the threshold a s in units of sigma_t
+    return band_second_moment(a_model, b) if a_model < b else math.inf
+
+
+def balanced_a(config: GaussianConfig) -> float:
+    """The a with generation_factor = 1: truncation that exactly offsets the sampling bias."""
+    if config.lam >= 1:
+        raise FortifaiError(f"truncated:auto needs a sampling bias below 1, got {config.sampling_bias:g}")
+    hi = 10.0 if math.isinf(config.nucleus_b) else config.nucleus_b / math.sqrt(config.lam) * (1 - 1e-9)
+    if generation_factor(config, hi) < 1.0:  # nucleus with b < 1: even the outermost band has variance < sigma^2
+        raise FortifaiError(f"truncated:auto: no truncation offsets the nucleus sampler at sampling bias "
+                            f"{config.sampling_bias:g} (it keeps |z| < {config.nucleus_b:.3f} only)")
+    return float(optimize.brentq(lambda a: generation_factor(config, a) - 1.0, 0.0, hi, xtol=1e-12))
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    spec: str               # canonical: mle | truncated:<a, 4 significant digits>
+    spec: str               # canonical: mle | tce:<gamma> | truncated:<a, 4 significant digits>
     a: float | None         # None = plain maximum likelihood
+    gamma: float | None = None
 
-    def args(self, sampling_bias: float) -> dict:
+    def args(self, config: GaussianConfig) -> dict:
         if self.a is None:
             return {}
-        e = float(eta(self.a))
-        return {"a": self.a, "gamma": gamma_from_a(self.a), "eta": e, "lambda_eta": sampling_bias * e}
+        out = {"a": self.a, "eta": float(eta(self.a)), "lambda": config.lam,
+               "factor": generation_factor(config, self.a)}
+        if self.gamma is not None:
+            out.update(gamma=self.gamma, confidence=config.confidence)
+        return out
 
 
 def parse_method(spec: str, config: GaussianConfig) -> Method:
-    """`mle`, `truncated:A` (A in standard deviations), `truncated:auto` or `truncated:gamma=G`."""
+    """`mle`, `tce:G` (TCE's gamma under `config.confidence`), `truncated:A` (A in sd) or `truncated:auto`."""
     spec = spec.strip()
     if spec == "mle":
         return Method("mle", None)
     name, _, value = spec.partition(":")
+    if name == "tce" and value:
+        gamma = common.parse_number(value, f"method '{spec}'", 0.0, 1.0, closed_hi=True)
+        a = a_from_gamma(gamma, config.confidence)
+        return Method(f"tce:{gamma:g}", a if a > 0 else None, gamma)
     if name != "truncated" or not value:
         raise FortifaiError(f"toy gaussian: method '{spec}' not understood; "
-                            "use mle, truncated:A, truncated:auto or truncated:gamma=G")
+                            "use mle, tce:G, truncated:A or truncated:auto")
+    if value.startswith("gamma="):
+        raise FortifaiError(f"toy gaussian: method '{spec}': truncated:gamma=G (drop the central mass G) is now "
+                            f"tce:G with --confidence mass; the paper's TCE reading is tce:G")
     if value == "auto":
-        a = balanced_a(config.sampling_bias)
-    elif value.startswith("gamma="):
-        a = a_from_gamma(common.parse_number(value[6:], f"method '{spec}'", 0.0, 1.0))
+        a = balanced_a(config)
     else:
         a = common.parse_number(value, f"method '{spec}'", 0.0, 10.0)
     a = float(f"{a:.4g}")  # the spec is the identity on a leaderboard: round once, use the rounded value
@@ -144,20 +233,34 @@ def fit(x: np.ndarray, a: float | None) -> tuple[np.ndarray, np.ndarray]:
     return mu, var
 
 
+def draw(config: GaussianConfig, mu: np.ndarray, var: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One generation's samples per chain (rows), under the configured sampler."""
+    shape = (mu.size, config.samples)
+    b = config.nucleus_b
+    if math.isinf(b):
+        z = math.sqrt(config.lam) * rng.standard_normal(shape)
+    else:  # inverse-CDF draws from N(0, 1) restricted to |z| < b
+        lo = float(special.ndtr(-b))
+        z = special.ndtri(rng.uniform(lo, 1.0 - lo, shape))
+    return mu[:, None] + np.sqrt(var)[:, None] * z
+
+
 def simulate(config: GaussianConfig, a: float | None, seed: int, chains: int = 1,
              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Run `chains` independent loops; returns (means, variances), each of shape (generations + 1, chains)."""
     rng = np.random.default_rng(seed)
-    lam = config.sampling_bias
     mu = np.full(chains, config.mu0, dtype=float)
     var = np.full(chains, config.sigma0 ** 2, dtype=float)
+    factor = generation_factor(config, a)
     means, variances = [mu], [var]
     for _ in tqdm(range(config.generations), desc=f"gaussian a={a} seed {seed}", disable=not progress, leave=False):
-        if config.estimator == "perfect":
-            var = lam * (1.0 if a is None else float(eta(a))) * var
+        if config.estimator == "exact":
+            var = factor * var
         else:
-            x = mu[:, None] + np.sqrt(lam * var)[:, None] * rng.standard_normal((chains, config.samples))
-            mu, var = fit(x, a)
+            mu, var = fit(draw(config, mu, var, rng), a)
+            if config.estimator == "noisy":  # the authors' noisy estimator: mean and sd times N(1, noise^2)
+                mu = mu * (1.0 + config.noise * rng.standard_normal(chains))
+                var = var * (1.0 + config.noise * rng.standard_normal(chains)) ** 2
         # Keep far-gone chains inside float range (their score is 0 long before), so that every run
         # has generations + 1 stages and the seeds of one method can be merged stage by stage.
         var = np.clip(var, 1e-150, 1e150)
@@ -176,17 +279,17 @@ def run(config: GaussianConfig, method: str, seed: int, *, out_dir: Path | None 
     m = parse_method(method, config)
     means, variances = simulate(config, m.a, seed, progress=progress)
     var0 = config.sigma0 ** 2
-    factor = config.sampling_bias * (1.0 if m.a is None else float(eta(m.a)))
+    factor = generation_factor(config, m.a)
     stages = []
     for t, (mu, var) in enumerate(zip(means[:, 0], variances[:, 0])):
         r = float(var / var0)
         stages.append({"stage": t, "score": min(r, 1.0 / r), "kr_total": None,
                        "kl": gaussian_kl(config.mu0, var0, float(mu), float(var)),
                        "mean": float(mu), "variance": float(var), "variance_ratio": r,
-                       "recurrence_ratio": factor ** t})
+                       "recurrence_ratio": min(factor ** t, 1e300)})
     cfg = {**dataclasses.asdict(config), "seed": seed}
     results = common.build_results(
-        task=TASK, loss={"spec": m.spec, "target": "1-D Gaussian, mean and variance", "args": m.args(config.sampling_bias)},
+        task=TASK, loss={"spec": m.spec, "target": "1-D Gaussian, mean and variance", "args": m.args(config)},
         model="gaussian-1d", seed=seed, config=cfg, score_name=SCORE_NAME,
         failure_threshold=config.failure_threshold, stages=stages)
     if out_dir is not None:
@@ -194,28 +297,54 @@ def run(config: GaussianConfig, method: str, seed: int, *, out_dir: Path | None 
     return results
 
 
-def plot_comparison(runs: list[dict], out: Path) -> None:
-    """Fig. 2 as `<out>/variance.png`: sigma_t^2 / sigma_0^2 per generation (log scale), with each method's recurrence."""
+# ---------------------------------------------------------------- plots
+def _variance_plot(runs: list[dict], path: Path, *, recurrence: bool):
+    """sigma_t^2 / sigma_0^2 on a log axis (a blow-up rises, a collapse falls), mean over seeds with its
+    95% band, both failure bounds, each method's mean time to failure; with `recurrence`, (lambda eta)^t dotted."""
     plt = common.pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    seen: dict[str, str] = {}
-    for r in runs:
-        spec = r["loss"]["spec"]
-        lam_eta = r["loss"]["args"].get("lambda_eta", r["config"]["sampling_bias"])
-        label = None if spec in seen else f"{spec} (lambda*eta={lam_eta:.3f})"
-        color = seen.setdefault(spec, f"C{len(seen)}")
-        x = [s["stage"] for s in r["stages"]]
-        ax.plot(x, [s["variance_ratio"] for s in r["stages"]], color=color, lw=1.4, label=label)
-        if label:
-            ax.plot(x, [s["recurrence_ratio"] for s in r["stages"]], color=color, ls=":", lw=1)
-    for y in (runs[0]["failure_threshold"], 1 / runs[0]["failure_threshold"]):
-        ax.axhline(y, color="k", ls="--", lw=0.8)
+    fig, ax = plt.subplots(figsize=(6.8, 4.0))
+    groups = common.group_by_spec(runs)
+    cfg = runs[0]["config"]
+    lam = GaussianConfig(**{k: v for k, v in cfg.items() if k in GaussianConfig.__dataclass_fields__}).lam
+    lo_all, hi_all = 0.4, 2.5
+    for i, (spec, group) in enumerate(groups.items()):
+        color = f"C{i}"
+        x = [s["stage"] for s in group[0]["stages"]]
+        ratios = [[s["variance_ratio"] for s in r["stages"]] for r in group]
+        factor = group[0]["loss"]["args"].get("factor", lam)  # plain MLE: lambda
+        common.plot_band(ax, x, ratios, color=color, log=True, label=fr"{spec} ($\lambda\eta$ = {factor:.3f})")
+        mean = common.mean_band(ratios, log=True)[0]
+        lo_all, hi_all = min(lo_all, float(mean.min())), max(hi_all, float(mean.max()))
+        if recurrence:
+            ax.plot(x, [s["recurrence_ratio"] for s in group[0]["stages"]], color=color, ls=":", lw=1.2,
+                    label=fr"{spec}: recurrence $(\lambda\eta)^t$")
+        ttf = [r["time_to_failure"] for r in group if r["time_to_failure"] is not None]
+        if ttf:
+            t_mean = sum(ttf) / len(ttf)
+            y = np.interp(t_mean, x, mean)
+            ax.plot([t_mean], [y], marker="o", mfc="white", color=color, ls="none", ms=7,
+                    label=f"{spec}: time to failure {t_mean:.1f} ({len(ttf)}/{len(group)} seeds)")
+    th = runs[0]["failure_threshold"]
+    ax.axhline(1 / th, color="k", ls="--", lw=0.9, label=fr"failure: $\sigma_t^2 = {1 / th:g}\,\sigma_0^2$ (blow-up)")
+    ax.axhline(th, color="k", ls="-.", lw=0.9, label=fr"failure: $\sigma_t^2 = {th:g}\,\sigma_0^2$ (collapse)")
+    common.seeds_legend_note(ax, max(len(g) for g in groups.values()))
     ax.set_yscale("log")
-    ax.set_ylim(1e-2, 1e2)
-    ax.set_xlabel("generation")
-    ax.set_ylabel("sigma_t^2 / sigma_0^2  (dotted: recurrence)")
-    ax.set_title(f"Gaussian self-consuming loop, lambda = {runs[0]['config']['sampling_bias']}, "
-                 f"N = {runs[0]['config']['samples']}")
-    ax.legend(fontsize=8)
+    ax.set_ylim(max(lo_all / 2, 1e-6), min(hi_all * 2, 1e6))
+    ax.set_xlabel("generation $t$")
+    ax.set_ylabel(r"$\sigma_t^2 / \sigma_0^2$ (log scale; up = blow-up)")
+    ax.set_title(fr"Gaussian loop: $N$ = {cfg['samples']:,}, sampler {cfg['sampler']}, "
+                 fr"$\gamma_s$ = {cfg['sampling_bias']:g} ($\lambda$ = {lam:.3f}), estimator {cfg['estimator']}",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3, which="both")
-    common.save_figure(fig, Path(out) / "variance.png")
+    return common.save_figure(fig, path)
+
+
+def plot_scores(runs: list[dict], path: Path):
+    """`scores.png` for this toy: the variance ratio itself, since min(r, 1/r) would draw a blow-up as a fall."""
+    return _variance_plot(runs, path, recurrence=False)
+
+
+def plot_comparison(runs: list[dict], out: Path):
+    """Fig. 2 as `<out>/variance.png` (+ .svg): the variance ratio per method with its recurrence (dotted)."""
+    return _variance_plot(runs, Path(out) / "variance.png", recurrence=True)

@@ -3,14 +3,19 @@
 Generation 0 fits scikit-learn's `GaussianMixture` to N samples of a fixed 3-component 2-D mixture.
 Each later generation fits a fresh mixture to the previous model's samples: draw N points, and keep
 all of them (spec `mle`, the baseline) or only those whose log-likelihood under the generating model is
-at or below its P-th percentile (spec `truncated:P`, P = 80 in the paper: the 20% most confident
+at or below its P-th percentile (spec `truncated:P`; P = 80 in Algorithm 2: the 20% most confident
 samples are dropped).
 
-The sampler carries the same sampling bias lambda as the Gaussian toy (each component's covariance
-scaled by lambda when sampling; default 0.9): generators favour their confident region. With
-`--sampling-bias 1` the sampler is plain `GaussianMixture.sample`; then only finite-sample noise drives
-the baseline's collapse, and dropping 20% per generation over-corrects (variance grows, as with a
-too-large a in the Gaussian toy). See BENCHMARKS.md for both regimes measured.
+Two variants (`variant`):
+
+* ``algorithm2`` (default): Algorithm 2 as written: the sampler is plain `GaussianMixture.sample`
+  (no sampling bias). Only finite-sample noise drives the baseline's collapse, and dropping 20% per
+  generation *over-corrects*: the spread grows and `truncated:80` fails **sooner** than the baseline.
+  This variant does **not** reproduce Fig. 8 (BENCHMARKS.md has it measured).
+* ``biased``: the sampler carries a sampling bias lambda (`sampling_bias`, default 0.9: each
+  component's covariance scaled by lambda when sampling), the Gaussian toy's stand-in for decoding
+  that favours confident outputs. Not in Algorithm 2. With it the baseline collapses quickly and
+  truncation delays the failure, Fig. 8's ordering.
 
 Measured per generation: KL(original || fitted) by Monte Carlo over `kl_samples` (default 20,000)
 draws from the original mixture, fixed per seed; each original component's matched fitted variance
@@ -41,21 +46,32 @@ MEANS = np.array([[-4.0, 0.0], [4.0, 0.0], [0.0, 5.0]])
 COVS = np.array([[[1.0, 0.5], [0.5, 1.0]], [[1.0, -0.3], [-0.3, 0.6]], [[0.5, 0.0], [0.0, 1.5]]])
 
 
+VARIANTS = {"algorithm2": 1.0, "biased": 0.9}  # variant -> its default sampling bias
+
+
 @dataclasses.dataclass
 class GMMConfig:
     samples: int = 1000
     generations: int = 50
-    sampling_bias: float = 0.9
+    variant: str = "algorithm2"          # algorithm2: Algorithm 2 as written | biased: the sampler scales covariances
+    sampling_bias: float | None = None   # lambda; resolved from the variant (1 for algorithm2, 0.9 for biased)
     kl_samples: int = 20_000
     failure_threshold: float = 0.5
 
     def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise FortifaiError(f"toy gmm: --variant must be one of {', '.join(VARIANTS)}, got '{self.variant}'")
+        if self.sampling_bias is None:
+            self.sampling_bias = VARIANTS[self.variant]
+        if self.variant == "algorithm2" and self.sampling_bias != 1.0:
+            raise FortifaiError(f"toy gmm: Algorithm 2 has no sampling bias (got --sampling-bias "
+                                f"{self.sampling_bias:g}); use --variant biased for a biased sampler")
+        if not 0 < self.sampling_bias <= 1:
+            raise FortifaiError(f"toy gmm: --sampling-bias must lie in (0, 1], got {self.sampling_bias:g}")
         if self.samples < 50:
             raise FortifaiError(f"toy gmm: --samples must be >= 50 (3 components in 2-D), got {self.samples}")
         if self.generations < 1:
             raise FortifaiError(f"toy gmm: --generations must be >= 1, got {self.generations}")
-        if not 0 < self.sampling_bias <= 1:
-            raise FortifaiError(f"toy gmm: --sampling-bias must lie in (0, 1], got {self.sampling_bias:g}")
         if self.kl_samples < 100:
             raise FortifaiError(f"toy gmm: --kl-samples must be >= 100, got {self.kl_samples}")
         if not 0 < self.failure_threshold < 1:
@@ -159,40 +175,52 @@ def run(config: GMMConfig, method: str, seed: int, *, out_dir: Path | None = Non
     return results
 
 
-def plot_scatter(snapshots: dict[int, np.ndarray], path: Path, title: str) -> None:
+def plot_scatter(snapshots: dict[int, np.ndarray], path: Path, title: str):
     """Fig. 8: each snapshot generation's training data, on the original mixture's axes."""
     plt = common.pyplot()
     fig, axes = plt.subplots(1, len(snapshots), figsize=(2.6 * len(snapshots), 2.8), sharex=True, sharey=True)
-    for ax, (t, x) in zip(np.atleast_1d(axes), snapshots.items()):
-        ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.5)
-        ax.scatter(MEANS[:, 0], MEANS[:, 1], marker="x", color="k", s=40)
-        ax.set_title(f"generation {t}", fontsize=9)
+    for i, (ax, (t, x)) in enumerate(zip(np.atleast_1d(axes), snapshots.items())):
+        ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.5, label="training data")
+        ax.scatter(MEANS[:, 0], MEANS[:, 1], marker="x", color="k", s=40, label="original means")
+        ax.set_title(f"generation {t} ({len(x)} points)", fontsize=9)
         ax.set_xlim(-9, 9)
         ax.set_ylim(-5, 10)
+        if i == 0:
+            ax.legend(fontsize=6, loc="upper left")
     fig.suptitle(f"Gaussian mixture training data: {title}", fontsize=10, y=1.04)
-    common.save_figure(fig, path)
+    return common.save_figure(fig, path)
 
 
-def plot_comparison(runs: list[dict], out: Path) -> None:
-    """`<out>/gmm.png`: KL from the original and the component-variance ratio per generation, per method."""
+def plot_comparison(runs: list[dict], out: Path):
+    """`<out>/gmm.png` (+ .svg): KL from the original and the component-variance ratio per generation:
+    per method the mean over seeds (geometric, log axes) with its 95% band, single seeds faint."""
     plt = common.pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    seen: dict[str, str] = {}
-    for r in runs:
-        spec = r["loss"]["spec"]
-        label = None if spec in seen else spec
-        color = seen.setdefault(spec, f"C{len(seen)}")
-        x = [s["stage"] for s in r["stages"]]
-        ax1.plot(x, [max(s["kl"], 1e-4) for s in r["stages"]], color=color, label=label)
-        ax2.plot(x, [s["component_variance_ratio"] for s in r["stages"]], color=color, label=label)
-    ax1.axhline(-math.log(runs[0]["failure_threshold"]), color="k", ls="--", lw=1, label="failure (KL = ln 2)")
-    ax1.set(yscale="log", xlabel="generation", ylabel="KL(original || model)  [nats]")
-    ax2.axhline(1.0, color="k", ls=":", lw=1)
-    ax2.set(yscale="log", xlabel="generation", ylabel="component variance / original (geo. mean)")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.9))
+    groups = common.group_by_spec(runs)
+    kl_fail = -math.log(runs[0]["failure_threshold"])
+    for i, (spec, group) in enumerate(groups.items()):
+        x = [s["stage"] for s in group[0]["stages"]]
+        kl = [[max(s["kl"], 1e-4) for s in r["stages"]] for r in group]
+        common.plot_band(ax1, x, kl, color=f"C{i}", label=spec, log=True)
+        common.plot_band(ax2, x, [[s["component_variance_ratio"] for s in r["stages"]] for r in group],
+                         color=f"C{i}", label=spec, log=True)
+        ttf = [r["time_to_failure"] for r in group if r["time_to_failure"] is not None]
+        if ttf:
+            ax1.plot([sum(ttf) / len(ttf)], [kl_fail], marker="v", ms=8, color=f"C{i}", ls="none",
+                     label=f"{spec}: time to failure {sum(ttf) / len(ttf):.1f} ({len(ttf)}/{len(group)} seeds)")
+    ax1.axhline(kl_fail, color="k", ls="--", lw=1, label=r"failure: KL = $\ln 2$")
+    ax1.set(yscale="log", xlabel="generation $t$", ylabel=r"KL(original $\|$ model) [nats]")
+    ax2.axhline(1.0, color="k", ls=":", lw=1, label="original (ratio 1)")
+    ax2.set(yscale="log", xlabel="generation $t$",
+            ylabel=r"component variance / original (geo. mean; up = spread grows)")
+    n_seeds = max(len(g) for g in groups.values())
     for ax in (ax1, ax2):
+        common.seeds_legend_note(ax, n_seeds)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     cfg = runs[0]["config"]
-    fig.suptitle(f"GMM, Algorithm 2: N = {cfg['samples']}, lambda = {cfg['sampling_bias']}, "
-                 f"KL from {cfg['kl_samples']} Monte Carlo samples", fontsize=10)
-    common.save_figure(fig, Path(out) / "gmm.png")
+    what = ("Algorithm 2 as written (no sampling bias)" if cfg.get("variant", "algorithm2") == "algorithm2"
+            else fr"biased sampler, $\lambda$ = {cfg['sampling_bias']:g} (not in Algorithm 2)")
+    fig.suptitle(f"GMM, {what}: $N$ = {cfg['samples']:,}, KL from {cfg['kl_samples']:,} Monte Carlo samples",
+                 fontsize=10)
+    return common.save_figure(fig, Path(out) / "gmm.png")
