@@ -30,13 +30,21 @@ def _check_part(name: str, part: str) -> None:
         raise FortifaiError(f"corpus {name} has only the part 'main', not {part!r}")
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise FortifaiError(f"cannot read {path}: not UTF-8 text (byte {exc.start})") from exc
-    except OSError as exc:
-        raise FortifaiError(f"cannot read {path}: {exc.strerror or exc}") from exc
+def _read(path: Path, name: str) -> str:
+    from fortifai_bench.io import read_text
+
+    if path.is_dir():
+        raise FortifaiError(f"corpus {name}: {path} is a folder; text:PATH takes one text file")
+    return _no_binary(read_text(path), path)
+
+
+def _no_binary(text: str, where) -> str:
+    """UTF-8 can still be binary: a NUL byte never occurs in text, and tokenizers treat it as a word."""
+    nul = text.find("\0")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise FortifaiError(f"{where}:{line}: a NUL byte: this is a binary file, not text")
+    return text
 
 
 def load_text(path: str, part: str = "main"):
@@ -45,7 +53,7 @@ def load_text(path: str, part: str = "main"):
     name = f"text:{path}"
     _check_part(name, part)
     p = Path(path)
-    paras = split_paragraphs(_read(p))
+    paras = split_paragraphs(_read(p, name))
     if not paras:
         raise FortifaiError(f"corpus {name}: {p} has no paragraphs (empty or blank)")
     width = max(4, len(str(len(paras) - 1)))
@@ -76,6 +84,8 @@ def load_jsonl(spec: str, part: str = "main"):
         value = row[fld]
         if not isinstance(value, str):
             raise FortifaiError(f"{p}: row {r + 1}: field {fld!r} is {type(value).__name__}, not text")
+        if "\0" in value:
+            raise FortifaiError(f"{p}: row {r + 1}: field {fld!r} holds a NUL byte: binary data, not text")
         for j, t in enumerate(split_paragraphs(value)):
             paragraphs.append(Paragraph(f"{p.stem}/r{r:04d}/p{j:02d}", t, {"row": r}))
     if not paragraphs:
