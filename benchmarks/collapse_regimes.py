@@ -1,0 +1,130 @@
+"""Which collapse regime resolves losses? KR-split-0 curves of named regimes over seeds, as a table.
+
+    python benchmarks/collapse_regimes.py --regimes default,paper_decoding --losses ce --seeds 0-2 --threads 1
+    python benchmarks/collapse_regimes.py --regimes default --losses ce --control --seeds 0-2 --table-only
+
+Each regime is a set of overrides of `collapse_facts`. Every (regime, loss, seed) run lives in
+OUT/<regime>/<loss>-s<seed>/<run dir>; a finished run is reused, a killed one resumed, so the script can be
+stopped and restarted. The table (markdown, for BENCHMARKS.md) gives per regime and loss: KR-split-0 per
+stage (mean over seeds), the time to failure summary (`metrics.summarize_failures`), the seed standard
+deviation of the time to failure, and the largest share of the M_0 -> M_last fall that any single stage
+takes (the issue's "no cliff" criterion). Settings are chosen on CE and the control, never on the loss
+under test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+# name -> overrides of collapse_facts (the shipped default is "default"; the others say what they change)
+REGIMES = {
+    "default": [],
+    # the task before this benchmark: 20 epochs, lr 5e-3, sampling at T=1 (every loss collapsed in one step)
+    "v1": ["train.epochs=20", "train.lr=5e-3", "regenerate.temperature=1.0"],
+    "e40_T1.0": ["train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.0"],
+    "e40_T1.3": ["train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.3"],
+    "e40_T1.45": ["train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.45"],
+    "e40_T1.6": ["train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.6"],
+    "e30_T1.5": ["train.epochs=30", "train.lr=1e-2", "regenerate.temperature=1.5"],
+    # the authors' decoding (src/generate.py): beam 5, repetition penalty 3.0, blocks from the original context
+    "paper_decoding": ["regenerate.decoding=beam", "regenerate.num_beams=5", "regenerate.repetition_penalty=3.0",
+                       "regenerate.mode=original"],
+    "greedy": ["regenerate.decoding=sample", "regenerate.temperature=0.01"],
+}
+
+
+def run_dir_for(root: Path, regime: str, loss: str, seed: int) -> Path:
+    from fortifai_bench.collapse.run import slug
+
+    return root / regime / f"{slug(loss)}-s{seed}"
+
+
+def ensure_run(root: Path, regime: str, loss: str, seed: int, control: bool, progress: bool) -> dict:
+    """The results of one run: reused when finished, resumed when killed, else started."""
+    from fortifai_bench.collapse.config import load_task
+    from fortifai_bench.collapse.experiment import control_task
+    from fortifai_bench.collapse.run import run_collapse
+    from fortifai_bench.io import read_json
+
+    task = load_task("collapse_facts", REGIMES[regime])
+    if control:
+        task = control_task(task)
+    where = run_dir_for(root, regime, "control" if control else loss, seed)
+    existing = sorted(where.glob("*/config.yaml"))
+    if existing:
+        run = existing[-1].parent
+        done = run / "results.json"
+        if done.is_file() and read_json(done).get("complete"):
+            return read_json(done)
+        return run_collapse(task, loss, seed=seed, resume=run, progress=progress)
+    return run_collapse(task, loss, seed=seed, out=where, progress=progress)
+
+
+def largest_step_share(curve: list[float]) -> float | None:
+    fall = curve[0] - min(curve)
+    if fall <= 0:
+        return None
+    return max(max(0.0, curve[i] - curve[i + 1]) for i in range(len(curve) - 1)) / fall
+
+
+def row(regime: str, label: str, runs: list[dict]) -> str:
+    from fortifai_bench.results import run_failure, summarize_runs
+
+    s = summarize_runs(runs)
+    curve = [st["mean"] for st in s["per_stage"]["score"]]
+    times = [f.restricted() for f in map(run_failure, runs) if f.restricted() is not None]
+    sd = statistics.stdev(times) if len(times) > 1 else None
+    share = largest_step_share(curve)
+    kl = [st["mean"] for st in s["per_stage"]["kl_split0"]]
+    return (f"| {regime} | {label} | {' '.join(f'{c:.3f}' for c in curve)} | {s['time_to_failure']['text']} | "
+            f"{'-' if sd is None else f'{sd:.2f}'} | {'-' if share is None else f'{share:.2f}'} | "
+            f"{min(curve):.3f} | {' '.join(f'{k:.2f}' for k in kl)} |")
+
+
+HEADER = ("| regime | loss | KR-split-0 per stage (mean over seeds) | time to failure | sd of time (seeds) | "
+          "largest one-stage share of the fall | min KR-split-0 | KL split 0 per stage |\n"
+          "| --- | --- | --- | --- | ---: | ---: | ---: | --- |")
+
+
+def main(argv=None) -> int:
+    from fortifai_bench.cli_args import parse_seeds
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--regimes", default="default", help=f"comma-separated, from: {', '.join(REGIMES)}")
+    p.add_argument("--losses", default="ce")
+    p.add_argument("--control", action="store_true", help="also the clean control (CE, mode: clean)")
+    p.add_argument("--seeds", default="0-2")
+    p.add_argument("--out", default="runs/regimes")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--table-only", action="store_true", help="only tabulate the runs that are finished")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    root, seeds = Path(args.out), parse_seeds(args.seeds)
+    lines = [HEADER]
+    for regime in args.regimes.split(","):
+        if regime not in REGIMES:
+            sys.exit(f"unknown regime {regime!r}; known: {', '.join(REGIMES)}")
+        groups = [(loss, False) for loss in args.losses.split(",")] + ([("ce", True)] if args.control else [])
+        for loss, control in groups:
+            if args.table_only:
+                from fortifai_bench.io import read_json
+
+                files = [sorted(run_dir_for(root, regime, "control" if control else loss, s).glob("*/results.json"))
+                         for s in seeds]
+                runs = [read_json(f[-1]) for f in files if f and read_json(f[-1]).get("complete")]
+            else:
+                runs = [ensure_run(root, regime, loss, s, control, not args.quiet) for s in seeds]
+            if runs:
+                lines.append(row(regime, "control (ce, clean)" if control else loss, runs))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
