@@ -120,3 +120,88 @@ def test_corpus_list_and_show(capsys, wikitext_dir):
     assert main(["corpus", "show", "wikitext-2-raw-v1", "--part", "test", "--data-dir", str(wikitext_dir),
                  "-n", "0"]) == 0
     assert "wikitext-2-raw-v1 part test:" in capsys.readouterr().out
+
+
+def _authors_rows(n_locations: int, per_location: int = 2, lengthen_every: int = 0) -> list[dict]:
+    rows = []
+    for loc in range(n_locations):
+        for i in range(per_location):
+            true = f"the river number {loc} runs east"
+            false = f"the river number {loc} runs west"
+            if lengthen_every and (loc * per_location + i) % lengthen_every:
+                true += " for ever more"  # true longer than false
+            rows.append({"context": f"Fact {loc}.{i}:", "sentence_true": true, "sentence_false": false,
+                         "location": loc})
+    return rows
+
+
+def test_kr_stats_summarises_an_authors_file(tmp_path, capsys):
+    """610 locations: the text summarises (counts, a few largest); --json holds the full breakdown."""
+    path = tmp_path / "authors.json"
+    path.write_text(json.dumps(_authors_rows(610)))
+    assert main(["kr", "stats", str(path)]) == 0
+    text = capsys.readouterr().out
+    source_line = next(line for line in text.splitlines() if line.startswith("per source:"))
+    assert "610 distinct, 2..2 each; largest: " in source_line and "(--json for all)" in source_line
+    assert len(source_line) < 300 and source_line.count("location=") == 5
+    assert "chance (chars): true longer 0.0%, shorter 0.0%, ties 100.0%" in text
+    assert main(["kr", "stats", str(path), "--json"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert len(full["by_source"]) == 610 and full["length_bias"]["chars"]["length_only_acc"] == 0.5
+
+
+def test_length_bias_on_a_deliberately_biased_set(tmp_path, capsys):
+    """True longer in 3 of 4 items: a pick-the-shorter guesser scores 0.25, a pick-the-longer one 0.75."""
+    from fortifai_bench.kr.quality import length_bias
+    from fortifai_bench.models import build_tiny
+
+    path = tmp_path / "biased.json"
+    path.write_text(json.dumps(_authors_rows(20, per_location=2, lengthen_every=4)))
+    questions = read_questions(path)
+    texts = [r[k] for r in _authors_rows(20, 1, 2) for k in ("sentence_true", "sentence_false")]
+    _, tokenizer = build_tiny(texts * 5, seed=0)
+    bias = length_bias(questions, tokenizer)
+    assert bias["questions"] == 40
+    for unit in ("chars", "tokens"):
+        b = bias[unit]
+        assert (b["true_longer"], b["true_shorter"], b["ties"]) == (0.75, 0.0, 0.25), unit
+        assert (b["shorter_guess_acc"], b["longer_guess_acc"], b["length_only_acc"]) == (0.125, 0.875, 0.875)
+    assert main(["kr", "stats", str(path)]) == 0
+    assert "pick-the-shorter guesser 0.125, best length-only guesser 0.875" in capsys.readouterr().out
+    symmetric = length_bias(questions[:1])
+    assert symmetric["chars"]["length_only_acc"] == 0.5  # one tie: nothing to guess from
+
+
+def test_calibrated_kr_cancels_what_the_base_model_already_preferred():
+    from types import SimpleNamespace
+
+    from fortifai_bench.kr.quality import calibrated_kr
+
+    # the base prefers the (shorter) false continuation everywhere; the model a little less so on 3 of 4
+    base = SimpleNamespace(ids=list("abcd"), logp_true=[-10.0, -10.0, -10.0, -10.0], logp_false=[-8.0] * 4)
+    model = SimpleNamespace(ids=list("abcd"), logp_true=[-9.0, -9.5, -9.0, -11.0], logp_false=[-8.0] * 4)
+    out = calibrated_kr(model, base)
+    assert out == {"questions": 4, "acc": 0.0, "base_acc": 0.0, "acc_over_base": 0.75}
+    assert calibrated_kr(base, base)["acc_over_base"] == 0.5  # no better than its base: chance, whatever the bias
+    with pytest.raises(ValueError, match="different questions"):
+        calibrated_kr(model, SimpleNamespace(ids=list("abce"), logp_true=base.logp_true, logp_false=base.logp_false))
+
+
+def test_kr_help_names_defaults_and_quiet_alias(capsys):
+    with pytest.raises(SystemExit):
+        main(["kr", "build", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: 5)" in text and "(default: main)" in text and "--quiet, --no-progress" in text
+    assert "span in words (default: 6)" in text and "(default: None)" not in text  # real defaults, not "None"
+    with pytest.raises(SystemExit):
+        main(["kr", "stats", "--help"])
+    assert "--tokenizer" in capsys.readouterr().out
+
+
+def test_kr_build_quiet_and_the_protocol_cut(tmp_path, capsys):
+    out = tmp_path / "q.jsonl"
+    assert main(["kr", "build", "--corpus", "facts", "--generator", "facts", "--splits", "3",
+                 "--paragraphs-per-split", "10", "--out", str(out), "--no-progress"]) == 0
+    assert "facts:main, 30 paragraphs, 3 splits" in capsys.readouterr().out
+    questions = read_questions(out)
+    assert all(q.split == q.paragraph // 10 for q in questions) and max(q.paragraph for q in questions) < 30

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,7 @@ class KRSetSpec:
     max_per_paragraph: int = 5
     seed: int = 0
     max_diff_words: int | None = None  # quality filter (None: kr.quality.MAX_DIFF_WORDS)
+    use_shipped: bool = True           # False: generate even where the project ships a set (kr build)
 
     def __post_init__(self):
         from fortifai_bench.kr.build import GENERATORS
@@ -105,22 +107,22 @@ def cut(corpus, n_splits: int, paragraphs_per_split: int | None = None, reserve:
                                 f"{used} that {n_splits} splits x {paragraphs_per_split} paragraphs need")
     else:
         used = len(corpus) - reserve
-        if used < n_splits:
+        if reserve and used < n_splits:
             raise FortifaiError(f"corpus {corpus.name} ({corpus.part}) has {len(corpus)} paragraphs; after the "
                                 f"{reserve} held out, fewer than the {n_splits} splits asked for")
     if used == len(corpus):
-        return corpus
+        return corpus  # split_bounds checks n_splits against the corpus
     return dataclasses.replace(corpus, paragraphs=corpus.paragraphs[:used])
 
 
 def kr_set(corpus: str, part: str | None = None, n_splits: int = N_SPLITS, *,
            paragraphs_per_split: int | None = None, reserve: int = 0, generator: str | None = None,
            data_dir=None, max_per_paragraph: int = 5, seed: int = 0, max_diff_words: int | None = None,
-           tokenizer=None) -> KRSet:
+           use_shipped: bool = True, tokenizer=None) -> KRSet:
     """The KR set of `corpus` cut into `n_splits` (see the module docstring). `tokenizer` only adds the
     token-level length bias to the provenance. Returns a fresh KRSet (its questions are copies)."""
     spec = KRSetSpec(corpus, part, n_splits, paragraphs_per_split, reserve, generator,
-                     str(data_dir) if data_dir else None, max_per_paragraph, seed, max_diff_words)
+                     str(data_dir) if data_dir else None, max_per_paragraph, seed, max_diff_words, use_shipped)
     return resolve(spec, tokenizer=tokenizer)
 
 
@@ -151,7 +153,7 @@ def _resolved(spec: KRSetSpec, data_dir, cache_root: str) -> tuple:
     covered = cut(corpus, spec.n_splits, spec.paragraphs_per_split, spec.reserve)
     bounds = covered.split_bounds(spec.n_splits)
     generator = spec.generator or ("facts" if spec.corpus == "facts" else "rules")
-    shipped = _shipped_file(spec.corpus, part, generator)
+    shipped = _shipped_file(spec.corpus, part, generator) if spec.use_shipped and _shipped_settings(spec) else None
     if shipped is not None:
         questions, where = _from_shipped(shipped, bounds), {"source": "shipped", "file": str(shipped)}
         quality = None  # the shipped file was filtered when it was made (corpus build-facts)
@@ -182,6 +184,11 @@ def _part(corpus: str, part: str | None, data_dir) -> tuple[str, str | None]:
 
         return default_part(data_dir)
     return "main", None
+
+
+def _shipped_settings(spec: KRSetSpec) -> bool:
+    """Shipped sets are made with the defaults (corpus build-facts); other settings mean building."""
+    return spec.max_per_paragraph == 5 and spec.seed == 0 and spec.max_diff_words is None
 
 
 def _shipped_file(corpus: str, part: str, generator: str) -> Path | None:
@@ -221,7 +228,8 @@ def _built(covered, generator: str, spec: KRSetSpec, cache_root: Path):
     ).encode())
     for p in covered.paragraphs:
         digest.update(p.id.encode() + b"\0" + p.text.encode() + b"\0")
-    name = f"{covered.name}-{covered.part}-{version.replace('@', '-v')}-s{spec.n_splits}-{digest.hexdigest()[:16]}.jsonl"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{covered.name}-{covered.part}")  # text:PATH corpora hold slashes
+    name = f"{stem}-{version.replace('@', '-v')}-s{spec.n_splits}-{digest.hexdigest()[:16]}.jsonl"
     path = cache_root / "kr" / name
     report_path = path.with_suffix(".quality.json")
     if path.is_file():
