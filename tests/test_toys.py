@@ -183,9 +183,11 @@ def test_fig_c4_noisy_estimator_collapses_perfect_one_drifts_less():
     runs = {est: [gaussian.run(gaussian.GaussianConfig(sampling_bias=1.0, generations=1000, estimator=est), "mle",
                                s, progress=False) for s in seeds] for est in ("perfect", "noisy")}
     final = {est: np.array([r["stages"][-1]["variance_ratio"] for r in rs]) for est, rs in runs.items()}
+    lowest = {est: np.array([min(s["variance_ratio"] for s in r["stages"]) for r in rs]) for est, rs in runs.items()}
     assert all(r["time_to_failure"] < 100 for r in runs["noisy"])  # every noisy seed leaves [0.5, 2] quickly
-    assert np.median(final["noisy"]) < 1e-3                        # and most end collapsed
-    assert np.all((0.2 < final["perfect"]) & (final["perfect"] < 2))  # the perfect one drifts, by at most 5x
+    assert np.all(lowest["noisy"] < 0.01)      # and its variance falls below 1% of the start within 1,000
+    assert np.all(lowest["perfect"] > 0.15)    # the perfect estimator's never below 15%
+    assert np.all((0.2 < final["perfect"]) & (final["perfect"] < 2))
     assert np.median(np.abs(np.log(final["perfect"]))) < np.median(np.abs(np.log(final["noisy"]))) / 5
 
 

@@ -157,8 +157,10 @@ def mean_band(values, *, log: bool = False, level: float = 0.95):
     return (10 ** m, 10 ** lo, 10 ** hi) if log else (m, lo, hi)
 
 
-def plot_band(ax, x, values, *, color: str, label: str, log: bool = False, marker: str | None = None) -> None:
-    """Every seed as a faint line, the mean over seeds as a solid one (labelled) and its 95% band shaded."""
+def plot_band(ax, x, values, *, color: str, label: str, log: bool = False, marker: str | None = None,
+              bounds: tuple[float, float] | None = None) -> None:
+    """Every seed as a faint line, the mean over seeds as a solid one (labelled) and its 95% band shaded
+    (clipped to `bounds` where the quantity has them: a t-interval over 3 seeds can leave [0, 1])."""
     import numpy as np
 
     values = np.asarray(values, dtype=float)
@@ -166,6 +168,8 @@ def plot_band(ax, x, values, *, color: str, label: str, log: bool = False, marke
         for row in values:
             ax.plot(x, row, color=color, alpha=0.25, lw=0.7)
     m, lo, hi = mean_band(values, log=log)
+    if bounds is not None:
+        lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
     ax.plot(x, m, color=color, lw=1.8, label=label, marker=marker, ms=4)
     if values.shape[0] > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
@@ -178,6 +182,13 @@ def seeds_legend_note(ax, n_seeds: int) -> None:
         ax.fill_between([], [], color="0.5", alpha=0.2, lw=0, label="95% CI of the mean")
 
 
+SCORE_LABELS = {  # axis labels of the toys' scores
+    "exp_neg_kl": r"$\exp(-\mathrm{KL}(\mathrm{original}\,\|\,\mathrm{model}))$",
+    "diversity_retention": "diversity retention\n(within-digit pixel sd, generated / real)",
+    "variance_retention": r"variance retention $\min(r, 1/r)$, $r = \sigma_t^2/\sigma_0^2$",
+}
+
+
 def plot_scores(runs: list[dict], path: Path, title: str, *, ylabel: str | None = None):
     """Score per generation: mean over seeds with a 95% band per method, the failure threshold, and each
     method's mean time to failure (over the seeds that failed) marked on the threshold."""
@@ -187,7 +198,9 @@ def plot_scores(runs: list[dict], path: Path, title: str, *, ylabel: str | None 
     threshold = runs[0]["failure_threshold"]
     for i, (spec, group) in enumerate(groups.items()):
         x = [s["stage"] for s in group[0]["stages"]]
-        plot_band(ax, x, [[s["score"] for s in r["stages"]] for r in group], color=f"C{i}", label=spec)
+        scores = [[s["score"] for s in r["stages"]] for r in group]
+        top = max(1.0, max(max(row) for row in scores))  # scores are >= 0; exp(-KL) and retention <= 1
+        plot_band(ax, x, scores, color=f"C{i}", label=spec, bounds=(0.0, top))
         ttf = [r["time_to_failure"] for r in group if r["time_to_failure"] is not None]
         if ttf:
             ax.plot([sum(ttf) / len(ttf)], [threshold], marker="v", ms=8, color=f"C{i}", ls="none",
@@ -195,7 +208,7 @@ def plot_scores(runs: list[dict], path: Path, title: str, *, ylabel: str | None 
     ax.axhline(threshold, color="k", ls="--", lw=1, label=f"failure threshold ({threshold:g})")
     seeds_legend_note(ax, max(len(g) for g in groups.values()))
     ax.set_xlabel("generation $t$")
-    ax.set_ylabel(ylabel or runs[0]["score_name"])
+    ax.set_ylabel(ylabel or SCORE_LABELS.get(runs[0]["score_name"], runs[0]["score_name"]))
     ax.set_title(title)
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
@@ -226,7 +239,7 @@ def run_grid(task: str, run_one: Callable[..., dict], config, methods: Sequence[
     if score_plot is not None:
         score_plot(runs, out / "scores.png")
     else:
-        plot_scores(runs, out / "scores.png", f"{task}: {runs[0]['score_name']} per generation")
+        plot_scores(runs, out / "scores.png", f"{task}: score `{runs[0]['score_name']}` per generation")
     if extra_plot is not None:
         extra_plot(runs, out)
     return summary

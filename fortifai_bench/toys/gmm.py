@@ -212,7 +212,7 @@ def plot_comparison(runs: list[dict], out: Path):
     ax1.set(yscale="log", xlabel="generation $t$", ylabel=r"KL(original $\|$ model) [nats]")
     ax2.axhline(1.0, color="k", ls=":", lw=1, label="original (ratio 1)")
     ax2.set(yscale="log", xlabel="generation $t$",
-            ylabel=r"component variance / original (geo. mean; up = spread grows)")
+            ylabel="component variance / original\n(geometric mean; up = spread grows)")
     n_seeds = max(len(g) for g in groups.values())
     for ax in (ax1, ax2):
         common.seeds_legend_note(ax, n_seeds)
@@ -222,5 +222,6 @@ def plot_comparison(runs: list[dict], out: Path):
     what = ("Algorithm 2 as written (no sampling bias)" if cfg.get("variant", "algorithm2") == "algorithm2"
             else fr"biased sampler, $\lambda$ = {cfg['sampling_bias']:g} (not in Algorithm 2)")
     fig.suptitle(f"GMM, {what}: $N$ = {cfg['samples']:,}, KL from {cfg['kl_samples']:,} Monte Carlo samples",
-                 fontsize=10)
+                 fontsize=10, y=1.0)
+    fig.tight_layout()
     return common.save_figure(fig, Path(out) / "gmm.png")

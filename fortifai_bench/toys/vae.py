@@ -265,13 +265,15 @@ def plot_comparison(runs: list[dict], out: Path):
     plt = common.pyplot()
     keys = [("score", "diversity retention"), ("accuracy", "classifier accuracy"),
             ("label_entropy", "label entropy [nats]"), ("pixel_kl", "pixel KL [nats]")]
+    bounds = {"score": (0, np.inf), "accuracy": (0, 1), "label_entropy": (0, math.log(N_CLASSES)),
+              "pixel_kl": (0, np.inf)}
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     groups = common.group_by_spec(runs)
     for i, (spec, group) in enumerate(groups.items()):
         x = [s["stage"] for s in group[0]["stages"]]
         for ax, (key, _) in zip(axes, keys):
             common.plot_band(ax, x, [[s[key] for s in r["stages"]] for r in group], color=f"C{i}", label=spec,
-                             marker=".")
+                             marker=".", bounds=bounds[key])
     th = runs[0]["failure_threshold"]
     axes[0].axhline(th, color="k", ls="--", lw=1, label=f"failure threshold ({th:g})")
     axes[2].axhline(math.log(N_CLASSES), color="k", ls=":", lw=1, label=r"all digits equally often ($\ln 10$)")
@@ -281,4 +283,5 @@ def plot_comparison(runs: list[dict], out: Path):
         common.seeds_legend_note(ax, n_seeds)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    fig.tight_layout()
     return common.save_figure(fig, Path(out) / "vae.png")
