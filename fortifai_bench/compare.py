@@ -6,36 +6,39 @@
 
 Two questions, two tests:
 
+* Does one loss delay collapse? Seeds are the unit: Welch's t-test over seeds on the restricted time to
+  failure min(time, last stage) (`metrics.compare_failures`; a seed that never failed is censored at the
+  last stage, and the summary says so). With one run on a side there is no seed-level test; then a bootstrap
+  over questions (paired: the same question draw for both sides) gives an interval that reflects question
+  sampling within that one seed only, and is labelled as such.
 * Do the two final models answer the same KR questions differently? McNemar's exact test on the final
-  stage's KR-split-0 items (`items.split0_correct` in results.json), per seed pair and pooled. The runs must
-  have scored the very same questions: the item id hashes must agree, or the comparison is refused.
-* Does one loss delay collapse? A bootstrap CI of the difference in time to failure (A - B). With several runs
-  per side it resamples seeds (the between-seed spread is the honest uncertainty); with one run on a side it
-  resamples questions (paired: the same question ids for both sides) and recomputes each curve. A run that
-  never fails counts as the horizon (the number of stages), as on the leaderboard.
+  stage's KR-split-0 items, per seed pair. The runs must have scored the very same questions (item id
+  hashes agree). No pooled McNemar: two seeds of one loss share nothing but their questions, so pooling
+  question-runs would treat dependent outcomes as independent.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.leaderboard import load_run
+from fortifai_bench.results import load_results as load_run
 from fortifai_bench.metrics import mcnemar
 
 
 def censored_ttf(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Time to failure of every row of `scores` [rows, stages] (metrics.time_to_failure, vectorized), with
-    "not reached" as the number of stages."""
+    """The restricted time to failure of every row of `scores` [rows, stages]: `metrics.Failure.restricted`
+    vectorized (never failed -> the last stage), except that a row below the threshold at M_0 gives 0."""
     scores = np.atleast_2d(np.asarray(scores, dtype=float))
     n_stages = scores.shape[1]
     below = scores < threshold
     first = below.argmax(axis=1)
-    out = np.full(scores.shape[0], float(n_stages))
+    out = np.full(scores.shape[0], float(n_stages - 1))
     rows = np.flatnonzero(below.any(axis=1))
     i = first[rows]
     prev = scores[rows, np.maximum(i - 1, 0)]
@@ -109,57 +112,53 @@ def mcnemar_final(runs_a: list[dict], runs_b: list[dict]) -> dict:
     for a, b in pairs:
         res = mcnemar(_bits(a)[-1].astype(bool), _bits(b)[-1].astype(bool))
         per_pair.append({"seed_a": a["seed"], "seed_b": b["seed"], **res})
-    pooled = mcnemar(np.concatenate([_bits(a)[-1] for a, _ in pairs]).astype(bool),
-                     np.concatenate([_bits(b)[-1] for _, b in pairs]).astype(bool))
-    return {"stage": len(runs_a[0]["stages"]) - 1, "pairs": per_pair, "pooled": pooled}
+    return {"stage": len(runs_a[0]["stages"]) - 1, "pairs": per_pair}
 
 
 def ttf_difference(runs_a: list[dict], runs_b: list[dict], *, n_boot: int = 2000, seed: int = 0,
                    level: float = 0.95) -> dict:
-    """Difference in mean time to failure (A - B) and its bootstrap CI (see module doc for the resampling)."""
-    n_stages = len(runs_a[0]["stages"])
+    """Time to failure of both sides (`metrics.summarize_failures`), the seed-level test, and with one run
+    on a side the question bootstrap (see module doc)."""
+    from fortifai_bench.metrics import compare_failures
+    from fortifai_bench.results import run_failure, summarize_runs
+
+    fa, fb = [run_failure(r) for r in runs_a], [run_failure(r) for r in runs_b]
+    out = {"a": summarize_runs(runs_a)["time_to_failure"], "b": summarize_runs(runs_b)["time_to_failure"],
+           "seeds": compare_failures(fa, fb), "questions": None}
+    if (len(runs_a) < 2 or len(runs_b) < 2) and all(r.get("items") for r in runs_a + runs_b):
+        out["questions"] = _question_bootstrap(runs_a, runs_b, n_boot, seed, level)
+    return out
+
+
+def _question_bootstrap(runs_a, runs_b, n_boot, seed, level) -> dict:
+    _check_items(runs_a + runs_b)
     thr = runs_a[0]["failure_threshold"]
+    n = len(runs_a[0]["items"]["split0_correct"][0])
+    # The same question draw for every run (paired); bits as uint8 keep the [stages, boot, n] gather small.
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
-    def observed(runs):
-        return np.array([n_stages if r["time_to_failure"] is None else r["time_to_failure"] for r in runs], float)
+    def boot_mean(runs):
+        return np.mean([censored_ttf(_bits(r).astype(np.uint8)[:, idx].sum(-1, dtype=np.int64).T / n, thr)
+                        for r in runs], axis=0)
 
-    ta, tb = observed(runs_a), observed(runs_b)
-    rng = np.random.default_rng(seed)
-    if len(runs_a) >= 2 and len(runs_b) >= 2:
-        method = "seeds"
-        ia = rng.integers(0, len(ta), size=(n_boot, len(ta)))
-        ib = rng.integers(0, len(tb), size=(n_boot, len(tb)))
-        diffs = ta[ia].mean(axis=1) - tb[ib].mean(axis=1)
-    elif all(r.get("items") for r in runs_a + runs_b):
-        _check_items(runs_a + runs_b)
-        method = "questions"
-        n = len(runs_a[0]["items"]["split0_correct"][0])
-        # The same question draw for every run (paired); bits as uint8 keep the [stages, boot, n] gather small.
-        idx = rng.integers(0, n, size=(n_boot, n))
-
-        def boot_mean(runs):
-            return np.mean([censored_ttf(_bits(r).astype(np.uint8)[:, idx].sum(-1, dtype=np.int64).T / n, thr)
-                            for r in runs], axis=0)
-
-        diffs = boot_mean(runs_a) - boot_mean(runs_b)
-    else:
-        method, diffs = "none", None
+    diffs = boot_mean(runs_a) - boot_mean(runs_b)
     alpha = (1 - level) / 2
-    ci = None if diffs is None else [float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))]
-    return {
-        "a": {"mean": float(ta.mean()), "per_seed": [r["time_to_failure"] for r in runs_a]},
-        "b": {"mean": float(tb.mean()), "per_seed": [r["time_to_failure"] for r in runs_b]},
-        "difference": float(ta.mean() - tb.mean()), "ci": ci, "level": level, "method": method,
-        "n_boot": n_boot if diffs is not None else 0, "horizon": n_stages,
-    }
+    return {"ci": [float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))], "level": level,
+            "n_boot": n_boot, "note": "question sampling within these runs only, not seed-to-seed variation"}
 
 
-def compare_runs(paths_a: list[str], paths_b: list[str], *, n_boot: int = 2000, seed: int = 0) -> dict:
+def compare_runs(paths_a: list[str], paths_b: list[str], *, n_boot: int = 2000, seed: int = 0,
+                 plot: str | None = None) -> dict:
     if not paths_a or not paths_b:
         raise FortifaiError("compare needs at least one run on each side")
     runs_a, runs_b = [load_run(p) for p in paths_a], [load_run(p) for p in paths_b]
     _check_comparable(runs_a, runs_b)
     both_have_items = all(r.get("items") for r in runs_a + runs_b)
+    if plot:
+        from fortifai_bench.collapse.plots import plot_compare
+
+        plot_compare({f"A: {runs_a[0]['loss']['spec']}": runs_a, f"B: {runs_b[0]['loss']['spec']}": runs_b},
+                     Path(plot), runs_a[0]["failure_threshold"])
     return {
         "task": dict(runs_a[0]["task"]), "score_name": runs_a[0]["score_name"],
         "a": _label(runs_a), "b": _label(runs_b),
@@ -170,31 +169,32 @@ def compare_runs(paths_a: list[str], paths_b: list[str], *, n_boot: int = 2000, 
 
 def format_report(res: dict) -> str:
     lines = [f"{res['task']['name']} v{res['task']['version']}", f"A: {res['a']}", f"B: {res['b']}", ""]
+    t = res["time_to_failure"]
+    lines += ["Time to failure (stages from M_0; a seed that never fails is censored at the last stage):",
+              f"  A {t['a']['text']}", f"  B {t['b']['text']}"]
+    v = t["seeds"]
+    if v["diff"] is not None:
+        test = (f"p = {v['p_value']:.3g} ({v['test']}, {v['n_a']} vs {v['n_b']} seeds)" if v["p_value"] is not None
+                else "no seed-level test (a side has fewer than 2 seeds)")
+        lines.append(f"  restricted mean A - B = {v['diff']:+.2f}, A / B = {_ratio(v['ratio'])}; {test}")
+    q = t["questions"]
+    if q is not None:
+        lines.append(f"  {q['level']:.0%} bootstrap CI of A - B over questions [{q['ci'][0]:+.2f}, {q['ci'][1]:+.2f}] "
+                     f"({q['n_boot']} resamples; {q['note']})")
     m = res["mcnemar"]
+    lines.append("")
     if m is None:
         lines.append("McNemar: not available (runs keep no per-question results)")
     else:
-        lines.append(f"McNemar (exact) on the final stage ({m['stage']}) {res['score_name']} items:")
+        lines.append(f"McNemar (exact) on the final stage ({m['stage']}) {res['score_name']} items, per seed pair:")
         for p in m["pairs"]:
             lines.append(f"  seed {p['seed_a']} vs {p['seed_b']}: {p['n']} questions, only A right {p['only_a']}, "
                          f"only B right {p['only_b']}, p = {p['p_value']:.4g}")
-        if len(m["pairs"]) > 1:
-            q = m["pooled"]
-            lines.append(f"  pooled over {len(m['pairs'])} pairs: {q['n']} question-runs, only A right {q['only_a']}, "
-                         f"only B right {q['only_b']}, p = {q['p_value']:.4g}")
-    t = res["time_to_failure"]
-    lines += ["", f"Time to failure (a run that never fails counts as {t['horizon']}, the horizon):",
-              f"  A {t['a']['mean']:.2f} (per seed {_fmt_list(t['a']['per_seed'])}), "
-              f"B {t['b']['mean']:.2f} (per seed {_fmt_list(t['b']['per_seed'])})"]
-    diff = f"  difference A - B = {t['difference']:+.2f}"
-    if t["ci"] is None:
-        diff += ": no confidence interval (one run per side and no per-question results)"
-    else:
-        over = "seeds" if t["method"] == "seeds" else "questions (paired)"
-        diff += (f", {t['level']:.0%} bootstrap CI [{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}] "
-                 f"({t['n_boot']} resamples over {over})")
-    lines.append(diff)
     return "\n".join(lines) + "\n"
+
+
+def _ratio(r) -> str:
+    return "-" if r is None else f"{r:.2f}x"
 
 
 def _fmt_list(values: list) -> str:
@@ -215,19 +215,21 @@ def _run(args: argparse.Namespace) -> int:
         a, b = _split([args.sides[0]]), _split([args.sides[1]])
     else:
         a, b = _split(args.a or []), _split(args.b or [])
-    res = compare_runs(a, b, n_boot=args.n_boot, seed=args.seed)
+    res = compare_runs(a, b, n_boot=args.n_boot, seed=args.seed, plot=args.plot)
     print(json.dumps(res, indent=2) if args.json else format_report(res), end="\n" if args.json else "")
     return 0
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "compare", help="McNemar on final-stage KR items and a bootstrap CI of the time-to-failure difference",
+        "compare", help="time to failure over seeds (Welch's t-test) and McNemar on final-stage KR items",
         description="Compare two runs (or two sets of seeds) of the same collapse task.")
     p.add_argument("sides", nargs="*", metavar="RUN", help="RUN_A RUN_B; several seeds as A1,A2,A3 B1,B2,B3")
     p.add_argument("-a", action="append", metavar="RUN_A", help="a run of side A (repeatable)")
     p.add_argument("-b", action="append", metavar="RUN_B", help="a run of side B (repeatable)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (default: a report)")
+    p.add_argument("--plot", default=None, metavar="STEM",
+                   help="also write STEM.png and STEM.svg: both sides' KR-split-0 and KL per stage (default: none)")
     p.set_defaults(func=_run)

@@ -1,4 +1,5 @@
-"""Writes run folders whose results.json follows contract 5 (COMMON.md), for leaderboard and compare tests.
+"""Writes run folders whose results.json follows the results contract (fortifai_bench/results.py), for
+leaderboard and compare tests.
 
 Scores are derived from per-question bitstrings, exactly as a collapse run derives them, so time to failure,
 AUC and the McNemar inputs all agree with each other.
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fortifai_bench.metrics import area_under_curve, time_to_failure
+from fortifai_bench.metrics import area_under_curve, failure
 
 DEFAULT_CONFIG = {
     "task": "collapse_facts", "version": 1, "corpus": "facts", "stages": 4, "mode": "accumulate", "model": "tiny",
@@ -52,7 +53,8 @@ def make_results(accuracies: list[float], *, loss: str = "ce", loss_args: dict |
         "score_name": "kr_split0", "failure_threshold": 0.75,
         "stages": [{"stage": i, "score": s, "kr_total": max(0.0, s - 0.02), "kl": 0.01 * i}
                    for i, s in enumerate(scores)],
-        "time_to_failure": time_to_failure(scores, 0.75), "auc": area_under_curve(scores), "final_score": scores[-1],
+        "time_to_failure": failure(scores, 0.75).time, "failure": failure(scores, 0.75).to_dict(),
+        "auc": area_under_curve(scores), "final_score": scores[-1],
         "items": {"split0_ids_sha256": hashlib.sha256(ids.encode()).hexdigest(), "split0_correct": bits},
         "provenance": {"versions": {"fortifai-bench": "0.1.0", "torch": "2.13.0"}, "git": "abc123",
                        "command": command or f"fortifai-bench collapse --loss {loss} --seed {seed}",

@@ -1,4 +1,5 @@
-"""compare: McNemar on final-stage KR items, bootstrap CI of the time-to-failure difference."""
+"""compare: time to failure over seeds (Welch), McNemar per seed pair on final-stage KR items, the question
+bootstrap for single runs, the comparison plot."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ def test_vectorized_time_to_failure_matches_metrics():
     curves[:50] = 0.9  # never fails
     curves[50:60, 0] = 0.6  # fails at stage 0
     got = censored_ttf(curves, 0.75)
-    want = [time_to_failure(list(c), 0.75) for c in curves]
-    assert got == pytest.approx([6.0 if w is None else w for w in want])
+    want = [0.0 if c[0] < 0.75 else time_to_failure(list(c), 0.75) for c in curves]
+    assert got == pytest.approx([5.0 if w is None else w for w in want])  # never failed: the last stage
+    assert (got[50:60] == 0).all()
 
 
 def _bits(row: list[int]) -> str:
@@ -55,23 +57,22 @@ def test_refuses_runs_that_scored_other_questions(tmp_path):
         compare_runs([str(a)], [str(c)])
 
 
-def test_seed_bootstrap_separates_clearly_different_losses(tmp_path):
+def test_seed_test_separates_clearly_different_losses(tmp_path):
     ce = write_seeds(tmp_path / "ce", [[1.0, 0.8, 0.6, 0.5], [1.0, 0.7, 0.6, 0.5], [1.0, 0.85, 0.65, 0.5]], loss="ce")
     tce = write_seeds(tmp_path / "t", [[1.0, 0.95, 0.9, 0.7], [1.0, 0.9, 0.85, 0.8], [1.0, 0.95, 0.8, 0.7]],
                       loss="tce:0.9")
-    res = compare_runs([str(p) for p in tce], [str(p) for p in ce])
+    res = compare_runs([str(p) for p in tce], [str(p) for p in ce], plot=str(tmp_path / "cmp"))
     t = res["time_to_failure"]
-    assert t["method"] == "seeds" and t["horizon"] == 4
-    per_a = [2.75, None, 2.5]
-    assert t["a"]["per_seed"] == [pytest.approx(v) if v is not None else None for v in per_a]
-    assert t["a"]["mean"] == pytest.approx((2.75 + 4 + 2.5) / 3)  # not reached counts as the horizon
-    assert t["difference"] == pytest.approx(t["a"]["mean"] - t["b"]["mean"])
-    lo, hi = t["ci"]
-    assert 0 < lo <= t["difference"] <= hi
-    assert [p["seed_a"] for p in res["mcnemar"]["pairs"]] == [0, 1, 2] and res["mcnemar"]["pooled"]["n"] == 120
-    # the same runs on both sides: no difference, and the interval says so
-    same = compare_runs([str(p) for p in ce], [str(p) for p in ce])["time_to_failure"]
-    assert same["difference"] == 0 and same["ci"][0] <= 0 <= same["ci"][1]
+    assert t["a"]["never_failed"] == 1 and t["a"]["mean"] is None and "1 of 3 never failed" in t["a"]["text"]
+    assert t["a"]["restricted_mean"] == pytest.approx((2.75 + 3 + 2.5) / 3)  # censored at the last stage, 3
+    v = t["seeds"]
+    assert v["diff"] == pytest.approx(t["a"]["restricted_mean"] - t["b"]["restricted_mean"])
+    assert v["p_value"] < 0.01 and v["n_a"] == v["n_b"] == 3 and t["questions"] is None
+    assert [p["seed_a"] for p in res["mcnemar"]["pairs"]] == [0, 1, 2] and "pooled" not in res["mcnemar"]
+    assert (tmp_path / "cmp.png").stat().st_size > 0 and (tmp_path / "cmp.svg").is_file()
+    # the same runs on both sides: no difference, and the test says so
+    same = compare_runs([str(p) for p in ce], [str(p) for p in ce])["time_to_failure"]["seeds"]
+    assert same["diff"] == 0 and same["p_value"] == pytest.approx(1.0)
 
 
 def test_question_bootstrap_for_single_runs(tmp_path):
@@ -79,9 +80,11 @@ def test_question_bootstrap_for_single_runs(tmp_path):
     b = write_run(tmp_path / "b", [1.0, 0.8, 0.6, 0.55, 0.5], loss="ce", n_items=200)
     res = compare_runs([str(a)], [str(b)], n_boot=500, seed=1)
     t = res["time_to_failure"]
-    assert t["method"] == "questions" and t["n_boot"] == 500
-    assert t["difference"] == pytest.approx((3 + 0.1 / 0.1 * 0.5) - (1 + 0.05 / 0.2))
-    assert t["ci"][0] < t["difference"] < t["ci"][1] and t["ci"][0] > 0
+    q = t["questions"]
+    assert q["n_boot"] == 500 and t["seeds"]["p_value"] is None  # one seed a side: no seed-level test
+    diff = (3 + 0.1 / 0.1 * 0.5) - (1 + 0.05 / 0.2)
+    assert t["seeds"]["diff"] == pytest.approx(diff)
+    assert q["ci"][0] < diff < q["ci"][1] and q["ci"][0] > 0
     again = compare_runs([str(a)], [str(b)], n_boot=500, seed=1)
     assert again == res  # a fixed bootstrap seed reproduces the interval
 
@@ -95,8 +98,8 @@ def test_runs_without_items(tmp_path):
         (tmp_path / name / "results.json").write_text(json.dumps(r))
         runs.append(str(tmp_path / name))
     res = compare_runs([runs[0]], [runs[1]])
-    assert res["mcnemar"] is None and res["time_to_failure"]["ci"] is None
-    assert "McNemar: not available" in format_report(res) and "no confidence interval" in format_report(res)
+    assert res["mcnemar"] is None and res["time_to_failure"]["questions"] is None
+    assert "McNemar: not available" in format_report(res) and "no seed-level test" in format_report(res)
 
 
 def test_cli_forms_agree_and_bad_input_exits_2(tmp_path, capsys):
@@ -108,7 +111,7 @@ def test_cli_forms_agree_and_bad_input_exits_2(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == first
     assert first["a"].startswith("tce:0.9 (tiny), seeds 0,1")
     assert main(["compare", tce[0], ce[0]]) == 0
-    assert "difference A - B" in capsys.readouterr().out
+    assert "restricted mean A - B" in capsys.readouterr().out
     assert main(["compare", tce[0], ce[0], ce[1]]) == 2
     assert "expected RUN_A RUN_B" in capsys.readouterr().err
     assert main(["compare", str(tmp_path), ce[0]]) == 2

@@ -163,5 +163,6 @@ def plot_compare(groups: dict[str, list[dict]], stem: str | os.PathLike, thresho
     ax_kl.set(xlabel="stage $i$", ylabel=r"$\mathrm{KL}(p_\mathrm{original}\,\|\,p_\mathrm{generated})$ of split 0",
               title="drift of the regenerated split 0")
     ax_kl.set_ylim(bottom=0)
-    ax_kl.legend(fontsize=7)
+    if ax_kl.get_legend_handles_labels()[0]:
+        ax_kl.legend(fontsize=7)
     return save(fig, Path(stem))
