@@ -171,7 +171,9 @@ code { font-size: 0.9em; }
 svg .ci { fill: #4a7bd1; fill-opacity: 0.2; }
 svg .mean { fill: none; stroke: #1f4fa8; stroke-width: 1.5; }
 svg .fail { stroke: #c0392b; stroke-dasharray: 3 2; stroke-width: 1; }
-svg .axis { stroke: #999; stroke-width: 0.5; }
+svg .axis, svg .tick { stroke: #999; stroke-width: 0.5; }
+svg text { font-size: 9px; fill: #555; }
+svg .fail-label { fill: #c0392b; }
 details { margin-top: 0.3em; font-size: 0.85em; }
 """
 
@@ -185,8 +187,10 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def curve_svg(entry: dict, width: int = 180, height: int = 64) -> str:
-    """The entry's per-stage score (mean line, 95% CI band over seeds) with the failure threshold dashed."""
+def curve_svg(entry: dict, width: int = 200, height: int = 64) -> str:
+    """The entry's per-stage score (mean line, 95% CI band over seeds) on a minimal y-axis (ticks at 0.5
+    and 1.0, the range always holding both, so curves of different rows read alike), with the failure
+    threshold dashed and labelled."""
     stages = entry["stages"]
     means = [s["score"]["mean"] for s in stages]
     los = [s["score"]["ci"][0] if s["score"]["ci"][0] is not None else m for s, m in zip(stages, means)]
@@ -194,11 +198,11 @@ def curve_svg(entry: dict, width: int = 180, height: int = 64) -> str:
     thr = entry["failure_threshold"]
     finite = [v for v in means + los + his + [thr] if v is not None and math.isfinite(v)]
     y_lo, y_hi = min(finite + [0.5]), max(finite + [1.0])
-    pad = 4
+    pad, left, right = 5, 24, 40  # left: tick labels; right: the threshold's label
     n = max(len(stages) - 1, 1)
 
     def x(i):
-        return pad + (width - 2 * pad) * i / n
+        return left + (width - left - right) * i / n
 
     def y(v):
         return pad + (height - 2 * pad) * (1 - (v - y_lo) / ((y_hi - y_lo) or 1))
@@ -208,10 +212,17 @@ def curve_svg(entry: dict, width: int = 180, height: int = 64) -> str:
     band = [(x(i), y(h)) for i, h in enumerate(his) if h is not None]
     band += [(x(i), y(lo)) for i, lo in reversed(list(enumerate(los))) if lo is not None]
     label = f"{entry['score_name']} per stage: " + ", ".join(_num(m) for m in means)
+    ticks = "".join(
+        f'<line class="tick" x1="{left - 3}" y1="{y(v):.1f}" x2="{left}" y2="{y(v):.1f}"/>'
+        f'<text class="ytick" x="{left - 5}" y="{y(v) + 3:.1f}" text-anchor="end">{v:.1f}</text>'
+        for v in (0.5, 1.0))
+    x_end = width - right
     return (f'<svg class="curve" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
             f'role="img" aria-label="{_e(label)}"><title>{_e(label)}</title>'
-            f'<line class="axis" x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}"/>'
-            f'<line class="fail" x1="{pad}" y1="{y(thr):.1f}" x2="{width - pad}" y2="{y(thr):.1f}"/>'
+            f'<line class="axis" x1="{left}" y1="{pad}" x2="{left}" y2="{height - pad}"/>'
+            f'<line class="axis" x1="{left}" y1="{height - pad}" x2="{x_end}" y2="{height - pad}"/>{ticks}'
+            f'<line class="fail" x1="{left}" y1="{y(thr):.1f}" x2="{x_end}" y2="{y(thr):.1f}"/>'
+            f'<text class="fail-label" x="{x_end + 3}" y="{y(thr) + 3:.1f}">fail {thr:g}</text>'
             f'<polygon class="ci" points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in band)}"/>'
             f'<polyline class="mean" points="{mean_line}"/></svg>')
 
@@ -260,7 +271,7 @@ def render_html(board: dict) -> str:
 <body>
 <h1>{_e(title(board))}</h1>
 <p>Ranked by time to failure: the interpolated stage at which {_e(_score_name(board))} first falls below
-{_e(_threshold(board))} (dashed line); a seed that never fails counts as the full horizon and ranks best.
+{_e(_threshold(board))} (the dashed line labelled "fail" in each curve; its y-axis is marked at 0.5 and 1.0); a seed that never fails counts as the full horizon and ranks best.
 Ties are broken by the area under the curve. Intervals are 95% t-intervals over seeds; the band in each curve
 is the per-stage interval. Click a column header to sort.</p>
 <table id="board"><thead><tr>{heads}</tr></thead>

@@ -32,12 +32,21 @@ class _Table(HTMLParser):
         self.table_attrs: dict = {}
         self.rows: list[dict] = []
         self.scripts = 0
+        self.svgs: list[dict] = []  # per curve: its <line> attributes and its <text> elements
+        self._text: dict | None = None
         self._cell: dict | None = None
         self._depth = 0
         self._in_body = False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        if tag == "svg":
+            self.svgs.append({"lines": [], "texts": []})
+        elif tag == "line" and self.svgs:
+            self.svgs[-1]["lines"].append(attrs)
+        elif tag == "text" and self.svgs:
+            self._text = {**attrs, "text": ""}
+            self.svgs[-1]["texts"].append(self._text)
         if tag == "html":
             self.html_attrs = attrs
         elif tag == "script":
@@ -55,6 +64,8 @@ class _Table(HTMLParser):
             self._depth += 1
 
     def handle_endtag(self, tag):
+        if tag == "text":
+            self._text = None
         if tag == "tbody":
             self._in_body = False
         elif tag == "td" and self._cell is not None:
@@ -64,6 +75,8 @@ class _Table(HTMLParser):
             self._depth -= 1
 
     def handle_data(self, data):
+        if self._text is not None:
+            self._text["text"] += data
         if self._cell is not None and self._depth == 0:
             self._cell["text"] += data
 
@@ -132,3 +145,19 @@ def test_javascript_sorts_the_table(page, tmp_path, fragment, expected):
     assert [r["cells"]["loss"] for r in dom.rows] == expected
     key, direction = fragment[len("#sort="):].split("&dir=")
     assert dom.table_attrs.get("data-sorted") == f"{key}:{direction}"
+
+
+def test_curves_have_a_y_axis_and_a_labelled_threshold(page, tmp_path):
+    """Every sparkline, as Chromium built it: ticks 0.5 and 1.0 (1.0 above), a threshold line labelled with
+    its value, lying between the ticks where the threshold does."""
+    dom = dump_dom(page, tmp_path)
+    assert len(dom.svgs) == 3
+    for svg in dom.svgs:
+        ticks = {t["text"]: float(t["y"]) for t in svg["texts"] if t.get("class") == "ytick"}
+        assert set(ticks) == {"0.5", "1.0"} and ticks["1.0"] < ticks["0.5"]
+        [label] = [t for t in svg["texts"] if t.get("class") == "fail-label"]
+        assert label["text"] == "fail 0.75"
+        [fail] = [ln for ln in svg["lines"] if ln.get("class") == "fail"]
+        y_fail = float(fail["y1"])
+        assert ticks["1.0"] < y_fail < ticks["0.5"] and abs(float(label["y"]) - 3 - y_fail) < 0.2
+        assert sum(ln.get("class") == "tick" for ln in svg["lines"]) == 2
