@@ -1,0 +1,432 @@
+"""The matrix of bad inputs (issue 11): each one gets exactly one `fortifai-bench: error:` line naming what and
+where, exit status 2, no traceback, and leaves the working folder as it was (nothing new, nothing changed).
+
+Each case runs the real CLI (`fortifai_bench.cli.main`, in this process, or `python -m fortifai_bench` in a
+subprocess where the process itself is under test: sys.path, sys.exit, asyncio's unretrieved-task warnings),
+or a library call that every consumer goes through (`read_questions`). The working folder is a fresh temporary
+folder holding the case's inputs; its files are snapshotted (path, size, content hash) before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from chat_server import ChatServer, Reply
+from fortifai_bench.cli import main
+from fortifai_bench.errors import FortifaiError
+from results_factory import write_run, write_seeds
+
+REPO = Path(__file__).resolve().parent.parent
+CE = [[1.0, 0.9, 0.7, 0.5], [1.0, 0.85, 0.65, 0.5], [0.975, 0.9, 0.75, 0.6]]
+PLAN = ["collapse", "--plan"]  # validates task and losses, prints the schedule; needs no model or data
+
+
+@dataclass
+class Case:
+    id: str
+    argv: list[str] | None = None               # CLI arguments ({cwd} is replaced by the working folder)
+    words: tuple[str, ...] = ()                  # all must appear in the one error line
+    setup: Callable[[Path], None] | None = None  # writes the case's inputs into the working folder
+    call: Callable[[Path], object] | None = None  # a library call instead of the CLI
+    subprocess: bool = False                     # run `python -m fortifai_bench` in a child process
+    other_stderr: tuple[str, ...] = ()           # prefixes of stderr lines allowed beside the error line
+    server: Reply | None = None                  # a scripted chat server; {url} in argv is its address
+    unimported: tuple[str, ...] = ()             # user modules whose failed import must leave no trace
+    code: int = 2
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+def _write(rel: str, text: str | bytes) -> Callable[[Path], None]:
+    def setup(cwd: Path) -> None:
+        path = cwd / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return setup
+
+
+def _all(*setups) -> Callable[[Path], None]:
+    def setup(cwd: Path) -> None:
+        for s in setups:
+            s(cwd)
+    return setup
+
+
+def _mkdir(rel: str) -> Callable[[Path], None]:
+    return lambda cwd: (cwd / rel).mkdir(parents=True, exist_ok=True)
+
+
+def _q(i: int, **kw) -> dict:
+    row = {"id": f"t/p{i}/q0", "split": 0, "paragraph": i, "context": f"Person {i} was born in",
+           "true": "Dravia in 1843.", "false": "Selmora in 1843.", "generator": "test", "source": "test"}
+    row.update(kw)
+    return row
+
+
+def _questions(*rows: dict) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+GOOD = _questions(_q(0), _q(1), _q(2))
+TIE = _questions(_q(0), _q(1, false="Dravia in 1843."), _q(2))
+TIE_SPACES = _questions(_q(0), _q(1), _q(2, true="Dravia  in 1843.", false="Dravia in\t1843."))
+EMPTY_CONTEXT = _questions(_q(0, context="   "), _q(1))
+EMPTY_CONT = _questions(_q(0), _q(1, false=""), _q(2, true=" "))
+AUTHORS_TIE = json.dumps([{"context": "A", "sentence_true": "b.", "sentence_false": "c.", "location": 0},
+                          {"context": "A", "sentence_true": "b.", "sentence_false": " b. ", "location": 1}])
+NON_UTF8_LINE3 = (GOOD.encode() + b'{"id": "\xff\xfe"}\n')
+
+LOSSES = '''
+import sys
+from fortifai_bench.losses import Loss
+
+class Bad(Loss):
+    def __init__(self, cap=1.0):
+        raise ValueError("cap is not what I expected")
+    def reduce(self, logp, valid):
+        return -logp.sum(), valid
+
+class Exits(Loss):
+    def __init__(self):
+        sys.exit(3)
+    def reduce(self, logp, valid):
+        return -logp.sum(), valid
+
+class Nothing(Loss):
+    """Overrides neither reduce nor forward."""
+
+class Anything(Loss):
+    def __init__(self, **kw):
+        self.kw = kw
+    def reduce(self, logp, valid):
+        return -logp.sum(), valid
+    def config(self):
+        return self.kw
+
+NOT_CALLABLE = 3
+'''
+
+
+def _board(cwd: Path) -> Path:
+    """A valid board of one CE entry (3 seeds) at leaderboards/collapse_facts.json, from factory runs."""
+    from fortifai_bench.leaderboard import publish
+
+    (cwd / "leaderboards").mkdir(exist_ok=True)
+    publish(write_seeds(cwd / "runs", CE, loss="ce"), root=cwd / "leaderboards")
+    return cwd / "leaderboards" / "collapse_facts.json"
+
+
+def _edited_board(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def setup(cwd: Path) -> None:
+        path = _board(cwd)
+        board = json.loads(path.read_text())
+        edit(board)
+        path.write_text(json.dumps(board, indent=1))
+    return setup
+
+
+def _set(path: list, value) -> Callable[[dict], None]:
+    def edit(obj: dict) -> None:
+        for key in path[:-1]:
+            obj = obj[key]
+        obj[path[-1]] = value
+    return edit
+
+
+def _duplicate_entry(board: dict) -> None:
+    board["entries"].append(json.loads(json.dumps(board["entries"][0])))
+
+
+def _run_with_kr(kr_text: str | None, kr_name: str = "kr.jsonl") -> Callable[[Path], None]:
+    """A finished factory run whose results.json records `kr_source` (None: a file that does not exist)."""
+    def setup(cwd: Path) -> None:
+        run = write_run(cwd / "runs", CE[0], loss="ce")
+        source = cwd / kr_name
+        if kr_text is not None:
+            source.write_text(kr_text)
+        results = json.loads((run / "results.json").read_text())
+        results["kr_source"] = str(source)
+        (run / "results.json").write_text(json.dumps(results))
+        (cwd / "leaderboards").mkdir(exist_ok=True)
+    return setup
+
+
+def _results_non_utf8(cwd: Path) -> None:
+    run = write_run(cwd / "runs", CE[0], loss="ce")
+    (run / "results.json").write_bytes((run / "results.json").read_bytes().replace(b'"ce"', b'"c\xe9"', 1))
+    (cwd / "leaderboards").mkdir(exist_ok=True)
+
+
+def _read_questions(rel: str) -> Callable[[Path], object]:
+    from fortifai_bench.kr.schema import read_questions
+
+    return lambda cwd: read_questions(cwd / rel)
+
+
+FACTS_KR = ["kr", "build", "--corpus", "facts", "--generator", "facts", "--splits", "6"]
+RULES_KR = ["kr", "build", "--generator", "rules", "--splits", "1", "--out", "kr.jsonl"]
+OPENAI_KR = ["kr", "build", "--corpus", "text:corpus.txt", "--generator", "openai", "--llm", "test-llm",
+             "--base-url", "{url}", "--splits", "1", "--out", "kr.jsonl", "--cache", "cache.jsonl"]
+CORPUS = "para0: The river Alder is 12 km long. Its source lies near Bron.\n\npara1: The bridge was built in 1812.\n"
+
+
+CASES = [
+    # --- losses: constructors, argument types, YAML values ----------------------------------------------
+    Case("loss-ctor-raises", PLAN + ["--loss", "bi_losses1:Bad"], ("bi_losses1:Bad", "raised ValueError", "cap is not"),
+         setup=_write("bi_losses1.py", LOSSES)),
+    Case("loss-ctor-sys-exit", PLAN + ["--loss", "bi_losses2:Exits"], ("bi_losses2:Exits", "raised SystemExit"),
+         setup=_write("bi_losses2.py", LOSSES)),
+    Case("loss-arg-wrong-type", PLAN + ["--loss", "tce", "--loss-args", "gamma=abc"],
+         ("'tce'", "gamma must be a number", "'abc'")),
+    Case("loss-arg-bool-for-number", PLAN + ["--loss", "tce", "--loss-args", "gamma=true"], ("gamma must be a number",)),
+    Case("loss-arg-not-finite", PLAN + ["--loss", "focal", "--loss-args", "gamma=.inf"], ("finite",)),
+    Case("loss-arg-text-for-flag", PLAN + ["--loss", "focal", "--loss-args", "detach_weight=maybe"],
+         ("detach_weight must be true or false",)),
+    Case("loss-arg-yaml-syntax", PLAN + ["--loss", "tce", "--loss-args", "gamma=[1"],
+         ("--loss-args gamma=", "invalid YAML")),
+    Case("loss-arg-python-tag", PLAN + ["--loss", "tce", "--loss-args", "gamma=!!python/object/apply:os.getcwd []"],
+         ("--loss-args gamma=", "invalid YAML")),
+    Case("loss-arg-mapping", PLAN + ["--loss", "tce", "--loss-args", "gamma={a: 1}"], ("a mapping is not a loss argument",)),
+    Case("loss-arg-twice", PLAN + ["--loss", "tce", "--loss-args", "gamma=0.8,gamma=0.7"], ("gamma given twice",)),
+    Case("loss-arg-and-spec-value", PLAN + ["--loss", "tce:0.9", "--loss-args", "gamma=0.8"],
+         ("'tce:0.9'", "gamma given twice")),
+    Case("loss-arg-no-key", PLAN + ["--loss", "tce", "--loss-args", "=0.8"], ("bad --loss-args item", "key=value")),
+    Case("loss-arg-unknown", PLAN + ["--loss", "tce", "--loss-args", "gamm=0.8"], ("'tce'", "bad arguments")),
+    Case("loss-arg-not-json", PLAN + ["--loss", "bi_losses3:Anything", "--loss-args", "since=2020-01-01"],
+         ("bi_losses3:Anything", "cannot be recorded as JSON"), setup=_write("bi_losses3.py", LOSSES)),
+    Case("loss-spec-value-not-number", PLAN + ["--loss", "tce:abc"], ("'tce:abc'", "a number")),
+    Case("loss-spec-negative", PLAN + ["--loss", "focal:-1"], ("'focal:-1'", "gamma must be >= 0")),
+    Case("loss-spec-path", PLAN + ["--loss", "../evil:Loss"], ("'../evil:Loss'", "not a module name")),
+    Case("loss-spec-missing-module", PLAN + ["--loss", "no_such_module_bi:Loss"], ("cannot import 'no_such_module_bi'",)),
+    Case("loss-module-raises-on-import", PLAN + ["--loss", "bi_raises:Loss"],
+         ("'bi_raises:Loss'", "cannot import", "RuntimeError: no GPU here"),
+         setup=_write("bi_raises.py", "raise RuntimeError('no GPU here')\n"), unimported=("bi_raises",)),
+    Case("loss-module-syntax-error", PLAN + ["--loss", "bi_syntax:Loss"], ("cannot import", "SyntaxError"),
+         setup=_write("bi_syntax.py", "def broken(:\n"), unimported=("bi_syntax",)),
+    Case("loss-module-sys-exit-on-import", PLAN + ["--loss", "bi_exits:Loss"], ("cannot import", "sys.exit(4)"),
+         setup=_write("bi_exits.py", "import sys\nsys.exit(4)\n"), subprocess=True),
+    Case("loss-overrides-nothing", PLAN + ["--loss", "bi_losses4:Nothing"], ("overrides neither reduce nor forward",),
+         setup=_write("bi_losses4.py", LOSSES)),
+    Case("loss-not-callable", PLAN + ["--loss", "bi_losses5:NOT_CALLABLE"], ("not callable",),
+         setup=_write("bi_losses5.py", LOSSES)),
+    Case("train-loss-arg-wrong-type", ["train", "--text-file", "texts.txt", "--loss", "tce", "--loss-args", "gamma=abc"],
+         ("gamma must be a number",), setup=_write("texts.txt", "one text\n")),
+    # --- task overrides ----------------------------------------------------------------------------------
+    Case("set-yaml-syntax", PLAN + ["--set", "train.epochs=[1,"], ("override 'train.epochs=[1,'", "invalid YAML")),
+    Case("set-python-tag", PLAN + ["--set", "train.epochs=!!python/object/apply:os.getcwd []"],
+         ("override", "invalid YAML", "constructor")),
+    Case("set-no-equals", PLAN + ["--set", "train.epochs"], ("bad override", "field.path=value")),
+    # --- KR question files: every consumer reads them through read_questions ---------------------------
+    Case("kr-true-equals-false", call=_read_questions("q.jsonl"), setup=_write("q.jsonl", TIE),
+         words=("q.jsonl", "1 of 3 question(s) cannot be scored", "1 true equals false", "q.jsonl:2")),
+    Case("kr-equal-after-whitespace", call=_read_questions("q.jsonl"), setup=_write("q.jsonl", TIE_SPACES),
+         words=("q.jsonl:3", "true equals false")),
+    Case("kr-empty-context", call=_read_questions("q.jsonl"), setup=_write("q.jsonl", EMPTY_CONTEXT),
+         words=("q.jsonl:1", "empty context")),
+    Case("kr-empty-continuation", call=_read_questions("q.jsonl"), setup=_write("q.jsonl", EMPTY_CONT),
+         words=("2 of 3", "2 empty continuation", "q.jsonl:2")),
+    Case("kr-authors-format-tie", call=_read_questions("a.json"), setup=_write("a.json", AUTHORS_TIE),
+         words=("a.json: item 1", "true equals false")),
+    Case("kr-non-utf8-past-first-block", ["kr", "stats", "q.jsonl"], ("q.jsonl:4", "not UTF-8"),
+         setup=_write("q.jsonl", NON_UTF8_LINE3)),
+    Case("kr-binary-file", ["kr", "stats", "q.jsonl"], ("q.jsonl", "not UTF-8"),
+         setup=_write("q.jsonl", bytes(range(128, 256)) * 40)),
+    Case("kr-file-is-folder", ["kr", "stats", "q.jsonl"], ("q.jsonl", "folder"), setup=_mkdir("q.jsonl")),
+    Case("kr-deeply-nested", ["kr", "stats", "q.jsonl"], ("q.jsonl", "nested too deeply"),
+         setup=_write("q.jsonl", "[" * 100000 + "]" * 100000 + "\n")),
+    # --- kr build: corpora from files, --out ---------------------------------------------------------------
+    Case("kr-build-out-is-folder", FACTS_KR + ["--out", "out"], ("out is a folder",), setup=_mkdir("out")),
+    Case("kr-build-out-under-a-file", FACTS_KR + ["--out", "afile/kr.jsonl"], ("afile is a file",),
+         setup=_write("afile", "x")),
+    Case("corpus-binary-file", RULES_KR + ["--corpus", "text:data.bin"], ("data.bin:1", "not UTF-8"),
+         setup=_write("data.bin", b"\x89PNG\r\n\x1a\n" + bytes(range(256)))),
+    Case("corpus-nul-bytes", RULES_KR + ["--corpus", "text:notes.txt"], ("notes.txt:3", "NUL byte"),
+         setup=_write("notes.txt", "First.\n\nSecond\x00part.\n")),
+    Case("corpus-folder", RULES_KR + ["--corpus", "text:docs"], ("text:docs", "is a folder"),
+         setup=_all(_mkdir("docs"), _write("docs/a.bin", bytes(range(256))))),
+    Case("corpus-jsonl-non-utf8", ["corpus", "show", "jsonl:rows.jsonl:text"], ("rows.jsonl:2", "not UTF-8"),
+         setup=_write("rows.jsonl", b'{"text": "fine"}\n{"text": "caf\xe9"}\n')),
+    Case("corpus-jsonl-nul", ["corpus", "show", "jsonl:rows.jsonl:text"], ("rows.jsonl: row 2", "NUL byte"),
+         setup=_write("rows.jsonl", '{"text": "fine"}\n{"text": "bin\\u0000ary"}\n')),
+    # --- the OpenAI-compatible generator ---------------------------------------------------------------
+    Case("openai-200-not-json", OPENAI_KR, ("paragraph(s) failed", "not JSON", "base URL"),
+         setup=_write("corpus.txt", CORPUS), subprocess=True, other_stderr=("openai questions (",),
+         server=Reply(raw=b"{this is not json", headers={"Content-Type": "application/json"})),
+    Case("openai-cache-is-folder", OPENAI_KR, ("answer cache", "cache.jsonl", "is a folder"),
+         setup=_all(_write("corpus.txt", CORPUS), _mkdir("cache.jsonl")), server=Reply()),
+    # --- leaderboards: show, render, publish ---------------------------------------------------------------
+    Case("render-html-is-folder", ["leaderboard", "render", "leaderboards/collapse_facts.json", "--html", "site"],
+         ("site is a folder",), setup=_all(_board, _mkdir("site"))),
+    Case("render-html-is-the-board", ["leaderboard", "render", "leaderboards/collapse_facts.json", "--html",
+                                      "leaderboards/collapse_facts.json"], ("is the board itself",), setup=_board),
+    Case("board-mean-edited", ["leaderboard", "show", "leaderboards/collapse_facts.json"],
+         ("entry 0", "field auc", "per-seed values give"), setup=_edited_board(_set(["entries", 0, "auc", "mean"], 0.99))),
+    Case("board-rank-edited", ["leaderboard", "show", "leaderboards/collapse_facts.json"],
+         ("time_to_failure.rank_value",),
+         setup=_edited_board(_set(["entries", 0, "time_to_failure", "rank_value"], 3.0))),
+    Case("board-stage-ci-edited", ["leaderboard", "show", "leaderboards/collapse_facts.json"],
+         ("stages[1].score", "ci"), setup=_edited_board(_set(["entries", 0, "stages", 1, "score", "ci"], [0.9, 1.0]))),
+    Case("board-protocol-edited", ["leaderboard", "show", "leaderboards/collapse_facts.json"], ("protocol_hash",),
+         setup=_edited_board(_set(["protocol", "stages"], 99))),
+    Case("board-duplicate-entry", ["leaderboard", "show", "leaderboards/collapse_facts.json"],
+         ("entry 1", "same task, loss, model and seeds as entry 0"), setup=_edited_board(_duplicate_entry)),
+    Case("board-entry-name-path", ["leaderboard", "show", "leaderboards/collapse_facts.json"],
+         ("entry 0", "field name", "does not match"), setup=_edited_board(_set(["entries", 0, "name"], "../../x"))),
+    Case("board-non-utf8", ["leaderboard", "show", "board.json"], ("board.json:1", "not UTF-8"),
+         setup=_write("board.json", b'{"format": "\xff"}')),
+    Case("publish-onto-relabelled-entry", ["publish", "--root", "leaderboards", "new/collapse_facts-focal_2-0"],
+         ("entry 0", "is not the name its task, loss, model and seeds give"),
+         setup=_all(_edited_board(_set(["entries", 0, "loss", "spec"], "mine")),
+                    lambda cwd: write_run(cwd / "new", CE[0], loss="focal:2"))),
+    Case("publish-to-folder", ["publish", "--root", "leaderboards", "--to", "leaderboards/b.json", "new/collapse_facts-ce-0"],
+         ("b.json", "folder"), setup=_all(_mkdir("leaderboards/b.json"), lambda cwd: write_run(cwd / "new", CE[0]))),
+    Case("publish-outside-root", ["publish", "--root", "leaderboards", "--to", "../escaped.json", "new/collapse_facts-ce-0"],
+         ("outside the leaderboards folder",), setup=_all(_mkdir("leaderboards"), lambda cwd: write_run(cwd / "new", CE[0]))),
+    Case("publish-kr-true-equals-false", ["publish", "--root", "leaderboards", "runs/collapse_facts-ce-0"],
+         ("scored on KR questions that are refused", "1 true equals false"), setup=_run_with_kr(TIE)),
+    Case("publish-kr-source-missing", ["publish", "--root", "leaderboards", "runs/collapse_facts-ce-0"],
+         ("KR question file", "not on this machine"), setup=_run_with_kr(None)),
+    Case("publish-results-non-utf8", ["publish", "--root", "leaderboards", "runs/collapse_facts-ce-0"],
+         ("results.json", "not UTF-8"), setup=_results_non_utf8),
+]
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every file and folder under `root`: (kind, size, sha256) - what must not change."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_dir():
+            out[rel] = ("dir",)
+        else:
+            data = path.read_bytes()
+            out[rel] = ("file", len(data), hashlib.sha256(data).hexdigest())
+    return out
+
+
+def _run_case(case: Case, cwd: Path, capsys, url: str | None) -> tuple[int, str]:
+    argv = [a.replace("{cwd}", str(cwd)).replace("{url}", url or "") for a in (case.argv or [])]
+    if case.subprocess:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONDONTWRITEBYTECODE": "1"}
+        proc = subprocess.run([sys.executable, "-m", "fortifai_bench", *argv], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=300)
+        return proc.returncode, proc.stderr
+    capsys.readouterr()
+    if case.call is not None:
+        try:
+            case.call(cwd)
+            code = 0
+        except FortifaiError as exc:  # what the CLI does with it
+            print(f"fortifai-bench: error: {exc}", file=sys.stderr)
+            code = 2
+    else:
+        code = main(argv)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path, monkeypatch, capsys):
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    if case.setup:
+        case.setup(cwd)
+    importlib.invalidate_caches()
+    path_before = list(sys.path)
+    before, outside_before = snapshot(cwd), snapshot(tmp_path)
+    if case.server is not None:
+        with ChatServer(default=case.server) as server:
+            code, err = _run_case(case, cwd, capsys, server.url)
+    else:
+        code, err = _run_case(case, cwd, capsys, None)
+
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("fortifai-bench: error: ")]
+    assert "Traceback" not in err and "Task exception was never retrieved" not in err, err
+    assert len(errors) == 1, err
+    others = [line for line in lines if line not in errors and not line.startswith(case.other_stderr or ("\0",))]
+    assert not others, err
+    for word in case.words:
+        assert word in errors[0], f"{word!r} not in {errors[0]!r}"
+    assert code == case.code
+    assert snapshot(cwd) == before, "the working folder changed"
+    assert snapshot(tmp_path) == outside_before, "something was written beside the working folder"
+    assert sys.path == path_before, "sys.path changed"
+    leaked = [m for m in case.unimported if m in sys.modules]
+    assert not leaked, f"half-imported user modules left in sys.modules: {leaked}"
+
+
+def test_the_matrix_is_large_and_ids_are_unique():
+    assert len(CASES) >= 40
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+# ----------------------------------------------------------------------------------------------- not errors, but part of the same promise
+
+def test_a_killed_base_build_leaves_nothing_once_the_next_call_runs(tmp_path):
+    """io.remove_orphan_temps: a temporary of a dead process goes, a live process's stays (collapse/base.py
+    calls it before it looks for the cached base)."""
+    from fortifai_bench.io import atomic_dir, remove_orphan_temps
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cache = tmp_path / "base"
+    (cache / f".tiny-abc.{dead.pid}-x1y2.tmp" / "model").mkdir(parents=True)
+    (cache / f".tiny-abc.{dead.pid}-x1y2.tmp" / "model" / "weights").write_bytes(b"half a model")
+    live = cache / f".tiny-abc.{os.getpid()}-k9.tmp"
+    live.mkdir()
+    other = cache / f".tiny-zzz.{dead.pid}-q.tmp"
+    other.mkdir()
+    removed = remove_orphan_temps(cache, "tiny-abc")
+    assert [p.name for p in removed] == [f".tiny-abc.{dead.pid}-x1y2.tmp"]
+    assert live.is_dir() and other.is_dir()  # a live writer's, and another target's, are left alone
+    with atomic_dir(cache / "tiny-abc") as tmp:
+        assert tmp.name.startswith(f".tiny-abc.{os.getpid()}-")  # the pid that makes the test above possible
+        (tmp / "ok").write_text("done")
+    assert (cache / "tiny-abc" / "ok").read_text() == "done"
+
+
+def test_base_model_removes_the_orphan_of_a_killed_build(tmp_path, monkeypatch):
+    from fortifai_bench.collapse import base
+    from fortifai_bench.collapse.config import load_task
+
+    monkeypatch.setenv("FORTIFAI_CACHE", str(tmp_path / "cache"))
+    task = load_task("collapse_facts", ["model.name=tiny"])
+    monkeypatch.setattr(base, "base_key", lambda task: "feedbeef")  # a cached base, without building one
+    path = base.base_dir(task)
+    (path / "model").mkdir(parents=True)
+    (path / "model" / "config.json").write_text("{}")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = path.parent / f".{path.name}.{dead.pid}-abc.tmp"
+    orphan.mkdir()
+    assert base.base_model(task, progress=False) == str(path / "model")
+    assert not orphan.exists()
+
+
+# ================================================================================================ collapse
+# The lead adds the collapse cases here (they own fortifai_bench/collapse/): task name with ../,
+# --resume with bad records (config.yaml without `config`, invalid YAML, metrics.json `{}`, non-UTF-8
+# metrics.json), a task YAML with non-UTF-8 bytes (collapse/config.py can read it with
+# fortifai_bench.io.read_yaml), eval.kr= a file of tied questions, --seeds 2-0, disk full while saving.
+# Append Case(...) objects to COLLAPSE_CASES; they run through the same checks as the matrix above.
+
+COLLAPSE_CASES: list[Case] = []
+
+
+@pytest.mark.parametrize("case", COLLAPSE_CASES, ids=[c.id for c in COLLAPSE_CASES])
+def test_bad_collapse_input(case: Case, tmp_path, monkeypatch, capsys):
+    test_bad_input(case, tmp_path, monkeypatch, capsys)
