@@ -368,3 +368,49 @@ def test_retry_after_header_forms():
     assert policy.delay(3, retry_after=2.5) == 2.5  # the server's word beats max_delay
     assert policy.delay(3, retry_after=1e6) == openai_gen.RETRY_AFTER_CAP
     assert all(0 <= policy.delay(a, None) <= min(1.0, 0.1 * 2 ** (a - 1)) for a in range(1, 8))
+
+
+def test_a_200_answer_whose_body_is_not_json_is_one_error_and_no_task_is_left_unretrieved(tmp_path):
+    """A proxy answering 200 with a broken JSON body: one FortifaiError, no retry of the same URL, and (run in a
+    child process, where asyncio reports them at exit) no "Task exception was never retrieved"."""
+    cache = tmp_path / "c.jsonl"
+    script = textwrap.dedent(f"""
+        import sys
+        from fortifai_bench.corpora import Paragraph
+        from fortifai_bench.errors import FortifaiError
+        from fortifai_bench.kr.openai_gen import generate_openai
+        paras = [Paragraph(id=i, text=t, meta={{}}) for i, t in {[(p.id, p.text) for p in paragraphs(6)]!r}]
+        try:
+            generate_openai(paras, base_url=sys.argv[1], cache_path=sys.argv[2], **{ {**FAST, "concurrency": 3}!r})
+        except FortifaiError as exc:
+            print("ERROR", exc)
+    """)
+    broken = Reply(raw=b'{"id": "chatcmpl-1", "choices": [', headers={"Content-Type": "application/json"})
+    with ChatServer(default=broken) as server:
+        proc = subprocess.run([sys.executable, "-c", script, server.url, str(cache)], capture_output=True, text=True,
+                              timeout=120)
+        assert server.count() <= 3  # the requests in flight when the first failed; none retried
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "the answer is not JSON" in errors[0] and "base URL" in errors[0]
+    assert "Traceback" not in proc.stderr and "never retrieved" not in proc.stderr, proc.stderr
+    assert not cache.exists()
+
+
+def test_layers_are_importable_from_the_old_path():
+    from fortifai_bench.kr.llm import cache, client, parse, prompt, retry
+
+    assert openai_gen.AnswerCache is cache.AnswerCache and openai_gen.parse_answer is parse.parse_answer
+    assert openai_gen.RetryPolicy is retry.RetryPolicy and openai_gen.cache_key is prompt.cache_key
+    assert openai_gen.ask_all is client.ask_all and openai_gen.PROMPT_VERSION == prompt.PROMPT_VERSION
+
+
+def test_hostile_retry_after_values_are_ignored():
+    assert retry_after_seconds({"retry-after": "nan"}) is None
+    assert retry_after_seconds({"retry-after": "inf"}) is None
+    assert retry_after_seconds({"retry-after-ms": "nan", "retry-after": "3"}) == 3.0
+
+
+def test_a_cache_path_that_is_a_folder_is_one_error(tmp_path):
+    (tmp_path / "c.jsonl").mkdir()
+    with pytest.raises(FortifaiError, match="answer cache .*c.jsonl is a folder"):
+        generate_openai(paragraphs(1), base_url="http://127.0.0.1:9/v1", cache_path=tmp_path / "c.jsonl", **FAST)

@@ -285,7 +285,7 @@ def test_parse_loss_args():
 
 USER_LOSSES = '''
 import torch
-from fortifai_bench.losses import Loss, CE
+from fortifai_bench.losses import Loss, LossOutput, CE
 
 class Scaled(Loss):
     """CE times a factor: a user's Loss subclass with keyword arguments."""
@@ -322,6 +322,27 @@ class Callable:
 
 NOT_CALLABLE = 3
 INSTANCE = CE()
+
+class OnlyForward(Loss):
+    """Overrides forward alone (needs the full logits), as the Loss docs allow."""
+    def forward(self, logits, labels):
+        return LossOutput(logits.logsumexp(-1).mean())
+
+class BareReduce(Loss):
+    """reduce returning the loss alone: every real token counts as kept."""
+    def reduce(self, logp, valid):
+        return -logp.sum() / valid.sum().clamp_min(1)
+
+class FloatReduce(Loss):
+    def reduce(self, logp, valid):
+        return 0.5, valid
+
+def python_float(logits, labels):
+    return 0.5
+
+class BadConfig(CE):
+    def config(self):
+        return {"device": torch.device("cpu")}
 '''
 
 
@@ -412,3 +433,137 @@ def test_checked_loss_wraps_a_raw_tensor_result():
     loss = CheckedLoss("raw", CE(), {})
     logits, labels = make_batch(17)
     assert loss(logits, labels).loss.dim() == 0
+
+
+# ----------------------------------------------------------------------------- the Loss contract, bad arguments
+
+
+def test_a_subclass_may_override_forward_alone(user_module):
+    logits, labels = make_batch(19)
+    out = load_loss(f"{user_module}:OnlyForward")(logits, labels)
+    assert out.loss.item() == pytest.approx(logits.logsumexp(-1).mean().item(), rel=1e-6)
+    out.loss.backward()
+    assert logits.grad is not None
+
+
+def test_reduce_may_return_the_loss_alone(user_module):
+    logits, labels = make_batch(20)
+    out = load_loss(f"{user_module}:BareReduce")(logits, labels)
+    assert out.loss.item() == pytest.approx(naive_ce(logits, labels).item(), rel=1e-6)
+    assert out.stats["masked_fraction"].item() == 0.0
+
+
+@pytest.mark.parametrize("attr", ["FloatReduce", "python_float"])
+def test_a_python_float_is_reported_as_such(user_module, attr):
+    logits, labels = make_batch(21)
+    with pytest.raises(FortifaiError, match=r"returned a Python float \(0\.5\), expected a scalar Tensor"):
+        load_loss(f"{user_module}:{attr}")(logits, labels)
+
+
+def test_arguments_json_cannot_hold_are_refused_at_load(user_module):
+    with pytest.raises(FortifaiError, match="cannot be recorded as JSON"):
+        load_loss(f"{user_module}:BadConfig")
+
+
+def test_an_instance_takes_no_arguments(user_module):
+    with pytest.raises(FortifaiError, match="an instance takes no loss arguments"):
+        load_loss(f"{user_module}:INSTANCE", gamma=2)
+
+
+@pytest.mark.parametrize("spec,kwargs,match", [
+    ("tce", {"gamma": "abc"}, r"'tce': TCE gamma must be a number, got 'abc' \(str\)"),
+    ("tce", {"gamma": True}, "TCE gamma must be a number"),
+    ("tce", {"gamma": float("nan")}, "finite"),
+    ("tce", {"normalize": 3}, "normalize must be 'all' or 'kept'"),
+    ("focal", {"gamma": [2]}, "Focal gamma must be a number"),
+    ("focal", {"gamma": float("inf")}, "finite"),
+    ("focal", {"detach_weight": "false"}, "detach_weight must be true or false"),
+    ("tce:0.9", {"gamma": 0.8}, "gamma given twice"),
+    ("tce:abc", {}, "the value after ':' is gamma, a number"),
+])
+def test_built_in_arguments_of_the_wrong_type(spec, kwargs, match):
+    with pytest.raises(FortifaiError, match=match):
+        load_loss(spec, **kwargs)
+
+
+def test_parse_loss_args_refuses_bad_yaml_duplicates_and_mappings():
+    with pytest.raises(FortifaiError, match=r"--loss-args gamma='\[1': invalid YAML value"):
+        parse_loss_args("gamma=[1")
+    with pytest.raises(FortifaiError, match="invalid YAML value"):
+        parse_loss_args("gamma=!!python/object/apply:os.system [x]")
+    with pytest.raises(FortifaiError, match="gamma given twice"):
+        parse_loss_args(["gamma=1", "gamma=2"])
+    with pytest.raises(FortifaiError, match="a mapping is not a loss argument"):
+        parse_loss_args("gamma={a: 1}")
+
+
+CTOR_RAISES = """
+from fortifai_bench.losses import Loss
+class Picky(Loss):
+    def __init__(self, cap=1.0):
+        if cap > 0.5:
+            raise ValueError(f"cap {cap} is too large")
+        self.cap = cap
+    def reduce(self, logp, valid):
+        return -logp.sum(), valid
+"""
+
+
+def test_a_constructor_raising_anything_names_the_spec_and_arguments(tmp_path, monkeypatch):
+    (tmp_path / "picky_losses.py").write_text(CTOR_RAISES)
+    monkeypatch.chdir(tmp_path)
+    importlib.invalidate_caches()
+    with pytest.raises(FortifaiError, match=r"'picky_losses:Picky': Picky\(cap=2\) raised ValueError: cap 2 is too large"):
+        load_loss("picky_losses:Picky", cap=2)
+    assert load_loss("picky_losses:Picky", cap=0.1).describe()["target"] == "picky_losses:Picky"
+
+
+IMPORT_PROBE = """
+import json, sys
+before = list(sys.path)
+from fortifai_bench.losses import load_loss
+loss = load_loss("probe_losses:Halved")
+after = list(sys.path)
+import colorsys  # the working folder holds a colorsys.py too: the standard library's must win
+print(json.dumps({"same_path": before == after, "colorsys": colorsys.__file__,
+                  "helper": loss.loss.helper_value}))
+"""
+
+PROBE_LOSSES = """
+from fortifai_bench.losses import CE
+import probe_helper  # a sibling module in the user's folder
+
+class Halved(CE):
+    helper_value = probe_helper.VALUE
+"""
+
+
+def test_a_user_module_leaves_sys_path_and_the_folder_as_they_were(tmp_path):
+    """`--loss probe_losses:Halved` from the folder holding it, as an installed script would run it (no
+    working folder on sys.path): it imports its sibling, but afterwards sys.path is as before, an unrelated
+    module of the same name as one in that folder comes from the standard library, and no __pycache__ is left."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "probe_losses.py").write_text(PROBE_LOSSES)
+    (tmp_path / "probe_helper.py").write_text("VALUE = 42\n")
+    (tmp_path / "colorsys.py").write_text("raise RuntimeError('the working folder shadowed the stdlib')\n")
+    # -I: isolated mode, no working folder on sys.path (like a console script), no PYTHON* variables
+    proc = subprocess.run([sys.executable, "-I", "-c", IMPORT_PROBE], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["same_path"] and result["helper"] == 42
+    assert not result["colorsys"].startswith(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["colorsys.py", "probe_helper.py", "probe_losses.py"]
+
+
+def test_a_module_calling_sys_exit_on_import_is_one_error(tmp_path, monkeypatch):
+    (tmp_path / "exiting_losses.py").write_text("import sys\nsys.exit(7)\n")
+    monkeypatch.chdir(tmp_path)
+    importlib.invalidate_caches()
+    with pytest.raises(FortifaiError, match=r"cannot import 'exiting_losses': it called sys.exit\(7\)"):
+        load_loss("exiting_losses:Loss")
+    import sys
+
+    assert "exiting_losses" not in sys.modules

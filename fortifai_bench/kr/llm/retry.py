@@ -63,5 +63,6 @@ def retry_after_seconds(headers) -> float | None:
             if parsed is not None:
                 return email.utils.mktime_tz(parsed) - time.time()
             continue
-        return seconds if math.isfinite(seconds) else None  # "nan" or "inf" from a hostile server
+        if math.isfinite(seconds):  # "nan" or "inf" from a hostile server: as if absent
+            return seconds
     return None
