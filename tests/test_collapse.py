@@ -155,6 +155,26 @@ def test_regenerate_keeps_lengths_prompt_and_is_seeded(small_model):
         assert a.new_tokens == sum(len(tok(t)["input_ids"]) - 5 for t in texts[:12])
 
 
+def test_a_paragraph_rewrite_does_not_depend_on_its_batch(small_model):
+    """Per-paragraph sampling seeds: the same paragraph (key) gets the same rewrite with any batch size or
+    companions, which is what lets ranks shard regeneration by paragraph."""
+    from fortifai_bench.collapse.regenerate import regenerate
+
+    model, tok, texts = small_model
+    keys = [f"p{i}" for i in range(12)]
+    for mode in ("sequential", "original"):
+        whole = regenerate(model, tok, texts[:12], RegenerateSettings(mode=mode, block=8, prompt=4, batch_size=64),
+                           seed=7, keys=keys)
+        small = regenerate(model, tok, texts[:12], RegenerateSettings(mode=mode, block=8, prompt=4, batch_size=3),
+                           seed=7, keys=keys)
+        odd = regenerate(model, tok, texts[5:12:3], RegenerateSettings(mode=mode, block=8, prompt=4, batch_size=2),
+                         seed=7, keys=keys[5:12:3])
+        assert whole.ids == small.ids, mode
+        assert odd.ids == whole.ids[5:12:3], mode
+        assert whole.ids != regenerate(model, tok, texts[:12], RegenerateSettings(mode=mode, block=8, prompt=4),
+                                       seed=8, keys=keys).ids
+
+
 def test_sampling_at_low_temperature_matches_hf_greedy(small_model):
     """The batched, left-padded KV-cache loop computes the same next tokens as HF `generate`."""
     from fortifai_bench.collapse.regenerate import regenerate

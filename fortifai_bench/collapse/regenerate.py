@@ -21,6 +21,8 @@ with repetition penalty through Hugging Face `generate` (the paper's beam 5, pen
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -54,9 +56,18 @@ def _banned_ids(tokenizer) -> list[int]:
     return sorted({i for i in ids + [tokenizer.pad_token_id, tokenizer.bos_token_id] if i is not None})
 
 
+def row_generator(seed: int, key) -> torch.Generator:
+    """The sampling noise of one paragraph (or one block of it): seeded by (seed, key) alone, so a row's
+    draws do not depend on which rows share its batch, the batch size or the number of processes."""
+    digest = hashlib.sha256(f"{seed}/{key}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF)
+
+
 def regenerate(model, tokenizer, texts: list[str], settings: RegenerateSettings, *, seed: int = 0,
-               progress: bool = False, desc: str = "regenerate") -> Regenerated:
-    """Rewrite `texts` with `model` (see module doc). Deterministic for a given seed and batch size."""
+               keys: list | None = None, progress: bool = False, desc: str = "regenerate") -> Regenerated:
+    """Rewrite `texts` with `model` (see module doc). `keys` (default: the positions) name the texts for
+    their per-paragraph sampling seeds: the same (seed, key, text, model) gives the same rewrite whatever
+    else is in the batch, up to float differences between batched matmuls of different shapes."""
     start = time.perf_counter()
     special = set(tokenizer.all_special_ids)
     encoded = [tokenizer(t)["input_ids"] for t in texts]
@@ -66,14 +77,17 @@ def regenerate(model, tokenizer, texts: list[str], settings: RegenerateSettings,
         n_text = len(ids) - n_special
         keep = min(settings.prompt, n_text // 2) if n_text > 1 else n_text
         plans.append((ids, n_special + keep))
-    generator = torch.Generator().manual_seed(int(seed))
+    keys = list(range(len(texts))) if keys is None else list(keys)
+    if len(keys) != len(texts):
+        raise ValueError(f"regenerate: {len(keys)} keys for {len(texts)} texts")
     was_training = model.training
     model.eval()
     try:
         if settings.mode == "sequential":
-            out_ids = _regenerate_sequential(model, tokenizer, plans, settings, generator, progress, desc)
+            gens = [row_generator(seed, k) for k in keys]
+            out_ids = _regenerate_sequential(model, tokenizer, plans, settings, gens, progress, desc)
         else:
-            out_ids = _regenerate_original(model, tokenizer, plans, settings, generator, progress, desc)
+            out_ids = _regenerate_original(model, tokenizer, plans, settings, (seed, keys), progress, desc)
     finally:
         model.train(was_training)
     generated = [[j >= first for j in range(len(ids))] for (ids, first) in plans]
@@ -90,7 +104,7 @@ def _batches(order: list[int], size: int):
         yield order[s : s + size]
 
 
-def _regenerate_sequential(model, tokenizer, plans, settings, generator, progress, desc):
+def _regenerate_sequential(model, tokenizer, plans, settings, gens, progress, desc):
     from tqdm.auto import tqdm
 
     out = [list(ids[:first]) for ids, first in plans]
@@ -110,7 +124,7 @@ def _regenerate_sequential(model, tokenizer, plans, settings, generator, progres
                 # Rebuild the cache from the last (context - block) tokens, then one block.
                 n_new = min(settings.block, need)
                 contexts = [out[r][-(settings.context - n_new):] for r in rows]
-            new = _generate(model, tokenizer, contexts, n_new, settings, generator)
+            new = _generate(model, tokenizer, contexts, n_new, settings, [gens[r] for r in rows])
             for r, toks in zip(rows, new.tolist()):
                 take = min(n_new, remaining[r])
                 out[r].extend(toks[:take])
@@ -120,7 +134,7 @@ def _regenerate_sequential(model, tokenizer, plans, settings, generator, progres
     return out
 
 
-def _regenerate_original(model, tokenizer, plans, settings, generator, progress, desc):
+def _regenerate_original(model, tokenizer, plans, settings, seed_keys, progress, desc):
     from tqdm.auto import tqdm
 
     jobs = []  # (paragraph, start, length): one row per block, context from the input text
@@ -128,6 +142,8 @@ def _regenerate_original(model, tokenizer, plans, settings, generator, progress,
         for s in range(first, len(ids), settings.block):
             jobs.append((p, s, min(settings.block, len(ids) - s)))
     out = [list(ids) for ids, _ in plans]
+    seed, keys = seed_keys
+    gens = [row_generator(seed, f"{keys[p]}/{s}") for p, s, _ in jobs]  # one per block: blocks run in parallel
     order = sorted(range(len(jobs)), key=lambda j: min(jobs[j][1], settings.context - settings.block))
     bar = tqdm(total=sum(j[2] for j in jobs), desc=desc, unit="tok", disable=not progress, leave=False)
     for rows in _batches(order, settings.batch_size):
@@ -135,7 +151,7 @@ def _regenerate_original(model, tokenizer, plans, settings, generator, progress,
         for j in rows:
             p, s, _ = jobs[j]
             contexts.append(plans[p][0][max(0, s - (settings.context - settings.block)) : s])
-        new = _generate(model, tokenizer, contexts, max(jobs[j][2] for j in rows), settings, generator)
+        new = _generate(model, tokenizer, contexts, max(jobs[j][2] for j in rows), settings, [gens[j] for j in rows])
         for j, toks in zip(rows, new.tolist()):
             p, s, n = jobs[j]
             out[p][s : s + n] = toks[:n]
@@ -156,7 +172,7 @@ def _left_pad(contexts: list[list[int]], pad_id: int):
     return ids, mask
 
 
-def _generate(model, tokenizer, contexts, n_new, settings: RegenerateSettings, generator) -> torch.Tensor:
+def _generate(model, tokenizer, contexts, n_new, settings: RegenerateSettings, gens) -> torch.Tensor:
     """`n_new` tokens continuing each context: a ``[len(contexts), n_new]`` tensor."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids, mask = _left_pad(contexts, pad_id)
@@ -165,11 +181,11 @@ def _generate(model, tokenizer, contexts, n_new, settings: RegenerateSettings, g
     banned = _banned_ids(tokenizer)
     if settings.decoding == "beam":
         return _beam(model, ids, mask, n_new, settings, banned, pad_id)
-    return _sample(model, ids, mask, n_new, settings, banned, generator)
+    return _sample(model, ids, mask, n_new, settings, banned, gens)
 
 
 @torch.inference_mode()
-def _sample(model, ids, mask, n_new, settings: RegenerateSettings, banned, generator) -> torch.Tensor:
+def _sample(model, ids, mask, n_new, settings: RegenerateSettings, banned, gens) -> torch.Tensor:
     batch = ids.shape[0]
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     vocab = model.get_output_embeddings().weight.shape[0]
@@ -178,12 +194,9 @@ def _sample(model, ids, mask, n_new, settings: RegenerateSettings, banned, gener
         seen = torch.zeros(batch, vocab, dtype=torch.bool, device=ids.device)
         seen.scatter_(1, ids, mask.bool())
     out = torch.empty(batch, n_new, dtype=torch.long, device=ids.device)
-    past, step_ids, step_pos = None, ids, positions
+    cache, step_ids, step_pos = None, ids, positions
     for t in range(n_new):
-        res = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                    past_key_values=past, use_cache=True)
-        past = res.past_key_values
-        logits = res.logits[:, -1, :].float()
+        logits, cache = _step(model, step_ids, mask, step_pos, cache)
         logits[:, banned] = float("-inf")
         if seen is not None:  # the CTRL / HF rule: shrink positive logits, grow negative ones
             pen = torch.where(logits > 0, logits / settings.repetition_penalty, logits * settings.repetition_penalty)
@@ -191,8 +204,10 @@ def _sample(model, ids, mask, n_new, settings: RegenerateSettings, banned, gener
         logits = logits / settings.temperature
         if settings.top_p < 1.0:
             logits = _top_p(logits, settings.top_p)
-        noise = torch.empty_like(logits).exponential_(1.0, generator=generator)
-        tok = (logits - noise.log()).argmax(-1)  # Gumbel-max: a sample from softmax(logits)
+        noise = torch.empty_like(logits, device="cpu")
+        for r, g in enumerate(gens):  # each row its own stream (see row_generator)
+            noise[r].exponential_(1.0, generator=g)
+        tok = (logits - noise.to(logits.device).log()).argmax(-1)  # Gumbel-max: a sample from softmax(logits)
         out[:, t] = tok
         if seen is not None:
             seen[torch.arange(batch), tok] = True
@@ -200,6 +215,21 @@ def _sample(model, ids, mask, n_new, settings: RegenerateSettings, banned, gener
         step_pos = step_pos[:, -1:] + 1
         mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
     return out.cpu()
+
+
+def _step(model, ids, mask, positions, cache):
+    """One decoding step with the KV cache: the last position's logits and the new cache. transformers 5
+    names the cache `cache` (`past_key_values` is deprecated there); older releases only know the old name."""
+    if type(model) not in _FORWARD_ARGS:
+        params = inspect.signature(model.forward).parameters
+        name = "cache" if "cache" in params else "past_key_values"
+        _FORWARD_ARGS[type(model)] = (name, {"logits_to_keep": 1} if "logits_to_keep" in params else {})
+    name, extra = _FORWARD_ARGS[type(model)]
+    res = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra, **{name: cache})
+    return res.logits[:, -1, :].float(), getattr(res, name)
+
+
+_FORWARD_ARGS: dict = {}  # model class -> (cache argument name, extra keyword arguments)
 
 
 def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:

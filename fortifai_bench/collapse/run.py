@@ -286,7 +286,8 @@ def _regenerate_split(state: _State, model, tokenizer, i: int, k: int, g: int, p
 
     rows = _rows(state, k, g)
     res = regenerate(model, tokenizer, [r["text"] for r in rows], state.task.regenerate,
-                     seed=stage_seed(state.task.seed, i, "regenerate", k), progress=state.progress,
+                     seed=stage_seed(state.task.seed, i, "regenerate", k), keys=[r["id"] for r in rows],
+                     progress=state.progress,
                      desc=f"stage {i} regenerate D_{k}")
     out = [{"id": r["id"], "split": k, "generation": g + 1, "text": text, "ids": ids, "first": gen.index(True)
             if True in gen else len(ids)} for r, text, ids, gen in zip(rows, res.texts, res.ids, res.generated)]
