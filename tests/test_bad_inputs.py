@@ -167,6 +167,13 @@ def _results_non_utf8(cwd: Path) -> None:
     (cwd / "leaderboards").mkdir(exist_ok=True)
 
 
+def _register_corpus(name: str) -> None:
+    """A corpus name becomes a folder (data/<name>/kr.jsonl) and part of cache file names."""
+    from fortifai_bench.corpora import register_corpus
+
+    register_corpus(name, lambda data_dir, part: None)
+
+
 def _read_questions(rel: str) -> Callable[[Path], object]:
     from fortifai_bench.kr.schema import read_questions
 
@@ -244,6 +251,8 @@ CASES = [
     Case("kr-file-is-folder", ["kr", "stats", "q.jsonl"], ("q.jsonl", "folder"), setup=_mkdir("q.jsonl")),
     Case("kr-deeply-nested", ["kr", "stats", "q.jsonl"], ("q.jsonl", "nested too deeply"),
          setup=_write("q.jsonl", "[" * 100000 + "]" * 100000 + "\n")),
+    Case("corpus-name-escapes", call=lambda cwd: _register_corpus("../../outside"),
+         words=("corpus name '../../outside'", "plain file name")),
     # --- kr build: corpora from files, --out ---------------------------------------------------------------
     Case("kr-build-out-is-folder", FACTS_KR + ["--out", "out"], ("out is a folder",), setup=_mkdir("out")),
     Case("kr-build-out-under-a-file", FACTS_KR + ["--out", "afile/kr.jsonl"], ("afile is a file",),

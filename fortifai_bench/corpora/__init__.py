@@ -13,6 +13,7 @@ question generators assign every question to its paragraph's split with the same
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -94,8 +95,10 @@ _REGISTRY: dict[str, Loader] = {}
 
 def register_corpus(name: str, loader_fn: Loader) -> None:
     """Register `loader_fn(data_dir, part) -> Corpus` under `name` (replacing any earlier one)."""
-    if not name or ":" in name:
-        raise FortifaiError(f"corpus name {name!r} must be non-empty and contain no ':'")
+    # The name becomes a folder (data/<name>/kr.jsonl) and part of cache file names: a path component only.
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+        raise FortifaiError(f"corpus name {name!r} must be a plain file name: letters, digits, '_', '.', '-' "
+                            "(not starting with '.' or '-'; no ':' or '/')")
     _REGISTRY[name] = loader_fn
 
 
