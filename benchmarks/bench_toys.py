@@ -1,6 +1,6 @@
 """Runtime of each toy run (one method, one seed, default settings), for BENCHMARKS.md.
 
-    python benchmarks/bench_toys.py            # every toy, its default methods, seed 0
+    python benchmarks/bench_toys.py            # every toy (GMM in both variants), its default methods, seed 0
     python benchmarks/bench_toys.py --threads  # also: GMM with the default BLAS thread pool vs one thread
 
 Wall-clock and CPU seconds of this process per run; the load average before and after, since the
@@ -20,7 +20,10 @@ import torch  # noqa: F401  (imported up front so that the VAE's first run does 
 from fortifai_bench.toys import cli as toy_cli
 from fortifai_bench.toys import gaussian, gmm, vae
 
-MODULES = {"gaussian": (gaussian, gaussian.GaussianConfig), "gmm": (gmm, gmm.GMMConfig), "vae": (vae, vae.VAEConfig)}
+# name: (module, config factory, CLI toy whose default methods are run)
+MODULES = {"gaussian": (gaussian, gaussian.GaussianConfig, "gaussian"), "gmm": (gmm, gmm.GMMConfig, "gmm"),
+           "gmm-biased": (gmm, lambda: gmm.GMMConfig(variant="biased"), "gmm"),
+           "vae": (vae, vae.VAEConfig, "vae")}
 
 
 def timed(fn):
@@ -31,16 +34,16 @@ def timed(fn):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--toys", default="gaussian,gmm,vae")
+    ap.add_argument("--toys", default=",".join(MODULES))
     ap.add_argument("--threads", action="store_true", help="GMM: default thread pool vs one thread")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.1f}, cores: {os.cpu_count()}")
     print("| toy | method | generations | wall s | CPU s | time to failure |")
     print("|---|---|---|---|---|---|")
     for name in args.toys.split(","):
-        module, config_cls = MODULES[name]
-        config = config_cls()
-        for method in toy_cli.TOYS[name][2].split(","):  # the CLI's default methods
+        module, make_config, cli_name = MODULES[name]
+        config = make_config()
+        for method in toy_cli.TOYS[cli_name][2].split(","):  # the CLI's default methods
             r, wall, cpu = timed(lambda: module.run(config, method, 0, progress=False))
             ttf = "never" if r["time_to_failure"] is None else f"{r['time_to_failure']:.1f}"
             print(f"| {name} | {r['loss']['spec']} | {config.generations} | {wall:.1f} | {cpu:.1f} | {ttf} |")
