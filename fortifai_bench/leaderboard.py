@@ -147,8 +147,33 @@ def load_run(path: str | os.PathLike) -> dict:
             raise FortifaiError(f"{file}: items.split0_correct has {len(bits)} bitstrings for {len(stages)} stages")
         if len({len(b) for b in bits}) > 1:
             raise FortifaiError(f"{file}: items.split0_correct bitstrings differ in length")
+    check_run_numbers(data, file)
     data["_path"] = str(file)
     return data
+
+
+def check_run_numbers(data: dict, file) -> None:
+    """Refuse a results.json whose numbers contradict each other, e.g. edited by hand to rank first: each
+    KR-split-0 score must be the share of ones in that stage's per-question bits, and the final score, AUC,
+    time to failure (and `failure`, where recorded) must be what the stage scores give."""
+    from fortifai_bench.metrics import area_under_curve, failure
+
+    scores = [s["score"] for s in data["stages"]]
+    bits = (data.get("items") or {}).get("split0_correct")
+    if bits is not None and data["score_name"] == "kr_split0":
+        for i, (score, row) in enumerate(zip(scores, bits)):
+            if row and not _close(score, row.count("1") / len(row)):
+                raise FortifaiError(f"{file}: field stages[{i}].score: {score} but items.split0_correct[{i}] has "
+                                    f"{row.count('1')} of {len(row)} correct ({row.count('1') / len(row)})")
+    fail = failure(scores, data["failure_threshold"])
+    derived = {"final_score": scores[-1], "auc": area_under_curve(scores), "time_to_failure": fail.time}
+    for key, value in derived.items():
+        if not _close(data[key], value):
+            raise FortifaiError(f"{file}: field {key}: {data[key]} but the stage scores give {value}")
+    recorded = data.get("failure")
+    if isinstance(recorded, dict) and recorded.get("status") != fail.status:
+        raise FortifaiError(f"{file}: field failure.status: {recorded.get('status')!r} but the stage scores give "
+                            f"{fail.status!r}")
 
 
 BOARD_FORMAT = "fortifai-bench/leaderboard@1"

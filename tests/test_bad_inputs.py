@@ -174,6 +174,17 @@ def _register_corpus(name: str) -> None:
     register_corpus(name, lambda data_dir, part: None)
 
 
+def _forged_run(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    """A finished factory run whose results.json was edited by hand after the run."""
+    def setup(cwd: Path) -> None:
+        run = write_run(cwd / "runs", CE[0], loss="ce")
+        results = json.loads((run / "results.json").read_text())
+        edit(results)
+        (run / "results.json").write_text(json.dumps(results))
+        (cwd / "leaderboards").mkdir(exist_ok=True)
+    return setup
+
+
 def _read_questions(rel: str) -> Callable[[Path], object]:
     from fortifai_bench.kr.schema import read_questions
 
@@ -305,6 +316,14 @@ CASES = [
          ("scored on KR questions that are refused", "1 true equals false"), setup=_run_with_kr(TIE)),
     Case("publish-kr-source-missing", ["publish", "--root", "leaderboards", "runs/collapse_facts-ce-0"],
          ("KR question file", "not on this machine"), setup=_run_with_kr(None)),
+    Case("publish-forged-time-to-failure", ["publish", "--root", "leaderboards", "runs/collapse_facts-ce-0"],
+         ("results.json", "field time_to_failure", "the stage scores give"),
+         setup=_forged_run(_set(["time_to_failure"], None))),
+    Case("publish-forged-stage-score", ["publish", "--root", "leaderboards", "runs/collapse_facts-ce-0"],
+         ("field stages[2].score", "items.split0_correct[2]"),
+         setup=_forged_run(_set(["stages", 2, "score"], 1.0))),
+    Case("publish-forged-auc", ["publish", "--root", "leaderboards", "runs/collapse_facts-ce-0"],
+         ("field auc", "the stage scores give"), setup=_forged_run(_set(["auc"], 0.99))),
     Case("publish-results-non-utf8", ["publish", "--root", "leaderboards", "runs/collapse_facts-ce-0"],
          ("results.json", "not UTF-8"), setup=_results_non_utf8),
 ]
