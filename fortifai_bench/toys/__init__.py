@@ -23,8 +23,10 @@ gaussian sampling bias gamma = 0.9         ``--sampling-bias G``,    ``scale-sd`
                                                                      ``nucleus``: draw the central mass G,
                                                                      lambda = 1 - 2 b phi(b)/G, b = Phi^-1((1+G)/2)
 gaussian perfect / noisy estimators        ``--estimator``           perfect: sample MLE; noisy: mean and sd times
-         (Appendix C, Fig. C4)             ``perfect|noisy|exact``   N(1, 0.1^2) (authors' src/gaussian_test.ipynb,
-                                                                     cell 2); exact: the recurrence, no sampling
+         (Appendix C, Fig. C4)             ``perfect|noisy|exact``   N(1, 0.1^2) (authors' repository
+                                                                     github.com/pedramaghazadeh/ForTIFAI,
+                                                                     src/gaussian_test.ipynb, cell 2); exact: the
+                                                                     recurrence, no sampling
 gmm      percentile P of Algorithm 2       ``truncated:P``           keep samples whose log-likelihood under the
          (P = 80: drop the 20% most                                  generating mixture is <= its P-th percentile
          confident)
@@ -57,6 +59,6 @@ of `toy gaussian` is scale-sd + tail, because it does so whether the threshold i
 samples' standard deviation (as here: 0.951 / 1.008) or in the generating model's (0.969 / 1.035),
 whereas nucleus + density holds only in the former (in the model's: 1.101 / 1.216, both diverge). With
 it, gamma = 0.9 (the text experiments' TCE value) drops the 10% most central samples. The paper does
-not state which reading Fig. 2 used, and the authors' public code holds no Fig. 2 script, so this is
-a reconstruction; measured time to failure in BENCHMARKS.md ("Toys").
+not state which reading Fig. 2 used, and the authors' public repository (github.com/pedramaghazadeh/ForTIFAI)
+holds no Fig. 2 script, so this is a reconstruction; measured time to failure in BENCHMARKS.md ("Toys").
 """

@@ -17,6 +17,10 @@ Two variants (`variant`):
   that favours confident outputs. Not in Algorithm 2. With it the baseline collapses quickly and
   truncation delays the failure, Fig. 8's ordering.
 
+The authors' GMM notebook (github.com/pedramaghazadeh/ForTIFAI, `src/gmm/Normals_GMM_experiments.ipynb`)
+was absent from the snapshot read for this module, so whether their Fig. 8 run sampled with a bias is
+not known here; the default follows Algorithm 2's text.
+
 Measured per generation: KL(original || fitted) by Monte Carlo over `kl_samples` (default 20,000)
 draws from the original mixture, fixed per seed; each original component's matched fitted variance
 (matching by Hungarian assignment on the means); a scatter of the training data. Score:

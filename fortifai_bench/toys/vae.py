@@ -1,7 +1,8 @@
 """A conditional VAE trained on its own samples: scikit-learn's 8x8 digits, a CPU-sized analogue of
 Sec. 4.8 / Fig. 9.
 
-Not the paper's setup: the authors' notebook (`src/vae/VAE_experiments.ipynb`, cells 1-4 and 11) trains
+Not the paper's setup: the authors' notebook (github.com/pedramaghazadeh/ForTIFAI,
+`src/vae/VAE_experiments.ipynb`, cells 1-4 and 11) trains
 an unconditional convolutional VAE on MNIST (latent 20, 30 epochs, batch 256, Adam 1e-3), and each later
 generation on the previous decoder's mean images for z ~ N(0, I); that public notebook holds only the
 plain ELBO, not the clipped one. Here, in minutes on a CPU:
