@@ -60,12 +60,13 @@ def open_run(task: CollapseTask, loss_desc: dict, *, out: str | os.PathLike | No
         path = run / "config.yaml"
         if not path.is_file():
             raise FortifaiError(f"--resume {run}: not a collapse run directory (no config.yaml)")
-        recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        recorded = _read_record(path)
         diffs = describe_differences({"config": recorded.get("config", {}), "loss": recorded.get("loss", {})},
                                      _record(task, loss_desc))
         if diffs:
             raise FortifaiError(f"--resume {run} was run with a different config; refusing to mix them: "
                                 + "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""))
+        _remove_orphans(run)
         return run
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = slug(task.task, "task") + ("-control" if task.mode == "clean" else "")
@@ -81,13 +82,37 @@ def open_run(task: CollapseTask, loss_desc: dict, *, out: str | os.PathLike | No
     return run
 
 
+def _remove_orphans(run: Path) -> None:
+    """What a killed run left half-written (temporaries of atomic writes) goes before resuming."""
+    from fortifai_bench.io import remove_orphan_temps
+
+    for folder in [run, run / "plots", *run.glob("stage_*"), *run.glob("stage_*/data")]:
+        remove_orphan_temps(folder)
+
+
 def read_run_config(run: str | os.PathLike) -> tuple[CollapseTask, dict]:
     """The task and loss description a run directory was started with (for `--resume RUN` alone)."""
     path = Path(run) / "config.yaml"
     if not path.is_file():
         raise FortifaiError(f"{run}: not a collapse run directory (no config.yaml)")
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    doc = _read_record(path)
+    for key, kind in (("config", dict), ("loss", dict)):
+        if not isinstance(doc.get(key), kind):
+            raise FortifaiError(f"{path}: field {key} is missing or not a mapping; this is not a run record "
+                                "fortifai-bench wrote")
+    if not isinstance(doc["loss"].get("spec"), str):
+        raise FortifaiError(f"{path}: field loss.spec is missing or not a string")
     return task_from_dict(doc["config"], source=str(path)), doc["loss"]
+
+
+def _read_record(path: Path) -> dict:
+    """A run's config.yaml as a mapping, or one line saying what is wrong with it."""
+    from fortifai_bench.io import read_yaml
+
+    doc = read_yaml(path)
+    if not isinstance(doc, dict):
+        raise FortifaiError(f"{path}: a run record must be a YAML mapping, got {type(doc).__name__}")
+    return doc
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -130,7 +155,7 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
     for i in bar:
         done = run / f"stage_{i}" / "metrics.json"
         if done.is_file():
-            stages.append(read_json(done))
+            stages.append(_finished_stage(done, i))
             continue
         try:
             try:
@@ -155,6 +180,16 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
     except ImportError as exc:  # matplotlib is an extra; results stand without plots
         print(f"plots skipped: {exc}", file=sys.stderr)
     return read_json(run / "results.json")  # exactly what a reader of the file gets (str keys, lists)
+
+
+def _finished_stage(path: Path, i: int) -> dict:
+    """A stage's metrics.json read back on resume; anything but a record this code wrote is one line."""
+    metrics = read_json(path)
+    missing = [k for k in ("stage", "score", "kr_total", "items") if not isinstance(metrics, dict) or k not in metrics]
+    if missing or metrics["stage"] != i:
+        what = f"missing field {missing[0]}" if missing else f"stage {metrics['stage']!r}, expected {i}"
+        raise FortifaiError(f"{path}: not a finished stage record ({what}); delete it to recompute stage {i}")
+    return metrics
 
 
 def _texts(state: _State, k: int, g: int) -> list[str]:
@@ -260,7 +295,12 @@ def _train(state: _State, i: int, prev: str, stage_dir: Path) -> None:
     before = gradient_split(model, tokenizer, state.loss, pairs, task.eval.batch_size)  # as M_{i-1} sees it
     result = train(model, tokenizer, texts, state.loss, config, progress=state.progress)
     after = gradient_split(result.model, tokenizer, state.loss, pairs, task.eval.batch_size)
-    save_model(result.model, tokenizer, stage_dir / "model")
+    try:
+        save_model(result.model, tokenizer, stage_dir / "model")
+    except Exception as exc:  # safetensors reports a full disk as its own error type, not OSError
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+            raise FortifaiError(f"disk full while saving {stage_dir / 'model'}") from exc
+        raise
     last = result.history[-1] if result.history else {}
     write_json(stage_dir / "train.json", {
         "training_data": record, "paragraphs": len(texts), "seconds": result.seconds,
