@@ -75,16 +75,19 @@ def _add_toy_options(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--estimator", choices=CHOICES["estimator"], default=None,
                        help="Appendix C: perfect = sample MLE (default); noisy = MLE with mean and sd times "
                             "N(1, noise^2); exact = the population recurrence")
-        p.add_argument("--noise", type=float, default=None, help=f"relative noise of --estimator noisy (default {_default(name, 'noise')})")
+        p.add_argument("--noise", type=float, default=None,
+                       help=f"relative noise of --estimator noisy (default {_default(name, 'noise')})")
     if name == "gmm":
         p.add_argument("--variant", choices=CHOICES["variant"], default=None,
                        help="algorithm2: Algorithm 2 as written, no sampling bias (default; does not show "
                             "Fig. 8); biased: the sampler scales covariances by --sampling-bias (shows Fig. 8)")
         p.add_argument("--sampling-bias", type=float, default=None,
                        help="lambda of --variant biased (default 0.9)")
-        p.add_argument("--kl-samples", type=int, default=None, help=f"Monte Carlo samples for the KL (default {_default(name, 'kl_samples')})")
+        p.add_argument("--kl-samples", type=int, default=None,
+                       help=f"Monte Carlo samples for the KL (default {_default(name, 'kl_samples')})")
     if name == "vae":
-        p.add_argument("--epochs", type=int, default=None, help=f"training epochs per generation (default {_default(name, 'epochs')})")
+        p.add_argument("--epochs", type=int, default=None,
+                       help=f"training epochs per generation (default {_default(name, 'epochs')})")
         p.add_argument("--sampling", choices=CHOICES["sampling"], default=None,
                        help="pixels of generated digits: most likely value (default) or Bernoulli draws")
         p.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,

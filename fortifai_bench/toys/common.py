@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 from fortifai_bench import __version__, cli_args
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write, write_json
-from fortifai_bench.metrics import area_under_curve, mean_ci, time_to_failure
+from fortifai_bench.metrics import NEVER_LEARNED, area_under_curve, failure, mean_ci, time_to_failure
 
 RESULTS_FORMAT = "fortifai-bench/results@1"
 
@@ -231,8 +231,9 @@ def run_grid(task: str, run_one: Callable[..., dict], config, methods: Sequence[
     for spec in dict.fromkeys(r["loss"]["spec"] for r in runs):
         group = [r for r in runs if r["loss"]["spec"] == spec]
         ttf = [r["time_to_failure"] for r in group]
+        status = [failure([s["score"] for s in r["stages"]], r["failure_threshold"]).status for r in group]
         summary["runs"].append({
-            "spec": spec, "seeds": [r["seed"] for r in group], "time_to_failure": ttf,
+            "spec": spec, "seeds": [r["seed"] for r in group], "time_to_failure": ttf, "status": status,
             "failed": sum(t is not None for t in ttf), "final_score": mean_ci([r["final_score"] for r in group]),
             "score_name": group[0]["score_name"], "failure_threshold": group[0]["failure_threshold"]})
     write_json(out / "summary.json", summary)
@@ -247,7 +248,9 @@ def run_grid(task: str, run_one: Callable[..., dict], config, methods: Sequence[
 
 def print_summary(summary: dict, out: Path) -> None:
     for row in summary["runs"]:
-        ttf = ", ".join("never" if t is None else f"{t:.1f}" for t in row["time_to_failure"])
+        statuses = row.get("status", [None] * len(row["time_to_failure"]))
+        ttf = ", ".join(f"{t:.1f}" if t is not None else "never learned (below threshold at 0)"
+                        if st == NEVER_LEARNED else "never" for t, st in zip(row["time_to_failure"], statuses))
         print(f"{summary['task']} {row['spec']:<22} final {row['score_name']} {row['final_score']['mean']:.3f}"
               f"  time to failure (seeds {row['seeds']}): {ttf}")
     print(f"results in {out}")
