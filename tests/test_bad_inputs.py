@@ -81,6 +81,8 @@ GOOD = _questions(_q(0), _q(1), _q(2))
 TIE = _questions(_q(0), _q(1, false="Dravia in 1843."), _q(2))
 TIE_SPACES = _questions(_q(0), _q(1), _q(2, true="Dravia  in 1843.", false="Dravia in\t1843."))
 EMPTY_CONTEXT = _questions(_q(0, context="   "), _q(1))
+DUPLICATE_ID = _questions(_q(0), _q(1), _q(2, id="t/p0/q0"))
+DUPLICATE_QUESTION = _questions(_q(0), *[_q(1, id=f"t/copy{k}", context="Person 1  was born in") for k in range(3)])
 EMPTY_CONT = _questions(_q(0), _q(1, false=""), _q(2, true=" "))
 AUTHORS_TIE = json.dumps([{"context": "A", "sentence_true": "b.", "sentence_false": "c.", "location": 0},
                           {"context": "A", "sentence_true": "b.", "sentence_false": " b. ", "location": 1}])
@@ -253,6 +255,10 @@ CASES = [
          words=("q.jsonl:1", "empty context")),
     Case("kr-empty-continuation", call=_read_questions("q.jsonl"), setup=_write("q.jsonl", EMPTY_CONT),
          words=("2 of 3", "2 empty continuation", "q.jsonl:2")),
+    Case("kr-duplicate-id", call=_read_questions("q.jsonl"), setup=_write("q.jsonl", DUPLICATE_ID),
+         words=("q.jsonl:3", "duplicate id")),
+    Case("kr-duplicate-question", call=_read_questions("q.jsonl"), setup=_write("q.jsonl", DUPLICATE_QUESTION),
+         words=("2 of 4", "2 duplicate question", "q.jsonl:3")),
     Case("kr-authors-format-tie", call=_read_questions("a.json"), setup=_write("a.json", AUTHORS_TIE),
          words=("a.json: item 1", "true equals false")),
     Case("kr-non-utf8-past-first-block", ["kr", "stats", "q.jsonl"], ("q.jsonl:4", "not UTF-8"),

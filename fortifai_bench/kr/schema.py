@@ -79,14 +79,24 @@ def invalid_reason(q: "Question") -> str | None:
 
 def check_questions(questions: Iterable["Question"], where: str = "questions",
                     locations: Iterable[str] | None = None) -> None:
-    """Refuse a set holding any question that cannot be scored (see `invalid_reason`); the error names
-    where the first bad one is, and how many there are of each reason."""
+    """Refuse a set holding any question that cannot be scored (see `invalid_reason`) or that repeats an
+    earlier one (its id, or its context, true and false); the error names where the first bad one is, and
+    how many there are of each reason."""
     questions = list(questions)
     locations = list(locations) if locations is not None else [f"id {q.id!r}" for q in questions]
     counts: dict[str, int] = {}
     first = None
+    ids, triples = set(), set()
     for q, loc in zip(questions, locations):
         reason = invalid_reason(q)
+        # A repeated item counts twice: copies of one easy question would inflate KR just as ties do.
+        triple = tuple(" ".join(x.split()) for x in (q.context, q.true, q.false))
+        if reason is None and q.id in ids:
+            reason = "duplicate id"
+        elif reason is None and triple in triples:
+            reason = "duplicate question"
+        ids.add(q.id)
+        triples.add(triple)
         if reason is not None:
             counts[reason] = counts.get(reason, 0) + 1
             first = first or f"{loc} ({reason})"
@@ -94,8 +104,8 @@ def check_questions(questions: Iterable["Question"], where: str = "questions",
         detail = ", ".join(f"{n} {reason}" for reason, n in counts.items())
         raise FortifaiError(
             f"{where}: {sum(counts.values())} of {len(questions)} question(s) cannot be scored ({detail}); "
-            f"first at {first}. A tie scores as correct, so they would inflate KR: drop them "
-            "(`fortifai-bench kr stats` counts them)"
+            f"first at {first}. Ties score as correct and copies count twice, so they would inflate KR: "
+            "drop them (`fortifai-bench kr stats` counts them)"
         )
 
 
