@@ -183,12 +183,14 @@ def read_text(path: str | os.PathLike, what: str = "", fmt: str = "") -> str:
     except OSError as exc:
         raise FortifaiError(f"cannot read {label}: {exc.strerror or exc}") from exc
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         invalid = f"invalid {fmt}: " if fmt else ""
         raise FortifaiError(f"{path}:{line}: {invalid}not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
                             f"{exc.start}); is it a binary file?") from exc
+    # A byte-order mark (Windows editors write one) is not content: JSON and YAML parsers reject it.
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def read_json(path: str | os.PathLike) -> Any:

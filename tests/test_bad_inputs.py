@@ -410,6 +410,20 @@ def test_the_matrix_is_large_and_ids_are_unique():
 
 # ----------------------------------------------------------------------------------------------- not errors, but part of the same promise
 
+def test_a_byte_order_mark_is_not_an_error(tmp_path):
+    """Windows editors start UTF-8 files with a BOM; JSON parsers reject it, so the readers drop it."""
+    from fortifai_bench.corpora import get_corpus
+    from fortifai_bench.io import read_json
+    from fortifai_bench.kr.schema import read_questions
+
+    (tmp_path / "q.jsonl").write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    (tmp_path / "a.json").write_bytes(b"\xef\xbb\xbf" + AUTHORS_TIE.replace('" b. "', '"d."').encode())
+    (tmp_path / "notes.txt").write_bytes(b"\xef\xbb\xbfFirst paragraph.\n\nSecond.\n")
+    assert [q.id for q in read_questions(tmp_path / "q.jsonl")] == ["t/p0/q0", "t/p1/q0", "t/p2/q0"]
+    assert len(read_questions(tmp_path / "a.json")) == 2 and isinstance(read_json(tmp_path / "a.json"), list)
+    assert get_corpus(f"text:{tmp_path / 'notes.txt'}").texts() == ["First paragraph.", "Second."]
+
+
 def test_a_killed_base_build_leaves_nothing_once_the_next_call_runs(tmp_path):
     """io.remove_orphan_temps: a temporary of a dead process goes, a live process's stays (collapse/base.py
     calls it before it looks for the cached base)."""
