@@ -262,6 +262,8 @@ class FunctionLoss(Loss):
 
     def forward(self, logits, labels):
         loss = self.fn(logits, labels)
+        if isinstance(loss, LossOutput):  # a function that returns what a Loss returns: keep its statistics
+            return loss
         with torch.no_grad():
             logp, valid = token_logprobs(logits.detach(), labels, self.ignore_index)
         return LossOutput(loss, _stats(logp, valid, valid))
