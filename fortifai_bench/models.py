@@ -127,3 +127,12 @@ def save_model(model, tokenizer, path: str | os.PathLike) -> Path:
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def cache_argument(model) -> str:
+    """The name under which `model.forward` takes, and its output returns, the KV cache: `cache` in
+    transformers 5 (where `past_key_values` is deprecated and warns), `past_key_values` before."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"

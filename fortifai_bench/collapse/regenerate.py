@@ -221,8 +221,10 @@ def _step(model, ids, mask, positions, cache):
     """One decoding step with the KV cache: the last position's logits and the new cache. transformers 5
     names the cache `cache` (`past_key_values` is deprecated there); older releases only know the old name."""
     if type(model) not in _FORWARD_ARGS:
+        from fortifai_bench.models import cache_argument
+
         params = inspect.signature(model.forward).parameters
-        name = "cache" if "cache" in params else "past_key_values"
+        name = cache_argument(model)
         _FORWARD_ARGS[type(model)] = (name, {"logits_to_keep": 1} if "logits_to_keep" in params else {})
     name, extra = _FORWARD_ARGS[type(model)]
     res = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra, **{name: cache})

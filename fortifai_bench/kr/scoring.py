@@ -27,6 +27,7 @@ import torch
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.metrics import bootstrap_ci
+from fortifai_bench.models import cache_argument
 
 METHODS = ("sum", "mean_shorter")
 TARGET_DELIMITER = " "  # lm-eval's default target_delimiter, used by our task YAMLs
@@ -200,7 +201,7 @@ def _batch_shared(model, batch: list[_Item], pad_id: int, device, keep_logits: b
     t_max = max(len(c) for c in conts) - 1
     rest = [[] for _ in conts]
     if t_max > 0:
-        cache = _repeat_cache(out.past_key_values, 2)
+        cache = _repeat_cache(getattr(out, cache_argument(model)), 2)
         cids = torch.full((2 * n, t_max), pad_id, dtype=torch.long)
         cmask = torch.zeros((2 * n, t_max), dtype=torch.long)
         targets = torch.zeros((2 * n, t_max), dtype=torch.long)
@@ -212,7 +213,8 @@ def _batch_shared(model, batch: list[_Item], pad_id: int, device, keep_logits: b
         ctx_len = mask.sum(-1).repeat_interleave(2)
         cpos = ctx_len[:, None] + torch.arange(t_max, device=device)[None, :]
         full_mask = torch.cat([mask.repeat_interleave(2, dim=0), cmask], dim=1)
-        out2 = model(input_ids=cids, attention_mask=full_mask, position_ids=cpos, past_key_values=cache, use_cache=True)
+        out2 = model(input_ids=cids, attention_mask=full_mask, position_ids=cpos, use_cache=True,
+                     **{cache_argument(model): cache})
         lp = _token_logps(out2.logits, targets).cpu()
         rest = [lp[r, : len(c) - 1].tolist() for r, c in enumerate(conts)]
     first = first_lp.cpu().tolist()
@@ -296,7 +298,7 @@ def score(
     items = _encode(questions, tokenizer, max_length)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    shared = shared_context and _accepts(model, "position_ids") and _accepts(model, "past_key_values")
+    shared = shared_context and _accepts(model, "position_ids") and _accepts(model, cache_argument(model))
     keep_logits = _accepts(model, "logits_to_keep")
 
     # Longest first (like lm-eval): padding stays small and an out-of-memory error shows at once.
