@@ -340,6 +340,9 @@ class FloatReduce(Loss):
 def python_float(logits, labels):
     return 0.5
 
+def as_output(logits, labels):
+    return LossOutput(plain(logits, labels), {"mine": torch.tensor(1.0)})
+
 class BadConfig(CE):
     def config(self):
         return {"device": torch.device("cpu")}
@@ -444,6 +447,12 @@ def test_a_subclass_may_override_forward_alone(user_module):
     assert out.loss.item() == pytest.approx(logits.logsumexp(-1).mean().item(), rel=1e-6)
     out.loss.backward()
     assert logits.grad is not None
+
+
+def test_a_plain_function_may_return_a_loss_output(user_module):
+    logits, labels = make_batch(22)
+    out = load_loss(f"{user_module}:as_output")(logits, labels)
+    assert out.loss.item() == pytest.approx(naive_ce(logits, labels).item(), rel=1e-5) and set(out.stats) == {"mine"}
 
 
 def test_reduce_may_return_the_loss_alone(user_module):
