@@ -282,6 +282,35 @@ def test_micro_run_results_and_run_directory(micro_run):
     assert "config_hash" in cfg and "torch" in cfg and "spec: ce" in cfg
     assert all((run / "plots" / f).is_file() for f in ("kr.png", "kl.png", "confidence.png"))
     assert results["time_to_failure"] is None or 0 <= results["time_to_failure"] <= 2
+    assert results["failure"]["status"] in ("failed", "never_failed", "never_learned")
+    assert all((run / "plots" / f).is_file() for f in ("kr.svg", "kl.svg", "gradient.png"))
+    # where the loss puts its gradient: stage 0 trains on real text only; later stages on rewrites
+    assert results["stages"][0]["gradient"] is None
+    for stage in results["stages"][1:]:
+        g = stage["gradient"]["start"]
+        assert g["tokens"] > 0 and 0 <= g["corrupted_share"] <= 1 and g["loss_reports_mask"]
+        assert g["kept_share"] == 1.0 and g["kept_corrupted_share"] == pytest.approx(g["corrupted_share"])  # CE
+    floor = results["stages"][0]["kl_floor"]
+    assert floor["halves"] > 0 and floor["split1"] > 0
+    chance = results["chance"]
+    assert chance["length_bias_split0"]["questions"] == n0 and chance["length_bias_split0"]["tokens"] is not None
+    assert 0 <= chance["base_model"]["kr_split0"] <= 1
+
+
+def test_clean_control_trains_on_real_splits_only(tmp_path):
+    from fortifai_bench.collapse.experiment import run_experiment
+
+    task = load_task("collapse_facts", MICRO + ["stages=2"])
+    exp = run_experiment(task, ["ce"], [0], control=True, out=tmp_path, progress=False)
+    [control] = exp.groups["control"]
+    assert control["control"] is True and control["config"]["mode"] == "clean"
+    assert control["stages"][1]["training_data"] == [{"split": 0, "generation": 0, "paragraphs": 6},
+                                                      {"split": 1, "generation": 0, "paragraphs": 6}]
+    assert control["stages"][1]["gradient"] is None and "-control-" in control["run_dir"]
+    [ce] = exp.groups["ce"]
+    assert ce["control"] is False and ce["stages"][1]["training_data"][0]["generation"] == 1
+    assert "control" in exp.table() and exp.summary_path.is_file()
+    assert exp.summary_path.with_suffix(".png").is_file() and exp.summary_path.with_suffix(".svg").is_file()
 
 
 def test_resume_refuses_a_different_config(micro_run, capsys):

@@ -97,7 +97,12 @@ def evaluate_stage(state, model, tokenizer, i: int, new_rows: dict[int, list[dic
     return metrics
 
 
-def _kr(state, model, tokenizer, i: int) -> dict:
+def kr_scores(state, model, tokenizer) -> dict:
+    """KR of `model` on every split's questions: score (split 0), kr_total, per split."""
+    return _kr(state, model, tokenizer, None)
+
+
+def _kr(state, model, tokenizer, i: int | None) -> dict:
     from fortifai_bench.kr.scoring import score
     from fortifai_bench.collapse.protocol import pool
 
@@ -111,7 +116,7 @@ def _kr(state, model, tokenizer, i: int) -> dict:
     for q, c in zip(questions, res.correct):
         by_split.setdefault(q.split, []).append(bool(c))
     kr = {str(k): sum(v) / len(v) for k, v in sorted(by_split.items())}
-    seen = {k for j in range(i + 1) for k, _ in pool(j, task.mode)}
+    seen = {k for j in range(i + 1) for k, _ in pool(j, task.mode)} if i is not None else set()
     seen_bits = [c for k, v in by_split.items() if k in seen for c in v]
     bits = "".join("1" if c else "0" for q, c in zip(questions, res.correct) if q.split == 0)
     return {

@@ -40,9 +40,11 @@ RUN_FORMAT = "fortifai-bench/run@1"
 
 # ------------------------------------------------------------------------------------------ run directory
 
-def slug(name: str, what: str = "loss") -> str:
-    """A name as one safe path component: letters, digits, `.`, `_` and `-` only, never `.` or `..`."""
-    out = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip("-.")
+def slug(name: str, what: str = "loss", keep: str = ".-") -> str:
+    """A name as one safe path component: letters, digits and the characters in `keep` (never `/`), with
+    no leading or trailing `.` or `-` (so never `.` or `..`). Loss specs keep `.-` (`tce:0.9` -> `tce-0.9`,
+    `my_module:MyLoss` -> `my-module-MyLoss`); task names also keep `_`."""
+    out = "".join(c if c.isalnum() or (c in keep and c != "/") else "-" for c in name).strip("-.")
     return out or what
 
 
@@ -69,7 +71,7 @@ def open_run(task: CollapseTask, loss_desc: dict, *, out: str | os.PathLike | No
         _remove_orphans(run)
         return run
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = slug(task.task, "task") + ("-control" if task.mode == "clean" else "")
+    name = slug(task.task, "task", keep="._-") + ("-control" if task.mode == "clean" else "")
     base = Path(out or "runs") / f"{name}-{slug(loss_desc['spec'])}-s{task.seed}-{stamp}"
     run, n = base, 1
     while run.exists():
@@ -126,6 +128,7 @@ class _State:
     base_spec: str
     progress: bool
     command: str | None = None
+    chance: dict | None = None
     regenerated: dict = dataclasses.field(default_factory=dict)  # (stage that wrote it, split) -> rows
 
 
@@ -149,7 +152,9 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
     state = _State(task, run, data, checked, base_model(task, progress=progress), progress, command)
     if progress:
         print(f"collapse run: {run}", flush=True)
+    chance = _chance(state)
     stages: list[dict] = []
+    state.chance = chance
     bar = tqdm(range(task.stages), desc=f"{task.task} {checked.spec} seed {task.seed}", unit="stage",
                disable=not progress)
     for i in bar:
@@ -180,6 +185,27 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
     except ImportError as exc:  # matplotlib is an extra; results stand without plots
         print(f"plots skipped: {exc}", file=sys.stderr)
     return read_json(run / "results.json")  # exactly what a reader of the file gets (str keys, lists)
+
+
+def _chance(state: _State) -> dict | None:
+    """What KR-split-0 reads without knowledge: how often true is the longer continuation (characters and
+    the model's tokens), the best length-only guesser, and the base model M_{-1}'s own KR before any
+    stage trained it. Computed once per run (RUN/chance.json)."""
+    from fortifai_bench.collapse.evaluate import kr_scores
+    from fortifai_bench.kr.quality import length_bias
+    from fortifai_bench.models import load_model
+
+    path = state.run / "chance.json"
+    questions = state.data.questions
+    if not questions:
+        return None
+    if not path.is_file():
+        model, tokenizer = load_model(state.base_spec)
+        split0 = [q for q in questions if q.split == 0]
+        base = kr_scores(state, model, tokenizer)
+        write_json(path, {"length_bias_split0": length_bias(split0, tokenizer),
+                          "base_model": {"kr_split0": base["score"], "kr_total": base["kr_total"]}})
+    return read_json(path)
 
 
 def _finished_stage(path: Path, i: int) -> dict:
@@ -352,7 +378,7 @@ def build_results(state: _State, stages: list[dict], stopped: dict | None = None
                "split0_ids_order": "KR file order",
                "split0_correct": [s["items"]["split0_correct"] for s in stages]},
         complete=stopped is None and len(stages) == task.stages, stopped=stopped,
-        kr_source=state.data.kr_source, run_dir=str(state.run), command=state.command)
+        kr_source=state.data.kr_source, chance=state.chance, run_dir=str(state.run), command=state.command)
 
 
 def _stage_entry(metrics: dict) -> dict:
