@@ -2,7 +2,11 @@
 
 Every model the project writes is a plain Hugging Face directory (config.json, model.safetensors,
 tokenizer.json), so `from_pretrained(DIR)` and `lm_eval --model hf --model_args pretrained=DIR`
-load it. Nothing here unpickles: weights are safetensors only.
+load it. Nothing here unpickles: weights are safetensors only, and nothing runs a model's own code:
+every `from_pretrained` passes ``trust_remote_code=False``, so a directory or hub repository that ships
+Python (an ``auto_map`` in its config) is refused, not executed.
+
+Importing this module needs no torch (`TinyConfig` is part of a collapse task's config).
 """
 
 from __future__ import annotations
@@ -11,8 +15,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
-
-import torch
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_dir
@@ -29,8 +31,11 @@ class TinyConfig:
     n_embd: int = 128
     n_head: int = 4
     n_positions: int = 512
+    dropout: float = 0.1  # GPT-2's default, on residuals, embeddings and attention
 
     def __post_init__(self):
+        if not 0.0 <= self.dropout < 1.0:
+            raise FortifaiError(f"tiny: dropout must be in [0, 1), got {self.dropout}")
         if self.n_embd % self.n_head:
             raise FortifaiError(f"tiny: n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         if self.vocab_size < 300:
@@ -72,6 +77,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
 
 def build_tiny(texts: Iterable[str], config: TinyConfig = TinyConfig(), seed: int = 0):
     """A freshly initialized tiny GPT-2 and a tokenizer trained on `texts`."""
+    import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tokenizer = train_tokenizer(texts, config.vocab_size)
@@ -82,6 +88,9 @@ def build_tiny(texts: Iterable[str], config: TinyConfig = TinyConfig(), seed: in
         n_embd=config.n_embd,
         n_layer=config.n_layer,
         n_head=config.n_head,
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -89,31 +98,66 @@ def build_tiny(texts: Iterable[str], config: TinyConfig = TinyConfig(), seed: in
     return GPT2LMHeadModel(model_config), tokenizer
 
 
-def load_model(spec: str | os.PathLike, *, torch_dtype: torch.dtype | None = None):
-    """Load `(model, tokenizer)` from a local directory or a hub id.
+DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION = ("eager", "sdpa", "flash_attention_2")
 
-    The `tiny` preset is not loadable by name alone (its tokenizer is trained on a corpus): use
-    `build_tiny(texts)`, or the cached base model that the collapse protocol builds.
+
+def check_options(dtype: str = "float32", attn_implementation: str | None = None) -> None:
+    """The loading options, checked before anything slow happens (one line naming the option)."""
+    if dtype not in DTYPES:
+        raise FortifaiError(f"model dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if attn_implementation is not None and attn_implementation not in ATTENTION:
+        raise FortifaiError(f"attention implementation must be one of {', '.join(ATTENTION)}, "
+                            f"got {attn_implementation!r}")
+    if attn_implementation == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None:
+            raise FortifaiError("attention flash_attention_2 needs the flash-attn package (pip install flash-attn; "
+                                "CUDA only); use sdpa or eager")
+
+
+def _is_local(spec: str) -> bool:
+    path = Path(spec).expanduser()
+    return path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+
+
+def load_model(spec: str | os.PathLike, *, dtype: str = "float32", attn_implementation: str | None = None,
+               revision: str | None = None):
+    """Load `(model, tokenizer)` from a local directory or a hub id (at `revision`, a branch, tag or commit).
+
+    `dtype`: float32 (default), bfloat16 or float16 weights. `attn_implementation`: eager, sdpa or
+    flash_attention_2 (None: transformers' choice for the model). The `tiny` preset is not loadable by name
+    alone (its tokenizer is trained on a corpus): use `build_tiny(texts)`, or the cached base model that
+    the collapse protocol builds.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = str(spec)
     if spec == "tiny":
         raise FortifaiError("model 'tiny' is built from a corpus: use build_tiny(texts) or a collapse task")
+    check_options(dtype, attn_implementation)
+    local = _is_local(spec)
     path = Path(spec).expanduser()
-    looks_local = path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
-    if looks_local and not (path / "config.json").is_file():
+    if local and not (path / "config.json").is_file():
         raise FortifaiError(f"model directory {spec} not found or has no config.json")
+    source = str(path) if local else spec
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path) if looks_local else spec)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path) if looks_local else spec, dtype=torch_dtype or torch.float32, use_safetensors=True
-        )
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=getattr(torch, dtype),
+                                                     use_safetensors=True, trust_remote_code=False, **extra)
     except OSError as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (HF_HUB_OFFLINE=1 is set)" if offline else " (is the Hugging Face Hub reachable from here?)"
         raise FortifaiError(f"cannot load model {spec!r}: not a local model directory and not on the hub{hint}: "
                             f"{str(exc).splitlines()[0]}") from exc
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc) or "custom code" in str(exc):
+            raise FortifaiError(f"model {spec!r} needs its own Python code (trust_remote_code), which "
+                                "fortifai-bench never runs; use a model that transformers supports natively") from exc
+        raise FortifaiError(f"cannot load model {spec!r}: {str(exc).splitlines()[0]}") from exc
     return model, tokenizer
 
 
@@ -127,6 +171,23 @@ def save_model(model, tokenizer, path: str | os.PathLike) -> Path:
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def parameters_from_config(spec: str, revision: str | None = None) -> int | None:
+    """The parameter count of a model from its config alone (the model built on torch's meta device: no
+    weights read or downloaded), when the config is local (a directory, or the hub cache when offline);
+    None when it cannot be read here."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(spec, revision=revision, trust_remote_code=False,
+                                            local_files_only=not _is_local(spec))
+    except (OSError, ValueError):
+        return None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    return count_parameters(model)
 
 
 def cache_argument(model) -> str:

@@ -279,9 +279,9 @@ def _source(fn) -> str:
 @pytest.mark.parametrize("kwargs,match", [
     ({"lr": 0}, "lr must be > 0"),
     ({"epochs": 0}, "epochs must be an integer >= 1"),
-    ({"block_size": 1}, "block_size must be >= 2"),
-    ({"batch_size": 0}, "batch_size must be >= 1"),
-    ({"grad_accum": 0}, "grad_accum must be >= 1"),
+    ({"block_size": 1}, "block_size must be an integer >= 2"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+    ({"grad_accum": 0}, "grad_accum must be an integer >= 1"),
     ({"warmup": 1.5}, "fraction in"),
     ({"warmup": -1}, "step count"),
     ({"schedule": "step"}, "schedule must be one of cosine, linear, constant"),
@@ -407,12 +407,12 @@ def test_ddp_two_processes_match_single_process(tmp_path):
 
 def test_no_packing_puts_each_text_on_its_own_row_from_position_zero():
     from fortifai_bench.models import build_tiny
-    from fortifai_bench.train import TrainConfig, _prepare
+    from fortifai_bench.train import TrainConfig, prepare
 
     texts = ["alpha beta gamma delta", "epsilon zeta", "eta theta iota kappa lambda mu nu xi omicron pi rho"]
     _, tokenizer = build_tiny(texts * 5)
     config = TrainConfig(block_size=8, packing=False, val_fraction=0.0)
-    blocks, val = _prepare(tokenizer, texts, None, config, torch.Generator().manual_seed(0))
+    blocks, val = prepare(tokenizer, texts, None, config, torch.Generator().manual_seed(0))
     assert val is None and len(blocks) == len(texts)
     for row, mask, text in zip(blocks.ids, blocks.mask, texts):
         expected = tokenizer(text)["input_ids"][:8]

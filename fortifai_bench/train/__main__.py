@@ -1,0 +1,7 @@
+"""`torchrun --nproc_per_node 2 -m fortifai_bench.train --text-file ...` (= `fortifai-bench train ...`)."""
+
+import sys
+
+from fortifai_bench.train.cli import main
+
+sys.exit(main())
