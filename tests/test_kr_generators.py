@@ -38,9 +38,14 @@ def _q(i=0, context="The river is", true="long.", false="short.", **kw):
 
 def test_facts_questions_are_exact(facts):
     questions = generate_facts(facts, 6)
-    assert 700 <= len(questions) <= 900
+    assert 2100 <= len(questions) <= 2700  # up to 5 facts per paragraph, 3 false values per fact
     per_paragraph = Counter(q.paragraph for q in questions)
-    assert max(per_paragraph.values()) == 5 and len(per_paragraph) == len(facts)
+    assert max(per_paragraph.values()) == 15 and len(per_paragraph) == len(facts)
+    per_fact = Counter(q.id.split(".")[0] for q in questions)
+    assert max(per_fact.values()) == 3 and max(Counter(q.context for q in questions).values()) <= 3
+    for qid in per_fact:  # the false values of one fact differ from each other
+        falses = [q.false for q in questions if q.id.split(".")[0] == qid]
+        assert len(set(falses)) == len(falses)
     split_of = facts.split_of(6)
     for q in questions:
         p = facts.paragraphs[q.paragraph]
@@ -65,7 +70,7 @@ def test_facts_distractors_come_from_the_same_split_and_attribute(facts):
         for f in p.meta["facts"]:
             seen[(split_of[i], p.meta["kind"], f["attribute"])].add(f["value"])
     same_attribute = 0
-    questions = generate_facts(facts, 6)
+    questions = [q for q in generate_facts(facts, 6) if "." not in q.id.rsplit("/", 1)[1]]  # each fact's first
     for q in questions:
         p = facts.paragraphs[q.paragraph]
         fact = next(f for f in p.meta["facts"] if f["start"] == len(q.context) + 1)
@@ -80,7 +85,9 @@ def test_facts_generator_is_deterministic_and_seeded(facts):
     assert [q.to_dict() for q in a] == [q.to_dict() for q in b]
     c = generate_facts(facts, 6, seed=1)
     assert [q.false for q in c] != [q.false for q in a]
-    assert max(Counter(q.paragraph for q in generate_facts(facts, 6, max_per_paragraph=2)).values()) == 2
+    assert max(Counter(q.paragraph for q in generate_facts(facts, 6, max_per_paragraph=2)).values()) == 2 * 3
+    one = generate_facts(facts, 6, max_per_paragraph=2, distractors=1)
+    assert max(Counter(q.paragraph for q in one).values()) == 2 and all("." not in q.id.rsplit("/", 1)[1] for q in one)
 
 
 def test_facts_generator_needs_ground_truth():

@@ -37,7 +37,8 @@ def build_questions(corpus, generator: str, n_splits: int, *, max_per_paragraph:
         questions, usage = generate_openai(list(corpus.paragraphs), source=source, progress=progress,
                                            **(openai_args or {}))
         report["openai"] = usage
-    questions = _cap_per_paragraph(questions, max_per_paragraph)
+    if generator != "facts":  # the facts generator caps facts per paragraph itself (several questions each)
+        questions = _cap_per_paragraph(questions, max_per_paragraph)
     questions = assign_splits(questions, split_of)
     kept, quality = filter_questions(questions, max_diff_words if max_diff_words is not None else MAX_DIFF_WORDS)
     report["quality"] = quality.to_dict()

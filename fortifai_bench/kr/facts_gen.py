@@ -12,6 +12,11 @@ anything was memorized. Drawn from the same split and slot, both values were see
 training, and splits the model never saw scored 0.50. A false value is never one the context already
 names, and a death year's distractor lies 30-80 years after the birth year the context gives, as true
 death years do (version 1 let 24 of split 0's 35 death-year distractors be rejected from the context).
+
+Each fact gets DISTRACTORS questions, one per false value. A fact the model has lost (its training text
+was corrupted) is a coin flip between two values it does not know; averaging several such flips per fact
+shrinks that part of KR's sampling noise, which is what lets a few seeds resolve a time to failure
+(benchmarks/collapse_regimes.py). KR-split-0 is still the share of correct questions.
 """
 
 from __future__ import annotations
@@ -36,12 +41,15 @@ def _pools(paragraphs, split_of):
     return by_attr, by_slot, anywhere
 
 
-def _distractor(rng, value, candidates_in_order, allowed=lambda v: True):
+def _distractors(rng, value, candidates_in_order, allowed, n: int) -> list[str]:
+    """Up to `n` distinct false values, from the first pools on (the closest to the true value's)."""
+    out: list[str] = []
     for candidates in candidates_in_order:
-        others = sorted(v for v in candidates - {value} if allowed(v))  # sorted: set order is not stable
-        if others:
-            return rng.choice(others)
-    return None
+        others = sorted(v for v in candidates - {value} - set(out) if allowed(v))  # sorted: set order varies
+        out += rng.sample(others, min(n - len(out), len(others)))
+        if len(out) == n:
+            break
+    return out
 
 
 def _plausible(p, f, context: str):
@@ -62,13 +70,18 @@ def _plausible(p, f, context: str):
     return lambda v: not named(v) and start + lo <= int(v) <= min(start + hi, 1999)
 
 
-def generate_facts(corpus, n_splits: int, *, max_per_paragraph: int = 5, seed: int = 0,
-                   source: str | None = None) -> list:
-    """Up to `max_per_paragraph` questions per paragraph, split assigned (`corpus.split_of(n_splits)`)."""
+DISTRACTORS = 3  # false values per fact: averages out the coin flip of a forgotten fact (see module doc)
+
+
+def generate_facts(corpus, n_splits: int, *, max_per_paragraph: int = 5, distractors: int = DISTRACTORS,
+                   seed: int = 0, source: str | None = None) -> list:
+    """Questions on up to `max_per_paragraph` facts per paragraph, `distractors` questions per fact (one
+    false value each), split assigned (`corpus.split_of(n_splits)`)."""
     from fortifai_bench.kr.schema import Question
 
-    if max_per_paragraph < 1:
-        raise FortifaiError(f"facts generator: max_per_paragraph must be >= 1, got {max_per_paragraph}")
+    if max_per_paragraph < 1 or distractors < 1:
+        raise FortifaiError(f"facts generator: max_per_paragraph and distractors must be >= 1, got "
+                            f"{max_per_paragraph} and {distractors}")
     paragraphs = corpus.paragraphs
     for p in paragraphs:
         if not isinstance(p.meta.get("facts"), list) or "kind" not in p.meta:
@@ -89,15 +102,14 @@ def generate_facts(corpus, n_splits: int, *, max_per_paragraph: int = 5, seed: i
         for k in chosen:
             f = facts[k]
             context = p.text[:f["start"]]
-            false_value = _distractor(rng, f["value"], [
+            false_values = _distractors(rng, f["value"], [
                 by_attr[(split, kind, f["attribute"])], by_slot[(split, f["slot"])], anywhere[(kind, f["attribute"])],
                 by_slot_anywhere[f["slot"]],
-            ], _plausible(p, f, context))
-            if false_value is None:  # a value no other paragraph varies: no honest false form
-                continue
+            ], _plausible(p, f, context), distractors)
             rest = p.text[f["end"]:f["sentence_end"]]
-            questions.append(Question(
-                id=f"{p.id}/q{k}", split=split, paragraph=index, context=context,
-                true=f["value"] + rest, false=false_value + rest, generator=GENERATOR, source=source,
-            ))
+            for j, false_value in enumerate(false_values):  # none: no other paragraph varies it, no honest form
+                questions.append(Question(
+                    id=f"{p.id}/q{k}" + (f".{j}" if j else ""), split=split, paragraph=index, context=context,
+                    true=f["value"] + rest, false=false_value + rest, generator=GENERATOR, source=source,
+                ))
     return questions
