@@ -41,7 +41,7 @@ def micro_args(*extra: str) -> list[str]:
 def test_shipped_tasks_load_validate_and_plan(capsys):
     facts = load_task("collapse_facts")
     assert (facts.stages, facts.mode, facts.model.name, facts.regenerate.decoding) == (6, "accumulate", "tiny", "sample")
-    assert facts.train.trainer_config(seed=0).packing is False  # one paragraph per row: facts are learnable
+    assert facts.stage_train(seed=0).packing is False  # one paragraph per row: facts are learnable
     wiki = load_task("collapse_wikitext")
     assert wiki.model.name == "meta-llama/Llama-3.2-1B"
     assert (wiki.train.lr, wiki.train.batch_size, wiki.train.epochs) == (2e-5, 64, 10)

@@ -98,7 +98,7 @@ def _build_tiny_base(task: CollapseTask, path: Path, progress: bool) -> None:
         if progress:
             print(f"building the tiny base model M_0: pretraining on {len(texts)} paragraphs of "
                   f"{m.pretrain.corpus}:{m.pretrain.part} (once; cached in {path})", flush=True)
-        config = m.pretrain.train.trainer_config(seed=m.pretrain.seed)
+        config = dataclasses.replace(m.pretrain.train, seed=m.pretrain.seed)
         result = train(model, tokenizer, texts, "ce", config, progress=progress)
         model, history = result.model, result.history
     with atomic_dir(path) as tmp:

@@ -4,6 +4,14 @@
 overrides such as ``["train.epochs=3", "regenerate.temperature=0.7"]`` applied to the YAML before
 validation, so an override is checked exactly like the file. Every error names the field
 (``train.epochs``) and the file it came from.
+
+One configuration per concept: a task's ``train:`` section *is* the trainer's `TrainConfig` and
+``model.tiny`` *is* `models.TinyConfig` (both importable without torch, so validating a task imports
+none). A task file states only what differs from a base it names with ``include:`` (lm-eval's idiom):
+the shipped tasks include ``_base.yaml``, which holds the protocol's own training choices (where they
+differ from the trainer's defaults); a file of yours can include a shipped task by name
+(``include: collapse_facts``) or any YAML file by a path relative to it. Mappings merge key by key, the
+including file winning; anything else (lists, scalars, null) replaces.
 """
 
 from __future__ import annotations
@@ -11,15 +19,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
+from fortifai_bench.configs import build as _build
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.models import ATTENTION, DTYPES, TinyConfig
+from fortifai_bench.train.config import TrainConfig
 
 MODES = ("accumulate", "replace", "accumulate-subsample", "clean")
 REGEN_MODES = ("sequential", "original")
@@ -27,48 +36,11 @@ DECODINGS = ("sample", "beam")
 KR_METHODS = ("sum", "mean_shorter")
 
 
-@dataclass
-class TinySettings:
-    """Architecture of the `tiny` preset (models.TinyConfig); smaller values make fast tests."""
-
-    vocab_size: int = 4096
-    n_layer: int = 4
-    n_embd: int = 128
-    n_head: int = 4
-    n_positions: int = 512
-
-
-@dataclass
-class TrainSettings:
-    """One stage of training (mapped onto the trainer's TrainConfig; `seed` is set per stage)."""
-
-    epochs: int = 20
-    lr: float = 5e-3
-    batch_size: int = 16
-    block_size: int = 128
-    grad_accum: int = 1
-    warmup: int | float = 0.1          # a fraction of the steps in [0, 1), or an integer number of steps
-    schedule: str = "cosine"
-    weight_decay: float = 0.0
-    val_fraction: float = 0.0          # 0: train on every paragraph, keep the last epoch
-    bf16: bool | str = "auto"          # "auto": bf16 autocast where the device supports it (CUDA)
-    max_grad_norm: Optional[float] = 1.0
-    device: str = "auto"
-    # true: all texts in one stream cut into blocks. false: one paragraph per row from position 0, which
-    # fact recall needs: packed, the tiny model memorizes each paragraph in its packed neighbourhood and
-    # KR-split-0 at M_0 stays near 0.58 (BENCHMARKS.md, Collapse).
-    packing: bool = True
-
-    def __post_init__(self):
-        self.trainer_config(seed=0)  # the trainer's own checks, named as this task's fields
-
-    def trainer_config(self, seed: int):
-        from fortifai_bench.train import TrainConfig
-
-        try:
-            return TrainConfig(**dataclasses.asdict(self), seed=seed)
-        except FortifaiError as exc:
-            raise FortifaiError(f"train: {exc}") from exc
+def _seed_not_set(train: TrainConfig, where: str, instead: str) -> None:
+    """Each stage's training seed is derived from the task's seed (protocol.stage_seed): a seed in a
+    `train:` section would be silently ignored, so it is refused."""
+    if train.seed != 0:
+        raise FortifaiError(f"{where}.seed is derived from {instead} for every stage; set {instead} instead")
 
 
 @dataclass
@@ -78,15 +50,28 @@ class PretrainSettings:
     corpus: str = "facts"
     part: str = "pretrain"
     paragraphs: Optional[int] = 1000   # None: every paragraph of that part
-    train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=30, lr=5e-3))
+    train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
+
+    def __post_init__(self):
+        _seed_not_set(self.train, "model.pretrain.train", "model.pretrain.seed")
 
 
 @dataclass
 class ModelSettings:
     name: str = "tiny"                 # "tiny", a hub id or a local HF directory
-    tiny: TinySettings = field(default_factory=TinySettings)
+    revision: Optional[str] = None     # hub branch, tag or commit of `name` (pin a commit to reproduce a run)
+    dtype: str = "float32"             # weights as loaded: float32, bfloat16 or float16 (train.bf16 autocasts float32)
+    attn_implementation: Optional[str] = None  # eager, sdpa, flash_attention_2 (installed); null: transformers' pick
+    tiny: TinyConfig = field(default_factory=TinyConfig)
     pretrain: Optional[PretrainSettings] = field(default_factory=PretrainSettings)  # only for `tiny`
+
+    def __post_init__(self):
+        _choice(self.dtype, DTYPES, "model.dtype")
+        if self.attn_implementation is not None:
+            _choice(self.attn_implementation, ATTENTION, "model.attn_implementation")
+        if self.revision is not None and self.name == "tiny":
+            raise FortifaiError("model.revision applies to a hub model; the tiny preset is built here")
 
 
 @dataclass
@@ -153,7 +138,7 @@ class CollapseTask:
     mode: str = "accumulate"
     subsample: Optional[int] = None    # accumulate-subsample: paragraphs per stage (default: one split's worth)
     model: ModelSettings = field(default_factory=ModelSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
     regenerate: RegenerateSettings = field(default_factory=RegenerateSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     seed: int = 0
@@ -166,6 +151,11 @@ class CollapseTask:
             raise FortifaiError(f"paragraphs_per_split must be >= 1, got {self.paragraphs_per_split}")
         if self.subsample is not None and self.subsample < 1:
             raise FortifaiError(f"subsample must be >= 1, got {self.subsample}")
+        _seed_not_set(self.train, "train", "seed")
+
+    def stage_train(self, seed: int) -> TrainConfig:
+        """The trainer's config for one stage: the `train:` section with the stage's own seed."""
+        return dataclasses.replace(self.train, seed=seed)
 
     source: str = field(default="default", repr=False, compare=False)  # where it was loaded from (not hashed)
 
@@ -206,15 +196,44 @@ def task_path(name_or_path: str) -> Path:
 
 def load_task(name_or_path: str = "collapse_facts", overrides: list[str] | dict | None = None) -> CollapseTask:
     path = task_path(name_or_path)
+    return task_from_dict(read_task_file(path), overrides, source=str(path))
+
+
+def read_task_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A task file as a mapping, its `include:` chain resolved (see module doc)."""
+    raw = _read_mapping(path)
+    include = raw.pop("include", None)
+    if include is None:
+        return raw
+    if not isinstance(include, str) or not include.strip():
+        raise FortifaiError(f"{path}: field include must be a file name or a shipped task name, got {include!r}")
+    beside = (path.parent / include).expanduser()
+    base = beside.resolve() if beside.is_file() else task_path(include).resolve()
+    if base in chain or base == path.resolve():
+        raise FortifaiError(f"{path}: include {include!r} includes itself (through {' -> '.join(p.name for p in chain)})")
+    return merge(read_task_file(base, (*chain, path.resolve())), raw)
+
+
+def merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_mapping(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise FortifaiError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FortifaiError(f"cannot read collapse task {path}: {getattr(exc, 'strerror', None) or exc}") from exc
     if not isinstance(raw, dict):
         raise FortifaiError(f"{path}: a collapse task must be a YAML mapping, got {type(raw).__name__}")
-    return task_from_dict(raw, overrides, source=str(path))
+    return raw
 
 
 def task_from_dict(raw: dict, overrides: list[str] | dict | None = None, source: str = "default") -> CollapseTask:
@@ -258,78 +277,6 @@ def _set_path(raw: dict, key: str, value: Any, source: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------- validation
-
-def _build(cls, data: Any, prefix: str, source: str):
-    """Construct dataclass `cls` from `data`, checking every key and type; errors name the field."""
-    where = prefix.rstrip(".") or "task"
-    if not isinstance(data, dict):
-        raise FortifaiError(f"{source}: field {where} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise FortifaiError(
-            f"{source}: unknown field {prefix}{unknown[0]} (known in {where}: {', '.join(fields)})"
-        )
-    kwargs = {name: _coerce(hints[name], value, f"{prefix}{name}", source) for name, value in data.items()}
-    try:
-        return cls(**kwargs)
-    except FortifaiError as exc:
-        raise FortifaiError(f"{source}: {exc}") from exc
-
-
-def _coerce(tp, value: Any, name: str, source: str):
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            if len(args) < len(typing.get_args(tp)):
-                return None
-            _bad(name, " or ".join(a.__name__ for a in args), value, source)
-        errors = []
-        for arg in args:  # the first type that accepts the value (int before float keeps 100 an int)
-            try:
-                return _coerce(arg, value, name, source)
-            except FortifaiError as exc:
-                errors.append(exc)
-        if len(args) == 1:
-            raise errors[0]
-        _bad(name, " or ".join(getattr(a, "__name__", str(a)) for a in args), value, source)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, f"{name}.", source)
-    if origin is list:
-        if not isinstance(value, list):
-            _bad(name, "a list", value, source)
-        (item,) = typing.get_args(tp)
-        return [_coerce(item, v, f"{name}[{i}]", source) for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            _bad(name, "true or false", value, source)
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _bad(name, "an integer", value, source)
-        return value
-    if tp is float:
-        # YAML 1.1 reads `5e-3` (no dot) as a string: accept any text that is a number.
-        if isinstance(value, str) and value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity"):
-            try:
-                return float(value)
-            except ValueError:
-                _bad(name, "a number", value, source)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _bad(name, "a number", value, source)
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            _bad(name, "a string", value, source)
-        return value
-    return value
-
-
-def _bad(name: str, expected: str, value: Any, source: str):
-    raise FortifaiError(f"{source}: field {name} must be {expected}, got {value!r} ({type(value).__name__})")
-
 
 def _positive(obj, section: str, *names: str) -> None:
     for name in names:

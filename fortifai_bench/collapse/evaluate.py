@@ -9,6 +9,10 @@
 * Confidence (the model's probability of the next token) on the tokens it generated itself versus
   on the held-out real text: summary statistics and a histogram (the paper's Fig. 1).
 * Optional lm-eval tasks (e.g. blimp, hellaswag) on the stage's saved model directory.
+
+Under torchrun every process runs `evaluate_stage` on a strided share of the KR questions and of the
+sequences it scores (`state.dist`), and gets every result back in order, so all processes hold the same
+metrics; the per-process counts are in ``metrics["processes"]``. lm-eval runs on rank 0.
 """
 
 from __future__ import annotations
@@ -56,15 +60,21 @@ def _strip_special(ids: list[int], special: set[int]) -> list[int]:
     return [t for t in ids if t not in special]
 
 
+def sharded_token_probs(dist, model, sequences: list[list[int]], batch_size: int) -> list[list[float]]:
+    """`token_probs` with every process scoring a strided share; the whole list, in order, everywhere."""
+    mine = dist.shard(sequences)
+    return dist.unshard(token_probs(model, mine, batch_size) if mine else [])
+
+
 def evaluate_stage(state, model, tokenizer, i: int, new_rows: dict[int, list[dict]]) -> dict:
-    task = state.task
+    task, dist = state.task, state.dist
     special = set(tokenizer.all_special_ids)
     metrics: dict = {"stage": i}
     metrics.update(_kr(state, model, tokenizer, i))
 
     # held-out real text: perplexity and confidence on unseen text
     heldout_ids = [tokenizer(t)["input_ids"] for t in state.data.heldout]
-    heldout_p = [p for row in token_probs(model, heldout_ids, task.eval.batch_size) for p in row]
+    heldout_p = [p for row in sharded_token_probs(dist, model, heldout_ids, task.eval.batch_size) for p in row]
     nll = -sum(math.log(max(p, 1e-45)) for p in heldout_p) / len(heldout_p) if heldout_p else float("nan")
     metrics["perplexity"] = math.exp(nll) if heldout_p else None
     metrics["heldout_nll"] = nll if heldout_p else None
@@ -85,15 +95,18 @@ def evaluate_stage(state, model, tokenizer, i: int, new_rows: dict[int, list[dic
     for n in (1, 2, 3):
         metrics[f"distinct_{n}"] = distinct_n(generated, n)
     rows = [r for k in splits for r in new_rows[k]]
-    probs = token_probs(model, [r["ids"] for r in rows], task.eval.batch_size)
+    probs = sharded_token_probs(dist, model, [r["ids"] for r in rows], task.eval.batch_size)
     # probs[j][t - 1] is p(ids[t]); generated tokens are those at positions >= first
     own = [p for r, ps in zip(rows, probs) for p in ps[max(r["first"] - 1, 0):]]
     bins = task.eval.confidence_bins
     metrics["confidence"] = {"own_generated": confidence_summary(own, bins),
                              "unseen_real": confidence_summary(heldout_p, bins)}
     if task.eval.lm_eval_tasks:
-        metrics["lm_eval"] = run_lm_eval(state.run / f"stage_{i}" / "model", task.eval.lm_eval_tasks,
-                                         task.eval.batch_size)
+        metrics["lm_eval"] = dist.on_main(run_lm_eval, state.run / f"stage_{i}" / "model", task.eval.lm_eval_tasks,
+                                          task.eval.batch_size)
+    share = lambda n: [len(range(r, n, dist.world)) for r in range(dist.world)]  # noqa: E731
+    metrics["processes"] = {"world": dist.world, "kr_questions": share(len(state.data.questions)),
+                            "scored_sequences": share(len(heldout_ids) + len(rows))}
     return metrics
 
 
@@ -109,20 +122,21 @@ def _kr(state, model, tokenizer, i: int | None) -> dict:
     questions = state.data.questions
     if not questions:
         return {"score": None, "kr": {}, "kr_total": None, "kr_seen": None, "items": {"split0_correct": ""}}
-    task = state.task
-    res = score(model, tokenizer, questions, batch_size=task.eval.batch_size, method=task.eval.kr_method,
-                progress=state.progress)
+    task, dist = state.task, state.dist
+    mine = dist.shard(questions)
+    correct = dist.unshard(score(model, tokenizer, mine, batch_size=task.eval.batch_size, method=task.eval.kr_method,
+                                 progress=state.progress).correct if mine else [])
     by_split: dict[int, list[bool]] = {}
-    for q, c in zip(questions, res.correct):
+    for q, c in zip(questions, correct):
         by_split.setdefault(q.split, []).append(bool(c))
     kr = {str(k): sum(v) / len(v) for k, v in sorted(by_split.items())}
     seen = {k for j in range(i + 1) for k, _ in pool(j, task.mode)} if i is not None else set()
     seen_bits = [c for k, v in by_split.items() if k in seen for c in v]
-    bits = "".join("1" if c else "0" for q, c in zip(questions, res.correct) if q.split == 0)
+    bits = "".join("1" if c else "0" for q, c in zip(questions, correct) if q.split == 0)
     return {
         "score": kr.get("0"),
         "kr": kr,
-        "kr_total": sum(res.correct) / len(res.correct),
+        "kr_total": sum(correct) / len(correct),
         "kr_seen": sum(seen_bits) / len(seen_bits) if seen_bits else None,
         "kr_questions": {str(k): len(v) for k, v in sorted(by_split.items())},
         "items": {"split0_correct": bits},

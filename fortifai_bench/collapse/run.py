@@ -118,6 +118,14 @@ def _read_record(path: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ the run
+#
+# Under torchrun every process runs this same code (a plain process is the world of one). Rank 0 alone
+# reads and writes the run directory (`dist.on_main`: every process gets its result or its error) and
+# decides which phases a resumed run has done; training is DDP (`train.train`); regeneration, KR scoring
+# and the stage's forward passes are cut into strided shares (`dist.shard`) and put back in order on every
+# process (`dist.unshard`), so every process holds the same rows and metrics and only rank 0 writes them.
+# Model directories are the one thing every process reads from disk: on several nodes the run folder
+# (--out) must be on a filesystem all of them see.
 
 @dataclasses.dataclass
 class _State:
@@ -127,6 +135,7 @@ class _State:
     loss: Any
     base_spec: str
     progress: bool
+    dist: Any                       # fortifai_bench.distributed.Dist
     command: str | None = None
     chance: dict | None = None
     regenerated: dict = dataclasses.field(default_factory=dict)  # (stage that wrote it, split) -> rows
@@ -135,11 +144,22 @@ class _State:
 def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = None, *, seed: int | None = None,
                  out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
                  progress: bool = True, command: str | None = None) -> dict:
-    """Run Algorithm 1 for one seed; return the results dict (also written to RUN/results.json)."""
+    """Run Algorithm 1 for one seed; return the results dict (also written to RUN/results.json). Under
+    torchrun, every process calls this and gets the same results (see the comment above)."""
+    from fortifai_bench.distributed import Dist
+
+    dist = Dist.start(task.train.device)
+    try:
+        return _run(task, loss, loss_args, seed, out, resume, progress and dist.main, command, dist)
+    finally:
+        dist.close()
+
+
+def _run(task, loss, loss_args, seed, out, resume, progress, command, dist) -> dict:
     from tqdm.auto import tqdm
 
-    from fortifai_bench.collapse.base import base_model
     from fortifai_bench.losses import load_loss
+    from fortifai_bench.models import check_options
 
     from transformers.utils import logging as hf_logging
 
@@ -147,20 +167,21 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
     if seed is not None:
         task = dataclasses.replace(task, seed=int(seed))
     checked = load_loss(loss, **(loss_args or {}))
+    check_options(task.model.dtype, task.model.attn_implementation)
     data = load_data(task)  # before creating anything: bad corpus or KR input fails first
-    run = open_run(task, checked.describe(), out=out, resume=resume, command=command)
-    state = _State(task, run, data, checked, base_model(task, progress=progress), progress, command)
+    run = Path(dist.on_main(lambda: str(open_run(task, checked.describe(), out=out, resume=resume, command=command))))
+    state = _State(task, run, data, checked, dist.on_main(_build_base, task, progress), progress, dist, command)
     if progress:
-        print(f"collapse run: {run}", flush=True)
-    chance = _chance(state)
+        print(f"collapse run: {run}" + (f" ({dist.world} processes)" if dist.world > 1 else ""), flush=True)
+    state.chance = _chance(state)
     stages: list[dict] = []
-    state.chance = chance
     bar = tqdm(range(task.stages), desc=f"{task.task} {checked.spec} seed {task.seed}", unit="stage",
                disable=not progress)
     for i in bar:
         done = run / f"stage_{i}" / "metrics.json"
-        if done.is_file():
-            stages.append(_finished_stage(done, i))
+        finished = dist.on_main(lambda: _finished_stage(done, i) if done.is_file() else None)
+        if finished is not None:
+            stages.append(finished)
             continue
         try:
             try:
@@ -171,12 +192,24 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
                 raise FortifaiError(f"disk full while writing {run / f'stage_{i}'}") from exc
         except FortifaiError as exc:
             results = build_results(state, stages, stopped={"stage": i, "error": str(exc)})
-            write_json(run / "results.json", results)
+            dist.on_main(write_json, run / "results.json", results)
             kept = f"stages 0..{i - 1} are kept" if i else "no stage finished"
             raise FortifaiError(f"stage {i} stopped: {exc}; {kept} in {run}") from exc
-        write_json(run / "results.json", build_results(state, stages))
+        dist.on_main(write_json, run / "results.json", build_results(state, stages))
     bar.close()
-    results = build_results(state, stages)
+    return dist.on_main(_finish, run, build_results(state, stages))
+
+
+def _build_base(task: CollapseTask, progress: bool) -> str:
+    """M_0's spec; rank 0 alone builds and caches a tiny base (once) while the others wait."""
+    from fortifai_bench.collapse.base import base_model
+    from fortifai_bench.distributed import solo
+
+    with solo():
+        return base_model(task, progress=progress)
+
+
+def _finish(run: Path, results: dict) -> dict:
     write_json(run / "results.json", results)
     try:
         from fortifai_bench.collapse.plots import plot_run
@@ -187,25 +220,36 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
     return read_json(run / "results.json")  # exactly what a reader of the file gets (str keys, lists)
 
 
+def load_stage_model(state: _State, spec: str | os.PathLike):
+    """A model of the run (the base or a stage's directory) with the task's loading options, on this
+    process's device."""
+    from fortifai_bench.models import load_model
+
+    m = state.task.model
+    model, tokenizer = load_model(spec, dtype=m.dtype, attn_implementation=m.attn_implementation,
+                                  revision=m.revision if str(spec) == m.name else None)
+    return model.to(state.dist.device), tokenizer
+
+
 def _chance(state: _State) -> dict | None:
     """What KR-split-0 reads without knowledge: how often true is the longer continuation (characters and
     the model's tokens), the best length-only guesser, and the base model M_{-1}'s own KR before any
     stage trained it. Computed once per run (RUN/chance.json)."""
     from fortifai_bench.collapse.evaluate import kr_scores
     from fortifai_bench.kr.quality import length_bias
-    from fortifai_bench.models import load_model
 
     path = state.run / "chance.json"
     questions = state.data.questions
     if not questions:
         return None
-    if not path.is_file():
-        model, tokenizer = load_model(state.base_spec)
+    if not state.dist.on_main(path.is_file):
+        model, tokenizer = load_stage_model(state, state.base_spec)
         split0 = [q for q in questions if q.split == 0]
         base = kr_scores(state, model, tokenizer)
-        write_json(path, {"length_bias_split0": length_bias(split0, tokenizer),
-                          "base_model": {"kr_split0": base["score"], "kr_total": base["kr_total"]}})
-    return read_json(path)
+        state.dist.on_main(lambda: write_json(path, {
+            "length_bias_split0": length_bias(split0, tokenizer),
+            "base_model": {"kr_split0": base["score"], "kr_total": base["kr_total"]}}))
+    return state.dist.on_main(read_json, path)
 
 
 def _finished_stage(path: Path, i: int) -> dict:
@@ -230,11 +274,11 @@ def _rows(state: _State, k: int, g: int) -> list[dict]:
 
 
 def _written(state: _State, stage: int, k: int) -> list[dict]:
-    """Split k as stage `stage` rewrote it."""
+    """Split k as stage `stage` rewrote it (read by rank 0, sent to every process)."""
     key = (stage, k)
     if key not in state.regenerated:
-        state.regenerated[key] = read_jsonl(state.run / f"stage_{stage}" / "data" / f"split_{k}.jsonl",
-                                            required=("id", "text", "ids", "first"))
+        path = state.run / f"stage_{stage}" / "data" / f"split_{k}.jsonl"
+        state.regenerated[key] = state.dist.on_main(read_jsonl, path, required=("id", "text", "ids", "first"))
     return state.regenerated[key]
 
 
@@ -253,33 +297,33 @@ def _training_texts(state: _State, i: int) -> tuple[list[str], list[dict]]:
     return texts, record
 
 
-def _run_stage(state: _State, i: int) -> dict:
-    from fortifai_bench.models import load_model
+def _stage_status(stage_dir: Path, splits: list[int]) -> dict:
+    """Which phases of a stage a killed run finished (rank 0 looks; every process follows)."""
+    return {"trained": (stage_dir / "train.json").is_file(),
+            "regenerated": [k for k in splits if (stage_dir / "data" / f"split_{k}.jsonl").is_file()]}
 
-    task, run = state.task, state.run
+
+def _run_stage(state: _State, i: int) -> dict:
+    task, run, dist = state.task, state.run, state.dist
     stage_dir = run / f"stage_{i}"
     prev = state.base_spec if i == 0 else str(run / f"stage_{i - 1}" / "model")
+    splits = [k for k, _ in pool(i, task.mode)]
+    status = dist.on_main(_stage_status, stage_dir, splits)
 
     # -- train M_i (skipped when its model and train.json exist)
-    if not (stage_dir / "train.json").is_file():
+    if not status["trained"]:
         _train(state, i, prev, stage_dir)
-    info = read_json(stage_dir / "train.json")
+    info = dist.on_main(read_json, stage_dir / "train.json")
     # Always continue from the saved model, so a resumed run and an uninterrupted one agree exactly.
-    model, tokenizer = load_model(stage_dir / "model")
+    model, tokenizer = load_stage_model(state, stage_dir / "model")
 
     # -- regenerate every split of the stage's pool
-    regen_seconds = 0.0
     new_rows: dict[int, list[dict]] = {}
     for k, g in pool(i, task.mode):
-        path = stage_dir / "data" / f"split_{k}.jsonl"
-        if not path.is_file():
-            regen_seconds += _regenerate_split(state, model, tokenizer, i, k, g, path)
+        if k not in status["regenerated"]:
+            _regenerate_split(state, model, tokenizer, i, k, g, stage_dir / "data")
         new_rows[k] = _written(state, i, k)
-    timing = stage_dir / "data" / "timing.json"
-    if regen_seconds or not timing.is_file():
-        previous = read_json(timing)["seconds"] if timing.is_file() else 0.0
-        write_json(timing, {"seconds": previous + regen_seconds})
-    regen_seconds = read_json(timing)["seconds"]
+    work = dist.on_main(lambda: {str(k): read_json(stage_dir / "data" / f"split_{k}.work.json") for k in splits})
 
     # -- evaluate M_i
     t0 = time.perf_counter()
@@ -290,9 +334,10 @@ def _run_stage(state: _State, i: int) -> dict:
     metrics["real_share"] = real_share([(d["split"], d["generation"]) for d in info["training_data"]])
     metrics["train"] = info["summary"]
     metrics["gradient"] = info.get("gradient")  # corrupted vs faithful tokens and the loss's mask on them
-    metrics["seconds"] = {"train": info["seconds"], "regenerate": regen_seconds,
+    metrics["seconds"] = {"train": info["seconds"], "regenerate": sum(w["seconds"] for w in work.values()),
                           "evaluate": time.perf_counter() - t0}
-    write_json(stage_dir / "metrics.json", metrics)
+    metrics["processes"]["regenerate"] = {k: w["per_process"] for k, w in work.items()}
+    dist.on_main(write_json, stage_dir / "metrics.json", metrics)
     if state.progress:
         s = metrics["seconds"]
         print(f"stage {i}: KR-split-0 {_fmt(metrics['score'])}  KR-total {_fmt(metrics['kr_total'])}  "
@@ -307,35 +352,42 @@ def _fmt(x) -> str:
 
 def _train(state: _State, i: int, prev: str, stage_dir: Path) -> None:
     from fortifai_bench.collapse.corruption import gradient_split
-    from fortifai_bench.models import load_model, save_model
     from fortifai_bench.train import train
 
-    task = state.task
+    task, dist = state.task, state.dist
     texts, record = _training_texts(state, i)
-    model, tokenizer = load_model(prev)
-    config = task.train.trainer_config(seed=stage_seed(task.seed, i, "train"))
+    model, tokenizer = load_stage_model(state, prev)
+    config = task.stage_train(seed=stage_seed(task.seed, i, "train"))
     if state.progress:
         parts = ", ".join(f"D_{d['split']}^({d['generation']})" for d in record)
         print(f"stage {i}: training on [{parts}] ({len(texts)} paragraphs)", flush=True)
     pairs = _rewrite_pairs(state, i)
-    before = gradient_split(model, tokenizer, state.loss, pairs, task.eval.batch_size)  # as M_{i-1} sees it
+    # corrupted vs faithful tokens, as M_{i-1} and then M_i see them: one forward pass, on rank 0
+    before = dist.on_main(gradient_split, model, tokenizer, state.loss, pairs, task.eval.batch_size)
     result = train(model, tokenizer, texts, state.loss, config, progress=state.progress)
-    after = gradient_split(result.model, tokenizer, state.loss, pairs, task.eval.batch_size)
-    try:
-        save_model(result.model, tokenizer, stage_dir / "model")
-    except Exception as exc:  # safetensors reports a full disk as its own error type, not OSError
-        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
-            raise FortifaiError(f"disk full while saving {stage_dir / 'model'}") from exc
-        raise
+    after = dist.on_main(gradient_split, result.model, tokenizer, state.loss, pairs, task.eval.batch_size)
     last = result.history[-1] if result.history else {}
-    write_json(stage_dir / "train.json", {
-        "training_data": record, "paragraphs": len(texts), "seconds": result.seconds,
+    dist.on_main(_save_stage, result.model, tokenizer, stage_dir, {
+        "training_data": record, "paragraphs": len(texts), "seconds": result.seconds, "processes": dist.world,
         "summary": {"best_epoch": result.best_epoch, "train_loss": last.get("train_loss"),
                     "val_loss": last.get("val_loss"), "masked_fraction": last.get("masked_fraction"),
                     "mean_p_correct": last.get("mean_p_correct")},
         "history": result.history,
         "gradient": {"start": before, "end": after} if pairs else None,
     })
+
+
+def _save_stage(model, tokenizer, stage_dir: Path, info: dict) -> None:
+    """M_i's directory, then train.json (which marks training done)."""
+    from fortifai_bench.models import save_model
+
+    try:
+        save_model(model, tokenizer, stage_dir / "model")
+    except Exception as exc:  # safetensors reports a full disk as its own error type, not OSError
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+            raise FortifaiError(f"disk full while saving {stage_dir / 'model'}") from exc
+        raise
+    write_json(stage_dir / "train.json", info)
 
 
 def _rewrite_pairs(state: _State, i: int) -> list[tuple[str, str]]:
@@ -347,19 +399,37 @@ def _rewrite_pairs(state: _State, i: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def _regenerate_split(state: _State, model, tokenizer, i: int, k: int, g: int, path: Path) -> float:
+def _regenerate_split(state: _State, model, tokenizer, i: int, k: int, g: int, folder: Path) -> None:
+    """D_k rewritten by M_i, each process rewriting a share of its paragraphs (their sampling seeds are
+    per paragraph, so the share does not change a rewrite). Rank 0 writes the work done (wall seconds;
+    paragraphs, new tokens and seconds per process) to split_<k>.work.json, then the rows to
+    split_<k>.jsonl, which marks the split done."""
     from fortifai_bench.collapse.regenerate import regenerate
 
+    dist = state.dist
+    start = time.perf_counter()
     rows = _rows(state, k, g)
-    res = regenerate(model, tokenizer, [r["text"] for r in rows], state.task.regenerate,
-                     seed=stage_seed(state.task.seed, i, "regenerate", k), keys=[r["id"] for r in rows],
-                     progress=state.progress,
-                     desc=f"stage {i} regenerate D_{k}")
-    out = [{"id": r["id"], "split": k, "generation": g + 1, "text": text, "ids": ids, "first": gen.index(True)
-            if True in gen else len(ids)} for r, text, ids, gen in zip(rows, res.texts, res.ids, res.generated)]
-    write_jsonl(path, out)
+    # longest with longest across processes, so every process gets a similar number of tokens
+    order = sorted(range(len(rows)), key=lambda j: len(rows[j]["text"]))
+    mine = dist.shard(order)
+    res = regenerate(model, tokenizer, [rows[j]["text"] for j in mine], state.task.regenerate,
+                     seed=stage_seed(state.task.seed, i, "regenerate", k), keys=[rows[j]["id"] for j in mine],
+                     progress=state.progress, desc=f"stage {i} regenerate D_{k}")
+    done = [(text, ids, gen.index(True) if True in gen else len(ids))
+            for text, ids, gen in zip(res.texts, res.ids, res.generated)]
+    by_position = dict(zip(order, dist.unshard(done)))
+    out = [{"id": r["id"], "split": k, "generation": g + 1, "text": by_position[j][0], "ids": by_position[j][1],
+            "first": by_position[j][2]} for j, r in enumerate(rows)]
+    work = dist.gather([len(mine), res.new_tokens, res.seconds])
+    record = {"seconds": time.perf_counter() - start, "per_process": {
+        "paragraphs": [w[0] for w in work], "new_tokens": [w[1] for w in work], "seconds": [w[2] for w in work]}}
+
+    def write():
+        write_json(folder / f"split_{k}.work.json", record)
+        write_jsonl(folder / f"split_{k}.jsonl", out)
+
+    dist.on_main(write)
     state.regenerated[(i, k)] = out
-    return res.seconds
 
 
 # ------------------------------------------------------------------------------------------ results
