@@ -5,6 +5,8 @@
     fortifai-bench collapse --task collapse_wikitext --plan  # print the schedule, run nothing
     fortifai-bench collapse --loss ce --set train.epochs=3 --set regenerate.temperature=0.7
     fortifai-bench collapse --resume runs/collapse_facts-ce-s0-20250101-120000
+    fortifai-bench collapse --task collapse_wikitext --nproc 8      # = torchrun --nproc_per_node 8 -m fortifai_bench.collapse
+    fortifai-bench collapse --task collapse_wikitext --plan --nproc 8 --device-tflops 400   # compute estimate
 """
 
 from __future__ import annotations
@@ -51,15 +53,50 @@ def register(subparsers) -> None:
                         "(default: on for the embedded default, off otherwise)")
     p.add_argument("--no-control", dest="no_control", action="store_true", help="never run the control")
     p.add_argument("--plan", action="store_true", help="print the schedule (which split generations train "
-                                                       "each stage) and exit; needs no model or data")
+                                                       "each stage) and a compute estimate, and exit; loads no model")
+    scale = p.add_argument_group("scale (README: At the paper's scale)")
+    scale.add_argument("--nproc", type=int, default=None, metavar="N",
+                       help="run in N processes on this machine (one per GPU), through torch.distributed.run; "
+                            "with --plan: the number of devices the time estimate assumes (default: 1)")
+    for name, field, help_text in _MODEL_FLAGS:
+        scale.add_argument(name, default=None, metavar=field.split(".")[-1].upper(),
+                           help=f"{help_text} (override {field}; default: the task's)")
+    scale.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                       help="recompute activations in backward (override train.gradient_checkpointing)")
+    scale.add_argument("--params", type=float, default=None,
+                       help="--plan: the model's parameter count when its config is not available here")
+    scale.add_argument("--device-tflops", type=float, default=None,
+                       help="--plan: achieved TFLOP/s per device for the time estimate "
+                            "(default: see fortifai_bench/collapse/compute.py)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
     add_quiet(p)
     p.set_defaults(func=main)
+    global _PARSER
+    _PARSER = p
+
+
+_PARSER = None  # the collapse parser, to forward a command line to the processes --nproc starts
+
+
+# flag, the task field it overrides, help: each one is a `--set FIELD=VALUE` with a name
+_MODEL_FLAGS = [
+    ("--dtype", "model.dtype", "weights' dtype: float32, bfloat16 or float16"),
+    ("--attn", "model.attn_implementation", "attention: eager, sdpa or flash_attention_2"),
+    ("--revision", "model.revision", "hub branch, tag or commit of the model"),
+    ("--per-device-batch-size", "train.per_device_batch_size", "at most this many blocks per device per pass"),
+    ("--grad-accum", "train.grad_accum", "batches of train.batch_size blocks per optimizer step"),
+]
 
 
 def _overrides(args) -> list[str]:
     out = list(args.set)
+    for name, field, _ in _MODEL_FLAGS:
+        value = getattr(args, name.lstrip("-").replace("-", "_"))
+        if value is not None:
+            out.append(f"{field}={value}")
+    if args.gradient_checkpointing:
+        out.append("train.gradient_checkpointing=true")
     if args.model is not None:
         out.append(f"model.name={args.model}")
     if args.stages is not None:
@@ -86,6 +123,10 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     loss_args = parse_loss_args(args.loss_args)
     if args.resume:
+        from fortifai_bench.collapse import launch
+
+        if launch.wanted(args):
+            return launch.launch(args.nproc, launch.forwarded(_PARSER, args))
         return _resume(args, loss_args, command)
     task = load_task(args.task or DEFAULT_TASK, _overrides(args))
     losses = args.loss or DEFAULT_LOSSES
@@ -95,15 +136,22 @@ def main(args: argparse.Namespace) -> int:
     if args.plan:
         from fortifai_bench.collapse.protocol import format_plan
 
-        print(format_plan(task))
+        print(format_plan(task, devices=args.nproc or 1, params=args.params, device_tflops=args.device_tflops))
         print(f"losses: {', '.join(losses)}; seeds: {','.join(map(str, seeds))}")
         return 0
+    from fortifai_bench.collapse import launch
+
+    if launch.wanted(args):  # everything above was checked here, once, before starting N processes
+        return launch.launch(args.nproc, launch.forwarded(_PARSER, args))
     from fortifai_bench.collapse.experiment import run_experiment
+    from fortifai_bench.distributed import is_main
 
     control = (args.control or _is_default(args)) and not args.no_control and task.mode != "clean"
     exp = run_experiment(task, losses, seeds, loss_args=loss_args, baseline=_baseline(args.baseline),
-                         control=control, out=args.out, progress=not args.quiet, command=command)
-    print(exp.table())
+                         control=control, out=args.out, progress=not args.quiet, command=command,
+                         write_summary=is_main())
+    if is_main():
+        print(exp.table())
     return 0
 
 
@@ -138,7 +186,10 @@ def _resume(args, loss_args, command) -> int:
     given = loss_args if (args.loss or loss_args) else _user_args(recorded_loss)
     results = run_collapse(task, spec, given, resume=args.resume, progress=not args.quiet, command=command)
     exp = Experiment(task, {spec: [results]}, {spec: summarize_runs([results])})
-    print(exp.table())
+    from fortifai_bench.distributed import is_main
+
+    if is_main():
+        print(exp.table())
     return 0
 
 

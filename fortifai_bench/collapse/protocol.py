@@ -69,13 +69,20 @@ def subsample(counts: dict[int, int], size: int, seed: int) -> dict[int, list[in
     return out
 
 
-def format_plan(task: CollapseTask) -> str:
-    """The schedule as text (`fortifai-bench collapse --plan`): no corpus, model or hub needed."""
+def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, params: float | None = None,
+                device_tflops: float | None = None) -> str:
+    """The schedule as text (`fortifai-bench collapse --plan`), then a compute estimate (`collapse.compute`)
+    when the corpus can be read here; no model weights are loaded."""
     lines = [f"{task.task} v{task.version}: {task.stages} stages, mode {task.mode}, corpus {task.corpus}"
              f" ({task.corpus_part}), model {task.model.name}"]
     per = task.paragraphs_per_split
+    t = task.train
+    chunks = t.micro_chunks(devices)
     lines.append(f"splits: {task.stages} x {per if per else '(corpus cut evenly)'} paragraphs; "
-                 f"train {task.train.epochs} epochs, lr {task.train.lr:g}, batch {task.train.batch_size}")
+                 f"train {t.epochs} epochs, lr {t.lr:g}, batch {t.batch_size * t.grad_accum} blocks of {t.block_size} "
+                 f"tokens per step ({devices} device{'s' if devices > 1 else ''} x "
+                 f"{chunks * t.grad_accum} pass{'es' if chunks * t.grad_accum > 1 else ''} of "
+                 f"{-(-t.batch_size // devices // chunks)} blocks)")
     r = task.regenerate
     dec = (f"beam {r.num_beams}, repetition penalty {r.repetition_penalty:g}" if r.decoding == "beam"
            else f"sampling, temperature {r.temperature:g}, top-p {r.top_p:g}")
@@ -90,6 +97,15 @@ def format_plan(task: CollapseTask) -> str:
         regen = ", ".join(f"D_{k}^({g + 1})" for k, g in row["train"])
         lines.append(f"stage {row['stage']}: train M_{row['stage']} on [{', '.join(parts)}]{size} "
                      f"(real {real:.0%}); then regenerate {regen}; evaluate KR on splits 0..{task.stages - 1}")
+    if compute:
+        from fortifai_bench.collapse.compute import estimate, format_estimate
+
+        try:
+            est = estimate(task, params)
+        except FortifaiError as exc:  # the schedule stands without the corpus; say why the rest is missing
+            lines.append(f"compute: not estimated here ({exc})")
+        else:
+            lines += format_estimate(est, devices, device_tflops)
     return "\n".join(lines)
 
 

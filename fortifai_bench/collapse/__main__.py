@@ -1,0 +1,27 @@
+"""`torchrun --nproc_per_node N -m fortifai_bench.collapse ARGS` = `fortifai-bench collapse ARGS` in N processes.
+
+Every process runs the same command (see `collapse.run`); errors the processes agree on are printed once,
+by rank 0.
+"""
+
+import sys
+
+from fortifai_bench.cli import build_parser
+from fortifai_bench.distributed import is_main
+from fortifai_bench.errors import FortifaiError
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    sys.argv = ["fortifai-bench", "collapse", *argv]  # what the run records as its command
+    args = build_parser().parse_args(["collapse", *argv])
+    try:
+        return int(args.func(args) or 0)
+    except FortifaiError as exc:
+        if is_main():
+            print(f"fortifai-bench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
