@@ -187,6 +187,19 @@ def _forged_run(edit: Callable[[dict], None]) -> Callable[[Path], None]:
     return setup
 
 
+def _forge_score_consistently(results: dict) -> None:
+    """Stage 2's score raised to 1.0 and every number derived from the scores rewritten to match: only the
+    per-question bits still tell the truth."""
+    from fortifai_bench.metrics import area_under_curve, failure
+
+    results["stages"][2]["score"] = 1.0
+    scores = [st["score"] for st in results["stages"]]
+    fail = failure(scores, results["failure_threshold"])
+    results.update(time_to_failure=fail.time, auc=area_under_curve(scores), final_score=scores[-1])
+    if "failure" in results:
+        results["failure"] = fail.to_dict()
+
+
 def _read_questions(rel: str) -> Callable[[Path], object]:
     from fortifai_bench.kr.schema import read_questions
 
@@ -327,7 +340,7 @@ CASES = [
          setup=_forged_run(_set(["time_to_failure"], None))),
     Case("publish-forged-stage-score", ["publish", "--root", "leaderboards", "runs/collapse_facts-ce-0"],
          ("field stages[2].score", "items.split0_correct[2]"),
-         setup=_forged_run(_set(["stages", 2, "score"], 1.0))),
+         setup=_forged_run(_forge_score_consistently)),
     Case("publish-forged-auc", ["publish", "--root", "leaderboards", "runs/collapse_facts-ce-0"],
          ("field auc", "the stage scores give"), setup=_forged_run(_set(["auc"], 0.99))),
     Case("publish-results-non-utf8", ["publish", "--root", "leaderboards", "runs/collapse_facts-ce-0"],
