@@ -29,6 +29,15 @@ REGIMES = {
     "e40_T1.45": ["train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.45"],
     "e40_T1.6": ["train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.6"],
     "e30_T1.5": ["train.epochs=30", "train.lr=1e-2", "regenerate.temperature=1.5"],
+    # constant learning rate (after warmup) instead of cosine: no stage anneals onto its own rewrite
+    "const_e20_T1.0": ["train.schedule=constant", "train.epochs=20", "train.lr=5e-3", "regenerate.temperature=1.0"],
+    "const_e30_T1.3": ["train.schedule=constant", "train.epochs=30", "train.lr=5e-3", "regenerate.temperature=1.3"],
+    "const_e40_T1.3": ["train.schedule=constant", "train.epochs=40", "train.lr=5e-3", "regenerate.temperature=1.3"],
+    "const_e40_T1.4": ["train.schedule=constant", "train.epochs=40", "train.lr=5e-3", "regenerate.temperature=1.4"],
+    # the chosen regime with the authors' decoding (src/generate.py) instead of sampling
+    "const_e30_paper_decoding": ["train.schedule=constant", "train.epochs=30", "train.lr=5e-3",
+                                 "regenerate.decoding=beam", "regenerate.num_beams=5",
+                                 "regenerate.repetition_penalty=3.0", "regenerate.mode=original"],
     # the authors' decoding (src/generate.py): beam 5, repetition penalty 3.0, blocks from the original context
     "paper_decoding": ["regenerate.decoding=beam", "regenerate.num_beams=5", "regenerate.repetition_penalty=3.0",
                        "regenerate.mode=original"],

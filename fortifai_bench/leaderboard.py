@@ -30,82 +30,17 @@ import jsonschema
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write, read_json, write_json
-from fortifai_bench.metrics import mean_ci
+from fortifai_bench.metrics import Failure, compare_failures, mean_ci, summarize_failures
+from fortifai_bench.results import RESULTS_FORMAT, json_path, load_results, results_file, run_failure  # noqa: F401
 
 
 # ----------------------------------------------------------------------------------------------- results.json
-
-RESULTS_FORMAT = "fortifai-bench/results@1"
-
-_NUM_OR_NULL = {"type": ["number", "null"]}
-
-# Only what this module relies on; producers may add fields (additional properties are allowed).
-RESULTS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["format", "kind", "task", "loss", "model", "seed", "config", "config_hash", "score_name",
-                 "failure_threshold", "stages", "time_to_failure", "auc", "final_score", "provenance"],
-    "properties": {
-        "format": {"const": RESULTS_FORMAT},
-        "kind": {"enum": ["text", "toy"]},
-        "task": {
-            "type": "object",
-            "required": ["name", "version"],
-            "properties": {"name": {"type": "string"}, "version": {"type": "integer"}},
-        },
-        "loss": {
-            "type": "object",
-            "required": ["spec", "target", "args"],
-            "properties": {"spec": {"type": "string", "minLength": 1}, "target": {"type": "string"},
-                           "args": {"type": "object"}},
-        },
-        "model": {"type": "string", "minLength": 1},
-        "seed": {"type": "integer"},
-        "config": {"type": "object"},
-        "config_hash": {"type": "string", "minLength": 1},
-        "score_name": {"type": "string", "minLength": 1},
-        "failure_threshold": {"type": "number"},
-        "stages": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["stage", "score"],
-                "properties": {"stage": {"type": "integer"}, "score": {"type": "number"},
-                               "kr_total": _NUM_OR_NULL, "kl": _NUM_OR_NULL},
-            },
-        },
-        "time_to_failure": _NUM_OR_NULL,
-        "auc": {"type": "number"},
-        "final_score": {"type": "number"},
-        "items": {
-            "type": "object",
-            "required": ["split0_ids_sha256", "split0_correct"],
-            "properties": {
-                "split0_ids_sha256": {"type": "string"},
-                "split0_correct": {"type": "array", "items": {"type": "string", "pattern": "^[01]*$"}},
-            },
-        },
-        "provenance": {
-            "type": "object",
-            "required": ["versions", "command", "date"],
-            "properties": {"versions": {"type": "object"}, "command": {"type": "string"},
-                           "date": {"type": "string"}, "git": {"type": ["string", "null"]}},
-        },
-    },
-}
-
+# The results contract (schema, loader) lives in fortifai_bench.results; the board adds its own check
+# that a run's numbers agree with each other (check_run_numbers) before it accepts the run.
 
 def read_json_file(path: str | os.PathLike) -> Any:
     """`io.read_json` (a binary or non-UTF-8 file is a one-line error there too)."""
     return read_json(path)
-
-
-def json_path(path) -> str:
-    """['stages', 3, 'score'] -> 'stages[3].score' (how errors name a field)."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
 
 
 def schema_error(validator: jsonschema.protocols.Validator, obj: Any) -> jsonschema.ValidationError | None:
@@ -114,41 +49,10 @@ def schema_error(validator: jsonschema.protocols.Validator, obj: Any) -> jsonsch
     return errors[0] if errors else None
 
 
-_RESULTS_VALIDATOR = jsonschema.Draft202012Validator(RESULTS_SCHEMA)
-
-
-def results_file(path: str | os.PathLike) -> Path:
-    """A run directory or its results.json -> the results.json path."""
-    path = Path(path)
-    return path / "results.json" if path.is_dir() else path
-
-
 def load_run(path: str | os.PathLike) -> dict:
-    """Load and check one run's results.json (JSON only: nothing in it is executed)."""
-    file = results_file(path)
-    if not file.is_file():
-        raise FortifaiError(f"{path}: no results.json (is it a finished run directory?)")
-    data = read_json_file(file)
-    if isinstance(data, dict) and data.get("complete") is False:  # results.json is rewritten after every stage
-        stopped = data.get("stopped") or {}
-        why = f": stopped at stage {stopped.get('stage')}: {stopped.get('error')}" if stopped else ""
-        raise FortifaiError(f"{file}: the run is not complete ({len(data.get('stages') or [])} stages done{why}); "
-                            f"finish it with `fortifai-bench collapse --resume` before publishing or comparing")
-    err = schema_error(_RESULTS_VALIDATOR, data)
-    if err is not None:
-        raise FortifaiError(f"{file}: field {json_path(err.absolute_path)}: {err.message}")
-    stages = [s["stage"] for s in data["stages"]]
-    if stages != list(range(len(stages))):
-        raise FortifaiError(f"{file}: stages must be numbered 0..{len(stages) - 1} in order, got {stages}")
-    items = data.get("items")
-    if items is not None:
-        bits = items["split0_correct"]
-        if len(bits) != len(stages):
-            raise FortifaiError(f"{file}: items.split0_correct has {len(bits)} bitstrings for {len(stages)} stages")
-        if len({len(b) for b in bits}) > 1:
-            raise FortifaiError(f"{file}: items.split0_correct bitstrings differ in length")
-    check_run_numbers(data, file)
-    data["_path"] = str(file)
+    """One run's results.json, checked against the results schema and for numbers that contradict each other."""
+    data = load_results(path)
+    check_run_numbers(data, data["_path"])
     return data
 
 
@@ -266,11 +170,22 @@ def _entry_mismatch(entry: dict, names: bool) -> str | None:
             if why:
                 return f"field stages[{i}].{key}: {why}"
     ttf = entry["time_to_failure"]
-    again = time_to_failure_summary(ttf["per_seed"], len(entry["stages"]))
-    for key in ("mean", "rank_value", "reached", "not_reached"):
+    again = time_to_failure_summary(ttf["per_seed"])
+    scores = [[st["score"]["per_seed"][j] for st in entry["stages"]] for j in range(len(seeds))]
+    for j, fail in enumerate(ttf["per_seed"]):
+        derived = failure_of(scores[j], entry["failure_threshold"])
+        if fail != derived:
+            return f"field time_to_failure.per_seed[{j}]: {fail} but seed {seeds[j]}'s stage scores give {derived}"
+    for key in ("mean", "rank_value", "restricted_mean", "failed", "never_failed", "never_learned"):
         if key in ttf and key in again and not _close(ttf[key], again[key]):
             return f"field time_to_failure.{key}: {ttf[key]} but the per-seed values give {again[key]}"
     return None
+
+
+def failure_of(scores: list, threshold: float) -> dict:
+    from fortifai_bench.metrics import failure
+
+    return failure(scores, threshold).to_dict()
 
 
 def check_board_consistency(board: dict, where: str = "leaderboard", names: bool = False) -> None:
@@ -317,19 +232,21 @@ def entry_key(entry_or_run: dict) -> tuple:
     seeds = entry_or_run["seeds"] if "seeds" in entry_or_run else [entry_or_run["seed"]]
     loss = entry_or_run["loss"]
     return (entry_or_run["task"]["name"], loss["spec"], canonical(loss["args"]), entry_or_run["model"],
-            tuple(sorted(seeds)))
+            bool(entry_or_run.get("control")), tuple(sorted(seeds)))
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "x"
 
 
-def entry_name(task: str, loss: dict, model: str, seeds: list[int]) -> str:
-    """A readable, path-safe id: loss, model basename, seeds, and a short hash of the full key."""
-    digest = hashlib.sha256(canonical([task, loss["spec"], loss["args"], model, sorted(seeds)]).encode()).hexdigest()
+def entry_name(task: str, loss: dict, model: str, seeds: list[int], control: bool = False) -> str:
+    """A readable, path-safe id: loss, model basename, seeds, and a short hash of the full key; the clean
+    control (the same loss with every split real) is prefixed `control-`."""
+    key = [task, loss["spec"], loss["args"], model, sorted(seeds)] + (["control"] if control else [])
+    digest = hashlib.sha256(canonical(key).encode()).hexdigest()
     model_part = _slug(Path(model).name if "/" in model or os.sep in model else model)[:32]
     seed_part = "s" + "-".join(str(s) for s in sorted(seeds))
-    return f"{_slug(loss['spec'])[:40]}_{model_part}_{seed_part[:32]}_{digest[:8]}"
+    return f"{'control-' if control else ''}{_slug(loss['spec'])[:40]}_{model_part}_{seed_part[:32]}_{digest[:8]}"
 
 
 def _stat(values: list[float | None]) -> dict:
@@ -355,15 +272,13 @@ def _same(runs: list[dict], what: str, get) -> Any:
     return next(iter(values.values()))
 
 
-def time_to_failure_summary(per_seed: list[float | None], n_stages: int) -> dict:
-    """Mean/CI over the seeds that failed; `rank_value` counts a seed that never failed as the horizon."""
-    reached = [t for t in per_seed if t is not None]
-    stat = mean_ci(reached)
-    return {
-        "mean": stat["mean"], "ci": stat["ci"], "reached": len(reached), "not_reached": len(per_seed) - len(reached),
-        "per_seed": list(per_seed),
-        "rank_value": float(sum(t if t is not None else n_stages for t in per_seed) / len(per_seed)),
-    }
+def time_to_failure_summary(per_seed: list[dict]) -> dict:
+    """`metrics.summarize_failures` over an entry's seeds (`per_seed`: each seed's `Failure` as a dict);
+    `rank_value`, what the board ranks by, is the restricted mean time to failure (a seed that never
+    failed counts as the last stage; -1 when no seed learned)."""
+    out = summarize_failures([Failure.from_dict(d) for d in per_seed])
+    out["rank_value"] = out["restricted_mean"] if out["restricted_mean"] is not None else -1.0
+    return out
 
 
 def build_entry(runs: list[dict]) -> dict:
@@ -382,14 +297,17 @@ def build_entry(runs: list[dict]) -> dict:
     n_stages = _same(runs, "number of stages", lambda r: len(r["stages"]))
     config_hash = _same(runs, "config_hash (config minus seed)", lambda r: r["config_hash"])
     _same(runs, "protocol config", lambda r: protocol_of(r["config"]))
+    control = _same(runs, "control flag", lambda r: bool(r.get("control")))
     stages = [{"stage": i, "score": _stage_stat(runs, i, "score"), "kr_total": _stage_stat(runs, i, "kr_total"),
-               "kl": _stage_stat(runs, i, "kl")} for i in range(n_stages)]
+               "kl": _stage_stat(runs, i, "kl"), "kl_split0": _stage_stat(runs, i, "kl_split0")}
+              for i in range(n_stages)]
     versions: dict[str, set] = {}
     for r in runs:
         for k, v in r["provenance"]["versions"].items():
             versions.setdefault(str(k), set()).add(None if v is None else str(v))
     return {
-        "name": entry_name(task["name"], loss, model, seeds),
+        "name": entry_name(task["name"], loss, model, seeds, control),
+        "control": control,
         "task": {"name": task["name"], "version": task["version"]},
         "loss": loss,
         "model": model,
@@ -397,7 +315,7 @@ def build_entry(runs: list[dict]) -> dict:
         "score_name": score_name,
         "failure_threshold": threshold,
         "stages": stages,
-        "time_to_failure": time_to_failure_summary([r["time_to_failure"] for r in runs], n_stages),
+        "time_to_failure": time_to_failure_summary([run_failure(r).to_dict() for r in runs]),
         "auc": _stat([r["auc"] for r in runs]),
         "final_score": _stat([r["final_score"] for r in runs]),
         # A version that differs between seeds is shown as "a | b" rather than hidden.
@@ -410,15 +328,39 @@ def build_entry(runs: list[dict]) -> dict:
     }
 
 
+TIE_ALPHA = 0.05
+
+
 def rank_entries(entries: Iterable[dict]) -> list[dict]:
-    """Best first: longest time to failure (a seed that never failed counts as the full horizon), then AUC."""
+    """Best first: longest restricted mean time to failure, then AUC; the clean control (a ceiling, not a
+    loss) after the ranked entries."""
 
     def key(e):
         auc = e["auc"]["mean"]
-        return (-e["time_to_failure"]["rank_value"], -(auc if auc is not None and not math.isnan(auc) else -1e9),
-                e["name"])
+        return (bool(e.get("control")), -e["time_to_failure"]["rank_value"],
+                -(auc if auc is not None and not math.isnan(auc) else -1e9), e["name"])
 
     return sorted(entries, key=key)
+
+
+def ranking(entries: Iterable[dict]) -> list[tuple[str, dict, dict | None]]:
+    """(rank label, entry, test against the entry above), best first. An entry whose time to failure is not
+    significantly different from the one above (Welch's t-test over seeds, `metrics.compare_failures`,
+    p >= TIE_ALPHA, or too few seeds to test) shares its rank, shown as "=2". The control is "control"."""
+    out, rank, above = [], 0, None
+    for i, e in enumerate(rank_entries(entries)):
+        if e.get("control"):
+            out.append(("control", e, None))
+            continue
+        test = None
+        if above is not None:
+            test = compare_failures([Failure.from_dict(d) for d in above["time_to_failure"]["per_seed"]],
+                                    [Failure.from_dict(d) for d in e["time_to_failure"]["per_seed"]])
+        tied = test is not None and (test["p_value"] is None or test["p_value"] >= TIE_ALPHA)
+        rank = rank if tied else len([x for x in out if x[0] != "control"]) + 1
+        out.append((f"={rank}" if tied else str(rank), e, test))
+        above = e
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- publish
@@ -481,12 +423,12 @@ def group_runs(runs: list[dict]) -> list[list[dict]]:
     """Runs of the same (task, loss spec+args, model) form one entry, whatever their seeds."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault(entry_key(r)[:4], []).append(r)
+        groups.setdefault(entry_key(r)[:5], []).append(r)
     return list(groups.values())
 
 
 def new_board(run: dict) -> dict:
-    protocol = protocol_of(run["config"])
+    protocol = _protocol(run, None)
     return {"format": BOARD_FORMAT, "task": dict(run["task"]), "kind": run["kind"], "protocol": protocol,
             "protocol_hash": protocol_hash(protocol), "entries": []}
 
@@ -500,7 +442,7 @@ def _check_compatible(board: dict, run: dict, where: Path) -> None:
                             f"version {board['task']['version']} ({where})")
     if run["kind"] != board["kind"]:
         raise FortifaiError(f"{run['_path']}: kind {run['kind']!r} differs from the board's {board['kind']!r}")
-    diff = describe_difference(board["protocol"], protocol_of(run["config"]))
+    diff = describe_difference(board["protocol"], _protocol(run, board))
     if diff:
         raise FortifaiError(f"{run['_path']}: config differs from the board's ({where}): " + "; ".join(diff))
 
@@ -527,6 +469,15 @@ def check_kr_source(run: dict) -> None:
         raise FortifaiError(f"{where}: scored on KR questions that are refused: {exc}") from exc
 
 
+def _protocol(run: dict, board: dict | None) -> dict:
+    """The run's protocol as a board compares it. The clean control differs from the board's runs only in
+    `mode` (every split kept real), so it is compared with the mode of the accumulate runs it controls."""
+    protocol = protocol_of(run["config"])
+    if run.get("control"):
+        protocol["mode"] = board["protocol"].get("mode") if board else "accumulate"
+    return protocol
+
+
 def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = None, *,
             root: str | os.PathLike = "leaderboards", replace: bool = False) -> PublishReport:
     """Merge runs into entries and add them to the board; validate, then write atomically (or not at all).
@@ -546,7 +497,8 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     existing = load_board(path) if path.exists() else None
     if existing is not None:
         check_board_consistency(existing, str(path), names=True)
-    board = json.loads(json.dumps(existing)) if existing else new_board(runs[0])
+    first = next((r for r in runs if not r.get("control")), runs[0])
+    board = json.loads(json.dumps(existing)) if existing else new_board(first)
     for r in runs:
         _check_compatible(board, r, path)
     report = PublishReport(path)

@@ -17,9 +17,11 @@ import math
 import unicodedata
 from typing import Any
 
-from fortifai_bench.leaderboard import canonical, rank_entries
+from fortifai_bench.leaderboard import TIE_ALPHA, canonical, ranking
 
 COLUMNS = ["#", "loss", "args", "model", "seeds", "time to failure", "AUC", "final score"]
+TIES = (f"=k: not significantly different from the entry above (Welch's t-test over seeds on the restricted "
+        f"time to failure, p >= {TIE_ALPHA:g}, or fewer than 2 seeds); the clean control is a ceiling, not ranked.")
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -27,16 +29,15 @@ def _num(x: float | None, digits: int = 3) -> str:
 
 
 def fmt_ttf(ttf: dict) -> str:
-    n = ttf["reached"] + ttf["not_reached"]
-    if ttf["reached"] == 0:
-        return f"not reached ({n}/{n})"
-    lo, hi = ttf["ci"]
-    text = _num(ttf["mean"], 2)
-    if ttf["reached"] > 1:
-        text += f" [{_num(lo, 2)}, {_num(hi, 2)}]"
-    if ttf["not_reached"]:
-        text += f" + {ttf['not_reached']}/{n} not reached"
-    return text
+    """`metrics.summarize_failures`'s text: a t-interval only when every seed failed, else a bound and how
+    many seeds never failed (censored) or never learned."""
+    return ttf["text"]
+
+
+def fmt_rank(label: str, test: dict | None) -> str:
+    if test is None or test.get("p_value") is None:
+        return label
+    return f"{label} (p={test['p_value']:.2g})" if label.startswith("=") else label
 
 
 def fmt_stat(stat: dict) -> str:
@@ -56,8 +57,8 @@ def fmt_args(args: dict) -> str:
 
 def rows(board: dict) -> list[list[str]]:
     out = []
-    for i, e in enumerate(rank_entries(board["entries"]), 1):
-        out.append([str(i), e["loss"]["spec"], fmt_args(e["loss"]["args"]), e["model"],
+    for label, e, test in ranking(board["entries"]):
+        out.append([fmt_rank(label, test), e["loss"]["spec"] + (" (clean control)" if e.get("control") else ""), fmt_args(e["loss"]["args"]), e["model"],
                     ",".join(str(s) for s in e["seeds"]), fmt_ttf(e["time_to_failure"]), fmt_stat(e["auc"]),
                     fmt_stat(e["final_score"])])
     return out
@@ -77,7 +78,7 @@ def render_text(board: dict) -> str:
     table = [COLUMNS] + [[_printable(c) for c in r] for r in rows(board)]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
     lines = [_printable(title(board)) + f" - ranked by time to failure (threshold "
-             f"{_threshold(board)}), then AUC of {_printable(_score_name(board))}"]
+             f"{_threshold(board)}), then AUC of {_printable(_score_name(board))}; " + TIES]
     for j, r in enumerate(table):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if j == 0:
@@ -97,7 +98,8 @@ def _md_cell(text: str) -> str:
 def render_markdown(board: dict) -> str:
     lines = [f"### {_md_cell(title(board))}", "",
              f"Ranked by time to failure (first stage with {_md_cell(_score_name(board))} below "
-             f"{_threshold(board)}, interpolated; a seed that never fails ranks best), then by AUC.", "",
+             f"{_threshold(board)}, interpolated, in stages from M_0; a seed that never fails counts as the last "
+             f"stage), then by AUC. {TIES}", "",
              "| " + " | ".join(_md_cell(c) for c in COLUMNS) + " |",
              "|" + "|".join("---:" if c in ("#",) else "---" for c in COLUMNS) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows(board)]
@@ -227,9 +229,9 @@ def curve_svg(entry: dict, width: int = 200, height: int = 64) -> str:
             f'<polyline class="mean" points="{mean_line}"/></svg>')
 
 
-def _row(rank: int, e: dict) -> str:
+def _row(order: int, label: str, test: dict | None, e: dict) -> str:
     ttf, auc, final = e["time_to_failure"], e["auc"]["mean"], e["final_score"]["mean"]
-    data = {"rank": rank, "loss": e["loss"]["spec"], "args": fmt_args(e["loss"]["args"]), "model": e["model"],
+    data = {"rank": order, "loss": e["loss"]["spec"], "args": fmt_args(e["loss"]["args"]), "model": e["model"],
             "seeds": ",".join(map(str, e["seeds"])), "ttf": ttf["rank_value"],
             "auc": "" if auc is None else auc, "final": "" if final is None else final, "date": e["date"]}
     attrs = " ".join(f'data-{k}="{_e(v)}"' for k, v in data.items())
@@ -237,8 +239,8 @@ def _row(rank: int, e: dict) -> str:
                    for r in e["runs"])
     versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in e["versions"].items())
     cells = [
-        f'<td class="num">{rank}</td>',
-        f'<td class="loss">{_e(e["loss"]["spec"])}<details><summary>provenance</summary>'
+        f'<td class="num rank">{_e(fmt_rank(label, test))}</td>',
+        f'<td class="loss">{_e(e["loss"]["spec"])}{" (clean control)" if e.get("control") else ""}<details><summary>provenance</summary>'
         f'<div>target <code>{_e(e["loss"]["target"])}</code></div><div>config hash <code>{_e(e["config_hash"])}'
         f'</code></div><div>{versions}</div><ul>{runs}</ul></details></td>',
         f'<td class="args">{_e(data["args"])}</td>',
@@ -260,7 +262,7 @@ def render_html(board: dict) -> str:
     heads = "".join(
         f'<th data-key="{k}" data-type="{t}" title="click to sort">{_e(h)}</th>' if k else f"<th>{_e(h)}</th>"
         for h, k, t in _HEADERS)
-    body = "\n".join(_row(i, e) for i, e in enumerate(rank_entries(board["entries"]), 1))
+    body = "\n".join(_row(i, label, test, e) for i, (label, e, test) in enumerate(ranking(board["entries"]), 1))
     protocol = json.dumps(board["protocol"], indent=1, sort_keys=True)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -271,7 +273,7 @@ def render_html(board: dict) -> str:
 <body>
 <h1>{_e(title(board))}</h1>
 <p>Ranked by time to failure: the interpolated stage at which {_e(_score_name(board))} first falls below
-{_e(_threshold(board))} (the dashed line labelled "fail" in each curve; its y-axis is marked at 0.5 and 1.0); a seed that never fails counts as the full horizon and ranks best.
+{_e(_threshold(board))} (the dashed line labelled "fail" in each curve; its y-axis is marked at 0.5 and 1.0), in stages from M_0; a seed that never fails counts as the last stage. {_e(TIES)}
 Ties are broken by the area under the curve. Intervals are 95% t-intervals over seeds; the band in each curve
 is the per-stage interval. Click a column header to sort.</p>
 <table id="board"><thead><tr>{heads}</tr></thead>

@@ -80,7 +80,7 @@ def provenance(command: str | None = None, packages: Sequence[str] = PACKAGES) -
     from importlib import metadata
 
     versions = {"python": sys.version.split()[0]}
-    for pkg in packages:
+    for pkg in dict.fromkeys(("fortifai-bench", *packages)):  # this package's version, always
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

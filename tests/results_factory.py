@@ -38,17 +38,19 @@ def bits_for(accuracies: list[float], n_items: int, seed: int) -> list[str]:
 def make_results(accuracies: list[float], *, loss: str = "ce", loss_args: dict | None = None, seed: int = 0,
                  model: str = "tiny", task: str = "collapse_facts", version: int = 1, n_items: int = 40,
                  config: dict | None = None, kind: str = "text", bits: list[str] | None = None,
-                 ids: str = "facts-split0", command: str | None = None) -> dict:
+                 ids: str = "facts-split0", command: str | None = None, control: bool = False) -> dict:
     bits = bits if bits is not None else bits_for(accuracies, n_items, seed=zlib.crc32(f"{loss}/{seed}".encode()))
     scores = [sum(map(int, b)) / len(b) for b in bits]
     cfg = json.loads(json.dumps(config or DEFAULT_CONFIG))
     cfg.update({"task": task, "version": version, "loss": loss, "seed": seed, "out": f"runs/{loss}-{seed}"})
+    if control:
+        cfg["mode"] = "clean"
     hashed = {k: v for k, v in cfg.items() if k not in ("seed", "out")}
     args = loss_args if loss_args is not None else ({"gamma": float(loss.split(":")[1])} if ":" in loss else {})
     return {
         "format": "fortifai-bench/results@1", "kind": kind, "task": {"name": task, "version": version},
         "loss": {"spec": loss, "target": "fortifai_bench.losses:" + loss.split(":")[0].upper(), "args": args},
-        "model": model, "seed": seed, "config": cfg,
+        "model": model, "seed": seed, "config": cfg, "control": control,
         "config_hash": hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest(),
         "score_name": "kr_split0", "failure_threshold": 0.75,
         "stages": [{"stage": i, "score": s, "kr_total": max(0.0, s - 0.02), "kl": 0.01 * i}
@@ -64,7 +66,8 @@ def make_results(accuracies: list[float], *, loss: str = "ce", loss_args: dict |
 
 def write_run(root: Path, accuracies: list[float], **kw) -> Path:
     results = make_results(accuracies, **kw)
-    run = Path(root) / f"{results['task']['name']}-{results['loss']['spec'].replace(':', '_')}-{results['seed']}"
+    name = results['task']['name'] + ("-control" if results["control"] else "")
+    run = Path(root) / f"{name}-{results['loss']['spec'].replace(':', '_')}-{results['seed']}"
     run.mkdir(parents=True, exist_ok=True)
     (run / "results.json").write_text(json.dumps(results, indent=1))
     return run

@@ -45,10 +45,10 @@ def test_publish_merges_seeds_into_one_validated_entry(tmp_path, lb):
     assert entry["stages"][3]["kl"]["mean"] == pytest.approx(0.03)
     # time to failure: seed 0 crosses 0.75 at 1.75, seed 1 at 1.5, seed 2 at 2.0 (exactly 0.75 is not below)
     ttf = entry["time_to_failure"]
-    assert ttf["per_seed"] == pytest.approx([1.75, 1.5, 2.0])
-    assert ttf["reached"] == 3 and ttf["not_reached"] == 0
-    assert ttf["mean"] == pytest.approx(np.mean(ttf["per_seed"]))
-    assert ttf["rank_value"] == pytest.approx(ttf["mean"])
+    assert [f["time"] for f in ttf["per_seed"]] == pytest.approx([1.75, 1.5, 2.0])
+    assert ttf["failed"] == 3 and ttf["never_failed"] == 0 and ttf["never_learned"] == 0
+    assert ttf["mean"] == pytest.approx(1.75) and ttf["ci"][0] < 1.75 < ttf["ci"][1]
+    assert ttf["rank_value"] == pytest.approx(ttf["mean"]) == pytest.approx(ttf["restricted_mean"])
     assert [r["command"] for r in entry["runs"]] == [f"fortifai-bench collapse --loss ce --seed {s}" for s in range(3)]
     assert entry["versions"]["torch"] == "2.13.0" and entry["date"] == "2025-01-03T00:00:00+00:00"
 
@@ -58,10 +58,11 @@ def test_time_to_failure_per_seed_and_not_reached(tmp_path, lb):
     publish(write_seeds(tmp_path / "runs", curves, loss="tce:0.9"))
     [entry] = load_board(lb / "collapse_facts.json")["entries"]
     ttf = entry["time_to_failure"]
-    assert ttf["per_seed"] == [pytest.approx(1.75), None]
-    assert (ttf["reached"], ttf["not_reached"]) == (1, 1)
-    assert ttf["mean"] == pytest.approx(1.75) and ttf["rank_value"] == pytest.approx((1.75 + 4) / 2)
-    assert "1.75 + 1/2 not reached" in render_text(load_board(lb / "collapse_facts.json"))
+    assert [f["status"] for f in ttf["per_seed"]] == ["failed", "never_failed"]
+    assert (ttf["failed"], ttf["never_failed"]) == (1, 1)
+    # a censored seed is not a failure at the horizon: no mean, no interval; a bound instead
+    assert ttf["mean"] is None and ttf["rank_value"] == pytest.approx((1.75 + 3) / 2)
+    assert ">= 2.38 (1 of 2 never failed)" in render_text(load_board(lb / "collapse_facts.json"))
 
 
 def test_publish_is_idempotent(tmp_path, lb):
@@ -126,10 +127,40 @@ def test_ranking_not_reached_best_then_ttf_then_auc(tmp_path, lb):
     # the file keeps a stable order (by loss spec) for small pull-request diffs; ranking happens when shown
     assert [e["loss"]["spec"] for e in board["entries"]] == ["ce", "focal:2", "tce:0.9", "tce:0.99"]
     text = render_text(board).splitlines()
+    # two identical seeds a side have no spread: the t-test separates every entry here
     assert text[1].startswith("#") and text[3].split()[:2] == ["1", "tce:0.99"] and text[6].split()[:2] == ["4", "ce"]
-    assert "not reached (2/2)" in text[3] and "2.50" in text[5]
+    assert "not within 3 stages (2 of 2 never failed)" in text[3] and "2.50" in text[5]
     md = render_markdown(board).splitlines()
     assert md[4].startswith("| \\# | loss |") and md[6].startswith("| 1 | tce:0.99 |")
+
+
+def test_entries_the_seeds_cannot_tell_apart_share_a_rank(tmp_path, lb):
+    from fortifai_bench.leaderboard import ranking
+
+    publish(write_seeds(tmp_path / "ce", CE, loss="ce"))  # 1.75, 1.5, 2.0
+    publish(write_seeds(tmp_path / "t", [[1.0, 0.9, 0.8, 0.7], [1.0, 0.85, 0.75, 0.7], [1.0, 0.9, 0.7, 0.6]],
+                        loss="tce:0.9"))  # 2.5, 2.0, 1.75: overlapping spread
+    publish(write_seeds(tmp_path / "f", [[1.0, 0.7, 0.6, 0.5]] * 3, loss="focal:2"))  # 0.83 each: far below
+    board = load_board(lb / "collapse_facts.json")
+    labels = [(label, e["loss"]["spec"]) for label, e, _ in ranking(board["entries"])]
+    assert labels == [("1", "tce:0.9"), ("=1", "ce"), ("3", "focal:2")]
+    text = render_text(board)
+    assert "=1 (p=" in text and "not significantly different" in text
+    assert "=1 (p=" in render_markdown(board)
+
+
+def test_the_clean_control_is_a_ceiling_row(tmp_path, lb):
+    from fortifai_bench.leaderboard import ranking
+
+    publish(write_seeds(tmp_path / "ce", CE, loss="ce"))
+    control = write_seeds(tmp_path / "c", [[1.0, 1.0, 0.95, 0.95]] * 3, loss="ce", control=True)
+    publish(control)
+    board = load_board(lb / "collapse_facts.json")
+    assert board["protocol"]["mode"] == "accumulate" and len(board["entries"]) == 2
+    rows = ranking(board["entries"])
+    assert [(label, e.get("control")) for label, e, _ in rows] == [("1", False), ("control", True)]
+    assert rows[1][1]["name"].startswith("control-ce_")
+    assert "ce (clean control)" in render_text(board)
 
 
 def test_hand_edited_board_error_names_entry_and_field(tmp_path, lb):

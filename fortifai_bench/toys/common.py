@@ -7,22 +7,20 @@ same shape as the text collapse runs (contract 5, `kind: "toy"`), so the leaderb
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import math
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from fortifai_bench import __version__, cli_args
+from fortifai_bench import cli_args
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write, write_json
-from fortifai_bench.metrics import NEVER_LEARNED, area_under_curve, failure, mean_ci, time_to_failure
+from fortifai_bench.metrics import NEVER_LEARNED, failure, mean_ci, summarize_failures
+from fortifai_bench.results import run_failure
 
-RESULTS_FORMAT = "fortifai-bench/results@1"
+from fortifai_bench.results import RESULTS_FORMAT  # noqa: E402,F401  (one contract: results.py)
 
 
 # ---------------------------------------------------------------- argument parsing
@@ -60,49 +58,36 @@ def default_out(task: str) -> Path:
 
 
 # ---------------------------------------------------------------- results.json
-def provenance(packages: Sequence[str] = ("numpy", "scipy", "scikit-learn", "matplotlib")) -> dict:
-    from importlib import metadata
+# The results contract, its writer and provenance live in fortifai_bench.results (one for text and toys).
+TOY_PACKAGES = ("fortifai-bench", "numpy", "scipy", "scikit-learn", "matplotlib")
 
-    versions = {"fortifai-bench": __version__, "python": sys.version.split()[0]}
-    for name in packages:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    try:
-        git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        git = None
-    return {"versions": versions, "git": git, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+def provenance(packages: Sequence[str] = TOY_PACKAGES) -> dict:
+    from fortifai_bench.results import provenance as _provenance
+
+    return _provenance(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), packages)
 
 
 def config_hash(config: dict) -> str:
     """sha256 of the resolved config without seed and output folder (runs that differ only there compare)."""
-    body = {k: v for k, v in config.items() if k not in ("seed", "out")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    from fortifai_bench.results import config_hash as _config_hash
+
+    return _config_hash(config, ignore=("seed", "out"))
 
 
 def build_results(*, task: str, loss: dict, model: str, seed: int, config: dict, score_name: str,
                   failure_threshold: float, stages: list[dict], packages: Sequence[str] | None = None,
                   extra: dict | None = None) -> dict:
-    """Contract 5's results. `config` must be the same for every seed apart from `seed` (it is hashed);
-    per-seed facts go in `extra`. There is no `items` block: toys have no KR questions."""
-    scores = [s["score"] for s in stages]
+    """A toy run's results (`results.make_results`, kind "toy"). `config` must be the same for every seed
+    apart from `seed` (it is hashed); per-seed facts go in `extra`. No `items` block: toys have no KR."""
+    from fortifai_bench.results import make_results
+
     for s in stages:
         s.setdefault("kr_total", None)
-        for k, v in s.items():  # strict JSON: an overflowed metric becomes null, never Infinity/NaN
-            if isinstance(v, float) and not math.isfinite(v):
-                s[k] = None
-    return {
-        "format": RESULTS_FORMAT, "kind": "toy", "task": {"name": task, "version": 1}, "loss": loss,
-        "model": model, "seed": seed, "config": config, "config_hash": config_hash(config),
-        "score_name": score_name, "failure_threshold": failure_threshold, "stages": stages,
-        "time_to_failure": time_to_failure(scores, failure_threshold), "auc": area_under_curve(scores),
-        "final_score": scores[-1], **(extra or {}),
-        "provenance": provenance(packages) if packages else provenance(),
-    }
+    return make_results(kind="toy", task={"name": task, "version": 1}, loss=loss, model=model, seed=seed,
+                        config=config, score_name=score_name, failure_threshold=failure_threshold, stages=stages,
+                        command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                        packages=tuple(packages) if packages else TOY_PACKAGES, **(extra or {}))
 
 
 # ---------------------------------------------------------------- plots
@@ -201,10 +186,11 @@ def plot_scores(runs: list[dict], path: Path, title: str, *, ylabel: str | None 
         scores = [[s["score"] for s in r["stages"]] for r in group]
         top = max(1.0, max(max(row) for row in scores))  # scores are >= 0; exp(-KL) and retention <= 1
         plot_band(ax, x, scores, color=f"C{i}", label=spec, bounds=(0.0, top))
-        ttf = [r["time_to_failure"] for r in group if r["time_to_failure"] is not None]
-        if ttf:
-            ax.plot([sum(ttf) / len(ttf)], [threshold], marker="v", ms=8, color=f"C{i}", ls="none",
-                    label=f"{spec}: time to failure {sum(ttf) / len(ttf):.1f} ({len(ttf)}/{len(group)} seeds)")
+        ttf = summarize_failures([run_failure(r) for r in group])  # the one summary over seeds
+        t = ttf["mean"] if ttf["mean"] is not None else ttf["km_median"]
+        if t is not None:
+            ax.plot([t], [threshold], marker="v", ms=8, color=f"C{i}", ls="none",
+                    label=f"{spec}: time to failure {ttf['text']}")
     ax.axhline(threshold, color="k", ls="--", lw=1, label=f"failure threshold ({threshold:g})")
     seeds_legend_note(ax, max(len(g) for g in groups.values()))
     ax.set_xlabel("generation $t$")
@@ -235,6 +221,7 @@ def run_grid(task: str, run_one: Callable[..., dict], config, methods: Sequence[
         summary["runs"].append({
             "spec": spec, "seeds": [r["seed"] for r in group], "time_to_failure": ttf, "status": status,
             "failed": sum(t is not None for t in ttf), "final_score": mean_ci([r["final_score"] for r in group]),
+            "summary": summarize_failures([run_failure(r) for r in group]),
             "score_name": group[0]["score_name"], "failure_threshold": group[0]["failure_threshold"]})
     write_json(out / "summary.json", summary)
     if score_plot is not None:
