@@ -5,6 +5,7 @@ by rank 0.
 """
 
 import sys
+import time
 
 from fortifai_bench.cli import build_parser
 from fortifai_bench.distributed import is_main
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     except FortifaiError as exc:
         if is_main():
             print(f"fortifai-bench: error: {exc}", file=sys.stderr)
+        else:  # rank 0 has the same error to print; torchrun stops everyone at the first exit, so give it time
+            time.sleep(2)
         return 2
 
 
