@@ -103,7 +103,7 @@ def evaluate_stage(state, model, tokenizer, i: int, new_rows: dict[int, list[dic
                              "unseen_real": confidence_summary(heldout_p, bins)}
     if task.eval.lm_eval_tasks:
         metrics["lm_eval"] = dist.on_main(run_lm_eval, state.run / f"stage_{i}" / "model", task.eval.lm_eval_tasks,
-                                          task.eval.batch_size)
+                                          task.eval.batch_size, model, tokenizer)
     share = lambda n: [len(range(r, n, dist.world)) for r in range(dist.world)]  # noqa: E731
     metrics["processes"] = {"world": dist.world, "kr_questions": share(len(state.data.questions)),
                             "scored_sequences": share(len(heldout_ids) + len(rows))}
@@ -143,17 +143,27 @@ def _kr(state, model, tokenizer, i: int | None) -> dict:
     }
 
 
-def run_lm_eval(model_dir, tasks: list[str], batch_size: int) -> dict:
-    """lm-eval's own harness on the stage's saved model (our kr_* tasks are found in tasks_dir())."""
+def run_lm_eval(model_dir, tasks: list[str], batch_size: int, model=None, tokenizer=None) -> dict:
+    """lm-eval's own harness on the stage's saved model (our kr_* tasks are found in tasks_dir()).
+
+    With `model` (the stage's model, already loaded), lm-eval wraps it instead of loading `model_dir` again;
+    that is also how it runs on rank 0 alone under torchrun: given a built model, lm-eval's HFLM sets up no
+    process group of its own (it would otherwise wait for the other ranks through accelerate)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     from fortifai_bench.resources import tasks_dir
 
     manager = TaskManager(include_path=str(tasks_dir()))
-    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_dir}", tasks=list(tasks),
-                                  batch_size=batch_size, task_manager=manager, device="cpu"
-                                  if not torch.cuda.is_available() else None)
+    if model is not None:
+        from lm_eval.models.huggingface import HFLM
+
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager)
+    else:
+        out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_dir}", tasks=list(tasks),
+                                      batch_size=batch_size, task_manager=manager, device="cpu"
+                                      if not torch.cuda.is_available() else None)
     results = {}
     for name, row in (out or {}).get("results", {}).items():
         results[name] = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
