@@ -417,8 +417,9 @@ def test_bad_input(case: Case, tmp_path, monkeypatch, capsys):
 
 
 def test_the_matrix_is_large_and_ids_are_unique():
-    assert len(CASES) >= 40
-    assert len({c.id for c in CASES}) == len(CASES)
+    assert len(CASES) >= 40 and len(COLLAPSE_CASES) >= 20
+    ids = [c.id for c in CASES + COLLAPSE_CASES]
+    assert len(set(ids)) == len(ids)
 
 
 # ----------------------------------------------------------------------------------------------- not errors, but part of the same promise
@@ -485,9 +486,76 @@ def test_base_model_removes_the_orphan_of_a_killed_build(tmp_path, monkeypatch):
 # fortifai_bench.io.read_yaml), eval.kr= a file of tied questions, --seeds 2-0, disk full while saving.
 # Append Case(...) objects to COLLAPSE_CASES; they run through the same checks as the matrix above.
 
-COLLAPSE_CASES: list[Case] = []
+def _run_record(config_text: str | bytes) -> Callable[[Path], None]:
+    return _write("run/config.yaml", config_text)
+
+
+def _micro_record(cwd: Path, **doc) -> None:
+    """A run folder whose config.yaml records a real (micro) task, plus what `doc` adds or replaces."""
+    import yaml
+
+    from fortifai_bench.collapse.config import load_task
+
+    task = load_task("collapse_facts", ["stages=2", "paragraphs_per_split=6", "eval.heldout_paragraphs=5"])
+    record = {"format": "fortifai-bench/run@1", "config": task.to_dict(),
+              "loss": {"spec": "ce", "target": "fortifai_bench.losses:CE", "args": {}}, "seed": 0}
+    record.update(doc)
+    (cwd / "run").mkdir()
+    (cwd / "run" / "config.yaml").write_text(yaml.safe_dump(record))
+
+
+COLLAPSE_CASES: list[Case] = [
+    Case("collapse-seeds-backwards", PLAN + ["--seeds", "2-0"], ("--seeds", "2-0", "backwards")),
+    Case("collapse-seeds-word", PLAN + ["--seeds", "0,a"], ("--seeds", "'a'")),
+    Case("collapse-seeds-repeated", PLAN + ["--seeds", "0,1,1"], ("--seeds", "repeats")),
+    Case("collapse-threads-zero", ["collapse", "--threads", "0", "--plan"], ("--threads", ">= 1")),
+    Case("collapse-set-yaml-syntax", PLAN + ["--set", "train.epochs=[1,"], ("train.epochs", "invalid YAML")),
+    Case("collapse-set-unknown-field", PLAN + ["--set", "train.epoch=3"], ("unknown field", "train.epoch")),
+    Case("collapse-set-wrong-type", PLAN + ["--set", "train.epochs=many"], ("train.epochs", "integer")),
+    Case("collapse-task-missing", ["collapse", "--task", "nowhere.yaml", "--plan"], ("nowhere.yaml", "not found")),
+    Case("collapse-task-not-utf8", ["collapse", "--task", "bad.yaml", "--plan"], ("bad.yaml", "utf-8"),
+         setup=_write("bad.yaml", b"task: x\ndescription: \xff\xfe\n")),
+    Case("collapse-task-not-a-mapping", ["collapse", "--task", "list.yaml", "--plan"], ("list.yaml", "mapping"),
+         setup=_write("list.yaml", "- 1\n- 2\n")),
+    Case("collapse-task-python-tag", ["collapse", "--task", "tag.yaml", "--plan"], ("tag.yaml",),
+         setup=_write("tag.yaml", "task: !!python/object/apply:os.system ['true']\n")),
+    Case("collapse-loss-unknown", PLAN + ["--loss", "nope"], ("nope",)),
+    Case("collapse-eval-kr-missing", ["collapse", "--quiet", "--set", "eval.kr=none.jsonl"],
+         ("eval.kr", "none.jsonl")),
+    Case("collapse-eval-kr-tied", ["collapse", "--quiet", "--set", "eval.kr=tied.jsonl"],
+         ("tied.jsonl", "true"), setup=_write("tied.jsonl", TIE)),
+    Case("collapse-resume-not-a-run", ["collapse", "--resume", "run"], ("run", "no config.yaml"), setup=_mkdir("run")),
+    Case("collapse-resume-invalid-yaml", ["collapse", "--resume", "run"], ("config.yaml", "invalid YAML"),
+         setup=_run_record("config: [1,\n")),
+    Case("collapse-resume-not-utf8", ["collapse", "--resume", "run"], ("config.yaml", "UTF-8"),
+         setup=_run_record(b"config: \xff\n")),
+    Case("collapse-resume-no-config", ["collapse", "--resume", "run"], ("config.yaml", "field config"),
+         setup=_run_record("loss: {spec: ce}\n")),
+    Case("collapse-resume-no-loss-spec", ["collapse", "--resume", "run"], ("config.yaml", "loss"),
+         setup=lambda cwd: _micro_record(cwd, loss={"args": {}})),
+    Case("collapse-resume-with-task", ["collapse", "--resume", "run", "--task", "collapse_facts"],
+         ("--resume", "--task"), setup=lambda cwd: _micro_record(cwd)),
+    Case("collapse-resume-changed-config", ["collapse", "--quiet", "--resume", "run", "--epochs", "7"],
+         ("different config", "train.epochs", "-> 7"), setup=lambda cwd: _micro_record(cwd)),
+]
 
 
 @pytest.mark.parametrize("case", COLLAPSE_CASES, ids=[c.id for c in COLLAPSE_CASES])
 def test_bad_collapse_input(case: Case, tmp_path, monkeypatch, capsys):
     test_bad_input(case, tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("name", ["../../ESCAPED", "/abs/path", "a/../../b", "..", ".", "x\\..\\y", "ok_name-1.2"])
+def test_no_task_or_loss_name_places_a_run_outside_out(tmp_path, name):
+    """Every name that becomes a path component is sanitised: the run folder is always a child of --out."""
+    import dataclasses
+
+    from fortifai_bench.collapse.config import load_task
+    from fortifai_bench.collapse.run import open_run
+
+    task = dataclasses.replace(load_task("collapse_facts"), task=name)
+    out = tmp_path / "out"
+    for mode in ("accumulate", "clean"):
+        run = open_run(dataclasses.replace(task, mode=mode), {"spec": name, "target": "x", "args": {}}, out=out)
+        assert run.parent == out and run.name not in (".", "..") and "/" not in run.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
