@@ -85,7 +85,7 @@ BOARD_FORMAT = "fortifai-bench/leaderboard@1"
 # Config keys that legitimately differ between the runs on one board (the entry records them itself),
 # or that only say where/how a run was executed. Everything else in the config is the protocol.
 RUN_ONLY_KEYS = frozenset({"seed", "loss", "loss_args", "out", "out_dir", "output", "run_dir", "resume",
-                           "progress", "device", "command"})
+                           "progress", "device", "command", "description"})  # a description is prose, not protocol
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

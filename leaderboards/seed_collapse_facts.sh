@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuilds the seeded board leaderboards/collapse_facts.json with the tool itself: the embedded default task,
-# losses ce, tce:0.9, tce:0.99 and focal:2, three seeds each (12 runs; about 5 minutes each, one thread, on the
-# shared 2-core development machine). Each run's command is recorded in its results.json and so in the entry.
+# losses ce, tce:0.9, tce:0.99 and focal:2 and the clean control (mode: clean, trained with ce), three seeds each
+# (15 runs; BENCHMARKS.md "Collapse" gives the time per run measured on the shared 2-core development machine).
+# Each run's command is recorded in its results.json and so in the entry.
 # Re-running skips (loss, seed) pairs that already have a complete run under $OUT, so a killed script resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +17,13 @@ complete() {  # complete <loss slug> <seed>: is there a finished run?
 for loss in ce tce:0.9 tce:0.99 focal:2; do
   slug=${loss//:/-}
   for seed in 0 1 2; do
-    complete "$slug" "$seed" || fortifai-bench collapse --task collapse_facts --loss "$loss" --seeds "$seed" --out "$OUT" --quiet
+    complete "$slug" "$seed" || fortifai-bench collapse --task collapse_facts --loss "$loss" --seeds "$seed" \
+      --no-control --out "$OUT" --quiet --threads 1
   done
+done
+for seed in 0 1 2; do  # the ceiling row: the same schedule with every split kept real
+  complete control-ce "$seed" || fortifai-bench collapse --task collapse_facts --loss ce --set mode=clean \
+    --seeds "$seed" --out "$OUT" --quiet --threads 1
 done
 # one complete run per (loss, seed): the latest; a killed, unfinished run is left out
 mapfile -t runs < <(python3 - "$OUT" <<'PY'
@@ -26,7 +32,7 @@ best = {}
 for r in sorted(pathlib.Path(sys.argv[1]).glob("collapse_facts-*/results.json")):
     d = json.loads(r.read_text())
     if d.get("complete"):
-        best[(d["loss"]["spec"], d["seed"])] = str(r.parent)
+        best[(d["loss"]["spec"], bool(d.get("control")), d["seed"])] = str(r.parent)
 print("\n".join(best[k] for k in sorted(best)))
 PY
 )
