@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...]
             continue
         help_text = f.metadata.get("help", "")
         shown = getattr(defaults, f.name)
-        help_text = f"{help_text} (default: {shown})".strip()
+        help_text = f"{help_text} (default: {shown})".strip().replace("%", "%%")  # argparse formats help with %
         if typing.get_type_hints(cls)[f.name] is bool:
             parser.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)

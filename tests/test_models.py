@@ -107,3 +107,89 @@ def test_tiny_config_validates():
         TinyConfig(n_embd=130, n_head=4)
     with pytest.raises(FortifaiError, match="vocab_size"):
         TinyConfig(vocab_size=100)
+
+
+# ----------------------------------------------------------------------------- real-model options
+
+
+def test_dtype_and_attention_options(tiny, tmp_path):
+    model, tokenizer = tiny
+    out = save_model(model, tokenizer, tmp_path / "m")
+    half, _ = load_model(out, dtype="bfloat16", attn_implementation="eager")
+    assert next(half.parameters()).dtype == torch.bfloat16
+    assert half.config._attn_implementation == "eager"
+    sdpa, _ = load_model(out, attn_implementation="sdpa")
+    assert next(sdpa.parameters()).dtype == torch.float32 and sdpa.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"dtype": "float64"}, "dtype must be one of float32, bfloat16, float16"),
+    ({"attn_implementation": "fast"}, "attention implementation must be one of eager, sdpa, flash_attention_2"),
+])
+def test_bad_loading_options_are_one_line(tiny, tmp_path, kwargs, match):
+    model, tokenizer = tiny
+    out = save_model(model, tokenizer, tmp_path / "m")
+    with pytest.raises(FortifaiError, match=match):
+        load_model(out, **kwargs)
+
+
+def test_flash_attention_needs_its_package():
+    import importlib.util
+
+    from fortifai_bench.models import check_options
+
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here")
+    with pytest.raises(FortifaiError, match="needs the flash-attn package"):
+        check_options("bfloat16", "flash_attention_2")
+
+
+EVIL = '''
+from pathlib import Path
+Path(MARK).write_text("remote code ran")  # transformers runs a copy from its modules cache: an absolute path
+from transformers import GPT2Config, GPT2LMHeadModel
+
+class EvilConfig(GPT2Config):
+    model_type = "evil_gpt2"
+
+class EvilModel(GPT2LMHeadModel):
+    config_class = EvilConfig
+'''
+
+
+def test_a_model_that_ships_its_own_code_is_refused_not_run(tiny, tmp_path):
+    """trust_remote_code is False on every load: a directory whose config points at its own Python
+    (auto_map) is refused with one line, and that Python never runs."""
+    import json
+
+    model, tokenizer = tiny
+    out = save_model(model, tokenizer, tmp_path / "evil")
+    (out / "evil.py").write_text(f"MARK = {str(out / 'EXECUTED')!r}\n" + EVIL)
+    config = json.loads((out / "config.json").read_text())
+    config.update(model_type="evil_gpt2", architectures=["EvilModel"],
+                  auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"})
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FortifaiError, match="needs its own Python code.*never runs") as info:
+        load_model(out)
+    assert "\n" not in str(info.value)
+    assert not (out / "EXECUTED").exists()
+    from fortifai_bench.models import parameters_from_config
+
+    assert parameters_from_config(str(out)) is None and not (out / "EXECUTED").exists()
+
+
+def test_parameter_count_from_a_config_reads_no_weights(tiny, tmp_path):
+    from fortifai_bench.models import parameters_from_config
+
+    model, tokenizer = tiny
+    out = save_model(model, tokenizer, tmp_path / "m")
+    (out / "model.safetensors").unlink()  # the count needs only config.json
+    assert parameters_from_config(str(out)) == count_parameters(model)
+
+
+def test_tiny_dropout_is_set_on_the_model():
+    texts = random_text(200)
+    model, _ = build_tiny(texts, TinyConfig(vocab_size=400, n_layer=1, n_embd=32, n_head=2, dropout=0.0))
+    assert model.config.resid_pdrop == model.config.embd_pdrop == model.config.attn_pdrop == 0.0
+    with pytest.raises(FortifaiError, match="dropout"):
+        TinyConfig(dropout=1.0)

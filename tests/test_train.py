@@ -418,3 +418,77 @@ def test_no_packing_puts_each_text_on_its_own_row_from_position_zero():
         expected = tokenizer(text)["input_ids"][:8]
         assert row[: len(expected)].tolist() == expected and row[0].item() == tokenizer.bos_token_id
         assert mask.sum().item() == len(expected)
+
+
+def test_ddp_with_uneven_shards_matches_single_process(tmp_path):
+    """Texts that do NOT pack evenly (rows of different lengths, an odd number of them): each process's loss
+    is weighted by its share of the batch's target tokens and the wrapped-in repeat counts for nothing, so
+    2 processes still follow the 1-process curve."""
+    model, tokenizer = small_model(dropout=False)
+    base = save_model(model, tokenizer, tmp_path / "base")
+    texts = fact_texts(45, seed=3)  # one text per row: 45 rows of 14-25 tokens
+    (tmp_path / "train.txt").write_text("\n".join(texts))
+    (tmp_path / "val.txt").write_text("\n".join(VAL))
+    args = ["--model", str(base), "--text-file", str(tmp_path / "train.txt"), "--val-text-file",
+            str(tmp_path / "val.txt"), "--epochs", "2", "--batch-size", "6", "--block-size", "32", "--no-packing",
+            "--lr", "3e-3", "--loss", "ce", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "fortifai_bench.train", *args, "--out", str(tmp_path / "ddp")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp" / "train.json").read_text())["history"]
+    model, tokenizer = load_model(base)
+    single = train(model, tokenizer, texts, "ce", TrainConfig(epochs=2, batch_size=6, block_size=32, lr=3e-3,
+                                                              packing=False), val_texts=VAL, progress=False).history
+    assert [r["tokens"] for r in ddp] == [r["tokens"] for r in single]  # the repeat is not counted
+    for a, b in zip(ddp, single):
+        for key in ("train_loss", "val_loss", "mean_p_correct"):
+            assert a[key] == pytest.approx(b[key], rel=DDP_TOLERANCE), (key, a, b)
+
+
+def test_per_device_batch_size_splits_a_batch_without_changing_the_step():
+    """A cap of 3 blocks per pass cuts each batch of 8 into chunks of 3, 3 and 2 whose token-weighted
+    gradients add up to the whole batch's: the same weights, up to float summation order."""
+    runs = []
+    for cap in (None, 3):
+        model, tokenizer = small_model(dropout=False)
+        runs.append(train(model, tokenizer, TEXTS, "ce", fast(epochs=2, per_device_batch_size=cap),
+                          val_texts=VAL, progress=False))
+    a, b = (r.model.state_dict() for r in runs)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4  # measured 6.5e-6
+    assert runs[0].history[-1]["val_loss"] == pytest.approx(runs[1].history[-1]["val_loss"], rel=1e-5)
+    assert TrainConfig(batch_size=64, per_device_batch_size=8).micro_chunks(1) == 8
+    assert TrainConfig(batch_size=64, per_device_batch_size=8).micro_chunks(8) == 1
+
+
+def test_gradient_checkpointing_gives_the_same_step_and_is_switched_off_after():
+    runs = []
+    for checkpointing in (False, True):
+        model, tokenizer = small_model(dropout=False)
+        runs.append(train(model, tokenizer, TEXTS[:48], "ce", fast(epochs=1, gradient_checkpointing=checkpointing),
+                          progress=False))
+    a, b = (r.model.state_dict() for r in runs)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4  # measured 6.5e-6
+    model = runs[1].model
+    on = model.is_activation_checkpointing if hasattr(model, "is_activation_checkpointing") else model.is_gradient_checkpointing
+    assert not on
+
+
+def test_trainer_config_imports_no_torch():
+    code = ("import sys; from fortifai_bench.train.config import TrainConfig; TrainConfig(epochs=2); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_cli_flags_come_from_the_dataclass(capsys):
+    """Every TrainConfig field is a flag whose help shows the dataclass default; none is restated by hand."""
+    import dataclasses
+
+    with pytest.raises(SystemExit):
+        train_module.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in help_text, f.name
+    assert f"(default: {TrainConfig().lr})" in help_text and "--no-gradient-checkpointing" in help_text

@@ -208,7 +208,7 @@ def train(
                            generator, progress, tqdm)
         finally:
             if checkpointing:
-                model.gradient_checkpointing_disable()
+                _disable_checkpointing(model)
         result.seconds, result.out_dir = time.perf_counter() - start, out
         if out is not None:
             from fortifai_bench.train.save import save_run
@@ -220,13 +220,24 @@ def train(
 
 
 def _enable_checkpointing(model, config: TrainConfig) -> bool:
+    """Activation checkpointing for the run (transformers 5 calls it activation_checkpointing_*, 4 gradient_*)."""
     if not config.gradient_checkpointing:
         return False
-    if not hasattr(model, "gradient_checkpointing_enable"):
-        raise FortifaiError(f"gradient_checkpointing: {type(model).__name__} is not a Hugging Face model")
     # Non-reentrant checkpointing works with DDP and with inputs that need no gradient.
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        raise FortifaiError(f"gradient_checkpointing: {type(model).__name__} is not a Hugging Face model")
     return True
+
+
+def _disable_checkpointing(model) -> None:
+    if hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
 
 
 def _loop(model, net, tokenizer, train_blocks, val_blocks, checked, config, dist, bf16, generator, progress, tqdm):
