@@ -1,0 +1,193 @@
+"""Collapse task configuration: one dataclass per concept, `include:` bases, no torch to validate, the
+real-model options, and the compute estimate of `--plan`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from fortifai_bench.cli import main as cli_main
+from fortifai_bench.collapse.config import TASKS_DIR, available_tasks, load_task
+from fortifai_bench.errors import FortifaiError
+
+
+def test_validating_every_shipped_task_imports_no_torch():
+    code = ("import sys\n"
+            "from fortifai_bench.collapse.config import available_tasks, load_task\n"
+            "for name in available_tasks():\n"
+            "    load_task(name, ['train.epochs=2', 'model.dtype=bfloat16']).config_hash()\n"
+            "assert 'torch' not in sys.modules, 'validating a task imported torch'\n"
+            "assert 'transformers' not in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_train_section_is_the_trainers_config():
+    from fortifai_bench.models import TinyConfig
+    from fortifai_bench.train import TrainConfig
+
+    task = load_task("collapse_facts")
+    assert type(task.train) is TrainConfig and type(task.model.pretrain.train) is TrainConfig
+    assert type(task.model.tiny) is TinyConfig
+    stage = task.stage_train(seed=7)
+    assert stage.seed == 7 and stage.epochs == task.train.epochs and task.train.seed == 0
+
+
+# Stated in every task even where equal to the base, so each file's regime reads at a glance.
+ALWAYS_STATED = {"task", "version", "description", "corpus", "model.name", "train.epochs", "train.lr",
+                 "regenerate.temperature"}
+
+
+def _leaves(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in d.items():
+        out += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"]
+    return out
+
+
+def _without(d: dict, path: str) -> dict:
+    head, _, rest = path.partition(".")
+    out = dict(d)
+    if rest:
+        out[head] = _without(out[head], rest)
+    else:
+        del out[head]
+    return out
+
+
+def _get(d: dict, path: str):
+    for part in path.split("."):
+        d = d[part]
+    return d
+
+
+@pytest.mark.parametrize("name", available_tasks())
+def test_shipped_tasks_state_only_what_differs_from_the_base(name):
+    """Every value a shipped task file states changes the resolved task (dropping it would change it)."""
+    import yaml
+
+    from fortifai_bench.collapse.config import merge, read_task_file, task_from_dict
+
+    path = TASKS_DIR / f"{name}.yaml"
+    own = yaml.safe_load(path.read_text())
+    assert own.pop("include") == "_base.yaml"
+    base = read_task_file(TASKS_DIR / "_base.yaml")
+    resolved = task_from_dict(merge(base, own)).to_dict()
+    assert resolved == load_task(name).to_dict()
+    for leaf in _leaves(own):
+        if leaf in ALWAYS_STATED:
+            continue
+        dropped = task_from_dict(merge(base, _without(own, leaf))).to_dict()
+        assert _get(dropped, leaf) != _get(resolved, leaf), f"{name}: {leaf} restates its default"
+
+
+def test_base_values_come_through():
+    facts = load_task("collapse_facts")
+    # from _base.yaml (not stated in collapse_facts.yaml) and from the trainer's own defaults
+    assert (facts.train.block_size, facts.train.val_fraction, facts.train.batch_size) == (128, 0.0, 16)
+    assert (facts.model.pretrain.train.epochs, facts.model.pretrain.train.lr) == (30, 5e-3)
+    imagination = load_task("collapse_imagination")
+    assert imagination.model.pretrain.train.epochs == 20 and imagination.model.pretrain.train.block_size == 128
+    wiki = load_task("collapse_wikitext")
+    assert wiki.model.pretrain is None and wiki.train.per_device_batch_size == 8
+
+
+def test_a_task_of_yours_can_include_a_shipped_one(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("include: collapse_facts\ntask: mine\ntrain: {epochs: 3}\nmodel: {pretrain: {paragraphs: 50}}\n")
+    task = load_task(str(mine))
+    facts = load_task("collapse_facts")
+    assert (task.task, task.train.epochs, task.model.pretrain.paragraphs) == ("mine", 3, 50)
+    assert task.train.lr == facts.train.lr and task.train.packing is False  # the rest of the mapping is kept
+    assert task.model.pretrain.part == "pretrain"
+    (tmp_path / "base.yaml").write_text("train: {epochs: 4, lr: 0.01}\nstages: 2\n")
+    (tmp_path / "child.yaml").write_text("include: base.yaml\ntask: child\ntrain: {lr: 0.02}\n")
+    child = load_task(str(tmp_path / "child.yaml"))
+    assert (child.stages, child.train.epochs, child.train.lr) == (2, 4, 0.02)
+    assert child.config_hash() == load_task(str(tmp_path / "child.yaml")).config_hash()
+
+
+@pytest.mark.parametrize("files, match", [
+    ({"a.yaml": "include: b.yaml\ntask: a\n", "b.yaml": "include: a.yaml\n"}, "includes itself"),
+    ({"a.yaml": "include: nope.yaml\ntask: a\n"}, "nope.yaml not found"),
+    ({"a.yaml": "include: [b]\ntask: a\n"}, "field include must be a file name"),
+    ({"a.yaml": "include: b.yaml\ntask: a\n", "b.yaml": "- 1\n"}, "must be a YAML mapping"),
+])
+def test_bad_includes_are_one_line(tmp_path, files, match):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(FortifaiError, match=match) as info:
+        load_task(str(tmp_path / "a.yaml"))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("override, match", [
+    ("train.seed=3", r"train\.seed is derived from seed"),
+    ("model.pretrain.train.seed=1", r"model\.pretrain\.train\.seed is derived from model\.pretrain\.seed"),
+    ("model.dtype=float64", r"model\.dtype must be one of float32, bfloat16, float16"),
+    ("model.attn_implementation=fast", r"model\.attn_implementation must be one of eager, sdpa"),
+    ("model.revision=main", "model.revision applies to a hub model"),
+    ("train.per_device_batch_size=0", r"per_device_batch_size must be an integer >= 1"),
+    ("model.tiny.dropout=2", "dropout must be in"),
+])
+def test_bad_model_and_train_fields(override, match):
+    with pytest.raises(FortifaiError, match=match):
+        load_task("collapse_facts", [override])
+
+
+def test_cli_scale_flags_are_overrides(capsys):
+    rc = cli_main(["collapse", "--task", "collapse_wikitext", "--loss", "ce", "--plan", "--dtype", "bfloat16",
+                   "--attn", "eager", "--revision", "abc123", "--per-device-batch-size", "4", "--grad-accum", "2",
+                   "--gradient-checkpointing", "--nproc", "4"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    # batch 64 x grad_accum 2 = 128 blocks a step; 64 / 4 devices = 16 each, cut into 4 passes of 4, twice
+    assert "batch 128 blocks of 512 tokens per step (4 devices x 8 passes of 4 blocks)" in out
+
+
+# ---------------------------------------------------------------------------------------------- --plan
+
+def test_compute_estimate_counts_what_the_protocol_does():
+    """Stage costs by hand for two splits of two paragraphs (word counts as token counts)."""
+    from fortifai_bench.collapse import compute
+
+    task = load_task("collapse_facts", ["stages=2", "train.epochs=3", "regenerate.prompt=2", "regenerate.block=4",
+                                        "regenerate.context=8", "regenerate.mode=original"])
+    para = lambda n: SimpleNamespace(text=" ".join(["w"] * n))  # noqa: E731
+    data = SimpleNamespace(splits=[[para(10), para(6)], [para(200), para(4)]], heldout=["w w w"],
+                           questions=[SimpleNamespace(context="w w", true="w", false="w w")])
+    count = lambda text: len(text.split())  # noqa: E731
+    s0 = compute._stage(task, data, count, 0)
+    assert s0.trained == 3 * (10 + 6)                            # packing false: min(n, 128) each
+    assert s0.generated == (10 - 3) + (6 - 3)                    # BOS + 2 prompt tokens kept
+    assert s0.context == (3 + 4) + 3                             # original mode: each block re-reads min(s, 4)
+    assert s0.scored == (10 + 6) + 2 * (2 + 1 + 2) + 3           # own rewrite, KR twice (base's), held-out
+    s1 = compute._stage(task, data, count, 1)
+    assert s1.trained == 3 * (10 + 6 + 128 + 4)
+    assert s1.scored == (16 + 204) + 2 * 16 + (2 + 1 + 2) + 3    # + corruption before/after on D_0^(1)
+    assert s1.flops(1e6) == 6e6 * s1.trained + 2e6 * (s1.generated + s1.context + s1.scored)
+    est = compute.Estimate([s0, s1], 1e6, "test", "words")
+    lines = compute.format_estimate(est, devices=2, device_tflops=1e-4)
+    total = (s0.flops(1e6) + s1.flops(1e6)) / (2 * 1e-4 * 1e12)
+    assert lines[-2].startswith("  total:") and f"{total:.0f} s" in lines[-2]
+
+
+def test_plan_prints_the_compute_of_the_default_task(capsys):
+    rc = cli_main(["collapse", "--loss", "ce", "--plan", "--params", "2e6", "--device-tflops", "0.001", "--nproc", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "compute, per run (one loss, one seed): parameters 2.00M (--params); tokens the tiny tokenizer" in out
+    assert "0.001 TFLOP/s achieved per device x 2 devices" in out
+    assert [line.split(":")[0].strip() for line in out.splitlines() if "FLOPs," in line] == \
+        [f"stage {i}" for i in range(6)] + ["total"]
+
+
+def test_plan_offline_for_the_papers_task_says_what_it_could_not_count(capsys):
+    rc = cli_main(["collapse", "--task", "collapse_wikitext", "--loss", "ce", "--plan"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "stage 5: train M_5" in out
+    assert "compute:" in out  # an estimate, or the reason there is none (the corpus is not here)
