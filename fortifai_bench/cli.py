@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from fortifai_bench import __version__
+from fortifai_bench import __version__, threads
 from fortifai_bench.errors import FortifaiError
 
 COMMAND_MODULES = [
@@ -35,8 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fortifai-bench",
         description="Benchmark suite for model collapse under recursive training (ForTIFAI).",
+        epilog=threads.POLICY_HELP,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # Its own dest: a subcommand's --threads default (None) would overwrite a shared one.
+    parser.add_argument("--threads", dest="global_threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads for any command (a command's own --threads also works)")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     tp = sub.add_parser("tasks-path", help="print the folder of shipped lm-eval and collapse tasks")
     tp.set_defaults(func=_tasks_path)
@@ -51,7 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _apply_threads(args: argparse.Namespace) -> None:
+    """The thread policy (fortifai_bench.threads), once per command, before any torch work."""
+    if (getattr(args, "nproc", None) or 1) > 1:
+        return  # torchrun starts the processes and gives each OMP_NUM_THREADS=1 unless the user set it
+    explicit = getattr(args, "threads", None)
+    threads.apply_default(explicit if explicit is not None else args.global_threads)
+
+
 def main(argv: list[str] | None = None) -> int:
+    threads.start()  # the load snapshot: building the parser below fills the policy's measuring window
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if not argv:
@@ -62,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _apply_threads(args)
         result = args.func(args)
     except FortifaiError as exc:
         print(f"fortifai-bench: error: {exc}", file=sys.stderr)
