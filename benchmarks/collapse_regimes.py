@@ -119,7 +119,8 @@ def main(argv=None) -> int:
     for regime in args.regimes.split(","):
         if regime not in REGIMES:
             sys.exit(f"unknown regime {regime!r}; known: {', '.join(REGIMES)}")
-        groups = [(loss, False) for loss in args.losses.split(",")] + ([("ce", True)] if args.control else [])
+        losses = [loss for loss in args.losses.split(",") if loss]  # --losses "" with --control: the control only
+        groups = [(loss, False) for loss in losses] + ([("ce", True)] if args.control else [])
         for loss, control in groups:
             if args.table_only:
                 from fortifai_bench.io import read_json

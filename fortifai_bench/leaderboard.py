@@ -9,12 +9,11 @@ A board is one JSON file per collapse task (`leaderboards/<task>.json`). Each en
 the *protocol* (the runs' resolved config minus what may differ between entries: loss, seed, output folder) and
 refuses runs made under another protocol or task version, so every entry is comparable with every other.
 Loading a board parses JSON and checks it against `leaderboards/schema.json`; nothing in it is ever executed.
-Rendering lives in `fortifai_bench.leaderboard_render`.
+Rendering lives in `fortifai_bench.leaderboard_render`, the commands in `fortifai_bench.leaderboard_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.resources
 import json
@@ -29,14 +28,14 @@ from typing import Any, Iterable
 import jsonschema
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.io import atomic_write, read_json, write_json
+from fortifai_bench.io import read_json, write_json
 from fortifai_bench.metrics import Failure, compare_failures, mean_ci, summarize_failures
-from fortifai_bench.results import RESULTS_FORMAT, json_path, load_results, results_file, run_failure  # noqa: F401
+from fortifai_bench.results import json_path, load_results, run_failure
 
 
 # ----------------------------------------------------------------------------------------------- results.json
-# The results contract (schema, loader) lives in fortifai_bench.results; the board adds its own check
-# that a run's numbers agree with each other (check_run_numbers) before it accepts the run.
+# The results contract (schema, loader, and the check that a run's numbers agree with each other,
+# results.check_run_numbers) lives in fortifai_bench.results.
 
 def read_json_file(path: str | os.PathLike) -> Any:
     """`io.read_json` (a binary or non-UTF-8 file is a one-line error there too)."""
@@ -50,34 +49,8 @@ def schema_error(validator: jsonschema.protocols.Validator, obj: Any) -> jsonsch
 
 
 def load_run(path: str | os.PathLike) -> dict:
-    """One run's results.json, checked against the results schema and for numbers that contradict each other."""
-    data = load_results(path)
-    check_run_numbers(data, data["_path"])
-    return data
-
-
-def check_run_numbers(data: dict, file) -> None:
-    """Refuse a results.json whose numbers contradict each other, e.g. edited by hand to rank first: each
-    KR-split-0 score must be the share of ones in that stage's per-question bits, and the final score, AUC,
-    time to failure (and `failure`, where recorded) must be what the stage scores give."""
-    from fortifai_bench.metrics import area_under_curve, failure
-
-    scores = [s["score"] for s in data["stages"]]
-    bits = (data.get("items") or {}).get("split0_correct")
-    if bits is not None and data["score_name"] == "kr_split0":
-        for i, (score, row) in enumerate(zip(scores, bits)):
-            if row and not _close(score, row.count("1") / len(row)):
-                raise FortifaiError(f"{file}: field stages[{i}].score: {score} but items.split0_correct[{i}] has "
-                                    f"{row.count('1')} of {len(row)} correct ({row.count('1') / len(row)})")
-    fail = failure(scores, data["failure_threshold"])
-    derived = {"final_score": scores[-1], "auc": area_under_curve(scores), "time_to_failure": fail.time}
-    for key, value in derived.items():
-        if not _close(data[key], value):
-            raise FortifaiError(f"{file}: field {key}: {data[key]} but the stage scores give {value}")
-    recorded = data.get("failure")
-    if isinstance(recorded, dict) and recorded.get("status") != fail.status:
-        raise FortifaiError(f"{file}: field failure.status: {recorded.get('status')!r} but the stage scores give "
-                            f"{fail.status!r}")
+    """One run's results.json for a board: `results.load_results` (schema and self-consistency checked)."""
+    return load_results(path)
 
 
 BOARD_FORMAT = "fortifai-bench/leaderboard@1"
@@ -526,58 +499,3 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
         write_json(path, board)
         report.written = True
     return report
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-
-
-def _publish(args: argparse.Namespace) -> int:
-    report = publish(args.runs, args.to, root=args.root, replace=args.replace)
-    print("\n".join(report.lines()))
-    return 0
-
-
-def _show(args: argparse.Namespace) -> int:
-    from fortifai_bench.leaderboard_render import render_markdown, render_text
-
-    board = load_board(args.file)
-    print(render_markdown(board) if args.markdown else render_text(board), end="")
-    return 0
-
-
-def _render(args: argparse.Namespace) -> int:
-    from fortifai_bench.leaderboard_render import render_html
-
-    board = load_board(args.file)
-    if args.html.exists() and args.html.resolve() == Path(args.file).resolve():
-        raise FortifaiError(f"--html {args.html} is the board itself; give another file name")
-    with atomic_write(args.html) as f:
-        f.write(render_html(board))
-    print(f"wrote {args.html}")
-    return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "publish", help="merge runs (one per seed) into a leaderboard entry",
-        description="Merge the runs of several seeds of one configuration into one entry per (task, loss, model, "
-                    "seed set), validate against leaderboards/schema.json and write the board atomically. "
-                    "Publishing the same runs twice changes nothing.")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or their results.json)")
-    p.add_argument("--to", metavar="FILE", help="board file inside the leaderboards folder "
-                                                "(default: <root>/<task>.json)")
-    p.add_argument("--root", default="leaderboards", metavar="DIR",
-                   help="the leaderboards folder a board must live in (default: ./leaderboards)")
-    p.add_argument("--replace", action="store_true", help="overwrite an entry already on the board with new numbers")
-    p.set_defaults(func=_publish)
-
-    lb = subparsers.add_parser("leaderboard", help="show or render a leaderboard")
-    sub = lb.add_subparsers(dest="leaderboard_command", metavar="<show|render>", required=True)
-    s = sub.add_parser("show", help="print the ranked table")
-    s.add_argument("file", metavar="FILE")
-    s.add_argument("--markdown", action="store_true", help="a Markdown table (for a README)")
-    s.set_defaults(func=_show)
-    r = sub.add_parser("render", help="write a self-contained static HTML page")
-    r.add_argument("file", metavar="FILE")
-    r.add_argument("--html", required=True, type=Path, metavar="OUT")
-    r.set_defaults(func=_render)

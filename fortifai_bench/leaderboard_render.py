@@ -239,7 +239,7 @@ def _row(order: int, label: str, test: dict | None, e: dict) -> str:
                    for r in e["runs"])
     versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in e["versions"].items())
     cells = [
-        f'<td class="num rank">{_e(fmt_rank(label, test))}</td>',
+        f'<td class="num">{_e(fmt_rank(label, test))}</td>',
         f'<td class="loss">{_e(e["loss"]["spec"])}{" (clean control)" if e.get("control") else ""}<details><summary>provenance</summary>'
         f'<div>target <code>{_e(e["loss"]["target"])}</code></div><div>config hash <code>{_e(e["config_hash"])}'
         f'</code></div><div>{versions}</div><ul>{runs}</ul></details></td>',

@@ -166,7 +166,9 @@ def check_results(data: Any, where: str) -> None:
 
 
 def _close(a, b) -> bool:
-    return (a is None and b is None) or (a is not None and b is not None and abs(a - b) < 1e-9)
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def json_path(path) -> str:
@@ -202,8 +204,34 @@ def load_results(path: str | os.PathLike, *, complete: bool = True) -> dict:
         raise FortifaiError(f"{file}: the run is not complete ({len(data.get('stages') or [])} stages done{why}); "
                             f"finish it with `fortifai-bench collapse --resume` before publishing or comparing")
     check_results(data, str(file))
+    check_run_numbers(data, file)
     data["_path"] = str(file)
     return data
+
+
+def check_run_numbers(data: dict, file) -> None:
+    """Refuse a results.json whose numbers contradict each other, e.g. edited by hand to rank first: each
+    KR-split-0 score must be the share of ones in that stage's per-question bits, and the final score, AUC,
+    time to failure (and `failure`, where recorded) must be what the stage scores give."""
+    from fortifai_bench.metrics import area_under_curve, failure
+
+    scores = [s["score"] for s in data["stages"]]
+    bits = (data.get("items") or {}).get("split0_correct")
+    if bits is not None and data["score_name"] == "kr_split0":
+        for i, (score, row) in enumerate(zip(scores, bits)):
+            if row and not _close(score, row.count("1") / len(row)):
+                raise FortifaiError(f"{file}: field stages[{i}].score: {score} but items.split0_correct[{i}] has "
+                                    f"{row.count('1')} of {len(row)} correct ({row.count('1') / len(row)})")
+    fail = failure(scores, data["failure_threshold"])
+    derived = {"final_score": scores[-1], "auc": area_under_curve(scores), "time_to_failure": fail.time}
+    for key, value in derived.items():
+        if not _close(data[key], value):
+            raise FortifaiError(f"{file}: field {key}: {data[key]} but the stage scores give {value}")
+    recorded = data.get("failure")
+    if isinstance(recorded, dict) and recorded.get("status") != fail.status:
+        raise FortifaiError(f"{file}: field failure.status: {recorded.get('status')!r} but the stage scores give "
+                            f"{fail.status!r}")
+
 
 
 def run_failure(results: dict) -> Failure:

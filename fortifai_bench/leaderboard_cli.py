@@ -1,0 +1,67 @@
+"""`fortifai-bench publish | leaderboard show | leaderboard render`: argument parsing over the board library.
+
+    fortifai-bench publish RUN_DIR... [--to leaderboards/<task>.json] [--replace]
+    fortifai-bench leaderboard show FILE [--markdown]
+    fortifai-bench leaderboard render FILE --html OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.io import atomic_write
+from fortifai_bench.leaderboard import load_board, publish
+
+
+def _publish(args: argparse.Namespace) -> int:
+    report = publish(args.runs, args.to, root=args.root, replace=args.replace)
+    print("\n".join(report.lines()))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from fortifai_bench.leaderboard_render import render_markdown, render_text
+
+    board = load_board(args.file)
+    print(render_markdown(board) if args.markdown else render_text(board), end="")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from fortifai_bench.leaderboard_render import render_html
+
+    board = load_board(args.file)
+    if args.html.exists() and args.html.resolve() == Path(args.file).resolve():
+        raise FortifaiError(f"--html {args.html} is the board itself; give another file name")
+    with atomic_write(args.html) as f:
+        f.write(render_html(board))
+    print(f"wrote {args.html}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "publish", help="merge runs (one per seed) into a leaderboard entry",
+        description="Merge the runs of several seeds of one configuration into one entry per (task, loss, model, "
+                    "seed set), validate against leaderboards/schema.json and write the board atomically. "
+                    "Publishing the same runs twice changes nothing.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or their results.json)")
+    p.add_argument("--to", metavar="FILE", help="board file inside the leaderboards folder "
+                                                "(default: <root>/<task>.json)")
+    p.add_argument("--root", default="leaderboards", metavar="DIR",
+                   help="the leaderboards folder a board must live in (default: ./leaderboards)")
+    p.add_argument("--replace", action="store_true", help="overwrite an entry already on the board with new numbers")
+    p.set_defaults(func=_publish)
+
+    lb = subparsers.add_parser("leaderboard", help="show or render a leaderboard")
+    sub = lb.add_subparsers(dest="leaderboard_command", metavar="<show|render>", required=True)
+    s = sub.add_parser("show", help="print the ranked table")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--markdown", action="store_true", help="a Markdown table (for a README)")
+    s.set_defaults(func=_show)
+    r = sub.add_parser("render", help="write a self-contained static HTML page")
+    r.add_argument("file", metavar="FILE")
+    r.add_argument("--html", required=True, type=Path, metavar="OUT")
+    r.set_defaults(func=_render)
