@@ -103,8 +103,8 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def config_hash(config: dict, ignore: Sequence[str] = ("seed", "out")) -> str:
-    """sha256 of a resolved config minus what differs between seeds of one experiment."""
+def config_hash(config: dict, ignore: Sequence[str] = ("seed", "out", "description")) -> str:
+    """sha256 of a resolved config minus what differs between seeds of one experiment (and prose)."""
     body = {k: v for k, v in config.items() if k not in ignore}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
