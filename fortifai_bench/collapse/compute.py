@@ -168,7 +168,7 @@ def _parameters(task: CollapseTask, given: float | None) -> tuple[float | None, 
     if counted is not None:
         return counted, f"{m.name}'s config"
     if m.name in KNOWN_PARAMETERS:
-        return KNOWN_PARAMETERS[m.name], f"the known count of {m.name} (its published config; not read here)"
+        return KNOWN_PARAMETERS[m.name], f"known count for {m.name}, from its published config, not read here"
     return None, f"unknown: {m.name}'s config is not available here; pass --params"
 
 

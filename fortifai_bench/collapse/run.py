@@ -4,6 +4,7 @@
     RUN/stage_<i>/model/         M_i as a Hugging Face directory (lm_eval --model hf works on it)
     RUN/stage_<i>/train.json     what M_i trained on (split, generation, paragraphs) and its history
     RUN/stage_<i>/data/split_<k>.jsonl   D_k rewritten by M_i: text, token ids, first generated position
+    RUN/stage_<i>/data/split_<k>.work.json   how long that took, and each process's share of it
     RUN/stage_<i>/metrics.json   everything measured on M_i (written last: it marks the stage done)
     RUN/results.json             contract 5 (fortifai-bench/results@1), rewritten after every stage
     RUN/plots/*.png
@@ -12,6 +13,10 @@ Every file goes through `io.atomic_write` / `io.atomic_dir`, and every phase is 
 (seed, stage, phase), and each stage starts from M_{i-1} *as saved on disk*, so a run killed at any
 moment and resumed computes exactly what the uninterrupted run computes. Resuming skips the phases
 whose files exist: training (model + train.json), regeneration (per split), evaluation (metrics.json).
+
+The same code runs in one process or in N under torchrun (`fortifai-bench collapse --nproc N`, or
+`torchrun ... -m fortifai_bench.collapse`): see "the run" below. A run may be resumed with another number
+of processes; rewrites depend on (seed, stage, split, paragraph) only, not on which process made them.
 """
 
 from __future__ import annotations
