@@ -201,7 +201,8 @@ class TCE(Loss):
     Tokens the model already predicts with probability above ``gamma`` (likely its own output)
     get no gradient at all. ``normalize`` chooses the denominator:
 
-    * ``"all"`` (default): divide by every real token, as the authors' code does. This is the paper's
+    * ``"all"`` (default): divide by every real token, as the authors' code does (`clipped_loss` in
+      src/losses.py of github.com/pedramaghazadeh/ForTIFAI: the masked CE with `.mean()`). This is the paper's
       loss, so ``tce:0.9`` on a leaderboard means it. Masking shrinks the *gradient* by the kept
       fraction, but hardly the AdamW *step*, which divides by the gradient's running RMS. Measured
       (``benchmarks/tce_step_size.py``, tiny GPT-2 on 32 memorized facts paragraphs, AdamW lr 5e-3,

@@ -11,7 +11,7 @@ Two block modes:
   output). The paragraph is one continuous generation; when it outgrows `context`, the cache is
   rebuilt from the last `context - block` tokens at a block boundary.
 * ``original``: the context of block j is the text as it was *before* this regeneration, and every
-  block gets exactly `block` new tokens (the authors' code). All blocks of all paragraphs are
+  block gets exactly `block` new tokens (the authors' `src/generate.py`, `generate_dataset`). All blocks of all paragraphs are
   independent rows of one batch. Seams between blocks can break sentences.
 
 Decoding is sampling (temperature, top-p, optional repetition penalty) with the Gumbel-max trick
