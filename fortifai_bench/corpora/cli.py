@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from fortifai_bench.errors import FortifaiError
 
@@ -54,31 +53,11 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_facts_files(out, *, seed: int = 0, paragraphs: int = 180, splits: int = 6,
-                      max_per_paragraph: int = 5) -> tuple[Path, Path, dict]:
-    """Write `<out>/corpus.jsonl` (the main part) and `<out>/kr.jsonl` (its facts questions).
-
-    Same arguments, same bytes: the shipped `data/facts` files are made by this function with its
-    defaults, and a test rebuilds them and compares.
-    """
-    from fortifai_bench.corpora.facts import FactsConfig, build_facts
-    from fortifai_bench.io import write_jsonl
-    from fortifai_bench.kr.build import build_questions
-    from fortifai_bench.kr.schema import write_questions
-
-    corpus = build_facts(FactsConfig(seed=seed, paragraphs=paragraphs), part="main")
-    # Everything is generated before the first byte is written: a bad argument leaves no file.
-    questions, report = build_questions(corpus, "facts", splits, max_per_paragraph=max_per_paragraph, seed=seed)
-    out = Path(out)
-    corpus_path, kr_path = out / "corpus.jsonl", out / "kr.jsonl"
-    write_jsonl(corpus_path, ({"id": p.id, "text": p.text, "meta": p.meta} for p in corpus.paragraphs))
-    write_questions(kr_path, questions)
-    return corpus_path, kr_path, report
-
-
 def _build_facts(args: argparse.Namespace) -> int:
     if args.out is None:
         raise FortifaiError("corpus build-facts needs --out DIR")
+    from fortifai_bench.corpora.facts import build_facts_files
+
     corpus_path, kr_path, report = build_facts_files(
         args.out, seed=args.seed, paragraphs=args.paragraphs, splits=args.splits,
         max_per_paragraph=args.max_per_paragraph,

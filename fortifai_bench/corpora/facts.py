@@ -25,6 +25,7 @@ Two parts share that vocabulary of values but no entity:
 from __future__ import annotations
 
 import random
+from pathlib import Path
 import re
 from dataclasses import dataclass
 
@@ -264,3 +265,24 @@ def build_facts(config: FactsConfig = FactsConfig(), part: str = "main"):
 def load_facts(data_dir=None, part: str = "main"):
     """Registry loader. The corpus is embedded (generated), so `data_dir` is not used."""
     return build_facts(FactsConfig(), part)
+
+
+def build_facts_files(out, *, seed: int = 0, paragraphs: int = 180, splits: int = 6,
+                      max_per_paragraph: int = 5) -> tuple[Path, Path, dict]:
+    """Write `<out>/corpus.jsonl` (the main part) and `<out>/kr.jsonl` (its facts questions).
+
+    Same arguments, same bytes: the shipped `data/facts` files are made by this function with its
+    defaults, and a test rebuilds them and compares.
+    """
+    from fortifai_bench.io import write_jsonl
+    from fortifai_bench.kr.build import build_questions
+    from fortifai_bench.kr.schema import write_questions
+
+    corpus = build_facts(FactsConfig(seed=seed, paragraphs=paragraphs), part="main")
+    # Everything is generated before the first byte is written: a bad argument leaves no file.
+    questions, report = build_questions(corpus, "facts", splits, max_per_paragraph=max_per_paragraph, seed=seed)
+    out = Path(out)
+    corpus_path, kr_path = out / "corpus.jsonl", out / "kr.jsonl"
+    write_jsonl(corpus_path, ({"id": p.id, "text": p.text, "meta": p.meta} for p in corpus.paragraphs))
+    write_questions(kr_path, questions)
+    return corpus_path, kr_path, report
