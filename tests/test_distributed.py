@@ -222,3 +222,19 @@ def test_nproc_under_torchrun_is_refused(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
     rc = cli_main(["collapse", "--quiet", "--loss", "ce", "--nproc", "2", "--out", str(tmp_path)])
     assert rc == 2 and "under torchrun, leave --nproc out" in capsys.readouterr().err
+
+
+def test_a_nan_in_two_processes_stops_both_and_keeps_the_record(tmp_path):
+    """The NaN check is agreed between processes (no process waits for a peer that stopped); rank 0 records
+    the stopped stage, prints the error once, and the command exits 2."""
+    from test_collapse import NAN_LOSS
+
+    (tmp_path / "nanloss.py").write_text(NAN_LOSS)
+    cmd = [sys.executable, "-m", "fortifai_bench", "collapse", "--quiet", "--loss", "nanloss:NaNAfter",
+           "--loss-args", "calls=4", "--no-control", "--out", str(tmp_path / "runs"), "--nproc", "2", *_args()]
+    proc = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("loss 'nanloss:NaNAfter' returned nan") == 1
+    (run,) = (tmp_path / "runs").iterdir()
+    results = _results(run)
+    assert len(results["stages"]) == 1 and results["stopped"]["stage"] == 1 and not results["complete"]

@@ -154,10 +154,11 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
     from fortifai_bench.distributed import Dist
 
     dist = Dist.start(task.train.device)
-    try:
-        return _run(task, loss, loss_args, seed, out, resume, progress and dist.main, command, dist)
-    finally:
-        dist.close()
+    results = _run(task, loss, loss_args, seed, out, resume, progress and dist.main, command, dist)
+    # Only after success: on an error the process ends, and tearing the group down could wait for peers
+    # that are already gone.
+    dist.close()
+    return results
 
 
 def _run(task, loss, loss_args, seed, out, resume, progress, command, dist) -> dict:
@@ -196,8 +197,11 @@ def _run(task, loss, loss_args, seed, out, resume, progress, command, dist) -> d
                     raise
                 raise FortifaiError(f"disk full while writing {run / f'stage_{i}'}") from exc
         except FortifaiError as exc:
-            results = build_results(state, stages, stopped={"stage": i, "error": str(exc)})
-            dist.on_main(write_json, run / "results.json", results)
+            # No collective here: the error may be this process's alone, and the others may be waiting in one.
+            # Rank 0 records it; an error every process shares is recorded before torchrun stops the group.
+            if dist.main:
+                stopped = {"stage": i, "error": str(exc)}
+                write_json(run / "results.json", build_results(state, stages, stopped=stopped))
             kept = f"stages 0..{i - 1} are kept" if i else "no stage finished"
             raise FortifaiError(f"stage {i} stopped: {exc}; {kept} in {run}") from exc
         dist.on_main(write_json, run / "results.json", build_results(state, stages))
