@@ -191,3 +191,9 @@ def test_plan_offline_for_the_papers_task_says_what_it_could_not_count(capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "stage 5: train M_5" in out
     assert "compute:" in out  # an estimate, or the reason there is none (the corpus is not here)
+
+
+def test_a_file_anywhere_can_include_the_shipped_base(tmp_path):
+    (tmp_path / "mine.yaml").write_text("include: _base.yaml\ntask: mine\n")
+    task = load_task(str(tmp_path / "mine.yaml"))
+    assert (task.train.epochs, task.train.block_size, task.model.pretrain.train.epochs) == (20, 128, 30)

@@ -10,7 +10,8 @@ One configuration per concept: a task's ``train:`` section *is* the trainer's `T
 none). A task file states only what differs from a base it names with ``include:`` (lm-eval's idiom):
 the shipped tasks include ``_base.yaml``, which holds the protocol's own training choices (where they
 differ from the trainer's defaults); a file of yours can include a shipped task by name
-(``include: collapse_facts``) or any YAML file by a path relative to it. Mappings merge key by key, the
+(``include: collapse_facts``), the shipped base by its file name (``include: _base.yaml``), or any YAML
+file by a path relative to it. Mappings merge key by key, the
 including file winning; anything else (lists, scalars, null) replaces.
 """
 
@@ -207,8 +208,9 @@ def read_task_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         return raw
     if not isinstance(include, str) or not include.strip():
         raise FortifaiError(f"{path}: field include must be a file name or a shipped task name, got {include!r}")
-    beside = (path.parent / include).expanduser()
-    base = beside.resolve() if beside.is_file() else task_path(include).resolve()
+    beside, shipped = (path.parent / include).expanduser(), TASKS_DIR / include
+    # a file beside this one, a shipped file by name (_base.yaml), or a shipped task name (collapse_facts)
+    base = (beside if beside.is_file() else shipped if shipped.is_file() else task_path(include)).resolve()
     if base in chain or base == path.resolve():
         raise FortifaiError(f"{path}: include {include!r} includes itself (through {' -> '.join(p.name for p in chain)})")
     return merge(read_task_file(base, (*chain, path.resolve())), raw)
