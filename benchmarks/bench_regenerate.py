@@ -10,8 +10,9 @@ by sampling at temperature 1.0, 32-token blocks, the first 4 text tokens kept:
 * per block: for every paragraph and every block, `model.generate(do_sample=True)` on that block's
   context (batch 1), i.e. what a straightforward loop over blocks does.
 
-Prints new tokens/s of each and their ratio, plus Gumbel-max vs `torch.multinomial` per sampling
-step at batch 64. With --run, also prints each stage's time split (train / regenerate / evaluate)
+Prints new tokens/s of each and their ratio, the batched loop's fraction of its floor (`decode_floor`:
+the same batches decoded by the model alone, one KV-cache step per token, no sampling), plus Gumbel-max
+vs `torch.multinomial` per sampling step at batch 64. With --run, also prints each stage's time split (train / regenerate / evaluate)
 from a finished run directory.
 """
 
@@ -41,6 +42,46 @@ def per_block_generate(model, tok, texts, block: int, prompt: int) -> tuple[int,
             out = res[0].tolist()
             new += n
     return new, time.perf_counter() - start
+
+
+@torch.inference_mode()
+def decode_floor(model, tok, texts, settings) -> tuple[float, int, float]:
+    """The model's own decoding time for the batches the sequential regeneration forms: per batch, one
+    forward over the (dense, unpadded) prompts, then as many one-token steps with the KV cache as the
+    batch's longest remainder, nothing else (no sampling, no masks, no per-row noise). Returns (seconds,
+    new tokens the regeneration makes in them, the single-step decode rate in tokens/s at the full batch)."""
+    from fortifai_bench.models import cache_argument
+
+    name = cache_argument(model)  # `cache` in transformers 5, `past_key_values` before
+    special = set(tok.all_special_ids)
+    plans = []
+    for text in texts:  # the regeneration's own split: special prefix + `prompt` kept tokens, the rest new
+        ids = tok(text)["input_ids"]
+        n_special = next((i for i, t in enumerate(ids) if t not in special), len(ids))
+        n_text = len(ids) - n_special
+        first = n_special + (min(settings.prompt, n_text // 2) if n_text > 1 else n_text)
+        plans.append((ids, first, len(ids) - first))
+    plans.sort(key=lambda p: (p[2], p[1]))  # as `_regenerate_sequential` orders its rows
+    seconds, new, step_rates = 0.0, 0, []
+    for s in range(0, len(plans), settings.batch_size):
+        rows = plans[s : s + settings.batch_size]
+        need = max(p[2] for p in rows)
+        if need == 0:
+            continue
+        width = max(p[1] for p in rows)
+        ids = torch.tensor([(p[0][: p[1]] * width)[:width] for p in rows])  # dense prompts, content irrelevant
+        t0 = time.perf_counter()
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        cache, step = getattr(out, name), ids[:, -1:]
+        t1 = time.perf_counter()
+        for _ in range(need):
+            cache = getattr(model(input_ids=step, use_cache=True, logits_to_keep=1, **{name: cache}), name)
+        t2 = time.perf_counter()
+        seconds += t2 - t0
+        new += sum(p[2] for p in rows)
+        if len(rows) == settings.batch_size:
+            step_rates.append(len(rows) * need / (t2 - t1))
+    return seconds, new, (max(step_rates) if step_rates else float("nan"))
 
 
 def sampling_step(batch: int = 64, vocab: int = 4096, reps: int = 200) -> tuple[float, float]:
@@ -94,6 +135,11 @@ def main() -> None:
           f"{res_o.new_tokens / res_o.seconds:,.0f} tok/s")
     print(f"generate per block : {new} new tokens in {seconds:.2f} s = {slow:,.0f} tok/s")
     print(f"speed-up (batched sequential / per block): {fast / slow:.1f}x")
+    decode_floor(model, tok, texts[:8], settings)  # warm-up
+    floor_s, floor_new, step_rate = decode_floor(model, tok, texts, settings)
+    print(f"decode floor       : {floor_new} new tokens in {floor_s:.2f} s = {floor_new / floor_s:,.0f} tok/s "
+          f"(single-step decode at batch {settings.batch_size}: {step_rate:,.0f} tok/s); batched sequential = "
+          f"{fast / (floor_new / floor_s):.2f} of the floor")
     multi, gumbel = sampling_step()
     print(f"sampling step at batch 64, vocab 4096: multinomial {multi * 1e3:.3f} ms, Gumbel-max {gumbel * 1e3:.3f} ms "
           f"({multi / gumbel:.2f}x)")
