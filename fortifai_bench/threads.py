@@ -16,8 +16,9 @@ processes keep busy and uses the rest:
 
 `start()` takes the first snapshot (the CLI calls it first thing); `apply_default()` takes the second one
 at least `WINDOW` seconds later (the CLI's own start-up usually fills the window, so it costs no wait) and
-sets the count; `refresh()` re-decides from the time since the last snapshot, for long runs whose
-neighbours come and go (cheap: one file read; a no-op unless the policy set the count).
+sets the count; `refresh()` re-decides from the load since the last snapshot, for long runs whose
+neighbours come and go (cheap: one file read; a no-op unless the policy set the count, and at most every
+`REFRESH_EVERY` seconds). `kr.scoring.score` calls it, so a collapse run re-decides once per stage.
 
 No torch import here: when torch is not loaded yet the count goes into ``OMP_NUM_THREADS`` (read by
 torch, MKL and OpenBLAS when they load), marked by `MARKER` so that our own child processes know it came

@@ -432,6 +432,9 @@ def score(
     questions = list(questions)
     if not questions:
         raise FortifaiError("no questions to score")
+    from fortifai_bench import threads
+
+    threads.refresh()  # a long CLI run (a collapse stage ends here) adapts its thread count to the load now
     max_length = _max_length(model, tokenizer)
     items = _encode(questions, tokenizer, max_length)
     device = next(model.parameters()).device
