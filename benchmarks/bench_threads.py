@@ -21,7 +21,8 @@ one thread, started 0.3 s before the worker and stopped after it). Rounds interl
 conditions so that drifting background load hits all of them alike; medians are shown.
 
 Before each worker the load of other processes is measured over 0.3 s (our own busy process included
-when beside) and reported: on a shared machine an "alone" figure is only alone when that load is ~0.
+when beside; at most the number of cores) and reported with the 1-minute load average after it: on a
+shared machine an "alone" figure is only alone when that load is ~0.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def run_worker(setting: str, beside: bool, epochs: int) -> dict:
     if out.returncode:
         raise SystemExit(f"worker {setting} failed:\n{out.stderr[-3000:]}")
     row = json.loads(out.stdout.strip().splitlines()[-1])
-    row.update(condition="beside" if beside else "alone", load=load)
+    row.update(condition="beside" if beside else "alone", load=load, loadavg=os.getloadavg()[0])
     return row
 
 
@@ -190,7 +191,8 @@ def main() -> None:
             for beside in ((False, True) if (r + i) % 2 == 0 else (True, False)):
                 row = run_worker(s, beside, args.epochs)
                 rows.append(row)
-                print(f"round {r} {s:10s} {row['condition']:6s} load {row['load']:.2f} threads {row['torch_threads']} "
+                print(f"round {r} {s:10s} {row['condition']:6s} load {row['load']:.2f} (load average {row['loadavg']:.2f}) "
+                      f"threads {row['torch_threads']} "
                       + " ".join(f"{w} {row['rates'][w]:,.0f}" for w in WORKLOADS) + f"  [{row['how']}]",
                       file=sys.stderr, flush=True)
     print(f"# load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
