@@ -173,9 +173,11 @@ def format_report(res: dict) -> str:
     lines += ["Time to failure (stages from M_0; a seed that never fails is censored at the last stage):",
               f"  A {t['a']['text']}", f"  B {t['b']['text']}"]
     v = t["seeds"]
-    if v["diff"] is not None:
+    if v["diff"] is None:
+        lines.append(f"  {v['test']}: not possible, a side has no seed that learned (M_0 below the threshold)")
+    else:
         test = (f"p = {v['p_value']:.3g} ({v['test']}, {v['n_a']} vs {v['n_b']} seeds)" if v["p_value"] is not None
-                else "no seed-level test (a side has fewer than 2 seeds)")
+                else f"no seed-level test ({v['test']} needs 2 learned seeds a side)")
         lines.append(f"  restricted mean A - B = {v['diff']:+.2f}, A / B = {_ratio(v['ratio'])}; {test}")
     q = t["questions"]
     if q is not None:
