@@ -1,6 +1,6 @@
 """Regeneration speed: the collapse protocol's batched KV-cache loop vs `generate` once per block.
 
-    python benchmarks/bench_regenerate.py [--paragraphs 60] [--model DIR] [--run RUN_DIR]
+    python benchmarks/bench_regenerate.py [--paragraphs 60] [--reps 3] [--model DIR] [--run RUN_DIR]
 
 Both rewrite the same facts paragraphs with the same tiny GPT-2 (the cached base M_0 when --model
 is given, else a freshly initialized one of the same shape: speed does not depend on the weights),
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import time
 from pathlib import Path
 
@@ -111,6 +113,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--paragraphs", type=int, default=60)
     ap.add_argument("--model", default=None, help="an HF model directory (default: a fresh tiny GPT-2)")
+    ap.add_argument("--reps", type=int, default=3, help="timed rounds of regeneration vs its floor")
     ap.add_argument("--run", default=None, help="a finished collapse run: print its per-stage time split")
     args = ap.parse_args()
 
@@ -136,10 +139,25 @@ def main() -> None:
     print(f"generate per block : {new} new tokens in {seconds:.2f} s = {slow:,.0f} tok/s")
     print(f"speed-up (batched sequential / per block): {fast / slow:.1f}x")
     decode_floor(model, tok, texts[:8], settings)  # warm-up
-    floor_s, floor_new, step_rate = decode_floor(model, tok, texts, settings)
-    print(f"decode floor       : {floor_new} new tokens in {floor_s:.2f} s = {floor_new / floor_s:,.0f} tok/s "
-          f"(single-step decode at batch {settings.batch_size}: {step_rate:,.0f} tok/s); batched sequential = "
-          f"{fast / (floor_new / floor_s):.2f} of the floor")
+    times = {"regenerate": {"wall": [], "cpu": []}, "floor": {"wall": [], "cpu": []}}
+    steps = []
+    for _ in range(args.reps):  # alternating, so that load on a shared machine hits both alike
+        for name in times:
+            t0, c0 = time.perf_counter(), time.process_time()
+            if name == "floor":
+                _, floor_new, step_rate = decode_floor(model, tok, texts, settings)
+                steps.append(step_rate)
+            else:
+                regenerate(model, tok, texts, settings, seed=0)
+            times[name]["wall"].append(time.perf_counter() - t0)
+            times[name]["cpu"].append(time.process_time() - c0)
+    med = {n: {k: statistics.median(v) for k, v in d.items()} for n, d in times.items()}
+    print(f"decode floor       : {floor_new} new tokens in {med['floor']['wall']:.2f} s = "
+          f"{floor_new / med['floor']['wall']:,.0f} tok/s (single-step decode at batch {settings.batch_size}: "
+          f"{statistics.median(steps):,.0f} tok/s)")
+    print(f"batched sequential = {med['floor']['wall'] / med['regenerate']['wall']:.2f} of the floor by wall clock, "
+          f"{med['floor']['cpu'] / med['regenerate']['cpu']:.2f} by CPU time (medians of {args.reps}, alternating; "
+          f"load average {os.getloadavg()[0]:.2f})")
     multi, gumbel = sampling_step()
     print(f"sampling step at batch 64, vocab 4096: multinomial {multi * 1e3:.3f} ms, Gumbel-max {gumbel * 1e3:.3f} ms "
           f"({multi / gumbel:.2f}x)")
