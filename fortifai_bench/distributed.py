@@ -19,8 +19,10 @@ break the exact agreement with the single-process order that the trainer's tests
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
+import gc
 import os
 from typing import Any, Callable, Sequence
 
@@ -57,11 +59,22 @@ def is_main() -> bool:
     return env_world()[1] == 0
 
 
-class Dist:
-    """Who we are, and collectives that are no-ops in a world of one."""
+def _destroy_group() -> None:
+    """At exit, the process group we set up goes, once every DDP wrapper that holds it has gone first: a DDP
+    reducer freed after `destroy_process_group` destroys the gloo group while holding the GIL and waits for a
+    gloo thread that needs the GIL (measured: a hang at exit). Nor is the group torn down and set up again
+    between runs: a second `init_process_group` on torchrun's store can read the first group's keys and hang."""
+    gc.collect()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
-    def __init__(self, world: int, rank: int, device: torch.device, owns_group: bool = False):
-        self.world, self.rank, self.device, self.owns_group = world, rank, device, owns_group
+
+class Dist:
+    """Who we are, and collectives that are no-ops in a world of one. The process group, once set up, lives
+    as long as the process (see `_destroy_group`)."""
+
+    def __init__(self, world: int, rank: int, device: torch.device):
+        self.world, self.rank, self.device = world, rank, device
 
     @classmethod
     def start(cls, device_pref: str = "auto", single: bool = False) -> "Dist":
@@ -73,22 +86,16 @@ class Dist:
         if device_pref == "cuda" and world > 1:
             device_pref = f"cuda:{local_rank}"
         device = torch.device(device_pref)
-        owns = False
         if world > 1 and not torch.distributed.is_initialized():
             if device.type == "cuda":
                 torch.cuda.set_device(device)
             torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
-            owns = True
-        return cls(world, rank, device, owns)
+            atexit.register(_destroy_group)
+        return cls(world, rank, device)
 
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-    def close(self) -> None:
-        if self.owns_group and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-            self.owns_group = False
 
     # ---------------------------------------------------------------------------------- numbers
 

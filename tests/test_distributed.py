@@ -162,7 +162,6 @@ COLLECTIVES = textwrap.dedent('''
     with open(os.path.join(sys.argv[1], f"rank{dist.rank}.json"), "w") as f:  # stdout interleaves
         json.dump({"rank": dist.rank, "mine": mine, "back": back, "told": told, "error": error,
                    "agreed": agreed, "total": total}, f)
-    dist.close()
 ''')
 
 

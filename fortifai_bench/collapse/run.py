@@ -153,12 +153,8 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
     torchrun, every process calls this and gets the same results (see the comment above)."""
     from fortifai_bench.distributed import Dist
 
-    dist = Dist.start(task.train.device)
-    results = _run(task, loss, loss_args, seed, out, resume, progress and dist.main, command, dist)
-    # Only after success: on an error the process ends, and tearing the group down could wait for peers
-    # that are already gone.
-    dist.close()
-    return results
+    dist = Dist.start(task.train.device)  # the process group, set up once, serves every run of this process
+    return _run(task, loss, loss_args, seed, out, resume, progress and dist.main, command, dist)
 
 
 def _run(task, loss, loss_args, seed, out, resume, progress, command, dist) -> dict:

@@ -191,32 +191,30 @@ def train(
     train_blocks, val_blocks = prepare(tokenizer, texts, val_texts, config, generator)
 
     dist = Dist.start(config.device)
+    if config.batch_size % dist.world:
+        raise FortifaiError(f"batch_size={config.batch_size} is not divisible by the {dist.world} processes")
+    model.to(dist.device)
+    bf16 = use_bf16(config, dist.device, model)
+    checkpointing = _enable_checkpointing(model, config)
+    model.train()
+    net = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
     try:
-        if config.batch_size % dist.world:
-            raise FortifaiError(f"batch_size={config.batch_size} is not divisible by the {dist.world} processes")
-        model.to(dist.device)
-        bf16 = use_bf16(config, dist.device, model)
-        checkpointing = _enable_checkpointing(model, config)
-        model.train()
-        net = model
-        if dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
-        try:
-            result = _loop(model, net, tokenizer, train_blocks, val_blocks, checked, config, dist, bf16,
-                           generator, progress, tqdm)
-        finally:
-            if checkpointing:
-                _disable_checkpointing(model)
-        result.seconds, result.out_dir = time.perf_counter() - start, out
-        if out is not None:
-            from fortifai_bench.train.save import save_run
-
-            dist.on_main(save_run, result, tokenizer, config, out, progress)
-        return result
+        result = _loop(model, net, tokenizer, train_blocks, val_blocks, checked, config, dist, bf16,
+                       generator, progress, tqdm)
     finally:
-        dist.close()
+        if checkpointing:
+            _disable_checkpointing(model)
+        del net  # the DDP wrapper (and its hold on the process group) goes now, not at some later collection
+    result.seconds, result.out_dir = time.perf_counter() - start, out
+    if out is not None:
+        from fortifai_bench.train.save import save_run
+
+        dist.on_main(save_run, result, tokenizer, config, out, progress)
+    return result
 
 
 def _enable_checkpointing(model, config: TrainConfig) -> bool:
