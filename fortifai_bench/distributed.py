@@ -62,8 +62,9 @@ def is_main() -> bool:
 def _destroy_group() -> None:
     """At exit, the process group we set up goes, once every DDP wrapper that holds it has gone first: a DDP
     reducer freed after `destroy_process_group` destroys the gloo group while holding the GIL and waits for a
-    gloo thread that needs the GIL (measured: a hang at exit). Nor is the group torn down and set up again
-    between runs: a second `init_process_group` on torchrun's store can read the first group's keys and hang."""
+    gloo thread that needs the GIL (seen: a process left hanging at exit). Nor is the group torn down and set up
+    again between runs: after a destroy, the second `init_process_group` under torchrun left both ranks waiting
+    in their first broadcast (seen under parallel tests)."""
     gc.collect()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
