@@ -65,9 +65,11 @@ def register(subparsers) -> None:
                        help="recompute activations in backward (override train.gradient_checkpointing)")
     scale.add_argument("--params", type=float, default=None,
                        help="--plan: the model's parameter count when its config is not available here")
+    from fortifai_bench.collapse.compute import DEFAULT_TFLOPS
+
     scale.add_argument("--device-tflops", type=float, default=None,
-                       help="--plan: achieved TFLOP/s per device for the time estimate "
-                            "(default: see fortifai_bench/collapse/compute.py)")
+                       help=f"--plan: achieved TFLOP/s per device for the time estimate (default: {DEFAULT_TFLOPS:g}, "
+                            "about a third of an A100's bf16 peak; why: fortifai_bench/collapse/compute.py)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
     add_quiet(p)
