@@ -176,3 +176,23 @@ def test_lm_eval_runs_local_benchmarks_and_kr_on_local_data(tiny_model_dir, smal
     assert json.loads(json.dumps(out["configs"]["gsm8k_local"]["num_fewshot"])) == 5
     prov = out["configs"]["kr_imagination_split0"]["metadata"]["kr_provenance"]
     assert prov["corpus"] == "imagination-of-web" and prov["split"] == 0 and prov["data_dir"] == str(small_data)
+
+
+def test_collapse_imagination_plans_and_runs_a_micro_schedule(small_data, monkeypatch, tmp_path, capsys):
+    """The shipped task resolves its KR set through kr.sets (rules questions, built offline) and runs."""
+    from fortifai_bench.cli import main
+    from fortifai_bench.collapse.config import load_task
+    from fortifai_bench.collapse.run import run_collapse
+
+    monkeypatch.setenv("FORTIFAI_DATA_DIR", str(small_data))
+    assert main(["collapse", "--task", "collapse_imagination", "--plan"]) == 0
+    assert "collapse_imagination" in capsys.readouterr().out
+    task = load_task("collapse_imagination", [
+        "stages=2", "paragraphs_per_split=6", "train.epochs=1", "train.batch_size=4", "eval.lm_eval_tasks=[]",
+        "eval.heldout_paragraphs=4", "model.tiny.n_layer=1", "model.tiny.n_embd=32", "model.tiny.n_head=2",
+        "model.tiny.vocab_size=512", "model.pretrain.paragraphs=40", "model.pretrain.train.epochs=1",
+        "regenerate.block=8"])
+    results = run_collapse(task, "ce", out=tmp_path / "runs", progress=False)
+    assert results["complete"] and len(results["stages"]) == 2
+    assert results["kr_source"].endswith(".jsonl") and "rules" in results["kr_source"]
+    assert all(s["kr_questions"]["0"] > 0 for s in results["stages"])

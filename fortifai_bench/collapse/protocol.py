@@ -131,15 +131,14 @@ def load_data(task: CollapseTask) -> Data:
         what = f"the {need} that {n} stages x {per} paragraphs per split need" if per else f"the {n} stages"
         raise FortifaiError(f"corpus {task.corpus} ({task.corpus_part}) has {len(corpus)} paragraphs, "
                             f"fewer than {what} (one split per stage)")
-    if per:
-        bounds = [(k * per, (k + 1) * per) for k in range(n)]
-    else:
-        reserve = task.eval.heldout_paragraphs if task.eval.heldout_part is None else 0
-        bounds = corpus.__class__(corpus.name, corpus.source, corpus.paragraphs[: len(corpus) - reserve],
-                                  corpus.part).split_bounds(n)
+    from fortifai_bench.kr.sets import cut
+
+    # One place cuts a corpus into splits (kr.sets.cut): the protocol, every lm-eval KR task and `kr build`.
+    reserve = 0 if per or task.eval.heldout_part is not None else task.eval.heldout_paragraphs
+    bounds = cut(corpus, n, per, reserve).split_bounds(n)
     splits = [list(corpus.paragraphs[a:b]) for a, b in bounds]
     heldout = _heldout(task, corpus, bounds[-1][1])
-    questions, source = _questions(task, bounds)
+    questions, source = _questions(task, bounds, reserve)
     return Data(splits, heldout, questions, source)
 
 
@@ -168,24 +167,27 @@ def _heldout(task: CollapseTask, corpus, used: int) -> list[str]:
     return part.texts()[len(part) - k:]
 
 
-def _questions(task: CollapseTask, bounds):
-    """KR questions mapped onto the protocol's splits by paragraph index; others are dropped."""
+def _questions(task: CollapseTask, bounds, reserve: int = 0):
+    """KR questions mapped onto the protocol's splits by paragraph index; others are dropped. `kr: auto`
+    asks the one KR-set resolver (`kr.sets.kr_set`: the corpus's shipped set, or one built once with its
+    generator and cached), so every corpus has a set; a path is read as given."""
     from fortifai_bench.kr import read_questions
-    from fortifai_bench.resources import data_dir
     from pathlib import Path
 
     kr = task.eval.kr
     if kr is None:
         return [], None
     if kr == "auto":
-        path = data_dir() / task.corpus / "kr.jsonl"
-        if not path.is_file():
-            raise FortifaiError(f"no shipped KR set for corpus {task.corpus} ({path}); build one with "
-                                f"`fortifai-bench kr build` and set eval.kr to its path, or eval.kr=null")
-    else:
-        path = Path(kr).expanduser()
-        if not path.is_file():
-            raise FortifaiError(f"eval.kr: KR question file {path} not found")
+        from fortifai_bench.kr.sets import kr_set
+
+        found = kr_set(task.corpus, task.corpus_part, task.stages, paragraphs_per_split=task.paragraphs_per_split,
+                       reserve=reserve)
+        if [tuple(b) for b in found.bounds] != [tuple(b) for b in bounds]:
+            raise FortifaiError(f"KR set of {task.corpus}: cut {found.bounds} differs from the protocol's {bounds}")
+        return found.questions, found.provenance["file"]
+    path = Path(kr).expanduser()
+    if not path.is_file():
+        raise FortifaiError(f"eval.kr: KR question file {path} not found")
     split_of = {}
     for k, (a, b) in enumerate(bounds):
         split_of.update({p: k for p in range(a, b)})
