@@ -13,9 +13,10 @@ script with --worker) that times three library calls on the tiny GPT-2 built on 
 * score:      `fortifai_bench.kr.scoring.score` of 1,000 facts questions, batch 64; items/s.
 
 Each call runs once small to warm up, then once timed. Settings: ``1``/``2`` = OMP_NUM_THREADS fixed (as
-a user would set it), ``2-passive`` = 2 threads with OMP_WAIT_POLICY=PASSIVE (waiting OpenMP threads
-sleep instead of spinning), ``policy`` = what every `fortifai-bench` command does by default
-(`threads.start()` then `threads.apply_default()` before torch loads, exactly as `cli.main`).
+a user would set it), ``policy`` = what every `fortifai-bench` command does by default (`threads.start()`
+then `threads.apply_default()` before torch loads, exactly as `cli.main`); a suffix ``-passive`` adds
+OMP_WAIT_POLICY=PASSIVE (waiting OpenMP threads sleep at once instead of spinning), ``-spinN``
+GOMP_SPINCOUNT=N (libgomp spins N times before it sleeps; its default is 300000).
 Conditions: ``alone``, and ``beside`` one busy CPU process (a pure-Python ``while True: pass`` loop,
 one thread, started 0.3 s before the worker and stopped after it). Rounds interleave settings and
 conditions so that drifting background load hits all of them alike; medians are shown.
@@ -48,14 +49,19 @@ def _set_threads(setting: str) -> str:
     """Apply a setting before torch is imported; returns how the count was decided."""
     from fortifai_bench import threads
 
-    if setting == "policy":
-        threads.start()
-        return str(threads.apply_default())
-    count, _, passive = setting.partition("-")
-    os.environ["OMP_NUM_THREADS"] = count
-    if passive:
+    count, _, wait = setting.partition("-")
+    how = []
+    if wait == "passive":
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return f"OMP_NUM_THREADS={count}" + (" OMP_WAIT_POLICY=PASSIVE" if passive else "")
+        how.append("OMP_WAIT_POLICY=PASSIVE")
+    elif wait.startswith("spin"):  # libgomp spins this many times before it sleeps (default 300000)
+        os.environ["GOMP_SPINCOUNT"] = wait[4:]
+        how.append(f"GOMP_SPINCOUNT={wait[4:]}")
+    if count == "policy":
+        threads.start()
+        return " ".join([str(threads.apply_default())] + how)
+    os.environ["OMP_NUM_THREADS"] = count
+    return " ".join([f"OMP_NUM_THREADS={count}"] + how)
 
 
 def _timed(fn) -> float:
@@ -121,7 +127,8 @@ def other_load(seconds: float = 0.3) -> float:
 
 
 def run_worker(setting: str, beside: bool, epochs: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}
+    drop = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["TOKENIZERS_PARALLELISM"] = "false"
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if beside else None
     try:
