@@ -21,14 +21,15 @@ from pathlib import Path
 
 # name -> overrides of collapse_facts (the shipped default is "default"; the others say what they change)
 REGIMES = {
-    "default": [],
-    # the task before this benchmark: 20 epochs, lr 5e-3, sampling at T=1 (every loss collapsed in one step)
-    "v1": ["train.epochs=20", "train.lr=5e-3", "regenerate.temperature=1.0"],
-    "e40_T1.0": ["train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.0"],
-    "e40_T1.3": ["train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.3"],
-    "e40_T1.45": ["train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.45"],
-    "e40_T1.6": ["train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.6"],
-    "e30_T1.5": ["train.epochs=30", "train.lr=1e-2", "regenerate.temperature=1.5"],
+    "default": [],  # the shipped collapse_facts: since 2026-12-01 the same config as const_e30_T1.3 below
+    # the task before this benchmark: 20 epochs, cosine lr 5e-3, sampling at T=1 (every loss collapsed in one step)
+    "v1": ["train.schedule=cosine", "train.epochs=20", "train.lr=5e-3", "regenerate.temperature=1.0"],
+    # the cosine-schedule probes of the search (BENCHMARKS.md, "Collapse")
+    "e40_T1.0": ["train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.0"],
+    "e40_T1.3": ["train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.3"],
+    "e40_T1.45": ["train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.45"],
+    "e40_T1.6": ["train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.6"],
+    "e30_T1.5": ["train.schedule=cosine", "train.epochs=30", "train.lr=1e-2", "regenerate.temperature=1.5"],
     # constant learning rate (after warmup) instead of cosine: no stage anneals onto its own rewrite
     "const_e20_T1.0": ["train.schedule=constant", "train.epochs=20", "train.lr=5e-3", "regenerate.temperature=1.0"],
     "const_e30_T1.3": ["train.schedule=constant", "train.epochs=30", "train.lr=5e-3", "regenerate.temperature=1.3"],
