@@ -96,6 +96,16 @@ def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torc
     return torch.cat([labels[..., 1:], pad], dim=-1)
 
 
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int = CHUNK_TOKENS) -> torch.Tensor:
+    """log p(targets) for logits ``[..., V]`` and aligned integer targets ``[...]`` (no shifting), in float32:
+    the one per-token log-probability of the package (losses, the KR scorer, the stage evaluation), chunked
+    so that no second vocabulary-sized tensor is kept (see module doc)."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    if not flat.is_contiguous():
+        flat = flat.contiguous()
+    return _TargetLogProb.apply(flat, targets.reshape(-1), chunk).view(targets.shape)
+
+
 def token_logprobs(
     logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, chunk: int = CHUNK_TOKENS
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,10 +120,7 @@ def token_logprobs(
     targets = shift_labels(labels, ignore_index).reshape(-1)
     valid = targets != ignore_index
     safe = torch.where(valid, targets, torch.zeros_like(targets))
-    flat = logits.reshape(-1, logits.shape[-1])
-    if not flat.is_contiguous():
-        flat = flat.contiguous()
-    logp = _TargetLogProb.apply(flat, safe, chunk)
+    logp = target_logprobs(logits.reshape(-1, logits.shape[-1]), safe, chunk)
     return torch.where(valid, logp, torch.zeros_like(logp)), valid
 
 

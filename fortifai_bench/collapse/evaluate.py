@@ -21,6 +21,7 @@ import math
 
 import torch
 
+from fortifai_bench.losses import target_logprobs
 from fortifai_bench.metrics import confidence_summary, distinct_n, ngram_kl
 
 
@@ -38,8 +39,8 @@ def token_probs(model, sequences: list[list[int]], batch_size: int = 32) -> list
         for j, r in enumerate(rows):
             ids[j, : len(sequences[r])] = torch.tensor(sequences[r])
             mask[j, : len(sequences[r])] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1).cpu()
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logp = target_logprobs(logits[:, :-1], ids[:, 1:].to(device)).cpu()  # the package's one helper
         for j, r in enumerate(rows):
             out[r] = logp[j, : len(sequences[r]) - 1].exp().tolist()
     return out
