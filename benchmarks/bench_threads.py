@@ -148,7 +148,8 @@ def run_worker(setting: str, beside: bool, epochs: int) -> dict:
 
 def report(rows: list[dict], settings: list[str]) -> None:
     def med(setting, cond, w):
-        return statistics.median(r["rates"][w] for r in rows if r["setting"] == setting and r["condition"] == cond)
+        got = [r["rates"][w] for r in rows if r["setting"] == setting and r["condition"] == cond]
+        return statistics.median(got) if got else float("nan")
 
     for cond in ("alone", "beside"):
         loads = [r["load"] for r in rows if r["condition"] == cond]
@@ -183,6 +184,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--settings", default="1,2,2-passive,policy")
     ap.add_argument("--epochs", type=int, default=2, help="training epochs over the facts corpus per worker")
+    ap.add_argument("--conditions", default="alone,beside", help="alone, beside or both")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write every row here")
     args = ap.parse_args()
@@ -196,6 +198,8 @@ def main() -> None:
     for r in range(args.rounds):
         for i, s in enumerate(settings):
             for beside in ((False, True) if (r + i) % 2 == 0 else (True, False)):
+                if ("beside" if beside else "alone") not in args.conditions:
+                    continue
                 row = run_worker(s, beside, args.epochs)
                 rows.append(row)
                 print(f"round {r} {s:10s} {row['condition']:6s} load {row['load']:.2f} (load average {row['loadavg']:.2f}) "
