@@ -535,6 +535,11 @@ COLLAPSE_CASES: list[Case] = [
          setup=lambda cwd: _micro_record(cwd, loss={"args": {}})),
     Case("collapse-resume-with-task", ["collapse", "--resume", "run", "--task", "collapse_facts"],
          ("--resume", "--task"), setup=lambda cwd: _micro_record(cwd)),
+    Case("collapse-resume-empty-metrics", ["collapse", "--quiet", "--resume", "run"],
+         ("metrics.json", "not a finished stage record", "stage 0"),
+         setup=lambda cwd: (_micro_record(cwd), _write("run/stage_0/metrics.json", "{}")(cwd))),
+    Case("collapse-resume-metrics-not-utf8", ["collapse", "--quiet", "--resume", "run"], ("metrics.json",),
+         setup=lambda cwd: (_micro_record(cwd), _write("run/stage_0/metrics.json", b'{"a": "\xff"}')(cwd))),
     Case("collapse-resume-changed-config", ["collapse", "--quiet", "--resume", "run", "--epochs", "7"],
          ("different config", "train.epochs", "-> 7"), setup=lambda cwd: _micro_record(cwd)),
 ]

@@ -311,6 +311,11 @@ def test_clean_control_trains_on_real_splits_only(tmp_path):
     assert ce["control"] is False and ce["stages"][1]["training_data"][0]["generation"] == 1
     assert "control" in exp.table() and exp.summary_path.is_file()
     assert exp.summary_path.with_suffix(".png").is_file() and exp.summary_path.with_suffix(".svg").is_file()
+    svg = exp.summary_path.with_suffix(".svg").read_text()  # a legend entry for every line
+    for label in ("ce (mean of 1)", "clean control (mean of 1)", "failure threshold (0.75)", "chance (0.5)"):
+        assert label in svg, label
+    run_svg = (Path(ce["run_dir"]) / "plots" / "kr.svg").read_text()
+    assert "KR split 0" in run_svg and "failure threshold" in run_svg
 
 
 def test_resume_refuses_a_different_config(micro_run, capsys):

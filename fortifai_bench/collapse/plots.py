@@ -32,11 +32,13 @@ def _plt():
 
 
 def save(fig, stem: Path) -> list[Path]:
-    """`stem`.png and `stem`.svg; returns both paths."""
+    """`stem`.png and `stem`.svg (its text kept as text, so it stays editable); returns both paths."""
+    import matplotlib
+
     out = []
     for ext, kwargs in FORMATS:
         path = stem.with_name(f"{stem.name}.{ext}")
-        with atomic_write(path, "wb") as f:
+        with atomic_write(path, "wb") as f, matplotlib.rc_context({"svg.fonttype": "none"}):
             fig.savefig(f, format=ext, bbox_inches="tight", **kwargs)
         out.append(path)
     _plt().close(fig)

@@ -73,6 +73,8 @@ def open_run(task: CollapseTask, loss_desc: dict, *, out: str | os.PathLike | No
         if diffs:
             raise FortifaiError(f"--resume {run} was run with a different config; refusing to mix them: "
                                 + "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""))
+        for done in sorted(run.glob("stage_*/metrics.json")):  # a bad record stops here, before anything is written
+            _finished_stage(done, int(done.parent.name.split("_")[1]))
         _remove_orphans(run)
         return run
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
