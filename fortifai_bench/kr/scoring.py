@@ -180,9 +180,10 @@ def _repeat_cache(cache, repeats: int):
 
 
 def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) for each position; avoids materializing a second vocabulary-sized tensor."""
-    logits = logits.float()
-    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    """log p(target) for each position: the package's one helper (`losses.target_logprobs`, chunked)."""
+    from fortifai_bench.losses import target_logprobs
+
+    return target_logprobs(logits, targets)
 
 
 @torch.inference_mode()
