@@ -116,7 +116,7 @@ def test_add_a_corpus(workspace, shared_data, monkeypatch, capsys):
     monkeypatch.setenv("FORTIFAI_DATA_DIR", str(workspace / "data"))
     write_files(section, workspace)
     monkeypatch.setitem(corpora._REGISTRY, "my-notes", None)  # removed again after the test
-    import my_corpus  # noqa: F401  (step 1b's registry line)
+    import my_corpus  # noqa: F401  (step 1b: a loader of one's own project registers itself on import)
 
     cmds = commands(section)
     assert cmds[0] == "fortifai-bench corpus list"

@@ -236,3 +236,16 @@ def test_empty_or_unreadable_text_corpus(tmp_path, content):
         get_corpus(f"text:{f}")
     with pytest.raises(FortifaiError, match="cannot read .*missing.txt"):
         get_corpus(f"text:{tmp_path / 'missing.txt'}")
+
+
+def test_builtin_corpora_are_found_not_imported_by_name():
+    """A corpus module of the package registers by declaring CORPORA: importing the registry imports none of
+    them (no import-order side effects), the first lookup finds them all (a subprocess: a clean import)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fortifai_bench.corpora as c; "
+            "before = sorted(m for m in sys.modules if m.startswith('fortifai_bench.corpora.')); "
+            "names = c.known_corpora(); print(before, names)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("[] ") and all(n in out for n in ("facts", "wikitext-2-raw-v1", "imagination-of-web"))

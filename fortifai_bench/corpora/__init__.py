@@ -5,7 +5,10 @@
     get_corpus("wikitext-2-raw-v1", part="valid", data_dir="../shared/data")
     get_corpus("text:notes.txt")                      # paragraphs split at blank lines
     get_corpus("jsonl:docs.jsonl:body")               # field `body` of every row, split at blank lines
-    register_corpus("mine", lambda data_dir, part: Corpus(...))
+    register_corpus("mine", lambda data_dir, part: Corpus(...))   # a corpus of your own project
+
+The built-in corpora are the modules of this package that declare `CORPORA = {name: loader}`; they are
+found on the first lookup (`_find_builtin`), so adding one is adding a module.
 
 A corpus is cut into N+1 contiguous splits for the collapse protocol by `Corpus.splits(n)`; the KR
 question generators assign every question to its paragraph's split with the same cut.
@@ -91,6 +94,24 @@ class Corpus:
 
 Loader = Callable[[object, str], Corpus]
 _REGISTRY: dict[str, Loader] = {}
+_FOUND = False
+
+
+def _find_builtin() -> None:
+    """Register what every module of this package declares in `CORPORA = {name: loader}`, once, on the
+    first lookup: adding a corpus to the package is adding a module, with no import line to edit and no
+    import-order side effect. A name registered earlier with `register_corpus` is kept."""
+    global _FOUND
+    if _FOUND:
+        return
+    _FOUND = True
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for name, loader in getattr(module, "CORPORA", {}).items():
+            _REGISTRY.setdefault(name, loader)
 
 
 def register_corpus(name: str, loader_fn: Loader) -> None:
@@ -104,6 +125,7 @@ def register_corpus(name: str, loader_fn: Loader) -> None:
 
 def known_corpora() -> list[str]:
     """Registered names plus the file prefixes."""
+    _find_builtin()
     return sorted(_REGISTRY) + ["text:PATH", "jsonl:PATH:FIELD"]
 
 
@@ -115,6 +137,7 @@ def get_corpus(name: str, data_dir=None, part: str = "main") -> Corpus:
         return files.load_text(name[len("text:"):], part)
     if name.startswith("jsonl:"):
         return files.load_jsonl(name[len("jsonl:"):], part)
+    _find_builtin()
     loader = _REGISTRY.get(name)
     if loader is None:
         raise FortifaiError(f"unknown corpus {name!r}; known: {', '.join(known_corpora())}")
@@ -124,22 +147,4 @@ def get_corpus(name: str, data_dir=None, part: str = "main") -> Corpus:
     return corpus
 
 
-def _load_facts(data_dir, part):
-    from fortifai_bench.corpora.facts import load_facts
-
-    return load_facts(data_dir, part)
-
-
-def _load_wikitext(data_dir, part):
-    from fortifai_bench.corpora.wikitext import load_wikitext
-
-    return load_wikitext(data_dir, part)
-
-
-register_corpus("facts", _load_facts)
-register_corpus("wikitext-2-raw-v1", _load_wikitext)
-
 __all__ = ["Paragraph", "Corpus", "get_corpus", "register_corpus", "known_corpora"]
-
-# Registered corpora that live in their own modules.
-from fortifai_bench.corpora import imagination  # noqa: E402,F401  (registers imagination-of-web)
