@@ -21,9 +21,10 @@ Conditions: ``alone``, and ``beside`` one busy CPU process (a pure-Python ``whil
 one thread, started 0.3 s before the worker and stopped after it). Rounds interleave settings and
 conditions so that drifting background load hits all of them alike; medians are shown.
 
-Before each worker the load of other processes is measured over 0.3 s (our own busy process included
-when beside; at most the number of cores) and reported with the 1-minute load average after it: on a
-shared machine an "alone" figure is only alone when that load is ~0.
+The load of other processes (in cores, at most the number of cores; our own busy process included when
+beside) is measured over 0.3 s before each worker and over the worker's own run (its CPU time removed),
+and reported with the 1-minute load average: on a shared machine an "alone" figure is only alone when
+both are ~0.
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def worker(setting: str, epochs: int) -> dict:
     from fortifai_bench.models import build_tiny
     from fortifai_bench.train import TrainConfig, train
 
+    from fortifai_bench import threads
+
     hf_logging.set_verbosity_error()
+    before = threads.snapshot()  # the load of other processes while this worker runs (its own CPU removed)
     texts = get_corpus("facts").texts()
     pretrain = get_corpus("facts", part="pretrain")
     questions = generate_facts(pretrain, 6)[:1000]
@@ -111,7 +115,8 @@ def worker(setting: str, epochs: int) -> dict:
 
     score(model, tok, questions[:64])
     rates["score"] = len(questions) / _timed(lambda: score(model, tok, questions, batch_size=64))
-    return {"setting": setting, "how": how, "torch_threads": torch.get_num_threads(), "rates": rates}
+    during = threads.busy_between(before, threads.snapshot(), threads.usable_cores())
+    return {"setting": setting, "how": how, "torch_threads": torch.get_num_threads(), "rates": rates, "during": during}
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -152,9 +157,8 @@ def report(rows: list[dict], settings: list[str]) -> None:
         return statistics.median(got) if got else float("nan")
 
     for cond in ("alone", "beside"):
-        loads = [r["load"] for r in rows if r["condition"] == cond]
-        print(f"# {cond}: load of other processes before each worker, cores: "
-              f"{', '.join(f'{x:.2f}' for x in loads)}")
+        loads = [f"{r['load']:.2f}/{r['during']:.2f}" for r in rows if r["condition"] == cond]
+        print(f"# {cond}: cores busy with other processes before/during each worker: {', '.join(loads)}")
     print("| setting | threads alone / beside | " + " | ".join(
         f"{w} alone | {w} beside | slowdown" for w in WORKLOADS) + " |")
     print("| --- | --- | " + " | ".join("---: | ---: | ---:" for _ in WORKLOADS) + " |")
@@ -202,7 +206,8 @@ def main() -> None:
                     continue
                 row = run_worker(s, beside, args.epochs)
                 rows.append(row)
-                print(f"round {r} {s:10s} {row['condition']:6s} load {row['load']:.2f} (load average {row['loadavg']:.2f}) "
+                print(f"round {r} {s:10s} {row['condition']:6s} load {row['load']:.2f} before, {row['during']:.2f} during "
+                      f"(load average {row['loadavg']:.2f}) "
                       f"threads {row['torch_threads']} "
                       + " ".join(f"{w} {row['rates'][w]:,.0f}" for w in WORKLOADS) + f"  [{row['how']}]",
                       file=sys.stderr, flush=True)
