@@ -17,18 +17,21 @@ def register(subparsers) -> None:
 
     sh = sub.add_parser("show", help="size, splits and first paragraphs of a corpus")
     sh.add_argument("name")
-    sh.add_argument("--part", default="main")
-    sh.add_argument("--data-dir", default=None)
-    sh.add_argument("--splits", type=int, default=None, help="also show the sizes of an even cut into N splits")
-    sh.add_argument("-n", type=int, default=3, help="paragraphs to print")
+    sh.add_argument("--part", default="main", help="part of the corpus (default: main)")
+    sh.add_argument("--data-dir", default=None,
+                    help="local data folder (default: FORTIFAI_DATA_DIR, else the Hugging Face Hub)")
+    sh.add_argument("--splits", type=int, default=None,
+                    help="also show the sizes of an even cut into N splits (default: none)")
+    sh.add_argument("-n", type=int, default=3, help="paragraphs to print (default: 3)")
     sh.set_defaults(func=_show)
 
     bf = sub.add_parser("build-facts", help="write the facts corpus (main part) and its KR questions to a folder")
     bf.add_argument("--out", required=True, help="folder for corpus.jsonl and kr.jsonl (e.g. data/facts)")
-    bf.add_argument("--seed", type=int, default=0)
-    bf.add_argument("--paragraphs", type=int, default=180)
-    bf.add_argument("--splits", type=int, default=6)
-    bf.add_argument("--max-per-paragraph", type=int, default=5)
+    bf.add_argument("--seed", type=int, default=0, help="generator seed (default: 0, the shipped data)")
+    bf.add_argument("--paragraphs", type=int, default=180, help="paragraphs of the main part (default: 180)")
+    bf.add_argument("--splits", type=int, default=6, help="splits the questions are assigned to (default: 6)")
+    bf.add_argument("--max-per-paragraph", type=int, default=5,
+                    help="facts asked about per paragraph, three questions each (default: 5)")
     bf.set_defaults(func=_build_facts)
 
 
