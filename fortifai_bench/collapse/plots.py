@@ -161,9 +161,10 @@ def plot_compare(groups: dict[str, list[dict]], stem: str | os.PathLike, thresho
         line = _band(ax, runs, "score", name, **style)
         ttf = summarize_runs(runs)["time_to_failure"]
         t = ttf["mean"] if ttf["mean"] is not None else ttf["km_median"]
-        if t is not None:
+        if t is not None:  # the mean when every seed failed, else the Kaplan-Meier median
+            where = "" if ttf["mean"] is not None else f"; marker: Kaplan-Meier median {t:.2f}"
             ax.plot([t], [threshold], marker="v", ms=9, color=line.get_color(), ls="none",
-                    label=f"{name}: time to failure {ttf['text']}")
+                    label=f"{name}: time to failure {ttf['text']}{where}")
         if all(s.get("kl_split0") is not None for r in runs for s in r["stages"]):
             _band(ax_kl, runs, "kl_split0", name, **style)
     _reference_lines(ax, threshold)
