@@ -155,6 +155,7 @@ def main() -> None:
     print(f"decode floor       : {floor_new} new tokens in {med['floor']['wall']:.2f} s = "
           f"{floor_new / med['floor']['wall']:,.0f} tok/s (single-step decode at batch {settings.batch_size}: "
           f"{statistics.median(steps):,.0f} tok/s)")
+    print(f"batched sequential : {res.new_tokens / med['regenerate']['wall']:,.0f} tok/s (median of the same rounds)")
     print(f"batched sequential = {med['floor']['wall'] / med['regenerate']['wall']:.2f} of the floor by wall clock, "
           f"{med['floor']['cpu'] / med['regenerate']['cpu']:.2f} by CPU time (medians of {args.reps}, alternating; "
           f"load average {os.getloadavg()[0]:.2f})")
