@@ -36,10 +36,10 @@ def test_tree_rows_equal_the_kv_cache_path_token_by_token(which, request):
 class _OwnMask(GPT2LMHeadModel):
     """A model that builds its own causal mask whatever it is given (as older or custom code does)."""
 
-    def forward(self, *args, attention_mask=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, cache=None, **kwargs):
         if attention_mask is not None and attention_mask.ndim == 4:
             attention_mask = None
-        return super().forward(*args, attention_mask=attention_mask, **kwargs)
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, cache=cache, **kwargs)
 
 
 def test_a_model_that_ignores_the_tree_mask_gets_the_kv_cache_path(gpt2_tiny):
