@@ -30,7 +30,7 @@ import jsonschema
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import read_json, write_json
 from fortifai_bench.metrics import Failure, compare_failures, mean_ci, summarize_failures
-from fortifai_bench.results import json_path, load_results, run_failure
+from fortifai_bench.results import _close, json_path, load_results, run_failure  # one float comparison
 
 
 # ----------------------------------------------------------------------------------------------- results.json
@@ -105,12 +105,6 @@ def load_board(path: str | os.PathLike) -> dict:
     validate_board(board, str(path))
     check_board_consistency(board, str(path))
     return board
-
-
-def _close(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _stat_mismatch(stat: dict | None, n_seeds: int) -> str | None:
