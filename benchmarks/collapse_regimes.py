@@ -35,6 +35,16 @@ REGIMES = {
     "const_e30_T1.3": ["train.schedule=constant", "train.epochs=30", "train.lr=5e-3", "regenerate.temperature=1.3"],
     "const_e40_T1.3": ["train.schedule=constant", "train.epochs=40", "train.lr=5e-3", "regenerate.temperature=1.3"],
     "const_e40_T1.4": ["train.schedule=constant", "train.epochs=40", "train.lr=5e-3", "regenerate.temperature=1.4"],
+    "const_e30_T1.5": ["train.schedule=constant", "train.epochs=30", "train.lr=5e-3", "regenerate.temperature=1.5"],
+    # budget: steps -- every stage makes the optimizer steps of 30 epochs over one split (30, 15, 10, 8, 6, 5
+    # epochs over pools of 1..6 splits): constant compute per stage, and no stage memorizes its rewrite for
+    # as long as M_0 learned the real split
+    "steps_T1.0": ["budget=steps", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3",
+                   "regenerate.temperature=1.0"],
+    "steps_T1.3": ["budget=steps", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3",
+                   "regenerate.temperature=1.3"],
+    "steps_T1.5": ["budget=steps", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3",
+                   "regenerate.temperature=1.5"],
     # the chosen regime with the authors' decoding (src/generate.py) instead of sampling
     "const_e30_paper_decoding": ["train.schedule=constant", "train.epochs=30", "train.lr=5e-3",
                                  "regenerate.decoding=beam", "regenerate.num_beams=5",

@@ -37,6 +37,16 @@ def test_the_train_section_is_the_trainers_config():
     assert stage.seed == 7 and stage.epochs == task.train.epochs and task.train.seed == 0
 
 
+def test_a_steps_budget_scales_the_epochs_to_the_pool():
+    """budget: steps keeps the optimizer steps of one split's `train.epochs` at every stage."""
+    task = load_task("collapse_facts", ["budget=epochs", "train.epochs=30"])
+    assert [task.stage_train(0, share=1 / n).epochs for n in (1, 2, 6)] == [30, 30, 30]
+    task = load_task("collapse_facts", ["budget=steps", "train.epochs=30"])
+    assert [task.stage_train(0, share=1 / n).epochs for n in (1, 2, 3, 4, 5, 6, 100)] == [30, 15, 10, 8, 6, 5, 1]
+    with pytest.raises(FortifaiError, match="budget"):
+        load_task("collapse_facts", ["budget=flops"])
+
+
 # Stated in every task even where equal to the base, so each file's regime reads at a glance.
 ALWAYS_STATED = {"task", "version", "description", "corpus", "model.name", "train.epochs", "train.lr",
                  "regenerate.temperature"}

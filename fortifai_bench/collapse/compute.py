@@ -93,8 +93,11 @@ def _stage(task: CollapseTask, data, count, i: int) -> StageCost:
     if task.mode == "accumulate-subsample":  # a seeded sample of `size` paragraphs: their mean length
         size = task.subsample or len(data.splits[0])
         pool_tokens = round(pool_tokens * min(size, len(lengths)) / max(1, len(lengths)))
-    cost.trained = round(t.epochs * (1 - t.val_fraction) * pool_tokens)
-    cost.scored += round(t.epochs * t.val_fraction * pool_tokens)           # validation after every epoch
+    paragraphs = min(task.subsample or len(data.splits[0]), len(lengths)) \
+        if task.mode == "accumulate-subsample" else len(lengths)
+    epochs = task.stage_train(0, share=len(data.splits[0]) / max(1, paragraphs)).epochs  # budget: steps
+    cost.trained = round(epochs * (1 - t.val_fraction) * pool_tokens)
+    cost.scored += round(epochs * t.val_fraction * pool_tokens)             # validation after every epoch
     beams = r.num_beams if r.decoding == "beam" else 1
     rewritten = 0
     for k, _ in train_on:                                                   # every split of the pool is regenerated

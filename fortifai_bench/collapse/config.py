@@ -32,6 +32,7 @@ from fortifai_bench.models import ATTENTION, DTYPES, TinyConfig
 from fortifai_bench.train.config import TrainConfig
 
 MODES = ("accumulate", "replace", "accumulate-subsample", "clean")
+BUDGETS = ("epochs", "steps")
 REGEN_MODES = ("sequential", "original")
 DECODINGS = ("sample", "beam")
 KR_METHODS = ("sum", "mean_shorter")
@@ -138,6 +139,11 @@ class CollapseTask:
     paragraphs_per_split: Optional[int] = 30   # None: the corpus (minus held-out) cut evenly
     mode: str = "accumulate"
     subsample: Optional[int] = None    # accumulate-subsample: paragraphs per stage (default: one split's worth)
+    # epochs: every stage makes `train.epochs` passes over its whole pool, so compute grows with the pool
+    # (1, 2, ..., N+1 splits). steps: every stage makes the optimizer steps of `train.epochs` passes over
+    # one split, i.e. round(train.epochs x split / pool) passes (at least 1) over the whole pool: constant
+    # compute per stage, and no stage memorizes its predecessor's rewrite for as many passes as M_0 did.
+    budget: str = "epochs"
     model: ModelSettings = field(default_factory=ModelSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     regenerate: RegenerateSettings = field(default_factory=RegenerateSettings)
@@ -146,6 +152,7 @@ class CollapseTask:
 
     def __post_init__(self):
         _choice(self.mode, MODES, "mode")
+        _choice(self.budget, BUDGETS, "budget")
         if self.stages < 1:
             raise FortifaiError(f"stages must be >= 1, got {self.stages}")
         if self.paragraphs_per_split is not None and self.paragraphs_per_split < 1:
@@ -154,9 +161,13 @@ class CollapseTask:
             raise FortifaiError(f"subsample must be >= 1, got {self.subsample}")
         _seed_not_set(self.train, "train", "seed")
 
-    def stage_train(self, seed: int) -> TrainConfig:
-        """The trainer's config for one stage: the `train:` section with the stage's own seed."""
-        return dataclasses.replace(self.train, seed=seed)
+    def stage_train(self, seed: int, share: float = 1.0) -> TrainConfig:
+        """The trainer's config for one stage: the `train:` section with the stage's own seed and, under
+        ``budget: steps``, its epochs scaled by `share` (one split's paragraphs / the stage's pool)."""
+        epochs = self.train.epochs
+        if self.budget == "steps":
+            epochs = max(1, round(epochs * share))
+        return dataclasses.replace(self.train, seed=seed, epochs=epochs)
 
     source: str = field(default="default", repr=False, compare=False)  # where it was loaded from (not hashed)
 

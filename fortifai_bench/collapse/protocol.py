@@ -79,7 +79,7 @@ def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, p
     t = task.train
     chunks = t.micro_chunks(devices)
     lines.append(f"splits: {task.stages} x {per if per else '(corpus cut evenly)'} paragraphs; "
-                 f"train {t.epochs} epochs, lr {t.lr:g}, batch {t.batch_size * t.grad_accum} blocks of {t.block_size} "
+                 f"train {t.epochs} epochs{' (one split; scaled to the pool: budget steps)' if task.budget == 'steps' else ''}, lr {t.lr:g}, batch {t.batch_size * t.grad_accum} blocks of {t.block_size} "
                  f"tokens per step ({devices} device{'s' if devices > 1 else ''} x "
                  f"{chunks * t.grad_accum} pass{'es' if chunks * t.grad_accum > 1 else ''} of "
                  f"{-(-t.batch_size // devices // chunks)} blocks)")

@@ -364,10 +364,11 @@ def _train(state: _State, i: int, prev: str, stage_dir: Path) -> None:
     task, dist = state.task, state.dist
     texts, record = _training_texts(state, i)
     model, tokenizer = load_stage_model(state, prev)
-    config = task.stage_train(seed=stage_seed(task.seed, i, "train"))
+    config = task.stage_train(seed=stage_seed(task.seed, i, "train"),
+                              share=len(state.data.splits[0]) / max(1, len(texts)))
     if state.progress:
         parts = ", ".join(f"D_{d['split']}^({d['generation']})" for d in record)
-        print(f"stage {i}: training on [{parts}] ({len(texts)} paragraphs)", flush=True)
+        print(f"stage {i}: training on [{parts}] ({len(texts)} paragraphs, {config.epochs} epochs)", flush=True)
     pairs = _rewrite_pairs(state, i)
     # corrupted vs faithful tokens, as M_{i-1} and then M_i see them: one forward pass, on rank 0
     before = dist.on_main(gradient_split, model, tokenizer, state.loss, pairs, task.eval.batch_size)
