@@ -41,6 +41,8 @@ WINDOW = 0.2  # seconds between the two /proc/stat snapshots: long enough to see
 REFRESH_EVERY = 5.0  # refresh() re-decides at most this often (seconds): a decision needs a window of load
 ENV = "OMP_NUM_THREADS"
 MARKER = "FORTIFAI_BENCH_POLICY_THREADS"  # OMP_NUM_THREADS was set by this policy (value: the same count)
+THREADS_HELP = ("torch CPU threads (default: one per core that other processes leave idle, decided at start-up "
+                "and again during long runs; 1 is the reproducible choice for published numbers)")
 POLICY_HELP = ("CPU threads: unless --threads or OMP_NUM_THREADS is given, every command uses one torch thread "
                "per core left idle by other processes (cores minus the busy ones, counted from /proc/stat over "
                f"{WINDOW:g} s at start-up, at least 1).")

@@ -310,6 +310,13 @@ def test_clean_control_trains_on_real_splits_only(tmp_path):
     [ce] = exp.groups["ce"]
     assert ce["control"] is False and ce["stages"][1]["training_data"][0]["generation"] == 1
     assert "control" in exp.table() and exp.summary_path.is_file()
+    # the time per phase, summed over the runs' stages, and the wall time it is part of
+    phases = exp.phase_seconds()
+    recorded = sum(st["seconds"]["train"] for r in (control, ce) for st in r["stages"])
+    assert phases["train"] == pytest.approx(recorded) and phases["evaluate"] > 0
+    assert 0 < sum(phases.values()) <= exp.seconds
+    assert f"time: {exp.seconds:.0f} s wall = train {phases['train']:.0f} s" in exp.table()
+    assert json.loads(exp.summary_path.read_text())["seconds"]["train"] == pytest.approx(phases["train"])
     assert exp.summary_path.with_suffix(".png").is_file() and exp.summary_path.with_suffix(".svg").is_file()
     svg = exp.summary_path.with_suffix(".svg").read_text()  # a legend entry for every line
     for label in ("ce (mean of 1)", "clean control (mean of 1)", "failure threshold (0.75)", "chance (0.5)"):

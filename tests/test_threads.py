@@ -181,3 +181,17 @@ def test_decision_reads_well():
     text = str(threads.Decision(1, 2, 1.04, "policy"))
     assert text == "1 torch thread(s) (policy; 2 usable core(s), 1.04 of them busy with other processes)"
     assert "busy" not in str(threads.Decision(3, 2, math.nan, "--threads"))
+
+
+def test_torchrun_entry_points_apply_the_same_policy(capsys, policy_state):
+    """`python -m fortifai_bench.collapse` / `.train` (what torchrun starts) decide like `fortifai-bench`."""
+    from fortifai_bench.collapse.__main__ import main as collapse_main
+    from fortifai_bench.train.cli import main as train_main
+
+    assert collapse_main(["--threads", "3", "--plan"]) == 0
+    assert torch.get_num_threads() == 3 and threads.current().source == "--threads"
+    assert train_main(["--threads", "0", "--corpus", "facts"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "fortifai-bench: error: --threads must be >= 1, got 0"
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    assert " ".join(threads.THREADS_HELP.split()) in " ".join(capsys.readouterr().out.split())

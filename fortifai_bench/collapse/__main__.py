@@ -7,16 +7,19 @@ by rank 0.
 import sys
 import time
 
+from fortifai_bench import threads
 from fortifai_bench.cli import build_parser
 from fortifai_bench.distributed import is_main
 from fortifai_bench.errors import FortifaiError
 
 
 def main(argv: list[str] | None = None) -> int:
+    threads.start()  # the thread policy, as `fortifai-bench` applies it (torchrun's N > 1 sets OMP_NUM_THREADS)
     argv = sys.argv[1:] if argv is None else argv
     sys.argv = ["fortifai-bench", "collapse", *argv]  # what the run records as its command
     args = build_parser().parse_args(["collapse", *argv])
     try:
+        threads.apply_default(args.threads if args.threads is not None else args.global_threads)
         return int(args.func(args) or 0)
     except FortifaiError as exc:
         if is_main():

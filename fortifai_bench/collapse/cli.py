@@ -16,6 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from fortifai_bench import threads
 from fortifai_bench.cli_args import add_quiet, add_seeds, parse_seeds
 from fortifai_bench.errors import FortifaiError
 
@@ -70,8 +71,7 @@ def register(subparsers) -> None:
     scale.add_argument("--device-tflops", type=float, default=None,
                        help=f"--plan: achieved TFLOP/s per device for the time estimate (default: {DEFAULT_TFLOPS:g}, "
                             "about a third of an A100's bf16 peak; why: fortifai_bench/collapse/compute.py)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
+    p.add_argument("--threads", type=int, default=None, help=threads.THREADS_HELP)
     add_quiet(p)
     p.set_defaults(func=main)
     global _PARSER

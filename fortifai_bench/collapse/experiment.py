@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,18 @@ class Experiment:
     summaries: dict[str, dict] = field(default_factory=dict)         # label -> results.summarize_runs
     baseline: str | None = None                                      # label of the baseline group
     summary_path: Path | None = None
+    seconds: float | None = None                                     # wall time of run_experiment
+
+    def phase_seconds(self) -> dict[str, float]:
+        """Seconds per phase (train, regenerate, evaluate), summed over every stage of every run, as the
+        runs recorded them (a reused run counts its own earlier time)."""
+        totals = {"train": 0.0, "regenerate": 0.0, "evaluate": 0.0}
+        for runs in self.groups.values():
+            for r in runs:
+                for stage in r["stages"]:
+                    for phase, sec in (stage.get("seconds") or {}).items():
+                        totals[phase] = totals.get(phase, 0.0) + sec
+        return totals
 
     def table(self) -> str:
         return format_table(self)
@@ -58,6 +71,7 @@ def run_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, l
     if task.mode == "clean" and control:
         raise FortifaiError("the task is already the clean control (mode: clean); drop --control")
     exp = Experiment(task)
+    start = time.perf_counter()
 
     def runs_of(t, spec, args):
         return [run_collapse(t, spec, args, seed=s, out=out, progress=progress, command=command) for s in seeds]
@@ -78,6 +92,7 @@ def run_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, l
     if control:
         # trained with the baseline loss: the control isolates regeneration, not the loss
         exp.groups[CONTROL] = runs_of(control_task(task), baseline if isinstance(baseline, str) else "ce", {})
+    exp.seconds = time.perf_counter() - start
     exp.summaries = {label: summarize_runs(runs) for label, runs in exp.groups.items()}
     if exp.baseline is not None:
         _add_comparisons(exp)
@@ -104,7 +119,7 @@ def _write_summary(exp: Experiment, out: Path) -> Path:
     path = out / f"summary-{exp.task.task}-{stamp}.json"
     write_json(path, {"task": {"name": exp.task.task, "version": exp.task.version},
                       "config_hash": exp.task.config_hash(), "baseline": exp.baseline,
-                      "summaries": exp.summaries})
+                      "seconds": {"wall": exp.seconds, **exp.phase_seconds()}, "summaries": exp.summaries})
     try:
         from fortifai_bench.collapse.plots import plot_compare
 
@@ -143,11 +158,23 @@ def format_table(exp: Experiment) -> str:
     if exp.baseline:
         lines.append(f"vs {exp.baseline}: ratio of restricted mean time to failure (min(time, last stage)), "
                      f"p from Welch's t-test over seeds")
+    lines.append(_time_line(exp))
     runs = [r["run_dir"] for runs in exp.groups.values() for r in runs]
     lines.append("runs: " + ", ".join(str(r) for r in runs))
     if exp.summary_path:
         lines.append(f"summary: {exp.summary_path}")
     return "\n".join(lines)
+
+
+def _time_line(exp: Experiment) -> str:
+    """Where the time went: the phases the runs recorded, and the rest of the wall time (the base model,
+    the chance level, loading), so a reader sees which phase to speed up."""
+    phases = exp.phase_seconds()
+    text = " + ".join(f"{name} {sec:.0f} s" for name, sec in phases.items())
+    if exp.seconds is None:
+        return f"time per phase: {text}"
+    other = max(0.0, exp.seconds - sum(phases.values()))
+    return f"time: {exp.seconds:.0f} s wall = {text} + other {other:.0f} s (base model, chance level, loading)"
 
 
 def _cell(stats: list[dict], i: int) -> str:

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from fortifai_bench import configs
+from fortifai_bench import configs, threads
 from fortifai_bench.cli_args import add_quiet
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.train.config import TrainConfig
@@ -35,8 +35,7 @@ def register(subparsers) -> None:
                    help="keyword arguments for the loss, e.g. gamma=0.8,normalize=kept")
     configs.add_arguments(p.add_argument_group("training (TrainConfig)"), TrainConfig)
     p.add_argument("--out", help="save the best checkpoint and train.json here (must not hold another run)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice); on a busy "
-                   "shared machine 1 can be many times faster")
+    p.add_argument("--threads", type=int, help=threads.THREADS_HELP)
     add_quiet(p)
     p.set_defaults(func=run_command)
 
@@ -96,10 +95,12 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m fortifai_bench.train ARGS` = `fortifai-bench train ARGS`, for torchrun."""
+    threads.start()  # the thread policy, as `fortifai-bench` applies it (torchrun's N > 1 sets OMP_NUM_THREADS)
     parser = argparse.ArgumentParser(prog="python -m fortifai_bench.train")
     register(parser.add_subparsers())
     try:
         args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+        threads.apply_default(args.threads)
         return args.func(args)
     except FortifaiError as exc:
         print(f"fortifai-bench: error: {exc}", file=sys.stderr)

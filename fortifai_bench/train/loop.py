@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from fortifai_bench import threads
 from fortifai_bench.distributed import Dist
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.losses import CheckedLoss, FunctionLoss, Loss, load_loss, token_logprobs
@@ -254,6 +255,7 @@ def _loop(model, net, tokenizer, train_blocks, val_blocks, checked, config, dist
     best_state, best_val, best_epoch = None, math.inf, config.epochs
     step = 0
     for epoch in range(1, config.epochs + 1):
+        threads.refresh()  # a long run adapts to neighbours that come and go (a no-op unless the policy set it)
         order, repeat = epoch_order(len(train_blocks), dist.world, generator)
         batches = list(zip(order.split(config.batch_size), repeat.split(config.batch_size)))
         sums = {"loss": 0.0, "masked_fraction": 0.0, "mean_p_correct": 0.0, "tokens": 0.0}
