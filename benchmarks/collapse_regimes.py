@@ -21,21 +21,27 @@ from pathlib import Path
 
 # name -> overrides of collapse_facts (the shipped default is "default"; the others say what they change)
 REGIMES = {
-    "default": [],  # the shipped collapse_facts: since 2026-12-01 the same config as const_e30_T1.3 below
+    # Every regime below "default" except steps_* states budget=epochs: it was run before v2 made steps the
+    # default, and so it stays the same config.
+    "default": [],  # the shipped collapse_facts (v2, since 2026-12-02): the config of steps_T1.3 below
+    # the shipped default with the authors' decoding (src/generate.py) instead of sampling
+    "paper_decoding_v2": ["regenerate.decoding=beam", "regenerate.num_beams=5", "regenerate.repetition_penalty=3.0",
+                          "regenerate.mode=original"],
+    "greedy_v2": ["regenerate.temperature=0.01"],  # the shipped default, near-greedy sampling
     # the task before this benchmark: 20 epochs, cosine lr 5e-3, sampling at T=1 (every loss collapsed in one step)
-    "v1": ["train.schedule=cosine", "train.epochs=20", "train.lr=5e-3", "regenerate.temperature=1.0"],
+    "v1": ["budget=epochs", "train.schedule=cosine", "train.epochs=20", "train.lr=5e-3", "regenerate.temperature=1.0"],
     # the cosine-schedule probes of the search (BENCHMARKS.md, "Collapse")
-    "e40_T1.0": ["train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.0"],
-    "e40_T1.3": ["train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.3"],
-    "e40_T1.45": ["train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.45"],
-    "e40_T1.6": ["train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.6"],
-    "e30_T1.5": ["train.schedule=cosine", "train.epochs=30", "train.lr=1e-2", "regenerate.temperature=1.5"],
+    "e40_T1.0": ["budget=epochs", "train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.0"],
+    "e40_T1.3": ["budget=epochs", "train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.3"],
+    "e40_T1.45": ["budget=epochs", "train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.45"],
+    "e40_T1.6": ["budget=epochs", "train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.6"],
+    "e30_T1.5": ["budget=epochs", "train.schedule=cosine", "train.epochs=30", "train.lr=1e-2", "regenerate.temperature=1.5"],
     # constant learning rate (after warmup) instead of cosine: no stage anneals onto its own rewrite
-    "const_e20_T1.0": ["train.schedule=constant", "train.epochs=20", "train.lr=5e-3", "regenerate.temperature=1.0"],
-    "const_e30_T1.3": ["train.schedule=constant", "train.epochs=30", "train.lr=5e-3", "regenerate.temperature=1.3"],
-    "const_e40_T1.3": ["train.schedule=constant", "train.epochs=40", "train.lr=5e-3", "regenerate.temperature=1.3"],
-    "const_e40_T1.4": ["train.schedule=constant", "train.epochs=40", "train.lr=5e-3", "regenerate.temperature=1.4"],
-    "const_e30_T1.5": ["train.schedule=constant", "train.epochs=30", "train.lr=5e-3", "regenerate.temperature=1.5"],
+    "const_e20_T1.0": ["budget=epochs", "train.schedule=constant", "train.epochs=20", "train.lr=5e-3", "regenerate.temperature=1.0"],
+    "const_e30_T1.3": ["budget=epochs", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3", "regenerate.temperature=1.3"],
+    "const_e40_T1.3": ["budget=epochs", "train.schedule=constant", "train.epochs=40", "train.lr=5e-3", "regenerate.temperature=1.3"],
+    "const_e40_T1.4": ["budget=epochs", "train.schedule=constant", "train.epochs=40", "train.lr=5e-3", "regenerate.temperature=1.4"],
+    "const_e30_T1.5": ["budget=epochs", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3", "regenerate.temperature=1.5"],
     # budget: steps -- every stage makes the optimizer steps of 30 epochs over one split (30, 15, 10, 8, 6, 5
     # epochs over pools of 1..6 splits): constant compute per stage, and no stage memorizes its rewrite for
     # as long as M_0 learned the real split
@@ -46,13 +52,13 @@ REGIMES = {
     "steps_T1.5": ["budget=steps", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3",
                    "regenerate.temperature=1.5"],
     # the chosen regime with the authors' decoding (src/generate.py) instead of sampling
-    "const_e30_paper_decoding": ["train.schedule=constant", "train.epochs=30", "train.lr=5e-3",
+    "const_e30_paper_decoding": ["budget=epochs", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3",
                                  "regenerate.decoding=beam", "regenerate.num_beams=5",
                                  "regenerate.repetition_penalty=3.0", "regenerate.mode=original"],
     # the authors' decoding (src/generate.py): beam 5, repetition penalty 3.0, blocks from the original context
-    "paper_decoding": ["regenerate.decoding=beam", "regenerate.num_beams=5", "regenerate.repetition_penalty=3.0",
+    "paper_decoding": ["budget=epochs", "regenerate.decoding=beam", "regenerate.num_beams=5", "regenerate.repetition_penalty=3.0",
                        "regenerate.mode=original"],
-    "greedy": ["regenerate.decoding=sample", "regenerate.temperature=0.01"],
+    "greedy": ["budget=epochs", "regenerate.decoding=sample", "regenerate.temperature=0.01"],
 }
 
 

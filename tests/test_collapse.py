@@ -259,7 +259,7 @@ def test_micro_run_results_and_run_directory(micro_run):
     run = Path(results["run_dir"])
     assert CONTRACT_KEYS <= set(results)
     assert results["format"] == "fortifai-bench/results@1" and results["kind"] == "text"
-    assert results["task"] == {"name": "collapse_facts", "version": 1} and results["loss"]["spec"] == "ce"
+    assert results["task"] == {"name": "collapse_facts", "version": task.version} and results["loss"]["spec"] == "ce"
     assert results["complete"] and len(results["stages"]) == 3
     n0 = sum(1 for q in load_data(task).questions if q.split == 0)
     bits = results["items"]["split0_correct"]

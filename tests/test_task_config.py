@@ -3,6 +3,7 @@ real-model options, and the compute estimate of `--plan`."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -165,7 +166,7 @@ def test_compute_estimate_counts_what_the_protocol_does():
     """Stage costs by hand for two splits of two paragraphs (word counts as token counts)."""
     from fortifai_bench.collapse import compute
 
-    task = load_task("collapse_facts", ["stages=2", "train.epochs=3", "regenerate.prompt=2", "regenerate.block=4",
+    task = load_task("collapse_facts", ["budget=epochs", "stages=2", "train.epochs=3", "regenerate.prompt=2", "regenerate.block=4",
                                         "regenerate.context=8", "regenerate.mode=original"])
     para = lambda n: SimpleNamespace(text=" ".join(["w"] * n))  # noqa: E731
     data = SimpleNamespace(splits=[[para(10), para(6)], [para(200), para(4)]], heldout=["w w w"],
@@ -178,6 +179,8 @@ def test_compute_estimate_counts_what_the_protocol_does():
     assert s0.scored == (10 + 6) + 2 * (2 + 1 + 2) + 3           # own rewrite, KR twice (base's), held-out
     s1 = compute._stage(task, data, count, 1)
     assert s1.trained == 3 * (10 + 6 + 128 + 4)
+    steps = dataclasses.replace(task, budget="steps")                # 2 of 4 paragraphs are one split: 3 x 1/2
+    assert compute._stage(steps, data, count, 1).trained == round(3 / 2) * (10 + 6 + 128 + 4)
     assert s1.scored == (16 + 204) + 2 * 16 + (2 + 1 + 2) + 3    # + corruption before/after on D_0^(1)
     assert s1.flops(1e6) == 6e6 * s1.trained + 2e6 * (s1.generated + s1.context + s1.scored)
     est = compute.Estimate([s0, s1], 1e6, "test", "words")
