@@ -252,6 +252,23 @@ def micro_run(tmp_path_factory):
     return run_collapse(task, "ce", seed=0, out=out, progress=False), task
 
 
+def test_runs_side_by_side_give_the_numbers_of_one_thread_runs(micro_run, tmp_path, capsys):
+    """--jobs 2: each run in its own process with one thread; the same numbers as the one-thread run here."""
+    from fortifai_bench.collapse.experiment import run_experiment
+
+    here, task = micro_run
+    assert torch.get_num_threads() == 1  # conftest: one thread per test process
+    exp = run_experiment(task, ["ce", "tce:0.9"], [0], control=True, out=tmp_path, progress=True, jobs=3)
+    [ce], [tce], [control] = exp.groups["ce"], exp.groups["tce:0.9"], exp.groups["control"]
+    assert [st["score"] for st in ce["stages"]] == [st["score"] for st in here["stages"]]
+    assert [st["kl_split0"] for st in ce["stages"]] == [st["kl_split0"] for st in here["stages"]]
+    assert tce["loss"]["spec"] == "tce:0.9" and control["control"] is True
+    assert len({r["run_dir"] for r in (ce, tce, control)}) == 3
+    assert "ce seed 0: KR-split-0 " in capsys.readouterr().out  # one line per finished run, beside the bar
+    with pytest.raises(FortifaiError, match="--jobs must be an integer >= 1"):
+        run_experiment(task, ["ce"], [0], out=tmp_path, progress=False, jobs=0)
+
+
 def test_micro_run_results_and_run_directory(micro_run):
     from fortifai_bench.models import load_model
 

@@ -72,6 +72,10 @@ def register(subparsers) -> None:
                        help=f"--plan: achieved TFLOP/s per device for the time estimate (default: {DEFAULT_TFLOPS:g}, "
                             "about a third of an A100's bf16 peak; why: fortifai_bench/collapse/compute.py)")
     p.add_argument("--threads", type=int, default=None, help=threads.THREADS_HELP)
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="run up to N (loss, seed) runs at once, each in its own process with one torch thread: "
+                        "on a CPU faster than one run after another, and the numbers of --threads 1 runs "
+                        "(default: 1; the embedded default runs its three runs side by side)")
     add_quiet(p)
     p.set_defaults(func=main)
     global _PARSER
@@ -135,6 +139,8 @@ def main(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds, task.seed)
     for spec in losses:
         load_loss(spec, **loss_args)  # a bad spec fails here, not after an hour
+    control = (args.control or _is_default(args)) and not args.no_control and task.mode != "clean"
+    jobs = _jobs(args, (len(losses) + control) * len(seeds))
     if args.plan:
         from fortifai_bench.collapse.protocol import format_plan
 
@@ -148,13 +154,25 @@ def main(args: argparse.Namespace) -> int:
     from fortifai_bench.collapse.experiment import run_experiment
     from fortifai_bench.distributed import is_main
 
-    control = (args.control or _is_default(args)) and not args.no_control and task.mode != "clean"
     exp = run_experiment(task, losses, seeds, loss_args=loss_args, baseline=_baseline(args.baseline),
                          control=control, out=args.out, progress=not args.quiet, command=command,
-                         write_summary=is_main())
+                         write_summary=is_main(), jobs=jobs)
     if is_main():
         print(exp.table())
     return 0
+
+
+def _jobs(args, runs: int) -> int:
+    """--jobs, checked; unset: every run at once for the embedded default on a CPU, else one at a time."""
+    if args.jobs is not None:
+        if args.jobs < 1:
+            raise FortifaiError(f"--jobs must be >= 1, got {args.jobs}")
+        if args.jobs > 1 and (args.threads or 1) > 1:
+            raise FortifaiError("--jobs N runs each run with one thread: drop --threads")
+        if args.jobs > 1 and (args.nproc or 1) > 1:
+            raise FortifaiError("--jobs and --nproc both start processes: use one of them")
+        return args.jobs
+    return runs if _is_default(args) and args.threads is None else 1
 
 
 def _baseline(text: str | None):

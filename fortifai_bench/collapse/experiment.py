@@ -8,6 +8,12 @@ Every (loss, seed) is one resumable run directory (`run.run_collapse`); the expe
 makes sense across runs: the summary over seeds (`results.summarize_runs`), the comparison with the
 baseline (`metrics.compare_failures`, seeds as the unit), the clean control (the same task with
 `mode: clean`, trained with the baseline loss), a summary JSON and the comparison plot.
+
+`jobs > 1` runs that many (loss, seed) runs at once, each in its own process with one torch thread. Why:
+a tiny model's parallel regions are too short for several threads to pay off (two threads train 1.65x
+faster than one on 2 cores, not 2x), so independent single-threaded runs side by side finish sooner;
+and a run's numbers depend on its thread count (float rounding changes what sampling corrupts), so
+one-thread runs give exactly the numbers of `--threads 1` runs, which is how the seeded board is made.
 """
 
 from __future__ import annotations
@@ -54,36 +60,51 @@ def control_task(task: CollapseTask) -> CollapseTask:
     return dataclasses.replace(task, mode="clean")
 
 
+@dataclass(frozen=True)
+class Job:
+    """One run of an experiment: a group label, the task, the loss and its arguments, the seed."""
+
+    label: str
+    task: CollapseTask
+    spec: str
+    args: dict
+    seed: int
+
+
 def run_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, loss_args: dict | None = None,
                    baseline: str | list[dict] | None = None, control: bool = False,
                    out: str | os.PathLike = "runs", progress: bool = True, command: str | None = None,
-                   write_summary: bool = True) -> Experiment:
+                   write_summary: bool = True, jobs: int = 1) -> Experiment:
     """Run every loss (and the baseline and the control) for every seed; summarize and compare.
 
     `baseline`: a loss spec run with the same seeds (default: "ce" when it is among several losses), or
     the results of runs made earlier. `loss_args` go to the losses under test, not to the baseline.
+    `jobs`: runs at once, one process and one torch thread each (module doc); 1: one after another here.
     """
-    from fortifai_bench.collapse.run import run_collapse
     from fortifai_bench.results import summarize_runs
 
     if not losses:
         raise FortifaiError("run_experiment: give at least one loss")
     if task.mode == "clean" and control:
         raise FortifaiError("the task is already the clean control (mode: clean); drop --control")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise FortifaiError(f"--jobs must be an integer >= 1, got {jobs!r}")
     exp = Experiment(task)
     start = time.perf_counter()
+    planned: list[Job] = []
 
-    def runs_of(t, spec, args):
-        return [run_collapse(t, spec, args, seed=s, out=out, progress=progress, command=command) for s in seeds]
+    def plan(label, t, spec, args):
+        exp.groups[label] = []
+        planned.extend(Job(label, t, spec, args, s) for s in seeds)
 
     if isinstance(baseline, list):
         exp.baseline = f"{baseline[0]['loss']['spec']} (baseline)"
         exp.groups[exp.baseline] = baseline
     elif isinstance(baseline, str) and baseline not in losses:
         exp.baseline = baseline
-        exp.groups[baseline] = runs_of(task, baseline, {})
+        plan(baseline, task, baseline, {})
     for spec in losses:
-        exp.groups[spec] = runs_of(task, spec, loss_args or {})
+        plan(spec, task, spec, loss_args or {})
     if exp.baseline is None:
         if isinstance(baseline, str):
             exp.baseline = baseline
@@ -91,7 +112,9 @@ def run_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, l
             exp.baseline = "ce"  # the reference loss is the natural baseline
     if control:
         # trained with the baseline loss: the control isolates regeneration, not the loss
-        exp.groups[CONTROL] = runs_of(control_task(task), baseline if isinstance(baseline, str) else "ce", {})
+        plan(CONTROL, control_task(task), baseline if isinstance(baseline, str) else "ce", {})
+    for job, results in zip(planned, execute(planned, jobs, out=out, progress=progress, command=command)):
+        exp.groups[job.label].append(results)
     exp.seconds = time.perf_counter() - start
     exp.summaries = {label: summarize_runs(runs) for label, runs in exp.groups.items()}
     if exp.baseline is not None:
@@ -99,6 +122,64 @@ def run_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, l
     if write_summary and sum(len(v) for v in exp.groups.values()) >= 2:
         exp.summary_path = _write_summary(exp, Path(out))
     return exp
+
+
+def execute(planned: list[Job], jobs: int = 1, *, out, progress: bool, command: str | None) -> list[dict]:
+    """The results of every planned run, in order: here one after another, or `jobs` processes at once."""
+    from fortifai_bench.collapse.run import run_collapse
+
+    if jobs == 1 or len(planned) == 1:
+        return [run_collapse(j.task, j.spec, j.args, seed=j.seed, out=out, progress=progress, command=command)
+                for j in planned]
+    return _side_by_side(planned, jobs, out, progress, command)
+
+
+def _one_thread() -> None:
+    """Each worker process: one torch thread (set before anything in it runs torch)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _side_by_side(planned: list[Job], jobs: int, out, progress: bool, command: str | None) -> list[dict]:
+    import concurrent.futures as cf
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    from fortifai_bench.collapse.base import base_model
+    from fortifai_bench.collapse.run import run_collapse
+    from fortifai_bench.distributed import env_world
+
+    if env_world()[0] > 1:
+        raise FortifaiError("--jobs > 1 starts its own processes: not under torchrun (use --nproc or --jobs 1)")
+    for job in planned:  # the tiny base is pretrained once, here, not by every worker at the same time
+        base_model(job.task, progress=progress)
+    results: list[dict | None] = [None] * len(planned)
+    # spawn, not fork: a forked copy of a process that has run torch can deadlock in its thread pools
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(planned)), mp_context=context,
+                                initializer=_one_thread) as pool:
+        futures = {pool.submit(run_collapse, j.task, j.spec, j.args, seed=j.seed, out=out, progress=False,
+                               command=command): k for k, j in enumerate(planned)}
+        bar = tqdm(total=len(planned), desc=f"{len(planned)} runs, {min(jobs, len(planned))} at a time",
+                   unit="run", disable=not progress)
+        try:
+            for future in cf.as_completed(futures):
+                k = futures[future]
+                results[k] = future.result()  # a run's error (a FortifaiError) is raised here, in one line
+                bar.update()
+                job = planned[k]
+                curve = " ".join(f"{st['score']:.3f}" for st in results[k]["stages"])
+                tqdm.write(f"{job.label} seed {job.seed}: KR-split-0 {curve}  ({results[k]['run_dir']})")
+        except BaseException:
+            for future in futures:
+                future.cancel()  # the runs not started yet; those running finish their stage files
+            raise
+        finally:
+            bar.close()
+    return results
 
 
 def _add_comparisons(exp: Experiment) -> None:
