@@ -265,6 +265,8 @@ def test_runs_side_by_side_give_the_numbers_of_one_thread_runs(micro_run, tmp_pa
     assert tce["loss"]["spec"] == "tce:0.9" and control["control"] is True
     assert len({r["run_dir"] for r in (ce, tce, control)}) == 3
     assert "ce seed 0: KR-split-0 " in capsys.readouterr().out  # one line per finished run, beside the bar
+    assert f"time: {exp.seconds:.0f} s wall for 3 runs, 3 at a time; per phase, summed over the runs: train" \
+        in exp.table()
     with pytest.raises(FortifaiError, match="--jobs must be an integer >= 1"):
         run_experiment(task, ["ce"], [0], out=tmp_path, progress=False, jobs=0)
 

@@ -39,6 +39,7 @@ class Experiment:
     baseline: str | None = None                                      # label of the baseline group
     summary_path: Path | None = None
     seconds: float | None = None                                     # wall time of run_experiment
+    jobs: int = 1                                                    # runs at once (run_experiment's jobs)
 
     def phase_seconds(self) -> dict[str, float]:
         """Seconds per phase (train, regenerate, evaluate), summed over every stage of every run, as the
@@ -89,7 +90,7 @@ def run_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, l
         raise FortifaiError("the task is already the clean control (mode: clean); drop --control")
     if not isinstance(jobs, int) or jobs < 1:
         raise FortifaiError(f"--jobs must be an integer >= 1, got {jobs!r}")
-    exp = Experiment(task)
+    exp = Experiment(task, jobs=jobs)
     start = time.perf_counter()
     planned: list[Job] = []
 
@@ -252,8 +253,12 @@ def _time_line(exp: Experiment) -> str:
     the chance level, loading), so a reader sees which phase to speed up."""
     phases = exp.phase_seconds()
     text = " + ".join(f"{name} {sec:.0f} s" for name, sec in phases.items())
+    runs = sum(len(r) for r in exp.groups.values())
     if exp.seconds is None:
         return f"time per phase: {text}"
+    if exp.jobs > 1 and runs > 1:  # the phases of runs side by side overlap: their sum exceeds the wall time
+        return (f"time: {exp.seconds:.0f} s wall for {runs} runs, {min(exp.jobs, runs)} at a time; per phase, "
+                f"summed over the runs: {text}")
     other = max(0.0, exp.seconds - sum(phases.values()))
     return f"time: {exp.seconds:.0f} s wall = {text} + other {other:.0f} s (base model, chance level, loading)"
 
