@@ -510,7 +510,8 @@ COLLAPSE_CASES: list[Case] = [
     Case("collapse-seeds-repeated", PLAN + ["--seeds", "0,1,1"], ("--seeds", "repeats")),
     Case("collapse-threads-zero", ["collapse", "--threads", "0", "--plan"], ("--threads", ">= 1")),
     Case("collapse-jobs-zero", PLAN + ["--jobs", "0"], ("--jobs", ">= 1")),
-    Case("collapse-jobs-with-threads", PLAN + ["--jobs", "2", "--threads", "2"], ("--jobs", "one thread")),
+    # --threads 1: the CLI sets the count before the collapse command refuses, and this process stays at 1
+    Case("collapse-jobs-with-threads", PLAN + ["--jobs", "2", "--threads", "1"], ("--jobs", "one thread")),
     Case("collapse-set-yaml-syntax", PLAN + ["--set", "train.epochs=[1,"], ("train.epochs", "invalid YAML")),
     Case("collapse-set-unknown-field", PLAN + ["--set", "train.epoch=3"], ("unknown field", "train.epoch")),
     Case("collapse-set-wrong-type", PLAN + ["--set", "train.epochs=many"], ("train.epochs", "integer")),

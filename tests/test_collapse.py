@@ -49,8 +49,12 @@ def test_shipped_tasks_load_validate_and_plan(capsys):
     # --plan needs neither the hub nor the corpus
     assert cli_main(["collapse", "--task", "collapse_wikitext", "--loss", "tce:0.9", "--plan"]) == 0
     out = capsys.readouterr().out
-    assert "stage 5: train M_5 on [D_0^(5), D_1^(4), D_2^(3), D_3^(2), D_4^(1), D_5^(0)] (real 17%)" in out
+    # the paper's budget: every stage trains its 10 epochs over the whole pool
+    assert "stage 5: train M_5 on [D_0^(5), D_1^(4), D_2^(3), D_3^(2), D_4^(1), D_5^(0)] (real 17%, 10 epochs)" in out
     assert "beam 5, repetition penalty 3" in out
+    assert cli_main(["collapse", "--plan"]) == 0  # the embedded default: the same steps at every stage
+    out = capsys.readouterr().out
+    assert "(real 50%, 15 epochs)" in out and "(real 17%, 5 epochs)" in out
 
 
 def test_overrides_and_hash():

@@ -167,12 +167,12 @@ def _jobs(args, runs: int) -> int:
     if args.jobs is not None:
         if args.jobs < 1:
             raise FortifaiError(f"--jobs must be >= 1, got {args.jobs}")
-        if args.jobs > 1 and (args.threads or 1) > 1:
+        if args.jobs > 1 and args.threads is not None:
             raise FortifaiError("--jobs N runs each run with one thread: drop --threads")
         if args.jobs > 1 and (args.nproc or 1) > 1:
             raise FortifaiError("--jobs and --nproc both start processes: use one of them")
         return args.jobs
-    return runs if _is_default(args) and args.threads is None else 1
+    return runs if _is_default(args) and args.threads is None else 1  # --threads: the user's own schedule
 
 
 def _baseline(text: str | None):

@@ -95,8 +95,11 @@ def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, p
             n = task.subsample or per
             size = f" -> subsample {n} paragraphs" if n else " -> subsample one split's worth"
         regen = ", ".join(f"D_{k}^({g + 1})" for k, g in row["train"])
+        share = 1.0 if task.mode == "accumulate-subsample" else 1 / len(row["train"])  # equal splits
+        epochs = task.stage_train(0, share=share).epochs
         lines.append(f"stage {row['stage']}: train M_{row['stage']} on [{', '.join(parts)}]{size} "
-                     f"(real {real:.0%}); then regenerate {regen}; evaluate KR on splits 0..{task.stages - 1}")
+                     f"(real {real:.0%}, {epochs} epochs); then regenerate {regen}; evaluate KR on splits "
+                     f"0..{task.stages - 1}")
     if compute:
         from fortifai_bench.collapse.compute import estimate, format_estimate
 
