@@ -26,6 +26,16 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts and ends with one torch thread: a test (or an in-process CLI call with --threads)
+    that changed it would change the numbers of the later tests in the same worker, which compare runs
+    made in this process with runs made in one-thread subprocesses."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The public datasets beside the checkout (../shared/data), read in place."""

@@ -8,16 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from fortifai_bench.cli import main as cli_main
-from fortifai_bench.collapse.config import RegenerateSettings, load_task, task_from_dict
+from fortifai_bench.collapse.config import RegenerateSettings, load_task
 from fortifai_bench.collapse.protocol import format_plan, load_data, schedule, subsample
 from fortifai_bench.errors import FortifaiError
+from killing import kill_inside_stage_1
 from fortifai_bench.metrics import confidence_summary, distinct_n, ngram_kl
 
 # A micro version of the embedded default: 3 stages x 6 paragraphs, a 1-layer model, 2 epochs.
@@ -411,16 +411,7 @@ def test_sigkill_mid_stage_then_resume_is_identical(tmp_path, micro_run):
            "--out", str(out)] + micro_args()
     env = dict(os.environ)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    killed_in = None
-    while time.time() < deadline and proc.poll() is None:
-        runs = list(out.glob("collapse_facts-*")) if out.exists() else []
-        if runs and (runs[0] / "stage_1" / "model").exists():  # stage 1 trained, not yet finished
-            if not (runs[0] / "stage_1" / "metrics.json").exists():
-                proc.send_signal(signal.SIGKILL)
-                killed_in = runs[0]
-            break
-        time.sleep(0.005)
+    killed_in = kill_inside_stage_1(proc, out, lambda: proc.send_signal(signal.SIGKILL))
     proc.wait(timeout=60)
     assert killed_in is not None and proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert not (killed_in / "stage_2").exists()

@@ -9,12 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from fortifai_bench.cli import main as cli_main
+from killing import kill_inside_stage_1
 from test_collapse import MICRO
 
 # Dropout masks are drawn per process, so runs with different process counts agree only without dropout
@@ -108,15 +108,8 @@ def test_two_process_run_killed_with_sigkill_then_resumed_is_identical(tmp_path,
     out = tmp_path / "runs"
     proc = subprocess.Popen(_command(out, "--nproc", "2"), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
-    deadline, killed_in = time.time() + 300, None
-    while time.time() < deadline and proc.poll() is None:
-        runs = list(out.glob("collapse_facts-*")) if out.exists() else []
-        if runs and (runs[0] / "stage_1" / "model").exists():  # stage 1 trained, not yet finished
-            if not (runs[0] / "stage_1" / "metrics.json").exists():
-                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers at once
-                killed_in = runs[0]
-            break
-        time.sleep(0.005)
+    # the launcher and both workers at once
+    killed_in = kill_inside_stage_1(proc, out, lambda: os.killpg(proc.pid, signal.SIGKILL))
     proc.wait(timeout=60)
     assert killed_in is not None and proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert not (killed_in / "stage_2").exists()

@@ -11,16 +11,6 @@ from fortifai_bench.errors import FortifaiError
 from fortifai_bench.models import BOS, TinyConfig, build_tiny, count_parameters, load_model, save_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared, oversubscribed 2-core machine, 2 spinning OpenMP threads
-    made a tiny model's step ~20x slower (measured 0.36 s vs 0.016 s); alone, 1 thread is as fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_text(n_sentences: int = 1500, seed: int = 0) -> list[str]:
     """Varied made-up words: enough distinct byte pairs for the BPE to fill a 4,096-token vocabulary."""
     rng = random.Random(seed)

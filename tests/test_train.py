@@ -8,7 +8,6 @@ import os
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,16 +17,6 @@ from fortifai_bench.errors import FortifaiError
 from fortifai_bench.losses import CE, Loss
 from fortifai_bench.models import TinyConfig, build_tiny, load_model, save_model
 from fortifai_bench.train import TrainConfig, evaluate, pack, tokenize, train
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared, oversubscribed 2-core machine, 2 spinning OpenMP threads
-    made a tiny model's step ~20x slower (measured 0.36 s vs 0.016 s); alone, 1 thread is as fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 SMALL = TinyConfig(vocab_size=512, n_layer=2, n_embd=64, n_head=2, n_positions=64)
 
