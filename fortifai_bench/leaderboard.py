@@ -124,7 +124,7 @@ def _stat_mismatch(stat: dict | None, n_seeds: int) -> str | None:
 def _entry_mismatch(entry: dict, names: bool) -> str | None:
     """What in one entry disagrees with the rest of it (its summaries; its name if `names`), or None."""
     seeds = entry["seeds"]
-    name = entry_name(entry["task"]["name"], entry["loss"], entry["model"], seeds)
+    name = entry_name(entry["task"]["name"], entry["loss"], entry["model"], seeds, bool(entry.get("control")))
     if names and entry["name"] != name:
         return f"name {entry['name']!r} is not the name its task, loss, model and seeds give ({name!r})"
     for field_name in ("auc", "final_score"):

@@ -161,6 +161,9 @@ def test_the_clean_control_is_a_ceiling_row(tmp_path, lb):
     assert [(label, e.get("control")) for label, e, _ in rows] == [("1", False), ("control", True)]
     assert rows[1][1]["name"].startswith("control-ce_")
     assert "ce (clean control)" in render_text(board)
+    # publishing to a board that already holds the control checks the control entry's name as a control's
+    publish(write_seeds(tmp_path / "t", TCE, loss="tce:0.9"))
+    assert len(load_board(lb / "collapse_facts.json")["entries"]) == 3
 
 
 def test_hand_edited_board_error_names_entry_and_field(tmp_path, lb):
