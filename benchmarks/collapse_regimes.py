@@ -1,6 +1,6 @@
 """Which collapse regime resolves losses? KR-split-0 curves of named regimes over seeds, as a table.
 
-    python benchmarks/collapse_regimes.py --regimes default,paper_decoding --losses ce --seeds 0-2 --threads 1
+    python benchmarks/collapse_regimes.py --regimes default,paper_decoding_v2 --losses ce --seeds 0-2 --threads 1
     python benchmarks/collapse_regimes.py --regimes default --losses ce --control --seeds 0-2 --table-only
 
 Each regime is a set of overrides of `collapse_facts`. Every (regime, loss, seed) run lives in
@@ -19,46 +19,43 @@ import statistics
 import sys
 from pathlib import Path
 
+PAPER_DECODING = ["regenerate.decoding=beam", "regenerate.num_beams=5", "regenerate.repetition_penalty=3.0",
+                  "regenerate.mode=original"]  # the authors' src/generate.py: beam 5, penalty 3, original context
+
+
+def searched(schedule: str, epochs: int, lr: float, temperature: float, budget: str = "epochs") -> list[str]:
+    """A regime of the search. budget=epochs: run before v2 made `budget: steps` the default, so that it
+    stays the config it was run with."""
+    return [f"budget={budget}", f"train.schedule={schedule}", f"train.epochs={epochs}", f"train.lr={lr}",
+            f"regenerate.temperature={temperature}"]
+
+
 # name -> overrides of collapse_facts (the shipped default is "default"; the others say what they change)
 REGIMES = {
-    # Every regime below "default" except steps_* states budget=epochs: it was run before v2 made steps the
-    # default, and so it stays the same config.
     "default": [],  # the shipped collapse_facts (v2, since 2026-12-02): the config of steps_T1.3 below
-    # the shipped default with the authors' decoding (src/generate.py) instead of sampling
-    "paper_decoding_v2": ["regenerate.decoding=beam", "regenerate.num_beams=5", "regenerate.repetition_penalty=3.0",
-                          "regenerate.mode=original"],
+    "paper_decoding_v2": PAPER_DECODING,  # the shipped default with the authors' decoding
     "greedy_v2": ["regenerate.temperature=0.01"],  # the shipped default, near-greedy sampling
     # the task before this benchmark: 20 epochs, cosine lr 5e-3, sampling at T=1 (every loss collapsed in one step)
-    "v1": ["budget=epochs", "train.schedule=cosine", "train.epochs=20", "train.lr=5e-3", "regenerate.temperature=1.0"],
+    "v1": searched("cosine", 20, 5e-3, 1.0),
     # the cosine-schedule probes of the search (BENCHMARKS.md, "Collapse")
-    "e40_T1.0": ["budget=epochs", "train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.0"],
-    "e40_T1.3": ["budget=epochs", "train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.3"],
-    "e40_T1.45": ["budget=epochs", "train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.45"],
-    "e40_T1.6": ["budget=epochs", "train.schedule=cosine", "train.epochs=40", "train.lr=1e-2", "regenerate.temperature=1.6"],
-    "e30_T1.5": ["budget=epochs", "train.schedule=cosine", "train.epochs=30", "train.lr=1e-2", "regenerate.temperature=1.5"],
+    "e40_T1.0": searched("cosine", 40, 1e-2, 1.0),
+    "e40_T1.3": searched("cosine", 40, 1e-2, 1.3),
+    "e40_T1.45": searched("cosine", 40, 1e-2, 1.45),
+    "e40_T1.6": searched("cosine", 40, 1e-2, 1.6),
+    "e30_T1.5": searched("cosine", 30, 1e-2, 1.5),
     # constant learning rate (after warmup) instead of cosine: no stage anneals onto its own rewrite
-    "const_e20_T1.0": ["budget=epochs", "train.schedule=constant", "train.epochs=20", "train.lr=5e-3", "regenerate.temperature=1.0"],
-    "const_e30_T1.3": ["budget=epochs", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3", "regenerate.temperature=1.3"],
-    "const_e40_T1.3": ["budget=epochs", "train.schedule=constant", "train.epochs=40", "train.lr=5e-3", "regenerate.temperature=1.3"],
-    "const_e40_T1.4": ["budget=epochs", "train.schedule=constant", "train.epochs=40", "train.lr=5e-3", "regenerate.temperature=1.4"],
-    "const_e30_T1.5": ["budget=epochs", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3", "regenerate.temperature=1.5"],
+    "const_e20_T1.0": searched("constant", 20, 5e-3, 1.0),
+    "const_e30_T1.3": searched("constant", 30, 5e-3, 1.3),  # collapse_facts v1
+    "const_e40_T1.3": searched("constant", 40, 5e-3, 1.3),
+    "const_e40_T1.4": searched("constant", 40, 5e-3, 1.4),
+    "const_e30_T1.5": searched("constant", 30, 5e-3, 1.5),
+    "const_e30_paper_decoding": searched("constant", 30, 5e-3, 1.3) + PAPER_DECODING,  # v1, authors' decoding
     # budget: steps -- every stage makes the optimizer steps of 30 epochs over one split (30, 15, 10, 8, 6, 5
     # epochs over pools of 1..6 splits): constant compute per stage, and no stage memorizes its rewrite for
     # as long as M_0 learned the real split
-    "steps_T1.0": ["budget=steps", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3",
-                   "regenerate.temperature=1.0"],
-    "steps_T1.3": ["budget=steps", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3",
-                   "regenerate.temperature=1.3"],
-    "steps_T1.5": ["budget=steps", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3",
-                   "regenerate.temperature=1.5"],
-    # the chosen regime with the authors' decoding (src/generate.py) instead of sampling
-    "const_e30_paper_decoding": ["budget=epochs", "train.schedule=constant", "train.epochs=30", "train.lr=5e-3",
-                                 "regenerate.decoding=beam", "regenerate.num_beams=5",
-                                 "regenerate.repetition_penalty=3.0", "regenerate.mode=original"],
-    # the authors' decoding (src/generate.py): beam 5, repetition penalty 3.0, blocks from the original context
-    "paper_decoding": ["budget=epochs", "regenerate.decoding=beam", "regenerate.num_beams=5", "regenerate.repetition_penalty=3.0",
-                       "regenerate.mode=original"],
-    "greedy": ["budget=epochs", "regenerate.decoding=sample", "regenerate.temperature=0.01"],
+    "steps_T1.0": searched("constant", 30, 5e-3, 1.0, budget="steps"),
+    "steps_T1.3": searched("constant", 30, 5e-3, 1.3, budget="steps"),
+    "steps_T1.5": searched("constant", 30, 5e-3, 1.5, budget="steps"),
 }
 
 

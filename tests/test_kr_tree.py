@@ -73,3 +73,5 @@ def test_tree_mask_layout():
                     [0, 1, 1, 1, 0, 0],   # true: context + itself
                     [0, 1, 1, 0, 1, 0],   # false: context, not the true branch
                     [0, 1, 1, 0, 1, 1]]
+    _, _, allowed = scoring._tree_inputs([item, long], pad_id=0, dtype=None)  # the boolean mask (sdpa)
+    assert allowed.dtype == torch.bool and torch.equal(allowed, mask == 0)

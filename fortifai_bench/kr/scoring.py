@@ -253,8 +253,9 @@ def _tree_fits(batch: list[_Item], max_length: int) -> bool:
     return longest <= max_length and len(batch) * longest * longest <= _TREE_MAX_ELEMENTS
 
 
-def _tree_inputs(batch: list[_Item], pad_id: int, dtype: torch.dtype):
-    """Left-padded rows `context + true[:-1] + false[:-1]`, their positions and the tree's 4D additive mask.
+def _tree_inputs(batch: list[_Item], pad_id: int, dtype: torch.dtype | None):
+    """Left-padded rows `context + true[:-1] + false[:-1]`, their positions and the tree's 4D mask: additive
+    in `dtype`, or boolean (True: may attend) when `dtype` is None.
 
     Segments: 0 pad, 1 context, 2 true, 3 false. A token sees the earlier tokens of its row except that the
     false branch does not see the true one; the false branch's positions restart where the context ends, as
@@ -275,6 +276,8 @@ def _tree_inputs(batch: list[_Item], pad_id: int, dtype: torch.dtype):
     q, k = seg[:, :, None], seg[:, None, :]
     allowed = torch.ones(width, width, dtype=torch.bool).tril() & (k != 0) & ~((q == 3) & (k == 2))
     allowed |= torch.eye(width, dtype=torch.bool)
+    if dtype is None:
+        return ids, pos, allowed[:, None]
     mask = torch.zeros((n, 1, width, width), dtype=dtype).masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
     return ids, pos, mask
 
@@ -325,7 +328,11 @@ def _batch_tree(model, batch: list[_Item], pad_id: int, device, keep: str) -> li
     (a model without ``logits_to_keep``: every position, then selected).
     """
     dtype = next(model.parameters()).dtype
-    ids, pos, mask = _tree_inputs(batch, pad_id, dtype if dtype.is_floating_point else torch.float32)
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
+        dtype = None  # sdpa takes a boolean mask as is: on CPU faster than an additive one (BENCHMARKS.md)
+    elif not dtype.is_floating_point:
+        dtype = torch.float32
+    ids, pos, mask = _tree_inputs(batch, pad_id, dtype)
     scored = torch.tensor([len(it.conts[0]) + len(it.conts[1]) - 1 for it in batch])
     width, last = ids.shape[1], int(scored.max())
     wanted = torch.arange(width)[None, :] >= (width - scored)[:, None]  # the last `scored` positions of a row
