@@ -74,8 +74,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help=threads.THREADS_HELP)
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="run up to N (loss, seed) runs at once, each in its own process with one torch thread: "
-                        "on a CPU faster than one run after another, and the numbers of --threads 1 runs "
-                        "(default: 1; the embedded default runs its three runs side by side)")
+                        "exactly the numbers of --threads 1 runs, as fast as one run after another on an idle "
+                        "CPU and faster beside other work (default: 1; the embedded default runs its three "
+                        "runs side by side)")
     add_quiet(p)
     p.set_defaults(func=main)
     global _PARSER

@@ -10,10 +10,12 @@ baseline (`metrics.compare_failures`, seeds as the unit), the clean control (the
 `mode: clean`, trained with the baseline loss), a summary JSON and the comparison plot.
 
 `jobs > 1` runs that many (loss, seed) runs at once, each in its own process with one torch thread. Why:
-a tiny model's parallel regions are too short for several threads to pay off (two threads train 1.65x
-faster than one on 2 cores, not 2x), so independent single-threaded runs side by side finish sooner;
-and a run's numbers depend on its thread count (float rounding changes what sampling corrupts), so
-one-thread runs give exactly the numbers of `--threads 1` runs, which is how the seeded board is made.
+a run's numbers depend on its thread count (float rounding changes what sampling corrupts), so one-thread
+runs give exactly the numbers of `--threads 1` runs, which is how the seeded board is made; and a tiny
+model's parallel regions are too short for several threads to pay off, so single-threaded runs side by
+side are as fast as one multi-threaded run after another on an idle CPU (112 s against 108 s for the
+embedded default) and faster beside other work (1.35x against 1.58x slower beside a busy process;
+BENCHMARKS.md, "Threads and floors").
 """
 
 from __future__ import annotations
