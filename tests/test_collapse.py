@@ -271,6 +271,10 @@ def test_runs_side_by_side_give_the_numbers_of_one_thread_runs(micro_run, tmp_pa
     assert "ce seed 0: KR-split-0 " in capsys.readouterr().out  # one line per finished run, beside the bar
     assert f"time: {exp.seconds:.0f} s wall for 3 runs, 3 at a time; per phase, summed over the runs: train" \
         in exp.table()
+    torch.set_num_threads(2)  # a single run under --jobs runs here, with one thread like a worker
+    [single] = run_experiment(task, ["ce"], [0], out=tmp_path / "one", progress=False, jobs=2).groups["ce"]
+    assert torch.get_num_threads() == 1
+    assert [st["score"] for st in single["stages"]] == [st["score"] for st in here["stages"]]
     with pytest.raises(FortifaiError, match="--jobs must be an integer >= 1"):
         run_experiment(task, ["ce"], [0], out=tmp_path, progress=False, jobs=0)
 

@@ -131,10 +131,12 @@ def execute(planned: list[Job], jobs: int = 1, *, out, progress: bool, command: 
     """The results of every planned run, in order: here one after another, or `jobs` processes at once."""
     from fortifai_bench.collapse.run import run_collapse
 
-    if jobs == 1 or len(planned) == 1:
-        return [run_collapse(j.task, j.spec, j.args, seed=j.seed, out=out, progress=progress, command=command)
-                for j in planned]
-    return _side_by_side(planned, jobs, out, progress, command)
+    if jobs > 1 and len(planned) > 1:
+        return _side_by_side(planned, jobs, out, progress, command)
+    if jobs > 1:  # one run: here, but with one thread like a worker's, so --jobs promises the same numbers
+        _one_thread()
+    return [run_collapse(j.task, j.spec, j.args, seed=j.seed, out=out, progress=progress, command=command)
+            for j in planned]
 
 
 def _one_thread() -> None:
