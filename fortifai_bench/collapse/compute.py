@@ -181,8 +181,9 @@ def _tiny_parameters(tiny) -> int:
 
     from fortifai_bench.models import count_parameters
 
+    # no tokenizer here, so no special-token ids (GPT-2's own 50256 lies outside a tiny vocabulary)
     config = GPT2Config(vocab_size=tiny.vocab_size, n_positions=tiny.n_positions, n_embd=tiny.n_embd,
-                        n_layer=tiny.n_layer, n_head=tiny.n_head)
+                        n_layer=tiny.n_layer, n_head=tiny.n_head, bos_token_id=None, eos_token_id=None)
     with torch.device("meta"):
         return count_parameters(GPT2LMHeadModel(config))
 
