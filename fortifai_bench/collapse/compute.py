@@ -81,7 +81,7 @@ def estimate(task: CollapseTask, params: float | None = None) -> Estimate:
 
 
 def _stage(task: CollapseTask, data, count, i: int) -> StageCost:
-    from fortifai_bench.collapse.protocol import pool
+    from fortifai_bench.collapse.protocol import pool, split_share
 
     t, r = task.train, task.regenerate
     cost = StageCost(i)
@@ -93,9 +93,7 @@ def _stage(task: CollapseTask, data, count, i: int) -> StageCost:
     if task.mode == "accumulate-subsample":  # a seeded sample of `size` paragraphs: their mean length
         size = task.subsample or len(data.splits[0])
         pool_tokens = round(pool_tokens * min(size, len(lengths)) / max(1, len(lengths)))
-    paragraphs = min(task.subsample or len(data.splits[0]), len(lengths)) \
-        if task.mode == "accumulate-subsample" else len(lengths)
-    epochs = task.stage_train(0, share=len(data.splits[0]) / max(1, paragraphs)).epochs  # budget: steps
+    epochs = task.stage_train(0, share=split_share(task, i, [len(split) for split in data.splits])).epochs
     cost.trained = round(epochs * (1 - t.val_fraction) * pool_tokens)
     cost.scored += round(epochs * t.val_fraction * pool_tokens)             # validation after every epoch
     beams = r.num_beams if r.decoding == "beam" else 1

@@ -58,6 +58,16 @@ def schedule(stages: int, mode: str) -> list[dict]:
     return plan
 
 
+def split_share(task: CollapseTask, stage: int, split_sizes: list[int]) -> float:
+    """One split's paragraphs over the pool that stage `stage` trains on (its splits, or `subsample`
+    paragraphs of them), given each split's paragraph count: what ``budget: steps`` scales the epochs by
+    (`CollapseTask.stage_train`). The run, its plan and its compute estimate all ask this."""
+    pool_size = sum(split_sizes[k] for k, _ in pool(stage, task.mode))
+    if task.mode == "accumulate-subsample":
+        pool_size = min(task.subsample or split_sizes[0], pool_size)
+    return split_sizes[0] / max(1, pool_size)
+
+
 def subsample(counts: dict[int, int], size: int, seed: int) -> dict[int, list[int]]:
     """Which paragraph indices of each split to train on when the pool is cut to `size` paragraphs."""
     items = [(k, j) for k in sorted(counts) for j in range(counts[k])]
@@ -78,8 +88,10 @@ def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, p
     per = task.paragraphs_per_split
     t = task.train
     chunks = t.micro_chunks(devices)
+    scaled = " (one split; scaled to the pool: budget steps)" if task.budget == "steps" else ""
     lines.append(f"splits: {task.stages} x {per if per else '(corpus cut evenly)'} paragraphs; "
-                 f"train {t.epochs} epochs{' (one split; scaled to the pool: budget steps)' if task.budget == 'steps' else ''}, lr {t.lr:g}, batch {t.batch_size * t.grad_accum} blocks of {t.block_size} "
+                 f"train {t.epochs} epochs{scaled}, lr {t.lr:g}, batch {t.batch_size * t.grad_accum} blocks of "
+                 f"{t.block_size} "
                  f"tokens per step ({devices} device{'s' if devices > 1 else ''} x "
                  f"{chunks * t.grad_accum} pass{'es' if chunks * t.grad_accum > 1 else ''} of "
                  f"{-(-t.batch_size // devices // chunks)} blocks)")
@@ -95,8 +107,7 @@ def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, p
             n = task.subsample or per
             size = f" -> subsample {n} paragraphs" if n else " -> subsample one split's worth"
         regen = ", ".join(f"D_{k}^({g + 1})" for k, g in row["train"])
-        share = 1.0 if task.mode == "accumulate-subsample" else 1 / len(row["train"])  # equal splits
-        epochs = task.stage_train(0, share=share).epochs
+        epochs = task.stage_train(0, share=split_share(task, row["stage"], [per or 1] * task.stages)).epochs
         lines.append(f"stage {row['stage']}: train M_{row['stage']} on [{', '.join(parts)}]{size} "
                      f"(real {real:.0%}, {epochs} epochs); then regenerate {regen}; evaluate KR on splits "
                      f"0..{task.stages - 1}")

@@ -35,7 +35,8 @@ from typing import Any
 import yaml
 
 from fortifai_bench.collapse.config import CollapseTask, describe_differences, task_from_dict
-from fortifai_bench.collapse.protocol import Data, load_data, pool, real_share, stage_seed, subsample
+from fortifai_bench.collapse.protocol import (Data, load_data, pool, real_share, split_share, stage_seed,
+                                              subsample)
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write, read_json, read_jsonl, write_json, write_jsonl
 from fortifai_bench.results import provenance
@@ -365,7 +366,7 @@ def _train(state: _State, i: int, prev: str, stage_dir: Path) -> None:
     texts, record = _training_texts(state, i)
     model, tokenizer = load_stage_model(state, prev)
     config = task.stage_train(seed=stage_seed(task.seed, i, "train"),
-                              share=len(state.data.splits[0]) / max(1, len(texts)))
+                              share=split_share(task, i, [len(split) for split in state.data.splits]))
     if state.progress:
         parts = ", ".join(f"D_{d['split']}^({d['generation']})" for d in record)
         print(f"stage {i}: training on [{parts}] ({len(texts)} paragraphs, {config.epochs} epochs)", flush=True)
