@@ -30,7 +30,7 @@ import jsonschema
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import read_json, write_json
 from fortifai_bench.metrics import Failure, compare_failures, mean_ci, summarize_failures
-from fortifai_bench.results import _close, json_path, load_results, run_failure  # one float comparison
+from fortifai_bench.results import json_path, load_results, run_failure, same_number
 
 
 # ----------------------------------------------------------------------------------------------- results.json
@@ -114,9 +114,9 @@ def _stat_mismatch(stat: dict | None, n_seeds: int) -> str | None:
     if len(stat["per_seed"]) != n_seeds:
         return f"{len(stat['per_seed'])} per-seed values for {n_seeds} seeds"
     again = _stat(stat["per_seed"])
-    if not _close(stat.get("mean"), again["mean"]):
+    if not same_number(stat.get("mean"), again["mean"]):
         return f"mean {stat.get('mean')} but the per-seed values give {again['mean']}"
-    if "ci" in stat and not all(_close(x, y) for x, y in zip(stat["ci"], again["ci"])):
+    if "ci" in stat and not all(same_number(x, y) for x, y in zip(stat["ci"], again["ci"])):
         return f"ci {stat['ci']} but the per-seed values give {again['ci']}"
     return None
 
@@ -144,7 +144,7 @@ def _entry_mismatch(entry: dict, names: bool) -> str | None:
         if fail != derived:
             return f"field time_to_failure.per_seed[{j}]: {fail} but seed {seeds[j]}'s stage scores give {derived}"
     for key in ("mean", "rank_value", "restricted_mean", "failed", "never_failed", "never_learned"):
-        if key in ttf and key in again and not _close(ttf[key], again[key]):
+        if key in ttf and key in again and not same_number(ttf[key], again[key]):
             return f"field time_to_failure.{key}: {ttf[key]} but the per-seed values give {again[key]}"
     return None
 

@@ -160,12 +160,14 @@ def check_results(data: Any, where: str) -> None:
             raise FortifaiError(f"{where}: items.split0_correct bitstrings differ in length")
     recorded = data["failure"]
     derived = run_failure(data).to_dict()
-    if recorded["status"] != derived["status"] or not _close(recorded["time"], derived["time"]):
+    if recorded["status"] != derived["status"] or not same_number(recorded["time"], derived["time"]):
         raise FortifaiError(f"{where}: field failure: {recorded} does not follow from the stage scores "
                             f"({derived}); the file was edited or written by another tool")
 
 
-def _close(a, b) -> bool:
+def same_number(a, b) -> bool:
+    """Two stored numbers agree (both None, or equal up to float rounding): the one comparison that
+    checks a results file or a board against what its own values give."""
     if a is None or b is None:
         return a is None and b is None
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
@@ -219,13 +221,13 @@ def check_run_numbers(data: dict, file) -> None:
     bits = (data.get("items") or {}).get("split0_correct")
     if bits is not None and data["score_name"] == "kr_split0":
         for i, (score, row) in enumerate(zip(scores, bits)):
-            if row and not _close(score, row.count("1") / len(row)):
+            if row and not same_number(score, row.count("1") / len(row)):
                 raise FortifaiError(f"{file}: field stages[{i}].score: {score} but items.split0_correct[{i}] has "
                                     f"{row.count('1')} of {len(row)} correct ({row.count('1') / len(row)})")
     fail = failure(scores, data["failure_threshold"])
     derived = {"final_score": scores[-1], "auc": area_under_curve(scores), "time_to_failure": fail.time}
     for key, value in derived.items():
-        if not _close(data[key], value):
+        if not same_number(data[key], value):
             raise FortifaiError(f"{file}: field {key}: {data[key]} but the stage scores give {value}")
     recorded = data.get("failure")
     if isinstance(recorded, dict) and recorded.get("status") != fail.status:
