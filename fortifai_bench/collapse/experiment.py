@@ -140,11 +140,11 @@ def execute(planned: list[Job], jobs: int = 1, *, out, progress: bool, command: 
 
 
 def _one_thread() -> None:
-    """Each worker process: one torch thread (set before anything in it runs torch)."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
+    """One torch thread, as `--threads 1` sets it (so the policy's refresh leaves it alone): each worker
+    process, before anything in it runs torch, and this process for a single run under --jobs."""
+    from fortifai_bench import threads
 
-    torch.set_num_threads(1)
+    threads.apply_default(1)
 
 
 def _side_by_side(planned: list[Job], jobs: int, out, progress: bool, command: str | None) -> list[dict]:
