@@ -55,12 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _apply_threads(args: argparse.Namespace) -> None:
-    """The thread policy (fortifai_bench.threads), once per command, before any torch work."""
+def apply_threads(args: argparse.Namespace) -> None:
+    """The thread policy (fortifai_bench.threads), once per command, before any torch work; also what the
+    torchrun entry points (`python -m fortifai_bench.collapse` / `.train`) apply."""
     if (getattr(args, "nproc", None) or 1) > 1:
         return  # torchrun starts the processes and gives each OMP_NUM_THREADS=1 unless the user set it
     explicit = getattr(args, "threads", None)
-    threads.apply_default(explicit if explicit is not None else args.global_threads)
+    threads.apply_default(explicit if explicit is not None else getattr(args, "global_threads", None))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        _apply_threads(args)
+        apply_threads(args)
         result = args.func(args)
     except FortifaiError as exc:
         print(f"fortifai-bench: error: {exc}", file=sys.stderr)

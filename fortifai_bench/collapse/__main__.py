@@ -8,7 +8,7 @@ import sys
 import time
 
 from fortifai_bench import threads
-from fortifai_bench.cli import build_parser
+from fortifai_bench.cli import apply_threads, build_parser
 from fortifai_bench.distributed import is_main
 from fortifai_bench.errors import FortifaiError
 
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = ["fortifai-bench", "collapse", *argv]  # what the run records as its command
     args = build_parser().parse_args(["collapse", *argv])
     try:
-        threads.apply_default(args.threads if args.threads is not None else args.global_threads)
+        apply_threads(args)
         return int(args.func(args) or 0)
     except FortifaiError as exc:
         if is_main():

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from fortifai_bench import configs, threads
+from fortifai_bench.cli import apply_threads
 from fortifai_bench.cli_args import add_quiet
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.train.config import TrainConfig
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     register(parser.add_subparsers())
     try:
         args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
-        threads.apply_default(args.threads)
+        apply_threads(args)
         return args.func(args)
     except FortifaiError as exc:
         print(f"fortifai-bench: error: {exc}", file=sys.stderr)
