@@ -27,6 +27,7 @@ from the policy, not from the user, and decide again for themselves.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import resource
@@ -244,6 +245,22 @@ def refresh(min_interval: float = REFRESH_EVERY) -> Decision | None:
         set_threads(decision.threads)
     _State.decision = decision
     return decision
+
+
+@contextlib.contextmanager
+def pinned(n: int):
+    """Exactly `n` threads inside the block, whatever the load or the policy (refresh() is off), then
+    back as before. For work whose numbers must not depend on the machine: float sums in a different
+    order give different weights, so the tiny base M_0, built once and cached, is pretrained here with 1."""
+    was_active, was = _State.active, (sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None)
+    _State.active = False
+    set_threads(n)
+    try:
+        yield
+    finally:
+        _State.active = was_active
+        if was is not None:
+            set_threads(was)
 
 
 def current() -> Decision | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from fortifai_bench.collapse.config import CollapseTask
 from fortifai_bench.errors import FortifaiError
 
-BASE_FORMAT = 1  # bump when the way the base is built changes
+BASE_FORMAT = 2  # bump when the way the base is built changes (2: pretrained with one thread)
 
 
 def base_key(task: CollapseTask) -> str:
@@ -78,6 +78,7 @@ def base_model(task: CollapseTask, *, progress: bool = True) -> str:
 
 
 def _build_tiny_base(task: CollapseTask, path: Path, progress: bool) -> None:
+    from fortifai_bench import threads
     from fortifai_bench.io import atomic_dir, write_json
     from fortifai_bench.models import TinyConfig, build_tiny, save_model
     from fortifai_bench.train import train
@@ -99,7 +100,10 @@ def _build_tiny_base(task: CollapseTask, path: Path, progress: bool) -> None:
             print(f"building the tiny base model M_0: pretraining on {len(texts)} paragraphs of "
                   f"{m.pretrain.corpus}:{m.pretrain.part} (once; cached in {path})", flush=True)
         config = dataclasses.replace(m.pretrain.train, seed=m.pretrain.seed)
-        result = train(model, tokenizer, texts, "ce", config, progress=progress)
+        # One thread, whatever the load: the thread count changes float rounding and so the weights, and
+        # every result of this base must be a function of (code, config, seed) only (issue 20).
+        with threads.pinned(1):
+            result = train(model, tokenizer, texts, "ce", config, progress=progress)
         model, history = result.model, result.history
     with atomic_dir(path) as tmp:
         save_model(model, tokenizer, tmp / "model")

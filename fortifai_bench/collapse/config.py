@@ -34,7 +34,7 @@ from fortifai_bench.train.config import TrainConfig
 MODES = ("accumulate", "replace", "accumulate-subsample", "clean")
 BUDGETS = ("epochs", "steps")
 REGEN_MODES = ("sequential", "original")
-DECODINGS = ("sample", "beam")
+DECODINGS = ("sample", "greedy", "beam")
 KR_METHODS = ("sum", "mean_shorter")
 
 
@@ -85,7 +85,7 @@ class RegenerateSettings:
     block: int = 32
     context: int = 512
     prompt: int = 32                   # leading tokens kept verbatim (nothing precedes them to continue from)
-    decoding: str = "sample"           # sample (temperature/top_p, Gumbel-max) | beam (num_beams, HF generate)
+    decoding: str = "sample"           # sample (temperature/top_p, Gumbel-max) | greedy (argmax) | beam (num_beams, HF generate)
     temperature: float = 1.0
     top_p: float = 1.0
     num_beams: int = 5

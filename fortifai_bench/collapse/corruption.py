@@ -52,11 +52,21 @@ def _kept(model, loss, rows: list[list[int]], batch_size: int) -> list[list[bool
     return out
 
 
-def gradient_split(model, tokenizer, loss, pairs: list[tuple[str, str]], batch_size: int = 32) -> dict | None:
+def gradient_split(model, tokenizer, loss, pairs: list[tuple[str, str]], batch_size: int = 32,
+                   fresh: list[tuple[str, str]] = ()) -> dict | None:
     """For (original, regenerated) text pairs: the share of corrupted tokens, and how the loss's kept
-    (gradient-bearing) tokens split between corrupted and faithful ones. None when there are no pairs."""
+    (gradient-bearing) tokens split between corrupted and faithful ones. With `fresh` (the stage's real
+    split, each text paired with itself) also `fresh_kept_rate`: the share of real tokens the loss keeps.
+    None when there are no pairs."""
     if not pairs:
         return None
+    out = _split(model, tokenizer, loss, pairs, batch_size)
+    if fresh and out.get("loss_reports_mask"):
+        out["fresh_kept_rate"] = _split(model, tokenizer, loss, list(fresh), batch_size)["faithful_kept_rate"]
+    return out
+
+
+def _split(model, tokenizer, loss, pairs: list[tuple[str, str]], batch_size: int) -> dict:
     was_training = model.training
     model.eval()
     rows = [tokenizer(new)["input_ids"] for _, new in pairs]

@@ -96,8 +96,9 @@ def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, p
                  f"{chunks * t.grad_accum} pass{'es' if chunks * t.grad_accum > 1 else ''} of "
                  f"{-(-t.batch_size // devices // chunks)} blocks)")
     r = task.regenerate
-    dec = (f"beam {r.num_beams}, repetition penalty {r.repetition_penalty:g}" if r.decoding == "beam"
-           else f"sampling, temperature {r.temperature:g}, top-p {r.top_p:g}")
+    dec = {"beam": f"beam {r.num_beams}, repetition penalty {r.repetition_penalty:g}",
+           "greedy": "greedy (argmax)",
+           "sample": f"sampling, temperature {r.temperature:g}, top-p {r.top_p:g}"}[r.decoding]
     lines.append(f"regenerate: {r.mode} blocks of {r.block} tokens, context {r.context}, prompt {r.prompt}, {dec}")
     for row in schedule(task.stages, task.mode):
         parts = [f"D_{k}^({g})" for k, g in row["train"]]

@@ -15,7 +15,8 @@ Two block modes:
   independent rows of one batch. Seams between blocks can break sentences.
 
 Decoding is sampling (temperature, top-p, optional repetition penalty) with the Gumbel-max trick
-(argmax of logits minus the log of Exp(1) noise: one kernel, no `multinomial`), or beam search
+(argmax of logits minus the log of Exp(1) noise: one kernel, no `multinomial`), greedy (the argmax
+itself: the model's mode, with the same optional repetition penalty), or beam search
 with repetition penalty through Hugging Face `generate` (the paper's beam 5, penalty 3.0).
 """
 
@@ -204,10 +205,13 @@ def _sample(model, ids, mask, n_new, settings: RegenerateSettings, banned, gens)
         logits = logits / settings.temperature
         if settings.top_p < 1.0:
             logits = _top_p(logits, settings.top_p)
-        noise = torch.empty_like(logits, device="cpu")
-        for r, g in enumerate(gens):  # each row its own stream (see row_generator)
-            noise[r].exponential_(1.0, generator=g)
-        tok = (logits - noise.to(logits.device).log()).argmax(-1)  # Gumbel-max: a sample from softmax(logits)
+        if settings.decoding == "greedy":  # the mode: what the paper's confidence gap is about (Sec. 3)
+            tok = logits.argmax(-1)
+        else:
+            noise = torch.empty_like(logits, device="cpu")
+            for r, g in enumerate(gens):  # each row its own stream (see row_generator)
+                noise[r].exponential_(1.0, generator=g)
+            tok = (logits - noise.to(logits.device).log()).argmax(-1)  # Gumbel-max: a sample from softmax(logits)
         out[:, t] = tok
         if seen is not None:
             seen[torch.arange(batch), tok] = True
