@@ -374,7 +374,7 @@ def _train(state: _State, i: int, prev: str, stage_dir: Path) -> None:
     # corrupted vs faithful tokens, as M_{i-1} and then M_i see them: one forward pass, on rank 0
     # and the fresh real split D_i as a pair with itself (every token faithful): the kept rate TCE gives
     # real text, against the rates it gives the regenerated text's corrupted and faithful tokens (issue 19)
-    fresh = [(t, t) for t in state.data.splits[i]] if pairs else []
+    fresh = [(p.text, p.text) for p in state.data.splits[i]] if pairs else []
     before = dist.on_main(gradient_split, model, tokenizer, state.loss, pairs, task.eval.batch_size, fresh)
     result = train(model, tokenizer, texts, state.loss, config, progress=state.progress)
     after = dist.on_main(gradient_split, result.model, tokenizer, state.loss, pairs, task.eval.batch_size, fresh)
