@@ -27,6 +27,8 @@ def register(subparsers) -> None:
 
     bf = sub.add_parser("build-facts", help="write the facts corpus (main part) and its KR questions to a folder")
     bf.add_argument("--out", required=True, help="folder for corpus.jsonl and kr.jsonl (e.g. data/facts)")
+    bf.add_argument("--corpus", default="facts", choices=("facts", "facts-longtail"),
+                    help="facts, or facts-longtail (skewed categorical values, tagged questions) (default: facts)")
     bf.add_argument("--seed", type=int, default=0, help="generator seed (default: 0, the shipped data)")
     bf.add_argument("--paragraphs", type=int, default=180, help="paragraphs of the main part (default: 180)")
     bf.add_argument("--splits", type=int, default=6, help="splits the questions are assigned to (default: 6)")
@@ -62,7 +64,7 @@ def _build_facts(args: argparse.Namespace) -> int:
     from fortifai_bench.corpora.facts import build_facts_files
 
     corpus_path, kr_path, report = build_facts_files(
-        args.out, seed=args.seed, paragraphs=args.paragraphs, splits=args.splits,
+        args.out, corpus=args.corpus, seed=args.seed, paragraphs=args.paragraphs, splits=args.splits,
         max_per_paragraph=args.max_per_paragraph,
     )
     print(f"wrote {corpus_path} ({args.paragraphs} paragraphs) and {kr_path} "

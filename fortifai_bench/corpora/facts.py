@@ -20,6 +20,14 @@ Two parts share that vocabulary of values but no entity:
 - "pretrain" (default 1000 paragraphs): other entities, for pretraining the base model on the templates
   and values without seeing a single fact of "main". It is generated on the fly (same seed, same bytes),
   not shipped; only "main" is shipped, in `data/facts/corpus.jsonl`.
+
+`facts-longtail` is the same generator with a skewed prior (`FactsConfig.modes`, `mode_share`): for each
+categorical slot (place, profession, product) a seeded ranking of its values picks `modes` frequent
+values that carry `mode_share` of the mass between them; the other values share the rest equally, in
+both parts, so the base model learns the skewed prior in pretraining. Every categorical fact records
+its value's class (`"frequency": "mode"` or `"tail"`), which is what its KR questions are tagged with
+(`fortifai_bench.kr.facts_gen`); years, numbers and relations stay uniform. It measures "the tails
+disappear" (Shumailov et al. 2024) directly: shipped in `data/facts-longtail`.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ PROFESSIONS = ("painter", "sailor", "teacher", "merchant", "poet", "doctor", "fa
 PRODUCTS = ("ships", "clocks", "paper", "glass", "bicycles", "shoes", "radios", "bricks", "lamps", "soap",
             "rope", "tea")
 COMPANY_SUFFIXES = ("Works", "Mills", "Trading", "Foundry")
+# The categorical slots: the ones `FactsConfig.modes` skews (a year or a number has no "rare value" to lose).
+CATEGORIES = {"place": PLACES, "profession": PROFESSIONS, "product": PRODUCTS}
 KINDS = ("person", "city", "river", "company", "mountain")
 
 
@@ -127,11 +137,17 @@ _SLOT = re.compile(r"\{(\w+)(?::([\w:]+))?\}")
 
 @dataclass(frozen=True)
 class FactsConfig:
-    """What determines the facts corpus: change any field and every paragraph may change."""
+    """What determines the facts corpus: change any field and every paragraph may change.
+
+    `modes` > 0 skews the categorical slots (`CATEGORIES`): per slot, `modes` frequent values hold
+    `mode_share` of the probability between them and the other values share the rest; 0 (the `facts`
+    corpus) draws every value uniformly and ignores `mode_share`."""
 
     seed: int = 0
     paragraphs: int = 180
     pretrain_paragraphs: int = 1000
+    modes: int = 0
+    mode_share: float = 0.6
 
     def __post_init__(self):
         for name in ("paragraphs", "pretrain_paragraphs"):
@@ -140,6 +156,39 @@ class FactsConfig:
                 raise FortifaiError(f"facts: {name} must be an integer >= {len(KINDS)}, got {n!r}")
         if not isinstance(self.seed, int):
             raise FortifaiError(f"facts: seed must be an integer, got {self.seed!r}")
+        fewest = min(len(v) for v in CATEGORIES.values())
+        if not isinstance(self.modes, int) or isinstance(self.modes, bool) or not 0 <= self.modes < fewest:
+            raise FortifaiError(f"facts: modes must be an integer in 0..{fewest - 1} (the smallest categorical "
+                                f"slot has {fewest} values), got {self.modes!r}")
+        if self.modes:
+            share = self.mode_share
+            # a mode value must be more likely than a tail value in every slot, or "mode" means nothing
+            uniform = max(self.modes / len(v) for v in CATEGORIES.values())
+            if not isinstance(share, (int, float)) or isinstance(share, bool) or not uniform < share < 1:
+                raise FortifaiError(f"facts: mode_share must be a number in ({uniform:.3g}, 1) (above the "
+                                    f"uniform share of {self.modes} values), got {share!r}")
+
+    @property
+    def name(self) -> str:
+        return "facts-longtail" if self.modes else "facts"
+
+    def ranking(self, slot: str) -> tuple[str, ...]:
+        """The values of a categorical slot, most frequent first (a seeded order, the same in both parts)."""
+        values = list(CATEGORIES[slot])
+        random.Random(f"{self.name}@{VERSION}:{self.seed}:ranking:{slot}").shuffle(values)
+        return tuple(values)
+
+    def frequency(self, slot: str, value: str) -> str:
+        """"mode" or "tail": the class of a categorical value under this skew."""
+        return "mode" if value in self.ranking(slot)[:self.modes] else "tail"
+
+    def weights(self, slot: str) -> list[float]:
+        """Probabilities of `ranking(slot)`: the modes share `mode_share`, the tail values the rest."""
+        tail = len(CATEGORIES[slot]) - self.modes
+        return [self.mode_share / self.modes] * self.modes + [(1 - self.mode_share) / tail] * tail
+
+
+LONGTAIL = FactsConfig(modes=3, mode_share=0.6)  # facts-longtail: 3 values per slot carry 60% of the mass
 
 
 def _word(rng, syllables: int) -> str:
@@ -197,13 +246,14 @@ def _render(template: str, name: str, ref: str, values: dict) -> tuple[str, list
     return "".join(out), facts
 
 
-def _part(rng, n: int, part: str, taken: set[str]):
+def _part(rng, n: int, part: str, taken: set[str], config: FactsConfig):
     from fortifai_bench.corpora import Paragraph
 
     kinds = _kind_order(rng, n)
     names = _names(rng, kinds, taken)
     by_kind = {k: [nm for nm, kk in zip(names, kinds) if kk == k] for k in KINDS}
-    prefix = "facts" if part == "main" else f"facts/{part}"
+    prefix = config.name if part == "main" else f"{config.name}/{part}"
+    skewed = {slot: (config.ranking(slot), config.weights(slot)) for slot in CATEGORIES} if config.modes else {}
     paragraphs = []
     for i, (kind, name) in enumerate(zip(kinds, names)):
         # later sentences: a person by surname, a company by its full name, the rest by name
@@ -223,6 +273,9 @@ def _part(rng, n: int, part: str, taken: set[str]):
                 elif attr in DERIVED:
                     base, lo, hi = DERIVED[attr]
                     values[attr] = str(int(values[base]) + rng.randint(lo, hi))
+                elif slot in skewed:
+                    ranking, weights = skewed[slot]
+                    values[attr] = rng.choices(ranking, weights)[0]
                 else:
                     values[attr] = ATTRIBUTE_VALUES.get(attr, SLOT_VALUES[slot])(rng)
         text, facts, offset = [], [], 0
@@ -231,6 +284,8 @@ def _part(rng, n: int, part: str, taken: set[str]):
             for f in sfacts:
                 f.update(start=f["start"] + offset, end=f["end"] + offset, sentence=s_idx,
                          sentence_end=offset + len(sentence))
+                if f["slot"] in skewed:  # the class its KR questions are tagged with
+                    f["frequency"] = config.frequency(f["slot"], f["value"])
             facts.extend(sfacts)
             text.append(sentence)
             offset += len(sentence) + 1
@@ -242,24 +297,28 @@ def _part(rng, n: int, part: str, taken: set[str]):
 
 
 def build_facts(config: FactsConfig = FactsConfig(), part: str = "main"):
-    """The facts corpus part "main" or "pretrain" for `config` (same config, same paragraphs)."""
+    """The facts corpus (`facts-longtail` when `config.modes`) part "main" or "pretrain" for `config`
+    (same config, same paragraphs)."""
     from fortifai_bench.corpora import Corpus
 
+    name = config.name
     if part not in ("main", "pretrain"):
-        raise FortifaiError(f"facts: unknown part {part!r}; known: main, pretrain")
+        raise FortifaiError(f"{name}: unknown part {part!r}; known: main, pretrain")
     taken: set[str] = set()
     # "main" is always generated first (its own random stream), so its names are known and
     # "pretrain" (a second stream) can avoid them; main does not depend on the pretrain size.
-    main = _part(random.Random(f"facts@{VERSION}:{config.seed}:main"), config.paragraphs, "main", taken)
+    main = _part(random.Random(f"{name}@{VERSION}:{config.seed}:main"), config.paragraphs, "main", taken, config)
     if part == "main":
         paragraphs = main
     else:
-        paragraphs = _part(random.Random(f"facts@{VERSION}:{config.seed}:pretrain"),
-                           config.pretrain_paragraphs, "pretrain", taken)
-    source = f"facts@{VERSION} seed={config.seed} paragraphs={config.paragraphs}"
+        paragraphs = _part(random.Random(f"{name}@{VERSION}:{config.seed}:pretrain"),
+                           config.pretrain_paragraphs, "pretrain", taken, config)
+    source = f"{name}@{VERSION} seed={config.seed} paragraphs={config.paragraphs}"
     if part == "pretrain":
         source += f" pretrain_paragraphs={config.pretrain_paragraphs}"
-    return Corpus(name="facts", source=source, paragraphs=paragraphs, part=part)
+    if config.modes:
+        source += f" modes={config.modes} mode_share={config.mode_share:g}"
+    return Corpus(name=name, source=source, paragraphs=paragraphs, part=part)
 
 
 def load_facts(data_dir=None, part: str = "main"):
@@ -267,18 +326,31 @@ def load_facts(data_dir=None, part: str = "main"):
     return build_facts(FactsConfig(), part)
 
 
-def build_facts_files(out, *, seed: int = 0, paragraphs: int = 180, splits: int = 6,
-                      max_per_paragraph: int = 5) -> tuple[Path, Path, dict]:
-    """Write `<out>/corpus.jsonl` (the main part) and `<out>/kr.jsonl` (its facts questions).
+def load_facts_longtail(data_dir=None, part: str = "main"):
+    """Registry loader of `facts-longtail` (embedded too)."""
+    return build_facts(LONGTAIL, part)
 
-    Same arguments, same bytes: the shipped `data/facts` files are made by this function with its
-    defaults, and a test rebuilds them and compares.
+
+PRESETS = {"facts": FactsConfig(), "facts-longtail": LONGTAIL}  # the registered corpora's configs
+
+
+def build_facts_files(out, *, corpus: str = "facts", seed: int = 0, paragraphs: int = 180, splits: int = 6,
+                      max_per_paragraph: int = 5) -> tuple[Path, Path, dict]:
+    """Write `<out>/corpus.jsonl` (the main part of `corpus`, "facts" or "facts-longtail") and
+    `<out>/kr.jsonl` (its facts questions).
+
+    Same arguments, same bytes: the shipped `data/facts` and `data/facts-longtail` files are made by this
+    function with its defaults, and a test rebuilds them and compares.
     """
+    import dataclasses
+
     from fortifai_bench.io import write_jsonl
     from fortifai_bench.kr.build import build_questions
     from fortifai_bench.kr.schema import write_questions
 
-    corpus = build_facts(FactsConfig(seed=seed, paragraphs=paragraphs), part="main")
+    if corpus not in PRESETS:
+        raise FortifaiError(f"build-facts: unknown corpus {corpus!r}; known: {', '.join(PRESETS)}")
+    corpus = build_facts(dataclasses.replace(PRESETS[corpus], seed=seed, paragraphs=paragraphs), part="main")
     # Everything is generated before the first byte is written: a bad argument leaves no file.
     questions, report = build_questions(corpus, "facts", splits, max_per_paragraph=max_per_paragraph, seed=seed)
     out = Path(out)
@@ -288,4 +360,4 @@ def build_facts_files(out, *, seed: int = 0, paragraphs: int = 180, splits: int 
     return corpus_path, kr_path, report
 
 
-CORPORA = {"facts": load_facts}  # found by fortifai_bench.corpora on the first lookup
+CORPORA = {"facts": load_facts, "facts-longtail": load_facts_longtail}  # found by fortifai_bench.corpora on the first lookup
