@@ -47,7 +47,8 @@ WIKITEXT = "wikitext-2-raw-v1"
 @dataclass(frozen=True)
 class KRSetSpec:
     """What decides a KR set. `part=None`: the corpus's default part (`main`; WikiText without a local
-    wiki.train.raw: `valid`). `generator=None`: `facts` for the facts corpus, `rules` for any other."""
+    wiki.train.raw: `valid`). `generator=None`: `facts` for the facts corpora (facts, facts-longtail),
+    `rules` for any other."""
 
     corpus: str
     part: str | None = None
@@ -152,7 +153,7 @@ def _resolved(spec: KRSetSpec, data_dir, cache_root: str) -> tuple:
     corpus = get_corpus(spec.corpus, data_dir=data_dir, part=part)
     covered = cut(corpus, spec.n_splits, spec.paragraphs_per_split, spec.reserve)
     bounds = covered.split_bounds(spec.n_splits)
-    generator = spec.generator or ("facts" if spec.corpus == "facts" else "rules")
+    generator = spec.generator or default_generator(spec.corpus)
     shipped = _shipped_file(spec.corpus, part, generator) if spec.use_shipped and _shipped_settings(spec) else None
     if shipped is not None:
         questions, where = _from_shipped(shipped, bounds), {"source": "shipped", "file": str(shipped)}
@@ -174,6 +175,13 @@ def _resolved(spec: KRSetSpec, data_dir, cache_root: str) -> tuple:
         "length_bias": length_bias(questions),
     }
     return tuple(questions), tuple(bounds), provenance
+
+
+def default_generator(corpus: str) -> str:
+    """`facts` for the generated encyclopedias (their ground truth is in the meta), `rules` for any other."""
+    from fortifai_bench.corpora.facts import PRESETS
+
+    return "facts" if corpus in PRESETS else "rules"
 
 
 def _part(corpus: str, part: str | None, data_dir) -> tuple[str, str | None]:
