@@ -1,4 +1,5 @@
-"""Test-wide settings: offline, a private cache per session, one torch thread per test process."""
+"""Test-wide settings: offline, a private cache per session, one torch thread per test process, and the public
+datasets found where the user has them (tests/public_data.py), or the tests that need them skipped."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+import public_data  # tests/ is on sys.path, as for killing.py and results_factory.py
 
-# No test may reach the Hugging Face Hub: the machines have no internet, and tests must not depend on it.
+# No test reaches the Hugging Face Hub unless the user sets these to 0 (to fetch the public test data once,
+# tests/public_data.py): the machines have no internet, and no test result may depend on it.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -36,14 +37,34 @@ def one_torch_thread():
     torch.set_num_threads(1)
 
 
+def pytest_report_header(config):
+    return public_data.describe()
+
+
+def _data_root(*names: str) -> Path:
+    """The root folder holding every dataset in `names` (tests/public_data.py: the first source found serves
+    them all); skip, with how to get them, when they are nowhere."""
+    bad = None
+    try:
+        roots = {public_data.find(name) for name in names}
+    except public_data.Missing as exc:
+        pytest.skip(f"{exc}; {public_data.HOW}")
+    except NotADirectoryError as exc:
+        bad = str(exc)
+    if bad:
+        pytest.fail(bad, pytrace=False)  # the user named a folder that is not there: say so, do not skip
+    (root,) = roots
+    return root
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The public datasets beside the checkout (../shared/data), read in place."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared data folder not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """A folder laid out like shared/data with all four public datasets (WikiText-2 valid and test, HellaSwag
+    validation, GSM8K, BLiMP), read in place."""
+    return _data_root(*public_data.NAMES)
 
 
 @pytest.fixture(scope="session")
-def wikitext_dir(shared_data) -> Path:
-    return shared_data / "wikitext-2-raw-v1"
+def wikitext_dir() -> Path:
+    """WikiText-2 raw: a folder of wiki.valid.raw and wiki.test.raw (no train, as in shared/data)."""
+    return _data_root("wikitext-2-raw-v1") / "wikitext-2-raw-v1"
