@@ -17,6 +17,13 @@ Each fact gets DISTRACTORS questions, one per false value. A fact the model has 
 was corrupted) is a coin flip between two values it does not know; averaging several such flips per fact
 shrinks that part of KR's sampling noise, which is what lets a few seeds resolve a time to failure
 (benchmarks/collapse_regimes.py). KR-split-0 is still the share of correct questions.
+
+On a corpus whose categorical facts carry a frequency class (`facts-longtail`: `"frequency": "mode"` or
+`"tail"` in their meta, see `fortifai_bench.corpora.facts`), only those facts are asked about, every
+question is tagged with its true value's class, and the false values come from the OTHER class: a tail
+fact's false continuations are mode values, so a model that collapses toward the mode picks them; a mode
+fact's are tail values, so a loss cannot win on the tail by merely flattening its distribution (mode KR
+must hold). The pools and their order are the same as above, restricted to that class.
 """
 
 from __future__ import annotations
@@ -92,24 +99,48 @@ def generate_facts(corpus, n_splits: int, *, max_per_paragraph: int = 5, distrac
     by_slot_anywhere = defaultdict(set)
     for (_, slot), values in by_slot.items():
         by_slot_anywhere[slot] |= values
+    classes = _classes(paragraphs)
     source = source or f"{corpus.name}:{corpus.part}"
     questions = []
     for index, p in enumerate(paragraphs):
         facts = p.meta["facts"]
         rng = random.Random(f"{GENERATOR}:{seed}:{p.id}")
-        chosen = sorted(rng.sample(range(len(facts)), min(max_per_paragraph, len(facts))))
+        # a long-tail corpus is asked about its classed (categorical) facts only; k stays the fact's index
+        askable = [k for k, f in enumerate(facts) if "frequency" in f] if classes else range(len(facts))
+        chosen = sorted(rng.sample(askable, min(max_per_paragraph, len(askable))))
         kind, split = p.meta["kind"], split_of[index]
         for k in chosen:
             f = facts[k]
             context = p.text[:f["start"]]
+            allowed = _plausible(p, f, context)
+            tag = f.get("frequency")
+            if tag is not None:  # false values of the other class only (module doc)
+                allowed = _other_class(allowed, classes, f["slot"], tag)
             false_values = _distractors(rng, f["value"], [
                 by_attr[(split, kind, f["attribute"])], by_slot[(split, f["slot"])], anywhere[(kind, f["attribute"])],
                 by_slot_anywhere[f["slot"]],
-            ], _plausible(p, f, context), distractors)
+            ], allowed, distractors)
             rest = p.text[f["end"]:f["sentence_end"]]
             for j, false_value in enumerate(false_values):  # none: no other paragraph varies it, no honest form
                 questions.append(Question(
                     id=f"{p.id}/q{k}" + (f".{j}" if j else ""), split=split, paragraph=index, context=context,
-                    true=f["value"] + rest, false=false_value + rest, generator=GENERATOR, source=source,
+                    true=f["value"] + rest, false=false_value + rest, generator=GENERATOR, source=source, tag=tag,
                 ))
     return questions
+
+
+def _classes(paragraphs) -> dict[tuple[str, str], str]:
+    """(slot, value) -> "mode" or "tail" for every classed fact of the corpus (empty: a uniform corpus)."""
+    classes: dict[tuple[str, str], str] = {}
+    for p in paragraphs:
+        for f in p.meta["facts"]:
+            if "frequency" in f:
+                seen = classes.setdefault((f["slot"], f["value"]), f["frequency"])
+                if seen != f["frequency"]:
+                    raise FortifaiError(f"facts generator: paragraph {p.id}: {f['slot']} value {f['value']!r} is "
+                                        f"{f['frequency']!r} here but {seen!r} elsewhere")
+    return classes
+
+
+def _other_class(allowed, classes, slot: str, tag: str):
+    return lambda v: allowed(v) and classes.get((slot, v), tag) != tag

@@ -3,6 +3,9 @@
     {"id": "facts/p0012/q3", "split": 0, "paragraph": 12, "context": "Orvel Tamsin was born in",
      "true": "Dravia in 1843.", "false": "Selmora in 1843.", "generator": "facts@1", "source": "facts:main"}
 
+An optional `tag` names the group a question belongs to (`facts-longtail`: "mode" or "tail", the class of
+its true value); the collapse protocol reports KR per tag. Untagged questions are written without it.
+
 `true` and `false` are stored WITHOUT a leading space: a scorer (ours, lm-eval's multiple_choice)
 reads `context + " " + continuation`. `paragraph` is the paragraph's index in its corpus and `split`
 its split under the corpus's even cut (-1 = not assigned, e.g. a file in the authors' format).
@@ -35,6 +38,7 @@ class Question:
     false: str
     generator: str
     source: str
+    tag: str | None = None
 
     def __post_init__(self):
         for name in ("id", "context", "true", "false", "generator", "source"):
@@ -45,13 +49,19 @@ class Question:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < -1:
                 raise FortifaiError(f"question {self.id!r}: field {name!r} must be an integer >= -1, got {value!r}")
+        if self.tag is not None and (not isinstance(self.tag, str) or not self.tag):
+            raise FortifaiError(f"question {self.id!r}: field 'tag' must be non-empty text or absent, "
+                                f"got {self.tag!r}")
         # The delimiter belongs to the scorer: keep continuations without edge whitespace.
         self.true = self.true.strip()
         self.false = self.false.strip()
         self.context = self.context.rstrip()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        row = asdict(self)
+        if row["tag"] is None:  # untagged sets keep their bytes
+            del row["tag"]
+        return row
 
     @classmethod
     def from_dict(cls, row: dict, where: str = "") -> "Question":
@@ -59,7 +69,7 @@ class Question:
         if missing:
             raise FortifaiError(f"{where}: missing field(s) {', '.join(missing)}")
         try:
-            return cls(**{k: row[k] for k in FIELDS})
+            return cls(**{k: row[k] for k in FIELDS}, tag=row.get("tag"))
         except FortifaiError as exc:
             raise FortifaiError(f"{where}: {exc}") from exc
 
