@@ -55,7 +55,11 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "stages": {"type": "array", "minItems": 1, "items": {
             "type": "object", "required": ["stage", "score"],
             "properties": {"stage": {"type": "integer"}, "score": {"type": "number"},
-                           "kr_total": _NUM_OR_NULL, "kl": _NUM_OR_NULL, "kl_split0": _NUM_OR_NULL}}},
+                           "kr_total": _NUM_OR_NULL, "kl": _NUM_OR_NULL, "kl_split0": _NUM_OR_NULL,
+                           # a tagged KR set only (facts-longtail): KR per tag and split, and on split 0
+                           "kr_by_tag": {"type": "object", "additionalProperties": {
+                               "type": "object", "additionalProperties": {"type": "number"}}},
+                           "score_by_tag": {"type": "object", "additionalProperties": _NUM_OR_NULL}}}},
         "time_to_failure": _NUM_OR_NULL,
         "failure": {"type": "object", "required": ["status", "time", "horizon"],
                     "properties": {"status": {"enum": ["failed", "never_failed", "never_learned"]},

@@ -1,7 +1,9 @@
 """What the protocol measures on M_i after it has regenerated the stage's splits.
 
 * KR for every split, KR-total (all splits' questions), KR over the splits trained on so far, and the
-  per-question bits of split 0 (for paired tests between runs).
+  per-question bits of split 0 (for paired tests between runs). A tagged KR set (`facts-longtail`: "mode"
+  and "tail" questions) adds KR per tag and split (`kr_by_tag`, `score_by_tag` for split 0); an untagged
+  set adds nothing, so its records are unchanged.
 * Perplexity on held-out real text the model never trained on.
 * KL(original || generated) of token unigrams and bigrams (`metrics.ngram_kl`: additive smoothing of
   1e-6 per count over the union support), between the real splits and this stage's rewrite of them;
@@ -134,7 +136,7 @@ def _kr(state, model, tokenizer, i: int | None) -> dict:
     seen = {k for j in range(i + 1) for k, _ in pool(j, task.mode)} if i is not None else set()
     seen_bits = [c for k, v in by_split.items() if k in seen for c in v]
     bits = "".join("1" if c else "0" for q, c in zip(questions, correct) if q.split == 0)
-    return {
+    out = {
         "score": kr.get("0"),
         "kr": kr,
         "kr_total": sum(correct) / len(correct),
@@ -142,6 +144,23 @@ def _kr(state, model, tokenizer, i: int | None) -> dict:
         "kr_questions": {str(k): len(v) for k, v in sorted(by_split.items())},
         "items": {"split0_correct": bits},
     }
+    out.update(_by_tag(questions, correct))
+    return out
+
+
+def _by_tag(questions, correct) -> dict:
+    """KR per tag and split, and per tag on split 0, for a tagged set; {} for an untagged one. An untagged
+    question in a tagged set counts in KR but in no tag."""
+    cells: dict[str, dict[int, list[bool]]] = {}
+    for q, c in zip(questions, correct):
+        if q.tag is not None:
+            cells.setdefault(q.tag, {}).setdefault(q.split, []).append(bool(c))
+    if not cells:
+        return {}
+    kr = {t: {str(k): sum(v) / len(v) for k, v in sorted(by.items())} for t, by in sorted(cells.items())}
+    return {"kr_by_tag": kr, "score_by_tag": {t: by.get("0") for t, by in kr.items()},
+            "kr_questions_by_tag": {t: {str(k): len(v) for k, v in sorted(by.items())}
+                                    for t, by in sorted(cells.items())}}
 
 
 def run_lm_eval(model_dir, tasks: list[str], batch_size: int, model=None, tokenizer=None) -> dict:

@@ -227,8 +227,11 @@ def format_table(exp: Experiment) -> str:
     s = exp.summaries
     n_stages = max((len(r["stages"]) for runs in exp.groups.values() for r in runs), default=0)
     rows = [["stage"] + names]
+    tags = sorted({t for runs in exp.groups.values() for r in runs for st in r["stages"]
+                   for t in st.get("score_by_tag") or {}})
     for i in range(n_stages):
         rows.append([f"M_{i}"] + [_cell(s[n]["per_stage"]["score"], i) for n in names])
+        rows += [[f"  {tag}"] + [_fmt(_tag_mean(exp.groups[n], i, tag)) for n in names] for tag in tags]
     rows.append(["failure"] + [s[n]["time_to_failure"]["text"] for n in names])
     rows.append(["KM median"] + [_fmt(s[n]["time_to_failure"]["km_median"], 2) for n in names])
     rows.append(["KL split 0, M_last"] + [_cell(s[n]["per_stage"]["kl_split0"], n_stages - 1) for n in names])
@@ -238,7 +241,7 @@ def format_table(exp: Experiment) -> str:
     widths = [max(len(r[c]) for r in rows) + 2 for c in range(len(rows[0]))]
     threshold = exp.task.eval.failure_threshold
     lines = [f"KR-split-0 per stage (mean over seeds); failure = first crossing below {threshold:.2f}, "
-             f"in stages from M_0"]
+             f"in stages from M_0" + (f"; beneath each stage its {' and '.join(tags)} questions" if tags else "")]
     lines += ["".join(cell.ljust(widths[0]) if c == 0 else cell.rjust(widths[c]) for c, cell in enumerate(r))
               for r in rows]
     if exp.baseline:
@@ -265,6 +268,13 @@ def _time_line(exp: Experiment) -> str:
                 f"summed over the runs: {text}")
     other = max(0.0, exp.seconds - sum(phases.values()))
     return f"time: {exp.seconds:.0f} s wall = {text} + other {other:.0f} s (base model, chance level, loading)"
+
+
+def _tag_mean(runs: list[dict], i: int, tag: str) -> float | None:
+    """Mean over seeds of stage i's KR-split-0 on the questions tagged `tag` (a tagged KR set)."""
+    xs = [r["stages"][i]["score_by_tag"][tag] for r in runs if i < len(r["stages"])
+          and (r["stages"][i].get("score_by_tag") or {}).get(tag) is not None]
+    return sum(xs) / len(xs) if xs else None
 
 
 def _cell(stats: list[dict], i: int) -> str:

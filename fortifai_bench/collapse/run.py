@@ -256,7 +256,9 @@ def _chance(state: _State) -> dict | None:
         base = kr_scores(state, model, tokenizer)
         state.dist.on_main(lambda: write_json(path, {
             "length_bias_split0": length_bias(split0, tokenizer),
-            "base_model": {"kr_split0": base["score"], "kr_total": base["kr_total"]}}))
+            "base_model": {"kr_split0": base["score"], "kr_total": base["kr_total"],
+                           # a tagged set: the base's prior per tag (facts-longtail: above 0.5 on mode, below on tail)
+                           **({"kr_split0_by_tag": base["score_by_tag"]} if "score_by_tag" in base else {})}}))
     return state.dist.on_main(read_json, path)
 
 
@@ -348,7 +350,8 @@ def _run_stage(state: _State, i: int) -> dict:
     dist.on_main(write_json, stage_dir / "metrics.json", metrics)
     if state.progress:
         s = metrics["seconds"]
-        print(f"stage {i}: KR-split-0 {_fmt(metrics['score'])}  KR-total {_fmt(metrics['kr_total'])}  "
+        print(f"stage {i}: KR-split-0 {_fmt(metrics['score'])}{_tag_columns(metrics)}  "
+              f"KR-total {_fmt(metrics['kr_total'])}  "
               f"KL {_fmt(metrics['kl'])}  train {s['train']:.1f}s  regenerate {s['regenerate']:.1f}s  "
               f"evaluate {s['evaluate']:.1f}s", flush=True)
     return metrics
@@ -356,6 +359,11 @@ def _run_stage(state: _State, i: int) -> dict:
 
 def _fmt(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _tag_columns(metrics: dict) -> str:
+    """KR-split-0 per tag ("  mode 0.958  tail 0.885") for a tagged KR set; nothing for an untagged one."""
+    return "".join(f"  {tag} {_fmt(score)}" for tag, score in (metrics.get("score_by_tag") or {}).items())
 
 
 def _train(state: _State, i: int, prev: str, stage_dir: Path) -> None:
