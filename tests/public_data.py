@@ -7,9 +7,10 @@
 
 1. `FORTIFAI_TEST_DATA`: a folder in that layout (a folder that does not exist is an error, not a skip);
 2. `../shared/data` beside the checkout (as in CI);
-3. the Hugging Face datasets cache, or the Hub when the run is online (`HF_DATASETS_OFFLINE=0 HF_HUB_OFFLINE=0`;
-   the tests are offline by default): each dataset is written once per test session into a temporary folder in
-   that layout, from the same rows the Hub serves (the local files are byte copies of the originals).
+3. the Hugging Face datasets cache (the tests stay offline; `HF_DATASETS_OFFLINE=0 HF_HUB_OFFLINE=0 python
+   tests/public_data.py` fills it once from the Hub): each dataset is written once per test session into a
+   temporary folder in that layout, from the rows the Hub serves (the shared/data files are byte copies of the
+   originals; the writers below keep WikiText byte for byte, and the others in the form their readers parse).
 
 With none of them, the tests that need a dataset skip with `HOW` (one line). WikiText is written with its
 valid and test parts only, as in `shared/data`: some tests check what happens when train is missing.
@@ -27,7 +28,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 ENV = "FORTIFAI_TEST_DATA"
 NAMES = ("wikitext-2-raw-v1", "hellaswag", "gsm8k", "blimp")
 HOW = (f"get the public test data: set {ENV}=DIR (a folder laid out like shared/data), put it at {SHARED_DATA}, "
-       "or fetch it once from the Hugging Face Hub: HF_DATASETS_OFFLINE=0 HF_HUB_OFFLINE=0 pytest (README, Data)")
+       "or fetch it once into the Hugging Face cache: HF_DATASETS_OFFLINE=0 HF_HUB_OFFLINE=0 python "
+       "tests/public_data.py (README, Data)")
 
 
 class Missing(Exception):
@@ -152,3 +154,15 @@ def _write(folder: Path, files: dict[str, str]) -> None:
 
 WRITERS = {"wikitext-2-raw-v1": _write_wikitext, "hellaswag": _write_hellaswag, "gsm8k": _write_gsm8k,
            "blimp": _write_blimp}
+
+
+if __name__ == "__main__":  # fetch every dataset into the Hugging Face cache (online), then say where it went
+    import sys
+
+    for dataset in NAMES:
+        try:
+            WRITERS[dataset](Path(tempfile.mkdtemp()) / dataset)
+        except Exception as exc:
+            sys.exit(f"{dataset}: cannot load it from the Hugging Face Hub ({type(exc).__name__}: {exc}); "
+                     "run online with HF_DATASETS_OFFLINE=0 HF_HUB_OFFLINE=0")
+        print(f"{dataset}: in the Hugging Face cache; the tests will find it there", file=sys.stderr)

@@ -59,7 +59,7 @@ def test_a_fresh_clone_skips_with_one_line_saying_how_to_get_the_data(tmp_path):
     skips = [line for line in out.splitlines() if line.startswith("SKIPPED")]
     assert len(skips) == 2
     for line in skips:
-        assert public_data.ENV in line and "shared/data" in line and "HF_DATASETS_OFFLINE=0" in line
+        assert public_data.ENV in line and "shared/data" in line and "HF_DATASETS_OFFLINE=0 HF_HUB_OFFLINE=0 python tests/public_data.py" in line
         assert "is not in the Hugging Face cache" in line
     assert f"test data: none in {public_data.ENV}" in out  # the header says it before the tests run
 
