@@ -30,7 +30,8 @@ def searched(schedule: str, epochs: int, lr: float, temperature: float, budget: 
             f"regenerate.temperature={temperature}"]
 
 
-# name -> overrides of collapse_facts (the shipped default is "default"; the others say what they change)
+# name -> overrides of collapse_facts (the shipped default is "default"; the others say what they change),
+# or (task, overrides) for a regime that starts from another shipped task
 REGIMES = {
     "default": [],  # the shipped collapse_facts (v2, since 2026-12-02): the config of steps_T1.3 below
     "paper_decoding_v2": PAPER_DECODING,  # the shipped default with the authors' decoding
@@ -56,7 +57,22 @@ REGIMES = {
     "steps_T1.0": searched("constant", 30, 5e-3, 1.0, budget="steps"),
     "steps_T1.3": searched("constant", 30, 5e-3, 1.3, budget="steps"),
     "steps_T1.5": searched("constant", 30, 5e-3, 1.5, budget="steps"),
+    # issue 19: mode-seeking decoding on a base that has not memorized every fact (M_0 below 1): fewer
+    # epochs per split, greedy or cool sampling. Chosen on CE and the control (BENCHMARKS.md "Regime suite").
+    **{f"greedy_e{e}": ["regenerate.decoding=greedy", f"train.epochs={e}"] for e in (6, 8, 10, 12, 15)},
+    **{f"m0_e{e}": ["stages=1", f"train.epochs={e}"] for e in (4, 6, 8, 10, 12, 15)},  # M_0 alone
+    **{f"T{t}_e{e}": [f"regenerate.temperature={t}", f"train.epochs={e}"] for t in (0.5, 0.7) for e in (12, 15)},
 }
+
+
+def regime_task(regime: str, control: bool = False):
+    from fortifai_bench.collapse.config import load_task
+    from fortifai_bench.collapse.experiment import control_task
+
+    spec = REGIMES[regime]
+    name, overrides = spec if isinstance(spec, tuple) else ("collapse_facts", spec)
+    task = load_task(name, overrides)
+    return control_task(task) if control else task
 
 
 def run_dir_for(root: Path, regime: str, loss: str, seed: int) -> Path:
@@ -67,14 +83,10 @@ def run_dir_for(root: Path, regime: str, loss: str, seed: int) -> Path:
 
 def ensure_run(root: Path, regime: str, loss: str, seed: int, control: bool, progress: bool) -> dict:
     """The results of one run: reused when finished, resumed when killed, else started."""
-    from fortifai_bench.collapse.config import load_task
-    from fortifai_bench.collapse.experiment import control_task
     from fortifai_bench.collapse.run import run_collapse
     from fortifai_bench.io import read_json
 
-    task = load_task("collapse_facts", REGIMES[regime])
-    if control:
-        task = control_task(task)
+    task = regime_task(regime, control)
     where = run_dir_for(root, regime, "control" if control else loss, seed)
     existing = sorted(where.glob("*/config.yaml"))
     if existing:
