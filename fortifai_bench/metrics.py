@@ -1,6 +1,8 @@
 """Statistics shared by KR scoring, the collapse protocol, the toys and the leaderboard.
 
-Confidence intervals are percentile bootstraps with a fixed seed, so a result file is reproducible.
+Confidence intervals are percentile bootstraps with a fixed seed, so a result file is reproducible. Tests
+over seeds are exact permutation tests (every split of the seeds into two groups), so a p-value is a
+count of splits, never an approximation, and the smallest p a number of seeds can give is known.
 """
 
 from __future__ import annotations
@@ -12,23 +14,51 @@ from typing import Sequence
 import numpy as np
 
 DEFAULT_THRESHOLD = 0.75  # half of the gain above chance (0.5) on a two-choice test
+ALPHA = 0.05  # the level of every verdict over seeds: board ties, better / worse than CE
 
 
-def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of `values` (e.g. 0/1 correctness of KR questions)."""
+def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                 clusters: Sequence | None = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of `values` (e.g. 0/1 correctness of KR questions). With
+    `clusters` (one label per value, e.g. the fact a question asks about) whole clusters are resampled:
+    three questions about one fact are not three independent draws."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         return (float("nan"), float("nan"))
     if x.size == 1:
         return (float(x[0]), float(x[0]))
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    if clusters is None:
+        means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    else:
+        sums, sizes = cluster_totals(x[None, :], clusters)
+        weights = resample_weights(sizes.size, n_boot, rng)
+        means = (weights @ sums[0]) / (weights @ sizes)
     alpha = (1 - level) / 2
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
-    """Mean and t-interval over seeds; one seed gives a degenerate interval."""
+def cluster_totals(rows: np.ndarray, clusters: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster: the sum of each row's values over its members ([rows, clusters]) and its size."""
+    labels = np.asarray([str(c) for c in clusters])
+    if labels.size != rows.shape[1]:
+        raise ValueError(f"{labels.size} cluster labels for {rows.shape[1]} values")
+    _, index = np.unique(labels, return_inverse=True)
+    k = int(index.max()) + 1
+    sums = np.zeros((rows.shape[0], k))
+    np.add.at(sums, (slice(None), index), rows)
+    return sums, np.bincount(index, minlength=k).astype(float)
+
+
+def resample_weights(k: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """[n_boot, k]: how often each of k clusters is drawn when k are drawn with replacement, per resample."""
+    return rng.multinomial(k, np.full(k, 1.0 / k), size=n_boot).astype(float)
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95, bounds: tuple | None = None) -> dict:
+    """Mean and t-interval over seeds; one seed gives a degenerate interval. `bounds` (lo, hi; either may be
+    None) is the range the quantity cannot leave, e.g. (0, 1) for an accuracy: the interval is cut to it
+    (the truth lies inside, so cutting drops only impossible values and keeps the coverage)."""
     from scipy import stats
 
     x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
@@ -38,7 +68,22 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
     if x.size == 1 or float(x.std(ddof=1)) == 0.0:
         return {"mean": m, "ci": [m, m], "n": int(x.size)}
     half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return {"mean": m, "ci": [m - half, m + half], "n": int(x.size)}
+    return {"mean": m, "ci": clip_interval([m - half, m + half], bounds), "n": int(x.size)}
+
+
+def clip_interval(ci: Sequence, bounds: tuple | None) -> list:
+    lo, hi = bounds or (None, None)
+    return [None if v is None else min(max(v, -math.inf if lo is None else lo), math.inf if hi is None else hi)
+            for v in ci]
+
+
+# The range of each per-stage score (`score_name` in results.json). A score not listed is only known to be
+# >= 0 (the toys' variance_retention and diversity_retention are ratios that can exceed 1).
+SCORE_BOUNDS = {"kr_split0": (0.0, 1.0), "exp_neg_kl": (0.0, 1.0)}
+
+
+def score_bounds(score_name: str) -> tuple:
+    return SCORE_BOUNDS.get(score_name, (0.0, None))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -120,20 +165,21 @@ def summarize_failures(fails: Sequence[Failure], level: float = 0.95) -> dict:
       Rankings and the seed-level test (`compare_failures`) use it.
     * ``km_median``: the Kaplan-Meier median, censoring-aware.
     * ``text``: what a table shows, e.g. "2.31 [1.92, 2.70]" or ">= 4.20 (2 of 3 never failed)".
+    Both intervals are cut to [0, horizon], the range a time to failure can take.
     """
     fails = list(fails)
     learned = [f for f in fails if f.status != NEVER_LEARNED]
     done = [f.time for f in learned if f.status == FAILED]
     n_cens = sum(f.status == NEVER_FAILED for f in learned)
+    horizon = max((f.horizon for f in fails), default=0)
     out = {"n": len(fails), "failed": len(done), "never_failed": n_cens,
-           "never_learned": len(fails) - len(learned),
-           "horizon": max((f.horizon for f in fails), default=0),
+           "never_learned": len(fails) - len(learned), "horizon": horizon,
            "per_seed": [f.to_dict() for f in fails],
            "mean": None, "ci": [None, None], "sd": None}
     if learned and n_cens == 0:
-        stat = mean_ci(done, level)
+        stat = mean_ci(done, level, bounds=(0.0, horizon))
         out.update(mean=stat["mean"], ci=stat["ci"], sd=float(np.std(done, ddof=1)) if len(done) > 1 else None)
-    restricted = mean_ci([f.restricted() for f in learned], level)
+    restricted = mean_ci([f.restricted() for f in learned], level, bounds=(0.0, horizon))
     out["restricted_mean"], out["restricted_ci"] = restricted["mean"], restricted["ci"]
     out["km_median"] = _kaplan_meier_median(learned) if learned else None
     out["text"] = _failure_text(out)
@@ -159,50 +205,125 @@ def _failure_text(s: dict) -> str:
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def compare_failures(a: Sequence[Failure], b: Sequence[Failure]) -> dict:
-    """Does A fail later than B? Seeds are the unit: Welch's t-test on the restricted times (min(time,
-    horizon)) of the learned seeds. `ratio` = restricted mean of A / that of B, both counted in stages
-    from M_0. p is None when a side has fewer than 2 learned seeds."""
+# ----------------------------------------------------------------------------------------------------------
+# Tests over seeds. The unit is a seed; the value is its restricted time min(time to failure, horizon).
+# The test is an exact two-sided permutation test on the difference of means: under "the loss makes no
+# difference" every split of the n_a + n_b seeds into groups of n_a and n_b is as likely as the observed one,
+# so p counts splits (scipy.stats.permutation_test enumerates them). With no ties the smallest p is
+# 2 / C(n_a + n_b, n_a): 0.1 for 3 vs 3 seeds (so 3 seeds can never reach 0.05), 2/252 = 0.0079 for 5 vs 5.
+
+MAX_EXACT_SPLITS = 1_000_000  # beyond this (11 vs 11 seeds and up) scipy samples 99,999 splits instead
+
+
+def n_splits(n_a: int, n_b: int) -> int:
+    return math.comb(n_a + n_b, n_a)
+
+
+def smallest_p(n_a: int, n_b: int) -> float:
+    """The smallest two-sided p an exact permutation test of n_a vs n_b seeds can give (no ties)."""
+    return min(1.0, 2 / n_splits(n_a, n_b))
+
+
+def _mean_diff(a, b, axis=-1):
+    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+
+
+def permutation_p(a, b) -> float | np.ndarray:
+    """Two-sided p of mean(a) - mean(b) over all splits of the pooled values. `a` [.., n_a] and `b`
+    [.., n_b] may carry leading dimensions (many data sets tested at once, e.g. a power simulation)."""
     from scipy import stats
 
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    exact = n_splits(a.shape[-1], b.shape[-1]) <= MAX_EXACT_SPLITS
+    res = stats.permutation_test((a, b), _mean_diff, permutation_type="independent", vectorized=True, axis=-1,
+                                 n_resamples=np.inf if exact else 99_999, random_state=0)
+    return float(res.pvalue) if np.ndim(res.pvalue) == 0 else np.asarray(res.pvalue)
+
+
+def _mean_ratio(a, b, axis=-1):
+    return np.mean(a, axis=axis) / np.mean(b, axis=axis)
+
+
+def ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot: int = 9999,
+             seed: int = 0) -> list:
+    """Percentile bootstrap interval of mean(a) / mean(b), resampling each side's seeds
+    (scipy.stats.bootstrap, fixed seed). Two constant sides give the point; fewer than 2 seeds a side, None."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2 or np.mean(b) == 0:
+        return [None, None]
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        r = float(np.mean(a) / np.mean(b))
+        return [r, r]
+    res = stats.bootstrap((np.asarray(a, float), np.asarray(b, float)), _mean_ratio, vectorized=True,
+                          method="percentile", n_resamples=n_boot, confidence_level=level,
+                          random_state=np.random.default_rng(seed))
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+
+
+def compare_failures(a: Sequence[Failure], b: Sequence[Failure], level: float = 0.95) -> dict:
+    """Does A fail later than B? Seeds are the unit: the exact permutation test (`permutation_p`) on the
+    restricted times of the learned seeds. `ratio` = restricted mean of A / that of B, with a bootstrap
+    interval over seeds (`ratio_ci`); `min_p` the smallest p these seed counts can give. p is None when a
+    side has fewer than 2 learned seeds."""
     ra = [f.restricted() for f in a if f.status != NEVER_LEARNED]
     rb = [f.restricted() for f in b if f.status != NEVER_LEARNED]
-    out = {"n_a": len(ra), "n_b": len(rb), "test": "Welch t-test over seeds on min(time to failure, horizon)",
-           "diff": None, "ratio": None, "p_value": None}
+    out = {"n_a": len(ra), "n_b": len(rb), "test": "exact permutation test over seeds on min(time to failure, "
+           "horizon), two-sided", "diff": None, "ratio": None, "ratio_ci": [None, None], "p_value": None,
+           "splits": None, "min_p": None}
     if not ra or not rb:
         return out
     ma, mb = float(np.mean(ra)), float(np.mean(rb))
     out["diff"], out["ratio"] = ma - mb, (ma / mb if mb else None)
     if len(ra) >= 2 and len(rb) >= 2:
-        if np.ptp(ra) == 0 and np.ptp(rb) == 0:
-            out["p_value"] = 1.0 if ma == mb else 0.0
-        else:
-            import warnings
-
-            with warnings.catch_warnings():  # near-constant sides: scipy warns, the p-value still stands
-                warnings.simplefilter("ignore", RuntimeWarning)
-                out["p_value"] = float(stats.ttest_ind(ra, rb, equal_var=False).pvalue)
+        out.update(p_value=permutation_p(ra, rb), splits=n_splits(len(ra), len(rb)),
+                   min_p=smallest_p(len(ra), len(rb)), ratio_ci=ratio_ci(ra, rb, level))
     return out
 
 
-def detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float | None = None) -> float:
-    """The smallest difference in mean time to failure between two losses, n seeds each with seed standard
-    deviation `sd`, that a two-sided t-test over seeds (df = 2n - 2) declares significant at `alpha`
-    (power None: the difference whose t statistic just reaches the critical value), or detects with the
-    given `power` (solved on the noncentral t distribution)."""
-    from scipy import optimize, stats
+def format_p(p: float | None, splits: int | None = None) -> str:
+    """'p = 0.0079'; a p of 0 (impossible for an exact test, which counts the observed split) is shown as
+    the resolution 'p < 1/N' rather than as 0."""
+    if p is None:
+        return "p = -"
+    if p <= 0:
+        return f"p < 1/{splits}" if splits else "p < 1e-16"
+    return f"p = {p:.2g}"
 
-    df, se = 2 * n - 2, sd * math.sqrt(2.0 / n)
-    crit = stats.t.ppf(1 - alpha / 2, df)
-    if power is None:
-        return float(crit * se)
 
-    def gap(d):
-        nc = d / se
-        lower = stats.nct.cdf(-crit, df, nc)  # the wrong-direction tail; scipy gives nan once it underflows
-        return stats.nct.sf(crit, df, nc) + (0.0 if math.isnan(lower) else lower) - power
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None: no test, left out of the family). An
+    adjusted p < alpha rejects with family-wise error <= alpha, whatever the dependence between tests."""
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        out[i] = running
+    return out
 
-    return float(optimize.brentq(gap, 1e-9 * se, 12 * se))
+
+def detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float = 0.8, n_sims: int = 2000,
+                          seed: int = 0) -> float:
+    """The difference in mean time to failure that n vs n seeds detect with the given `power` in the exact
+    two-sided permutation test at `alpha`, when seeds' times are normal with standard deviation `sd`.
+    Simulated (fixed seed, `n_sims` data sets, the same draws for every difference tried). The test only
+    sees the values up to shift and scale, so the answer is `sd` times a number that depends on n alone.
+    math.inf when n seeds cannot reach `alpha` at all (`smallest_p(n, n)` >= alpha, e.g. n = 3)."""
+    if smallest_p(n, n) >= alpha:
+        return math.inf
+    z = np.random.default_rng(seed).standard_normal((2, n_sims, n))
+
+    def power_at(effect: float) -> float:
+        return float(np.mean(permutation_p(z[0] + effect, z[1]) < alpha))
+
+    lo, hi = 0.0, 1.0
+    while power_at(hi) < power:
+        lo, hi = hi, 2 * hi
+    for _ in range(12):  # bisection to 1/4096 of the bracket
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if power_at(mid) < power else (lo, mid)
+    return float(sd * hi)
 
 
 def area_under_curve(scores: Sequence[float]) -> float:

@@ -1,15 +1,12 @@
 """Time to failure: one definition (metrics.failure), one summary over seeds, censoring handled honestly,
-the seed-level test and the power figure; the results contract that carries it."""
+the results contract that carries it (the tests over seeds: test_metrics_stats.py)."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.metrics import (Failure, compare_failures, detectable_difference, failure,
-                                    summarize_failures)
+from fortifai_bench.metrics import Failure, failure, summarize_failures
 
 
 def test_failure_interpolates_the_first_crossing_from_m0():
@@ -42,21 +39,3 @@ def test_summary_when_every_seed_failed_and_when_none_learned():
     s = summarize_failures(fails)
     assert s["mean"] == pytest.approx((fails[0].time + fails[1].time) / 2) and s["ci"][0] < s["mean"] < s["ci"][1]
     assert summarize_failures([failure([0.5, 0.9], 0.75)])["text"] == "never learned"
-
-
-def test_compare_failures_uses_seeds_as_the_unit():
-    a = [Failure("failed", t, 5) for t in (3.0, 3.2, 2.8)]
-    b = [Failure("failed", t, 5) for t in (1.0, 1.2, 0.8)]
-    c = compare_failures(a, b)
-    assert c["ratio"] == pytest.approx(3.0) and c["diff"] == pytest.approx(2.0) and c["p_value"] < 0.001
-    same = compare_failures(a, [Failure("failed", t, 5) for t in (3.2, 2.8, 3.0)])
-    assert same["p_value"] == pytest.approx(1.0)
-    assert compare_failures(a[:1], b)["p_value"] is None  # one seed: no test
-
-
-def test_detectable_difference_matches_the_t_distribution():
-    from scipy import stats
-
-    d = detectable_difference(0.5, 3)
-    assert d == pytest.approx(stats.t.ppf(0.975, 4) * 0.5 * math.sqrt(2 / 3))
-    assert detectable_difference(0.5, 5) < d < detectable_difference(0.5, 3, power=0.8)
