@@ -31,6 +31,8 @@ RESULTS_FORMAT = "fortifai-bench/results@1"
 PACKAGES = ("fortifai-bench", "torch", "transformers", "tokenizers", "numpy", "scipy", "lm-eval")
 
 _NUM_OR_NULL = {"type": ["number", "null"]}
+_SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_SHA256_OR_NULL = {"anyOf": [_SHA256, {"type": "null"}]}
 
 # What every reader relies on; producers may add fields (additional properties are allowed).
 RESULTS_SCHEMA: dict[str, Any] = {
@@ -44,7 +46,7 @@ RESULTS_SCHEMA: dict[str, Any] = {
                  "properties": {"name": {"type": "string"}, "version": {"type": "integer"}}},
         "loss": {"type": "object", "required": ["spec", "target", "args"],
                  "properties": {"spec": {"type": "string", "minLength": 1}, "target": {"type": "string"},
-                                "args": {"type": "object"}}},
+                                "args": {"type": "object"}, "source_sha256": _SHA256}},
         "model": {"type": "string", "minLength": 1},
         "seed": {"type": "integer"},
         "control": {"type": "boolean"},
@@ -70,6 +72,19 @@ RESULTS_SCHEMA: dict[str, Any] = {
                   "properties": {"split0_ids_sha256": {"type": "string"},
                                  "split0_correct": {"type": "array",
                                                     "items": {"type": "string", "pattern": "^[01]*$"}}}},
+        # Written since issue 20 (older runs lack them): the base model M_0 and its weights' sha256, how the
+        # run was executed (a thread count, world size, device or dtype changes float rounding, so numbers),
+        # and the KR set scored by name and sha256 (found again wherever the package is installed).
+        "base": {"type": "object", "required": ["model", "sha256"],
+                 "properties": {"model": {"type": "string"}, "key": {"type": ["string", "null"]},
+                                "sha256": _SHA256_OR_NULL, "shipped": {"type": "boolean"}}},
+        "runtime": {"type": "object", "required": ["torch_threads", "world_size", "device", "dtype"],
+                    "properties": {"torch_threads": {"type": "integer", "minimum": 1},
+                                   "world_size": {"type": "integer", "minimum": 1},
+                                   "device": {"type": "string"}, "dtype": {"type": "string"}}},
+        "kr": {"type": "object", "required": ["file", "sha256"],
+               "properties": {"file": {"type": "string"}, "sha256": _SHA256, "name": {"type": ["string", "null"]},
+                              "source": {"type": "string"}}},
         "provenance": {"type": "object", "required": ["versions", "command", "date"],
                        "properties": {"versions": {"type": "object"}, "command": {"type": "string"},
                                       "date": {"type": "string"}, "git": {"type": ["string", "null"]}}},
@@ -107,10 +122,25 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def config_hash(config: dict, ignore: Sequence[str] = ("seed", "out", "description")) -> str:
-    """sha256 of a resolved config minus what differs between seeds of one experiment (and prose)."""
+def config_hash(config: dict, ignore: Sequence[str] = ("seed", "out", "description"), *,
+                loss: dict | None = None) -> str:
+    """sha256 of a resolved config minus what differs between seeds of one experiment (and prose), and of
+    the source of a user's loss module (`loss["source_sha256"]`) where there is one: the same config with
+    edited loss code is another experiment. Built-in losses add nothing (their hashes stay as they were)."""
     body = {k: v for k, v in config.items() if k not in ignore}
+    if loss and loss.get("source_sha256"):
+        body["loss_source_sha256"] = loss["source_sha256"]
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def runtime(*, world_size: int, device: str, dtype: str | None) -> dict:
+    """How a run was executed, beyond its config: torch's intra-op thread count now, the number of
+    processes, the device type and the weights' dtype. Each changes float rounding and so the numbers:
+    the same (code, config, seed) reproduces exactly only under the same runtime (README, "Reproducing")."""
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(), "world_size": int(world_size), "device": str(device),
+            "dtype": str(dtype or "float32")}
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -135,7 +165,7 @@ def make_results(*, kind: str, task: dict, loss: dict, model: str, seed: int, co
     fail = failure(scores, failure_threshold) if have else None
     out = {
         "format": RESULTS_FORMAT, "kind": kind, "task": task, "loss": loss, "model": model, "seed": int(seed),
-        "config": config, "config_hash": config_hash(config),
+        "config": config, "config_hash": config_hash(config, loss=loss),
         "score_name": score_name, "failure_threshold": failure_threshold, "stages": stages,
         "time_to_failure": fail.time if fail else None,
         "failure": fail.to_dict() if fail else {"status": "never_learned", "time": None, "horizon": 0},
@@ -270,3 +300,63 @@ def summarize_runs(runs: Sequence[dict], keys: Sequence[str] = ("score", "kr_tot
         "final_score": mean_ci([r["final_score"] for r in runs if r.get("final_score") is not None]),
         "per_stage": per_stage,
     }
+
+
+# ------------------------------------------------------------------------------------------ base and runtime
+
+def base_sha256(results: dict) -> str | None:
+    """The sha256 of the weights of the base M_0 a run started from (None: not recorded, e.g. a hub model
+    or a run written before runs recorded it)."""
+    return (results.get("base") or {}).get("sha256")
+
+
+def entry_conditions(runs: Sequence[dict]) -> dict:
+    """What a board entry says about the conditions its seeds ran under (added to the entry where the runs
+    recorded them): `base_sha256`, one for all seeds (runs from two bases are refused), and `runtime`,
+    each field's distinct values over the seeds (e.g. torch_threads [1], world_size [1, 2])."""
+    out: dict[str, Any] = {}
+    shas = {base_sha256(r) for r in runs} - {None}
+    if len(shas) > 1:
+        shown = "; ".join(f"{r.get('_path')}: {base_sha256(r)}" for r in runs)
+        raise FortifaiError(f"cannot merge runs made from different base models (sha256 of M_0's weights): {shown}")
+    if shas:
+        out["base_sha256"] = shas.pop()
+    recorded = [r["runtime"] for r in runs if r.get("runtime")]
+    if recorded:
+        out["runtime"] = {k: sorted({rt[k] for rt in recorded if k in rt}, key=str)
+                          for k in ("torch_threads", "world_size", "device", "dtype")}
+    return out
+
+
+DEFAULT_RUNTIME = {"torch_threads": [1], "world_size": [1], "device": ["cpu"], "dtype": ["float32"]}
+
+
+def runtime_note(entry: dict) -> str:
+    """How an entry's runs differ from the default execution (one thread, one process, CPU, float32), for
+    a board's model column: "" when they do not, else e.g. " (2 torch threads; 2 processes)"."""
+    rt = entry.get("runtime")
+    if not rt or rt == DEFAULT_RUNTIME:
+        return ""
+    parts = []
+    if rt.get("torch_threads") != [1]:
+        parts.append("/".join(map(str, rt["torch_threads"])) + " torch threads")
+    if rt.get("world_size") != [1]:
+        parts.append("/".join(map(str, rt["world_size"])) + " processes")
+    if rt.get("device") != ["cpu"]:
+        parts.append("/".join(rt["device"]))
+    if rt.get("dtype") != ["float32"]:
+        parts.append("/".join(rt["dtype"]))
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def check_same_base(entries: Sequence[dict], runs: Sequence[dict], why: str) -> None:
+    """Losses are compared from one M_0: refuse a run whose base weights' sha256 differs from the one the
+    board's `entries` (or the other runs given) record, in one line naming both and ending with `why`.
+    Entries and runs that predate the record carry none and are not compared."""
+    known = [(f"entry {e['name']}", e["base_sha256"]) for e in entries if e.get("base_sha256")]
+    known += [(str(r.get("_path")), base_sha256(r)) for r in runs if base_sha256(r)]
+    for name, sha in known[1:]:
+        first_name, first = known[0]
+        if sha != first:
+            raise FortifaiError(f"{name}: base model M_0 sha256 {sha[:16]}... differs from {first_name}'s "
+                                f"{first[:16]}...; {why}")

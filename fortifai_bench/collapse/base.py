@@ -9,13 +9,22 @@ The cache lives in `resources.cache_dir()/base/<key>`, where the key hashes ever
 the weights (architecture, pretraining corpus and settings, the format below), so changing any of
 them builds a new base. The folder is built under a temporary name and renamed (`io.atomic_dir`):
 a killed build leaves no half model behind, and the next call removes the temporary it left.
+
+The package also ships the base of collapse_facts (`data/bases/<key>/`, written by
+`python -m fortifai_bench.collapse.base --ship`): the same files a one-thread build writes, with a
+base.json giving its key and every file's sha256. `base_model` uses it when its key is the task's and
+every file's sha256 checks, so a first run skips the pretraining; anything else is built as above.
+Every run records the base it started from (`base_record`: key and the weights' sha256), and a board
+refuses runs made from another base.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -64,9 +73,13 @@ def pretrain_texts(task: CollapseTask) -> list[str]:
 
 
 def base_model(task: CollapseTask, *, progress: bool = True) -> str:
-    """Build M_0 if needed; return the model spec to load it from (a directory or a hub id)."""
+    """Build M_0 if needed; return the model spec to load it from (a directory or a hub id). A tiny base the
+    package ships (`shipped_base`) is used as it is, else the one cached, else it is built into the cache."""
     if task.model.name != "tiny":
         return task.model.name
+    shipped = shipped_base(task)
+    if shipped is not None:
+        return str(shipped)
     path = base_dir(task)
     from fortifai_bench.io import remove_orphan_temps
 
@@ -112,3 +125,153 @@ def _build_tiny_base(task: CollapseTask, path: Path, progress: bool) -> None:
             "pretrain": dataclasses.asdict(m.pretrain) if m.pretrain else None,
             "history": history, "seconds": time.perf_counter() - start,
         })
+
+
+# ------------------------------------------------------------------------------------------ identity
+
+WEIGHTS = "model.safetensors"
+SHARD_INDEX = "model.safetensors.index.json"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_sha256(model_dir: str | Path) -> str | None:
+    """sha256 of a model directory's safetensors weights: of `model.safetensors`, or for sharded weights of
+    the lines "<shard> <its sha256>" in the index's order; None when the directory holds neither."""
+    model_dir = Path(model_dir)
+    files = [model_dir / WEIGHTS]
+    if not files[0].is_file():
+        index = model_dir / SHARD_INDEX
+        if not index.is_file():
+            return None
+        shards = dict.fromkeys(json.loads(index.read_text())["weight_map"].values())
+        files = [model_dir / name for name in shards]
+    stamps = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    return _weights_sha256(stamps)
+
+
+@functools.lru_cache(maxsize=32)
+def _weights_sha256(stamps: tuple) -> str:
+    """Hashed once per (file, mtime, size): a run records its base after every stage."""
+    if len(stamps) == 1:
+        return _file_sha256(Path(stamps[0][0]))
+    lines = "".join(f"{Path(f).name} {_file_sha256(Path(f))}\n" for f, _, _ in stamps)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def base_record(task: CollapseTask, spec: str) -> dict:
+    """What a run records about its M_0 (results.json `base`): the model name, the tiny base's key, the
+    sha256 of the weights it loaded (None for a hub id: its revision is in the config), and whether it
+    was the copy the package ships."""
+    path = Path(spec)
+    info_file = next((p / "base.json" for p in (path, path.parent) if (p / "base.json").is_file()), None)
+    info = json.loads(info_file.read_text()) if info_file else {}
+    return {"model": task.model.name, "key": info.get("key"),
+            "sha256": weights_sha256(path) if path.is_dir() else None,
+            "shipped": path.resolve().parent == shipped_root().resolve()}
+
+
+# ------------------------------------------------------------------------------------------ shipped copy
+
+SHIPPED_TASK = "collapse_facts"
+
+
+def shipped_root() -> Path:
+    from fortifai_bench.resources import data_dir
+
+    return data_dir() / "bases"
+
+
+def _files_sha256(folder: Path) -> dict[str, str]:
+    return {p.name: _file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "base.json"}
+
+
+def shipped_base(task: CollapseTask, root: str | Path | None = None) -> Path | None:
+    """The shipped copy of this task's tiny base: `data/bases/<key>/` when its base.json names the task's
+    key and every file has the sha256 recorded there; else None (and a line on stderr when a copy is
+    there but does not check: the base is then built into the cache)."""
+    key = base_key(task)
+    folder = Path(root or shipped_root()) / key
+    info_file = folder / "base.json"
+    if not info_file.is_file():
+        return None
+    try:
+        info = json.loads(info_file.read_text())
+        recorded = info["files"]
+        ok = info["key"] == key and recorded.get(WEIGHTS) == info["sha256"] and _files_sha256(folder) == recorded
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        print(f"fortifai-bench: the shipped base {folder} does not match its base.json; building it instead",
+              file=sys.stderr)
+        return None
+    return folder
+
+
+def ship(task: CollapseTask, root: str | Path | None = None, *, progress: bool = True) -> Path:
+    """Build this task's tiny base afresh (one thread, as `base_model` builds it, in a temporary folder
+    rather than the user's cache) and write it into `root/<key>/` (default: the package's data/bases/)
+    with its base.json; returns the folder."""
+    import tempfile
+
+    from fortifai_bench.io import atomic_dir, read_json, write_json
+
+    if task.model.name != "tiny" or task.model.pretrain is None:
+        raise FortifaiError(f"task {task.task}: only a pretrained tiny base can be shipped")
+    key = base_key(task)
+    root = Path(root) if root is not None else shipped_root()
+    with tempfile.TemporaryDirectory(prefix="fortifai-base-") as scratch:
+        built = Path(scratch) / f"tiny-{key}"
+        _build_tiny_base(task, built, progress)
+        info = read_json(built / "base.json")
+        with atomic_dir(root / key) as tmp:
+            for f in sorted((built / "model").iterdir()):
+                (tmp / f.name).write_bytes(f.read_bytes())
+            files = _files_sha256(tmp)
+            write_json(tmp / "base.json", {
+                "key": key, "task": task.task, "format": BASE_FORMAT, "sha256": files[WEIGHTS], "files": files,
+                "tiny": info["tiny"], "pretrain": info["pretrain"], "built_seconds": info["seconds"],
+                "note": "written by `python -m fortifai_bench.collapse.base --ship`: a one-thread build of this "
+                        "task's base (fortifai_bench/collapse/base.py)"})
+    return root / key
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from fortifai_bench.collapse.config import load_task
+
+    parser = argparse.ArgumentParser(prog="python -m fortifai_bench.collapse.base",
+                                     description="Build a collapse task's tiny base M_0 (one thread) and print "
+                                                 "its folder and the sha256 of its weights.")
+    parser.add_argument("--task", default=SHIPPED_TASK, help=f"task name or YAML path (default: {SHIPPED_TASK})")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a task field")
+    parser.add_argument("--ship", action="store_true",
+                        help="write it into the package's data/bases/<key>/ (or --to), with base.json")
+    parser.add_argument("--to", default=None, help="folder to ship into instead of data/bases/")
+    args = parser.parse_args(argv)
+    from fortifai_bench import threads
+
+    threads.start()
+    threads.apply_default()  # as every command: the pretraining itself is pinned to one thread regardless
+    try:
+        task = load_task(args.task, args.set)
+        if args.ship:
+            folder = ship(task, args.to)
+        else:
+            folder = Path(base_model(task))
+        print(f"{folder}\nsha256 {weights_sha256(folder)}")
+    except FortifaiError as exc:
+        print(f"fortifai-bench: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

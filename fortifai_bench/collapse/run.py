@@ -455,7 +455,9 @@ def _regenerate_split(state: _State, model, tokenizer, i: int, k: int, g: int, f
 # ------------------------------------------------------------------------------------------ results
 
 def build_results(state: _State, stages: list[dict], stopped: dict | None = None) -> dict:
-    from fortifai_bench.results import make_results
+    from fortifai_bench.collapse.base import base_record
+    from fortifai_bench.kr.sets import kr_record
+    from fortifai_bench.results import make_results, runtime
 
     task = state.task
     ids = [q.id for q in state.data.questions if q.split == 0]
@@ -468,7 +470,9 @@ def build_results(state: _State, stages: list[dict], stopped: dict | None = None
                "split0_ids_order": "KR file order",
                "split0_correct": [s["items"]["split0_correct"] for s in stages]},
         complete=stopped is None and len(stages) == task.stages, stopped=stopped,
-        kr_source=state.data.kr_source, chance=state.chance, run_dir=str(state.run), command=state.command)
+        kr_source=state.data.kr_source, kr=kr_record(state.data.kr_source), base=base_record(task, state.base_spec),
+        runtime=runtime(world_size=state.dist.world, device=state.dist.device.type, dtype=task.model.dtype),
+        chance=state.chance, run_dir=str(state.run), command=state.command)
 
 
 def _stage_entry(metrics: dict) -> dict:

@@ -270,3 +270,74 @@ def file_provenance(path, questions) -> dict:
             "format": "authors" if questions and questions[0].generator == "authors" else "jsonl",
             "generator": sorted({q.generator for q in questions}), "questions": len(questions),
             "splits": sorted({q.split for q in questions}), "length_bias": length_bias(questions)}
+
+
+# ------------------------------------------------------------------------------------------ a run's KR file
+
+def kr_record(path: str | os.PathLike | None) -> dict | None:
+    """How a run names the KR file it was scored on (results.json `kr`): the path used, its sha256, and a
+    name that finds it again on another machine or install: `<corpus>/kr.jsonl` for a set the package
+    ships (under `resources.data_dir()`), the file name for one built in the cache (`cache_dir()/kr/`),
+    none for a user's own file (found by its path only)."""
+    if path is None:
+        return None
+    from fortifai_bench.resources import cache_dir, data_dir
+
+    path = Path(path)
+    real = path.resolve()
+    for source, root in (("shipped", data_dir()), ("built", cache_dir() / "kr")):
+        try:
+            name = real.relative_to(root.resolve()).as_posix()
+            break
+        except ValueError:
+            continue
+    else:
+        source, name = "file", None
+    return {"file": str(path), "sha256": _file_sha(real), "name": name, "source": source}
+
+
+@functools.lru_cache(maxsize=16)
+def _sha_once(path: str, mtime_ns: int, size: int) -> str:
+    return _sha256(Path(path))
+
+
+def _file_sha(path: Path) -> str:
+    """sha256 of a file, hashed once per (path, mtime, size): a run records its KR file after every stage."""
+    stat = path.stat()
+    return _sha_once(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def find_kr_file(results: dict) -> Path | None:
+    """The KR file a run was scored on, on this machine: the recorded path if its sha256 is the recorded
+    one, else the set of that name the package ships (or the cache holds) with that sha256, so a run
+    folder moved elsewhere or a package reinstalled at another path still finds its questions. None for a
+    run without KR; a one-line FortifaiError when the file cannot be found or differs."""
+    from fortifai_bench.resources import cache_dir, data_dir
+
+    where = results.get("_path", "results.json")
+    source, record = results.get("kr_source"), results.get("kr")
+    if source is None and record is None:
+        return None  # a toy run, or a collapse run without KR (eval.kr: null)
+    if record is None:  # a run written before runs recorded the KR file's sha256: its path or nothing
+        if not isinstance(source, str) or not source:
+            raise FortifaiError(f"{where}: field kr_source must be the path of the KR question file, got {source!r}")
+        if not Path(source).is_file():
+            raise FortifaiError(f"{where}: its KR question file {source} is not on this machine, and the run "
+                                "predates recording its name and sha256 (copy the file there, or publish where "
+                                "the run was made)")
+        return Path(source)
+    recorded = Path(record["file"])
+    if recorded.is_file() and _file_sha(recorded) == record["sha256"]:
+        return recorded
+    roots = {"shipped": data_dir(), "built": cache_dir() / "kr"}
+    if record.get("name") and record.get("source") in roots:
+        candidate = roots[record["source"]] / record["name"]
+        if candidate.is_file() and _file_sha(candidate) == record["sha256"]:
+            return candidate
+        if candidate.is_file():
+            raise FortifaiError(f"{where}: scored on {record['name']} with sha256 {record['sha256'][:12]}..., but "
+                                f"{candidate} here has sha256 {_file_sha(candidate)[:12]}... (another version of "
+                                "the KR set)")
+    raise FortifaiError(f"{where}: its KR question file {record['file']} (sha256 {record['sha256'][:12]}...) is not "
+                        "on this machine" + (f", nor is a set named {record['name']}" if record.get("name") else "")
+                        + " (copy it there, or publish where the run was made)")
