@@ -71,12 +71,14 @@ def register(subparsers) -> None:
     scale.add_argument("--device-tflops", type=float, default=None,
                        help=f"--plan: achieved TFLOP/s per device for the time estimate (default: {DEFAULT_TFLOPS:g}, "
                             "about a third of an A100's bf16 peak; why: fortifai_bench/collapse/compute.py)")
-    p.add_argument("--threads", type=int, default=None, help=threads.THREADS_HELP)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per run (default: 1, or OMP_NUM_THREADS when you set it: a run's "
+                        "numbers depend on its thread count, and one thread is how the boards are made; "
+                        "results.json records the count)")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="run up to N (loss, seed) runs at once, each in its own process with one torch thread: "
-                        "exactly the numbers of --threads 1 runs, as fast as one run after another on an idle "
-                        "CPU and faster beside other work (default: 1; the embedded default runs its three "
-                        "runs side by side)")
+                        "exactly the numbers of one run after another, as fast on an idle CPU and faster beside "
+                        "other work (default: 1; the embedded default runs its three runs side by side)")
     add_quiet(p)
     p.set_defaults(func=main)
     global _PARSER
@@ -128,6 +130,8 @@ def main(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    else:
+        _one_thread_by_default(args)
     loss_args = parse_loss_args(args.loss_args)
     if args.resume:
         from fortifai_bench.collapse import launch
@@ -161,6 +165,16 @@ def main(args: argparse.Namespace) -> int:
     if is_main():
         print(exp.table())
     return 0
+
+
+def _one_thread_by_default(args) -> None:
+    """A scored run uses one torch thread unless told otherwise (--threads N, the global --threads, the user's
+    OMP_NUM_THREADS), not the load-based policy other commands use: the thread count changes float
+    rounding and so the numbers, and a result must be a function of (code, config, seed) whatever else
+    runs on the machine (issue 20). Parallelism comes from runs side by side (--jobs) or processes
+    (--nproc). Fixed, like --threads 1, so the policy never raises it during the run."""
+    if getattr(args, "global_threads", None) is None and threads.explicit_env() is None:
+        threads.apply_default(1)
 
 
 def _jobs(args, runs: int) -> int:
