@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -291,8 +292,9 @@ class CheckedLoss:
     Errors name the spec, so a user knows which of several losses misbehaved.
     """
 
-    def __init__(self, spec: str, loss: Loss, args: dict[str, Any]):
+    def __init__(self, spec: str, loss: Loss, args: dict[str, Any], source_sha256: str | None = None):
         self.spec, self.loss, self.args = spec, loss, args
+        self.source_sha256 = source_sha256  # a user's module file (`module_source_sha256`); None for ours
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         try:
@@ -318,7 +320,10 @@ class CheckedLoss:
         return out
 
     def describe(self) -> dict[str, Any]:
-        """What a run records about its loss: the spec, the resolved class and its arguments."""
+        """What a run records about its loss: the spec, the resolved class and its arguments (what `config()`
+        reports, then every argument the user gave, so a class without `config()` loses none), and for a
+        user's module the sha256 of its source file: the same spec and arguments with edited code is
+        another loss."""
         target = self.loss.fn if isinstance(self.loss, FunctionLoss) else type(self.loss)
         target = getattr(target, "func", target)  # a function given keyword arguments is a functools.partial
         if not hasattr(target, "__qualname__"):  # an instance of a user's callable class
@@ -329,11 +334,14 @@ class CheckedLoss:
             raise FortifaiError(f"loss {self.spec!r}: config() raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(config, dict):
             raise FortifaiError(f"loss {self.spec!r}: config() returned {type(config).__name__}, expected a dict")
-        return {
+        out = {
             "spec": self.spec,
             "target": f"{target.__module__}:{target.__qualname__}",
             "args": {**config, **self.args},
         }
+        if self.source_sha256 is not None:
+            out["source_sha256"] = self.source_sha256
+        return out
 
     def check_describable(self) -> None:
         """The description goes into results.json: refuse, before any training, what JSON cannot hold."""
@@ -467,13 +475,14 @@ def _resolve(spec: str, kwargs: dict[str, Any]) -> CheckedLoss:
             args[key] = float(value)
         return CheckedLoss(spec, _construct(spec, cls, args), {})
     obj = _import_object(spec)
+    source = module_source_sha256(spec.partition(":")[0])
     if inspect.isclass(obj):
         if issubclass(obj, Loss) and not _overrides_loss(obj):
             raise FortifaiError(f"loss spec {spec!r}: {obj.__name__} overrides neither reduce nor forward")
         if not issubclass(obj, Loss) and not callable(getattr(obj, "__call__", None)):
             raise FortifaiError(f"loss spec {spec!r}: {obj.__name__} is not callable")
         loss = _construct(spec, obj, kwargs)
-        extra = {} if isinstance(loss, Loss) else kwargs
+        extra = kwargs  # recorded as given, whether or not the class reports them in config() (issue 20)
     elif callable(obj):
         if isinstance(obj, Loss) and not _overrides_loss(type(obj)):
             raise FortifaiError(f"loss spec {spec!r}: {type(obj).__name__} overrides neither reduce nor forward")
@@ -487,7 +496,19 @@ def _resolve(spec: str, kwargs: dict[str, Any]) -> CheckedLoss:
         if not callable(loss):
             raise FortifaiError(f"loss spec {spec!r}: {type(loss).__name__} object is not callable")
         loss = FunctionLoss(loss)
-    return CheckedLoss(spec, loss, extra)
+    return CheckedLoss(spec, loss, extra, source)
+
+
+def module_source_sha256(module_name: str) -> str | None:
+    """sha256 of an imported user module's source file; None for this package's own modules (the git
+    commit in the provenance pins those) and for modules without a file."""
+    if module_name.partition(".")[0] == "fortifai_bench":
+        return None
+    path = getattr(sys.modules.get(module_name), "__file__", None)
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _construct(spec: str, cls: type, args: dict[str, Any]) -> Any:

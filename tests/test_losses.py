@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import math
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -360,6 +361,13 @@ def user_module(tmp_path, monkeypatch):
     return name
 
 
+def _source_sha256(module: str) -> str:
+    """A user's module is recorded with the sha256 of its file (the fixture writes it in the working folder)."""
+    import hashlib
+
+    return hashlib.sha256(Path(f"{module}.py").read_bytes()).hexdigest()
+
+
 def test_module_class_with_kwargs(user_module):
     logits, labels = make_batch(12)
     loss = load_loss(f"{user_module}:Scaled", factor=2.0)
@@ -367,7 +375,7 @@ def test_module_class_with_kwargs(user_module):
     assert out.loss.item() == pytest.approx(2 * naive_ce(logits, labels).item(), rel=1e-6)
     assert set(out.stats) == {"masked_fraction", "mean_p_correct"}
     assert loss.describe() == {"spec": f"{user_module}:Scaled", "target": f"{user_module}:Scaled",
-                               "args": {"factor": 2.0}}
+                               "args": {"factor": 2.0}, "source_sha256": _source_sha256(user_module)}
 
 
 def test_module_loss_instance(user_module):
@@ -393,7 +401,7 @@ def test_callable_class_with_kwargs(user_module):
     loss = load_loss(f"{user_module}:Callable", scale=2.0)
     assert loss(logits, labels).loss.item() == pytest.approx(2 * naive_ce(logits, labels).item(), rel=1e-5)
     assert loss.describe() == {"spec": f"{user_module}:Callable", "target": f"{user_module}:Callable",
-                               "args": {"scale": 2.0}}
+                               "args": {"scale": 2.0}, "source_sha256": _source_sha256(user_module)}
 
 
 @pytest.mark.parametrize("attr,match", [
