@@ -31,10 +31,11 @@ def test_kr_build_rules_on_wikitext_valid(tmp_path, wikitext_dir, capsys):
     assert main(["kr", "stats", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"{len(questions)} questions" in text and "per split:" in text and "rules@1: " in text
-    assert f"quality: {len(questions)} of {len(questions)} kept" in text
+    assert f"{len(questions)} of {len(questions)} distinct questions meet them all" in text  # built: filtered
+    assert f"duplicates:    {len(questions)} items, all distinct" in text
     assert main(["kr", "stats", str(out), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert sum(stats["by_split"].values()) == len(questions) == stats["quality"]["kept"]
+    assert sum(stats["by_split"].values()) == len(questions) == stats["quality"]["meet_all"]
 
 
 def test_kr_build_facts_matches_shipped_file(tmp_path):
@@ -47,7 +48,7 @@ def test_kr_build_facts_matches_shipped_file(tmp_path):
     assert [sum(q.split == k for q in questions) > 100 for k in range(6)] == [True] * 6
 
 
-def test_kr_stats_reports_what_the_filter_would_drop(tmp_path, capsys):
+def test_kr_stats_describes_what_the_rules_say(tmp_path, capsys):
     path = tmp_path / "authors.json"
     path.write_text(json.dumps([
         {"context": "A", "sentence_true": "b.", "sentence_false": "c.", "location": 0},
@@ -57,7 +58,9 @@ def test_kr_stats_reports_what_the_filter_would_drop(tmp_path, capsys):
     assert main(["kr", "stats", str(path)]) == 0
     text = capsys.readouterr().out
     assert "unassigned: 3" in text and "authors: 3" in text
-    assert "1 of 3 kept; dropped: empty 0, identical 1, long_diff 0, duplicate 1" in text
+    assert "3 items (2 distinct questions)" in text
+    assert "duplicates:    3 items, 2 distinct questions; 1 repeated question(s) make up 2 items (66.7%)" in text
+    assert "1 of 2 distinct questions meet them all; empty 0, identical 1 (neither can be scored), long_diff 0" in text
 
 
 @pytest.mark.parametrize("args,message", [

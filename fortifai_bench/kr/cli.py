@@ -52,11 +52,11 @@ def register(subparsers) -> None:
                    help="leave out paragraphs that still fail after retries (default: fail)")
     b.set_defaults(func=_build)
 
-    s = sub.add_parser("stats", help="counts per split, generator and source, chance level and quality report "
-                                     "of a question file (JSON Lines or the authors' JSON list)")
+    s = sub.add_parser("stats", help="counts per split, generator and source, chance level, duplicates and what the "
+                                     "quality rules say of a question file (JSON Lines or the authors' JSON list)")
     s.add_argument("file", help="question file")
     s.add_argument("--max-diff-words", type=int, default=None,
-                   help=f"quality filter: longest differing span in words (default: {MAX_DIFF_WORDS})")
+                   help=f"quality rule long_diff: longest differing span in words (default: {MAX_DIFF_WORDS})")
     s.add_argument("--tokenizer", default=None,
                    help="a Hugging Face tokenizer (model folder or name): the length bias in its tokens too "
                         "(default: characters only)")
@@ -107,11 +107,13 @@ def _build_openai(args: argparse.Namespace):
 
 
 def stats(questions, max_diff_words: int | None = None, tokenizer=None) -> dict:
-    """Counts per split, generator and source, mean word lengths, the length bias (chance level) and the
-    quality report."""
-    from fortifai_bench.kr.quality import MAX_DIFF_WORDS, filter_questions, length_bias
+    """Counts per split, generator and source, mean word lengths, the length bias (chance level), the
+    duplicate report (items, distinct questions, the repeated ones and their share) and what the quality rules
+    of `kr build` say about the distinct questions: a description (kr_file scores them all), not a filter."""
+    from fortifai_bench.kr.quality import MAX_DIFF_WORDS, describe_quality, length_bias
+    from fortifai_bench.kr.schema import find_duplicates
 
-    _, report = filter_questions(questions, MAX_DIFF_WORDS if max_diff_words is None else max_diff_words)
+    distinct, duplicates = find_duplicates(questions)
     n = len(questions)
     return {
         "questions": n,
@@ -122,7 +124,8 @@ def stats(questions, max_diff_words: int | None = None, tokenizer=None) -> dict:
         "mean_words": {k: round(sum(len(getattr(q, k).split()) for q in questions) / n, 2)
                        for k in ("context", "true", "false")},
         "length_bias": length_bias(questions, tokenizer),
-        "quality": report.to_dict(),
+        "duplicates": duplicates.to_dict(),
+        "quality": describe_quality(distinct, MAX_DIFF_WORDS if max_diff_words is None else max_diff_words),
     }
 
 
@@ -137,8 +140,8 @@ def summarize_counts(counts: dict, top: int = TOP, label=str) -> str:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from fortifai_bench.kr.quality import QualityReport, format_length_bias
-    from fortifai_bench.kr.schema import read_questions
+    from fortifai_bench.kr.quality import format_length_bias, format_quality
+    from fortifai_bench.kr.schema import Duplicates, read_questions
 
     questions = read_questions(args.file, check=False)  # stats reports unscorable items, so it reads them
     s = stats(questions, args.max_diff_words, _load_tokenizer(args.tokenizer) if args.tokenizer else None)
@@ -146,15 +149,16 @@ def _stats(args: argparse.Namespace) -> int:
         print(json.dumps(s, indent=2))
         return 0
     split_label = lambda k: "unassigned" if k == -1 else str(k)  # noqa: E731
-    print(f"{args.file}: {s['questions']} questions from {s['paragraphs']} paragraphs")
+    d = s["duplicates"]
+    what = f"{d['items']} items ({d['distinct']} distinct questions)" if d["copies"] else f"{s['questions']} questions"
+    print(f"{args.file}: {what} from {s['paragraphs']} paragraphs")
     print("per split:     " + summarize_counts(s["by_split"], label=split_label))
     print("per generator: " + summarize_counts(s["by_generator"]))
     print("per source:    " + summarize_counts(s["by_source"]))
     print("mean words:    " + ", ".join(f"{k} {v}" for k, v in s["mean_words"].items()))
     print(format_length_bias(s["length_bias"]))
-    q = s["quality"]
-    report = QualityReport(total=q["total"], kept=q["kept"], dropped=Counter(q["dropped"]), examples=q["examples"])
-    print(report.format())
+    print("duplicates:    " + Duplicates(**{k: s["duplicates"][k] for k in ("items", "distinct", "repeated")}).format())
+    print(format_quality(s["quality"]))
     return 0
 
 

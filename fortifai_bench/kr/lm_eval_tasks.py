@@ -57,10 +57,11 @@ def wikitext_questions(data_dir=None, part=None, n_splits: int = N_SPLITS) -> li
 
 
 def load_kr(kr_source: str = "facts", kr_split: int | None = None, data_dir=None, part=None, path=None,
-            tokenizer=None, **_metadata) -> tuple[list, dict]:
-    """(questions of one split, or all when kr_split is None; provenance) for a KR task source."""
+            tokenizer=None, duplicates: str = "once", **_metadata) -> tuple[list, dict]:
+    """(questions of one split, or all when kr_split is None; provenance) for a KR task source.
+    `duplicates` (kr_file): "once" scores every distinct question once, "as_in_file" every item of the file."""
     if kr_source == "file":
-        questions, provenance = _file_questions(path)
+        questions, provenance = _file_questions(path, duplicates)
     elif kr_source in CORPUS_OF:
         from fortifai_bench.kr.sets import kr_set
 
@@ -91,23 +92,41 @@ def _token_bias(sha256: str, tokenizer, questions: tuple) -> dict:
     return _TOKEN_BIAS[key]
 
 
-def _file_questions(path) -> tuple[list, dict]:
+FILE_DUPLICATES = ("once", "as_in_file")
+
+
+def _file_questions(path, duplicates: str = "once") -> tuple[list, dict]:
     if not path:
         raise FortifaiError("kr_file needs the question file: --metadata '{\"path\": \"my_kr.jsonl\"}'")
+    if duplicates not in FILE_DUPLICATES:
+        raise FortifaiError(f"kr_file: --metadata duplicates must be one of {', '.join(FILE_DUPLICATES)} "
+                            f"(once: each distinct question once; as_in_file: every item, the authors' weighting), "
+                            f"got {duplicates!r}")
     path = Path(str(path)).expanduser()
     if not path.is_file():
         raise FortifaiError(f"kr_file: question file {path} not found")
-    questions, provenance = _read_file(str(path.resolve()), path.stat().st_mtime_ns)
+    questions, provenance = _read_file(str(path.resolve()), path.stat().st_mtime_ns, duplicates)
     return [q.__class__(**q.to_dict()) for q in questions], dict(provenance)
 
 
 @functools.lru_cache(maxsize=8)
-def _read_file(path: str, _mtime_ns: int) -> tuple:
-    from fortifai_bench.kr.schema import read_questions
+def _read_file(path: str, _mtime_ns: int, duplicates: str) -> tuple:
+    """A file's questions as scored, and their provenance: the file's duplicate report (`duplicates`: items,
+    distinct questions, the repeated ones and their share) and which weighting was scored. Any readable file
+    with scorable questions runs: the project's quality rules (`kr stats`) describe it, they drop nothing."""
+    from fortifai_bench.kr.schema import find_duplicates, read_questions
     from fortifai_bench.kr.sets import file_provenance
 
-    questions = read_questions(path)
-    return tuple(questions), file_provenance(path, questions)
+    items = read_questions(path, duplicates="as_in_file")
+    distinct, report = find_duplicates(items)
+    questions = distinct if duplicates == "once" else items
+    if report.copies:
+        log.warning("kr_file %s: %s; scoring %s", path, report.format(),
+                    "each distinct question once (--metadata duplicates=as_in_file: every item, the authors' "
+                    "weighting)" if duplicates == "once" else "every item as in the file (duplicates=as_in_file)")
+    provenance = {**file_provenance(path, questions), "duplicates": report.to_dict(), "weighting": duplicates,
+                  "items_in_file": report.items}
+    return tuple(questions), provenance
 
 
 def kr_dataset(kr_source: str = "facts", kr_split: int | None = None, **metadata):
@@ -198,7 +217,7 @@ def build_kr_file(task_class, config: dict):
     from lm_eval.config.group import GroupConfig
 
     metadata = dict(config.get("metadata") or {})
-    questions, _ = _file_questions(metadata.get("path"))
+    questions, _ = _file_questions(metadata.get("path"), metadata.get("duplicates", "once"))
     splits = sorted({q.split for q in questions})
     base = {k: v for k, v in config.items() if k not in ("class", "task", "dataset_kwargs")}
     if splits == [-1]:

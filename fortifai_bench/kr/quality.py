@@ -1,4 +1,5 @@
-"""Quality filter and report for KR questions, applied by every generator before writing.
+"""Quality filter and report for KR questions, applied by every generator before writing (`kr build`); on a
+file given to `kr stats` the same rules only describe it (`describe_quality`).
 
 A question is dropped when
 - `empty`:     its context, true or false continuation is empty (after stripping);
@@ -80,6 +81,24 @@ def filter_questions(questions, max_diff_words: int = MAX_DIFF_WORDS):
         kept.append(q)
     report.kept = len(kept)
     return kept, report
+
+
+def describe_quality(questions, max_diff_words: int = MAX_DIFF_WORDS) -> dict:
+    """What the rules above say about a file's distinct questions (`kr stats`): how many meet them all and how
+    many break each. A description: a file given to kr_file is scored whole (empty and identical items
+    excepted, which no scorer can score); only `kr build` drops what breaks a rule, from its own output."""
+    _, report = filter_questions(questions, max_diff_words)
+    return {"questions": report.total, "meet_all": report.kept, "max_diff_words": max_diff_words,
+            "break": {r: report.dropped.get(r, 0) for r in REASONS if r != "duplicate"},
+            "examples": dict(report.examples)}
+
+
+def format_quality(q: dict) -> str:
+    b = q["break"]
+    return (f"quality rules (of kr build; they describe the file, kr_file scores every question): "
+            f"{q['meet_all']} of {q['questions']} distinct questions meet them all; empty {b['empty']}, "
+            f"identical {b['identical']} (neither can be scored), long_diff {b['long_diff']} "
+            f"(more than {q['max_diff_words']} differing words)")
 
 
 # --------------------------------------------------------------------------------------- chance level

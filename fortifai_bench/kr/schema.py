@@ -87,44 +87,116 @@ def invalid_reason(q: "Question") -> str | None:
     return None
 
 
+DUPLICATES = ("refuse", "once", "as_in_file")  # what a reader does with repeated questions (see read_questions)
+
+
+def question_key(q: "Question") -> tuple:
+    """What makes two items the same question: context, true and false, whitespace normalised (not the id,
+    split or location: the authors' file repeats one question at many locations)."""
+    return tuple(" ".join(x.split()) for x in (q.context, q.true, q.false))
+
+
+@dataclass
+class Duplicates:
+    """How often a file repeats its questions: `items` in the file, `distinct` questions among them, and
+    every repeated one (`repeated`: first id, times, share of the items, its context), most repeated first."""
+
+    items: int
+    distinct: int
+    repeated: list
+
+    @property
+    def copies(self) -> int:
+        return self.items - self.distinct
+
+    def to_dict(self) -> dict:
+        return {"items": self.items, "distinct": self.distinct, "copies": self.copies,
+                "repeated_questions": len(self.repeated), "repeated": self.repeated}
+
+    def format(self, top: int = 3) -> str:
+        """One line: e.g. `4880 items, 952 distinct questions; 8 repeated questions make up 3936 items (80.7%):
+        id 'x/1' 492 times (10.1%) "Context...", ...`."""
+        if not self.repeated:
+            return f"{self.items} items, all distinct"
+        in_repeats = sum(r["count"] for r in self.repeated)
+        shown = "; ".join(f"id {r['id']!r} {r['count']} times ({r['share']:.1%}) {r['context']!r}"
+                          for r in self.repeated[:top])
+        more = f"; {len(self.repeated) - top} more repeated" if len(self.repeated) > top else ""
+        return (f"{self.items} items, {self.distinct} distinct questions; {len(self.repeated)} repeated "
+                f"question(s) make up {in_repeats} items ({in_repeats / self.items:.1%}): {shown}{more}")
+
+
+def find_duplicates(questions: Iterable["Question"]) -> tuple[list["Question"], Duplicates]:
+    """(the first item of every distinct question, in file order; the Duplicates report)."""
+    questions = list(questions)
+    first: dict[tuple, Question] = {}
+    count: dict[tuple, int] = {}
+    for q in questions:
+        key = question_key(q)
+        first.setdefault(key, q)
+        count[key] = count.get(key, 0) + 1
+    n = len(questions)
+    repeated = sorted(((k, c) for k, c in count.items() if c > 1), key=lambda kc: (-kc[1], first[kc[0]].id))
+    report = Duplicates(items=n, distinct=len(first), repeated=[
+        {"id": first[k].id, "count": c, "share": round(c / n, 4), "context": _short(first[k].context)}
+        for k, c in repeated])
+    return list(first.values()), report
+
+
+def _short(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def check_questions(questions: Iterable["Question"], where: str = "questions",
-                    locations: Iterable[str] | None = None) -> None:
-    """Refuse a set holding any question that cannot be scored (see `invalid_reason`) or that repeats an
-    earlier one (its id, or its context, true and false); the error names where the first bad one is, and
-    how many there are of each reason."""
+                    locations: Iterable[str] | None = None, duplicates: str = "refuse") -> None:
+    """Refuse a set holding any question that cannot be scored (see `invalid_reason`), an id used by two
+    different questions, or (with duplicates="refuse") a question repeated; the error names where the first
+    bad one is and how many there are of each reason, and for repeats the exact duplicate report."""
+    if duplicates not in DUPLICATES:
+        raise FortifaiError(f"duplicates must be one of {', '.join(DUPLICATES)}, got {duplicates!r}")
     questions = list(questions)
     locations = list(locations) if locations is not None else [f"id {q.id!r}" for q in questions]
     counts: dict[str, int] = {}
-    first = None
-    ids, triples = set(), set()
+    first = first_copy = None
+    ids: dict[str, tuple] = {}
+    seen: set[tuple] = set()
     for q, loc in zip(questions, locations):
         reason = invalid_reason(q)
-        # A repeated item counts twice: copies of one easy question would inflate KR just as ties do.
-        triple = tuple(" ".join(x.split()) for x in (q.context, q.true, q.false))
-        if reason is None and q.id in ids:
-            reason = "duplicate id"
-        elif reason is None and triple in triples:
-            reason = "duplicate question"
-        ids.add(q.id)
-        triples.add(triple)
+        key = question_key(q)
+        if reason is None and ids.get(q.id, key) != key:
+            reason = "duplicate id (of a different question)"
+        ids.setdefault(q.id, key)
         if reason is not None:
             counts[reason] = counts.get(reason, 0) + 1
             first = first or f"{loc} ({reason})"
+        elif key in seen:
+            first_copy = first_copy or loc
+        seen.add(key)
     if counts:
         detail = ", ".join(f"{n} {reason}" for reason, n in counts.items())
         raise FortifaiError(
             f"{where}: {sum(counts.values())} of {len(questions)} question(s) cannot be scored ({detail}); "
-            f"first at {first}. Ties score as correct and copies count twice, so they would inflate KR: "
-            "drop them (`fortifai-bench kr stats` counts them)"
+            f"first at {first}. Ties score as correct, so they would inflate KR: drop them "
+            "(`fortifai-bench kr stats` counts them)"
         )
+    if duplicates == "refuse" and first_copy is not None:
+        _, report = find_duplicates(questions)
+        raise FortifaiError(
+            f"{where}: {report.copies} of {report.items} item(s) cannot be scored here ({report.copies} duplicate "
+            f"question(s): copies would count one question several times); first at {first_copy}. "
+            f"{report.format()}. lm-eval's kr_file scores such a file (each question once by default, or every "
+            "item as in the file with --metadata '{\"duplicates\": \"as_in_file\"}')")
 
 
-def read_questions(path, check: bool = True) -> list[Question]:
+def read_questions(path, check: bool = True, duplicates: str = "refuse") -> list[Question]:
     """Questions from JSON Lines (our schema) or the authors' JSON list; errors name file and line.
 
     `check` (the default everywhere questions enter a run, a task or the scorer) refuses a file with
     questions that cannot be scored (`check_questions`); only `kr stats`, which reports them, reads
-    without it."""
+    without it. `duplicates`: what to do with a question the file repeats (the same context, true and
+    false): "refuse" (the collapse protocol, the board), "once" (keep its first item; `find_duplicates`
+    reports what was merged) or "as_in_file" (keep every item: the authors' own weighting)."""
     path = Path(path)
     text = read_text(path, "KR question file")
     if text.lstrip().startswith("["):
@@ -137,7 +209,9 @@ def read_questions(path, check: bool = True) -> list[Question]:
     if not questions:
         raise FortifaiError(f"{path}: no questions")
     if check:
-        check_questions(questions, str(path), locations)
+        check_questions(questions, str(path), locations, duplicates)
+    if duplicates == "once":
+        questions = find_duplicates(questions)[0]
     return questions
 
 
@@ -195,4 +269,4 @@ def write_questions(path, questions: Iterable[Question]) -> int:
 
 
 __all__ = ["Question", "read_questions", "write_questions", "assign_splits", "check_questions", "invalid_reason",
-           "FIELDS"]
+           "find_duplicates", "Duplicates", "question_key", "DUPLICATES", "FIELDS"]
