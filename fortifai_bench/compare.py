@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.results import load_results as load_run
+from fortifai_bench.results import check_same_base, load_results as load_run
 from fortifai_bench.metrics import mcnemar
 
 
@@ -153,6 +153,7 @@ def compare_runs(paths_a: list[str], paths_b: list[str], *, n_boot: int = 2000, 
         raise FortifaiError("compare needs at least one run on each side")
     runs_a, runs_b = [load_run(p) for p in paths_a], [load_run(p) for p in paths_b]
     _check_comparable(runs_a, runs_b)
+    check_same_base([], runs_a + runs_b, "cannot compare losses trained from different base models")
     both_have_items = all(r.get("items") for r in runs_a + runs_b)
     if plot:
         from fortifai_bench.collapse.plots import plot_compare

@@ -30,7 +30,8 @@ import jsonschema
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import read_json, write_json
 from fortifai_bench.metrics import Failure, compare_failures, mean_ci, summarize_failures
-from fortifai_bench.results import json_path, load_results, run_failure, same_number
+from fortifai_bench.results import (check_same_base, entry_conditions, json_path, load_results, run_failure,
+                                    same_number)
 
 
 # ----------------------------------------------------------------------------------------------- results.json
@@ -265,6 +266,7 @@ def build_entry(runs: list[dict]) -> dict:
     config_hash = _same(runs, "config_hash (config minus seed)", lambda r: r["config_hash"])
     _same(runs, "protocol config", lambda r: protocol_of(r["config"]))
     control = _same(runs, "control flag", lambda r: bool(r.get("control")))
+    conditions = entry_conditions(runs)  # the base's sha256 and the runtime, where the runs recorded them
     stages = [{"stage": i, "score": _stage_stat(runs, i, "score"), "kr_total": _stage_stat(runs, i, "kr_total"),
                "kl": _stage_stat(runs, i, "kl"), "kl_split0": _stage_stat(runs, i, "kl_split0")}
               for i in range(n_stages)]
@@ -288,6 +290,7 @@ def build_entry(runs: list[dict]) -> dict:
         # A version that differs between seeds is shown as "a | b" rather than hidden.
         "versions": {k: " | ".join(sorted(v - {None})) or None for k, v in sorted(versions.items())},
         "config_hash": config_hash,
+        **conditions,
         "date": max(r["provenance"]["date"] for r in runs),
         "runs": [{"seed": r["seed"], "command": r["provenance"]["command"], "date": r["provenance"]["date"],
                   "git": r["provenance"].get("git"),
@@ -419,17 +422,13 @@ def check_kr_source(run: dict) -> None:
     `read_questions`: a file of questions whose true and false continuations are the same scores 1.0
     whatever the model remembers, so it must not reach a board. A run that names a source this machine
     does not have cannot be checked, and is refused."""
-    source = run.get("kr_source")
+    from fortifai_bench.kr.schema import read_questions
+    from fortifai_bench.kr.sets import find_kr_file
+
+    source = find_kr_file(run)  # by the recorded path, else by name and sha256 (a moved run or package)
     if source is None:
         return  # a toy run, or a collapse run without KR (eval.kr: null)
-    from fortifai_bench.kr.schema import read_questions
-
     where = run["_path"]
-    if not isinstance(source, str) or not source:
-        raise FortifaiError(f"{where}: field kr_source must be the path of the KR question file, got {source!r}")
-    if not Path(source).is_file():
-        raise FortifaiError(f"{where}: its KR question file {source} is not on this machine; publish re-checks "
-                            "the questions a run was scored on (copy it there, or publish where the run was made)")
     try:
         read_questions(source)
     except FortifaiError as exc:
@@ -468,6 +467,8 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     board = json.loads(json.dumps(existing)) if existing else new_board(first)
     for r in runs:
         _check_compatible(board, r, path)
+    check_same_base(board["entries"], runs, f"a board holds runs from one base ({path}; rebuild the base, or "
+                                            "publish to a new board)")
     report = PublishReport(path)
     entries = {entry_key(e): e for e in board["entries"]}
     for group in group_runs(runs):

@@ -18,6 +18,7 @@ import unicodedata
 from typing import Any
 
 from fortifai_bench.leaderboard import TIE_ALPHA, canonical, ranking
+from fortifai_bench.results import runtime_note
 
 COLUMNS = ["#", "loss", "args", "model", "seeds", "time to failure", "AUC", "final score"]
 TIES = (f"=k: not significantly different from the entry above (Welch's t-test over seeds on the restricted "
@@ -58,7 +59,7 @@ def fmt_args(args: dict) -> str:
 def rows(board: dict) -> list[list[str]]:
     out = []
     for label, e, test in ranking(board["entries"]):
-        out.append([fmt_rank(label, test), e["loss"]["spec"] + (" (clean control)" if e.get("control") else ""), fmt_args(e["loss"]["args"]), e["model"],
+        out.append([fmt_rank(label, test), e["loss"]["spec"] + (" (clean control)" if e.get("control") else ""), fmt_args(e["loss"]["args"]), e["model"] + runtime_note(e),
                     ",".join(str(s) for s in e["seeds"]), fmt_ttf(e["time_to_failure"]), fmt_stat(e["auc"]),
                     fmt_stat(e["final_score"])])
     return out
@@ -242,9 +243,9 @@ def _row(order: int, label: str, test: dict | None, e: dict) -> str:
         f'<td class="num">{_e(fmt_rank(label, test))}</td>',
         f'<td class="loss">{_e(e["loss"]["spec"])}{" (clean control)" if e.get("control") else ""}<details><summary>provenance</summary>'
         f'<div>target <code>{_e(e["loss"]["target"])}</code></div><div>config hash <code>{_e(e["config_hash"])}'
-        f'</code></div><div>{versions}</div><ul>{runs}</ul></details></td>',
+        f'</code></div><div>base M_0 sha256 <code>{_e(e.get("base_sha256") or "not recorded")}</code></div><div>{versions}</div><ul>{runs}</ul></details></td>',
         f'<td class="args">{_e(data["args"])}</td>',
-        f'<td class="model">{_e(e["model"])}</td>',
+        f'<td class="model">{_e(e["model"] + runtime_note(e))}</td>',
         f'<td class="seeds">{_e(data["seeds"])}</td>',
         f'<td class="num ttf">{_e(fmt_ttf(ttf))}</td>',
         f'<td class="num auc">{_e(fmt_stat(e["auc"]))}</td>',
