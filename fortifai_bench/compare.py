@@ -3,14 +3,21 @@
     fortifai-bench compare RUN_A RUN_B
     fortifai-bench compare A1,A2,A3 B1,B2,B3          # several seeds per side
     fortifai-bench compare -a A1 -a A2 -b B1 -b B2    # the same, as repeated options
+    fortifai-bench compare leaderboards/collapse_facts.json#tce-0.9 RUN1,RUN2,RUN3   # a board entry, either side
+
+A side is run folders (or results.json files), or a board entry `BOARD.json#ENTRY` (its full name, or the
+start of it if only one entry starts so): the entry's seeds, from the per-seed values the board keeps.
 
 Two questions, two tests:
 
-* Does one loss delay collapse? Seeds are the unit: Welch's t-test over seeds on the restricted time to
-  failure min(time, last stage) (`metrics.compare_failures`; a seed that never failed is censored at the
-  last stage, and the summary says so). With one run on a side there is no seed-level test; then a bootstrap
-  over questions (paired: the same question draw for both sides) gives an interval that reflects question
-  sampling within that one seed only, and is labelled as such.
+* Does one loss delay collapse? Seeds are the unit: the exact permutation test over seeds on the restricted
+  time to failure min(time, last stage) (`metrics.compare_failures`: every split of the seeds, so 3 vs 3
+  seeds cannot give p below 0.1 and 5 vs 5 not below 2/252; a seed that never failed is censored at the last
+  stage, and the summary says so), and the ratio of restricted means with a bootstrap interval over seeds.
+  With one run on a side there is no seed-level test; then a bootstrap over questions (paired: the same draw
+  for both sides) gives an interval that reflects question sampling within that one seed only, and is
+  labelled as such. It resamples facts, not questions: the questions about one fact (KR ids
+  `facts/p0001/q2`, `q2.1`, `q2.2`; any other set: one paragraph's questions) rise and fall together.
 * Do the two final models answer the same KR questions differently? McNemar's exact test on the final
   stage's KR-split-0 items, per seed pair. The runs must have scored the very same questions (item id
   hashes agree). No pooled McNemar: two seeds of one loss share nothing but their questions, so pooling
@@ -20,7 +27,9 @@ Two questions, two tests:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +37,7 @@ import numpy as np
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.results import check_same_base, load_results as load_run
-from fortifai_bench.metrics import mcnemar
+from fortifai_bench.metrics import ALPHA, cluster_totals, format_p, mcnemar, resample_weights
 
 
 def censored_ttf(scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -56,7 +65,53 @@ def _bits(run: dict) -> np.ndarray:
 
 def _label(runs: list[dict]) -> str:
     r = runs[0]
-    return f"{r['loss']['spec']} ({r['model']}), seeds {','.join(str(x['seed']) for x in runs)}"
+    entry = f" (board entry {r['_entry']})" if r.get("_entry") else ""
+    return f"{r['loss']['spec']} ({r['model']}), seeds {','.join(str(x['seed']) for x in runs)}{entry}"
+
+
+# ------------------------------------------------------------------------------------------ sides
+
+
+def load_side(spec: str) -> list[dict]:
+    """One argument of a side: a run folder (one run), or `BOARD.json#ENTRY` (the entry's seeds)."""
+    board_file, _, name = spec.partition("#")
+    if not name or not board_file.endswith(".json"):
+        return [load_run(spec)]
+    from fortifai_bench.leaderboard import load_board
+
+    return entry_runs(find_entry(load_board(board_file), name, board_file), board_file)
+
+
+def find_entry(board: dict, name: str, where: str) -> dict:
+    """The entry called `name`, or the only one whose name starts with it."""
+    exact = [e for e in board["entries"] if e["name"] == name]
+    found = exact or [e for e in board["entries"] if e["name"].startswith(name)]
+    if len(found) == 1:
+        return found[0]
+    names = ", ".join(e["name"] for e in (found or board["entries"])[:8]) or "none"
+    what = "several entries start with" if found else "no entry is named or starts with"
+    raise FortifaiError(f"{where}: {what} {name!r} (entries: {names})")
+
+
+def entry_runs(entry: dict, where: str) -> list[dict]:
+    """An entry's seeds as the run records compare reads: each seed's stage scores, KR-total and KL of split
+    0, AUC and final score, from the per-seed values the board keeps. A board keeps no per-question results,
+    so neither McNemar nor the question bootstrap applies to a board entry."""
+    def seed_value(stat, j):
+        return None if stat is None else stat["per_seed"][j]
+
+    runs = []
+    for j, seed in enumerate(entry["seeds"]):
+        stages = [{"stage": st["stage"], "score": seed_value(st["score"], j),
+                   "kr_total": seed_value(st.get("kr_total"), j), "kl_split0": seed_value(st.get("kl_split0"), j)}
+                  for st in entry["stages"]]
+        runs.append({"_path": f"{where}#{entry['name']} seed {seed}", "_entry": f"{where}#{entry['name']}",
+                     "task": entry["task"], "loss": entry["loss"], "model": entry["model"], "seed": seed,
+                     "control": bool(entry.get("control")), "score_name": entry["score_name"],
+                     "failure_threshold": entry["failure_threshold"], "stages": stages,
+                     "auc": seed_value(entry["auc"], j), "final_score": seed_value(entry["final_score"], j),
+                     "run_dir": f"{where}#{entry['name']}", "items": None})
+    return runs
 
 
 def _check_comparable(runs_a: list[dict], runs_b: list[dict]) -> None:
@@ -133,25 +188,70 @@ def ttf_difference(runs_a: list[dict], runs_b: list[dict], *, n_boot: int = 2000
 def _question_bootstrap(runs_a, runs_b, n_boot, seed, level) -> dict:
     _check_items(runs_a + runs_b)
     thr = runs_a[0]["failure_threshold"]
-    n = len(runs_a[0]["items"]["split0_correct"][0])
-    # The same question draw for every run (paired); bits as uint8 keep the [stages, boot, n] gather small.
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    labels, clusters = question_clusters(runs_a[0])
+    # One draw of facts for every run (paired): per resample, how often each fact is drawn; a stage's score
+    # is then (drawn facts' right answers) / (drawn facts' questions).
+    weights = resample_weights(len(set(labels)), n_boot, np.random.default_rng(seed))
 
     def boot_mean(runs):
-        return np.mean([censored_ttf(_bits(r).astype(np.uint8)[:, idx].sum(-1, dtype=np.int64).T / n, thr)
-                        for r in runs], axis=0)
+        ttf = []
+        for r in runs:
+            right, size = cluster_totals(_bits(r), labels)
+            ttf.append(censored_ttf((weights @ right.T) / (weights @ size)[:, None], thr))
+        return np.mean(ttf, axis=0)
 
     diffs = boot_mean(runs_a) - boot_mean(runs_b)
     alpha = (1 - level) / 2
     return {"ci": [float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))], "level": level,
-            "n_boot": n_boot, "note": "question sampling within these runs only, not seed-to-seed variation"}
+            "n_boot": n_boot, "clusters": clusters,
+            "note": "question sampling within these runs only, not seed-to-seed variation"}
+
+
+def fact_key(question) -> str:
+    """What a KR question is about, for resampling: the facts generator asks each fact three times (ids
+    `<paragraph>/q<k>`, `q<k>.1`, `q<k>.2`), so a fact is its id without the `.j`; questions of any other
+    set are grouped by their paragraph (they are cut from its text)."""
+    if str(question.generator).startswith("facts@"):
+        return re.sub(r"\.\d+$", "", question.id)
+    return f"paragraph {question.paragraph}"
+
+
+def question_clusters(run: dict) -> tuple[list[str], str]:
+    """One label per split-0 question of `run` (its fact, `fact_key`) and a line saying what is resampled.
+    The labels come from the run's KR file, checked against the run's item id hash; where the file is not
+    here or its split-0 questions are not the ones scored, each question is its own cluster, and the line
+    says so."""
+    n = len(run["items"]["split0_correct"][0])
+    path, why = _kr_file(run)
+    if path is not None:
+        from fortifai_bench.kr import read_questions
+
+        split0 = [q for q in read_questions(path, check=False) if q.split == 0]
+        ids = hashlib.sha256("\n".join(q.id for q in split0).encode()).hexdigest()
+        if ids == run["items"]["split0_ids_sha256"] and len(split0) == n:
+            labels = [fact_key(q) for q in split0]
+            return labels, f"{len(set(labels))} facts of split 0 ({n} questions) resampled"
+        why = f"the split-0 questions of {path} are not the ones the run scored"
+    return [str(i) for i in range(n)], f"{n} questions resampled one by one ({why}, so which share a fact is unknown)"
+
+
+def _kr_file(run: dict) -> tuple[Path | None, str]:
+    """The run's KR file here (`kr.sets.find_kr_file`: by path, else by name and sha256), or why not."""
+    from fortifai_bench.kr.sets import find_kr_file
+
+    try:
+        path = find_kr_file(run)
+    except FortifaiError as exc:
+        return None, f"the run's KR file is not found here: {exc}"
+    return path, "the run records no KR file"
 
 
 def compare_runs(paths_a: list[str], paths_b: list[str], *, n_boot: int = 2000, seed: int = 0,
                  plot: str | None = None) -> dict:
     if not paths_a or not paths_b:
         raise FortifaiError("compare needs at least one run on each side")
-    runs_a, runs_b = [load_run(p) for p in paths_a], [load_run(p) for p in paths_b]
+    runs_a = [r for p in paths_a for r in load_side(p)]
+    runs_b = [r for p in paths_b for r in load_side(p)]
     _check_comparable(runs_a, runs_b)
     check_same_base([], runs_a + runs_b, "cannot compare losses trained from different base models")
     both_have_items = all(r.get("items") for r in runs_a + runs_b)
@@ -177,17 +277,17 @@ def format_report(res: dict) -> str:
     if v["diff"] is None:
         lines.append(f"  {v['test']}: not possible, a side has no seed that learned (M_0 below the threshold)")
     else:
-        test = (f"p = {v['p_value']:.3g} ({v['test']}, {v['n_a']} vs {v['n_b']} seeds)" if v["p_value"] is not None
-                else f"no seed-level test ({v['test']} needs 2 learned seeds a side)")
-        lines.append(f"  restricted mean A - B = {v['diff']:+.2f}, A / B = {_ratio(v['ratio'])}; {test}")
+        lines.append(f"  restricted mean A - B = {v['diff']:+.2f}, A / B = {_ratio(v['ratio'], v['ratio_ci'])}")
+        lines.append("  " + seed_test_text(v))
     q = t["questions"]
     if q is not None:
         lines.append(f"  {q['level']:.0%} bootstrap CI of A - B over questions [{q['ci'][0]:+.2f}, {q['ci'][1]:+.2f}] "
-                     f"({q['n_boot']} resamples; {q['note']})")
+                     f"({q['n_boot']} resamples, {q['clusters']}; {q['note']})")
     m = res["mcnemar"]
     lines.append("")
     if m is None:
-        lines.append("McNemar: not available (runs keep no per-question results)")
+        lines.append("McNemar: not available (a side keeps no per-question results: a board entry, or a run "
+                     "without items)")
     else:
         lines.append(f"McNemar (exact) on the final stage ({m['stage']}) {res['score_name']} items, per seed pair:")
         for p in m["pairs"]:
@@ -196,12 +296,22 @@ def format_report(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ratio(r) -> str:
-    return "-" if r is None else f"{r:.2f}x"
+def seed_test_text(v: dict) -> str:
+    """The seed-level test in words: its exact p (never 0), how many splits it counted, and, where these
+    seed counts cannot reach p < 0.05 at all, the smallest p they can give."""
+    if v["p_value"] is None:
+        return f"no seed-level test ({v['test']} needs 2 learned seeds a side)"
+    text = f"{format_p(v['p_value'], v['splits'])} ({v['test']}, {v['n_a']} vs {v['n_b']} seeds, {v['splits']} splits)"
+    if v["min_p"] >= ALPHA:
+        text += (f"; {v['n_a']} vs {v['n_b']} seeds cannot reach p < {ALPHA:g}: the smallest p they can give "
+                 f"is {v['min_p']:.2g}")
+    return text
 
 
-def _fmt_list(values: list) -> str:
-    return ", ".join("not reached" if v is None else f"{v:.2f}" for v in values)
+def _ratio(r, ci=(None, None)) -> str:
+    if r is None:
+        return "-"
+    return f"{r:.2f}x" + (f" [{ci[0]:.2f}, {ci[1]:.2f}] (95% bootstrap over seeds)" if ci[0] is not None else "")
 
 
 def _split(values: list[str]) -> list[str]:
@@ -225,11 +335,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "compare", help="time to failure over seeds (Welch's t-test) and McNemar on final-stage KR items",
-        description="Compare two runs (or two sets of seeds) of the same collapse task.")
-    p.add_argument("sides", nargs="*", metavar="RUN", help="RUN_A RUN_B; several seeds as A1,A2,A3 B1,B2,B3")
-    p.add_argument("-a", action="append", metavar="RUN_A", help="a run of side A (repeatable)")
-    p.add_argument("-b", action="append", metavar="RUN_B", help="a run of side B (repeatable)")
+        "compare", help="time to failure over seeds (exact permutation test) and McNemar on final-stage KR items",
+        description="Compare two runs (or two sets of seeds, or board entries) of the same collapse task. A side "
+                    "is run folders, or a board entry BOARD.json#ENTRY (the entry's name or the start of it), "
+                    "e.g. leaderboards/collapse_facts.json#ce_tiny.")
+    p.add_argument("sides", nargs="*", metavar="RUN",
+                   help="RUN_A RUN_B; several seeds as A1,A2,A3 B1,B2,B3; a board entry as BOARD.json#ENTRY")
+    p.add_argument("-a", action="append", metavar="RUN_A", help="a run (or BOARD.json#ENTRY) of side A (repeatable)")
+    p.add_argument("-b", action="append", metavar="RUN_B", help="a run (or BOARD.json#ENTRY) of side B (repeatable)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (default: a report)")

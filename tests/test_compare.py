@@ -1,5 +1,5 @@
-"""compare: time to failure over seeds (Welch), McNemar per seed pair on final-stage KR items, the question
-bootstrap for single runs, the comparison plot."""
+"""compare: time to failure over seeds (exact permutation test), McNemar per seed pair on final-stage KR items,
+the question bootstrap for single runs (resampling facts), board entries as sides, the comparison plot."""
 
 from __future__ import annotations
 
@@ -67,7 +67,13 @@ def test_seed_test_separates_clearly_different_losses(tmp_path):
     assert t["a"]["restricted_mean"] == pytest.approx((2.75 + 3 + 2.5) / 3)  # censored at the last stage, 3
     v = t["seeds"]
     assert v["diff"] == pytest.approx(t["a"]["restricted_mean"] - t["b"]["restricted_mean"])
-    assert v["p_value"] < 0.01 and v["n_a"] == v["n_b"] == 3 and t["questions"] is None
+    # fully separated, but 3 vs 3 seeds: 20 splits, so the exact two-sided p is 2/20, and the report says
+    # that 3 seeds a side can never reach 0.05
+    assert v["p_value"] == pytest.approx(0.1) and v["splits"] == 20 and v["n_a"] == v["n_b"] == 3
+    assert t["questions"] is None and v["ratio_ci"][0] <= v["ratio"] <= v["ratio_ci"][1]
+    text = format_report(res)
+    assert "p = 0.1 (exact permutation test" in text and "3 vs 3 seeds, 20 splits" in text
+    assert "cannot reach p < 0.05: the smallest p they can give is 0.1" in text
     assert [p["seed_a"] for p in res["mcnemar"]["pairs"]] == [0, 1, 2] and "pooled" not in res["mcnemar"]
     assert (tmp_path / "cmp.png").stat().st_size > 0 and (tmp_path / "cmp.svg").is_file()
     # the same runs on both sides: no difference, and the test says so
@@ -116,3 +122,71 @@ def test_cli_forms_agree_and_bad_input_exits_2(tmp_path, capsys):
     assert "expected RUN_A RUN_B" in capsys.readouterr().err
     assert main(["compare", str(tmp_path), ce[0]]) == 2
     assert "no results.json" in capsys.readouterr().err
+
+
+def _kr_file(path, n_facts: int) -> list[str]:
+    """A facts-style KR file: each fact asked three times (q0, q0.1, q0.2), all in split 0; returns the ids."""
+    rows = []
+    for f in range(n_facts):
+        for j in range(3):
+            rows.append({"id": f"facts/p{f:04d}/q0" + (f".{j}" if j else ""), "split": 0, "paragraph": f,
+                         "context": f"Fact {f} is", "true": "right.", "false": f"wrong {j}.",
+                         "generator": "facts@2", "source": "facts:main"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [r["id"] for r in rows]
+
+
+def _fact_bits(known_per_stage: list[int], n_facts: int) -> list[str]:
+    """Stage bits where a fact's three questions are right or wrong together: the first k facts known."""
+    return ["".join(("1" if f < k else "0") * 3 for f in range(n_facts)) for k in known_per_stage]
+
+
+def test_question_bootstrap_resamples_facts(tmp_path):
+    ids = _kr_file(tmp_path / "kr.jsonl", 20)
+    runs = []
+    for name, known in (("a", [20, 18, 16, 15, 14]), ("b", [20, 16, 13, 12, 11])):
+        run = write_run(tmp_path / name, [], loss="ce" if name == "b" else "tce:0.9",
+                        bits=_fact_bits(known, 20), ids="\n".join(ids))
+        data = json.loads((run / "results.json").read_text())
+        data["kr_source"] = str(tmp_path / "kr.jsonl")
+        (run / "results.json").write_text(json.dumps(data))
+        runs.append(str(run))
+    res = compare_runs([runs[0]], [runs[1]], n_boot=1000)
+    q = res["time_to_failure"]["questions"]
+    assert q["clusters"] == "20 facts of split 0 (60 questions) resampled"
+    assert "20 facts of split 0 (60 questions) resampled" in format_report(res)
+    # the same bits with the KR file gone: 60 independent questions, a narrower (too narrow) interval
+    (tmp_path / "kr.jsonl").unlink()
+    alone = compare_runs([runs[0]], [runs[1]], n_boot=1000)["time_to_failure"]["questions"]
+    assert alone["clusters"].startswith("60 questions resampled one by one (the run's KR file is not found here")
+    assert alone["ci"][1] - alone["ci"][0] < q["ci"][1] - q["ci"][0]
+    # a KR file whose split-0 questions are not the scored ones is not used either
+    _kr_file(tmp_path / "kr.jsonl", 19)
+    other = compare_runs([runs[0]], [runs[1]], n_boot=1000)["time_to_failure"]["questions"]
+    assert "are not the ones the run scored" in other["clusters"] and other["ci"] == alone["ci"]
+
+
+def test_a_board_entry_is_a_side(tmp_path, monkeypatch, capsys):
+    from fortifai_bench.leaderboard import publish
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "leaderboards").mkdir()
+    ce = write_seeds(tmp_path / "ce", [[1.0, 0.8, 0.6, 0.5], [1.0, 0.7, 0.6, 0.5], [1.0, 0.85, 0.65, 0.5]], loss="ce")
+    tce = write_seeds(tmp_path / "t", [[1.0, 0.95, 0.9, 0.7], [1.0, 0.9, 0.85, 0.8], [1.0, 0.95, 0.8, 0.7]],
+                      loss="tce:0.9")
+    publish(ce + tce)
+    board = "leaderboards/collapse_facts.json"
+    from_runs = compare_runs([str(p) for p in tce], [str(p) for p in ce])
+    from_board = compare_runs([f"{board}#tce-0.9"], [f"{board}#ce_tiny"])
+    assert from_board["time_to_failure"]["seeds"] == from_runs["time_to_failure"]["seeds"]
+    assert from_board["time_to_failure"]["a"] == from_runs["time_to_failure"]["a"]
+    assert from_board["mcnemar"] is None and "board entry leaderboards/collapse_facts.json#tce-0.9_tiny" in from_board["a"]
+    mixed = compare_runs([f"{board}#tce-0.9"], [str(p) for p in ce])  # an entry against run folders
+    assert mixed["time_to_failure"]["seeds"]["p_value"] == from_runs["time_to_failure"]["seeds"]["p_value"]
+    assert main(["compare", f"{board}#tce", f"{board}#ce_"]) == 0
+    assert "McNemar: not available (a side keeps no per-question results: a board entry" in capsys.readouterr().out
+    assert main(["compare", f"{board}#focal", f"{board}#ce_"]) == 2
+    assert "no entry is named or starts with 'focal' (entries: ce_tiny_s0-1-2_" in capsys.readouterr().err
+    publish(write_seeds(tmp_path / "t99", [[1.0, 0.9, 0.9, 0.9]] * 2, loss="tce:0.99"))
+    assert main(["compare", f"{board}#tce-0.9", f"{board}#ce_"]) == 2
+    assert "several entries start with 'tce-0.9'" in capsys.readouterr().err
