@@ -3,12 +3,14 @@
     fortifai-bench publish RUN_DIR... [--to leaderboards/<task>.json] [--replace]
     fortifai-bench leaderboard show FILE [--markdown]
     fortifai-bench leaderboard render FILE --html OUT
+    fortifai-bench leaderboard suite FILE... [--markdown] [--html OUT]   # loss x regime, one board per regime
 
 A board is one JSON file per collapse task (`leaderboards/<task>.json`). Each entry merges the runs (one
 `results.json` per seed, contract 5) of one (task, loss spec and arguments, model, seed set). The board records
 the *protocol* (the runs' resolved config minus what may differ between entries: loss, seed, output folder) and
 refuses runs made under another protocol or task version, so every entry is comparable with every other.
 Loading a board parses JSON and checks it against `leaderboards/schema.json`; nothing in it is ever executed.
+Publishing holds a lock on the board for its read-modify-write, so concurrent publishers lose nothing.
 Rendering lives in `fortifai_bench.leaderboard_render`, the commands in `fortifai_bench.leaderboard_cli`.
 """
 
@@ -20,16 +22,19 @@ import json
 import math
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+import filelock
 import jsonschema
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import read_json, write_json
-from fortifai_bench.metrics import Failure, compare_failures, mean_ci, summarize_failures
+from fortifai_bench.metrics import (ALPHA, Failure, compare_failures, holm, mean_ci, score_bounds,
+                                    summarize_failures)
 from fortifai_bench.results import (check_same_base, entry_conditions, json_path, load_results, run_failure,
                                     same_number)
 
@@ -108,16 +113,18 @@ def load_board(path: str | os.PathLike) -> dict:
     return board
 
 
-def _stat_mismatch(stat: dict | None, n_seeds: int) -> str | None:
-    """Why a stored {mean, ci, per_seed} is not what its own per-seed values give, or None."""
+def _stat_mismatch(stat: dict | None, n_seeds: int, bounds: tuple | None) -> str | None:
+    """Why a stored {mean, ci, per_seed} is not what its own per-seed values give, or None. Boards published
+    before intervals were cut to the quantity's range hold the uncut t-interval, also accepted."""
     if stat is None:
         return None
     if len(stat["per_seed"]) != n_seeds:
         return f"{len(stat['per_seed'])} per-seed values for {n_seeds} seeds"
-    again = _stat(stat["per_seed"])
+    again = _stat(stat["per_seed"], bounds)
     if not same_number(stat.get("mean"), again["mean"]):
         return f"mean {stat.get('mean')} but the per-seed values give {again['mean']}"
-    if "ci" in stat and not all(same_number(x, y) for x, y in zip(stat["ci"], again["ci"])):
+    uncut = _stat(stat["per_seed"])["ci"]
+    if "ci" in stat and not any(all(same_number(x, y) for x, y in zip(stat["ci"], ci)) for ci in (again["ci"], uncut)):
         return f"ci {stat['ci']} but the per-seed values give {again['ci']}"
     return None
 
@@ -128,13 +135,14 @@ def _entry_mismatch(entry: dict, names: bool) -> str | None:
     name = entry_name(entry["task"]["name"], entry["loss"], entry["model"], seeds, bool(entry.get("control")))
     if names and entry["name"] != name:
         return f"name {entry['name']!r} is not the name its task, loss, model and seeds give ({name!r})"
+    bounds = stat_bounds(entry["score_name"])
     for field_name in ("auc", "final_score"):
-        why = _stat_mismatch(entry[field_name], len(seeds))
+        why = _stat_mismatch(entry[field_name], len(seeds), bounds[field_name])
         if why:
             return f"field {field_name}: {why}"
     for i, stage in enumerate(entry["stages"]):
         for key in ("score", "kr_total", "kl"):
-            why = _stat_mismatch(stage.get(key), len(seeds))
+            why = _stat_mismatch(stage.get(key), len(seeds), bounds[key])
             if why:
                 return f"field stages[{i}].{key}: {why}"
     ttf = entry["time_to_failure"]
@@ -217,19 +225,27 @@ def entry_name(task: str, loss: dict, model: str, seeds: list[int], control: boo
     return f"{'control-' if control else ''}{_slug(loss['spec'])[:40]}_{model_part}_{seed_part[:32]}_{digest[:8]}"
 
 
-def _stat(values: list[float | None]) -> dict:
+def stat_bounds(score_name: str) -> dict[str, tuple]:
+    """The range of each summarized quantity of an entry: the score's (`metrics.score_bounds`) for the
+    score, its AUC and final value; KR-total is an accuracy; a KL is >= 0."""
+    score = score_bounds(score_name)
+    return {"score": score, "auc": score, "final_score": score, "kr_total": (0.0, 1.0),
+            "kl": (0.0, None), "kl_split0": (0.0, None)}
+
+
+def _stat(values: list[float | None], bounds: tuple | None = None) -> dict:
     # NaN (a metric that could not be computed) is stored as null: boards stay strict JSON
     values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
-    out = mean_ci([v for v in values if v is not None])
+    out = mean_ci([v for v in values if v is not None], bounds=bounds)
     out["per_seed"] = values
     return out
 
 
-def _stage_stat(runs: list[dict], i: int, key: str) -> dict | None:
+def _stage_stat(runs: list[dict], i: int, key: str, bounds: tuple) -> dict | None:
     values = [r["stages"][i].get(key) for r in runs]
     if all(v is None for v in values):
         return None
-    return _stat(values)
+    return _stat(values, bounds)
 
 
 def _same(runs: list[dict], what: str, get) -> Any:
@@ -267,8 +283,9 @@ def build_entry(runs: list[dict]) -> dict:
     _same(runs, "protocol config", lambda r: protocol_of(r["config"]))
     control = _same(runs, "control flag", lambda r: bool(r.get("control")))
     conditions = entry_conditions(runs)  # the base's sha256 and the runtime, where the runs recorded them
-    stages = [{"stage": i, "score": _stage_stat(runs, i, "score"), "kr_total": _stage_stat(runs, i, "kr_total"),
-               "kl": _stage_stat(runs, i, "kl"), "kl_split0": _stage_stat(runs, i, "kl_split0")}
+    bounds = stat_bounds(score_name)
+    stages = [{"stage": i, **{key: _stage_stat(runs, i, key, bounds[key])
+                              for key in ("score", "kr_total", "kl", "kl_split0")}}
               for i in range(n_stages)]
     versions: dict[str, set] = {}
     for r in runs:
@@ -285,20 +302,20 @@ def build_entry(runs: list[dict]) -> dict:
         "failure_threshold": threshold,
         "stages": stages,
         "time_to_failure": time_to_failure_summary([run_failure(r).to_dict() for r in runs]),
-        "auc": _stat([r["auc"] for r in runs]),
-        "final_score": _stat([r["final_score"] for r in runs]),
+        "auc": _stat([r["auc"] for r in runs], bounds["auc"]),
+        "final_score": _stat([r["final_score"] for r in runs], bounds["final_score"]),
         # A version that differs between seeds is shown as "a | b" rather than hidden.
         "versions": {k: " | ".join(sorted(v - {None})) or None for k, v in sorted(versions.items())},
         "config_hash": config_hash,
         **conditions,
         "date": max(r["provenance"]["date"] for r in runs),
         "runs": [{"seed": r["seed"], "command": r["provenance"]["command"], "date": r["provenance"]["date"],
-                  "git": r["provenance"].get("git"),
+                  "git": r["provenance"].get("git"), **({"run_dir": r["run_dir"]} if r.get("run_dir") else {}),
                   "split0_ids_sha256": (r.get("items") or {}).get("split0_ids_sha256")} for r in runs],
     }
 
 
-TIE_ALPHA = 0.05
+TIE_ALPHA = ALPHA  # Holm-adjusted exact p at or above it: indistinguishable
 
 
 def rank_entries(entries: Iterable[dict]) -> list[dict]:
@@ -313,24 +330,67 @@ def rank_entries(entries: Iterable[dict]) -> list[dict]:
     return sorted(entries, key=key)
 
 
-def ranking(entries: Iterable[dict]) -> list[tuple[str, dict, dict | None]]:
-    """(rank label, entry, test against the entry above), best first. An entry whose time to failure is not
-    significantly different from the one above (Welch's t-test over seeds, `metrics.compare_failures`,
-    p >= TIE_ALPHA, or too few seeds to test) shares its rank, shown as "=2". The control is "control"."""
-    out, rank, above = [], 0, None
-    for i, e in enumerate(rank_entries(entries)):
-        if e.get("control"):
-            out.append(("control", e, None))
-            continue
-        test = None
-        if above is not None:
-            test = compare_failures([Failure.from_dict(d) for d in above["time_to_failure"]["per_seed"]],
-                                    [Failure.from_dict(d) for d in e["time_to_failure"]["per_seed"]])
-        tied = test is not None and (test["p_value"] is None or test["p_value"] >= TIE_ALPHA)
-        rank = rank if tied else len([x for x in out if x[0] != "control"]) + 1
-        out.append((f"={rank}" if tied else str(rank), e, test))
-        above = e
-    return out
+@dataclass
+class Ranked:
+    """One row of a shown board. `label`: "1" for the best entry, "=1" for an entry indistinguishable from it,
+    else its position ("4"); "control" for the clean control. `vs_best` and `vs_ce`: `metrics.compare_failures`
+    of this entry against the best entry and against CE (ratio = this entry / the other), each with `p_holm`,
+    its p adjusted over all the board's comparisons; `vs_ce` also has `verdict`."""
+
+    label: str
+    entry: dict
+    vs_best: dict | None = None
+    vs_ce: dict | None = None
+
+
+def baseline_of(entries: Iterable[dict], entry: dict) -> dict | None:
+    """The CE entry an entry is compared with: loss spec `ce`, not the control, the same model; of several,
+    the one with the most seeds."""
+    found = [e for e in entries if e["loss"]["spec"] == "ce" and not e.get("control") and e["model"] == entry["model"]]
+    return max(found, key=lambda e: (len(e["seeds"]), e["name"])) if found else None
+
+
+def verdict(test: dict | None) -> str:
+    """better / worse (Holm-adjusted exact p < ALPHA, by the sign of the difference) or indistinguishable."""
+    if test is None or test.get("p_holm") is None or test["p_holm"] >= ALPHA:
+        return "indistinguishable"
+    return "better" if test["diff"] > 0 else "worse"
+
+
+def _seed_failures(entry: dict) -> list[Failure]:
+    return [Failure.from_dict(d) for d in entry["time_to_failure"]["per_seed"]]
+
+
+def ranking(entries: Iterable[dict]) -> list[Ranked]:
+    """The board as shown, best first (`rank_entries`), every entry tested against the best entry and against
+    CE (the exact permutation test over seeds, `metrics.compare_failures`), the p-values Holm-adjusted over
+    all these comparisons at once. The best entry's group, the entries whose adjusted p against it is
+    >= ALPHA (or that have too few seeds to test), share its rank as "=1": one group, not a chain of
+    neighbours. The clean control is not compared."""
+    ranked = rank_entries(entries)
+    losses = [e for e in ranked if not e.get("control")]
+    best = losses[0] if losses else None
+    rows = [Ranked("control", e) for e in ranked if e.get("control")]
+    family: dict[frozenset, float | None] = {}
+    out = []
+    for i, e in enumerate(losses):
+        row = Ranked("1" if e is best else str(i + 1), e)
+        for attr, other in (("vs_best", best), ("vs_ce", baseline_of(losses, e))):
+            if other is not None and other is not e:
+                test = compare_failures(_seed_failures(e), _seed_failures(other))
+                family[frozenset((e["name"], other["name"]))] = test["p_value"]
+                setattr(row, attr, {**test, "other": other["name"]})
+        out.append(row)
+    adjusted = dict(zip(family, holm(list(family.values()))))
+    for row in out:
+        for test in (row.vs_best, row.vs_ce):
+            if test is not None:
+                test["p_holm"] = adjusted[frozenset((row.entry["name"], test["other"]))]
+        if row.vs_ce is not None:
+            row.vs_ce["verdict"] = verdict(row.vs_ce)
+        if row.vs_best is not None and verdict(row.vs_best) == "indistinguishable":
+            row.label = "=1"
+    return out + rows
 
 
 # ----------------------------------------------------------------------------------------------- publish
@@ -444,9 +504,24 @@ def _protocol(run: dict, board: dict | None) -> dict:
     return protocol
 
 
+LOCK_TIMEOUT = 120.0  # seconds a publish waits for another one writing the same board
+
+
+def board_lock(path: Path):
+    """An exclusive lock (`filelock`) on one board, held around publish's read-modify-write so that two
+    publishers at once cannot both read the old board and each write it back without the other's entry.
+    The lock file lives in the system temporary folder, named by the board's real path, not beside the
+    board: a folder of boards keeps only boards, and a refused publish leaves nothing behind."""
+    real = str(Path(path).resolve())
+    folder = Path(tempfile.gettempdir()) / "fortifai-bench-locks"
+    name = hashlib.sha256(real.encode()).hexdigest()[:32] + ".lock"
+    return filelock.FileLock(str(folder / name), timeout=LOCK_TIMEOUT, mode=0o666)
+
+
 def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = None, *,
             root: str | os.PathLike = "leaderboards", replace: bool = False) -> PublishReport:
-    """Merge runs into entries and add them to the board; validate, then write atomically (or not at all).
+    """Merge runs into entries and add them to the board; validate, then write atomically (or not at all),
+    all under the board's lock (`board_lock`).
 
     Publishing the same runs twice changes nothing. An entry with the same key but different numbers (a re-run)
     is refused unless `replace`.
@@ -460,6 +535,21 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     if len(task_names) > 1:
         raise FortifaiError(f"publish: runs of several tasks ({', '.join(sorted(task_names))}); one board per task")
     path = check_board_path(to, root) if to is not None else board_path_for(runs[0]["task"]["name"], root)
+    lock = board_lock(path)
+    try:
+        lock.acquire()
+    except filelock.Timeout as exc:
+        raise FortifaiError(f"{path}: another publish has held its lock for {LOCK_TIMEOUT:g} s ({lock.lock_file}); "
+                            "try again when it is done") from exc
+    except OSError as exc:
+        raise FortifaiError(f"cannot lock {path}: {lock.lock_file}: {exc.strerror or exc}") from exc
+    try:
+        return _publish_locked(runs, path, replace)
+    finally:
+        lock.release()
+
+
+def _publish_locked(runs: list[dict], path: Path, replace: bool) -> PublishReport:
     existing = load_board(path) if path.exists() else None
     if existing is not None:
         check_board_consistency(existing, str(path), names=True)

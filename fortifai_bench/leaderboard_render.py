@@ -17,12 +17,20 @@ import math
 import unicodedata
 from typing import Any
 
-from fortifai_bench.leaderboard import TIE_ALPHA, canonical, ranking
+from fortifai_bench.leaderboard import TIE_ALPHA, Ranked, canonical, ranking
+from fortifai_bench.metrics import format_p
 from fortifai_bench.results import runtime_note
 
-COLUMNS = ["#", "loss", "args", "model", "seeds", "time to failure", "AUC", "final score"]
-TIES = (f"=k: not significantly different from the entry above (Welch's t-test over seeds on the restricted "
-        f"time to failure, p >= {TIE_ALPHA:g}, or fewer than 2 seeds); the clean control is a ceiling, not ranked.")
+PAPER_URL = "https://arxiv.org/abs/2509.08972"  # Shabgahi et al. 2025, ForTIFAI (TCE)
+AUTHORS_CODE_URL = "https://github.com/pedramaghazadeh/ForTIFAI"
+
+COLUMNS = ["#", "loss", "args", "model", "seeds", "time to failure", "vs CE", "AUC", "final score"]
+TIES = (f"Tests: the exact permutation test over seeds on the restricted time to failure (every split of the "
+        f"seeds; 3 vs 3 seeds cannot give p below 0.1, 5 vs 5 not below 2/252), Holm-adjusted over all of the "
+        f"board's comparisons (each entry against CE and against the best). =1: indistinguishable from the best "
+        f"entry (adjusted p >= {TIE_ALPHA:g}, or fewer than 2 seeds); vs CE: restricted mean over CE's with a "
+        f"bootstrap interval over seeds, and better / worse / indistinguishable at adjusted p < {TIE_ALPHA:g}; "
+        f"the clean control is a ceiling, not ranked.")
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -35,10 +43,28 @@ def fmt_ttf(ttf: dict) -> str:
     return ttf["text"]
 
 
-def fmt_rank(label: str, test: dict | None) -> str:
-    if test is None or test.get("p_value") is None:
-        return label
-    return f"{label} (p={test['p_value']:.2g})" if label.startswith("=") else label
+def fmt_rank(row: Ranked) -> str:
+    """"1", "4", "control", or "=1 (p = 0.42)" with the Holm-adjusted p against the best entry."""
+    test = row.vs_best
+    if not row.label.startswith("=") or test is None or test.get("p_holm") is None:
+        return row.label
+    return f"{row.label} ({format_p(test['p_holm'], test['splits'])})"
+
+
+def fmt_vs_ce(row: Ranked) -> str:
+    """"1.13x [0.95, 1.34] indistinguishable (p = 0.84)": the ratio of restricted means over CE's, its
+    bootstrap interval over seeds, the verdict and the Holm-adjusted exact p; "baseline" for CE itself."""
+    test = row.vs_ce
+    if row.entry.get("control"):
+        return "-"
+    if test is None:
+        return "baseline" if row.entry["loss"]["spec"] == "ce" else "-"
+    if test["ratio"] is None:
+        return "-"
+    lo, hi = test["ratio_ci"]
+    interval = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and lo != hi else ""
+    p = f" ({format_p(test['p_holm'], test['splits'])})" if test.get("p_holm") is not None else " (too few seeds)"
+    return f"{test['ratio']:.2f}x{interval} {test['verdict']}{p}"
 
 
 def fmt_stat(stat: dict) -> str:
@@ -56,12 +82,17 @@ def fmt_args(args: dict) -> str:
     return ", ".join(f"{k}={fmt(v)}" for k, v in sorted(args.items())) if args else ""
 
 
+def fmt_loss(e: dict) -> str:
+    return e["loss"]["spec"] + (" (clean control)" if e.get("control") else "")
+
+
 def rows(board: dict) -> list[list[str]]:
     out = []
-    for label, e, test in ranking(board["entries"]):
-        out.append([fmt_rank(label, test), e["loss"]["spec"] + (" (clean control)" if e.get("control") else ""), fmt_args(e["loss"]["args"]), e["model"] + runtime_note(e),
-                    ",".join(str(s) for s in e["seeds"]), fmt_ttf(e["time_to_failure"]), fmt_stat(e["auc"]),
-                    fmt_stat(e["final_score"])])
+    for row in ranking(board["entries"]):
+        e = row.entry
+        out.append([fmt_rank(row), fmt_loss(e), fmt_args(e["loss"]["args"]), e["model"] + runtime_note(e),
+                    ",".join(str(s) for s in e["seeds"]), fmt_ttf(e["time_to_failure"]), fmt_vs_ce(row),
+                    fmt_stat(e["auc"]), fmt_stat(e["final_score"])])
     return out
 
 
@@ -182,8 +213,8 @@ details { margin-top: 0.3em; font-size: 0.85em; }
 
 # (header, data key, type) for the sortable columns; None key = not sortable.
 _HEADERS = [("#", "rank", "num"), ("loss", "loss", "str"), ("args", "args", "str"), ("model", "model", "str"),
-            ("seeds", "seeds", "str"), ("time to failure", "ttf", "num"), ("AUC", "auc", "num"),
-            ("final score", "final", "num"), ("curve", None, None), ("date", "date", "str")]
+            ("seeds", "seeds", "str"), ("time to failure", "ttf", "num"), ("vs CE", "vsce", "num"),
+            ("AUC", "auc", "num"), ("final score", "final", "num"), ("curve", None, None), ("date", "date", "str")]
 
 
 def _e(x: Any) -> str:
@@ -230,30 +261,51 @@ def curve_svg(entry: dict, width: int = 200, height: int = 64) -> str:
             f'<polyline class="mean" points="{mean_line}"/></svg>')
 
 
-def _row(order: int, label: str, test: dict | None, e: dict) -> str:
+def _run_item(r: dict) -> str:
+    """One seed's provenance: its command, date and commit, and a link to its results where the run folder
+    was recorded (a relative link, as the page is read beside the runs)."""
+    folder = r.get("run_dir")
+    link = f' <a href="{_e(folder.rstrip("/") + "/results.json")}">results</a>' if folder else ""
+    commit = f", commit <code>{_e(r['git'])}</code>" if r.get("git") else ""
+    return f"<li>seed {_e(r['seed'])}: <code>{_e(r['command'])}</code> ({_e(r['date'])}{commit}){link}</li>"
+
+
+def _row(order: int, row: Ranked) -> str:
+    e = row.entry
     ttf, auc, final = e["time_to_failure"], e["auc"]["mean"], e["final_score"]["mean"]
+    ratio = (row.vs_ce or {}).get("ratio")
     data = {"rank": order, "loss": e["loss"]["spec"], "args": fmt_args(e["loss"]["args"]), "model": e["model"],
-            "seeds": ",".join(map(str, e["seeds"])), "ttf": ttf["rank_value"],
+            "seeds": ",".join(map(str, e["seeds"])), "ttf": ttf["rank_value"], "vsce": "" if ratio is None else ratio,
             "auc": "" if auc is None else auc, "final": "" if final is None else final, "date": e["date"]}
     attrs = " ".join(f'data-{k}="{_e(v)}"' for k, v in data.items())
-    runs = "".join(f"<li>seed {_e(r['seed'])}: <code>{_e(r['command'])}</code> ({_e(r['date'])})</li>"
-                   for r in e["runs"])
+    runs = "".join(_run_item(r) for r in e["runs"])
     versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in e["versions"].items())
     cells = [
-        f'<td class="num">{_e(fmt_rank(label, test))}</td>',
-        f'<td class="loss">{_e(e["loss"]["spec"])}{" (clean control)" if e.get("control") else ""}<details><summary>provenance</summary>'
+        f'<td class="num">{_e(fmt_rank(row))}</td>',
+        f'<td class="loss">{_e(e["loss"]["spec"])}{" (clean control)" if e.get("control") else ""}'
+        f'<details><summary>runs and provenance</summary>'
         f'<div>target <code>{_e(e["loss"]["target"])}</code></div><div>config hash <code>{_e(e["config_hash"])}'
         f'</code></div><div>base M_0 sha256 <code>{_e(e.get("base_sha256") or "not recorded")}</code></div><div>{versions}</div><ul>{runs}</ul></details></td>',
         f'<td class="args">{_e(data["args"])}</td>',
         f'<td class="model">{_e(e["model"] + runtime_note(e))}</td>',
         f'<td class="seeds">{_e(data["seeds"])}</td>',
         f'<td class="num ttf">{_e(fmt_ttf(ttf))}</td>',
+        f'<td class="vsce">{_e(fmt_vs_ce(row))}</td>',
         f'<td class="num auc">{_e(fmt_stat(e["auc"]))}</td>',
         f'<td class="num final">{_e(fmt_stat(e["final_score"]))}</td>',
         f"<td>{curve_svg(e)}</td>",
         f'<td class="date">{_e(e["date"])}</td>',
     ]
     return f'<tr id="{_e(e["name"])}" {attrs}>' + "".join(cells) + "</tr>"
+
+
+def links_html() -> str:
+    """The paper, the authors' code, and this benchmark's version."""
+    from fortifai_bench import __version__
+
+    return (f'<p class="links">Paper: <a href="{PAPER_URL}">Shabgahi et al. 2025, ForTIFAI (arXiv 2509.08972)</a>; '
+            f'the authors\' code: <a href="{AUTHORS_CODE_URL}">{AUTHORS_CODE_URL[len("https://"):]}</a>; '
+            f'page made by fortifai-bench {_e(__version__)}.</p>')
 
 
 def render_html(board: dict) -> str:
@@ -263,7 +315,7 @@ def render_html(board: dict) -> str:
     heads = "".join(
         f'<th data-key="{k}" data-type="{t}" title="click to sort">{_e(h)}</th>' if k else f"<th>{_e(h)}</th>"
         for h, k, t in _HEADERS)
-    body = "\n".join(_row(i, label, test, e) for i, (label, e, test) in enumerate(ranking(board["entries"]), 1))
+    body = "\n".join(_row(i, row) for i, row in enumerate(ranking(board["entries"]), 1))
     protocol = json.dumps(board["protocol"], indent=1, sort_keys=True)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -273,10 +325,12 @@ def render_html(board: dict) -> str:
 <style>{_STYLE}</style></head>
 <body>
 <h1>{_e(title(board))}</h1>
+{links_html()}
 <p>Ranked by time to failure: the interpolated stage at which {_e(_score_name(board))} first falls below
 {_e(_threshold(board))} (the dashed line labelled "fail" in each curve; its y-axis is marked at 0.5 and 1.0), in stages from M_0; a seed that never fails counts as the last stage. {_e(TIES)}
-Ties are broken by the area under the curve. Intervals are 95% t-intervals over seeds; the band in each curve
-is the per-stage interval. Click a column header to sort.</p>
+Equal times are ordered by the area under the curve. Other intervals are 95% t-intervals over seeds, cut to
+the range of the quantity (a score in [0, 1] stays in it); the band in each curve is the per-stage interval.
+Each entry's "runs and provenance" lists the command of every seed. Click a column header to sort.</p>
 <table id="board"><thead><tr>{heads}</tr></thead>
 <tbody>
 {body}

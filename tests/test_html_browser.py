@@ -6,6 +6,7 @@ networking disabled, so this also proves it needs nothing from the network.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from html.parser import HTMLParser
@@ -32,6 +33,7 @@ class _Table(HTMLParser):
         self.table_attrs: dict = {}
         self.rows: list[dict] = []
         self.scripts = 0
+        self.links: list[str] = []
         self.svgs: list[dict] = []  # per curve: its <line> attributes and its <text> elements
         self._text: dict | None = None
         self._cell: dict | None = None
@@ -47,6 +49,8 @@ class _Table(HTMLParser):
         elif tag == "text" and self.svgs:
             self._text = {**attrs, "text": ""}
             self.svgs[-1]["texts"].append(self._text)
+        if tag == "a":
+            self.links.append(attrs.get("href"))
         if tag == "html":
             self.html_attrs = attrs
         elif tag == "script":
@@ -104,7 +108,11 @@ def page(tmp_path_factory) -> Path:
     old = os.getcwd()
     os.chdir(tmp)
     try:
-        publish(write_seeds(tmp / "runs", [[1.0, 0.9, 0.7, 0.5], [1.0, 0.85, 0.65, 0.5]], loss="ce"))
+        ce = write_seeds(tmp / "runs", [[1.0, 0.9, 0.7, 0.5], [1.0, 0.85, 0.65, 0.5]], loss="ce")
+        for run in ce:  # runs that recorded their folder: the page links their results
+            data = json.loads((run / "results.json").read_text())
+            (run / "results.json").write_text(json.dumps({**data, "run_dir": str(run)}))
+        publish(ce)
         publish(write_seeds(tmp / "runs", [[1.0, 0.95, 0.9, 0.85]] * 2, loss="tce:0.9"))        # never fails
         publish(write_seeds(tmp / "runs", [[1.0, 0.9, 0.8, 0.7]] * 2, loss=SCRIPT_LOSS, model=IMG_MODEL))
     finally:
@@ -119,13 +127,26 @@ def test_page_renders_ranked_table_with_curves_from_file_url(page, tmp_path):
     dom = dump_dom(page, tmp_path)
     losses = [r["cells"]["loss"] for r in dom.rows]
     assert losses == ["tce:0.9", SCRIPT_LOSS, "ce"]  # ranked: never fails, fails at 2.5, fails at ~1.6
-    # ce (two seeds, 1.75 and 1.5) is not significantly below the script loss (2.5, 2.5): it shares rank 2
+    # two seeds a side (6 splits: p >= 1/3); two comparisons (each against tce:0.9, the best, which is also
+    # ce's comparison with CE), Holm: 2 x 1/3. All in the best entry's group
     ranks = [r["cells"]["num"] for r in dom.rows]
-    assert ranks[:2] == ["1", "2"] and ranks[2].startswith("=2 (p=")
+    assert ranks == ["1", "=1 (p = 0.67)", "=1 (p = 0.67)"]
+    vs_ce = [r["cells"]["vsce"] for r in dom.rows]
+    assert vs_ce[0].startswith("1.85x") and vs_ce[0].endswith("indistinguishable (p = 0.67)")
+    assert vs_ce[1:] == ["-", "baseline"]  # the script loss has another model: no CE to compare with
     assert dom.rows[0]["cells"]["ttf"] == "not within 3 stages (2 of 2 never failed)"
     assert dom.rows[2]["cells"]["ttf"].startswith("1.62 [")
     assert "data-sorted" not in dom.table_attrs
     assert page.read_text().count("<svg") == 3
+
+
+def test_page_links_the_paper_the_code_and_the_runs(page, tmp_path):
+    dom = dump_dom(page, tmp_path)
+    assert dom.links[:2] == ["https://arxiv.org/abs/2509.08972", "https://github.com/pedramaghazadeh/ForTIFAI"]
+    results = [link for link in dom.links[2:] if link.endswith("/results.json")]
+    assert len(results) == 2 and all(Path(link).is_file() for link in results)  # ce's two seeds, where recorded
+    text = page.read_text()
+    assert "fortifai-bench collapse --loss ce --seed 1</code>" in text and "commit <code>abc123</code>" in text
 
 
 def test_injected_strings_render_as_text_and_never_run(page, tmp_path):

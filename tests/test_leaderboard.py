@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -127,26 +128,62 @@ def test_ranking_not_reached_best_then_ttf_then_auc(tmp_path, lb):
     # the file keeps a stable order (by loss spec) for small pull-request diffs; ranking happens when shown
     assert [e["loss"]["spec"] for e in board["entries"]] == ["ce", "focal:2", "tce:0.9", "tce:0.99"]
     text = render_text(board).splitlines()
-    # two identical seeds a side have no spread: the t-test separates every entry here
-    assert text[1].startswith("#") and text[3].split()[:2] == ["1", "tce:0.99"] and text[6].split()[:2] == ["4", "ce"]
+    # two seeds a side: 2 vs 2 (6 splits) cannot give p below 1/3, however far apart, so every entry is in the
+    # best entry's group; ranks are not invented from seeds that cannot tell
+    assert text[1].startswith("#") and text[3].split()[:2] == ["1", "tce:0.99"]
+    assert [line.split()[:2] for line in text[4:7]] == [["=1", "(p"], ["=1", "(p"], ["=1", "(p"]]
+    assert [line.split()[4] for line in text[4:7]] == ["focal:2", "tce:0.9", "ce"]
     assert "not within 3 stages (2 of 2 never failed)" in text[3] and "2.50" in text[5]
     md = render_markdown(board).splitlines()
     assert md[4].startswith("| \\# | loss |") and md[6].startswith("| 1 | tce:0.99 |")
 
 
-def test_entries_the_seeds_cannot_tell_apart_share_a_rank(tmp_path, lb):
+# Five seeds each (4 stages, threshold 0.75): restricted times
+BEST = [[1, 1, .8, .5], [1, 1, .85, .5], [1, 1, .9, .5], [1, 1, .95, .5], [1, 1, .9, .8]]  # 2.17 2.29 2.38 2.44 3
+MIDDLE = [[1, .9, .5, .5], [1, 1, .775, .5], [1, 1, .85, .5], [1, .95, .5, .5], [1, 1, .8, .5]]  # 1.38 2.09 2.29 1.44 2.17
+LOW = [[1, .775, .5, .5], [1, .8, .5, .5], [1, .85, .5, .5], [1, .9, .5, .5], [1, .95, .5, .5]]  # 1.09 ... 1.44
+
+
+def test_ties_are_the_group_indistinguishable_from_the_best(tmp_path, lb):
     from fortifai_bench.leaderboard import ranking
 
-    publish(write_seeds(tmp_path / "ce", CE, loss="ce"))  # 1.75, 1.5, 2.0
-    publish(write_seeds(tmp_path / "t", [[1.0, 0.9, 0.8, 0.7], [1.0, 0.85, 0.75, 0.7], [1.0, 0.9, 0.7, 0.6]],
-                        loss="tce:0.9"))  # 2.5, 2.0, 1.75: overlapping spread
-    publish(write_seeds(tmp_path / "f", [[1.0, 0.7, 0.6, 0.5]] * 3, loss="focal:2"))  # 0.83 each: far below
+    publish(write_seeds(tmp_path / "t", BEST, loss="tce:0.9"))
+    publish(write_seeds(tmp_path / "f", MIDDLE, loss="focal:2"))
+    publish(write_seeds(tmp_path / "ce", LOW, loss="ce"))
     board = load_board(lb / "collapse_facts.json")
-    labels = [(label, e["loss"]["spec"]) for label, e, _ in ranking(board["entries"])]
-    assert labels == [("1", "tce:0.9"), ("=1", "ce"), ("3", "focal:2")]
+    rows = ranking(board["entries"])
+    assert [(r.label, r.entry["loss"]["spec"]) for r in rows] == [("1", "tce:0.9"), ("=1", "focal:2"), ("3", "ce")]
+    # three comparisons (focal-tce, ce-tce, focal-ce); exact 5 vs 5 p: 10/252, 2/252 (fully separated), 10/252;
+    # Holm: 3 x 2/252, then 2 x 10/252 for both others
+    assert rows[1].vs_best["p_value"] == pytest.approx(10 / 252)  # below 0.05 alone, not after Holm
+    assert rows[1].vs_best["p_holm"] == pytest.approx(20 / 252) and rows[2].vs_best["p_holm"] == pytest.approx(6 / 252)
+    # not a chain: ce is indistinguishable from focal:2, the entry above it, yet not in the best entry's group
+    assert rows[1].vs_ce["p_holm"] == pytest.approx(20 / 252) and rows[1].vs_ce["verdict"] == "indistinguishable"
+    assert rows[0].vs_ce["verdict"] == "better" and rows[0].vs_ce["p_holm"] == pytest.approx(6 / 252)
+    assert rows[2].vs_ce is None
     text = render_text(board)
-    assert "=1 (p=" in text and "not significantly different" in text
-    assert "=1 (p=" in render_markdown(board)
+    assert "=1 (p = 0.079)" in text and "indistinguishable from the best" in text
+    assert "better (p = 0.024)" in text and "baseline" in text
+    assert "=1 (p = 0.079)" in render_markdown(board)
+
+
+def test_losses_below_ce_are_worse(tmp_path, lb):
+    from fortifai_bench.leaderboard import ranking
+
+    publish(write_seeds(tmp_path / "ce", BEST, loss="ce"))
+    publish(write_seeds(tmp_path / "f", LOW, loss="focal:2"))
+    [ce, focal] = ranking(load_board(lb / "collapse_facts.json")["entries"])
+    assert focal.label == "2" and focal.vs_ce["verdict"] == "worse" and focal.vs_ce["p_holm"] == pytest.approx(2 / 252)
+    assert focal.vs_ce["ratio"] == pytest.approx(np.mean([failure_of(c) for c in LOW]) /
+                                                 np.mean([failure_of(c) for c in BEST]))
+    lo, hi = focal.vs_ce["ratio_ci"]
+    assert lo < focal.vs_ce["ratio"] < hi < 1
+
+
+def failure_of(curve):
+    from fortifai_bench.metrics import failure
+
+    return failure(curve, 0.75).restricted()
 
 
 def test_the_clean_control_is_a_ceiling_row(tmp_path, lb):
@@ -158,8 +195,8 @@ def test_the_clean_control_is_a_ceiling_row(tmp_path, lb):
     board = load_board(lb / "collapse_facts.json")
     assert board["protocol"]["mode"] == "accumulate" and len(board["entries"]) == 2
     rows = ranking(board["entries"])
-    assert [(label, e.get("control")) for label, e, _ in rows] == [("1", False), ("control", True)]
-    assert rows[1][1]["name"].startswith("control-ce_")
+    assert [(r.label, r.entry.get("control")) for r in rows] == [("1", False), ("control", True)]
+    assert rows[1].entry["name"].startswith("control-ce_") and rows[1].vs_ce is None and rows[1].vs_best is None
     assert "ce (clean control)" in render_text(board)
     # publishing to a board that already holds the control checks the control entry's name as a control's
     publish(write_seeds(tmp_path / "t", TCE, loss="tce:0.9"))
@@ -280,8 +317,69 @@ def test_cli_publish_show_render(tmp_path, lb, capsys):
     assert capsys.readouterr().out.startswith("### collapse\\_facts v1")
     assert main(["leaderboard", "render", "leaderboards/collapse_facts.json", "--html", "site/index.html"]) == 0
     page = (tmp_path / "site" / "index.html").read_text()
-    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "http" not in page.split("<body>")[1]
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page
+    # the page loads nothing: its only web addresses are links to the paper and the authors' code
+    body = page.split("<body>")[1]
+    assert re.findall(r'https?://[^"<\s]+', body) == ["https://arxiv.org/abs/2509.08972",
+                                                       "https://github.com/pedramaghazadeh/ForTIFAI"]
+    assert " src=" not in body and "<link" not in page
     assert main(["publish", *runs, "--to", "../out.json"]) == 2
     assert "fortifai-bench: error: leaderboard file ../out.json is outside" in capsys.readouterr().err
     assert main(["leaderboard", "show", "missing.json"]) == 2
     assert "cannot read missing.json" in capsys.readouterr().err
+
+
+_PUBLISHER = """
+import pathlib, sys, time
+from fortifai_bench.leaderboard import publish
+pathlib.Path(sys.argv[2]).touch()          # imported and ready
+while not pathlib.Path(sys.argv[1]).exists():
+    time.sleep(0.002)                      # every publisher starts at the same moment
+publish(sys.argv[3:], "leaderboards/collapse_facts.json")
+"""
+
+
+def test_concurrent_publishers_lose_no_entry(tmp_path, lb):
+    """Several real processes publish to one board at once; the lock serializes their read-modify-write."""
+    import subprocess
+    import sys
+    import time
+
+    losses = [f"tce:0.{k}" for k in range(1, 7)]
+    runs = {loss: write_seeds(tmp_path / loss.replace(":", "_"), CE, loss=loss) for loss in losses}
+    procs = [subprocess.Popen([sys.executable, "-c", _PUBLISHER, str(tmp_path / "go"), str(tmp_path / f"ready{i}"),
+                               *map(str, runs[loss])], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+             for i, loss in enumerate(losses)]
+    deadline = time.time() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(len(losses))) and time.time() < deadline:
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+    board = load_board(lb / "collapse_facts.json")
+    assert sorted(e["loss"]["spec"] for e in board["entries"]) == losses
+    assert sorted(p.name for p in lb.iterdir()) == ["collapse_facts.json"]  # no lock or temporary file left here
+
+
+def test_bounded_scores_keep_their_intervals_in_range(tmp_path, lb):
+    # final scores 1, 1, 1, 1, 0.975: the t-interval reaches past 1; the board cuts it at 1
+    curves = [[1.0, 1.0, 1.0, 1.0]] * 4 + [[1.0, 1.0, 1.0, 0.975]]
+    publish(write_seeds(tmp_path / "c", curves, loss="ce", control=True))
+    [entry] = load_board(lb / "collapse_facts.json")["entries"]
+    assert entry["final_score"]["ci"][1] == 1.0 and entry["final_score"]["ci"][0] < entry["final_score"]["mean"]
+    assert entry["stages"][3]["score"]["ci"][1] == 1.0 and entry["auc"]["ci"][1] <= 1.0
+    assert entry["stages"][3]["kl"]["ci"][0] >= 0.0
+    assert "0.995 [0.981, 1.000]" in render_html(load_board(lb / "collapse_facts.json"))
+    # a board published before intervals were cut (its stored ci is the uncut t-interval) still loads
+    path = lb / "collapse_facts.json"
+    board = json.loads(path.read_text())
+    from fortifai_bench.metrics import mean_ci
+
+    board["entries"][0]["final_score"]["ci"][1] = mean_ci([c[-1] for c in curves])["ci"][1]
+    assert board["entries"][0]["final_score"]["ci"][1] > 1
+    path.write_text(json.dumps(board))
+    load_board(path)
+    board["entries"][0]["final_score"]["ci"][1] = 1.2
+    path.write_text(json.dumps(board))
+    with pytest.raises(FortifaiError, match="field final_score: ci"):
+        load_board(path)
