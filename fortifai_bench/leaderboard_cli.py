@@ -1,8 +1,9 @@
-"""`fortifai-bench publish | leaderboard show | leaderboard render`: argument parsing over the board library.
+"""`fortifai-bench publish | leaderboard show | render | suite`: argument parsing over the board library.
 
     fortifai-bench publish RUN_DIR... [--to leaderboards/<task>.json] [--replace]
     fortifai-bench leaderboard show FILE [--markdown]
     fortifai-bench leaderboard render FILE --html OUT
+    fortifai-bench leaderboard suite FILE... [--markdown] [--html OUT]   # losses x regimes, one board per regime
 """
 
 from __future__ import annotations
@@ -41,6 +42,22 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suite(args: argparse.Namespace) -> int:
+    from fortifai_bench.leaderboard_suite import (build_suite, render_suite_html, render_suite_markdown,
+                                                  render_suite_text)
+
+    suite = build_suite([(f, load_board(f)) for f in args.files])
+    if args.html is None:
+        print(render_suite_markdown(suite) if args.markdown else render_suite_text(suite), end="")
+        return 0
+    if any(args.html.exists() and args.html.resolve() == Path(f).resolve() for f in args.files):
+        raise FortifaiError(f"--html {args.html} is one of the boards; give another file name")
+    with atomic_write(args.html) as f:
+        f.write(render_suite_html(suite))
+    print(f"wrote {args.html}")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "publish", help="merge runs (one per seed) into a leaderboard entry",
@@ -56,7 +73,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_publish)
 
     lb = subparsers.add_parser("leaderboard", help="show or render a leaderboard")
-    sub = lb.add_subparsers(dest="leaderboard_command", metavar="<show|render>", required=True)
+    sub = lb.add_subparsers(dest="leaderboard_command", metavar="<show|render|suite>", required=True)
     s = sub.add_parser("show", help="print the ranked table")
     s.add_argument("file", metavar="FILE")
     s.add_argument("--markdown", action="store_true", help="a Markdown table (for a README)")
@@ -65,3 +82,12 @@ def register(subparsers) -> None:
     r.add_argument("file", metavar="FILE")
     r.add_argument("--html", required=True, type=Path, metavar="OUT")
     r.set_defaults(func=_render)
+    u = sub.add_parser("suite", help="losses x regimes: several boards (one per collapse task) side by side",
+                       description="One row per loss, one column per regime (board); each cell the restricted mean "
+                                   "time to failure with its interval and the verdict against CE on that board "
+                                   "(better / worse / indistinguishable: Holm-adjusted exact permutation p < 0.05), "
+                                   "and a count of each loss's verdicts over the regimes.")
+    u.add_argument("files", nargs="+", metavar="FILE", help="boards, one per regime (leaderboards/<task>.json)")
+    u.add_argument("--markdown", action="store_true", help="a Markdown table (for a README)")
+    u.add_argument("--html", type=Path, metavar="OUT", help="write a self-contained static HTML page instead")
+    u.set_defaults(func=_suite)

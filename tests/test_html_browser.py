@@ -184,3 +184,27 @@ def test_curves_have_a_y_axis_and_a_labelled_threshold(page, tmp_path):
         y_fail = float(fail["y1"])
         assert ticks["1.0"] < y_fail < ticks["0.5"] and abs(float(label["y"]) - 3 - y_fail) < 0.2
         assert sum(ln.get("class") == "tick" for ln in svg["lines"]) == 2
+
+
+def test_suite_page_renders_from_file_url(tmp_path):
+    from fortifai_bench.leaderboard_suite import build_suite, render_suite_html
+
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        (tmp_path / "leaderboards").mkdir()
+        publish(write_seeds(tmp_path / "a", [[1.0, 0.9, 0.7, 0.5], [1.0, 0.85, 0.65, 0.5]], loss="ce"))
+        publish(write_seeds(tmp_path / "b", [[1.0, 0.95, 0.9, 0.85]] * 2, loss=SCRIPT_LOSS))
+        publish(write_seeds(tmp_path / "c", [[1.0, 0.9, 0.8, 0.7]] * 2, loss="ce", task="collapse_facts_greedy"))
+        files = ["leaderboards/collapse_facts.json", "leaderboards/collapse_facts_greedy.json"]
+        suite = build_suite([(f, load_board(f)) for f in files])
+    finally:
+        os.chdir(old)
+    page = tmp_path / "suite.html"
+    page.write_text(render_suite_html(suite), encoding="utf-8")
+    dom = dump_dom(page, tmp_path)
+    assert [r["cells"]["loss"] for r in dom.rows] == ["ce", SCRIPT_LOSS]  # shown as text
+    assert dom.rows[0]["cells"]["r0"].startswith("1.62 [") and dom.rows[0]["cells"]["r1"].startswith("2.50")
+    assert dom.rows[1]["cells"]["r0"].startswith("3.00, 2/2 never failed") and dom.rows[1]["cells"]["r1"] == "-"
+    assert dom.rows[1]["cells"]["summary"] == "0 better, 0 worse, 1 indistinguishable"
+    assert "data-pwned" not in dom.html_attrs and dom.scripts == 0

@@ -339,6 +339,7 @@ publish(sys.argv[3:], "leaderboards/collapse_facts.json")
 """
 
 
+@pytest.mark.slow
 def test_concurrent_publishers_lose_no_entry(tmp_path, lb):
     """Several real processes publish to one board at once; the lock serializes their read-modify-write."""
     import subprocess
@@ -383,3 +384,59 @@ def test_bounded_scores_keep_their_intervals_in_range(tmp_path, lb):
     path.write_text(json.dumps(board))
     with pytest.raises(FortifaiError, match="field final_score: ci"):
         load_board(path)
+
+
+def _two_regimes(tmp_path):
+    """collapse_facts: tce:0.9 above CE, focal:2 between; collapse_facts_greedy: CE on top, both below it."""
+    greedy = "collapse_facts_greedy"
+    publish(write_seeds(tmp_path / "t", BEST, loss="tce:0.9"))
+    publish(write_seeds(tmp_path / "f", MIDDLE, loss="focal:2"))
+    publish(write_seeds(tmp_path / "ce", LOW, loss="ce"))
+    publish(write_seeds(tmp_path / "k", [[1.0, 1.0, 1.0, 1.0]] * 5, loss="ce", control=True))
+    publish(write_seeds(tmp_path / "gt", MIDDLE, loss="tce:0.9", task=greedy))
+    publish(write_seeds(tmp_path / "gf", LOW, loss="focal:2", task=greedy))
+    publish(write_seeds(tmp_path / "gce", BEST, loss="ce", task=greedy))
+    return ["leaderboards/collapse_facts.json", f"leaderboards/{greedy}.json"]
+
+
+def test_suite_puts_each_regimes_verdicts_side_by_side(tmp_path, lb):
+    from fortifai_bench.leaderboard import ranking
+    from fortifai_bench.leaderboard_suite import build_suite, render_suite_markdown, render_suite_text, table
+
+    files = _two_regimes(tmp_path)
+    suite = build_suite([(f, load_board(f)) for f in files])
+    assert suite.regimes == ["collapse_facts v1", "collapse_facts_greedy v1"]
+    rows = table(suite)
+    assert rows[0] == ["loss", "collapse_facts v1", "collapse_facts_greedy v1", "vs CE over regimes"]
+    by_loss = {r[0]: r[1:] for r in rows[1:]}
+    assert [r[0] for r in rows[1:]] == ["ce", "tce:0.9 (gamma=0.9)", "focal:2 (gamma=2)", "ce (clean control)",
+                                        "losses vs CE"]
+    assert by_loss["ce"] == ["1.27 [1.09, 1.45]; baseline", "2.45 [2.05, 2.85], 1/5 never failed; baseline", "-"]
+    # each verdict is the one its own board gives (Holm over that board's three comparisons)
+    assert by_loss["tce:0.9 (gamma=0.9)"][0] == "2.45 [2.05, 2.85], 1/5 never failed; better (p = 0.024)"
+    assert by_loss["tce:0.9 (gamma=0.9)"][1] == "1.87 [1.34, 2.41]; worse (p = 0.04)"
+    greedy = {r.entry["loss"]["spec"]: r for r in ranking(load_board(files[1])["entries"])}
+    assert greedy["tce:0.9"].vs_ce["p_holm"] == pytest.approx(10 / 252)
+    assert by_loss["focal:2 (gamma=2)"] == ["1.87 [1.34, 2.41]; indistinguishable (p = 0.079)",
+                                            "1.27 [1.09, 1.45]; worse (p = 0.016)",
+                                            "0 better, 1 worse, 1 indistinguishable"]
+    assert by_loss["tce:0.9 (gamma=0.9)"][2] == "1 better, 1 worse, 0 indistinguishable"
+    assert by_loss["ce (clean control)"] == ["3.00, 5/5 never failed; control", "-", "-"]
+    assert by_loss["losses vs CE"] == ["1 better, 0 worse, 1 indistinguishable", "0 better, 2 worse, 0 indistinguishable", ""]
+    assert "better (p = 0.024)" in render_suite_text(suite)
+    assert "| focal:2 (gamma=2) | 1.87 \\[1.34, 2.41\\]; indistinguishable" in render_suite_markdown(suite)
+
+
+def test_suite_cli(tmp_path, lb, capsys):
+    files = _two_regimes(tmp_path)
+    assert main(["leaderboard", "suite", *files]) == 0
+    assert "losses vs CE" in capsys.readouterr().out
+    assert main(["leaderboard", "suite", *files, "--markdown"]) == 0
+    assert capsys.readouterr().out.startswith("### Suite: collapse\\_facts v1, collapse\\_facts\\_greedy v1")
+    assert main(["leaderboard", "suite", *files, "--html", "site/suite.html"]) == 0
+    page = (tmp_path / "site" / "suite.html").read_text()
+    assert page.count("<tr>") == 6 and "verdict-better" in page and "<script" not in page  # head, 4 losses, totals
+    assert main(["leaderboard", "suite", files[0], files[0]]) == 2
+    assert "regime collapse_facts is already given by" in capsys.readouterr().err
+    assert main(["leaderboard", "suite", files[0], "--html", files[0]]) == 2
+    assert "is one of the boards" in capsys.readouterr().err

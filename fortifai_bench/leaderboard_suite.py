@@ -1,0 +1,195 @@
+"""The suite board: losses x regimes. A regime is a collapse task with its own board (`leaderboards/<task>.json`);
+the suite puts several boards side by side.
+
+    fortifai-bench leaderboard suite leaderboards/collapse_facts.json leaderboards/collapse_facts_greedy.json
+    fortifai-bench leaderboard suite BOARD... --markdown
+    fortifai-bench leaderboard suite BOARD... --html suite.html
+
+One row per loss (spec, arguments, model), one column per regime. A cell is the loss's restricted mean time to
+failure on that regime's board with its interval ("k/n never failed" where seeds were censored) and its verdict
+against CE there: better / worse / indistinguishable, exactly as that board shows it (`leaderboard.ranking`:
+the exact permutation test over seeds, Holm-adjusted over that board's comparisons), so the suite never
+disagrees with its boards. A last column counts each loss's verdicts over the regimes; a last row counts each
+regime's verdicts over the losses. Nothing is stored: the suite is computed from the boards when shown.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.leaderboard import Ranked, canonical, ranking
+from fortifai_bench.leaderboard_render import _STYLE, _md_cell, _printable, fmt_args, links_html
+from fortifai_bench.metrics import format_p
+
+VERDICTS = ("better", "worse", "indistinguishable")
+
+
+@dataclass
+class Suite:
+    regimes: list[str]                                           # "collapse_facts v2", one per board
+    rows: dict[tuple, dict[str, Ranked]] = field(default_factory=dict)  # loss key -> regime -> its row there
+
+    def counts(self, cells) -> dict[str, int]:
+        verdicts = [r.vs_ce["verdict"] for r in cells if r.vs_ce is not None]
+        return {v: verdicts.count(v) for v in VERDICTS}
+
+    def loss_counts(self, key: tuple) -> dict[str, int]:
+        return self.counts(self.rows[key].values())
+
+    def regime_counts(self, regime: str) -> dict[str, int]:
+        return self.counts(cells[regime] for cells in self.rows.values() if regime in cells)
+
+
+def loss_key(entry: dict) -> tuple:
+    return (bool(entry.get("control")), entry["loss"]["spec"], canonical(entry["loss"]["args"]), entry["model"])
+
+
+def build_suite(boards: list[tuple[str, dict]]) -> Suite:
+    """`boards`: (where, board) pairs, one per regime. Where a board holds one loss with several seed sets,
+    the entry with the most seeds stands for it."""
+    suite = Suite([])
+    seen: dict[str, str] = {}
+    for where, board in boards:
+        name = board["task"]["name"]
+        if name in seen:
+            raise FortifaiError(f"{where}: regime {name} is already given by {seen[name]}; one board per regime")
+        seen[name] = where
+        regime = f"{name} v{board['task']['version']}"
+        suite.regimes.append(regime)
+        for row in ranking(board["entries"]):
+            cells = suite.rows.setdefault(loss_key(row.entry), {})
+            if regime not in cells or len(row.entry["seeds"]) > len(cells[regime].entry["seeds"]):
+                cells[regime] = row
+    suite.rows = dict(sorted(suite.rows.items(), key=lambda kv: _row_order(suite, kv[0])))
+    return suite
+
+
+def _row_order(suite: Suite, key: tuple) -> tuple:
+    """CE first, then the losses by how often they beat CE (then how rarely they lose), the control last."""
+    counts = suite.loss_counts(key)
+    return (key[0], key[1] != "ce", -counts["better"], counts["worse"], key[1:])
+
+
+def loss_label(key: tuple, models: set[str]) -> str:
+    control, spec, args, model = key
+    text = spec + (f" ({fmt_args(json.loads(args))})" if args != "{}" else "")
+    if len(models) > 1:
+        text += f" [{model}]"
+    return text + (" (clean control)" if control else "")
+
+
+def ttf_text(row: Ranked) -> str:
+    """'2.53 [2.10, 2.96]', '>= 2.85 [2.40, 3.00], 2/5 never failed' style: the restricted mean time to
+    failure and its interval over seeds, and how many seeds never failed or never learned."""
+    ttf = row.entry["time_to_failure"]
+    mean, (lo, hi) = ttf["restricted_mean"], ttf["restricted_ci"]
+    if mean is None:
+        return "never learned"
+    text = f"{mean:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and lo != hi else "")
+    if ttf["never_failed"]:
+        text += f", {ttf['never_failed']}/{ttf['n']} never failed"
+    if ttf["never_learned"]:
+        text += f", {ttf['never_learned']}/{ttf['n']} never learned"
+    return text
+
+
+def verdict_text(row: Ranked) -> str:
+    if row.entry.get("control"):
+        return "control"
+    test = row.vs_ce
+    if test is None:
+        return "baseline" if row.entry["loss"]["spec"] == "ce" else "no CE entry"
+    if test.get("p_holm") is None:
+        return f"{test['verdict']} (too few seeds)"
+    return f"{test['verdict']} ({format_p(test['p_holm'], test['splits'])})"
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """'1 better, 0 worse, 2 indistinguishable'; '-' where there was no verdict (CE itself, the control)."""
+    if not any(counts.values()):
+        return "-"
+    return f"{counts['better']} better, {counts['worse']} worse, {counts['indistinguishable']} indistinguishable"
+
+
+def table(suite: Suite) -> list[list[str]]:
+    """Header, one row per loss, the summary row; each regime cell 'time to failure; verdict'."""
+    models = {key[3] for key in suite.rows}
+    out = [["loss"] + suite.regimes + ["vs CE over regimes"]]
+    for key, cells in suite.rows.items():
+        out.append([loss_label(key, models)]
+                   + [f"{ttf_text(cells[r])}; {verdict_text(cells[r])}" if r in cells else "-" for r in suite.regimes]
+                   + [counts_text(suite.loss_counts(key))])
+    out.append(["losses vs CE"] + [counts_text(suite.regime_counts(r)) for r in suite.regimes] + [""])
+    return out
+
+
+LEGEND = ("Each cell: the restricted mean time to failure (stages from M_0, a seed that never fails counted at the "
+          "last stage) with its 95% interval over seeds, and the verdict against CE on that regime's board: the "
+          "exact permutation test over seeds, Holm-adjusted over the board's comparisons, better / worse at "
+          "adjusted p < 0.05, else indistinguishable (3 vs 3 seeds can never reach it: their smallest p is 0.1).")
+
+
+def render_suite_text(suite: Suite) -> str:
+    rows = [[_printable(c) for c in r] for r in table(suite)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["Suite: " + ", ".join(_printable(r) for r in suite.regimes) + ". " + LEGEND]
+    for j, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"
+
+
+def render_suite_markdown(suite: Suite) -> str:
+    rows = table(suite)
+    lines = ["### Suite: " + ", ".join(_md_cell(r) for r in suite.regimes), "", LEGEND, "",
+             "| " + " | ".join(_md_cell(c) for c in rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _html_cell(row: Ranked | None, index: int) -> str:
+    if row is None:
+        return f'<td class="r{index}">-</td>'
+    verdict = row.vs_ce["verdict"] if row.vs_ce else "none"
+    return (f'<td class="verdict-{_e(verdict)} r{index}">{_e(ttf_text(row))}'
+            f'<div class="verdict">{_e(verdict_text(row))}</div></td>')
+
+
+def render_suite_html(suite: Suite) -> str:
+    """One static page, no script: nothing on it can run or load anything (CSP default-src 'none')."""
+    models = {key[3] for key in suite.rows}
+    heads = "".join(f"<th>{_e(h)}</th>" for h in ["loss"] + suite.regimes + ["vs CE over regimes"])
+    body = []
+    for key, cells in suite.rows.items():
+        body.append(f'<tr><td class="loss">{_e(loss_label(key, models))}</td>'
+                    + "".join(_html_cell(cells.get(r), i) for i, r in enumerate(suite.regimes))
+                    + f'<td class="summary">{_e(counts_text(suite.loss_counts(key)))}</td></tr>')
+    totals = "".join(f'<td class="r{i}">{_e(counts_text(suite.regime_counts(r)))}</td>'
+                     for i, r in enumerate(suite.regimes))
+    style = _STYLE + (".verdict { font-size: 0.85em; color: #555; } td.verdict-better { background: #e3f4e1; } "
+                      "td.verdict-worse { background: #f9e0de; } tfoot td { font-weight: bold; }")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>fortifai-bench suite: {_e(", ".join(suite.regimes))}</title>
+<style>{style}</style></head>
+<body>
+<h1>Suite: losses x regimes</h1>
+{links_html()}
+<p>{_e(LEGEND)}</p>
+<table id="suite"><thead><tr>{heads}</tr></thead>
+<tbody>
+{chr(10).join(body)}
+</tbody>
+<tfoot><tr><td class="loss">losses vs CE</td>{totals}<td></td></tr></tfoot></table>
+</body></html>
+"""
