@@ -343,10 +343,14 @@ class Ranked:
     vs_ce: dict | None = None
 
 
+BASELINE_SPECS = ("ce", "mle")  # cross-entropy: `ce` for text, `mle` (maximum likelihood) for the toys
+
+
 def baseline_of(entries: Iterable[dict], entry: dict) -> dict | None:
-    """The CE entry an entry is compared with: loss spec `ce`, not the control, the same model; of several,
-    the one with the most seeds."""
-    found = [e for e in entries if e["loss"]["spec"] == "ce" and not e.get("control") and e["model"] == entry["model"]]
+    """The CE entry an entry is compared with: loss spec `ce` (the toys: `mle`), not the control, the same
+    model; of several, the one with the most seeds."""
+    found = [e for e in entries if e["loss"]["spec"] in BASELINE_SPECS and not e.get("control")
+             and e["model"] == entry["model"]]
     return max(found, key=lambda e: (len(e["seeds"]), e["name"])) if found else None
 
 

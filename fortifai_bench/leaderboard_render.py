@@ -17,8 +17,8 @@ import math
 import unicodedata
 from typing import Any
 
-from fortifai_bench.leaderboard import TIE_ALPHA, Ranked, canonical, ranking
-from fortifai_bench.metrics import format_p
+from fortifai_bench.leaderboard import BASELINE_SPECS, TIE_ALPHA, Ranked, canonical, ranking, stat_bounds
+from fortifai_bench.metrics import clip_interval, format_p
 from fortifai_bench.results import runtime_note
 
 PAPER_URL = "https://arxiv.org/abs/2509.08972"  # Shabgahi et al. 2025, ForTIFAI (TCE)
@@ -58,7 +58,7 @@ def fmt_vs_ce(row: Ranked) -> str:
     if row.entry.get("control"):
         return "-"
     if test is None:
-        return "baseline" if row.entry["loss"]["spec"] == "ce" else "-"
+        return "baseline" if row.entry["loss"]["spec"] in BASELINE_SPECS else "-"
     if test["ratio"] is None:
         return "-"
     lo, hi = test["ratio_ci"]
@@ -67,8 +67,10 @@ def fmt_vs_ce(row: Ranked) -> str:
     return f"{test['ratio']:.2f}x{interval} {test['verdict']}{p}"
 
 
-def fmt_stat(stat: dict) -> str:
-    lo, hi = stat["ci"]
+def fmt_stat(stat: dict, bounds: tuple | None = None) -> str:
+    """'0.776 [0.752, 0.800]': mean and interval, the interval cut to `bounds` (a board published before
+    intervals were cut may hold one past them)."""
+    lo, hi = clip_interval(stat["ci"], bounds)
     if stat["n"] > 1 and lo is not None and lo != hi:
         return f"{_num(stat['mean'])} [{_num(lo)}, {_num(hi)}]"
     return _num(stat["mean"])
@@ -90,9 +92,10 @@ def rows(board: dict) -> list[list[str]]:
     out = []
     for row in ranking(board["entries"]):
         e = row.entry
+        bounds = stat_bounds(e["score_name"])
         out.append([fmt_rank(row), fmt_loss(e), fmt_args(e["loss"]["args"]), e["model"] + runtime_note(e),
                     ",".join(str(s) for s in e["seeds"]), fmt_ttf(e["time_to_failure"]), fmt_vs_ce(row),
-                    fmt_stat(e["auc"]), fmt_stat(e["final_score"])])
+                    fmt_stat(e["auc"], bounds["auc"]), fmt_stat(e["final_score"], bounds["final_score"])])
     return out
 
 
@@ -227,8 +230,9 @@ def curve_svg(entry: dict, width: int = 200, height: int = 64) -> str:
     threshold dashed and labelled."""
     stages = entry["stages"]
     means = [s["score"]["mean"] for s in stages]
-    los = [s["score"]["ci"][0] if s["score"]["ci"][0] is not None else m for s, m in zip(stages, means)]
-    his = [s["score"]["ci"][1] if s["score"]["ci"][1] is not None else m for s, m in zip(stages, means)]
+    cis = [clip_interval(s["score"]["ci"], stat_bounds(entry["score_name"])["score"]) for s in stages]
+    los = [ci[0] if ci[0] is not None else m for ci, m in zip(cis, means)]
+    his = [ci[1] if ci[1] is not None else m for ci, m in zip(cis, means)]
     thr = entry["failure_threshold"]
     finite = [v for v in means + los + his + [thr] if v is not None and math.isfinite(v)]
     y_lo, y_hi = min(finite + [0.5]), max(finite + [1.0])
@@ -272,6 +276,7 @@ def _run_item(r: dict) -> str:
 
 def _row(order: int, row: Ranked) -> str:
     e = row.entry
+    bounds = stat_bounds(e["score_name"])
     ttf, auc, final = e["time_to_failure"], e["auc"]["mean"], e["final_score"]["mean"]
     ratio = (row.vs_ce or {}).get("ratio")
     data = {"rank": order, "loss": e["loss"]["spec"], "args": fmt_args(e["loss"]["args"]), "model": e["model"],
@@ -291,8 +296,8 @@ def _row(order: int, row: Ranked) -> str:
         f'<td class="seeds">{_e(data["seeds"])}</td>',
         f'<td class="num ttf">{_e(fmt_ttf(ttf))}</td>',
         f'<td class="vsce">{_e(fmt_vs_ce(row))}</td>',
-        f'<td class="num auc">{_e(fmt_stat(e["auc"]))}</td>',
-        f'<td class="num final">{_e(fmt_stat(e["final_score"]))}</td>',
+        f'<td class="num auc">{_e(fmt_stat(e["auc"], bounds["auc"]))}</td>',
+        f'<td class="num final">{_e(fmt_stat(e["final_score"], bounds["final_score"]))}</td>',
         f"<td>{curve_svg(e)}</td>",
         f'<td class="date">{_e(e["date"])}</td>',
     ]
