@@ -176,6 +176,88 @@ def _model_tokenizer(metadata: dict):
     return _tokenizer(name) if isinstance(name, str) and name else None
 
 
+# ------------------------------------------------------------------------------------------ few-shot pool
+#
+# `--num_fewshot K` draws K solved questions into every prompt. Drawn from the scored split itself, a shot can
+# hold the very fact it asks (a question of the same paragraph, or the same text cut at another place: 11 of
+# 100 prompts of kr_facts_split0 at K=3). Every KR task therefore names `fewshot_split: fewshot` (_kr_base.yaml),
+# a pool that shares no fact with any KR set: the facts corpus's `pretrain` part, whose entities are disjoint
+# from the main part's by construction, and fictional, so in no WikiText or user file.
+
+FEWSHOT_PARAGRAPHS = 40  # paragraphs of facts:pretrain whose questions form the pool (525 questions)
+
+
+@functools.lru_cache(maxsize=1)
+def fewshot_pool() -> tuple:
+    """The few-shot pool's questions (built once by the one KR-set resolver and cached like any KR set)."""
+    from fortifai_bench.kr.sets import kr_set
+
+    return tuple(kr_set("facts", "pretrain", 1, paragraphs_per_split=FEWSHOT_PARAGRAPHS).questions)
+
+
+# ---------------------------------------------------------------------------------- lm-eval's logits cache
+
+
+def logits_cache_victims(pairs, tokenizer) -> list[int]:
+    """Indices of the (context, continuation) requests whose log-likelihood lm-eval's HFLM reads from the wrong
+    positions under `logits_cache=True`, its default, for a model with this tokenizer (lm-eval 0.4.13).
+
+    HFLM._loglikelihood_tokens groups requests whose context + continuation[:-1] tokens are the same (Collator
+    group_by="contexts"), runs the member with the longest continuation, and scores every member with
+    `torch.gather(logits, 2, cont_toks)` on that member's continuation logits: the first len(cont) positions,
+    where a member with a shorter continuation needs the last ones. Members as long as the longest are right
+    (the two choices of one question that differ in their last token: what the cache is for); a shorter one
+    is wrong. In a KR set that is a question whose context + continuation is another's cut at a later place
+    (nested questions on one sentence). Tokenized as lm-eval does: its own `TemplateLM._encode_pair`."""
+    from types import SimpleNamespace
+
+    from lm_eval.api.model import TemplateLM
+
+    def encode(text, add_special_tokens=None):
+        return tokenizer.encode(text) if add_special_tokens is None else tokenizer.encode(
+            text, add_special_tokens=add_special_tokens)
+
+    shim = SimpleNamespace(backend="causal", tok_encode=encode)
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    groups: dict[tuple, list[tuple[int, int]]] = {}
+    for i, (context, continuation) in enumerate(pairs):
+        if context == "":  # HFLM.loglikelihood: the prefix token stands for an empty context
+            cont = encode(continuation, add_special_tokens=False)
+            ctx, cont = ([prefix], cont) if prefix != cont[0] else (cont[:1], cont[1:])
+        else:
+            ctx, cont = TemplateLM._encode_pair(shim, context, continuation)
+        groups.setdefault(tuple(ctx + cont[:-1]), []).append((i, len(cont)))
+    victims = []
+    for members in groups.values():
+        longest = max(n for _, n in members)
+        victims += [i for i, n in members if n < longest]
+    return sorted(victims)
+
+
+def _cache_off(metadata: dict) -> bool:
+    value = metadata.get("logits_cache", True)  # model_args reach the task metadata as parsed values
+    return value is False or str(value).strip().lower() in ("false", "0", "no")
+
+
+def check_logits_cache(task_name: str, metadata: dict, pairs) -> dict:
+    """What `logits_cache` does to this task's requests, for its results (`kr_logits_cache`); warns when it
+    corrupts some. Needs the model's tokenizer (from `pretrained=` or `tokenizer=`); a model passed to lm-eval
+    as an object is not checked, and the record says so."""
+    if _cache_off(metadata):
+        return {"logits_cache": False, "requests": len(pairs), "affected": 0}
+    tokenizer = _model_tokenizer(metadata)
+    if tokenizer is None:
+        return {"logits_cache": "unknown", "checked": False,
+                "note": "no tokenizer from the model arguments: with logits_cache=True (lm-eval's default) nested "
+                        "questions may be scored wrongly; pass logits_cache=False"}
+    victims = logits_cache_victims(pairs, tokenizer)
+    if victims:
+        log.warning("%s: lm-eval's logits_cache=True (its default) reads %d of %d requests from the wrong "
+                    "positions (a question whose context + continuation is another's cut elsewhere): add "
+                    "logits_cache=False to --model_args for exact KR scores", task_name, len(victims), len(pairs))
+    return {"logits_cache": True, "requests": len(pairs), "affected": len(victims)}
+
+
 def _task_classes():
     """KRTask and KRFile, defined on first use so that importing this module does not import lm-eval."""
     from lm_eval.api.task import ConfigurableTask
@@ -191,12 +273,21 @@ def _task_classes():
         def download(self, dataset_kwargs=None, **kwargs) -> None:
             import datasets
 
+            from fortifai_bench import __version__
+
             metadata = dict(self.config.metadata or {})
             tokenizer = _model_tokenizer(metadata)
             questions, provenance = load_kr(**{**metadata, **(dataset_kwargs or {}), "tokenizer": tokenizer})
-            self.dataset = {"test": datasets.Dataset.from_list(to_docs(questions))}
+            self.dataset = {"test": datasets.Dataset.from_list(to_docs(questions)),
+                            "fewshot": datasets.Dataset.from_list(to_docs(fewshot_pool()))}
             # The results JSON dumps every task's config: its metadata is where provenance travels.
-            self.config.metadata = {**metadata, "kr_provenance": provenance}
+            self.config.metadata = {**metadata, "kr_provenance": provenance, "fortifai_bench_version": __version__}
+
+        def build_all_requests(self, **kwargs) -> None:
+            """lm-eval's requests, then the logits-cache check on them (with their few-shot contexts)."""
+            super().build_all_requests(**kwargs)
+            self.config.metadata = {**self.config.metadata, "kr_logits_cache": check_logits_cache(
+                self.config.task, self.config.metadata, [inst.args for inst in self.instances])}
 
     class KRFile:
         """`kr_file`: lm-eval builds a `class:` task by calling the class with the task's config. A file with
