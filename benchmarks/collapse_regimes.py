@@ -59,9 +59,13 @@ REGIMES = {
     "steps_T1.5": searched("constant", 30, 5e-3, 1.5, budget="steps"),
     # issue 19: mode-seeking decoding on a base that has not memorized every fact (M_0 below 1): fewer
     # epochs per split, greedy or cool sampling. Chosen on CE and the control (BENCHMARKS.md "Regime suite").
-    **{f"greedy_e{e}": ["regenerate.decoding=greedy", f"train.epochs={e}"] for e in (6, 8, 10, 12, 15)},
+    **{f"greedy_e{e}": ["regenerate.decoding=greedy", f"train.epochs={e}"] for e in (6, 8, 10, 12, 15, 17, 18, 20, 25)},
+    # the regime suite's shipped tasks (issue 19), as shipped
+    "hot": ("collapse_facts", []),
+    "greedy": ("collapse_facts_greedy", []),
+    "longtail": ("collapse_facts_longtail", []),
     **{f"m0_e{e}": ["stages=1", f"train.epochs={e}"] for e in (4, 6, 8, 10, 12, 15)},  # M_0 alone
-    **{f"T{t}_e{e}": [f"regenerate.temperature={t}", f"train.epochs={e}"] for t in (0.5, 0.7) for e in (12, 15)},
+    **{f"T{t}_e{e}": [f"regenerate.temperature={t}", f"train.epochs={e}"] for t in (0.5, 0.7) for e in (12, 15, 20)},
 }
 
 

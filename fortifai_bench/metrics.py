@@ -84,6 +84,8 @@ SCORE_BOUNDS = {"kr_split0": (0.0, 1.0), "exp_neg_kl": (0.0, 1.0)}
 
 
 def score_bounds(score_name: str) -> tuple:
+    if score_name.startswith("kr_split0"):  # kr_split0 and its per-tag forms (kr_split0_tail): accuracies
+        return (0.0, 1.0)
     return SCORE_BOUNDS.get(score_name, (0.0, None))
 
 

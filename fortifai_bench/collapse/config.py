@@ -113,6 +113,9 @@ class EvalSettings:
     kr: Optional[str] = "auto"         # "auto": the corpus's shipped KR set; a path; or null for none
     kr_method: str = "sum"
     failure_threshold: float = 0.75
+    # The headline score (time to failure, boards) is KR-split-0 on every question, or with a tag on that
+    # tag's questions only (a tagged KR set: collapse_facts_longtail fails when the tail facts are lost).
+    score_tag: Optional[str] = None
     heldout_part: Optional[str] = None # unseen real text for perplexity and confidence: None = the paragraphs
     heldout_paragraphs: int = 30       # after the splits; else the LAST ones of this part of the corpus
     confidence_bins: int = 20

@@ -145,6 +145,14 @@ def _kr(state, model, tokenizer, i: int | None) -> dict:
         "items": {"split0_correct": bits},
     }
     out.update(_by_tag(questions, correct))
+    tag = task.eval.score_tag
+    if tag is not None:
+        if (out.get("score_by_tag") or {}).get(tag) is None:
+            from fortifai_bench.errors import FortifaiError
+
+            raise FortifaiError(f"eval.score_tag={tag!r}: the KR set has no split-0 question tagged {tag!r} "
+                                f"(tags: {', '.join(sorted(out.get('score_by_tag') or {})) or 'none'})")
+        out["score"] = out["score_by_tag"][tag]
     return out
 
 

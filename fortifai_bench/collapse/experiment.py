@@ -84,8 +84,34 @@ def run_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, l
     the results of runs made earlier. `loss_args` go to the losses under test, not to the baseline.
     `jobs`: runs at once, one process and one torch thread each (module doc); 1: one after another here.
     """
-    from fortifai_bench.results import summarize_runs
+    exp, planned = plan_experiment(task, losses, seeds, loss_args=loss_args, baseline=baseline, control=control,
+                                   jobs=jobs)
+    start = time.perf_counter()
+    results = execute(planned, jobs, out=out, progress=progress, command=command)
+    finish_experiment(exp, planned, results, time.perf_counter() - start, out=out, write_summary=write_summary)
+    return exp
 
+
+def run_suite(tasks: list[CollapseTask], losses: list[str], seeds: list[int], *, control: bool = False,
+              out: str | os.PathLike = "runs", progress: bool = True, command: str | None = None,
+              write_summary: bool = True, jobs: int = 1) -> list[Experiment]:
+    """One experiment per task (a regime of the suite), every run of every task in one pool of `jobs`
+    processes, so the regimes' runs go side by side as one experiment's do."""
+    plans = [plan_experiment(t, losses, seeds, control=control, jobs=jobs) for t in tasks]
+    start = time.perf_counter()
+    results = execute([j for _, planned in plans for j in planned], jobs, out=out, progress=progress,
+                      command=command)
+    wall = time.perf_counter() - start
+    for exp, planned in plans:
+        mine, results = results[: len(planned)], results[len(planned):]
+        finish_experiment(exp, planned, mine, wall, out=out, write_summary=write_summary)
+    return [exp for exp, _ in plans]
+
+
+def plan_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, loss_args: dict | None = None,
+                    baseline: str | list[dict] | None = None, control: bool = False,
+                    jobs: int = 1) -> tuple[Experiment, list[Job]]:
+    """The experiment's groups and the runs it needs, in order (run_experiment's arguments)."""
     if not losses:
         raise FortifaiError("run_experiment: give at least one loss")
     if task.mode == "clean" and control:
@@ -93,7 +119,6 @@ def run_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, l
     if not isinstance(jobs, int) or jobs < 1:
         raise FortifaiError(f"--jobs must be an integer >= 1, got {jobs!r}")
     exp = Experiment(task, jobs=jobs)
-    start = time.perf_counter()
     planned: list[Job] = []
 
     def plan(label, t, spec, args):
@@ -116,15 +141,22 @@ def run_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, l
     if control:
         # trained with the baseline loss: the control isolates regeneration, not the loss
         plan(CONTROL, control_task(task), baseline if isinstance(baseline, str) else "ce", {})
-    for job, results in zip(planned, execute(planned, jobs, out=out, progress=progress, command=command)):
-        exp.groups[job.label].append(results)
-    exp.seconds = time.perf_counter() - start
+    return exp, planned
+
+
+def finish_experiment(exp: Experiment, planned: list[Job], results: list[dict], seconds: float, *,
+                      out: str | os.PathLike, write_summary: bool) -> None:
+    """Group the runs' results, summarize them over seeds, compare with the baseline, write the summary."""
+    from fortifai_bench.results import summarize_runs
+
+    for job, result in zip(planned, results):
+        exp.groups[job.label].append(result)
+    exp.seconds = seconds
     exp.summaries = {label: summarize_runs(runs) for label, runs in exp.groups.items()}
     if exp.baseline is not None:
         _add_comparisons(exp)
     if write_summary and sum(len(v) for v in exp.groups.values()) >= 2:
         exp.summary_path = _write_summary(exp, Path(out))
-    return exp
 
 
 def execute(planned: list[Job], jobs: int = 1, *, out, progress: bool, command: str | None) -> list[dict]:

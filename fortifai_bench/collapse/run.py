@@ -454,6 +454,11 @@ def _regenerate_split(state: _State, model, tokenizer, i: int, k: int, g: int, f
 
 # ------------------------------------------------------------------------------------------ results
 
+def score_name(task) -> str:
+    """kr_split0, or kr_split0_<tag> when the headline score is one tag's questions (eval.score_tag)."""
+    return "kr_split0" if task.eval.score_tag is None else f"kr_split0_{task.eval.score_tag}"
+
+
 def build_results(state: _State, stages: list[dict], stopped: dict | None = None) -> dict:
     from fortifai_bench.collapse.base import base_record
     from fortifai_bench.kr.sets import kr_record
@@ -464,7 +469,7 @@ def build_results(state: _State, stages: list[dict], stopped: dict | None = None
     return make_results(
         kind="text", task={"name": task.task, "version": task.version}, loss=state.loss.describe(),
         model=task.model.name, seed=task.seed, config=task.to_dict(), control=task.mode == "clean",
-        score_name="kr_split0", failure_threshold=task.eval.failure_threshold,
+        score_name=score_name(task), failure_threshold=task.eval.failure_threshold,
         stages=[_stage_entry(s) for s in stages],
         items={"split0_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
                "split0_ids_order": "KR file order",
