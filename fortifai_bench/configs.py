@@ -21,7 +21,7 @@ import types
 import typing
 from typing import Any
 
-from fortifai_bench.errors import FortifaiError
+from fortifai_bench.errors import FortifaiError, did_you_mean
 
 
 def build(cls, data: Any, prefix: str = "", source: str = "config"):
@@ -34,7 +34,8 @@ def build(cls, data: Any, prefix: str = "", source: str = "config"):
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise FortifaiError(
-            f"{source}: unknown field {prefix}{unknown[0]} (known in {where}: {', '.join(fields)})"
+            f"{source}: unknown field {prefix}{unknown[0]}{did_you_mean(unknown[0], fields, prefix)} "
+            f"(known in {where}: {', '.join(fields)})"
         )
     kwargs = {name: coerce(hints[name], value, f"{prefix}{name}", source) for name, value in data.items()}
     try:

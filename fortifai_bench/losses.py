@@ -55,7 +55,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from fortifai_bench.errors import FortifaiError
+from fortifai_bench.errors import FortifaiError, did_you_mean
 
 IGNORE_INDEX = -100
 CHUNK_TOKENS = 1024  # rows of the softmax held at once; 1024 x 128,256 x 4 B = 0.5 GB at Llama 3 scale
@@ -391,10 +391,18 @@ def _yaml_scalar(key: str, text: str) -> Any:
     return value
 
 
+def _short_name_hint(spec: str) -> str:
+    """`; did you mean tce:0.9?` for a misspelt short name (`tec:0.9`), else ""."""
+    name, sep, value = spec.partition(":")
+    hint = did_you_mean(name.lower(), SHORT_NAMES)
+    return hint[:-1] + f"{sep}{value}?" if hint else ""
+
+
 def _import_object(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise FortifaiError(f"loss spec {spec!r}: expected a short name (ce, tce:0.9, focal:2) or module:Name")
+        raise FortifaiError(f"loss spec {spec!r}: expected a short name (ce, tce:0.9, focal:2) or module:Name"
+                            f"{_short_name_hint(spec)}")
     if not all(part.isidentifier() for part in module_name.split(".")):
         raise FortifaiError(f"loss spec {spec!r}: {module_name!r} is not a module name (a.b.c, no path); "
                             "put the file in the working folder or on PYTHONPATH")
@@ -402,7 +410,9 @@ def _import_object(spec: str) -> Any:
         module = _import_user_module(module_name)
     except (Exception, SystemExit) as exc:  # SystemExit: a module calling sys.exit() on import
         what = f"it called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
-        raise FortifaiError(f"loss spec {spec!r}: cannot import {module_name!r}: {what}") from exc
+        # no such module at all (not one failing inside): perhaps a short name, misspelt
+        hint = _short_name_hint(spec) if isinstance(exc, ModuleNotFoundError) and exc.name == module_name else ""
+        raise FortifaiError(f"loss spec {spec!r}: cannot import {module_name!r}: {what}{hint}") from exc
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
