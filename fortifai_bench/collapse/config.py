@@ -27,7 +27,7 @@ from typing import Any, Optional
 import yaml
 
 from fortifai_bench.configs import build as _build
-from fortifai_bench.errors import FortifaiError
+from fortifai_bench.errors import FortifaiError, did_you_mean
 from fortifai_bench.models import ATTENTION, DTYPES, TinyConfig
 from fortifai_bench.train.config import TrainConfig
 
@@ -205,7 +205,8 @@ def task_path(name_or_path: str) -> Path:
         return path
     shipped = TASKS_DIR / f"{name_or_path}.yaml"
     if not shipped.is_file():
-        raise FortifaiError(f"unknown collapse task {name_or_path!r}; shipped tasks: {', '.join(available_tasks())}")
+        raise FortifaiError(f"unknown collapse task {name_or_path!r}{did_you_mean(name_or_path, available_tasks())}; "
+                            f"shipped tasks: {', '.join(available_tasks())}")
     return shipped
 
 
