@@ -173,7 +173,7 @@ def test_submit_a_leaderboard_entry(workspace, capsys):
     assert "my_losses:ClippedCE" in shown and "cap=5" in shown
     assert (workspace / "board.html").read_text().count("<tr id=") == 2
     compared = next(o for c, o in outputs.items() if c.startswith("fortifai-bench compare"))
-    assert "McNemar" in compared and "Welch" in compared
+    assert "McNemar" in compared and "exact permutation test" in compared
     assert "leaderboards/collapse_facts.json | " in next(o for c, o in outputs.items() if "diff --stat" in c)
     # the pull request: one commit on the branch, only the board, only additions (git may show a moved brace)
     pushed = subprocess.run("git --git-dir=../origin.git log --format=%s board/clipped-ce", shell=True,
