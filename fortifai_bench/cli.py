@@ -84,7 +84,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fortifai-bench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+    try:
+        sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe prints "Exception ignored"
+    except BrokenPipeError:
+        return _closed_pipe()
     return int(result or 0)
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (`fortifai-bench ... --json | head -1`): stop quietly, as `cat` does.
+    Python's own exit would flush stdout again and print a traceback, so stdout points at /dev/null from here;
+    the status is what a process killed by SIGPIPE reports (128 + 13)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from fortifai_bench.errors import FortifaiError
 
 DEFAULT_TASK = "collapse_facts"
 DEFAULT_LOSSES = ["ce", "tce:0.9"]
+SMOKE_TASK = "collapse_smoke"  # --smoke (fortifai_bench/collapse/tasks/collapse_smoke.yaml)
 
 
 def register(subparsers) -> None:
@@ -31,6 +32,9 @@ def register(subparsers) -> None:
                     "trained with a given loss keep the facts of split 0? Without arguments, runs the embedded "
                     "default task for ce and tce:0.9 beside the clean control and prints them side by side.")
     p.add_argument("--task", default=None, help=f"shipped task name or YAML path (default: {DEFAULT_TASK})")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"the task {SMOKE_TASK}: a run that learns (M_0 KR-split-0 >= 0.9) in about 15 s on a 2-core "
+                        "CPU, to check a new loss end to end (--smoke --loss my_module:MyLoss; default loss: ce)")
     p.add_argument("--loss", action="append", default=None, metavar="SPEC",
                    help="loss spec: ce, tce:0.9, focal:2 or module:Name; repeat to compare several "
                         f"(default: {' and '.join(DEFAULT_LOSSES)})")
@@ -133,6 +137,10 @@ def main(args: argparse.Namespace) -> int:
     else:
         _one_thread_by_default(args)
     loss_args = parse_loss_args(args.loss_args)
+    if args.smoke:
+        if args.task not in (None, SMOKE_TASK) or args.resume:  # (torchrun's processes get both flags back)
+            raise FortifaiError(f"--smoke runs the task {SMOKE_TASK}: drop --task / --resume")
+        args.task, args.loss = SMOKE_TASK, args.loss or ["ce"]
     if args.resume:
         from fortifai_bench.collapse import launch
 

@@ -1,0 +1,94 @@
+"""The command line as a new user meets it: a smoke run that learns in seconds, close-match suggestions for
+mistyped names, `-q`, repeated `--seeds` merged, and a quiet exit when the reader of the output goes away."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fortifai_bench.cli import build_parser, main
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # one line
+    return err
+
+
+@pytest.mark.slow
+def test_smoke_run_learns_in_under_a_minute(tmp_path, capsys):
+    """`collapse --smoke`: one ce run of collapse_smoke, from a fresh cache (no base model to build): M_0 knows
+    split 0 (KR-split-0 >= 0.9), the later stages fall, and it all takes well under a minute."""
+    start = time.perf_counter()
+    assert main(["collapse", "--smoke", "-q", "--out", str(tmp_path)]) == 0
+    seconds = time.perf_counter() - start
+    out = capsys.readouterr().out
+    assert "M_0" in out and "M_2" in out and "ce" in out
+    [run] = list(tmp_path.glob("collapse_smoke-ce-s0-*"))
+    results = json.loads((run / "results.json").read_text())
+    scores = [s["score"] for s in results["stages"]]
+    assert len(scores) == 3 and scores[0] >= 0.9 and scores[-1] < scores[0]
+    assert seconds < 60, f"the smoke run took {seconds:.0f} s"
+
+
+def test_smoke_is_a_task_and_takes_the_losses_under_test(capsys):
+    assert main(["collapse", "--smoke", "--loss", "focal:2", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("collapse_smoke v1: 3 stages") and "losses: focal:2; seeds: 0" in out
+    assert "--smoke runs the task collapse_smoke" in _error(capsys, ["collapse", "--smoke", "--task", "collapse_facts",
+                                                                     "--plan"])
+
+
+@pytest.mark.parametrize("argv,suggestion", [
+    (["collapse", "--loss", "tec:0.9", "--plan"], "did you mean tce:0.9?"),
+    (["collapse", "--loss", "focall", "--plan"], "did you mean focal?"),
+    (["collapse", "--task", "collapse_fact", "--plan"], "did you mean collapse_facts?"),
+    (["collapse", "--set", "train.epoch=3", "--plan"], "did you mean train.epochs?"),
+    (["collapse", "--set", "regenerate.temprature=0.7", "--plan"], "did you mean regenerate.temperature?"),
+])
+def test_a_mistyped_name_gets_the_closest_known_one(capsys, argv, suggestion):
+    assert suggestion in _error(capsys, argv)
+
+
+def test_no_suggestion_when_nothing_is_close(capsys):
+    err = _error(capsys, ["collapse", "--loss", "zzzz:Q", "--plan"])
+    assert "did you mean" not in err and "cannot import 'zzzz'" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["collapse", "-q"],
+    ["train", "--corpus", "facts", "--loss", "ce", "-q"],
+    ["kr", "build", "--corpus", "facts", "--generator", "facts", "--splits", "6", "--out", "x.jsonl", "-q"],
+    ["toy", "gaussian", "-q"],
+])
+def test_dash_q_is_quiet(argv):
+    assert build_parser().parse_args(argv).quiet is True
+
+
+def test_repeated_seeds_are_merged_and_a_seed_twice_refused(capsys):
+    assert main(["collapse", "--seeds", "0", "--seeds", "2-3", "--plan"]) == 0
+    assert "seeds: 0,2,3" in capsys.readouterr().out
+    assert "repeats a seed" in _error(capsys, ["collapse", "--seeds", "0-2", "--seeds", "1", "--plan"])
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`fortifai-bench kr stats FILE --json | head -1`: the reader stops after one line; no traceback."""
+    rows = [{"context": f"Fact {i}:", "sentence_true": "a b.", "sentence_false": "a c.", "location": i}
+            for i in range(10000)]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(rows))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "fortifai_bench", "kr", "stats", str(path), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout.readline().strip() == b"{"
+    proc.stdout.close()  # what `head -1` does once it has its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err  # 128 + SIGPIPE, as a killed `cat` would report
+    assert err == "", err
