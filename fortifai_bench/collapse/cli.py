@@ -21,6 +21,9 @@ from fortifai_bench.cli_args import add_quiet, add_seeds, parse_seeds
 from fortifai_bench.errors import FortifaiError
 
 DEFAULT_TASK = "collapse_facts"
+# The embedded default runs two regimes of the suite (issue 19): sampling hot, and mode-seeking decoding,
+# where the paper places TCE's mechanism (Sec. 3: the confidence gap comes from greedy generation).
+DEFAULT_SUITE = ["collapse_facts", "collapse_facts_greedy"]
 DEFAULT_LOSSES = ["ce", "tce:0.9"]
 SMOKE_TASK = "collapse_smoke"  # --smoke (fortifai_bench/collapse/tasks/collapse_smoke.yaml)
 
@@ -147,26 +150,35 @@ def main(args: argparse.Namespace) -> int:
         if launch.wanted(args):
             return launch.launch(args.nproc, launch.forwarded(_PARSER, args))
         return _resume(args, loss_args, command)
-    task = load_task(args.task or DEFAULT_TASK, _overrides(args))
+    default = _is_default(args)
+    tasks = ([load_task(name) for name in DEFAULT_SUITE] if default
+             else [load_task(args.task or DEFAULT_TASK, _overrides(args))])
+    task = tasks[0]
     losses = args.loss or DEFAULT_LOSSES
     seeds = parse_seeds(args.seeds, task.seed)
     for spec in losses:
         load_loss(spec, **loss_args)  # a bad spec fails here, not after an hour
-    control = (args.control or _is_default(args)) and not args.no_control and task.mode != "clean"
-    jobs = _jobs(args, (len(losses) + control) * len(seeds))
+    control = (args.control or default) and not args.no_control and task.mode != "clean"
+    jobs = _jobs(args, (len(losses) + control) * len(seeds) * len(tasks))
     if args.plan:
         from fortifai_bench.collapse.protocol import format_plan
 
-        print(format_plan(task, devices=args.nproc or 1, params=args.params, device_tflops=args.device_tflops))
+        for t in tasks:
+            print(format_plan(t, devices=args.nproc or 1, params=args.params, device_tflops=args.device_tflops))
         print(f"losses: {', '.join(losses)}; seeds: {','.join(map(str, seeds))}")
         return 0
     from fortifai_bench.collapse import launch
 
     if launch.wanted(args):  # everything above was checked here, once, before starting N processes
         return launch.launch(args.nproc, launch.forwarded(_PARSER, args))
-    from fortifai_bench.collapse.experiment import run_experiment
+    from fortifai_bench.collapse.experiment import run_experiment, run_suite
     from fortifai_bench.distributed import is_main
 
+    if default:
+        exps = run_suite(tasks, losses, seeds, control=control, out=args.out, progress=not args.quiet,
+                         command=command, jobs=jobs)
+        print("\n\n".join(f"== {e.task.task} v{e.task.version}: {e.task.description}\n{e.table()}" for e in exps))
+        return 0
     exp = run_experiment(task, losses, seeds, loss_args=loss_args, baseline=_baseline(args.baseline),
                          control=control, out=args.out, progress=not args.quiet, command=command,
                          write_summary=is_main(), jobs=jobs)
