@@ -278,7 +278,7 @@ def format_table(exp: Experiment) -> str:
               for r in rows]
     if exp.baseline:
         lines.append(f"vs {exp.baseline}: ratio of restricted mean time to failure (min(time, last stage)), "
-                     f"p from Welch's t-test over seeds")
+                     f"p from the exact permutation test over seeds (two-sided; 3 vs 3 seeds cannot go below 0.1)")
     lines.append(_time_line(exp))
     runs = [r["run_dir"] for runs in exp.groups.values() for r in runs]
     lines.append("runs: " + ", ".join(str(r) for r in runs))
@@ -316,5 +316,7 @@ def _cell(stats: list[dict], i: int) -> str:
 def _versus(v: dict | None) -> str:
     if not v or v.get("ratio") is None:
         return "-"
+    from fortifai_bench.metrics import format_p
+
     p = v.get("p_value")
-    return f"{v['ratio']:.2f}x" + (f" p={p:.2g}" if p is not None else "")
+    return f"{v['ratio']:.2f}x" + (" " + format_p(p, v.get("splits")).replace(" = ", "=") if p is not None else "")
