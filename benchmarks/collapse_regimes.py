@@ -123,6 +123,29 @@ def row(regime: str, label: str, runs: list[dict]) -> str:
             f"{min(curve):.3f} | {' '.join(f'{k:.2f}' for k in kl)} |")
 
 
+MECHANISM = ("corrupted_share", "corrupted_kept_rate", "faithful_kept_rate", "fresh_kept_rate", "kept_corrupted_share")
+MECHANISM_HEADER = ("| regime | loss | corrupted share of the rewrite | kept rate: corrupted tokens | kept rate: faithful "
+                    "tokens | kept rate: fresh real split | corrupted share of the kept tokens |\n"
+                    "| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+
+
+def mechanism_row(regime: str, label: str, runs: list[dict]) -> str:
+    """Issue 19 item 4: where the loss puts its gradient, as the model that starts each stage sees it (the
+    `gradient.start` block of stages 1..N, read from each stage's metrics.json), mean over stages and seeds.
+    The paper's mechanism predicts kept rate on corrupted tokens < on faithful ones (and on fresh real text)."""
+    from fortifai_bench.io import read_json
+
+    cells = {k: [] for k in MECHANISM}
+    for r in runs:
+        for st in r["stages"][1:]:
+            g = (read_json(Path(r["run_dir"]) / f"stage_{st['stage']}" / "metrics.json").get("gradient") or {})
+            for k in MECHANISM:
+                if (g.get("start") or {}).get(k) is not None:
+                    cells[k].append(g["start"][k])
+    mean = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
+    return f"| {regime} | {label} | " + " | ".join(mean(cells[k]) for k in MECHANISM) + " |"
+
+
 HEADER = ("| regime | loss | KR-split-0 per stage (mean over seeds) | time to failure | sd of time (seeds) | "
           "largest one-stage share of the fall | min KR-split-0 | KL split 0 per stage |\n"
           "| --- | --- | --- | --- | ---: | ---: | ---: | --- |")
@@ -139,13 +162,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/regimes")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--table-only", action="store_true", help="only tabulate the runs that are finished")
+    p.add_argument("--mechanism", action="store_true",
+                   help="with --table-only: the kept rates of corrupted, faithful and fresh tokens instead")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     root, seeds = Path(args.out), parse_seeds(args.seeds)
-    lines = [HEADER]
+    lines = [MECHANISM_HEADER if args.mechanism else HEADER]
     for regime in args.regimes.split(","):
         if regime not in REGIMES:
             sys.exit(f"unknown regime {regime!r}; known: {', '.join(REGIMES)}")
@@ -161,7 +186,8 @@ def main(argv=None) -> int:
             else:
                 runs = [ensure_run(root, regime, loss, s, control, not args.quiet) for s in seeds]
             if runs:
-                lines.append(row(regime, "control (ce, clean)" if control else loss, runs))
+                label = "control (ce, clean)" if control else loss
+                lines.append((mechanism_row if args.mechanism else row)(regime, label, runs))
     print("\n".join(lines))
     return 0
 

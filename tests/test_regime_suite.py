@@ -1,0 +1,103 @@
+"""The regime suite (issue 19): greedy decoding, the suite's tasks, several tasks' runs in one pool, a
+tagged headline score, and the kept rate on the fresh real split."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fortifai_bench.collapse.config import RegenerateSettings, describe_differences, load_task
+from fortifai_bench.errors import FortifaiError
+from test_collapse import MICRO
+
+
+def test_greedy_decoding_is_hf_greedy_and_ignores_temperature():
+    """decoding: greedy is the argmax at every step: the tokens HF `generate` picks without sampling, at
+    any temperature, and the same whatever the seed."""
+    from fortifai_bench.collapse.regenerate import regenerate
+    from fortifai_bench.corpora import get_corpus
+    from fortifai_bench.models import TinyConfig, build_tiny
+
+    texts = get_corpus("facts").texts()[:40]
+    model, tok = build_tiny(texts, TinyConfig(vocab_size=400, n_layer=1, n_embd=32, n_head=2), seed=0)
+    model.eval()
+    s = RegenerateSettings(decoding="greedy", block=8, prompt=6, temperature=5.0, batch_size=8)
+    res = regenerate(model, tok, texts[:8], s, seed=0)
+    assert regenerate(model, tok, texts[:8], s, seed=1).ids == res.ids
+    for ids, gen in zip(res.ids, res.generated):
+        first = gen.index(True)
+        prompt = torch.tensor([ids[:first]])
+        with torch.no_grad():
+            ref = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                 max_new_tokens=len(ids) - first, min_new_tokens=len(ids) - first,
+                                 suppress_tokens=[tok.eos_token_id], pad_token_id=tok.pad_token_id)
+        assert ref[0].tolist() == ids
+    with pytest.raises(FortifaiError, match="regenerate.decoding must be one of sample, greedy, beam"):
+        RegenerateSettings(decoding="argmax")
+
+
+def test_the_suite_tasks_differ_from_the_default_where_they_say():
+    from fortifai_bench.collapse.base import base_key
+
+    hot, greedy, tail = (load_task(n) for n in ("collapse_facts", "collapse_facts_greedy", "collapse_facts_longtail"))
+    changed = {d.split(":")[0] for d in describe_differences(hot.to_dict(), greedy.to_dict())}
+    assert changed == {"task", "version", "description", "regenerate.decoding", "train.epochs"}
+    assert (greedy.regenerate.decoding, greedy.train.epochs, greedy.budget) == ("greedy", 17, "steps")
+    assert base_key(greedy) == base_key(hot)  # one shipped base M_0 for both regimes of the default
+    assert (tail.corpus, tail.eval.score_tag, tail.model.pretrain.corpus) == ("facts-longtail", "tail", "facts-longtail")
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    from fortifai_bench.collapse.experiment import run_suite
+
+    out = tmp_path_factory.mktemp("suite")
+    tasks = [load_task("collapse_facts", MICRO), load_task("collapse_facts_greedy", MICRO + ["train.epochs=2"])]
+    return run_suite(tasks, ["ce", "tce:0.9"], [0], out=out, progress=False, jobs=2), out
+
+
+def test_run_suite_runs_every_task_in_one_pool_with_one_thread_numbers(suite):
+    """Each regime is its own experiment (its own groups, table and summary file), and its runs give the
+    numbers a one-thread run of that task gives alone."""
+    from fortifai_bench.collapse.run import run_collapse
+
+    exps, out = suite
+    assert [e.task.task for e in exps] == ["collapse_facts", "collapse_facts_greedy"]
+    for exp in exps:
+        assert set(exp.groups) == {"ce", "tce:0.9"} and exp.baseline == "ce"
+        assert exp.summary_path.name.startswith(f"summary-{exp.task.task}-")
+        assert "vs ce" in exp.table()
+    [greedy_ce] = exps[1].groups["ce"]
+    alone = run_collapse(exps[1].task, "ce", seed=0, out=out / "alone", progress=False)
+    assert [st["score"] for st in greedy_ce["stages"]] == [st["score"] for st in alone["stages"]]
+    assert greedy_ce["config"]["regenerate"]["decoding"] == "greedy"
+
+
+def test_the_gradient_block_has_the_kept_rate_of_the_fresh_split(suite):
+    """CE keeps every token of the real split; TCE's rate is a share (a micro model may be confident in none)."""
+    import json
+    from pathlib import Path
+
+    exps, _ = suite
+    [tce] = exps[0].groups["tce:0.9"]
+    [ce] = exps[0].groups["ce"]
+    for run, expect_all in ((ce, True), (tce, False)):
+        block = json.loads((Path(run["run_dir"]) / "stage_1" / "metrics.json").read_text())["gradient"]["start"]
+        rate = block["fresh_kept_rate"]
+        assert rate == 1.0 if expect_all else 0.0 <= rate <= 1.0
+        assert block["corrupted_kept_rate"] is None or 0.0 <= block["corrupted_kept_rate"] <= 1.0
+
+
+def test_a_tagged_headline_score(tmp_path):
+    """eval.score_tag: every stage's score is KR-split-0 on that tag's questions, named so in results.json;
+    a tag the KR set lacks is one error naming the field and the tags there are."""
+    from fortifai_bench.collapse.run import run_collapse
+
+    task = load_task("collapse_facts_longtail", MICRO + ["stages=2"])
+    res = run_collapse(task, "ce", seed=0, out=tmp_path, progress=False)
+    assert res["score_name"] == "kr_split0_tail"
+    for st in res["stages"]:
+        assert st["score"] == st["score_by_tag"]["tail"]
+    bad = load_task("collapse_facts_longtail", MICRO + ["stages=2", "eval.score_tag=rare"])
+    with pytest.raises(FortifaiError, match=r"eval.score_tag='rare': .* \(tags: mode, tail\)"):
+        run_collapse(bad, "ce", seed=0, out=tmp_path / "bad", progress=False)
