@@ -105,7 +105,7 @@ def test_base_values_come_through():
     imagination = load_task("collapse_imagination")
     assert imagination.model.pretrain.train.epochs == 20 and imagination.model.pretrain.train.block_size == 128
     wiki = load_task("collapse_wikitext")
-    assert wiki.model.pretrain is None and wiki.train.per_device_batch_size == 8
+    assert wiki.model.pretrain is None and wiki.train.per_device_batch_size == 32
 
 
 def test_a_task_of_yours_can_include_a_shipped_one(tmp_path):
@@ -158,7 +158,7 @@ def test_cli_scale_flags_are_overrides(capsys):
     out = capsys.readouterr().out
     assert rc == 0
     # batch 64 x grad_accum 2 = 128 blocks a step; 64 / 4 devices = 16 each, cut into 4 passes of 4, twice
-    assert "batch 128 blocks of 512 tokens per step (4 devices x 8 passes of 4 blocks)" in out
+    assert "batch 128 blocks of 128 tokens per step (4 devices x 8 passes of 4 blocks)" in out
 
 
 # ---------------------------------------------------------------------------------------------- --plan
