@@ -19,7 +19,7 @@ COMMAND_MODULES = [
     "fortifai_bench.kr.cli",            # kr build | kr stats
     "fortifai_bench.corpora.cli",       # corpus list | corpus show | corpus build-facts
     "fortifai_bench.collapse.cli",      # collapse: Algorithm 1 end to end
-    "fortifai_bench.leaderboard_cli",   # publish | leaderboard show | leaderboard render
+    "fortifai_bench.leaderboard.cli",   # publish | leaderboard show | render | suite
     "fortifai_bench.compare",           # compare RUN_A RUN_B
     "fortifai_bench.toys.cli",          # toy gaussian | gmm | vae
 ]

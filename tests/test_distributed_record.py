@@ -13,7 +13,7 @@ import pytest
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard import load_board, publish
-from fortifai_bench.leaderboard_render import render_text
+from fortifai_bench.leaderboard.render import render_text
 from fortifai_bench.results import entry_conditions
 from test_collapse import MICRO
 from test_distributed import _env

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fortifai_bench.leaderboard import load_board, publish
-from fortifai_bench.leaderboard_render import render_html
+from fortifai_bench.leaderboard.render import render_html
 from results_factory import write_seeds
 
 CHROMIUM = os.environ.get("FORTIFAI_CHROMIUM", "/usr/bin/chromium")
@@ -187,7 +187,7 @@ def test_curves_have_a_y_axis_and_a_labelled_threshold(page, tmp_path):
 
 
 def test_suite_page_renders_from_file_url(tmp_path):
-    from fortifai_bench.leaderboard_suite import build_suite, render_suite_html
+    from fortifai_bench.leaderboard.suite import build_suite, render_suite_html
 
     old = os.getcwd()
     os.chdir(tmp_path)

@@ -14,7 +14,7 @@ from scipy import stats
 from fortifai_bench.cli import main
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard import load_board, publish, rank_entries
-from fortifai_bench.leaderboard_render import render_html, render_markdown, render_text
+from fortifai_bench.leaderboard.render import render_html, render_markdown, render_text
 from results_factory import DEFAULT_CONFIG, make_results, write_run, write_seeds
 
 CE = [[1.0, 0.9, 0.7, 0.5], [1.0, 0.85, 0.65, 0.5], [0.975, 0.9, 0.75, 0.6]]
@@ -401,7 +401,7 @@ def _two_regimes(tmp_path):
 
 def test_suite_puts_each_regimes_verdicts_side_by_side(tmp_path, lb):
     from fortifai_bench.leaderboard import ranking
-    from fortifai_bench.leaderboard_suite import build_suite, render_suite_markdown, render_suite_text, table
+    from fortifai_bench.leaderboard.suite import build_suite, render_suite_markdown, render_suite_text, table
 
     files = _two_regimes(tmp_path)
     suite = build_suite([(f, load_board(f)) for f in files])

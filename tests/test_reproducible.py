@@ -23,7 +23,7 @@ from fortifai_bench.collapse.config import load_task
 from fortifai_bench.collapse.run import comparable
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard import load_board, publish
-from fortifai_bench.leaderboard_render import render_text
+from fortifai_bench.leaderboard.render import render_text
 from test_collapse import MICRO, micro_args
 
 REPO = Path(__file__).resolve().parent.parent

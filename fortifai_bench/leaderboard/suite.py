@@ -20,8 +20,9 @@ import json
 from dataclasses import dataclass, field
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.leaderboard import Ranked, canonical, ranking
-from fortifai_bench.leaderboard_render import _STYLE, _md_cell, _printable, fmt_args, links_html
+from fortifai_bench.leaderboard.board import canonical
+from fortifai_bench.leaderboard.ranking import Ranked, ranking
+from fortifai_bench.leaderboard.render import _STYLE, _md_cell, _printable, fmt_args, links_html
 from fortifai_bench.metrics import format_p
 
 VERDICTS = ("better", "worse", "indistinguishable")

@@ -17,7 +17,8 @@ import math
 import unicodedata
 from typing import Any
 
-from fortifai_bench.leaderboard import BASELINE_SPECS, TIE_ALPHA, Ranked, canonical, ranking, stat_bounds
+from fortifai_bench.leaderboard.board import canonical, stat_bounds
+from fortifai_bench.leaderboard.ranking import BASELINE_SPECS, TIE_ALPHA, Ranked, ranking
 from fortifai_bench.metrics import clip_interval, format_p
 from fortifai_bench.results import runtime_note
 

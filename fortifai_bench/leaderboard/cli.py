@@ -13,7 +13,8 @@ from pathlib import Path
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write
-from fortifai_bench.leaderboard import load_board, publish
+from fortifai_bench.leaderboard.board import load_board
+from fortifai_bench.leaderboard.publish import publish
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -23,7 +24,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from fortifai_bench.leaderboard_render import render_markdown, render_text
+    from fortifai_bench.leaderboard.render import render_markdown, render_text
 
     board = load_board(args.file)
     print(render_markdown(board) if args.markdown else render_text(board), end="")
@@ -31,7 +32,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from fortifai_bench.leaderboard_render import render_html
+    from fortifai_bench.leaderboard.render import render_html
 
     board = load_board(args.file)
     if args.html.exists() and args.html.resolve() == Path(args.file).resolve():
@@ -43,7 +44,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _suite(args: argparse.Namespace) -> int:
-    from fortifai_bench.leaderboard_suite import (build_suite, render_suite_html, render_suite_markdown,
+    from fortifai_bench.leaderboard.suite import (build_suite, render_suite_html, render_suite_markdown,
                                                   render_suite_text)
 
     suite = build_suite([(f, load_board(f)) for f in args.files])

@@ -1,0 +1,216 @@
+"""Publishing runs to a board: group them into entries, check them against the board, write it atomically.
+
+The board refuses runs made under another protocol or task version, so every entry is comparable with every
+other. Publishing holds a lock on the board for its read-modify-write, so concurrent publishers lose nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.io import write_json
+from fortifai_bench.leaderboard.board import (BOARD_FORMAT, build_entry, canonical, check_board_consistency,
+                                              entry_key, load_board, protocol_hash, protocol_of, validate_board)
+from fortifai_bench.results import check_same_base, load_results
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_board_path(path: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """`path` must be a .json file inside `root` (symlinks resolved): a task or entry name can't escape it."""
+    root_real = Path(root).resolve()
+    target = Path(path)
+    real = target.resolve()
+    if real.suffix != ".json":
+        raise FortifaiError(f"leaderboard file {path} must end in .json")
+    if real.parent != root_real and root_real not in real.parents:
+        raise FortifaiError(f"leaderboard file {path} is outside the leaderboards folder {root}")
+    if real.name == "schema.json":
+        raise FortifaiError(f"leaderboard file {path} would overwrite the schema")
+    return target
+
+
+def board_path_for(task_name: str, root: str | os.PathLike) -> Path:
+    if not _NAME.match(task_name):
+        raise FortifaiError(f"task name {task_name!r} is not a safe file name (letters, digits, _ . - only)")
+    return check_board_path(Path(root) / f"{task_name}.json", root)
+
+
+def describe_difference(a: Any, b: Any, prefix: str = "", limit: int = 4) -> list[str]:
+    """Human-readable differences between two JSON values: 'train.epochs: board 3, runs 5'."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            p = f"{prefix}.{k}" if prefix else str(k)
+            if k not in a:
+                out.append(f"{p}: not on the board, runs {canonical(b[k])}")
+            elif k not in b:
+                out.append(f"{p}: board {canonical(a[k])}, missing in the runs")
+            else:
+                out += describe_difference(a[k], b[k], p, limit)
+        return out[:limit]
+    if canonical(a) != canonical(b):
+        return [f"{prefix or '(value)'}: board {canonical(a)}, runs {canonical(b)}"]
+    return []
+
+
+@dataclass
+class PublishReport:
+    board: Path
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    written: bool = False
+
+    def lines(self) -> list[str]:
+        out = [f"added {n}" for n in self.added] + [f"replaced {n}" for n in self.replaced]
+        out += [f"unchanged {n}" for n in self.unchanged]
+        out.append(f"{'wrote' if self.written else 'no change to'} {self.board}")
+        return out
+
+
+def group_runs(runs: list[dict]) -> list[list[dict]]:
+    """Runs of the same (task, loss spec+args, model) form one entry, whatever their seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(entry_key(r)[:5], []).append(r)
+    return list(groups.values())
+
+
+def new_board(run: dict) -> dict:
+    protocol = _protocol(run, None)
+    return {"format": BOARD_FORMAT, "task": dict(run["task"]), "kind": run["kind"], "protocol": protocol,
+            "protocol_hash": protocol_hash(protocol), "entries": []}
+
+
+def _check_compatible(board: dict, run: dict, where: Path) -> None:
+    if run["task"]["name"] != board["task"]["name"]:
+        raise FortifaiError(f"{run['_path']}: task {run['task']['name']!r} differs from the board's "
+                            f"{board['task']['name']!r} ({where})")
+    if run["task"]["version"] != board["task"]["version"]:
+        raise FortifaiError(f"{run['_path']}: task version {run['task']['version']} differs from the board's "
+                            f"version {board['task']['version']} ({where})")
+    if run["kind"] != board["kind"]:
+        raise FortifaiError(f"{run['_path']}: kind {run['kind']!r} differs from the board's {board['kind']!r}")
+    diff = describe_difference(board["protocol"], _protocol(run, board))
+    if diff:
+        raise FortifaiError(f"{run['_path']}: config differs from the board's ({where}): " + "; ".join(diff))
+
+
+def check_kr_source(run: dict) -> None:
+    """Re-read the KR questions a run was scored on (`kr_source` in results.json) with the checks of
+    `read_questions`: a file of questions whose true and false continuations are the same scores 1.0
+    whatever the model remembers, so it must not reach a board. A run that names a source this machine
+    does not have cannot be checked, and is refused."""
+    from fortifai_bench.kr.schema import read_questions
+    from fortifai_bench.kr.sets import find_kr_file
+
+    source = find_kr_file(run)  # by the recorded path, else by name and sha256 (a moved run or package)
+    if source is None:
+        return  # a toy run, or a collapse run without KR (eval.kr: null)
+    where = run["_path"]
+    try:
+        read_questions(source)
+    except FortifaiError as exc:
+        raise FortifaiError(f"{where}: scored on KR questions that are refused: {exc}") from exc
+
+
+def _protocol(run: dict, board: dict | None) -> dict:
+    """The run's protocol as a board compares it. The clean control differs from the board's runs only in
+    `mode` (every split kept real), so it is compared with the mode of the accumulate runs it controls."""
+    protocol = protocol_of(run["config"])
+    if run.get("control"):
+        protocol["mode"] = board["protocol"].get("mode") if board else "accumulate"
+    return protocol
+
+
+LOCK_TIMEOUT = 120.0  # seconds a publish waits for another one writing the same board
+
+
+def board_lock(path: Path):
+    """An exclusive lock (`filelock`) on one board, held around publish's read-modify-write so that two
+    publishers at once cannot both read the old board and each write it back without the other's entry.
+    The lock file lives in the system temporary folder, named by the board's real path, not beside the
+    board: a folder of boards keeps only boards, and a refused publish leaves nothing behind."""
+    real = str(Path(path).resolve())
+    folder = Path(tempfile.gettempdir()) / "fortifai-bench-locks"
+    name = hashlib.sha256(real.encode()).hexdigest()[:32] + ".lock"
+    return filelock.FileLock(str(folder / name), timeout=LOCK_TIMEOUT, mode=0o666)
+
+
+def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = None, *,
+            root: str | os.PathLike = "leaderboards", replace: bool = False) -> PublishReport:
+    """Merge runs into entries and add them to the board; validate, then write atomically (or not at all),
+    all under the board's lock (`board_lock`).
+
+    Publishing the same runs twice changes nothing. An entry with the same key but different numbers (a re-run)
+    is refused unless `replace`.
+    """
+    if not run_paths:
+        raise FortifaiError("publish: give at least one run directory")
+    runs = [load_results(p) for p in run_paths]  # schema and self-consistency checked
+    for r in runs:
+        check_kr_source(r)
+    task_names = {r["task"]["name"] for r in runs}
+    if len(task_names) > 1:
+        raise FortifaiError(f"publish: runs of several tasks ({', '.join(sorted(task_names))}); one board per task")
+    path = check_board_path(to, root) if to is not None else board_path_for(runs[0]["task"]["name"], root)
+    lock = board_lock(path)
+    try:
+        lock.acquire()
+    except filelock.Timeout as exc:
+        raise FortifaiError(f"{path}: another publish has held its lock for {LOCK_TIMEOUT:g} s ({lock.lock_file}); "
+                            "try again when it is done") from exc
+    except OSError as exc:
+        raise FortifaiError(f"cannot lock {path}: {lock.lock_file}: {exc.strerror or exc}") from exc
+    try:
+        return _publish_locked(runs, path, replace)
+    finally:
+        lock.release()
+
+
+def _publish_locked(runs: list[dict], path: Path, replace: bool) -> PublishReport:
+    existing = load_board(path) if path.exists() else None
+    if existing is not None:
+        check_board_consistency(existing, str(path), names=True)
+    first = next((r for r in runs if not r.get("control")), runs[0])
+    board = json.loads(json.dumps(existing)) if existing else new_board(first)
+    for r in runs:
+        _check_compatible(board, r, path)
+    check_same_base(board["entries"], runs, f"a board holds runs from one base ({path}; rebuild the base, or "
+                                            "publish to a new board)")
+    report = PublishReport(path)
+    entries = {entry_key(e): e for e in board["entries"]}
+    for group in group_runs(runs):
+        entry = build_entry(group)
+        key = entry_key(entry)
+        old = entries.get(key)
+        if old is None:
+            report.added.append(entry["name"])
+        elif canonical(old) == canonical(entry):
+            report.unchanged.append(entry["name"])
+            continue
+        elif replace:
+            report.replaced.append(entry["name"])
+        else:
+            diff = describe_difference(old, entry)
+            raise FortifaiError(f"{path}: entry {entry['name']} is already on the board with different results "
+                                f"({'; '.join(diff)}); pass --replace to overwrite it")
+        entries[key] = entry
+    # Stable order (loss, model, seeds) so that a pull request shows a small JSON diff; show ranks at read time.
+    board["entries"] = [entries[k] for k in sorted(entries, key=lambda k: (k[1], k[2], k[3], k[4]))]
+    validate_board(board, str(path))
+    if existing is None or canonical(existing) != canonical(board):
+        write_json(path, board)
+        report.written = True
+    return report
