@@ -93,8 +93,13 @@ def test_refuses_other_config_naming_the_fields(tmp_path, lb):
     with pytest.raises(FortifaiError) as exc:
         publish(write_seeds(tmp_path / "b", TCE, loss="tce:0.9", config=cfg))
     msg = str(exc.value)
-    assert "config differs" in msg and "mode: board \"accumulate\", runs \"replace\"" in msg
-    assert "train.epochs: board 3, runs 5" in msg
+    assert "config differs from the board's" in msg and "board -> runs" in msg
+    assert "mode: 'accumulate' -> 'replace'" in msg and "train.epochs: 3 -> 5" in msg
+    # as strict as the protocol hash: 3.0 epochs is another protocol than 3, though Python calls them equal
+    cfg = json.loads(json.dumps(DEFAULT_CONFIG))
+    cfg["train"]["epochs"] = 3.0
+    with pytest.raises(FortifaiError, match="config differs.*other JSON types"):
+        publish(write_seeds(tmp_path / "c", TCE, loss="tce:0.9", config=cfg))
 
 
 def test_refuses_seeds_of_different_configs_in_one_entry(tmp_path, lb):

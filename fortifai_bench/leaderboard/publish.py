@@ -13,10 +13,10 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import filelock
 
+from fortifai_bench.collapse.config import describe_differences
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import write_json
 from fortifai_bench.leaderboard.board import (BOARD_FORMAT, build_entry, canonical, check_board_consistency,
@@ -46,22 +46,14 @@ def board_path_for(task_name: str, root: str | os.PathLike) -> Path:
     return check_board_path(Path(root) / f"{task_name}.json", root)
 
 
-def describe_difference(a: Any, b: Any, prefix: str = "", limit: int = 4) -> list[str]:
-    """Human-readable differences between two JSON values: 'train.epochs: board 3, runs 5'."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            p = f"{prefix}.{k}" if prefix else str(k)
-            if k not in a:
-                out.append(f"{p}: not on the board, runs {canonical(b[k])}")
-            elif k not in b:
-                out.append(f"{p}: board {canonical(a[k])}, missing in the runs")
-            else:
-                out += describe_difference(a[k], b[k], p, limit)
-        return out[:limit]
-    if canonical(a) != canonical(b):
-        return [f"{prefix or '(value)'}: board {canonical(a)}, runs {canonical(b)}"]
-    return []
+def differences(on_board: dict, from_runs: dict) -> list[str]:
+    """The first four differences, `path: board value -> runs value` (`collapse.config.describe_differences`,
+    the one description of two configs' differences), judged as the protocol hash judges them, by canonical
+    JSON: 3 and 3.0, or true and 1, differ on a board although Python calls them equal."""
+    if canonical(on_board) == canonical(from_runs):
+        return []
+    return describe_differences(on_board, from_runs)[:4] or ["values equal in Python but of other JSON types "
+                                                             "(such as 3 and 3.0, or true and 1)"]
 
 
 @dataclass
@@ -102,9 +94,10 @@ def _check_compatible(board: dict, run: dict, where: Path) -> None:
                             f"version {board['task']['version']} ({where})")
     if run["kind"] != board["kind"]:
         raise FortifaiError(f"{run['_path']}: kind {run['kind']!r} differs from the board's {board['kind']!r}")
-    diff = describe_difference(board["protocol"], _protocol(run, board))
+    diff = differences(board["protocol"], _protocol(run, board))
     if diff:
-        raise FortifaiError(f"{run['_path']}: config differs from the board's ({where}): " + "; ".join(diff))
+        raise FortifaiError(f"{run['_path']}: config differs from the board's ({where}; board -> runs): "
+                            + "; ".join(diff))
 
 
 def check_kr_source(run: dict) -> None:
@@ -203,9 +196,9 @@ def _publish_locked(runs: list[dict], path: Path, replace: bool) -> PublishRepor
         elif replace:
             report.replaced.append(entry["name"])
         else:
-            diff = describe_difference(old, entry)
+            diff = differences(old, entry)
             raise FortifaiError(f"{path}: entry {entry['name']} is already on the board with different results "
-                                f"({'; '.join(diff)}); pass --replace to overwrite it")
+                                f"(board -> runs: {'; '.join(diff)}); pass --replace to overwrite it")
         entries[key] = entry
     # Stable order (loss, model, seeds) so that a pull request shows a small JSON diff; show ranks at read time.
     board["entries"] = [entries[k] for k in sorted(entries, key=lambda k: (k[1], k[2], k[3], k[4]))]
