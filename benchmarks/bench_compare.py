@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from fortifai_bench.compare import censored_ttf
+from fortifai_bench.compare import restricted_times
 from fortifai_bench.metrics import cluster_totals, resample_weights, time_to_failure
 
 
@@ -36,7 +36,7 @@ def vectorized(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> tuple[fl
     def curves(bits):
         return bits.astype(np.uint8)[:, idx].sum(-1, dtype=np.int64).T / n
 
-    d = censored_ttf(curves(a), 0.75) - censored_ttf(curves(b), 0.75)
+    d = restricted_times(curves(a), 0.75) - restricted_times(curves(b), 0.75)
     return float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))
 
 
@@ -46,7 +46,7 @@ def clusters(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, size: int = 1
 
     def ttf(bits):
         right, n = cluster_totals(bits, labels)
-        return censored_ttf((weights @ right.T) / (weights @ n)[:, None], 0.75)
+        return restricted_times((weights @ right.T) / (weights @ n)[:, None], 0.75)
 
     d = ttf(a) - ttf(b)
     return float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))

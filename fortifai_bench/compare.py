@@ -37,25 +37,15 @@ import numpy as np
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.results import check_same_base, load_results as load_run
-from fortifai_bench.metrics import ALPHA, cluster_totals, format_p, mcnemar, resample_weights
+from fortifai_bench.metrics import ALPHA, cluster_totals, failure, format_p, mcnemar, resample_weights
 
 
-def censored_ttf(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """The restricted time to failure of every row of `scores` [rows, stages]: `metrics.Failure.restricted`
-    vectorized (never failed -> the last stage), except that a row below the threshold at M_0 gives 0."""
-    scores = np.atleast_2d(np.asarray(scores, dtype=float))
-    n_stages = scores.shape[1]
-    below = scores < threshold
-    first = below.argmax(axis=1)
-    out = np.full(scores.shape[0], float(n_stages - 1))
-    rows = np.flatnonzero(below.any(axis=1))
-    i = first[rows]
-    prev = scores[rows, np.maximum(i - 1, 0)]
-    cur = scores[rows, i]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        interp = (i - 1) + (prev - threshold) / (prev - cur)
-    out[rows] = np.where(i == 0, 0.0, interp)
-    return out
+def restricted_times(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """`metrics.Failure.restricted` of every row of `scores` [rows, stages], by `metrics.failure` itself (the one
+    definition): a row that never fails counts as the last stage; NaN for a row below the threshold at M_0
+    (never learned: it has no time to failure, not a time of 0)."""
+    times = [failure(row, threshold).restricted() for row in np.atleast_2d(np.asarray(scores, dtype=float))]
+    return np.array([np.nan if t is None else t for t in times])
 
 
 def _bits(run: dict) -> np.ndarray:
@@ -180,7 +170,8 @@ def ttf_difference(runs_a: list[dict], runs_b: list[dict], *, n_boot: int = 2000
     fa, fb = [run_failure(r) for r in runs_a], [run_failure(r) for r in runs_b]
     out = {"a": summarize_runs(runs_a)["time_to_failure"], "b": summarize_runs(runs_b)["time_to_failure"],
            "seeds": compare_failures(fa, fb), "questions": None}
-    if (len(runs_a) < 2 or len(runs_b) < 2) and all(r.get("items") for r in runs_a + runs_b):
+    learned = out["seeds"]["diff"] is not None  # else a side has no seed that learned: no difference to resample
+    if learned and (len(runs_a) < 2 or len(runs_b) < 2) and all(r.get("items") for r in runs_a + runs_b):
         out["questions"] = _question_bootstrap(runs_a, runs_b, n_boot, seed, level)
     return out
 
@@ -194,17 +185,25 @@ def _question_bootstrap(runs_a, runs_b, n_boot, seed, level) -> dict:
     weights = resample_weights(len(set(labels)), n_boot, np.random.default_rng(seed))
 
     def boot_mean(runs):
+        """Per resample, the mean over the side's runs that learned in it (M_0 at or above the threshold), as
+        the seed-level test leaves out a seed that never learned; NaN where none did."""
         ttf = []
         for r in runs:
             right, size = cluster_totals(_bits(r), labels)
-            ttf.append(censored_ttf((weights @ right.T) / (weights @ size)[:, None], thr))
-        return np.mean(ttf, axis=0)
+            ttf.append(restricted_times((weights @ right.T) / (weights @ size)[:, None], thr))
+        ttf = np.array(ttf)
+        learned = (~np.isnan(ttf)).sum(axis=0)
+        return np.where(learned > 0, np.nansum(ttf, axis=0) / np.maximum(learned, 1), np.nan)
 
     diffs = boot_mean(runs_a) - boot_mean(runs_b)
+    learned = diffs[~np.isnan(diffs)]  # a resample where a side has no run that learned has no difference
     alpha = (1 - level) / 2
-    return {"ci": [float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))], "level": level,
-            "n_boot": n_boot, "clusters": clusters,
-            "note": "question sampling within these runs only, not seed-to-seed variation"}
+    ci = [float(np.quantile(learned, alpha)), float(np.quantile(learned, 1 - alpha))] if learned.size else [None, None]
+    note = "question sampling within these runs only, not seed-to-seed variation"
+    if learned.size < n_boot:
+        note += (f"; {n_boot - learned.size} of {n_boot} resamples left out: in them a side has no run at or above "
+                 "the threshold at M_0 (never learned)")
+    return {"ci": ci, "level": level, "n_boot": n_boot, "clusters": clusters, "note": note}
 
 
 def fact_key(question) -> str:
@@ -280,7 +279,9 @@ def format_report(res: dict) -> str:
         lines.append(f"  restricted mean A - B = {v['diff']:+.2f}, A / B = {_ratio(v['ratio'], v['ratio_ci'])}")
         lines.append("  " + seed_test_text(v))
     q = t["questions"]
-    if q is not None:
+    if q is not None and q["ci"][0] is None:
+        lines.append(f"  bootstrap over questions: not possible ({q['note']})")
+    elif q is not None:
         lines.append(f"  {q['level']:.0%} bootstrap CI of A - B over questions [{q['ci'][0]:+.2f}, {q['ci'][1]:+.2f}] "
                      f"({q['n_boot']} resamples, {q['clusters']}; {q['note']})")
     m = res["mcnemar"]

@@ -10,21 +10,39 @@ import pytest
 from scipy.stats import binomtest
 
 from fortifai_bench.cli import main
-from fortifai_bench.compare import censored_ttf, compare_runs, format_report
+from fortifai_bench.compare import compare_runs, format_report
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.metrics import time_to_failure
+from fortifai_bench.metrics import cluster_totals, failure, resample_weights
 from results_factory import make_results, write_run, write_seeds
 
 
-def test_vectorized_time_to_failure_matches_metrics():
-    rng = np.random.default_rng(0)
-    curves = np.clip(1.0 - np.cumsum(rng.uniform(0, 0.15, size=(500, 6)), axis=1) + 0.1, 0, 1)
-    curves[:50] = 0.9  # never fails
-    curves[50:60, 0] = 0.6  # fails at stage 0
-    got = censored_ttf(curves, 0.75)
-    want = [0.0 if c[0] < 0.75 else time_to_failure(list(c), 0.75) for c in curves]
-    assert got == pytest.approx([5.0 if w is None else w for w in want])  # never failed: the last stage
-    assert (got[50:60] == 0).all()
+def test_question_bootstrap_times_are_metrics_failure_and_never_learned_is_left_out(tmp_path):
+    """Each resample's time to failure is `metrics.failure`'s: a resample whose M_0 falls below the threshold
+    never learned, has no time (not a time of 0) and is left out; a side that never learned has no interval."""
+    a = write_run(tmp_path / "a", [0.8, 0.78, 0.74, 0.7, 0.6], loss="tce:0.9", n_items=40)  # M_0 near 0.75
+    b = write_run(tmp_path / "b", [0.95, 0.7, 0.6, 0.5, 0.4], loss="ce", n_items=40)
+    res = compare_runs([str(a)], [str(b)], n_boot=1000)
+    q = res["time_to_failure"]["questions"]
+    # the same draws, one resample at a time: each question its own cluster, bootstrap seed 0
+    labels = [str(i) for i in range(40)]
+    weights = resample_weights(40, 1000, np.random.default_rng(0))
+    curves = []
+    for run in (a, b):
+        bits = np.array([[c == "1" for c in row]
+                         for row in json.loads((run / "results.json").read_text())["items"]["split0_correct"]], float)
+        right, size = cluster_totals(bits, labels)
+        curves.append((weights @ right.T) / (weights @ size)[:, None])
+    diffs = []
+    for ca, cb in zip(*curves):
+        fa, fb = failure(list(ca), 0.75), failure(list(cb), 0.75)
+        if fa.status != "never_learned" and fb.status != "never_learned":
+            diffs.append(fa.restricted() - fb.restricted())
+    assert 0 < 1000 - len(diffs) < 1000 and f"{1000 - len(diffs)} of 1000 resamples left out" in q["note"]
+    assert q["ci"] == pytest.approx([np.quantile(diffs, 0.025), np.quantile(diffs, 0.975)], abs=1e-12)
+    never = write_run(tmp_path / "n", [0.7, 0.6, 0.5, 0.5, 0.5], loss="focal:2", n_items=40)
+    res = compare_runs([str(never)], [str(b)], n_boot=1000)
+    assert res["time_to_failure"]["questions"] is None
+    assert "not possible, a side has no seed that learned" in format_report(res)
 
 
 def _bits(row: list[int]) -> str:
