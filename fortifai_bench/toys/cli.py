@@ -3,42 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 from pathlib import Path
 
 from fortifai_bench import cli_args
 from fortifai_bench.toys import common
+from fortifai_bench.toys.configs import (CONFIDENCES, ESTIMATORS, SAMPLERS, SAMPLINGS, VARIANTS, GaussianConfig,
+                                        GMMConfig, VAEConfig)
 
 TOYS = {
     # name: (module, config class, default methods, help, what the methods mean)
-    "gaussian": ("fortifai_bench.toys.gaussian", "GaussianConfig", "mle,tce:0.85,tce:0.8",
+    "gaussian": ("fortifai_bench.toys.gaussian", GaussianConfig, "mle,tce:0.85,tce:0.8",
                  "1-D Gaussian self-consuming loop (Sec. 2.3, Fig. 2; Appendix C, Fig. C4)",
                  "tce:G drops the samples TCE with threshold G masks (see --confidence); truncated:A fits only "
                  "the tails |x - mean| >= A sd; truncated:auto picks the A with lambda*eta(A) = 1"),
-    "gmm": ("fortifai_bench.toys.gmm", "GMMConfig", "mle,truncated:80,truncated:90",
+    "gmm": ("fortifai_bench.toys.gmm", GMMConfig, "mle,truncated:80,truncated:90",
             "Gaussian mixture, Algorithm 2 (Sec. 4.7, Fig. 8)",
             "truncated:P keeps the samples at or below the P-th percentile of log-likelihood (Algorithm 2)"),
-    "vae": ("fortifai_bench.toys.vae", "VAEConfig", "mle,truncated:0.9",
+    "vae": ("fortifai_bench.toys.vae", VAEConfig, "mle,truncated:0.9",
             "conditional VAE on scikit-learn's 8x8 digits (a CPU-sized analogue of Sec. 4.8, Fig. 9)",
             "mle is the ELBO; truncated:G masks reconstruction terms whose likelihood exceeds G"),
 }
 
-
-# Defaults named in --help. The config dataclasses are the source; these copies keep `fortifai-bench --help`
-# from importing numpy/scipy, and tests/test_toys.py checks that they agree with the dataclasses.
-HELP_DEFAULTS = {
-    "gaussian": {"generations": 100, "samples": 10_000, "sampling_bias": 0.9, "sampler": "scale-sd",
-                 "confidence": "tail", "estimator": "perfect", "noise": 0.1},
-    "gmm": {"generations": 50, "samples": 1000, "variant": "algorithm2", "kl_samples": 20_000},
-    "vae": {"generations": 10, "samples": 1200, "epochs": 30, "sampling": "mode"},
-}
-CHOICES = {"sampler": ("scale-sd", "scale-variance", "nucleus"), "confidence": ("tail", "density", "mass"),
-           "estimator": ("perfect", "noisy", "exact"), "variant": ("algorithm2", "biased"),
-           "sampling": ("mode", "bernoulli")}
+CHOICES = {"sampler": SAMPLERS, "confidence": CONFIDENCES, "estimator": ESTIMATORS, "variant": tuple(VARIANTS),
+           "sampling": SAMPLINGS}
 
 
 def _default(name: str, field: str):
-    return HELP_DEFAULTS[name][field]
+    """The default --help names: the config dataclass's own (toys/configs.py, no numpy needed)."""
+    return {f.name: f.default for f in dataclasses.fields(TOYS[name][1])}[field]
 
 
 def register(subparsers) -> None:
@@ -82,7 +76,7 @@ def _add_toy_options(name: str, p: argparse.ArgumentParser) -> None:
                        help="algorithm2: Algorithm 2 as written, no sampling bias (default; does not show "
                             "Fig. 8); biased: the sampler scales covariances by --sampling-bias (shows Fig. 8)")
         p.add_argument("--sampling-bias", type=float, default=None,
-                       help="lambda of --variant biased (default 0.9)")
+                       help=f"lambda of --variant biased (default {VARIANTS['biased']:g})")
         p.add_argument("--kl-samples", type=int, default=None,
                        help=f"Monte Carlo samples for the KL (default {_default(name, 'kl_samples')})")
     if name == "vae":
@@ -94,15 +88,12 @@ def _add_toy_options(name: str, p: argparse.ArgumentParser) -> None:
                        help="clipped ELBO without rescaling the kept reconstruction terms (default: rescaled)")
 
 
-_FIELDS = ("generations", "samples", "sampling_bias", "sampler", "confidence", "estimator", "noise", "variant",
-           "kl_samples", "epochs", "sampling", "normalize")
-
-
 def _run(args: argparse.Namespace) -> int:
-    module_name, config_name, *_ = TOYS[args.toy]
+    module_name, config_class, *_ = TOYS[args.toy]
     module = importlib.import_module(module_name)
-    fields = {f: getattr(args, f, None) for f in _FIELDS}
-    config = getattr(module, config_name)(**{k: v for k, v in fields.items() if v is not None})
+    # The options given (an option left out is None); every other field keeps its dataclass default.
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(config_class)}
+    config = config_class(**{k: v for k, v in given.items() if v is not None})
     methods = common.split_methods(args.methods)
     for m in methods:  # fail on a bad spec before any run starts
         module.parse_method(m, config)

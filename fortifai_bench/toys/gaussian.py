@@ -71,15 +71,11 @@ from tqdm.auto import tqdm
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import write_json
 from fortifai_bench.toys import common
+from fortifai_bench.toys.configs import CONFIDENCES, ESTIMATORS, SAMPLERS, GaussianConfig  # noqa: F401
 
 TASK = "toy_gaussian"
 # min(r, 1/r), r = sigma_t^2 / sigma_0^2: 1 = kept, falls on collapse *and* on divergence (so the plots draw r)
 SCORE_NAME = "variance_retention"
-
-SAMPLERS = ("scale-sd", "scale-variance", "nucleus")
-CONFIDENCES = ("tail", "density", "mass")
-ESTIMATORS = ("perfect", "noisy", "exact")
-
 
 def eta(a):
     """Variance amplification of fitting only the tails |z| >= a of a standard normal (vectorised)."""
@@ -114,58 +110,28 @@ def gamma_from_a(a: float, confidence: str = "tail") -> float:
     return float(2.0 * stats.norm.cdf(a) - 1.0)
 
 
-@dataclasses.dataclass
-class GaussianConfig:
-    samples: int = 10_000
-    generations: int = 100
-    sampling_bias: float = 0.9        # gamma_s: how much the generator favours its confident region
-    sampler: str = "scale-sd"         # reading of gamma_s: scale-sd | scale-variance | nucleus
-    confidence: str = "tail"          # reading of TCE's gamma for tce:G: tail | density | mass
-    estimator: str = "perfect"        # Appendix C: perfect (sample MLE) | noisy (MLE x N(1, noise^2)) | exact
-    noise: float = 0.1                # relative noise of the noisy estimator
-    failure_threshold: float = 0.5    # variance halved or doubled
-    mu0: float = 0.0
-    sigma0: float = 1.0
+def nucleus_b(config: GaussianConfig) -> float:
+    """Half-width (in sigma_t) of the region the nucleus sampler draws from; inf for the other samplers."""
+    if config.sampler != "nucleus" or config.sampling_bias == 1:
+        return math.inf
+    return float(stats.norm.ppf((1.0 + config.sampling_bias) / 2.0))
 
-    def __post_init__(self):
-        if self.samples < 10:
-            raise FortifaiError(f"toy gaussian: --samples must be >= 10, got {self.samples}")
-        if self.generations < 1:
-            raise FortifaiError(f"toy gaussian: --generations must be >= 1, got {self.generations}")
-        if not 0 < self.sampling_bias <= 1:
-            raise FortifaiError(f"toy gaussian: --sampling-bias must lie in (0, 1], got {self.sampling_bias:g}")
-        for name, allowed in (("sampler", SAMPLERS), ("confidence", CONFIDENCES), ("estimator", ESTIMATORS)):
-            if getattr(self, name) not in allowed:
-                raise FortifaiError(f"toy gaussian: --{name} must be one of {', '.join(allowed)}, "
-                                    f"got '{getattr(self, name)}'")
-        if not 0 <= self.noise < 1:
-            raise FortifaiError(f"toy gaussian: --noise must lie in [0, 1), got {self.noise:g}")
-        if not 0 < self.failure_threshold < 1 or self.sigma0 <= 0:
-            raise FortifaiError("toy gaussian: failure threshold must lie in (0, 1) and sigma0 be > 0")
 
-    @property
-    def nucleus_b(self) -> float:
-        """Half-width (in sigma_t) of the region the nucleus sampler draws from; inf for the other samplers."""
-        if self.sampler != "nucleus" or self.sampling_bias == 1:
-            return math.inf
-        return float(stats.norm.ppf((1.0 + self.sampling_bias) / 2.0))
-
-    @property
-    def lam(self) -> float:
-        """lambda: the variance of one generation's samples over sigma_t^2."""
-        if self.sampler == "scale-sd":
-            return self.sampling_bias ** 2
-        if self.sampler == "scale-variance":
-            return self.sampling_bias
-        return band_second_moment(0.0, self.nucleus_b)
+def sampler_lambda(config: GaussianConfig) -> float:
+    """lambda: the variance of one generation's samples over sigma_t^2."""
+    if config.sampler == "scale-sd":
+        return config.sampling_bias ** 2
+    if config.sampler == "scale-variance":
+        return config.sampling_bias
+    return band_second_moment(0.0, nucleus_b(config))
 
 
 def generation_factor(config: GaussianConfig, a: float | None) -> float:
     """E[sigma^2_{t+1}] / sigma^2_t in the population limit: lambda * eta(a) (the nucleus sampler: its band)."""
-    lam = config.lam
+    lam = sampler_lambda(config)
     if a is None or a == 0:
         return lam
-    b = config.nucleus_b
+    b = nucleus_b(config)
     if math.isinf(b):
         return lam * float(eta(a))
     a_model = a * math.sqrt(lam)  # the threshold a s in units of sigma_t
@@ -174,12 +140,13 @@ def generation_factor(config: GaussianConfig, a: float | None) -> float:
 
 def balanced_a(config: GaussianConfig) -> float:
     """The a with generation_factor = 1: truncation that exactly offsets the sampling bias."""
-    if config.lam >= 1:
+    lam, b = sampler_lambda(config), nucleus_b(config)
+    if lam >= 1:
         raise FortifaiError(f"truncated:auto needs a sampling bias below 1, got {config.sampling_bias:g}")
-    hi = 10.0 if math.isinf(config.nucleus_b) else config.nucleus_b / math.sqrt(config.lam) * (1 - 1e-9)
+    hi = 10.0 if math.isinf(b) else b / math.sqrt(lam) * (1 - 1e-9)
     if generation_factor(config, hi) < 1.0:  # nucleus with b < 1: even the outermost band has variance < sigma^2
         raise FortifaiError(f"truncated:auto: no truncation offsets the nucleus sampler at sampling bias "
-                            f"{config.sampling_bias:g} (it keeps |z| < {config.nucleus_b:.3f} only)")
+                            f"{config.sampling_bias:g} (it keeps |z| < {b:.3f} only)")
     return float(optimize.brentq(lambda a: generation_factor(config, a) - 1.0, 0.0, hi, xtol=1e-12))
 
 
@@ -192,7 +159,7 @@ class Method:
     def args(self, config: GaussianConfig) -> dict:
         if self.a is None:
             return {}
-        out = {"a": self.a, "eta": float(eta(self.a)), "lambda": config.lam,
+        out = {"a": self.a, "eta": float(eta(self.a)), "lambda": sampler_lambda(config),
                "factor": generation_factor(config, self.a)}
         if self.gamma is not None:
             out.update(gamma=self.gamma, confidence=config.confidence)
@@ -241,9 +208,9 @@ def fit(x: np.ndarray, a: float | None) -> tuple[np.ndarray, np.ndarray]:
 def draw(config: GaussianConfig, mu: np.ndarray, var: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One generation's samples per chain (rows), under the configured sampler."""
     shape = (mu.size, config.samples)
-    b = config.nucleus_b
+    b = nucleus_b(config)
     if math.isinf(b):
-        z = math.sqrt(config.lam) * rng.standard_normal(shape)
+        z = math.sqrt(sampler_lambda(config)) * rng.standard_normal(shape)
     else:  # inverse-CDF draws from N(0, 1) restricted to |z| < b
         lo = float(special.ndtr(-b))
         z = special.ndtri(rng.uniform(lo, 1.0 - lo, shape))
@@ -310,7 +277,7 @@ def _variance_plot(runs: list[dict], path: Path, *, recurrence: bool):
     fig, ax = plt.subplots(figsize=(6.8, 4.0))
     groups = common.group_by_spec(runs)
     cfg = runs[0]["config"]
-    lam = GaussianConfig(**{k: v for k, v in cfg.items() if k in GaussianConfig.__dataclass_fields__}).lam
+    lam = sampler_lambda(GaussianConfig(**{k: v for k, v in cfg.items() if k in GaussianConfig.__dataclass_fields__}))
     lo_all, hi_all = 0.4, 2.5
     for i, (spec, group) in enumerate(groups.items()):
         color = f"C{i}"

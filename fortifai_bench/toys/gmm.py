@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import write_json
 from fortifai_bench.toys import common
+from fortifai_bench.toys.configs import VARIANTS, GMMConfig  # noqa: F401
 
 TASK = "toy_gmm"
 SCORE_NAME = "exp_neg_kl"  # exp(-KL(original || generation t)), KL by Monte Carlo
@@ -48,38 +49,6 @@ SCORE_NAME = "exp_neg_kl"  # exp(-KL(original || generation t)), KL by Monte Car
 WEIGHTS = np.array([0.40, 0.35, 0.25])
 MEANS = np.array([[-4.0, 0.0], [4.0, 0.0], [0.0, 5.0]])
 COVS = np.array([[[1.0, 0.5], [0.5, 1.0]], [[1.0, -0.3], [-0.3, 0.6]], [[0.5, 0.0], [0.0, 1.5]]])
-
-
-VARIANTS = {"algorithm2": 1.0, "biased": 0.9}  # variant -> its default sampling bias
-
-
-@dataclasses.dataclass
-class GMMConfig:
-    samples: int = 1000
-    generations: int = 50
-    variant: str = "algorithm2"          # algorithm2: Algorithm 2 as written | biased: the sampler scales covariances
-    sampling_bias: float | None = None   # lambda; resolved from the variant (1 for algorithm2, 0.9 for biased)
-    kl_samples: int = 20_000
-    failure_threshold: float = 0.5
-
-    def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise FortifaiError(f"toy gmm: --variant must be one of {', '.join(VARIANTS)}, got '{self.variant}'")
-        if self.sampling_bias is None:
-            self.sampling_bias = VARIANTS[self.variant]
-        if self.variant == "algorithm2" and self.sampling_bias != 1.0:
-            raise FortifaiError(f"toy gmm: Algorithm 2 has no sampling bias (got --sampling-bias "
-                                f"{self.sampling_bias:g}); use --variant biased for a biased sampler")
-        if not 0 < self.sampling_bias <= 1:
-            raise FortifaiError(f"toy gmm: --sampling-bias must lie in (0, 1], got {self.sampling_bias:g}")
-        if self.samples < 50:
-            raise FortifaiError(f"toy gmm: --samples must be >= 50 (3 components in 2-D), got {self.samples}")
-        if self.generations < 1:
-            raise FortifaiError(f"toy gmm: --generations must be >= 1, got {self.generations}")
-        if self.kl_samples < 100:
-            raise FortifaiError(f"toy gmm: --kl-samples must be >= 100, got {self.kl_samples}")
-        if not 0 < self.failure_threshold < 1:
-            raise FortifaiError(f"toy gmm: failure threshold must lie in (0, 1), got {self.failure_threshold:g}")
 
 
 @dataclasses.dataclass(frozen=True)

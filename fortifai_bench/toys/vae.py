@@ -50,36 +50,11 @@ from tqdm.auto import tqdm
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import write_json
 from fortifai_bench.toys import common
+from fortifai_bench.toys.configs import N_CLASSES, VAEConfig
 
 TASK = "toy_vae"
 SCORE_NAME = "diversity_retention"  # within-label pixel std of generated digits / of real digits
-N_CLASSES, N_PIXELS = 10, 64
-
-
-@dataclasses.dataclass
-class VAEConfig:
-    samples: int = 1200            # training images per generation (generation 0: this many real ones)
-    generations: int = 10
-    sampling: str = "mode"         # mode: most likely pixel values (confident generator) | bernoulli
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 2e-3
-    latent: int = 8
-    hidden: int = 256
-    eval_samples: int = 1000
-    normalize: bool = True         # clipped ELBO: rescale the kept reconstruction terms to all 64 pixels
-    failure_threshold: float = 0.5
-
-    def __post_init__(self):
-        if self.sampling not in ("mode", "bernoulli"):
-            raise FortifaiError(f"toy vae: --sampling must be mode or bernoulli, got '{self.sampling}'")
-        if not 100 <= self.samples <= 1500:
-            raise FortifaiError(f"toy vae: --samples must lie in [100, 1500] (1797 real digits, some held out), got {self.samples}")
-        for name in ("generations", "epochs", "batch_size", "latent", "hidden"):
-            if getattr(self, name) < 1:
-                raise FortifaiError(f"toy vae: {name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_samples < N_CLASSES or not 0 < self.lr or not 0 < self.failure_threshold < 1:
-            raise FortifaiError("toy vae: eval_samples >= 10, lr > 0 and failure threshold in (0, 1) required")
+N_PIXELS = 64  # 8x8 digits
 
 
 @dataclasses.dataclass(frozen=True)
