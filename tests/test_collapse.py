@@ -185,7 +185,11 @@ def test_sampling_at_low_temperature_matches_hf_greedy(small_model):
 
     model, tok, texts = small_model
     s = RegenerateSettings(mode="sequential", block=8, context=512, prompt=6, temperature=1e-6, batch_size=8)
-    res = regenerate(model, tok, texts[:8], s, seed=0)
+    assert_hf_greedy(model, tok, regenerate(model, tok, texts[:8], s, seed=0))
+
+
+def assert_hf_greedy(model, tok, res) -> None:
+    """Every regenerated row is what HF `generate` gives greedily from the row's kept prompt."""
     for ids, gen in zip(res.ids, res.generated):
         first = gen.index(True)
         prompt = torch.tensor([ids[:first]])

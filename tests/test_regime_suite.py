@@ -8,7 +8,7 @@ import torch
 
 from fortifai_bench.collapse.config import RegenerateSettings, describe_differences, load_task
 from fortifai_bench.errors import FortifaiError
-from test_collapse import MICRO
+from test_collapse import MICRO, assert_hf_greedy
 
 
 def test_greedy_decoding_is_hf_greedy_and_ignores_temperature():
@@ -24,14 +24,7 @@ def test_greedy_decoding_is_hf_greedy_and_ignores_temperature():
     s = RegenerateSettings(decoding="greedy", block=8, prompt=6, temperature=5.0, batch_size=8)
     res = regenerate(model, tok, texts[:8], s, seed=0)
     assert regenerate(model, tok, texts[:8], s, seed=1).ids == res.ids
-    for ids, gen in zip(res.ids, res.generated):
-        first = gen.index(True)
-        prompt = torch.tensor([ids[:first]])
-        with torch.no_grad():
-            ref = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                                 max_new_tokens=len(ids) - first, min_new_tokens=len(ids) - first,
-                                 suppress_tokens=[tok.eos_token_id], pad_token_id=tok.pad_token_id)
-        assert ref[0].tolist() == ids
+    assert_hf_greedy(model, tok, res)
     with pytest.raises(FortifaiError, match="regenerate.decoding must be one of sample, greedy, beam"):
         RegenerateSettings(decoding="argmax")
 

@@ -33,7 +33,8 @@ def register(subparsers) -> None:
         "collapse", help="run the collapse protocol (Algorithm 1) for a loss; no arguments: ce vs tce:0.9",
         description="Recursive training on self-generated data (ForTIFAI Algorithm 1): how long does a model "
                     "trained with a given loss keep the facts of split 0? Without arguments, runs the embedded "
-                    "default task for ce and tce:0.9 beside the clean control and prints them side by side.")
+                    "default suite (collapse_facts and collapse_facts_greedy) for ce and tce:0.9 beside the clean control and "
+                    "prints them side by side.")
     p.add_argument("--task", default=None, help=f"shipped task name or YAML path (default: {DEFAULT_TASK})")
     p.add_argument("--smoke", action="store_true",
                    help=f"the task {SMOKE_TASK}: a run that learns (M_0 KR-split-0 >= 0.9) in about 15 s on a 2-core "
@@ -85,7 +86,7 @@ def register(subparsers) -> None:
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="run up to N (loss, seed) runs at once, each in its own process with one torch thread: "
                         "exactly the numbers of one run after another, as fast on an idle CPU and faster beside "
-                        "other work (default: 1; the embedded default runs its three runs side by side)")
+                        "other work (default: 1; the embedded default runs its six runs side by side)")
     add_quiet(p)
     p.set_defaults(func=main)
     global _PARSER
