@@ -29,7 +29,6 @@ ALLOWED_CYCLES = {
     frozenset({"fortifai_bench.corpora", "fortifai_bench.corpora.files"}),
 }
 ALLOWED_LONG = {  # module -> why it may exceed MAX_LINES for now (all: on a collapse run's path, issue 21)
-    "fortifai_bench/losses.py": "the losses a run trains with",
     "fortifai_bench/kr/scoring.py": "KR scoring, run after every stage",
     "fortifai_bench/collapse/run.py": "the runner (issue 21 item 2: a ~100-line loop over stage plans)",
     "fortifai_bench/metrics.py": "statistics every run's results.json is computed with",
