@@ -22,11 +22,6 @@ ALLOWED_CYCLES = {
     # protocol.format_plan (--plan) calls compute.estimate, which calls protocol.load_data, pool, split_share:
     # issue 21 item 1 (protocol.plan() computed once, consumed by the estimate) removes it.
     frozenset({"fortifai_bench.collapse.compute", "fortifai_bench.collapse.protocol"}),
-    # corpora.facts builds its KR set (kr.build), whose facts generator reads corpora.facts.DERIVED.
-    frozenset({"fortifai_bench.corpora.facts", "fortifai_bench.kr.build", "fortifai_bench.kr.facts_gen"}),
-    # the corpora registry (corpora/__init__) imports corpora.files for text:/jsonl:, which imports
-    # Corpus and Paragraph back from it (not in issue 21's count; found by this test).
-    frozenset({"fortifai_bench.corpora", "fortifai_bench.corpora.files"}),
 }
 ALLOWED_LONG = {  # module -> why it may exceed MAX_LINES for now (all: on a collapse run's path, issue 21)
     "fortifai_bench/kr/scoring.py": "KR scoring, run after every stage",

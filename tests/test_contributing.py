@@ -115,7 +115,7 @@ def test_add_a_corpus(workspace, shared_data, monkeypatch, capsys):
             writer.writerows((f"n{i:03d}", t) for i, t in enumerate(rows))
     monkeypatch.setenv("FORTIFAI_DATA_DIR", str(workspace / "data"))
     write_files(section, workspace)
-    monkeypatch.setitem(corpora._REGISTRY, "my-notes", None)  # removed again after the test
+    monkeypatch.setattr(corpora, "_REGISTRY", corpora._REGISTRY.copy())  # my-notes removed again after the test
     import my_corpus  # noqa: F401  (step 1b: a loader of one's own project registers itself on import)
 
     cmds = commands(section)

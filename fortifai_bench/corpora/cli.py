@@ -61,7 +61,7 @@ def _show(args: argparse.Namespace) -> int:
 def _build_facts(args: argparse.Namespace) -> int:
     if args.out is None:
         raise FortifaiError("corpus build-facts needs --out DIR")
-    from fortifai_bench.corpora.facts import build_facts_files
+    from fortifai_bench.kr.build import build_facts_files
 
     corpus_path, kr_path, report = build_facts_files(
         args.out, corpus=args.corpus, seed=args.seed, paragraphs=args.paragraphs, splits=args.splits,

@@ -33,7 +33,6 @@ disappear" (Shumailov et al. 2024) directly: shipped in `data/facts-longtail`.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 import re
 from dataclasses import dataclass
 
@@ -332,32 +331,3 @@ def load_facts_longtail(data_dir=None, part: str = "main"):
 
 
 PRESETS = {"facts": FactsConfig(), "facts-longtail": LONGTAIL}  # the registered corpora's configs
-
-
-def build_facts_files(out, *, corpus: str = "facts", seed: int = 0, paragraphs: int = 180, splits: int = 6,
-                      max_per_paragraph: int = 5) -> tuple[Path, Path, dict]:
-    """Write `<out>/corpus.jsonl` (the main part of `corpus`, "facts" or "facts-longtail") and
-    `<out>/kr.jsonl` (its facts questions).
-
-    Same arguments, same bytes: the shipped `data/facts` and `data/facts-longtail` files are made by this
-    function with its defaults, and a test rebuilds them and compares.
-    """
-    import dataclasses
-
-    from fortifai_bench.io import write_jsonl
-    from fortifai_bench.kr.build import build_questions
-    from fortifai_bench.kr.schema import write_questions
-
-    if corpus not in PRESETS:
-        raise FortifaiError(f"build-facts: unknown corpus {corpus!r}; known: {', '.join(PRESETS)}")
-    corpus = build_facts(dataclasses.replace(PRESETS[corpus], seed=seed, paragraphs=paragraphs), part="main")
-    # Everything is generated before the first byte is written: a bad argument leaves no file.
-    questions, report = build_questions(corpus, "facts", splits, max_per_paragraph=max_per_paragraph, seed=seed)
-    out = Path(out)
-    corpus_path, kr_path = out / "corpus.jsonl", out / "kr.jsonl"
-    write_jsonl(corpus_path, ({"id": p.id, "text": p.text, "meta": p.meta} for p in corpus.paragraphs))
-    write_questions(kr_path, questions)
-    return corpus_path, kr_path, report
-
-
-CORPORA = {"facts": load_facts, "facts-longtail": load_facts_longtail}  # found by fortifai_bench.corpora on the first lookup

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from fortifai_bench.corpora.corpus import Corpus, Paragraph
 from fortifai_bench.errors import FortifaiError
 
 _BLANK = re.compile(r"\n[ \t\r\f\v]*\n")
@@ -48,7 +49,6 @@ def _no_binary(text: str, where) -> str:
 
 
 def load_text(path: str, part: str = "main"):
-    from fortifai_bench.corpora import Corpus, Paragraph
 
     name = f"text:{path}"
     _check_part(name, part)
@@ -65,7 +65,6 @@ def load_text(path: str, part: str = "main"):
 
 
 def load_jsonl(spec: str, part: str = "main"):
-    from fortifai_bench.corpora import Corpus, Paragraph
     from fortifai_bench.io import read_jsonl
 
     name = f"jsonl:{spec}"

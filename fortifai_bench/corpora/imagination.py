@@ -94,6 +94,3 @@ def imagination_questions(data_dir=None, part: str = "main", n_splits: int = N_S
     from fortifai_bench.kr.sets import kr_set
 
     return kr_set(NAME, part, n_splits, data_dir=data_dir).questions
-
-
-CORPORA = {NAME: load_imagination}  # found by fortifai_bench.corpora on the first lookup

@@ -123,6 +123,3 @@ def _from_hub(split: str) -> list[str]:
             f"give a local folder of wiki.*.raw files with --data-dir or FORTIFAI_DATA_DIR"
         ) from exc
     return [row["text"] for row in ds]
-
-
-CORPORA = {"wikitext-2-raw-v1": load_wikitext}  # found by fortifai_bench.corpora on the first lookup

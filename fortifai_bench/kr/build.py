@@ -1,10 +1,43 @@
-"""Build a KR question set for a corpus: generate, filter, assign splits (`fortifai-bench kr build`)."""
+"""Build a KR question set for a corpus: generate, filter, assign splits (`fortifai-bench kr build`), and the
+shipped facts data (`fortifai-bench corpus build-facts`: a facts corpus and its questions, in one folder).
+
+The generators are looked up by name in `GENERATORS` (`fortifai_bench.registry`). Each entry is a function
+`(corpus, n_splits, *, max_per_paragraph, seed, source, progress, options) -> (questions, report extras)`
+returning at most `max_per_paragraph` questions per paragraph; the three below adapt the generator modules
+(imported only when used: openai is an optional dependency) to that one call.
+"""
 
 from __future__ import annotations
 
-from fortifai_bench.errors import FortifaiError
+from pathlib import Path
 
-GENERATORS = ("facts", "rules", "openai")
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.registry import Registry
+
+
+def _facts(corpus, n_splits, *, max_per_paragraph, seed, source, progress, options):
+    from fortifai_bench.kr.facts_gen import generate_facts
+
+    # caps the facts per paragraph itself (several questions each)
+    return generate_facts(corpus, n_splits, max_per_paragraph=max_per_paragraph, seed=seed, source=source), {}
+
+
+def _rules(corpus, n_splits, *, max_per_paragraph, seed, source, progress, options):
+    from fortifai_bench.kr.rules import generate_rules
+
+    questions = generate_rules(corpus, max_per_paragraph=max_per_paragraph, seed=seed, source=source)
+    return _cap_per_paragraph(questions, max_per_paragraph), {}
+
+
+def _openai(corpus, n_splits, *, max_per_paragraph, seed, source, progress, options):
+    from fortifai_bench.kr.openai_gen import generate_openai
+
+    questions, usage = generate_openai(list(corpus.paragraphs), source=source, progress=progress, **options)
+    return _cap_per_paragraph(questions, max_per_paragraph), {"openai": usage}
+
+
+# In this order in `kr build --help` and the errors.
+GENERATORS = Registry("KR generator", {"facts": _facts, "rules": _rules, "openai": _openai}, sort=False)
 
 
 def build_questions(corpus, generator: str, n_splits: int, *, max_per_paragraph: int = 5, seed: int = 0,
@@ -18,27 +51,13 @@ def build_questions(corpus, generator: str, n_splits: int, *, max_per_paragraph:
     from fortifai_bench.kr.quality import MAX_DIFF_WORDS, filter_questions
     from fortifai_bench.kr.schema import assign_splits
 
-    if generator not in GENERATORS:
-        raise FortifaiError(f"unknown KR generator {generator!r}; known: {', '.join(GENERATORS)}")
+    generate = GENERATORS.get(generator)
     split_of = corpus.split_of(n_splits)  # checks n_splits against the corpus first: fail before paying
     source = source or f"{corpus.name}:{corpus.part}"
     report = {"generator": generator, "corpus": corpus.name, "part": corpus.part, "splits": n_splits}
-    if generator == "facts":
-        from fortifai_bench.kr.facts_gen import generate_facts
-
-        questions = generate_facts(corpus, n_splits, max_per_paragraph=max_per_paragraph, seed=seed, source=source)
-    elif generator == "rules":
-        from fortifai_bench.kr.rules import generate_rules
-
-        questions = generate_rules(corpus, max_per_paragraph=max_per_paragraph, seed=seed, source=source)
-    else:
-        from fortifai_bench.kr.openai_gen import generate_openai  # optional dependency: imported on use
-
-        questions, usage = generate_openai(list(corpus.paragraphs), source=source, progress=progress,
-                                           **(openai_args or {}))
-        report["openai"] = usage
-    if generator != "facts":  # the facts generator caps facts per paragraph itself (several questions each)
-        questions = _cap_per_paragraph(questions, max_per_paragraph)
+    questions, extras = generate(corpus, n_splits, max_per_paragraph=max_per_paragraph, seed=seed, source=source,
+                                 progress=progress, options=openai_args or {})
+    report.update(extras)
     questions = assign_splits(questions, split_of)
     kept, quality = filter_questions(questions, max_diff_words if max_diff_words is not None else MAX_DIFF_WORDS)
     report["quality"] = quality.to_dict()
@@ -57,3 +76,29 @@ def _cap_per_paragraph(questions, limit: int):
         if count[q.paragraph] <= limit:
             out.append(q)
     return out
+
+
+def build_facts_files(out, *, corpus: str = "facts", seed: int = 0, paragraphs: int = 180, splits: int = 6,
+                      max_per_paragraph: int = 5) -> tuple[Path, Path, dict]:
+    """Write `<out>/corpus.jsonl` (the main part of `corpus`, "facts" or "facts-longtail") and
+    `<out>/kr.jsonl` (its facts questions).
+
+    Same arguments, same bytes: the shipped `data/facts` and `data/facts-longtail` files are made by this
+    function with its defaults, and a test rebuilds them and compares.
+    """
+    import dataclasses
+
+    from fortifai_bench.corpora.facts import PRESETS, build_facts
+    from fortifai_bench.io import write_jsonl
+    from fortifai_bench.kr.schema import write_questions
+
+    if corpus not in PRESETS:
+        raise FortifaiError(f"build-facts: unknown corpus {corpus!r}; known: {', '.join(PRESETS)}")
+    corpus = build_facts(dataclasses.replace(PRESETS[corpus], seed=seed, paragraphs=paragraphs), part="main")
+    # Everything is generated before the first byte is written: a bad argument leaves no file.
+    questions, report = build_questions(corpus, "facts", splits, max_per_paragraph=max_per_paragraph, seed=seed)
+    out = Path(out)
+    corpus_path, kr_path = out / "corpus.jsonl", out / "kr.jsonl"
+    write_jsonl(corpus_path, ({"id": p.id, "text": p.text, "meta": p.meta} for p in corpus.paragraphs))
+    write_questions(kr_path, questions)
+    return corpus_path, kr_path, report
