@@ -17,7 +17,7 @@ import time
 import threadpoolctl
 import torch  # noqa: F401  (imported up front so that the VAE's first run does not pay for it)
 
-from fortifai_bench.toys import cli as toy_cli
+from fortifai_bench.cli import toy as toy_cli
 from fortifai_bench.toys import gaussian, gmm, vae
 
 # name: (module, config factory, CLI toy whose default methods are run)

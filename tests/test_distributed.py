@@ -187,7 +187,8 @@ def test_world_of_one_is_the_same_code():
 
 def test_nproc_forwards_the_same_command():
     from fortifai_bench.cli import build_parser
-    from fortifai_bench.collapse import cli, launch
+    from fortifai_bench.cli import collapse as cli
+    from fortifai_bench.collapse import launch
 
     argv = ["collapse", "--task", "collapse_facts", "--loss", "ce", "--loss", "tce:0.9", "--seeds", "0-2",
             "--set", "train.epochs=3", "--set", "regenerate.temperature=0.7", "--control", "--nproc", "4",

@@ -186,7 +186,7 @@ def test_decision_reads_well():
 def test_torchrun_entry_points_apply_the_same_policy(capsys, policy_state):
     """`python -m fortifai_bench.collapse` / `.train` (what torchrun starts) decide like `fortifai-bench`."""
     from fortifai_bench.collapse.__main__ import main as collapse_main
-    from fortifai_bench.train.cli import main as train_main
+    from fortifai_bench.cli.train import main as train_main
 
     assert collapse_main(["--threads", "3", "--plan"]) == 0
     assert torch.get_num_threads() == 3 and threads.current().source == "--threads"

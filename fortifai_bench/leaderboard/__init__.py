@@ -14,7 +14,8 @@ Publishing holds a lock on the board for its read-modify-write, so concurrent pu
 
 The modules: `board` (format, schema, loading, self-consistency, building an entry), `ranking` (the order
 and the tests shown), `publish` (adding runs to a board), `render` (terminal, Markdown, HTML), `suite`
-(several boards side by side, losses x regimes) and `cli` (the commands above, argument parsing only).
+(several boards side by side, losses x regimes); the commands above are `fortifai_bench.cli.leaderboard`
+(argument parsing only).
 """
 
 from fortifai_bench.leaderboard.board import (BOARD_FORMAT, build_entry, canonical, check_board_consistency,

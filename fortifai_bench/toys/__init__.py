@@ -2,7 +2,7 @@
 (Algorithm 2, Sec. 4.7, Fig. 8) and `vae` (a CPU-sized analogue of Sec. 4.8, Fig. 9). Each module has a
 config dataclass (defined in `configs`, which needs no numpy, and re-exported), `parse_method(spec)` and
 `run(config, method, seed, out_dir=...) -> results` (contract 5's `results.json`, `kind: "toy"`); `common`
-holds what they share, `cli` the `fortifai-bench toy ...` commands (their defaults are the configs').
+holds what they share, `fortifai_bench.cli.toy` the `fortifai-bench toy ...` commands (their defaults are the configs').
 
 Each toy's truncation parameter against the paper
 -------------------------------------------------

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from fortifai_bench import cli_args
+from fortifai_bench.cli import args as cli_args
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write, write_json
 from fortifai_bench.metrics import NEVER_LEARNED, failure, mean_ci, summarize_failures

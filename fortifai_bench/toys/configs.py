@@ -1,6 +1,6 @@
 """The toys' configs: the fields, defaults and checks of each toy, importable without numpy or scipy.
 
-`fortifai-bench --help` reads its defaults and choices from these dataclasses (toys/cli.py), so building the
+`fortifai-bench --help` reads its defaults and choices from these dataclasses (cli/toy.py), so building the
 parser imports none of the toys' numerics; each toy module (`gaussian`, `gmm`, `vae`) re-exports its config
 and derives what follows from it (the Gaussian's lambda: `gaussian.sampler_lambda`).
 """

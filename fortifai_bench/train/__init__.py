@@ -14,7 +14,7 @@ The layers, one module each:
     data.py     texts -> blocks: packing, one text per row, held-out texts
     loop.py     train(), evaluate(): the loop, DDP, token-weighted accumulation, best epoch
     save.py     the best checkpoint and train.json, atomically
-    cli.py      `fortifai-bench train` / `python -m fortifai_bench.train`
+    ../cli/train.py     `fortifai-bench train` / `python -m fortifai_bench.train`
     ../distributed.py   the process group and its collectives (shared with the collapse protocol)
 
 Names are loaded lazily, so `from fortifai_bench.train.config import TrainConfig` imports no torch.
@@ -28,7 +28,6 @@ _EXPORTS = {
     "split_texts": "data", "prepare": "data",
     "TrainResult": "loop", "train": "loop", "evaluate": "loop", "format_row": "loop",
     "save_run": "save",
-    "register": "cli", "main": "cli",
 }
 
 

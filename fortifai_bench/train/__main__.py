@@ -2,6 +2,6 @@
 
 import sys
 
-from fortifai_bench.train.cli import main
+from fortifai_bench.cli.train import main
 
 sys.exit(main())

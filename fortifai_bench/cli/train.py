@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fortifai_bench import configs, threads
 from fortifai_bench.cli import apply_threads
-from fortifai_bench.cli_args import add_quiet
+from fortifai_bench.cli.args import add_quiet
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.models import DTYPES
 from fortifai_bench.train.config import TrainConfig

@@ -7,7 +7,7 @@ import dataclasses
 import importlib
 from pathlib import Path
 
-from fortifai_bench import cli_args
+from fortifai_bench.cli import args as cli_args
 from fortifai_bench.toys import common
 from fortifai_bench.toys.configs import (CONFIDENCES, ESTIMATORS, SAMPLERS, SAMPLINGS, VARIANTS, GaussianConfig,
                                         GMMConfig, VAEConfig)

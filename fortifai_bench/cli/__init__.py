@@ -15,13 +15,13 @@ from fortifai_bench import __version__, threads
 from fortifai_bench.errors import FortifaiError
 
 COMMAND_MODULES = [
-    "fortifai_bench.train",             # train: one stage of training with any loss
-    "fortifai_bench.kr.cli",            # kr build | kr stats
-    "fortifai_bench.corpora.cli",       # corpus list | corpus show | corpus build-facts
-    "fortifai_bench.collapse.cli",      # collapse: Algorithm 1 end to end
-    "fortifai_bench.leaderboard.cli",   # publish | leaderboard show | render | suite
+    "fortifai_bench.cli.train",         # train: one stage of training with any loss
+    "fortifai_bench.cli.kr",            # kr build | kr stats
+    "fortifai_bench.cli.corpus",        # corpus list | corpus show | corpus build-facts
+    "fortifai_bench.cli.collapse",      # collapse: Algorithm 1 end to end
+    "fortifai_bench.cli.leaderboard",   # publish | leaderboard show | render | suite
     "fortifai_bench.compare",           # compare RUN_A RUN_B
-    "fortifai_bench.toys.cli",          # toy gaussian | gmm | vae
+    "fortifai_bench.cli.toy",           # toy gaussian | gmm | vae
 ]
 
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from fortifai_bench import threads
-from fortifai_bench.cli_args import add_quiet, add_seeds, parse_seeds
+from fortifai_bench.cli.args import add_quiet, add_seeds, parse_seeds
 from fortifai_bench.errors import FortifaiError
 
 DEFAULT_TASK = "collapse_facts"

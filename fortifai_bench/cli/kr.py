@@ -16,7 +16,7 @@ TOP = 5  # `kr stats` text lists this many sources; --json has them all
 def register(subparsers) -> None:
     """Every option's help names its default (explicitly: argparse's ArgumentDefaultsHelpFormatter would
     print "(default: None)" for required options and repeat the switch defaults)."""
-    from fortifai_bench.cli_args import add_quiet
+    from fortifai_bench.cli.args import add_quiet
     from fortifai_bench.kr.quality import MAX_DIFF_WORDS
 
     kr = subparsers.add_parser("kr", help="Knowledge-Retention question sets: build, stats")
