@@ -34,7 +34,7 @@ def main() -> None:
     import torch
 
     from fortifai_bench.corpora import get_corpus
-    from fortifai_bench.kr import scoring
+    from fortifai_bench.kr import scoring, tree
     from fortifai_bench.kr.lm_eval_tasks import wikitext_questions
     from fortifai_bench.models import build_tiny
 
@@ -46,14 +46,14 @@ def main() -> None:
     scoring.score(model, tokenizer, questions)  # warm-up
 
     chunks, cpu = [int(c) for c in args.chunks.split(",")], {}
-    default = scoring._CE_CHUNK
+    default = tree._CE_CHUNK
     for _ in range(args.reps):
         for c in chunks:
-            scoring._CE_CHUNK = c
+            tree._CE_CHUNK = c
             t0 = time.process_time()
             scoring.score(model, tokenizer, questions)
             cpu.setdefault(c, []).append(time.process_time() - t0)
-    scoring._CE_CHUNK = default
+    tree._CE_CHUNK = default
     print("score, CPU seconds per call by _CE_CHUNK:", {c: [round(x, 2) for x in v] for c, v in cpu.items()})
 
     logits, targets = torch.randn(4480, 4096), torch.randint(0, 4096, (4480,))

@@ -24,7 +24,6 @@ ALLOWED_CYCLES = {
     frozenset({"fortifai_bench.collapse.compute", "fortifai_bench.collapse.protocol"}),
 }
 ALLOWED_LONG = {  # module -> why it may exceed MAX_LINES for now (all: on a collapse run's path, issue 21)
-    "fortifai_bench/kr/scoring.py": "KR scoring, run after every stage",
     "fortifai_bench/collapse/run.py": "the runner (issue 21 item 2: a ~100-line loop over stage plans)",
     "fortifai_bench/metrics.py": "statistics every run's results.json is computed with",
 }

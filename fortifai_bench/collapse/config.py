@@ -28,6 +28,7 @@ import yaml
 
 from fortifai_bench.configs import build as _build
 from fortifai_bench.errors import FortifaiError, did_you_mean
+from fortifai_bench.kr.methods import METHODS as KR_METHODS  # the scorer's rules, checked without torch
 from fortifai_bench.models import ATTENTION, DTYPES, TinyConfig
 from fortifai_bench.train.config import TrainConfig
 
@@ -35,7 +36,6 @@ MODES = ("accumulate", "replace", "accumulate-subsample", "clean")
 BUDGETS = ("epochs", "steps")
 REGEN_MODES = ("sequential", "original")
 DECODINGS = ("sample", "greedy", "beam")
-KR_METHODS = ("sum", "mean_shorter")
 
 
 def _seed_not_set(train: TrainConfig, where: str, instead: str) -> None:
