@@ -18,14 +18,9 @@ MAX_LINES = 400
 # Allowed for now, each for one reason: issue 21 was split so that these modules, on the path of a collapse
 # run, are changed only when no experiment sweep is importing them; the rest of the package meets the rules.
 # Remove an entry with the change that fixes it (an entry that no longer applies fails the tests below).
-ALLOWED_CYCLES = {
-    # protocol.format_plan (--plan) calls compute.estimate, which calls protocol.load_data, pool, split_share:
-    # issue 21 item 1 (protocol.plan() computed once, consumed by the estimate) removes it.
-    frozenset({"fortifai_bench.collapse.compute", "fortifai_bench.collapse.protocol"}),
-}
+ALLOWED_CYCLES: set[frozenset[str]] = set()  # none left
 ALLOWED_LONG = {  # module -> why it may exceed MAX_LINES for now (all: on a collapse run's path, issue 21)
     "fortifai_bench/collapse/run.py": "the runner (issue 21 item 2: a ~100-line loop over stage plans)",
-    "fortifai_bench/metrics.py": "statistics every run's results.json is computed with",
 }
 
 

@@ -15,7 +15,8 @@ import torch
 
 from fortifai_bench.cli import main as cli_main
 from fortifai_bench.collapse.config import RegenerateSettings, load_task
-from fortifai_bench.collapse.protocol import format_plan, load_data, schedule, subsample
+from fortifai_bench.collapse.plan import plan, pool, subsample
+from fortifai_bench.collapse.protocol import format_plan, load_data
 from fortifai_bench.errors import FortifaiError
 from killing import kill_inside_stage_1
 from fortifai_bench.metrics import confidence_summary, distinct_n, ngram_kl
@@ -108,16 +109,22 @@ def test_fewer_paragraphs_than_stages():
 # ---------------------------------------------------------------------------------------------- schedule
 
 def test_schedule_modes():
-    acc = schedule(4, "accumulate")
-    assert acc[3]["train"] == [(0, 3), (1, 2), (2, 1), (3, 0)]
-    assert [row["regenerate"] for row in acc] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]]
-    assert [row["train"] for row in schedule(3, "replace")] == [[(0, 0)], [(0, 1)], [(0, 2)]]
-    assert schedule(3, "accumulate-subsample")[2]["train"] == acc[2]["train"]
+    assert pool(3, "accumulate") == [(0, 3), (1, 2), (2, 1), (3, 0)]
+    assert [pool(i, "replace") for i in range(3)] == [[(0, 0)], [(0, 1)], [(0, 2)]]
+    assert pool(2, "accumulate-subsample") == pool(2, "accumulate")
+    acc = plan(load_task("collapse_facts", ["stages=4"]), [30] * 4)
+    assert acc[3].pool == ((0, 3), (1, 2), (2, 1), (3, 0)) and acc[3].seen == (0, 1, 2, 3)
+    assert [p.regenerate for p in acc] == [(0,), (0, 1), (0, 1, 2), (0, 1, 2, 3)]
+    assert [p.epochs for p in acc] == [30, 15, 10, 8] and acc[2].paragraphs == (tuple(range(30)),) * 3
+    rep = plan(load_task("collapse_facts", ["stages=3", "mode=replace"]), [30] * 3)
+    assert [p.seen for p in rep] == [(0,), (0,), (0,)] and [p.real_share for p in rep] == [1.0, 0.0, 0.0]
+    sub = plan(load_task("collapse_facts", ["stages=3", "mode=accumulate-subsample"]), [30, 20, 10])
+    assert [p.size for p in sub] == [30, 30, 30] and [p.epochs for p in sub] == [30, 30, 30]
     picked = subsample({0: 30, 1: 30, 2: 30}, 30, seed=1)
     assert sum(map(len, picked.values())) == 30 and all(len(set(v)) == len(v) for v in picked.values())
     assert picked == subsample({0: 30, 1: 30, 2: 30}, 30, seed=1) != subsample({0: 30, 1: 30, 2: 30}, 30, seed=2)
-    plan = format_plan(load_task("collapse_facts", ["mode=accumulate-subsample", "subsample=12"]))
-    assert "subsample 12 paragraphs" in plan
+    text = format_plan(load_task("collapse_facts", ["mode=accumulate-subsample", "subsample=12"]))
+    assert "subsample 12 paragraphs" in text
 
 
 def test_data_maps_questions_onto_splits():

@@ -173,15 +173,18 @@ def test_compute_estimate_counts_what_the_protocol_does():
     data = SimpleNamespace(splits=[[para(10), para(6)], [para(200), para(4)]], heldout=["w w w"],
                            questions=[SimpleNamespace(context="w w", true="w", false="w w")])
     count = lambda text: len(text.split())  # noqa: E731
-    s0 = compute._stage(task, data, count, 0)
+    from fortifai_bench.collapse.plan import plan
+
+    stages = plan(task, [2, 2])
+    s0 = compute._stage(task, data, count, stages[0])
     assert s0.trained == 3 * (10 + 6)                            # packing false: min(n, 128) each
     assert s0.generated == (10 - 3) + (6 - 3)                    # BOS + 2 prompt tokens kept
     assert s0.context == (3 + 4) + 3                             # original mode: each block re-reads min(s, 4)
     assert s0.scored == (10 + 6) + 2 * (2 + 1 + 2) + 3           # own rewrite, KR twice (base's), held-out
-    s1 = compute._stage(task, data, count, 1)
+    s1 = compute._stage(task, data, count, stages[1])
     assert s1.trained == 3 * (10 + 6 + 128 + 4)
     steps = dataclasses.replace(task, budget="steps")                # 2 of 4 paragraphs are one split: 3 x 1/2
-    assert compute._stage(steps, data, count, 1).trained == round(3 / 2) * (10 + 6 + 128 + 4)
+    assert compute._stage(steps, data, count, plan(steps, [2, 2])[1]).trained == round(3 / 2) * (10 + 6 + 128 + 4)
     assert s1.scored == (16 + 204) + 2 * 16 + (2 + 1 + 2) + 3    # + corruption before/after on D_0^(1)
     assert s1.flops(1e6) == 6e6 * s1.trained + 2e6 * (s1.generated + s1.context + s1.scored)
     est = compute.Estimate([s0, s1], 1e6, "test", "words")

@@ -13,7 +13,7 @@ _EXPORTS = {
     "load_task": "fortifai_bench.collapse.config",
     "task_from_dict": "fortifai_bench.collapse.config",
     "regenerate": "fortifai_bench.collapse.regenerate",
-    "schedule": "fortifai_bench.collapse.protocol",
+    "StagePlan": "fortifai_bench.collapse.plan",
     "run_collapse": "fortifai_bench.collapse.run",
     "run_experiment": "fortifai_bench.collapse.experiment",
     "base_model": "fortifai_bench.collapse.base",

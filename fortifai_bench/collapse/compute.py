@@ -21,11 +21,11 @@ Where the figures come from, in this order, and stated in the output:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass, field
 
 from fortifai_bench.collapse.config import CollapseTask
+from fortifai_bench.collapse.plan import StagePlan
 from fortifai_bench.errors import FortifaiError
 
 # Achieved (not peak) TFLOP/s per device. 100 is about a third of an A100's dense bf16 peak of 312
@@ -61,39 +61,28 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
 
 
-def estimate(task: CollapseTask, params: float | None = None) -> Estimate:
-    """Token counts per stage and the parameter count (see module doc). Reads the corpus and KR set."""
-    from fortifai_bench.collapse.protocol import load_data
-
-    notes = []
-    try:
-        data = load_data(task)
-    except FortifaiError as exc:
-        if task.eval.kr is None:
-            raise
-        data = load_data(dataclasses.replace(task, eval=dataclasses.replace(task.eval, kr=None)))
-        notes.append(f"KR scoring not counted: {exc}")
+def estimate(task: CollapseTask, stages: list[StagePlan], data, params: float | None = None,
+             notes: list[str] | None = None) -> Estimate:
+    """Token counts per stage of the plan `stages`, on the task's `data` (`protocol.load_data`), and the
+    parameter count (see module doc). `notes`: what the estimate leaves out (a KR set that cannot be read)."""
     counter, tokens_source = _counter(task)
     count = functools.lru_cache(maxsize=None)(counter)  # every paragraph and question is counted once
     params, params_source = _parameters(task, params)
-    return Estimate([_stage(task, data, count, i) for i in range(task.stages)], params, params_source,
-                    tokens_source, notes)
+    return Estimate([_stage(task, data, count, stage) for stage in stages], params, params_source, tokens_source,
+                    list(notes or []))
 
 
-def _stage(task: CollapseTask, data, count, i: int) -> StageCost:
-    from fortifai_bench.collapse.protocol import pool, split_share
-
+def _stage(task: CollapseTask, data, count, stage: StagePlan) -> StageCost:
     t, r = task.train, task.regenerate
-    cost = StageCost(i)
-    train_on = pool(i, task.mode)
-    lengths = [count(p.text) for k, _ in train_on for p in data.splits[k]]
+    cost = StageCost(stage.stage)
+    train_on = stage.pool
+    lengths = [count(q.text) for k, _ in train_on for q in data.splits[k]]
     if t.packing is False:
         lengths = [min(n, t.block_size) for n in lengths]
     pool_tokens = sum(lengths)
-    if task.mode == "accumulate-subsample":  # a seeded sample of `size` paragraphs: their mean length
-        size = task.subsample or len(data.splits[0])
-        pool_tokens = round(pool_tokens * min(size, len(lengths)) / max(1, len(lengths)))
-    epochs = task.stage_train(0, share=split_share(task, i, [len(split) for split in data.splits])).epochs
+    if task.mode == "accumulate-subsample":  # the plan's seeded sample of paragraphs: their mean length
+        pool_tokens = round(pool_tokens * stage.size / max(1, len(lengths)))
+    epochs = stage.epochs
     cost.trained = round(epochs * (1 - t.val_fraction) * pool_tokens)
     cost.scored += round(epochs * t.val_fraction * pool_tokens)             # validation after every epoch
     beams = r.num_beams if r.decoding == "beam" else 1
@@ -110,7 +99,7 @@ def _stage(task: CollapseTask, data, count, i: int) -> StageCost:
         cost.scored += 2 * sum(count(p.text) for k, g in train_on if g > 0 for p in data.splits[k])  # corruption
     kr = sum(count(q.context) + count(q.true) + count(q.false) for q in data.questions)
     cost.scored += kr + sum(count(h) for h in data.heldout)
-    if i == 0:
+    if stage.stage == 0:
         cost.scored += kr                                                   # the base model's KR (chance.json)
     return cost
 

@@ -120,7 +120,7 @@ def kr_scores(state, model, tokenizer) -> dict:
 
 def _kr(state, model, tokenizer, i: int | None) -> dict:
     from fortifai_bench.kr.scoring import score
-    from fortifai_bench.collapse.protocol import pool
+    from fortifai_bench.collapse.plan import pool
 
     questions = state.data.questions
     if not questions:

@@ -35,8 +35,8 @@ from typing import Any
 import yaml
 
 from fortifai_bench.collapse.config import CollapseTask, describe_differences, task_from_dict
-from fortifai_bench.collapse.protocol import (Data, load_data, pool, real_share, split_share, stage_seed,
-                                              subsample)
+from fortifai_bench.collapse.plan import pool, real_share, split_share, stage_seed, subsample
+from fortifai_bench.collapse.protocol import Data, load_data
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write, read_json, read_jsonl, write_json, write_jsonl
 from fortifai_bench.results import provenance

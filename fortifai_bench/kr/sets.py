@@ -214,9 +214,16 @@ def _shipped_file(corpus: str, part: str, generator: str) -> Path | None:
 def _from_shipped(path: Path, bounds) -> list:
     from fortifai_bench.kr.schema import read_questions
 
+    return on_splits(read_questions(path), bounds)
+
+
+def on_splits(questions, bounds) -> list:
+    """The questions about a paragraph of the cut, each with `.split` set to the split that holds it (by
+    paragraph index; `bounds` are [start, end) per split); the others are dropped. The one question->split
+    mapping: shipped sets here, and the collapse protocol's own question files (`eval.kr: PATH`)."""
     split_of = {p: k for k, (a, b) in enumerate(bounds) for p in range(a, b)}
     kept = []
-    for q in read_questions(path):
+    for q in questions:
         if q.paragraph in split_of:
             q.split = split_of[q.paragraph]
             kept.append(q)
