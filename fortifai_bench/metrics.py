@@ -1,21 +1,33 @@
 """Statistics shared by KR scoring, the collapse protocol, the toys and the leaderboard.
 
-Confidence intervals are percentile bootstraps with a fixed seed, so a result file is reproducible. Tests
-over seeds are exact permutation tests (every split of the seeds into two groups), so a p-value is a
-count of splits, never an approximation, and the smallest p a number of seeds can give is known.
+Confidence intervals are percentile bootstraps with a fixed seed, so a result file is reproducible. Time to
+failure has one definition here (`failure`), with its censoring; `compare_failures` tests two losses' times
+over seeds with the exact permutation test of `fortifai_bench.stats`, whose names are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 
+from fortifai_bench.stats import (  # noqa: F401  (re-exported: imported from metrics across the package)
+    ALPHA,
+    MAX_EXACT_SPLITS,
+    detectable_difference,
+    detectable_effect,
+    format_p,
+    holm,
+    mcnemar,
+    n_splits,
+    permutation_p,
+    ratio_ci,
+    smallest_p,
+)
+
 DEFAULT_THRESHOLD = 0.75  # half of the gain above chance (0.5) on a two-choice test
-ALPHA = 0.05  # the level of every verdict over seeds: board ties, better / worse than CE
 
 
 def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 2000, seed: int = 0,
@@ -210,62 +222,6 @@ def _failure_text(s: dict) -> str:
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Tests over seeds. The unit is a seed; the value is its restricted time min(time to failure, horizon).
-# The test is an exact two-sided permutation test on the difference of means: under "the loss makes no
-# difference" every split of the n_a + n_b seeds into groups of n_a and n_b is as likely as the observed one,
-# so p counts splits (scipy.stats.permutation_test enumerates them). With no ties the smallest p is
-# 2 / C(n_a + n_b, n_a): 0.1 for 3 vs 3 seeds (so 3 seeds can never reach 0.05), 2/252 = 0.0079 for 5 vs 5.
-
-MAX_EXACT_SPLITS = 1_000_000  # beyond this (11 vs 11 seeds and up) scipy samples 99,999 splits instead
-
-
-def n_splits(n_a: int, n_b: int) -> int:
-    return math.comb(n_a + n_b, n_a)
-
-
-def smallest_p(n_a: int, n_b: int) -> float:
-    """The smallest two-sided p an exact permutation test of n_a vs n_b seeds can give (no ties)."""
-    return min(1.0, 2 / n_splits(n_a, n_b))
-
-
-def _mean_diff(a, b, axis=-1):
-    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
-
-
-def permutation_p(a, b) -> float | np.ndarray:
-    """Two-sided p of mean(a) - mean(b) over all splits of the pooled values. `a` [.., n_a] and `b`
-    [.., n_b] may carry leading dimensions (many data sets tested at once, e.g. a power simulation)."""
-    from scipy import stats
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    exact = n_splits(a.shape[-1], b.shape[-1]) <= MAX_EXACT_SPLITS
-    res = stats.permutation_test((a, b), _mean_diff, permutation_type="independent", vectorized=True, axis=-1,
-                                 n_resamples=np.inf if exact else 99_999, random_state=0)
-    return float(res.pvalue) if np.ndim(res.pvalue) == 0 else np.asarray(res.pvalue)
-
-
-def _mean_ratio(a, b, axis=-1):
-    return np.mean(a, axis=axis) / np.mean(b, axis=axis)
-
-
-def ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot: int = 9999,
-             seed: int = 0) -> list:
-    """Percentile bootstrap interval of mean(a) / mean(b), resampling each side's seeds
-    (scipy.stats.bootstrap, fixed seed). Two constant sides give the point; fewer than 2 seeds a side, None."""
-    from scipy import stats
-
-    if len(a) < 2 or len(b) < 2 or np.mean(b) == 0:
-        return [None, None]
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
-        r = float(np.mean(a) / np.mean(b))
-        return [r, r]
-    res = stats.bootstrap((np.asarray(a, float), np.asarray(b, float)), _mean_ratio, vectorized=True,
-                          method="percentile", n_resamples=n_boot, confidence_level=level,
-                          random_state=np.random.default_rng(seed))
-    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
-
-
 def compare_failures(a: Sequence[Failure], b: Sequence[Failure], level: float = 0.95) -> dict:
     """Does A fail later than B? Seeds are the unit: the exact permutation test (`permutation_p`) on the
     restricted times of the learned seeds. `ratio` = restricted mean of A / that of B, with a bootstrap
@@ -286,77 +242,12 @@ def compare_failures(a: Sequence[Failure], b: Sequence[Failure], level: float = 
     return out
 
 
-def format_p(p: float | None, splits: int | None = None) -> str:
-    """'p = 0.0079'; a p of 0 (impossible for an exact test, which counts the observed split) is shown as
-    the resolution 'p < 1/N' rather than as 0."""
-    if p is None:
-        return "p = -"
-    if p <= 0:
-        return f"p < 1/{splits}" if splits else "p < 1e-16"
-    return f"p = {p:.2g}"
-
-
-def holm(pvalues: Sequence[float | None]) -> list[float | None]:
-    """Holm's step-down adjustment of a family of p-values (None: no test, left out of the family). An
-    adjusted p < alpha rejects with family-wise error <= alpha, whatever the dependence between tests."""
-    tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
-    out: list[float | None] = [None] * len(pvalues)
-    running = 0.0
-    for rank, (p, i) in enumerate(tested):
-        running = max(running, min(1.0, (len(tested) - rank) * p))
-        out[i] = running
-    return out
-
-
-def detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float = 0.8, n_sims: int = 2000,
-                          seed: int = 0) -> float:
-    """The difference in mean time to failure that n vs n seeds detect with the given `power` in the exact
-    two-sided permutation test at `alpha`, when seeds' times are normal with standard deviation `sd`.
-    Simulated (fixed seed, `n_sims` data sets, the same draws for every difference tried). The test only
-    sees the values up to shift and scale, so the answer is `sd` times a number that depends on n alone.
-    math.inf when n seeds cannot reach `alpha` at all (`smallest_p(n, n)` >= alpha, e.g. n = 3)."""
-    return float(sd * detectable_effect(n, alpha, power, n_sims, seed))
-
-
-@lru_cache(maxsize=64)
-def detectable_effect(n: int, alpha: float = ALPHA, power: float = 0.8, n_sims: int = 2000, seed: int = 0) -> float:
-    """`detectable_difference` in units of the seed standard deviation."""
-    if smallest_p(n, n) >= alpha:
-        return math.inf
-    z = np.random.default_rng(seed).standard_normal((2, n_sims, n))
-
-    def power_at(effect: float) -> float:
-        return float(np.mean(permutation_p(z[0] + effect, z[1]) < alpha))
-
-    lo, hi = 0.0, 1.0
-    while power_at(hi) < power:
-        lo, hi = hi, 2 * hi
-    for _ in range(8):  # bisection to 1/256 of the bracket, finer than the simulation's own noise
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if power_at(mid) < power else (lo, mid)
-    return hi
-
-
 def area_under_curve(scores: Sequence[float]) -> float:
     """Trapezoidal area under a per-stage curve, divided by the number of intervals (so in [0, 1] for accuracies)."""
     y = np.asarray(scores, dtype=float)
     if y.size < 2:
         return float(y[0]) if y.size else float("nan")
     return float(((y[1:] + y[:-1]) / 2).mean())
-
-
-def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict:
-    """Exact McNemar test on paired 0/1 outcomes (the same questions answered by two models)."""
-    from scipy.stats import binomtest
-
-    a = np.asarray(correct_a, dtype=bool)
-    b = np.asarray(correct_b, dtype=bool)
-    if a.shape != b.shape:
-        raise ValueError(f"paired outcomes differ in length: {a.size} vs {b.size}")
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    n = only_a + only_b
-    p = 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
-    return {"only_a": only_a, "only_b": only_b, "n": int(a.size), "p_value": p}
 
 
 # ----------------------------------------------------------------------------------------------------------
