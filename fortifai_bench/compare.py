@@ -153,9 +153,15 @@ def mcnemar_final(runs_a: list[dict], runs_b: list[dict]) -> dict:
     if pairs is None:
         raise FortifaiError(f"cannot pair {len(runs_a)} runs with {len(runs_b)} for McNemar: give the same number "
                             f"of runs (seeds) per side")
+    labels, what, keep = question_clusters(runs_a[0])
+    if labels is None:  # a tagged headline whose questions cannot be told apart here
+        return {"stage": len(runs_a[0]["stages"]) - 1, "pairs": [], "note": what}
     per_pair = []
     for a, b in pairs:
-        res = mcnemar(_bits(a)[-1].astype(bool), _bits(b)[-1].astype(bool))
+        final_a, final_b = (_bits(r)[-1].astype(bool) for r in (a, b))
+        if keep is not None:  # the headline reads the questions of one tag (eval.score_tag)
+            final_a, final_b = final_a[keep], final_b[keep]
+        res = mcnemar(final_a, final_b)
         per_pair.append({"seed_a": a["seed"], "seed_b": b["seed"], **res})
     return {"stage": len(runs_a[0]["stages"]) - 1, "pairs": per_pair}
 
@@ -179,7 +185,9 @@ def ttf_difference(runs_a: list[dict], runs_b: list[dict], *, n_boot: int = 2000
 def _question_bootstrap(runs_a, runs_b, n_boot, seed, level) -> dict:
     _check_items(runs_a + runs_b)
     thr = runs_a[0]["failure_threshold"]
-    labels, clusters = question_clusters(runs_a[0])
+    labels, clusters, keep = question_clusters(runs_a[0])
+    if labels is None:
+        return {"ci": [None, None], "level": level, "n_boot": 0, "clusters": clusters, "note": clusters}
     # One draw of facts for every run (paired): per resample, how often each fact is drawn; a stage's score
     # is then (drawn facts' right answers) / (drawn facts' questions).
     weights = resample_weights(len(set(labels)), n_boot, np.random.default_rng(seed))
@@ -189,7 +197,8 @@ def _question_bootstrap(runs_a, runs_b, n_boot, seed, level) -> dict:
         the seed-level test leaves out a seed that never learned; NaN where none did."""
         ttf = []
         for r in runs:
-            right, size = cluster_totals(_bits(r), labels)
+            bits = _bits(r) if keep is None else _bits(r)[:, keep]
+            right, size = cluster_totals(bits, labels)
             ttf.append(restricted_times((weights @ right.T) / (weights @ size)[:, None], thr))
         ttf = np.array(ttf)
         learned = (~np.isnan(ttf)).sum(axis=0)
@@ -215,23 +224,47 @@ def fact_key(question) -> str:
     return f"paragraph {question.paragraph}"
 
 
-def question_clusters(run: dict) -> tuple[list[str], str]:
-    """One label per split-0 question of `run` (its fact, `fact_key`) and a line saying what is resampled.
-    The labels come from the run's KR file, checked against the run's item id hash; where the file is not
-    here or its split-0 questions are not the ones scored, each question is its own cluster, and the line
-    says so."""
+def question_clusters(run: dict) -> tuple[list[str], str, np.ndarray | None]:
+    """One label per scored split-0 question of `run` (its fact, `fact_key`), a line saying what is resampled,
+    and which of the run's split-0 bits are scored (None: all). With `eval.score_tag` the headline score reads
+    only the questions of that tag, so only they are resampled. The labels come from the run's KR file,
+    checked against the run's item id hash; where the file is not here or its split-0 questions are not the
+    ones scored, each question is its own cluster and the line says so; a tagged headline then cannot be
+    resampled at all (labels None: which bits are the tag's is unknown)."""
     n = len(run["items"]["split0_correct"][0])
+    tag = (run.get("config", {}).get("eval") or {}).get("score_tag")
     path, why = _kr_file(run)
     if path is not None:
         from fortifai_bench.kr import read_questions
 
         split0 = [q for q in read_questions(path, check=False) if q.split == 0]
-        ids = hashlib.sha256("\n".join(q.id for q in split0).encode()).hexdigest()
-        if ids == run["items"]["split0_ids_sha256"] and len(split0) == n:
-            labels = [fact_key(q) for q in split0]
-            return labels, f"{len(set(labels))} facts of split 0 ({n} questions) resampled"
+        if _ids_sha256(split0) != run["items"]["split0_ids_sha256"]:
+            split0 = _selected_split0(run) or split0  # a task cut finer than the file scores a subset of it
+        if _ids_sha256(split0) == run["items"]["split0_ids_sha256"] and len(split0) == n:
+            keep = None if tag is None else np.array([q.tag == tag for q in split0])
+            labels = [fact_key(q) for q in split0 if tag is None or q.tag == tag]
+            what = "" if tag is None else f" tagged {tag!r}"
+            return labels, f"{len(set(labels))} facts of split 0 ({len(labels)} questions{what}) resampled", keep
         why = f"the split-0 questions of {path} are not the ones the run scored"
-    return [str(i) for i in range(n)], f"{n} questions resampled one by one ({why}, so which share a fact is unknown)"
+    if tag is not None:
+        return None, f"not resampled: the headline reads the {tag!r} questions and {why}", None
+    return [str(i) for i in range(n)], f"{n} questions resampled one by one ({why}, so which share a fact is unknown)", None
+
+
+def _ids_sha256(questions) -> str:
+    return hashlib.sha256("\n".join(q.id for q in questions).encode()).hexdigest()
+
+
+def _selected_split0(run: dict) -> list:
+    """The split-0 questions the run's own config selects (its paragraphs per split may differ from those
+    the KR file was cut for), or [] where that config cannot be loaded here."""
+    from fortifai_bench.collapse.config import task_from_dict
+    from fortifai_bench.collapse.protocol import load_data
+
+    try:
+        return [q for q in load_data(task_from_dict(run["config"])).questions if q.split == 0]
+    except (FortifaiError, OSError, KeyError):
+        return []
 
 
 def _kr_file(run: dict) -> tuple[Path | None, str]:
@@ -289,6 +322,8 @@ def format_report(res: dict) -> str:
     if m is None:
         lines.append("McNemar: not available (a side keeps no per-question results: a board entry, or a run "
                      "without items)")
+    elif m.get("note"):
+        lines.append(f"McNemar: not available ({m['note']})")
     else:
         lines.append(f"McNemar (exact) on the final stage ({m['stage']}) {res['score_name']} items, per seed pair:")
         for p in m["pairs"]:

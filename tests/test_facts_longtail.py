@@ -132,6 +132,28 @@ def test_micro_longtail_run_reports_kr_per_tag(tmp_path, capsys):
     assert set(results["chance"]["base_model"]["kr_split0_by_tag"]) == {"mode", "tail"}
 
 
+def test_compare_resamples_and_pairs_only_the_headline_tag(tmp_path):
+    """With `eval.score_tag: tail` the headline is the tail questions' KR, so compare's fact bootstrap and
+    McNemar read those questions' bits, not every split-0 question's."""
+    from fortifai_bench.collapse.config import load_task
+    from fortifai_bench.collapse.protocol import load_data
+    from fortifai_bench.compare import compare_runs, format_report, question_clusters
+    from fortifai_bench.results import load_results
+
+    args = [x for item in MICRO for x in ("--set", item)]
+    assert cli_main(["collapse", "--task", "collapse_facts_longtail", "--loss", "ce", "--seeds", "0", "--control",
+                     "--threads", "1", "--out", str(tmp_path), "--quiet", *args]) == 0
+    ce, control = sorted((p for p in tmp_path.iterdir() if p.is_dir()), key=lambda p: "control" in p.name)
+    tags = [q.tag for q in load_data(load_task("collapse_facts_longtail", MICRO)).questions if q.split == 0]
+    res = compare_runs([str(ce)], [str(control)])
+    [pair] = res["mcnemar"]["pairs"]
+    assert pair["n"] == tags.count("tail") < len(tags)
+    labels, what, keep = question_clusters(load_results(ce))
+    assert len(labels) == keep.sum() == tags.count("tail") and f"questions tagged 'tail') resampled" in what
+    assert [t for t, k in zip(tags, keep) if k] == ["tail"] * len(labels)
+    assert "kr_split0_tail items" in format_report(res)
+
+
 def test_an_untagged_set_adds_no_field_and_no_column():
     from fortifai_bench.collapse.evaluate import _by_tag
     from fortifai_bench.collapse.run import _tag_columns
