@@ -104,7 +104,6 @@ class FunctionLoss(Loss):
         return LossOutput(loss, _stats(logp, valid, valid))
 
 
-
 def _describe_value(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"a tensor of shape {tuple(value.shape)}"

@@ -97,4 +97,3 @@ def token_logprobs(
     safe = torch.where(valid, targets, torch.zeros_like(targets))
     logp = target_logprobs(logits.reshape(-1, logits.shape[-1]), safe, chunk)
     return torch.where(valid, logp, torch.zeros_like(logp)), valid
-
