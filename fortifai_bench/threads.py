@@ -207,13 +207,18 @@ def set_threads(n: int) -> None:
         os.environ[MARKER] = str(n)
 
 
+def check(explicit: int | None) -> None:
+    """Refuse a `--threads` count below one (None: not given)."""
+    if explicit is not None and explicit < 1:
+        raise FortifaiError(f"--threads must be >= 1, got {explicit}")
+
+
 def apply_default(explicit: int | None = None) -> Decision:
     """Decide and set the thread count once, at start-up: `explicit` (--threads), else the user's
     OMP_NUM_THREADS, else the policy. Returns the decision (also kept in `current()`)."""
     cores = usable_cores()
+    check(explicit)
     if explicit is not None:
-        if explicit < 1:
-            raise FortifaiError(f"--threads must be >= 1, got {explicit}")
         decision = Decision(explicit, cores, math.nan, "--threads")
         set_threads(explicit)
     elif (env := explicit_env()) is not None:

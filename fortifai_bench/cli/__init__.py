@@ -56,12 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def apply_threads(args: argparse.Namespace) -> None:
-    """The thread policy (fortifai_bench.threads), once per command, before any torch work; also what the
-    torchrun entry points (`python -m fortifai_bench.collapse` / `.train`) apply."""
+    """The thread count, once per command, before any torch work (the one place a command's threads are
+    set); also what the torchrun entry points (`python -m fortifai_bench.collapse` / `.train`) apply.
+
+    The command's own --threads, else the global one, else the user's OMP_NUM_THREADS, else the command's
+    `default_threads` (collapse: 1, see cli/collapse.py), else the load-based policy (fortifai_bench.threads)."""
+    explicit = getattr(args, "threads", None)
+    if explicit is None:
+        explicit = getattr(args, "global_threads", None)
+    threads.check(explicit)  # here too with --nproc: refused before N processes start
     if (getattr(args, "nproc", None) or 1) > 1:
         return  # torchrun starts the processes and gives each OMP_NUM_THREADS=1 unless the user set it
-    explicit = getattr(args, "threads", None)
-    threads.apply_default(explicit if explicit is not None else getattr(args, "global_threads", None))
+    if explicit is None and threads.explicit_env() is None:
+        explicit = getattr(args, "default_threads", None)
+    threads.apply_default(explicit)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from fortifai_bench import threads
 from fortifai_bench.cli.args import add_quiet, add_seeds, parse_seeds
 from fortifai_bench.errors import FortifaiError
 
@@ -88,7 +87,12 @@ def register(subparsers) -> None:
                         "exactly the numbers of one run after another, as fast on an idle CPU and faster beside "
                         "other work (default: 1; the embedded default runs its six runs side by side)")
     add_quiet(p)
-    p.set_defaults(func=main)
+    # A scored run uses one torch thread unless told otherwise (--threads N, the global --threads, the user's
+    # OMP_NUM_THREADS), not the load-based policy other commands use: the thread count changes float
+    # rounding and so the numbers, and a result must be a function of (code, config, seed) whatever else
+    # runs on the machine (issue 20). Parallelism comes from runs side by side (--jobs) or processes
+    # (--nproc). Fixed, like --threads 1, so the policy never raises it during the run (cli.apply_threads).
+    p.set_defaults(func=main, default_threads=1)
     global _PARSER
     _PARSER = p
 
@@ -132,14 +136,6 @@ def main(args: argparse.Namespace) -> int:
     from fortifai_bench.losses import load_loss, parse_loss_args
 
     command = "fortifai-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if args.threads is not None:
-        if args.threads < 1:
-            raise FortifaiError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
-    else:
-        _one_thread_by_default(args)
     loss_args = parse_loss_args(args.loss_args)
     if args.smoke:
         if args.task not in (None, SMOKE_TASK) or args.resume:  # (torchrun's processes get both flags back)
@@ -186,16 +182,6 @@ def main(args: argparse.Namespace) -> int:
     if is_main():
         print(exp.table())
     return 0
-
-
-def _one_thread_by_default(args) -> None:
-    """A scored run uses one torch thread unless told otherwise (--threads N, the global --threads, the user's
-    OMP_NUM_THREADS), not the load-based policy other commands use: the thread count changes float
-    rounding and so the numbers, and a result must be a function of (code, config, seed) whatever else
-    runs on the machine (issue 20). Parallelism comes from runs side by side (--jobs) or processes
-    (--nproc). Fixed, like --threads 1, so the policy never raises it during the run."""
-    if getattr(args, "global_threads", None) is None and threads.explicit_env() is None:
-        threads.apply_default(1)
 
 
 def _jobs(args, runs: int) -> int:

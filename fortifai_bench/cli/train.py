@@ -57,16 +57,11 @@ def _texts(args: argparse.Namespace) -> list[str]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    import torch
-
+    """One stage of training; the thread count is already set (`cli.apply_threads`, before every command)."""
     from fortifai_bench.losses import load_loss, parse_loss_args
     from fortifai_bench.train.loop import check_out_dir, format_row, train
 
     config = configs.from_flags(args, TrainConfig)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise FortifaiError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     loss = load_loss(args.loss, **parse_loss_args(args.loss_args))
     check_out_dir(args.out)  # before the (possibly slow) model load
     texts = _texts(args)
