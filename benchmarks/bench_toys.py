@@ -43,7 +43,7 @@ def main() -> None:
     for name in args.toys.split(","):
         module, make_config, cli_name = MODULES[name]
         config = make_config()
-        for method in toy_cli.TOYS[cli_name][2].split(","):  # the CLI's default methods
+        for method in toy_cli.COMMANDS[cli_name].methods.split(","):  # the CLI's default methods
             r, wall, cpu = timed(lambda: module.run(config, method, 0, progress=False))
             ttf = "never" if r["time_to_failure"] is None else f"{r['time_to_failure']:.1f}"
             print(f"| {name} | {r['loss']['spec']} | {config.generations} | {wall:.1f} | {cpu:.1f} | {ttf} |")

@@ -1,29 +1,38 @@
-"""`fortifai-bench toy gaussian|gmm|vae`: thin layers over the toy modules (imported only when run)."""
+"""`fortifai-bench toy gaussian|gmm|vae`: thin layers over the toy modules (`toys.TOYS`, imported only when run)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from fortifai_bench.cli import args as cli_args
-from fortifai_bench.toys import common
+from fortifai_bench.toys import TOYS, common
 from fortifai_bench.toys.configs import (CONFIDENCES, ESTIMATORS, SAMPLERS, SAMPLINGS, VARIANTS, GaussianConfig,
                                         GMMConfig, VAEConfig)
 
-TOYS = {
-    # name: (module, config class, default methods, help, what the methods mean)
-    "gaussian": ("fortifai_bench.toys.gaussian", GaussianConfig, "mle,tce:0.85,tce:0.8",
-                 "1-D Gaussian self-consuming loop (Sec. 2.3, Fig. 2; Appendix C, Fig. C4)",
-                 "tce:G drops the samples TCE with threshold G masks (see --confidence); truncated:A fits only "
-                 "the tails |x - mean| >= A sd; truncated:auto picks the A with lambda*eta(A) = 1"),
-    "gmm": ("fortifai_bench.toys.gmm", GMMConfig, "mle,truncated:80,truncated:90",
-            "Gaussian mixture, Algorithm 2 (Sec. 4.7, Fig. 8)",
-            "truncated:P keeps the samples at or below the P-th percentile of log-likelihood (Algorithm 2)"),
-    "vae": ("fortifai_bench.toys.vae", VAEConfig, "mle,truncated:0.9",
-            "conditional VAE on scikit-learn's 8x8 digits (a CPU-sized analogue of Sec. 4.8, Fig. 9)",
-            "mle is the ELBO; truncated:G masks reconstruction terms whose likelihood exceeds G"),
+
+@dataclass(frozen=True)
+class ToyCommand:
+    """What `toy NAME --help` says of a toy: its config (the defaults), default methods and help texts."""
+
+    config: type
+    methods: str
+    help: str
+    methods_help: str
+
+
+COMMANDS = {
+    "gaussian": ToyCommand(GaussianConfig, "mle,tce:0.85,tce:0.8",
+                           "1-D Gaussian self-consuming loop (Sec. 2.3, Fig. 2; Appendix C, Fig. C4)",
+                           "tce:G drops the samples TCE with threshold G masks (see --confidence); truncated:A fits "
+                           "only the tails |x - mean| >= A sd; truncated:auto picks the A with lambda*eta(A) = 1"),
+    "gmm": ToyCommand(GMMConfig, "mle,truncated:80,truncated:90", "Gaussian mixture, Algorithm 2 (Sec. 4.7, Fig. 8)",
+                      "truncated:P keeps the samples at or below the P-th percentile of log-likelihood (Algorithm 2)"),
+    "vae": ToyCommand(VAEConfig, "mle,truncated:0.9",
+                      "conditional VAE on scikit-learn's 8x8 digits (a CPU-sized analogue of Sec. 4.8, Fig. 9)",
+                      "mle is the ELBO; truncated:G masks reconstruction terms whose likelihood exceeds G"),
 }
 
 CHOICES = {"sampler": SAMPLERS, "confidence": CONFIDENCES, "estimator": ESTIMATORS, "variant": tuple(VARIANTS),
@@ -32,20 +41,21 @@ CHOICES = {"sampler": SAMPLERS, "confidence": CONFIDENCES, "estimator": ESTIMATO
 
 def _default(name: str, field: str):
     """The default --help names: the config dataclass's own (toys/configs.py, no numpy needed)."""
-    return {f.name: f.default for f in dataclasses.fields(TOYS[name][1])}[field]
+    return {f.name: f.default for f in dataclasses.fields(COMMANDS[name].config)}[field]
 
 
 def register(subparsers) -> None:
     toy = subparsers.add_parser("toy", help="collapse beyond language models: gaussian | gmm | vae")
     sub = toy.add_subparsers(dest="toy", metavar="<toy>", required=True)
-    for name, (_, _, methods, help_, methods_help) in TOYS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+    for name in TOYS.names():
+        command = COMMANDS[name]
+        p = sub.add_parser(name, help=command.help, description=command.help)
         seeds = p.add_mutually_exclusive_group()
         seeds.add_argument("--seed", type=int, default=None, help="one seed (default 0)")
         cli_args.add_seeds(seeds, default_text="0")
         p.add_argument("--out", type=Path, default=None, help=f"run folder (default runs/toy_{name}-<timestamp>)")
-        p.add_argument("--methods", default=methods,
-                       help=f"comma-separated methods (default {methods}); {methods_help}")
+        p.add_argument("--methods", default=command.methods,
+                       help=f"comma-separated methods (default {command.methods}); {command.methods_help}")
         p.add_argument("--generations", type=int, default=None,
                        help=f"recursive generations (default {_default(name, 'generations')})")
         p.add_argument("--samples", type=int, default=None,
@@ -89,8 +99,7 @@ def _add_toy_options(name: str, p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    module_name, config_class, *_ = TOYS[args.toy]
-    module = importlib.import_module(module_name)
+    module, config_class = TOYS.get(args.toy), COMMANDS[args.toy].config
     # The options given (an option left out is None); every other field keeps its dataclass default.
     given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(config_class)}
     config = config_class(**{k: v for k, v in given.items() if v is not None})

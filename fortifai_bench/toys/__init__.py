@@ -62,3 +62,13 @@ it, gamma = 0.9 (the text experiments' TCE value) drops the 10% most central sam
 not state which reading Fig. 2 used, and the authors' public repository (github.com/pedramaghazadeh/ForTIFAI)
 holds no Fig. 2 script, so this is a reconstruction; measured time to failure in BENCHMARKS.md ("Toys").
 """
+
+from fortifai_bench.registry import Registry
+
+# The toy modules by name, imported when a toy runs (numpy, scipy, torch for the VAE): `fortifai-bench toy`
+# builds its parser from the configs alone.
+TOYS = Registry("toy", {
+    "gaussian": "fortifai_bench.toys.gaussian",
+    "gmm": "fortifai_bench.toys.gmm",
+    "vae": "fortifai_bench.toys.vae",
+})
