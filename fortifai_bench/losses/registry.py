@@ -1,19 +1,20 @@
-"""The loss short names (``ce``, ``tce:0.9``, ``focal:2``): the one table of them, and the hint for a misspelt one."""
+"""The loss short names (``ce``, ``tce:0.9``, ``focal:2``): the one table of them, and the hint for a misspelt one.
+
+`SHORT_NAMES` is a `fortifai_bench.registry.Registry` of lazy "module:Class" targets, as every other table of
+names in the package; any other spec is a user's ``module:Name``, imported by `user_import`.
+"""
 
 from __future__ import annotations
 
 from fortifai_bench.errors import did_you_mean
-from fortifai_bench.losses.base import Loss
-from fortifai_bench.losses.ce import CE
-from fortifai_bench.losses.focal import Focal
-from fortifai_bench.losses.tce import TCE
+from fortifai_bench.registry import Registry
 
-SHORT_NAMES: dict[str, tuple[type[Loss], str | None]] = {
-    # name -> (class, keyword that "name:value" sets)
-    "ce": (CE, None),
-    "tce": (TCE, "gamma"),
-    "focal": (Focal, "gamma"),
-}
+SHORT_NAMES = Registry("loss short name", {
+    "ce": "fortifai_bench.losses.ce:CE",
+    "tce": "fortifai_bench.losses.tce:TCE",
+    "focal": "fortifai_bench.losses.focal:Focal",
+}, sort=False)
+VALUE_KEYWORDS = {"tce": "gamma", "focal": "gamma"}  # the keyword that "name:value" sets (ce takes no value)
 
 
 def _short_name_hint(spec: str) -> str:

@@ -17,7 +17,7 @@ import yaml
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.losses.base import FunctionLoss, Loss, _overrides_loss
 from fortifai_bench.losses.checked import CheckedLoss
-from fortifai_bench.losses.registry import SHORT_NAMES
+from fortifai_bench.losses.registry import SHORT_NAMES, VALUE_KEYWORDS
 from fortifai_bench.losses.user_import import _import_object, module_source_sha256
 
 
@@ -63,7 +63,7 @@ def _resolve(spec: str, kwargs: dict[str, Any]) -> CheckedLoss:
         raise FortifaiError(f"loss spec {spec!r}: expected a short name (ce, tce:0.9, focal:2) or module:Name")
     name, _, value = spec.partition(":")
     if name.lower() in SHORT_NAMES:
-        cls, key = SHORT_NAMES[name.lower()]
+        cls, key = SHORT_NAMES.get(name.lower()), VALUE_KEYWORDS.get(name.lower())
         args = dict(kwargs)
         if value:
             if key is None:
