@@ -1,4 +1,4 @@
-"""`fortifai-bench kr build` and `fortifai-bench kr stats`: thin layers over kr.sets, kr.build and kr.quality."""
+"""`fortifai-bench kr build` and `fortifai-bench kr stats`: thin layers over kr.sets, kr.build and kr.stats."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def register(subparsers) -> None:
     """Every option's help names its default (explicitly: argparse's ArgumentDefaultsHelpFormatter would
     print "(default: None)" for required options and repeat the switch defaults)."""
     from fortifai_bench.cli.args import add_quiet
+    from fortifai_bench.kr.build import GENERATORS
     from fortifai_bench.kr.quality import MAX_DIFF_WORDS
 
     kr = subparsers.add_parser("kr", help="Knowledge-Retention question sets: build, stats")
@@ -30,7 +31,7 @@ def register(subparsers) -> None:
                    help="corpus part (facts: main|pretrain; wikitext: main|valid|test) (default: main)")
     b.add_argument("--data-dir", default=None,
                    help="local data folder (default: $FORTIFAI_DATA_DIR, then the Hugging Face Hub)")
-    b.add_argument("--generator", required=True, choices=("facts", "rules", "openai"), help="(required)")
+    b.add_argument("--generator", required=True, choices=GENERATORS.names(), help="(required)")
     b.add_argument("--splits", type=int, required=True,
                    help="number of splits N (the collapse protocol's N+1) (required)")
     b.add_argument("--paragraphs-per-split", type=int, default=None,
@@ -106,29 +107,6 @@ def _build_openai(args: argparse.Namespace):
     return questions, report["quality"], f"{corpus.name}:{corpus.part}, {len(corpus)} paragraphs"
 
 
-def stats(questions, max_diff_words: int | None = None, tokenizer=None) -> dict:
-    """Counts per split, generator and source, mean word lengths, the length bias (chance level), the
-    duplicate report (items, distinct questions, the repeated ones and their share) and what the quality rules
-    of `kr build` say about the distinct questions: a description (kr_file scores them all), not a filter."""
-    from fortifai_bench.kr.quality import MAX_DIFF_WORDS, describe_quality, length_bias
-    from fortifai_bench.kr.schema import find_duplicates
-
-    distinct, duplicates = find_duplicates(questions)
-    n = len(questions)
-    return {
-        "questions": n,
-        "paragraphs": len({(q.source, q.paragraph) for q in questions}),
-        "by_split": dict(sorted(Counter(q.split for q in questions).items())),
-        "by_generator": dict(sorted(Counter(q.generator for q in questions).items())),
-        "by_source": dict(sorted(Counter(q.source for q in questions).items())),
-        "mean_words": {k: round(sum(len(getattr(q, k).split()) for q in questions) / n, 2)
-                       for k in ("context", "true", "false")},
-        "length_bias": length_bias(questions, tokenizer),
-        "duplicates": duplicates.to_dict(),
-        "quality": describe_quality(distinct, MAX_DIFF_WORDS if max_diff_words is None else max_diff_words),
-    }
-
-
 def summarize_counts(counts: dict, top: int = TOP, label=str) -> str:
     """`a: 5, b: 3, c: 2` for a few keys; `610 distinct; largest: a 5, b 3, ... (--json for all)` for many."""
     if len(counts) <= top + 1:
@@ -142,6 +120,7 @@ def summarize_counts(counts: dict, top: int = TOP, label=str) -> str:
 def _stats(args: argparse.Namespace) -> int:
     from fortifai_bench.kr.quality import format_length_bias, format_quality
     from fortifai_bench.kr.schema import Duplicates, read_questions
+    from fortifai_bench.kr.stats import stats
 
     questions = read_questions(args.file, check=False)  # stats reports unscorable items, so it reads them
     s = stats(questions, args.max_diff_words, _load_tokenizer(args.tokenizer) if args.tokenizer else None)
