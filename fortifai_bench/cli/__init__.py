@@ -1,8 +1,11 @@
-"""`fortifai-bench <command>`: each command is a thin layer over a library function.
+"""`fortifai-bench <command>`: the command line, one package (as lm-eval's `_cli/`); each command is a thin
+layer over a library function.
 
-Every command module exposes `register(subparsers)`, which adds its parser and sets
-`func=<callable taking the parsed args>`. A `FortifaiError` anywhere becomes one line on stderr
-and exit status 2.
+This module builds the parser, sets the thread count and runs the command; each command is a module of the
+package (`collapse`, `corpus`, `kr`, `leaderboard`, `toy`, `train`; `compare` still registers itself from
+`fortifai_bench.compare`), and `args` holds the conventions they share (--seeds, --quiet). Every command module
+exposes `register(subparsers)`, which adds its parser and sets `func=<callable taking the parsed args>`. A
+`FortifaiError` anywhere becomes one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
