@@ -6,8 +6,9 @@ group (gloo on CPU, nccl on CUDA, each process on its own GPU ``cuda:LOCAL_RANK`
 ``python`` process is the world of one, so every caller has one code path. The operations:
 
 * `sum`: numbers added over processes (the trainer's logged statistics, validation loss terms);
-* `shard` / `unshard`: a strided share of a list for this process, and the whole list back in its
-  original order from every process's results (regeneration, KR scoring, stage evaluation);
+* `map_sharded`: a function run on this process's strided share of a list, every result back in the
+  list's order on every process (regeneration, KR scoring, stage evaluation); `shard` / `unshard`, the
+  two halves of it (the trainer shards its batches' indices);
 * `broadcast`, `on_main`: rank 0 alone does something (writes a file, reads the run directory) and
   every process gets its result, or the same one-line error, so no process waits for a peer that died;
 * `agree`: an error seen by some processes (a NaN loss in one shard) stops all of them together.
@@ -133,6 +134,19 @@ class Dist:
         out: list = [None] * sum(len(p) for p in parts)
         for rank, part in enumerate(parts):
             out[rank :: self.world] = part
+        return out
+
+    def map_sharded(self, fn: Callable[[list], Sequence], items: Sequence, order: Sequence[int] | None = None) -> list:
+        """`fn` run on this process's strided share of `items` (it returns one result per item of the share),
+        and every item's result back in the order of `items`, on every process. `order`: the positions to
+        deal out, in the order they are dealt (sorted by length, every process gets a similar amount of
+        work); default: as they come. A process whose share is empty does not call `fn`."""
+        positions = list(range(len(items))) if order is None else list(order)
+        mine = self.shard(positions)
+        done = self.unshard(fn([items[j] for j in mine]) if mine else [])
+        out: list = [None] * len(items)
+        for j, result in zip(positions, done):
+            out[j] = result
         return out
 
     def broadcast(self, obj: Any) -> Any:

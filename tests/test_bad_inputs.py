@@ -559,7 +559,7 @@ def test_no_task_or_loss_name_places_a_run_outside_out(tmp_path, name):
     import dataclasses
 
     from fortifai_bench.collapse.config import load_task
-    from fortifai_bench.collapse.run import open_run
+    from fortifai_bench.collapse.rundir import open_run
 
     task = dataclasses.replace(load_task("collapse_facts"), task=name)
     out = tmp_path / "out"

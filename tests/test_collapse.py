@@ -378,7 +378,7 @@ def test_resume_refuses_a_different_config(micro_run, capsys):
 
 
 def comparable_ok(a, b) -> bool:
-    from fortifai_bench.collapse.run import comparable
+    from fortifai_bench.collapse.rundir import comparable
 
     return comparable(a) == comparable(b)
 
@@ -418,7 +418,7 @@ def test_nan_mid_run_keeps_finished_stages(tmp_path, monkeypatch):
 
 def test_sigkill_mid_stage_then_resume_is_identical(tmp_path, micro_run):
     """A real subprocess killed with SIGKILL inside stage 1, resumed, ends exactly like the uninterrupted run."""
-    from fortifai_bench.collapse.run import comparable
+    from fortifai_bench.collapse.rundir import comparable
 
     reference, _ = micro_run
     out = tmp_path / "runs"

@@ -102,7 +102,7 @@ def test_a_paragraph_is_rewritten_alike_by_one_or_two_processes(one_process, two
 
 
 def test_two_process_run_killed_with_sigkill_then_resumed_is_identical(tmp_path, two_processes):
-    from fortifai_bench.collapse.run import comparable
+    from fortifai_bench.collapse.rundir import comparable
 
     reference, _ = two_processes
     out = tmp_path / "runs"
@@ -144,6 +144,9 @@ COLLECTIVES = textwrap.dedent('''
     items = list(range(11))
     mine = dist.shard(items)
     back = dist.unshard([x * 10 for x in mine])
+    got = []  # what this rank's fn was given: positions dealt in the order given
+    mapped = dist.map_sharded(lambda share: got.extend(share) or [w.upper() for w in share],
+                              ["a", "bbb", "cc", "dddd", "e"], order=[3, 1, 2, 0, 4])
     told = dist.on_main(lambda: "rank 0 read this")
     try:
         dist.on_main(lambda: (_ for _ in ()).throw(FortifaiError("disk full while writing X")))
@@ -153,8 +156,8 @@ COLLECTIVES = textwrap.dedent('''
     agreed = dist.agree("nan on rank 1" if dist.rank == 1 else None)
     total = dist.sum([dist.rank + 1.0])
     with open(os.path.join(sys.argv[1], f"rank{dist.rank}.json"), "w") as f:  # stdout interleaves
-        json.dump({"rank": dist.rank, "mine": mine, "back": back, "told": told, "error": error,
-                   "agreed": agreed, "total": total}, f)
+        json.dump({"rank": dist.rank, "mine": mine, "back": back, "got": got, "mapped": mapped, "told": told,
+                   "error": error, "agreed": agreed, "total": total}, f)
 ''')
 
 
@@ -166,8 +169,10 @@ def test_collectives_under_torchrun(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["mine"] for r in rows] == [[0, 2, 4, 6, 8, 10], [1, 3, 5, 7, 9]]
+    assert [r["got"] for r in rows] == [["dddd", "cc", "e"], ["bbb", "a"]]
     for r in rows:
         assert r["back"] == [x * 10 for x in range(11)]  # every process, original order
+        assert r["mapped"] == ["A", "BBB", "CC", "DDDD", "E"]
         assert r["told"] == "rank 0 read this"
         assert r["error"] == "disk full while writing X"  # rank 0's error, raised on both
         assert r["agreed"] == "nan on rank 1"
@@ -180,6 +185,7 @@ def test_world_of_one_is_the_same_code():
     dist = Dist.start("cpu")
     assert (dist.world, dist.rank, dist.main) == (1, 0, True)
     assert dist.unshard(dist.shard([3, 1, 2])) == [3, 1, 2]
+    assert dist.map_sharded(lambda share: [x * 2 for x in share], [3, 1, 2], order=[1, 2, 0]) == [6, 2, 4]
     assert dist.on_main(lambda: 5) == 5 and dist.agree(None) is None and dist.sum([2.0]) == [2.0]
 
 

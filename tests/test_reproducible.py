@@ -20,7 +20,7 @@ import yaml
 from fortifai_bench.cli import main as cli_main
 from fortifai_bench.collapse.base import base_model, shipped_base, ship, weights_sha256
 from fortifai_bench.collapse.config import load_task
-from fortifai_bench.collapse.run import comparable
+from fortifai_bench.collapse.rundir import comparable
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard import load_board, publish
 from fortifai_bench.leaderboard.render import render_text

@@ -39,7 +39,7 @@ DECODINGS = ("sample", "greedy", "beam")
 
 
 def _seed_not_set(train: TrainConfig, where: str, instead: str) -> None:
-    """Each stage's training seed is derived from the task's seed (protocol.stage_seed): a seed in a
+    """Each stage's training seed is derived from the task's seed (plan.stage_seed): a seed in a
     `train:` section would be silently ignored, so it is refused."""
     if train.seed != 0:
         raise FortifaiError(f"{where}.seed is derived from {instead} for every stage; set {instead} instead")

@@ -12,9 +12,11 @@
   on the held-out real text: summary statistics and a histogram (the paper's Fig. 1).
 * Optional lm-eval tasks (e.g. blimp, hellaswag) on the stage's saved model directory.
 
-Under torchrun every process runs `evaluate_stage` on a strided share of the KR questions and of the
-sequences it scores (`state.dist`), and gets every result back in order, so all processes hold the same
-metrics; the per-process counts are in ``metrics["processes"]``. lm-eval runs on rank 0.
+Every function here takes the run's `rundir.Context` (task, data, processes) and, for one stage, its
+`plan.StagePlan` (the splits seen so far, the stage's folder). Under torchrun every process runs
+`evaluate_stage` on a strided share of the KR questions and of the sequences it scores
+(`Dist.map_sharded`), and gets every result back in order, so all processes hold the same metrics; the
+per-process counts are in ``metrics["processes"]``. lm-eval runs on rank 0.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import math
 
 import torch
 
+from fortifai_bench.collapse.plan import StagePlan
+from fortifai_bench.collapse.rundir import Context
 from fortifai_bench.losses import target_logprobs
 from fortifai_bench.metrics import confidence_summary, distinct_n, ngram_kl
 
@@ -48,12 +52,12 @@ def token_probs(model, sequences: list[list[int]], batch_size: int = 32) -> list
     return out
 
 
-def kl_floor(state, tokenizer) -> dict:
+def kl_floor(ctx: Context, tokenizer) -> dict:
     """What `kl_split0` reads when nothing drifted: the unigram KL between real texts of one distribution,
     measured the same way (same smoothing). `halves`: the two halves of split 0 (half the text, so a
     higher floor); `split1`: split 0 against split 1, an equally large real sample of other paragraphs."""
     special = set(tokenizer.all_special_ids)
-    ids = [[_strip_special(tokenizer(p.text)["input_ids"], special) for p in split] for split in state.data.splits]
+    ids = [[_strip_special(tokenizer(p.text)["input_ids"], special) for p in split] for split in ctx.data.splits]
     half = len(ids[0]) // 2
     return {"halves": ngram_kl(ids[0][:half], ids[0][half:], 1) if half else None,
             "split1": ngram_kl(ids[0], ids[1], 1) if len(ids) > 1 else None}
@@ -65,75 +69,98 @@ def _strip_special(ids: list[int], special: set[int]) -> list[int]:
 
 def sharded_token_probs(dist, model, sequences: list[list[int]], batch_size: int) -> list[list[float]]:
     """`token_probs` with every process scoring a strided share; the whole list, in order, everywhere."""
-    mine = dist.shard(sequences)
-    return dist.unshard(token_probs(model, mine, batch_size) if mine else [])
+    return dist.map_sharded(lambda mine: token_probs(model, mine, batch_size), sequences)
 
 
-def evaluate_stage(state, model, tokenizer, i: int, new_rows: dict[int, list[dict]]) -> dict:
-    task, dist = state.task, state.dist
+def evaluate_stage(ctx: Context, p: StagePlan, model, tokenizer, new_rows: dict[int, list[dict]]) -> dict:
+    """Everything measured on M_i, given its rewrite of each split of its pool (`new_rows`)."""
+    task, dist, data = ctx.task, ctx.dist, ctx.data
     special = set(tokenizer.all_special_ids)
-    metrics: dict = {"stage": i}
-    metrics.update(_kr(state, model, tokenizer, i))
+    metrics: dict = {"stage": p.stage}
+    metrics.update(_kr(ctx, model, tokenizer, p))
 
     # held-out real text: perplexity and confidence on unseen text
-    heldout_ids = [tokenizer(t)["input_ids"] for t in state.data.heldout]
-    heldout_p = [p for row in sharded_token_probs(dist, model, heldout_ids, task.eval.batch_size) for p in row]
-    nll = -sum(math.log(max(p, 1e-45)) for p in heldout_p) / len(heldout_p) if heldout_p else float("nan")
+    heldout_ids = [tokenizer(t)["input_ids"] for t in data.heldout]
+    heldout_p = [x for row in sharded_token_probs(dist, model, heldout_ids, task.eval.batch_size) for x in row]
+    nll = -sum(math.log(max(x, 1e-45)) for x in heldout_p) / len(heldout_p) if heldout_p else float("nan")
     metrics["perplexity"] = math.exp(nll) if heldout_p else None
     metrics["heldout_nll"] = nll if heldout_p else None
 
     # the rewrite of this stage: drift from the real splits, diversity, confidence on own tokens
     splits = sorted(new_rows)
     generated = [_strip_special(r["ids"], special) for k in splits for r in new_rows[k]]
-    original = [_strip_special(tokenizer(p.text)["input_ids"], special) for k in splits for p in state.data.splits[k]]
+    original = [_strip_special(tokenizer(q.text)["input_ids"], special) for k in splits for q in data.splits[k]]
     metrics["regenerated_splits"] = splits
     metrics["kl"] = ngram_kl(original, generated, 1)
     metrics["kl_bigram"] = ngram_kl(original, generated, 2)
     split0 = [k for k in splits if k == 0]
     if split0:
         gen0 = [_strip_special(r["ids"], special) for r in new_rows[0]]
-        orig0 = [_strip_special(tokenizer(p.text)["input_ids"], special) for p in state.data.splits[0]]
+        orig0 = [_strip_special(tokenizer(q.text)["input_ids"], special) for q in data.splits[0]]
         metrics["kl_split0"] = ngram_kl(orig0, gen0, 1)
-    metrics["kl_floor"] = kl_floor(state, tokenizer)
+    metrics["kl_floor"] = kl_floor(ctx, tokenizer)
     for n in (1, 2, 3):
         metrics[f"distinct_{n}"] = distinct_n(generated, n)
     rows = [r for k in splits for r in new_rows[k]]
     probs = sharded_token_probs(dist, model, [r["ids"] for r in rows], task.eval.batch_size)
     # probs[j][t - 1] is p(ids[t]); generated tokens are those at positions >= first
-    own = [p for r, ps in zip(rows, probs) for p in ps[max(r["first"] - 1, 0):]]
+    own = [x for r, ps in zip(rows, probs) for x in ps[max(r["first"] - 1, 0):]]
     bins = task.eval.confidence_bins
     metrics["confidence"] = {"own_generated": confidence_summary(own, bins),
                              "unseen_real": confidence_summary(heldout_p, bins)}
     if task.eval.lm_eval_tasks:
-        metrics["lm_eval"] = dist.on_main(run_lm_eval, state.run / f"stage_{i}" / "model", task.eval.lm_eval_tasks,
+        metrics["lm_eval"] = dist.on_main(run_lm_eval, ctx.run / p.folder / "model", task.eval.lm_eval_tasks,
                                           task.eval.batch_size, model, tokenizer)
     share = lambda n: [len(range(r, n, dist.world)) for r in range(dist.world)]  # noqa: E731
-    metrics["processes"] = {"world": dist.world, "kr_questions": share(len(state.data.questions)),
+    metrics["processes"] = {"world": dist.world, "kr_questions": share(len(data.questions)),
                             "scored_sequences": share(len(heldout_ids) + len(rows))}
     return metrics
 
 
-def kr_scores(state, model, tokenizer) -> dict:
+def chance(ctx: Context) -> dict | None:
+    """What KR-split-0 reads without knowledge: how often true is the longer continuation (characters and
+    the model's tokens), the best length-only guesser, and the base model M_{-1}'s own KR before any
+    stage trained it. Computed once per run (RUN/chance.json)."""
+    from fortifai_bench.collapse.phases import load_stage_model
+    from fortifai_bench.collapse.rundir import once
+    from fortifai_bench.kr.quality import length_bias
+
+    questions = ctx.data.questions
+    if not questions:
+        return None
+
+    def compute() -> dict:
+        model, tokenizer = load_stage_model(ctx, ctx.base_spec)
+        base = kr_scores(ctx, model, tokenizer)
+        return {"length_bias_split0": length_bias([q for q in questions if q.split == 0], tokenizer),
+                "base_model": {"kr_split0": base["score"], "kr_total": base["kr_total"],
+                               # a tagged set: the base's prior per tag (facts-longtail: above 0.5 on mode,
+                               # below on tail)
+                               **({"kr_split0_by_tag": base["score_by_tag"]} if "score_by_tag" in base else {})}}
+
+    return once(ctx, "chance.json", compute)
+
+
+def kr_scores(ctx: Context, model, tokenizer) -> dict:
     """KR of `model` on every split's questions: score (split 0), kr_total, per split."""
-    return _kr(state, model, tokenizer, None)
+    return _kr(ctx, model, tokenizer, None)
 
 
-def _kr(state, model, tokenizer, i: int | None) -> dict:
+def _kr(ctx: Context, model, tokenizer, p: StagePlan | None) -> dict:
     from fortifai_bench.kr.scoring import score
-    from fortifai_bench.collapse.plan import pool
 
-    questions = state.data.questions
+    questions = ctx.data.questions
     if not questions:
         return {"score": None, "kr": {}, "kr_total": None, "kr_seen": None, "items": {"split0_correct": ""}}
-    task, dist = state.task, state.dist
-    mine = dist.shard(questions)
-    correct = dist.unshard(score(model, tokenizer, mine, batch_size=task.eval.batch_size, method=task.eval.kr_method,
-                                 progress=state.progress).correct if mine else [])
+    task = ctx.task
+    correct = ctx.dist.map_sharded(lambda mine: score(model, tokenizer, mine, batch_size=task.eval.batch_size,
+                                                      method=task.eval.kr_method, progress=ctx.progress).correct,
+                                   questions)
     by_split: dict[int, list[bool]] = {}
     for q, c in zip(questions, correct):
         by_split.setdefault(q.split, []).append(bool(c))
     kr = {str(k): sum(v) / len(v) for k, v in sorted(by_split.items())}
-    seen = {k for j in range(i + 1) for k, _ in pool(j, task.mode)} if i is not None else set()
+    seen = set(p.seen) if p is not None else set()
     seen_bits = [c for k, v in by_split.items() if k in seen for c in v]
     bits = "".join("1" if c else "0" for q, c in zip(questions, correct) if q.split == 0)
     out = {

@@ -23,8 +23,9 @@ A split is regenerated at stage i if it is in the stage's pool (for replace: spl
 stage regenerates too: its KL, distinct-n and confidence are measured like every other stage's.
 
 `plan(task, split_sizes)` turns a task and its splits' sizes into one `StagePlan` per stage: the pool,
-the paragraphs taken from each of its splits, the epochs (``budget: steps`` scales them to the pool),
-every phase's seed, the splits seen so far, and where the stage's files go in the run directory. The
+the paragraphs taken from each of its splits, the trainer's config (its seed, and its epochs, which
+``budget: steps`` scales to the pool), every phase's seed, the splits seen so far, and the stage's folder
+and the model it continues from in the run directory (the rest of the format: `collapse.rundir`). The
 runner, `--plan`, the compute estimate and the evaluation read it; none of them derives a pool again.
 """
 
@@ -35,6 +36,7 @@ import random
 from dataclasses import dataclass
 
 from fortifai_bench.collapse.config import CollapseTask
+from fortifai_bench.train.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,20 @@ class StagePlan:
     stage: int
     pool: tuple[tuple[int, int], ...]          # the (split, generation) pairs M_i trains on
     paragraphs: tuple[tuple[int, ...], ...]    # per pool entry: the paragraph indices of its split trained on
-    epochs: int                                # training epochs (scaled to the pool under budget: steps)
-    train_seed: int
+    train: TrainConfig                         # the trainer's config: the task's, with the stage's seed and
+                                               # epochs (scaled to the pool under budget: steps)
     subsample_seed: int | None                 # accumulate-subsample: the seed that picked `paragraphs`
     regenerate_seeds: tuple[int, ...]          # per pool entry: the seed of its split's rewrite
     seen: tuple[int, ...]                      # splits trained on by stages 0..i (KR-seen)
     splits: int                                # KR is evaluated on splits 0..splits-1
+
+    @property
+    def epochs(self) -> int:
+        return self.train.epochs
+
+    def regenerate_seed(self, k: int) -> int:
+        """The seed of M_i's rewrite of split k."""
+        return self.regenerate_seeds[self.regenerate.index(k)]
 
     @property
     def regenerate(self) -> tuple[int, ...]:
@@ -81,12 +91,6 @@ class StagePlan:
                 for (k, g), chosen in zip(self.pool, self.paragraphs)]
 
 
-def source_file(k: int, g: int) -> str | None:
-    """Where D_k^(g) lies in the run directory: None for the real split (g = 0), else the file of the
-    stage k + g - 1 that rewrote it (the modes that train on rewrites)."""
-    return None if g == 0 else f"stage_{k + g - 1}/data/split_{k}.jsonl"
-
-
 def plan(task: CollapseTask, split_sizes: list[int]) -> list[StagePlan]:
     """One StagePlan per stage of `task`, given each split's paragraph count."""
     seen: set[int] = set()
@@ -101,8 +105,8 @@ def plan(task: CollapseTask, split_sizes: list[int]) -> list[StagePlan]:
             chosen = subsample({k: len(v) for k, v in chosen.items()}, task.subsample or split_sizes[0], sub_seed)
         out.append(StagePlan(
             stage=i, pool=tuple(train_on), paragraphs=tuple(tuple(chosen[k]) for k, _ in train_on),
-            epochs=task.stage_train(0, share=split_share(task, i, split_sizes)).epochs,
-            train_seed=stage_seed(task.seed, i, "train"), subsample_seed=sub_seed,
+            train=task.stage_train(seed=stage_seed(task.seed, i, "train"), share=split_share(task, i, split_sizes)),
+            subsample_seed=sub_seed,
             regenerate_seeds=tuple(stage_seed(task.seed, i, "regenerate", k) for k, _ in train_on),
             seen=tuple(sorted(seen)), splits=task.stages))
     return out

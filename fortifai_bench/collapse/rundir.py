@@ -1,0 +1,306 @@
+"""A collapse run's directory: its format, what a resumed run finds done, and every read and write of it.
+
+    RUN/config.yaml              resolved task, loss, seed, config hash, package versions, git hash
+    RUN/chance.json              what KR-split-0 reads without knowledge (length bias, the base model's KR)
+    RUN/stage_<i>/model/         M_i as a Hugging Face directory (lm_eval --model hf works on it)
+    RUN/stage_<i>/train.json     what M_i trained on (split, generation, paragraphs) and its history
+    RUN/stage_<i>/data/split_<k>.jsonl   D_k rewritten by M_i: text, token ids, first generated position
+    RUN/stage_<i>/data/split_<k>.work.json   how long that took, and each process's share of it
+    RUN/stage_<i>/metrics.json   everything measured on M_i (written last: it marks the stage done)
+    RUN/results.json             contract 5 (fortifai-bench/results@1), rewritten after every stage
+    RUN/plots/*.png
+
+Every file goes through `io.atomic_write` / `io.atomic_dir`, so a run killed at any moment leaves each
+file whole or absent; resuming skips the phases whose files exist: training (model + train.json),
+regeneration (per split), evaluation (metrics.json). Under torchrun, rank 0 alone reads and writes here
+(`Dist.on_main`: every process gets its result, or the same one-line error); the functions below that
+take a `Context` do that themselves, so their callers hold no rank logic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import errno
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from fortifai_bench.collapse.config import CollapseTask, describe_differences, task_from_dict
+from fortifai_bench.collapse.plan import StagePlan
+from fortifai_bench.collapse.protocol import Data
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.io import atomic_write, read_json, read_jsonl, write_json, write_jsonl
+from fortifai_bench.results import provenance
+
+RUN_FORMAT = "fortifai-bench/run@1"
+
+
+@dataclasses.dataclass
+class Context:
+    """One run as its phases see it: the task and its plan, the data, the loss, M_0's spec, the run
+    directory and the processes (`distributed.Dist`; a plain process is the world of one)."""
+
+    task: CollapseTask
+    plans: list[StagePlan]
+    run: Path
+    data: Data
+    loss: Any                       # losses.Loss
+    base_spec: str
+    dist: Any                       # fortifai_bench.distributed.Dist
+    progress: bool = False
+    command: str | None = None
+    chance: dict | None = None
+    rewrites: dict = dataclasses.field(default_factory=dict)  # (stage that wrote it, split) -> rows
+
+
+# ------------------------------------------------------------------------------------------ opening
+
+def slug(name: str, what: str = "loss", keep: str = ".-") -> str:
+    """A name as one safe path component: letters, digits and the characters in `keep` (never `/`), with
+    no leading or trailing `.` or `-` (so never `.` or `..`). Loss specs keep `.-` (`tce:0.9` -> `tce-0.9`,
+    `my_module:MyLoss` -> `my-module-MyLoss`); task names also keep `_`."""
+    out = "".join(c if c.isalnum() or (c in keep and c != "/") else "-" for c in name).strip("-.")
+    return out or what
+
+
+def _record(task: CollapseTask, loss_desc: dict) -> dict:
+    return {"config": task.to_dict(), "loss": loss_desc}
+
+
+def open_run(task: CollapseTask, loss_desc: dict, *, out: str | os.PathLike | None = None,
+             resume: str | os.PathLike | None = None, command: str | None = None) -> Path:
+    """A new run directory under `out`, or `resume` after checking it holds the same config."""
+    if resume is not None:
+        run = Path(resume)
+        path = run / "config.yaml"
+        if not path.is_file():
+            raise FortifaiError(f"--resume {run}: not a collapse run directory (no config.yaml)")
+        recorded = _read_record(path)
+        diffs = describe_differences({"config": recorded.get("config", {}), "loss": recorded.get("loss", {})},
+                                     _record(task, loss_desc))
+        if diffs:
+            raise FortifaiError(f"--resume {run} was run with a different config; refusing to mix them: "
+                                + "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""))
+        for done in sorted(run.glob("stage_*/metrics.json")):  # a bad record stops here, before anything is written
+            _finished_stage(done, int(done.parent.name.split("_")[1]))
+        _remove_orphans(run)
+        return run
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = slug(task.task, "task", keep="._-") + ("-control" if task.mode == "clean" else "")
+    base = Path(out or "runs") / f"{name}-{slug(loss_desc['spec'])}-s{task.seed}-{stamp}"
+    run, n = base, 1
+    while run.exists():
+        n += 1
+        run = base.with_name(f"{base.name}-{n}")
+    doc = {"format": RUN_FORMAT, **_record(task, loss_desc), "seed": task.seed, "config_hash": task.config_hash(),
+           "provenance": provenance(command)}
+    with atomic_write(run / "config.yaml") as f:
+        yaml.safe_dump(doc, f, sort_keys=False, allow_unicode=True)
+    return run
+
+
+def _remove_orphans(run: Path) -> None:
+    """What a killed run left half-written (temporaries of atomic writes) goes before resuming."""
+    from fortifai_bench.io import remove_orphan_temps
+
+    for folder in [run, run / "plots", *run.glob("stage_*"), *run.glob("stage_*/data")]:
+        remove_orphan_temps(folder)
+
+
+def read_run_config(run: str | os.PathLike) -> tuple[CollapseTask, dict]:
+    """The task and loss description a run directory was started with (for `--resume RUN` alone)."""
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise FortifaiError(f"{run}: not a collapse run directory (no config.yaml)")
+    doc = _read_record(path)
+    for key, kind in (("config", dict), ("loss", dict)):
+        if not isinstance(doc.get(key), kind):
+            raise FortifaiError(f"{path}: field {key} is missing or not a mapping; this is not a run record "
+                                "fortifai-bench wrote")
+    if not isinstance(doc["loss"].get("spec"), str):
+        raise FortifaiError(f"{path}: field loss.spec is missing or not a string")
+    return task_from_dict(doc["config"], source=str(path)), doc["loss"]
+
+
+def _read_record(path: Path) -> dict:
+    """A run's config.yaml as a mapping, or one line saying what is wrong with it."""
+    from fortifai_bench.io import read_yaml
+
+    doc = read_yaml(path)
+    if not isinstance(doc, dict):
+        raise FortifaiError(f"{path}: a run record must be a YAML mapping, got {type(doc).__name__}")
+    return doc
+
+
+# ------------------------------------------------------------------------------------------ a stage's files
+
+def split_file(stage: int, k: int) -> str:
+    """D_k as stage `stage` rewrote it, relative to the run directory."""
+    return f"stage_{stage}/data/split_{k}.jsonl"
+
+
+def finished(ctx: Context, p: StagePlan) -> dict | None:
+    """The stage's metrics.json when a previous run finished it, else None."""
+    done = ctx.run / p.folder / "metrics.json"
+    return ctx.dist.on_main(lambda: _finished_stage(done, p.stage) if done.is_file() else None)
+
+
+def _finished_stage(path: Path, i: int) -> dict:
+    """A stage's metrics.json read back on resume; anything but a record this code wrote is one line."""
+    metrics = read_json(path)
+    missing = [k for k in ("stage", "score", "kr_total", "items") if not isinstance(metrics, dict) or k not in metrics]
+    if missing or metrics["stage"] != i:
+        what = f"missing field {missing[0]}" if missing else f"stage {metrics['stage']!r}, expected {i}"
+        raise FortifaiError(f"{path}: not a finished stage record ({what}); delete it to recompute stage {i}")
+    return metrics
+
+
+def trained(ctx: Context, p: StagePlan) -> bool:
+    """Whether M_i's model and train.json exist (train.json is written after the model)."""
+    return ctx.dist.on_main((ctx.run / p.folder / "train.json").is_file)
+
+
+def regenerated(ctx: Context, p: StagePlan, k: int) -> bool:
+    return ctx.dist.on_main((ctx.run / split_file(p.stage, k)).is_file)
+
+
+def save_training(ctx: Context, p: StagePlan, model, tokenizer, info: dict) -> None:
+    """M_i's directory, then train.json (which marks training done), by rank 0."""
+    ctx.dist.on_main(_save_stage, model, tokenizer, ctx.run / p.folder, info)
+
+
+def _save_stage(model, tokenizer, stage_dir: Path, info: dict) -> None:
+    from fortifai_bench.models import save_model
+
+    try:
+        save_model(model, tokenizer, stage_dir / "model")
+    except Exception as exc:  # safetensors reports a full disk as its own error type, not OSError
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+            raise FortifaiError(f"disk full while saving {stage_dir / 'model'}") from exc
+        raise
+    write_json(stage_dir / "train.json", info)
+
+
+def read_training(ctx: Context, p: StagePlan) -> dict:
+    return ctx.dist.on_main(read_json, ctx.run / p.folder / "train.json")
+
+
+def rows(ctx: Context, k: int, g: int) -> list[dict]:
+    """D_k^(g): the real split for g = 0, else the file stage k+g-1 wrote (modes that train on rewrites)."""
+    if g == 0:
+        return [{"id": p.id, "text": p.text} for p in ctx.data.splits[k]]
+    return written(ctx, k + g - 1, k)
+
+
+def written(ctx: Context, stage: int, k: int) -> list[dict]:
+    """Split k as stage `stage` rewrote it (read by rank 0, sent to every process, kept for the run)."""
+    key = (stage, k)
+    if key not in ctx.rewrites:
+        path = ctx.run / split_file(stage, k)
+        ctx.rewrites[key] = ctx.dist.on_main(read_jsonl, path, required=("id", "text", "ids", "first"))
+    return ctx.rewrites[key]
+
+
+def write_split(ctx: Context, p: StagePlan, k: int, out: list[dict], work: dict) -> None:
+    """The work done on a rewrite, then its rows (which mark the split done), by rank 0."""
+    folder = ctx.run / p.folder / "data"
+
+    def write():
+        write_json(folder / f"split_{k}.work.json", work)
+        write_jsonl(folder / f"split_{k}.jsonl", out)
+
+    ctx.dist.on_main(write)
+    ctx.rewrites[(p.stage, k)] = out
+
+
+def read_work(ctx: Context, p: StagePlan) -> dict:
+    """Each regenerated split's work record, by split (as a string)."""
+    folder = ctx.run / p.folder / "data"
+    return ctx.dist.on_main(lambda: {str(k): read_json(folder / f"split_{k}.work.json") for k in p.regenerate})
+
+
+def save_metrics(ctx: Context, p: StagePlan, metrics: dict) -> None:
+    ctx.dist.on_main(write_json, ctx.run / p.folder / "metrics.json", metrics)
+
+
+def once(ctx: Context, name: str, compute: Callable[[], dict]) -> dict:
+    """RUN/<name>: computed (by every process: `compute` may be sharded) and written by rank 0 the first
+    time, read back from then on (so a resumed run gets exactly what it wrote)."""
+    path = ctx.run / name
+    if not ctx.dist.on_main(path.is_file):
+        value = compute()
+        ctx.dist.on_main(write_json, path, value)
+    return ctx.dist.on_main(read_json, path)
+
+
+# ------------------------------------------------------------------------------------------ results
+
+def score_name(task) -> str:
+    """kr_split0, or kr_split0_<tag> when the headline score is one tag's questions (eval.score_tag)."""
+    return "kr_split0" if task.eval.score_tag is None else f"kr_split0_{task.eval.score_tag}"
+
+
+def write_results(ctx: Context, stages: list[dict]) -> None:
+    """results.json with the stages done so far, by rank 0."""
+    ctx.dist.on_main(write_json, ctx.run / "results.json", build_results(ctx, stages))
+
+
+def write_stopped(ctx: Context, stages: list[dict], stopped: dict) -> None:
+    """results.json of a run that stopped, by rank 0 alone and with no collective: the error may be this
+    process's alone, and the others may be waiting in one."""
+    if ctx.dist.main:
+        write_json(ctx.run / "results.json", build_results(ctx, stages, stopped=stopped))
+
+
+def finish(ctx: Context, stages: list[dict]) -> dict:
+    """The final results.json and plots (rank 0); the results as a reader of the file gets them, everywhere."""
+    return ctx.dist.on_main(_finish, ctx.run, build_results(ctx, stages))
+
+
+def _finish(run: Path, results: dict) -> dict:
+    write_json(run / "results.json", results)
+    try:
+        from fortifai_bench.collapse.plots import plot_run
+
+        plot_run(results, run / "plots")
+    except ImportError as exc:  # matplotlib is an extra; results stand without plots
+        print(f"plots skipped: {exc}", file=sys.stderr)
+    return read_json(run / "results.json")  # exactly what a reader of the file gets (str keys, lists)
+
+
+def build_results(ctx: Context, stages: list[dict], stopped: dict | None = None) -> dict:
+    from fortifai_bench.collapse.base import base_record
+    from fortifai_bench.kr.sets import kr_record
+    from fortifai_bench.results import make_results, runtime
+
+    task = ctx.task
+    ids = [q.id for q in ctx.data.questions if q.split == 0]
+    return make_results(
+        kind="text", task={"name": task.task, "version": task.version}, loss=ctx.loss.describe(),
+        model=task.model.name, seed=task.seed, config=task.to_dict(), control=task.mode == "clean",
+        score_name=score_name(task), failure_threshold=task.eval.failure_threshold,
+        stages=[{k: v for k, v in s.items() if k != "items"} for s in stages],
+        items={"split0_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+               "split0_ids_order": "KR file order",
+               "split0_correct": [s["items"]["split0_correct"] for s in stages]},
+        complete=stopped is None and len(stages) == task.stages, stopped=stopped,
+        kr_source=ctx.data.kr_source, kr=kr_record(ctx.data.kr_source), base=base_record(task, ctx.base_spec),
+        runtime=runtime(world_size=ctx.dist.world, device=ctx.dist.device.type, dtype=task.model.dtype),
+        chance=ctx.chance, run_dir=str(ctx.run), command=ctx.command)
+
+
+def comparable(results: dict) -> dict:
+    """results.json without what legitimately differs between two identical runs (timings, paths, dates)."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in ("seconds", "provenance", "run_dir")}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    return strip(results)
