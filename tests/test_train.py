@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fortifai_bench import train as train_module
+from fortifai_bench.cli.train import main as train_main
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.losses import CE, Loss
 from fortifai_bench.models import TinyConfig, build_tiny, load_model, save_model
@@ -305,7 +306,7 @@ def test_cli_trains_tiny_and_saves(tmp_path, capsys):
     text = tmp_path / "train.txt"
     text.write_text("\n".join(TEXTS) + "\n\n")
     out = tmp_path / "out"
-    rc = train_module.main(["--model", "tiny", "--text-file", str(text), "--epochs", "1", "--block-size", "32",
+    rc = train_main(["--model", "tiny", "--text-file", str(text), "--epochs", "1", "--block-size", "32",
                             "--batch-size", "16", "--loss", "tce:0.8", "--loss-args", "normalize=kept",
                             "--out", str(out), "--no-progress"])
     assert rc == 0
@@ -320,7 +321,7 @@ def test_cli_trains_tiny_and_saves(tmp_path, capsys):
 
 
 def test_cli_trains_on_a_registered_corpus(tmp_path, capsys):
-    rc = train_module.main(["--corpus", "facts", "--epochs", "1", "--block-size", "64", "--batch-size", "32",
+    rc = train_main(["--corpus", "facts", "--epochs", "1", "--block-size", "64", "--batch-size", "32",
                             "--threads", "1", "--out", str(tmp_path / "out"), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     log = json.loads((tmp_path / "out" / "train.json").read_text())
@@ -339,7 +340,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, match):
     text = tmp_path / "train.txt"
     text.write_text("\n".join(TEXTS))
     base = ["--model", "tiny", "--text-file", str(text), "--epochs", "1", "--no-progress"]
-    rc = train_module.main(base + [a.format(tmp=tmp_path) for a in args])
+    rc = train_main(base + [a.format(tmp=tmp_path) for a in args])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("fortifai-bench: error:") and "\n" not in err
     assert __import__("re").search(match, err), err
@@ -476,7 +477,7 @@ def test_cli_flags_come_from_the_dataclass(capsys):
     import dataclasses
 
     with pytest.raises(SystemExit):
-        train_module.main(["--help"])
+        train_main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     for f in dataclasses.fields(TrainConfig):
         assert "--" + f.name.replace("_", "-") in help_text, f.name
