@@ -8,6 +8,8 @@ from fortifai_bench.errors import FortifaiError
 
 
 def register(subparsers) -> None:
+    from fortifai_bench.corpora.facts import PRESETS  # the facts corpora build-facts writes (no numpy needed)
+
     c = subparsers.add_parser("corpus", help="corpora: list, show, build the shipped facts data")
     sub = c.add_subparsers(dest="corpus_command", metavar="<corpus command>")
     c.set_defaults(func=lambda args: (c.print_help(), 2)[1])
@@ -27,7 +29,7 @@ def register(subparsers) -> None:
 
     bf = sub.add_parser("build-facts", help="write the facts corpus (main part) and its KR questions to a folder")
     bf.add_argument("--out", required=True, help="folder for corpus.jsonl and kr.jsonl (e.g. data/facts)")
-    bf.add_argument("--corpus", default="facts", choices=("facts", "facts-longtail"),
+    bf.add_argument("--corpus", default="facts", choices=tuple(PRESETS),
                     help="facts, or facts-longtail (skewed categorical values, tagged questions) (default: facts)")
     bf.add_argument("--seed", type=int, default=0, help="generator seed (default: 0, the shipped data)")
     bf.add_argument("--paragraphs", type=int, default=180, help="paragraphs of the main part (default: 180)")
