@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,18 @@ def test_schedule_modes():
     assert picked == subsample({0: 30, 1: 30, 2: 30}, 30, seed=1) != subsample({0: 30, 1: 30, 2: 30}, 30, seed=2)
     text = format_plan(load_task("collapse_facts", ["mode=accumulate-subsample", "subsample=12"]))
     assert "subsample 12 paragraphs" in text
+
+
+def test_the_plan_text_uses_the_real_split_sizes():
+    """--plan shows the epochs the run trains with: one split's real paragraphs over the pool (180 cut into
+    7 splits of 26 or 25; a pool cut to 40: 30 x 26/40 = 20 epochs), not splits taken to hold one paragraph
+    (which printed 15, 10, 8, ... for this task)."""
+    task = load_task("collapse_facts", ["paragraphs_per_split=null", "stages=7", "mode=accumulate-subsample",
+                                        "subsample=40"])
+    data = load_data(task)
+    assert [len(s) for s in data.splits] == [26] * 5 + [25] * 2
+    assert [p.epochs for p in plan(task, [len(s) for s in data.splits])] == [30] + [20] * 6
+    assert re.findall(r"(\d+) epochs\); then", format_plan(task, compute=False)) == ["30"] + ["20"] * 6
 
 
 def test_data_maps_questions_onto_splits():
