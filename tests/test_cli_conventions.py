@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,19 +22,17 @@ def _error(capsys, argv) -> str:
 
 
 @pytest.mark.slow
-def test_smoke_run_learns_in_under_a_minute(tmp_path, capsys):
+def test_smoke_run_learns_then_falls(tmp_path, capsys):
     """`collapse --smoke`: one ce run of collapse_smoke, from a fresh cache (no base model to build): M_0 knows
-    split 0 (KR-split-0 >= 0.9), the later stages fall, and it all takes well under a minute."""
-    start = time.perf_counter()
+    split 0 (KR-split-0 >= 0.9) and the later stages fall. (Its time, about 15 s, is a benchmark figure, not
+    asserted here: a loaded CI machine would fail it.)"""
     assert main(["collapse", "--smoke", "-q", "--out", str(tmp_path)]) == 0
-    seconds = time.perf_counter() - start
     out = capsys.readouterr().out
     assert "M_0" in out and "M_2" in out and "ce" in out
     [run] = list(tmp_path.glob("collapse_smoke-ce-s0-*"))
     results = json.loads((run / "results.json").read_text())
     scores = [s["score"] for s in results["stages"]]
     assert len(scores) == 3 and scores[0] >= 0.9 and scores[-1] < scores[0]
-    assert seconds < 60, f"the smoke run took {seconds:.0f} s"
 
 
 def test_smoke_is_a_task_and_takes_the_losses_under_test(capsys):

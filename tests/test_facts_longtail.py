@@ -149,7 +149,7 @@ def test_compare_resamples_and_pairs_only_the_headline_tag(tmp_path):
     [pair] = res["mcnemar"]["pairs"]
     assert pair["n"] == tags.count("tail") < len(tags)
     labels, what, keep = question_clusters(load_results(ce))
-    assert len(labels) == keep.sum() == tags.count("tail") and f"questions tagged 'tail') resampled" in what
+    assert len(labels) == keep.sum() == tags.count("tail") and "questions tagged 'tail') resampled" in what
     assert [t for t, k in zip(tags, keep) if k] == ["tail"] * len(labels)
     assert "kr_split0_tail items" in format_report(res)
 

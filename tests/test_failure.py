@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from fortifai_bench.errors import FortifaiError
 from fortifai_bench.metrics import Failure, failure, summarize_failures
 
 

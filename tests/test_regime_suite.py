@@ -4,7 +4,6 @@ tagged headline score, and the kept rate on the fresh real split."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from fortifai_bench.collapse.config import RegenerateSettings, describe_differences, load_task
 from fortifai_bench.errors import FortifaiError

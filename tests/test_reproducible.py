@@ -24,7 +24,7 @@ from fortifai_bench.collapse.rundir import comparable
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard import load_board, publish
 from fortifai_bench.leaderboard.render import render_text
-from test_collapse import MICRO, micro_args
+from test_collapse import MICRO
 
 REPO = Path(__file__).resolve().parent.parent
 SHORT = MICRO + ["stages=2"]  # two stages are enough to see every record

@@ -2,8 +2,7 @@
 layer over a library function.
 
 This module builds the parser, sets the thread count and runs the command; each command is a module of the
-package (`collapse`, `corpus`, `kr`, `leaderboard`, `toy`, `train`; `compare` still registers itself from
-`fortifai_bench.compare`), and `args` holds the conventions they share (--seeds, --quiet). Every command module
+package (`collapse`, `compare`, `corpus`, `kr`, `leaderboard`, `toy`, `train`), and `args` holds the conventions they share (--seeds, --quiet). Every command module
 exposes `register(subparsers)`, which adds its parser and sets `func=<callable taking the parsed args>`. A
 `FortifaiError` anywhere becomes one line on stderr and exit status 2.
 """
@@ -23,7 +22,7 @@ COMMAND_MODULES = [
     "fortifai_bench.cli.corpus",        # corpus list | corpus show | corpus build-facts
     "fortifai_bench.cli.collapse",      # collapse: Algorithm 1 end to end
     "fortifai_bench.cli.leaderboard",   # publish | leaderboard show | render | suite
-    "fortifai_bench.compare",           # compare RUN_A RUN_B
+    "fortifai_bench.cli.compare",       # compare RUN_A RUN_B
     "fortifai_bench.cli.toy",           # toy gaussian | gmm | vae
 ]
 

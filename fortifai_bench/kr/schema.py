@@ -17,7 +17,7 @@ its split under the corpus's even cut (-1 = not assigned, e.g. a file in the aut
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
