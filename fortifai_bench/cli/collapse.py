@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 
 from fortifai_bench.cli.args import add_quiet, add_seeds, parse_seeds
 from fortifai_bench.errors import FortifaiError
@@ -168,7 +167,7 @@ def main(args: argparse.Namespace) -> int:
 
     if launch.wanted(args):  # everything above was checked here, once, before starting N processes
         return launch.launch(args.nproc, launch.forwarded(_PARSER, args))
-    from fortifai_bench.collapse.experiment import run_experiment, run_suite
+    from fortifai_bench.collapse.experiment import baseline_runs, run_experiment, run_suite
     from fortifai_bench.distributed import is_main
 
     if default:
@@ -176,7 +175,7 @@ def main(args: argparse.Namespace) -> int:
                          command=command, jobs=jobs)
         print("\n\n".join(f"== {e.task.task} v{e.task.version}: {e.task.description}\n{e.table()}" for e in exps))
         return 0
-    exp = run_experiment(task, losses, seeds, loss_args=loss_args, baseline=_baseline(args.baseline),
+    exp = run_experiment(task, losses, seeds, loss_args=loss_args, baseline=baseline_runs(args.baseline),
                          control=control, out=args.out, progress=not args.quiet, command=command,
                          write_summary=is_main(), jobs=jobs)
     if is_main():
@@ -197,47 +196,14 @@ def _jobs(args, runs: int) -> int:
     return runs if _is_default(args) and args.threads is None else 1  # --threads: the user's own schedule
 
 
-def _baseline(text: str | None):
-    """A loss spec, or the results of run directories given as RUN[,RUN...] or a folder of runs."""
-    if text is None:
-        return None
-    from fortifai_bench.results import load_results
-
-    paths = [Path(t) for t in text.split(",")]
-    if not all(p.is_dir() or p.suffix == ".json" for p in paths):
-        return text
-    files = []
-    for p in paths:
-        files += [p] if p.suffix == ".json" or (p / "results.json").is_file() else sorted(p.glob("*/results.json"))
-    if not files:
-        raise FortifaiError(f"--baseline {text}: no results.json found there")
-    return [load_results(f) for f in files]
-
-
 def _resume(args, loss_args, command) -> int:
-    from fortifai_bench.collapse.config import task_from_dict
-    from fortifai_bench.collapse.experiment import Experiment
-    from fortifai_bench.collapse.run import read_run_config, run_collapse
-    from fortifai_bench.results import summarize_runs
+    from fortifai_bench.collapse.experiment import resume_experiment
+    from fortifai_bench.distributed import is_main
 
     if args.task or args.seeds or (args.loss and len(args.loss) > 1):
         raise FortifaiError("--resume continues one recorded run: --task, --seeds and several --loss do not apply")
-    recorded, recorded_loss = read_run_config(args.resume)
-    task = task_from_dict(recorded.to_dict(), _overrides(args), source=str(Path(args.resume) / "config.yaml"))
-    spec = args.loss[0] if args.loss else recorded_loss["spec"]
-    given = loss_args if (args.loss or loss_args) else _user_args(recorded_loss)
-    results = run_collapse(task, spec, given, resume=args.resume, progress=not args.quiet, command=command)
-    exp = Experiment(task, {spec: [results]}, {spec: summarize_runs([results])})
-    from fortifai_bench.distributed import is_main
-
+    exp = resume_experiment(args.resume, _overrides(args), args.loss[0] if args.loss else None, loss_args,
+                            progress=not args.quiet, command=command)
     if is_main():
         print(exp.table())
     return 0
-
-
-def _user_args(loss_desc: dict) -> dict:
-    """The keyword arguments a user gave, from a recorded loss description (short specs carry theirs)."""
-    from fortifai_bench.losses import load_loss
-
-    plain = load_loss(loss_desc["spec"]).describe()["args"]
-    return {k: v for k, v in loss_desc.get("args", {}).items() if plain.get(k, object()) != v}

@@ -108,6 +108,49 @@ def run_suite(tasks: list[CollapseTask], losses: list[str], seeds: list[int], *,
     return [exp for exp, _ in plans]
 
 
+def baseline_runs(text: str | None):
+    """A `--baseline` as run_experiment takes it: a loss spec as given, or the results of run directories
+    (RUN[,RUN...], results.json files, or a folder of runs)."""
+    if text is None:
+        return None
+    from fortifai_bench.results import load_results
+
+    paths = [Path(t) for t in text.split(",")]
+    if not all(p.is_dir() or p.suffix == ".json" for p in paths):
+        return text
+    files = []
+    for p in paths:
+        files += [p] if p.suffix == ".json" or (p / "results.json").is_file() else sorted(p.glob("*/results.json"))
+    if not files:
+        raise FortifaiError(f"--baseline {text}: no results.json found there")
+    return [load_results(f) for f in files]
+
+
+def resume_experiment(run: str | os.PathLike, overrides: list[str], loss: str | None, loss_args: dict, *,
+                      progress: bool = True, command: str | None = None) -> Experiment:
+    """Continue a killed run at its first unfinished stage, as an experiment of one run. `overrides` apply
+    to the run's recorded task and must not change it; without `loss` and `loss_args` the recorded loss
+    and the arguments its user gave are used."""
+    from fortifai_bench.collapse.config import task_from_dict
+    from fortifai_bench.collapse.run import read_run_config, run_collapse
+    from fortifai_bench.results import summarize_runs
+
+    recorded, recorded_loss = read_run_config(run)
+    task = task_from_dict(recorded.to_dict(), overrides, source=str(Path(run) / "config.yaml"))
+    spec = loss or recorded_loss["spec"]
+    given = loss_args if (loss or loss_args) else _user_args(recorded_loss)
+    results = run_collapse(task, spec, given, resume=run, progress=progress, command=command)
+    return Experiment(task, {spec: [results]}, {spec: summarize_runs([results])})
+
+
+def _user_args(loss_desc: dict) -> dict:
+    """The keyword arguments a user gave, from a recorded loss description (short specs carry theirs)."""
+    from fortifai_bench.losses import load_loss
+
+    plain = load_loss(loss_desc["spec"]).describe()["args"]
+    return {k: v for k, v in loss_desc.get("args", {}).items() if plain.get(k, object()) != v}
+
+
 def plan_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, loss_args: dict | None = None,
                     baseline: str | list[dict] | None = None, control: bool = False,
                     jobs: int = 1) -> tuple[Experiment, list[Job]]:
