@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -28,8 +29,16 @@ def _shipped_files(folder: str) -> set[str]:
 def installed(tmp_path_factory) -> Path:
     """A fresh venv holding only our wheel; the test venv's dependencies are reachable through a .pth file."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of what git would clone (tracked files and untracked ones not ignored): a build/ folder
+    # left in the checkout keeps modules that are gone (a stale losses.py once hid a subpackage missing here).
+    source = tmp / "source"
+    listed = subprocess.check_output(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"], text=True)
+    for name in filter(None, listed.split("\0")):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist")],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist")],
         check=True,
     )
     wheel = next((tmp / "dist").glob("fortifai_bench-*.whl"))
