@@ -45,9 +45,11 @@ def restricted_times(scores: np.ndarray, threshold: float) -> np.ndarray:
     return np.array([np.nan if t is None else t for t in times])
 
 
-def _bits(run: dict) -> np.ndarray:
-    """[stages, questions] 0/1 matrix of split-0 correctness."""
-    return np.array([[c == "1" for c in row] for row in run["items"]["split0_correct"]], dtype=float)
+def _bits(run: dict, keep: np.ndarray | None = None) -> np.ndarray:
+    """[stages, questions] 0/1 matrix of split-0 correctness; with `keep` (`question_clusters`), only the
+    questions the headline score reads."""
+    bits = np.array([[c == "1" for c in row] for row in run["items"]["split0_correct"]], dtype=float)
+    return bits if keep is None else bits[:, keep]
 
 
 def _label(runs: list[dict]) -> str:
@@ -144,27 +146,26 @@ def _pairs(runs_a: list[dict], runs_b: list[dict]) -> list[tuple[dict, dict]] | 
     return None
 
 
-def mcnemar_final(runs_a: list[dict], runs_b: list[dict]) -> dict:
+def mcnemar_final(runs_a: list[dict], runs_b: list[dict], headline: tuple | None = None) -> dict:
+    """McNemar per seed pair on the final stage's headline questions. `headline`: `question_clusters` of
+    the runs, when the caller has it already (it reads the KR file)."""
     _check_items(runs_a + runs_b)
     pairs = _pairs(runs_a, runs_b)
     if pairs is None:
         raise FortifaiError(f"cannot pair {len(runs_a)} runs with {len(runs_b)} for McNemar: give the same number "
                             f"of runs (seeds) per side")
-    labels, what, keep = question_clusters(runs_a[0])
+    labels, what, keep = headline or question_clusters(runs_a[0])
     if labels is None:  # a tagged headline whose questions cannot be told apart here
         return {"stage": len(runs_a[0]["stages"]) - 1, "pairs": [], "note": what}
     per_pair = []
     for a, b in pairs:
-        final_a, final_b = (_bits(r)[-1].astype(bool) for r in (a, b))
-        if keep is not None:  # the headline reads the questions of one tag (eval.score_tag)
-            final_a, final_b = final_a[keep], final_b[keep]
-        res = mcnemar(final_a, final_b)
+        res = mcnemar(_bits(a, keep)[-1].astype(bool), _bits(b, keep)[-1].astype(bool))
         per_pair.append({"seed_a": a["seed"], "seed_b": b["seed"], **res})
     return {"stage": len(runs_a[0]["stages"]) - 1, "pairs": per_pair}
 
 
 def ttf_difference(runs_a: list[dict], runs_b: list[dict], *, n_boot: int = 2000, seed: int = 0,
-                   level: float = 0.95) -> dict:
+                   level: float = 0.95, headline: tuple | None = None) -> dict:
     """Time to failure of both sides (`metrics.summarize_failures`), the seed-level test, and with one run
     on a side the question bootstrap (see module doc)."""
     from fortifai_bench.metrics import compare_failures
@@ -175,14 +176,15 @@ def ttf_difference(runs_a: list[dict], runs_b: list[dict], *, n_boot: int = 2000
            "seeds": compare_failures(fa, fb), "questions": None}
     learned = out["seeds"]["diff"] is not None  # else a side has no seed that learned: no difference to resample
     if learned and (len(runs_a) < 2 or len(runs_b) < 2) and all(r.get("items") for r in runs_a + runs_b):
-        out["questions"] = _question_bootstrap(runs_a, runs_b, n_boot, seed, level)
+        out["questions"] = _question_bootstrap(runs_a, runs_b, n_boot, seed, level,
+                                               headline or question_clusters(runs_a[0]))
     return out
 
 
-def _question_bootstrap(runs_a, runs_b, n_boot, seed, level) -> dict:
+def _question_bootstrap(runs_a, runs_b, n_boot, seed, level, headline) -> dict:
     _check_items(runs_a + runs_b)
     thr = runs_a[0]["failure_threshold"]
-    labels, clusters, keep = question_clusters(runs_a[0])
+    labels, clusters, keep = headline
     if labels is None:
         return {"ci": [None, None], "level": level, "n_boot": 0, "clusters": clusters, "note": clusters}
     # One draw of facts for every run (paired): per resample, how often each fact is drawn; a stage's score
@@ -194,8 +196,7 @@ def _question_bootstrap(runs_a, runs_b, n_boot, seed, level) -> dict:
         the seed-level test leaves out a seed that never learned; NaN where none did."""
         ttf = []
         for r in runs:
-            bits = _bits(r) if keep is None else _bits(r)[:, keep]
-            right, size = cluster_totals(bits, labels)
+            right, size = cluster_totals(_bits(r, keep), labels)
             ttf.append(restricted_times((weights @ right.T) / (weights @ size)[:, None], thr))
         ttf = np.array(ttf)
         learned = (~np.isnan(ttf)).sum(axis=0)
@@ -284,6 +285,7 @@ def compare_runs(paths_a: list[str], paths_b: list[str], *, n_boot: int = 2000, 
     _check_comparable(runs_a, runs_b)
     check_same_base([], runs_a + runs_b, "cannot compare losses trained from different base models")
     both_have_items = all(r.get("items") for r in runs_a + runs_b)
+    headline = question_clusters(runs_a[0]) if both_have_items else None  # reads the KR file once
     if plot:
         from fortifai_bench.collapse.plots import plot_compare
 
@@ -292,8 +294,8 @@ def compare_runs(paths_a: list[str], paths_b: list[str], *, n_boot: int = 2000, 
     return {
         "task": dict(runs_a[0]["task"]), "score_name": runs_a[0]["score_name"],
         "a": _label(runs_a), "b": _label(runs_b),
-        "mcnemar": mcnemar_final(runs_a, runs_b) if both_have_items else None,
-        "time_to_failure": ttf_difference(runs_a, runs_b, n_boot=n_boot, seed=seed),
+        "mcnemar": mcnemar_final(runs_a, runs_b, headline) if both_have_items else None,
+        "time_to_failure": ttf_difference(runs_a, runs_b, n_boot=n_boot, seed=seed, headline=headline),
     }
 
 
