@@ -26,14 +26,13 @@ Two questions, two tests:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import numpy as np
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.results import check_same_base, load_results as load_run
+from fortifai_bench.results import check_same_base, ids_sha256, load_results as load_run
 from fortifai_bench.metrics import ALPHA, cluster_totals, failure, format_p, mcnemar, resample_weights
 
 
@@ -236,9 +235,9 @@ def question_clusters(run: dict) -> tuple[list[str], str, np.ndarray | None]:
         from fortifai_bench.kr import read_questions
 
         split0 = [q for q in read_questions(path, check=False) if q.split == 0]
-        if _ids_sha256(split0) != run["items"]["split0_ids_sha256"]:
+        if ids_sha256([q.id for q in split0]) != run["items"]["split0_ids_sha256"]:
             split0 = _selected_split0(run) or split0  # a task cut finer than the file scores a subset of it
-        if _ids_sha256(split0) == run["items"]["split0_ids_sha256"] and len(split0) == n:
+        if ids_sha256([q.id for q in split0]) == run["items"]["split0_ids_sha256"] and len(split0) == n:
             keep = None if tag is None else np.array([q.tag == tag for q in split0])
             labels = [fact_key(q) for q in split0 if tag is None or q.tag == tag]
             what = "" if tag is None else f" tagged {tag!r}"
@@ -247,10 +246,6 @@ def question_clusters(run: dict) -> tuple[list[str], str, np.ndarray | None]:
     if tag is not None:
         return None, f"not resampled: the headline reads the {tag!r} questions and {why}", None
     return [str(i) for i in range(n)], f"{n} questions resampled one by one ({why}, so which share a fact is unknown)", None
-
-
-def _ids_sha256(questions) -> str:
-    return hashlib.sha256("\n".join(q.id for q in questions).encode()).hexdigest()
 
 
 def _selected_split0(run: dict) -> list:

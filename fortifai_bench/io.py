@@ -13,6 +13,7 @@ into one `FortifaiError` line naming the file and, where there is one, the line.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -167,6 +168,15 @@ def remove_orphan_temps(folder: str | os.PathLike, name: str | None = None) -> l
 
 
 # ----------------------------------------------------------------------------------------------- reading
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks (a base's weights, a KR file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def read_text(path: str | os.PathLike, what: str = "", fmt: str = "") -> str:

@@ -245,6 +245,11 @@ def load_results(path: str | os.PathLike, *, complete: bool = True) -> dict:
     return data
 
 
+def ids_sha256(ids: Sequence[str]) -> str:
+    """`items.split0_ids_sha256`: which split-0 questions a run scored, in order (their ids, one per line)."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
 def check_run_numbers(data: dict, file) -> None:
     """Refuse a results.json whose numbers contradict each other, e.g. edited by hand to rank first: each
     KR-split-0 score must be the share of ones in that stage's per-question bits, and the final score, AUC,

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from fortifai_bench.collapse.config import CollapseTask
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.io import file_sha256
 
 BASE_FORMAT = 2  # bump when the way the base is built changes (2: pretrained with one thread)
 
@@ -133,14 +134,6 @@ WEIGHTS = "model.safetensors"
 SHARD_INDEX = "model.safetensors.index.json"
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def weights_sha256(model_dir: str | Path) -> str | None:
     """sha256 of a model directory's safetensors weights: of `model.safetensors`, or for sharded weights of
     the lines "<shard> <its sha256>" in the index's order; None when the directory holds neither."""
@@ -160,8 +153,8 @@ def weights_sha256(model_dir: str | Path) -> str | None:
 def _weights_sha256(stamps: tuple) -> str:
     """Hashed once per (file, mtime, size): a run records its base after every stage."""
     if len(stamps) == 1:
-        return _file_sha256(Path(stamps[0][0]))
-    lines = "".join(f"{Path(f).name} {_file_sha256(Path(f))}\n" for f, _, _ in stamps)
+        return file_sha256(Path(stamps[0][0]))
+    lines = "".join(f"{Path(f).name} {file_sha256(Path(f))}\n" for f, _, _ in stamps)
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
@@ -189,7 +182,7 @@ def shipped_root() -> Path:
 
 
 def _files_sha256(folder: Path) -> dict[str, str]:
-    return {p.name: _file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "base.json"}
+    return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "base.json"}
 
 
 def shipped_base(task: CollapseTask, root: str | Path | None = None) -> Path | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import errno
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -276,7 +275,7 @@ def _finish(run: Path, results: dict) -> dict:
 def build_results(ctx: Context, stages: list[dict], stopped: dict | None = None) -> dict:
     from fortifai_bench.collapse.base import base_record
     from fortifai_bench.kr.sets import kr_record
-    from fortifai_bench.results import make_results, runtime
+    from fortifai_bench.results import ids_sha256, make_results, runtime
 
     task = ctx.task
     ids = [q.id for q in ctx.data.questions if q.split == 0]
@@ -285,7 +284,7 @@ def build_results(ctx: Context, stages: list[dict], stopped: dict | None = None)
         model=task.model.name, seed=task.seed, config=task.to_dict(), control=task.mode == "clean",
         score_name=score_name(task), failure_threshold=task.eval.failure_threshold,
         stages=[{k: v for k, v in s.items() if k != "items"} for s in stages],
-        items={"split0_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+        items={"split0_ids_sha256": ids_sha256(ids),
                "split0_ids_order": "KR file order",
                "split0_correct": [s["items"]["split0_correct"] for s in stages]},
         complete=stopped is None and len(stages) == task.stages, stopped=stopped,

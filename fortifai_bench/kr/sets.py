@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def _resolved(spec: KRSetSpec, data_dir, cache_root: str) -> tuple:
         raise FortifaiError(f"KR set of {spec.corpus} ({part}): no question about paragraphs "
                             f"{bounds[0][0]}..{bounds[-1][1] - 1}")
     provenance = {
-        **where, "sha256": _sha256(Path(where["file"])),
+        **where, "sha256": file_sha256(Path(where["file"])),
         "corpus": corpus.name, "part": corpus.part, "part_note": part_note, "corpus_source": corpus.source,
         "data_dir": str(data_dir) if data_dir else None,
         "generator": sorted({q.generator for q in questions}), "build_version": BUILD_VERSION,
@@ -260,20 +261,12 @@ def _built(covered, generator: str, spec: KRSetSpec, cache_root: Path):
     return questions, path, report["quality"]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_provenance(path, questions) -> dict:
     """Provenance of a question file read as it is (kr_file, `kr stats`)."""
     from fortifai_bench.kr.quality import length_bias
 
     path = Path(path)
-    return {"source": "file", "file": str(path.resolve()), "sha256": _sha256(path),
+    return {"source": "file", "file": str(path.resolve()), "sha256": file_sha256(path),
             "format": "authors" if questions and questions[0].generator == "authors" else "jsonl",
             "generator": sorted({q.generator for q in questions}), "questions": len(questions),
             "splits": sorted({q.split for q in questions}), "length_bias": length_bias(questions)}
@@ -305,7 +298,7 @@ def kr_record(path: str | os.PathLike | None) -> dict | None:
 
 @functools.lru_cache(maxsize=16)
 def _sha_once(path: str, mtime_ns: int, size: int) -> str:
-    return _sha256(Path(path))
+    return file_sha256(Path(path))
 
 
 def _file_sha(path: Path) -> str:
