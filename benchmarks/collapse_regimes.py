@@ -123,6 +123,23 @@ def row(regime: str, label: str, runs: list[dict]) -> str:
             f"{min(curve):.3f} | {' '.join(f'{k:.2f}' for k in kl)} |")
 
 
+def tag_row(regime: str, label: str, runs: list[dict], tag: str) -> str:
+    """KR-split-0 on the questions tagged `tag` per stage, mean over seeds (`experiment.tag_mean`, the CLI
+    table's), and each seed's restricted time to failure (of the headline score)."""
+    from fortifai_bench.collapse.experiment import tag_mean
+    from fortifai_bench.results import run_failure
+
+    curve = [tag_mean(runs, i, tag) for i in range(len(runs[0]["stages"]))]
+    times = [run_failure(r).restricted() for r in runs]
+    return (f"| {regime} | {label} | {' '.join('-' if c is None else f'{c:.3f}' for c in curve)} | "
+            f"{' '.join('-' if t is None else f'{t:.2f}' for t in times)} |")
+
+
+def tag_header(tag: str) -> str:
+    return (f"| regime | loss | KR-split-0 of the {tag!r} questions per stage (mean over seeds) | restricted time "
+            "to failure per seed |\n| --- | --- | --- | --- |")
+
+
 MECHANISM = ("corrupted_share", "corrupted_kept_rate", "faithful_kept_rate", "fresh_kept_rate", "kept_corrupted_share")
 MECHANISM_HEADER = ("| regime | loss | corrupted share of the rewrite | kept rate: corrupted tokens | kept rate: faithful "
                     "tokens | kept rate: fresh real split | corrupted share of the kept tokens |\n"
@@ -164,13 +181,15 @@ def main(argv=None) -> int:
     p.add_argument("--table-only", action="store_true", help="only tabulate the runs that are finished")
     p.add_argument("--mechanism", action="store_true",
                    help="with --table-only: the kept rates of corrupted, faithful and fresh tokens instead")
+    p.add_argument("--tag", default=None, help="with --table-only: KR-split-0 of one tag's questions per stage "
+                                             "(a tagged KR set, e.g. mode or tail on longtail) and each seed's time")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     root, seeds = Path(args.out), parse_seeds(args.seeds)
-    lines = [MECHANISM_HEADER if args.mechanism else HEADER]
+    lines = [MECHANISM_HEADER if args.mechanism else tag_header(args.tag) if args.tag else HEADER]
     for regime in args.regimes.split(","):
         if regime not in REGIMES:
             sys.exit(f"unknown regime {regime!r}; known: {', '.join(REGIMES)}")
@@ -187,7 +206,10 @@ def main(argv=None) -> int:
                 runs = [ensure_run(root, regime, loss, s, control, not args.quiet) for s in seeds]
             if runs:
                 label = "control (ce, clean)" if control else loss
-                lines.append((mechanism_row if args.mechanism else row)(regime, label, runs))
+                if args.tag:
+                    lines.append(tag_row(regime, label, runs, args.tag))
+                else:
+                    lines.append((mechanism_row if args.mechanism else row)(regime, label, runs))
     print("\n".join(lines))
     return 0
 

@@ -306,7 +306,7 @@ def format_table(exp: Experiment) -> str:
                    for t in st.get("score_by_tag") or {}})
     for i in range(n_stages):
         rows.append([f"M_{i}"] + [_cell(s[n]["per_stage"]["score"], i) for n in names])
-        rows += [[f"  {tag}"] + [_fmt(_tag_mean(exp.groups[n], i, tag)) for n in names] for tag in tags]
+        rows += [[f"  {tag}"] + [_fmt(tag_mean(exp.groups[n], i, tag)) for n in names] for tag in tags]
     rows.append(["failure"] + [s[n]["time_to_failure"]["text"] for n in names])
     rows.append(["KM median"] + [_fmt(s[n]["time_to_failure"]["km_median"], 2) for n in names])
     rows.append(["KL split 0, M_last"] + [_cell(s[n]["per_stage"]["kl_split0"], n_stages - 1) for n in names])
@@ -345,7 +345,7 @@ def _time_line(exp: Experiment) -> str:
     return f"time: {exp.seconds:.0f} s wall = {text} + other {other:.0f} s (base model, chance level, loading)"
 
 
-def _tag_mean(runs: list[dict], i: int, tag: str) -> float | None:
+def tag_mean(runs: list[dict], i: int, tag: str) -> float | None:
     """Mean over seeds of stage i's KR-split-0 on the questions tagged `tag` (a tagged KR set)."""
     xs = [r["stages"][i]["score_by_tag"][tag] for r in runs if i < len(r["stages"])
           and (r["stages"][i].get("score_by_tag") or {}).get(tag) is not None]
