@@ -29,16 +29,18 @@ SCHEDULES = {"side-by-side": [], "sequential-2": ["--jobs", "1", "--threads", "2
              "sequential-policy": ["--jobs", "1"]}
 
 
-def run_default(flags: list[str], where: Path, beside: bool) -> tuple[float, list[float]]:
-    """Wall seconds of one `fortifai-bench collapse` (the embedded default) and CE's KR-split-0 per stage."""
+def run_default(flags: list[str], where: Path, beside: bool, *, argv: list[str] | None = None,
+                env: dict | None = None) -> tuple[float, list[float]]:
+    """Wall seconds of one `fortifai-bench collapse` (the embedded default; `argv`: another command line)
+    in the new folder `where`, and CE's KR-split-0 per stage."""
     where.mkdir(parents=True)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if beside else None
     try:
         if busy:
             time.sleep(1.0)  # let it spin before the policy takes its look
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "fortifai_bench", "collapse", "--quiet", *flags], cwd=where,
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "fortifai_bench", *(["collapse", "--quiet", *flags] if argv is None else argv)],
+                       cwd=where, env=env, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
     finally:
         if busy:

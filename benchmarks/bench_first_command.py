@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_default import run_default  # the timing (and the busy loop beside it) of issue 14's benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARDS = {"collapse_facts": ROOT / "leaderboards/collapse_facts.json",
@@ -30,18 +31,8 @@ BOARDS = {"collapse_facts": ROOT / "leaderboards/collapse_facts.json",
 
 def first_command(where: Path, beside: bool) -> float:
     """Wall seconds of `fortifai-bench` (no arguments) in `where`, with an empty cache of its own."""
-    where.mkdir(parents=True)
     env = dict(os.environ, FORTIFAI_CACHE=tempfile.mkdtemp(prefix="fresh-cache-"))
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if beside else None
-    try:
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "fortifai_bench"], cwd=where, env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        return time.perf_counter() - start
-    finally:
-        if busy:
-            busy.kill()
-            busy.wait()
+    return run_default([], where, beside, argv=[], env=env)[0]
 
 
 def seed0(entry: dict) -> tuple[list[float], float | None]:
