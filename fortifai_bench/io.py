@@ -32,13 +32,9 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}-"
 
 
-def check_target(path: str | os.PathLike, kind: str = "file") -> None:
-    """Refuse, before anything is written, a target that can never be replaced by a `kind` ("file" or
-    "folder"); creates the missing parent folders. CLIs call it before slow work, the writers again."""
-    _check_target(Path(path), kind)
-
-
 def _check_target(path: Path, kind: str) -> None:
+    """Refuse, before anything is written, a target that can never be replaced by a `kind` ("file" or
+    "folder"); creates the missing parent folders."""
     if kind == "file" and path.is_dir():
         raise FortifaiError(f"{path} is a folder; give a file name to write to")
     if kind == "folder" and path.exists() and not path.is_dir():

@@ -7,7 +7,6 @@ there); this module reads the corpus and KR set that the plan is made for.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from fortifai_bench.collapse.config import CollapseTask
@@ -174,7 +173,3 @@ def _questions(task: CollapseTask, bounds, reserve: int = 0):
         raise FortifaiError(f"{path}: no question is about a paragraph of the {len(bounds)} splits "
                             f"(paragraphs {bounds[0][0]}..{bounds[-1][1] - 1})")
     return kept, str(path)
-
-
-def isfinite(x) -> bool:
-    return x is not None and not (isinstance(x, float) and math.isnan(x))

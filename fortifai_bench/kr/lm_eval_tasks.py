@@ -38,12 +38,6 @@ CORPUS_OF = {"facts": "facts", "wikitext": WIKITEXT, "imagination": IMAGINATION}
 METRICS = ("acc", "acc_norm", "acc_mutual_info", "true_longer", "chance_shorter")
 
 
-def facts_questions_path() -> Path:
-    from fortifai_bench.resources import data_dir
-
-    return data_dir() / "facts" / "kr.jsonl"
-
-
 def questions_for(source: str, *, data_dir=None, part=None) -> list:
     """All questions of a named KR task source (facts, wikitext, imagination), splits as in its subtasks."""
     return load_kr(source, data_dir=data_dir, part=part)[0]
