@@ -16,10 +16,11 @@ from chat_server import ChatServer, Reply, fake_questions
 from fortifai_bench.corpora import Paragraph
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.kr import openai_gen
-from fortifai_bench.kr.openai_gen import generate_openai, parse_answer, retry_after_seconds
+from fortifai_bench.kr.openai_gen import generate_openai, parse_answer
 
 LLM = "test-llm"
-FAST = dict(llm=LLM, api_key="sk-test", base_delay=0.001, max_delay=0.05, timeout=5.0, progress=False)
+FAST = dict(llm=LLM, api_key="sk-test", timeout=5.0, progress=False)
+BACKOFF_MIN = 0.5 * 0.75  # the openai SDK's first wait without Retry-After: 0.5 s less up to 25% jitter
 
 SENTENCES = [
     "The river {n} is {k} km long.",
@@ -82,10 +83,12 @@ def test_retries_on_429_500_honour_retry_after(tmp_path):
     assert [server.count(f"para{i}:") for i in range(3)] == [2, 3, 4]
     assert stats["requests"] == 9 and stats["retries"] == 6
     assert stats["retried_on"] == {"HTTP 429": 2, "HTTP 500": 2, "HTTP 502": 1, "HTTP 503": 1}
-    # Without the header the backoff is at most max_delay (0.05 s); with it, the server's 0.4 s
-    # is waited out: a lower bound, which no slowness of the machine can break.
+    # The SDK's own policy: the server's Retry-After (0.4 s) is waited out, else its backoff (0.5 s, doubling,
+    # less up to 25% jitter). Lower bounds, which no slowness of the machine can break.
     first, second = server.times("para0:")
     assert second - first >= 0.4
+    waits = [b - a for a, b in zip(server.times("para2:"), server.times("para2:")[1:])]
+    assert [w >= BACKOFF_MIN * 2 ** k for k, w in enumerate(waits)] == [True, True, True]
     assert stats["usage"] == server.usage_sent  # only answers are paid for
 
 
@@ -342,6 +345,8 @@ def test_bad_arguments():
         generate_openai(paragraphs(1), **{**FAST, "concurrency": 0})
     with pytest.raises(FortifaiError, match="timeout"):
         generate_openai(paragraphs(1), **{**FAST, "timeout": 0})
+    with pytest.raises(FortifaiError, match="max_retries"):
+        generate_openai(paragraphs(1), **{**FAST, "max_retries": -1})
     with pytest.raises(FortifaiError, match="model"):
         generate_openai(paragraphs(1), **{**FAST, "llm": ""})
 
@@ -357,17 +362,24 @@ def test_parse_answer_shapes():
     assert parse_answer('{"questions": "none"}').skipped == {"wrong_shape": 1}
 
 
-def test_retry_after_header_forms():
-    assert retry_after_seconds({"retry-after": "2"}) == 2.0
-    assert retry_after_seconds({"retry-after-ms": "250"}) == 0.25
-    assert retry_after_seconds({"retry-after": "soon"}) is None
-    assert retry_after_seconds({}) is None
-    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= retry_after_seconds({"retry-after": date}) <= 31
-    policy = openai_gen.RetryPolicy(base_delay=0.1, max_delay=1.0)
-    assert policy.delay(3, retry_after=2.5) == 2.5  # the server's word beats max_delay
-    assert policy.delay(3, retry_after=1e6) == openai_gen.RETRY_AFTER_CAP
-    assert all(0 <= policy.delay(a, None) <= min(1.0, 0.1 * 2 ** (a - 1)) for a in range(1, 8))
+def test_retry_after_forms_from_the_server(tmp_path):
+    """retry-after-ms and an HTTP date are honoured; an unreadable one (nan) falls back to the SDK's backoff; one
+    beyond two minutes is an outage, not a rate limit: not retried, the paragraph fails at once."""
+    soon = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 2))
+    script = {
+        "para0:": [Reply(429, headers={"retry-after-ms": "600"}), Reply()],
+        "para1:": [Reply(429, headers={"Retry-After": "nan"}), Reply()],
+        "para2:": [Reply(503, headers={"Retry-After": soon}), Reply()],
+        "para3:": [Reply(429, headers={"Retry-After": "100000"}), Reply()],
+    }
+    with ChatServer(script) as server:
+        questions, stats = generate_openai(paragraphs(4), base_url=server.url, cache_path=tmp_path / "c.jsonl",
+                                           source="src", allow_failures=True, **FAST)
+        waits = {i: (lambda t: t[1] - t[0] if len(t) == 2 else None)(server.times(f"para{i}:")) for i in range(4)}
+    assert waits[0] >= 0.6 and waits[1] >= BACKOFF_MIN and waits[2] >= 0.5 and waits[3] is None
+    assert server.count("para3:") == 1 and stats["failed"] == 1 and "HTTP 429" in stats["errors"][0]
+    assert as_rows(questions) == [r for r in expected(paragraphs(4)) if r["paragraph"] != 3]
+    assert stats["retried_on"] == {"HTTP 429": 3, "HTTP 503": 1}
 
 
 def test_a_200_answer_whose_body_is_not_json_is_one_error_and_no_task_is_left_unretrieved(tmp_path):
@@ -397,17 +409,11 @@ def test_a_200_answer_whose_body_is_not_json_is_one_error_and_no_task_is_left_un
 
 
 def test_layers_are_importable_from_the_old_path():
-    from fortifai_bench.kr.llm import cache, client, parse, prompt, retry
+    from fortifai_bench.kr.llm import cache, client, parse, prompt
 
     assert openai_gen.AnswerCache is cache.AnswerCache and openai_gen.parse_answer is parse.parse_answer
-    assert openai_gen.RetryPolicy is retry.RetryPolicy and openai_gen.cache_key is prompt.cache_key
+    assert openai_gen.cache_key is prompt.cache_key
     assert openai_gen.ask_all is client.ask_all and openai_gen.PROMPT_VERSION == prompt.PROMPT_VERSION
-
-
-def test_hostile_retry_after_values_are_ignored():
-    assert retry_after_seconds({"retry-after": "nan"}) is None
-    assert retry_after_seconds({"retry-after": "inf"}) is None
-    assert retry_after_seconds({"retry-after-ms": "nan", "retry-after": "3"}) == 3.0
 
 
 def test_a_cache_path_that_is_a_folder_is_one_error(tmp_path):

@@ -8,10 +8,9 @@ What this module adds around that one call, because a corpus has thousands of pa
 each answer costs money (each in a layer of its own under `fortifai_bench.kr.llm`):
 
 - bounded concurrency (an asyncio semaphore around each paragraph, retries included; `llm.client`);
-- our own retry policy (`llm.retry`; the client's retries are off, so the policy is explicit and
-  testable): exponential backoff with full jitter on 408/409/429/5xx, timeouts and connection
-  errors, honouring `Retry-After`; a whole-request deadline, so a server that never answers cannot
-  hang us;
+- the openai SDK's own retries (`max_retries`: 408/409/429/5xx, timeouts and connection errors, its
+  backoff with jitter, `Retry-After` honoured), each attempt counted by kind and bounded by a deadline
+  on the whole attempt, so a server that never answers cannot hang us (`llm.client`);
 - a persistent cache (`llm.cache`): one JSON line per answered paragraph, keyed by sha256(prompt
   version, model, paragraph text), appended and fsynced as each answer arrives. The RAW answer is
   stored and parsed on every read (`llm.parse`), so a rerun or a crash never pays twice, and a
@@ -37,11 +36,9 @@ from fortifai_bench.kr.llm.client import Outcome, ask, ask_all, completion_parts
 from fortifai_bench.kr.llm.parse import Parsed, parse_answer
 from fortifai_bench.kr.llm.prompt import (MAX_QUESTIONS, PROMPT_VERSION, SYSTEM_PROMPT, USER_PROMPT, build_messages,
                                           cache_key, generator_name)
-from fortifai_bench.kr.llm.retry import RETRY_AFTER_CAP, RetryPolicy, retry_after_seconds
 
 __all__ = [
-    "generate_openai", "parse_answer", "Parsed", "AnswerCache", "default_cache_path", "RetryPolicy",
-    "retry_after_seconds", "RETRY_AFTER_CAP", "PROMPT_VERSION", "MAX_QUESTIONS", "SYSTEM_PROMPT", "USER_PROMPT",
+    "generate_openai", "parse_answer", "Parsed", "AnswerCache", "default_cache_path", "PROMPT_VERSION", "MAX_QUESTIONS", "SYSTEM_PROMPT", "USER_PROMPT",
     "build_messages", "cache_key", "generator_name", "ask", "ask_all", "Outcome", "completion_parts",
 ]
 
@@ -92,8 +89,6 @@ def generate_openai(
     timeout: float = 60.0,
     progress: bool = True,
     source: str = "",
-    base_delay: float = 1.0,
-    max_delay: float = 60.0,
     allow_failures: bool = False,
 ) -> tuple[list, dict]:
     """Up to five KR questions per paragraph from an OpenAI-compatible chat endpoint.
@@ -113,7 +108,10 @@ def generate_openai(
         raise FortifaiError("openai generator: no model given (--llm)")
     if concurrency < 1:
         raise FortifaiError(f"openai generator: concurrency must be >= 1, got {concurrency}")
-    policy = RetryPolicy(max_retries=max_retries, base_delay=base_delay, max_delay=max_delay, timeout=timeout)
+    if max_retries < 0:
+        raise FortifaiError(f"openai generator: max_retries must be >= 0, got {max_retries}")
+    if not timeout > 0:
+        raise FortifaiError(f"openai generator: timeout must be > 0 seconds, got {timeout}")
     paragraphs = list(paragraphs)  # walked twice
     api_key = api_key or os.environ.get("OPENAI_API_KEY")
     cache_path = Path(cache_path) if cache_path is not None else default_cache_path()
@@ -143,9 +141,9 @@ def generate_openai(
                 f"openai generator: no API key for {len(todo)} uncached paragraph(s): set OPENAI_API_KEY "
                 "(any non-empty value for a local server that checks none)"
             )
-        client_kwargs = {"api_key": api_key, "base_url": base_url, "max_retries": 0, "timeout": timeout}
+        client_kwargs = {"api_key": api_key, "base_url": base_url, "max_retries": max_retries, "timeout": timeout}
         fatal = run_coroutine(
-            ask_all(todo, llm=llm, client_kwargs=client_kwargs, concurrency=concurrency, policy=policy,
+            ask_all(todo, llm=llm, client_kwargs=client_kwargs, concurrency=concurrency,
                      cache=cache, stats=stats, allow_failures=allow_failures, progress=progress)
         )
         where = base_url or os.environ.get("OPENAI_BASE_URL") or "the default OpenAI endpoint"

@@ -1,14 +1,27 @@
-"""Asking the endpoint: one paragraph with the retry policy (`ask`), all of them with bounded concurrency
-(`ask_all`). Every outcome is data (`Outcome`); nothing raised inside a task is left unretrieved."""
+"""Asking the endpoint: one paragraph (`ask`), all of them with bounded concurrency (`ask_all`). Every
+outcome is data (`Outcome`); nothing raised inside a task is left unretrieved.
+
+Retries are the openai SDK's own (`max_retries`): 408/409/429/5xx, timeouts and connection errors, with its
+exponential backoff and jitter (0.5 s doubling to 8 s) and the server's `Retry-After` / `retry-after-ms`
+honoured up to two minutes. What this module adds is beneath the SDK, in the httpx client it is given
+(`AttemptClient`): a deadline on each whole attempt, and a record of what each attempt ran into, for the
+run's statistics.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import importlib
 import json
 from dataclasses import dataclass, field
 
 from fortifai_bench.kr.llm.prompt import PROMPT_VERSION, build_messages
-from fortifai_bench.kr.llm.retry import FATAL_STATUS, RetryPolicy, retry_after_seconds, retryable
+
+# The HTTP attempts of the paragraph being asked, in order: "ok", "HTTP 429", "timeout", "connection".
+# A context variable, because the SDK sends every attempt from inside the caller's task.
+_ATTEMPTS: contextvars.ContextVar[list] = contextvars.ContextVar("fortifai_attempts")
+FATAL_STATUS = frozenset({401, 403, 404})  # the whole run is misconfigured: key, permission, model or URL
 
 
 class Fatal(Exception):
@@ -22,61 +35,73 @@ class Outcome:
     usage: dict | None = None
     error: str | None = None  # set when the paragraph failed
     attempts: int = 0
-    troubles: list = field(default_factory=list)  # what each retried attempt ran into
+    troubles: list = field(default_factory=list)  # what each failed attempt ran into
 
 
-async def ask(client, llm: str, text: str, policy: RetryPolicy, stop: asyncio.Event) -> Outcome:
+def attempt_client(timeout: float):
+    """The httpx client the SDK sends through: the SDK's own defaults (`openai.DefaultAsyncHttpxClient`), plus a
+    deadline on each attempt as a whole (httpx's timeout bounds each read, so a server trickling bytes could
+    last forever) that the SDK sees as a timeout and retries, and each attempt recorded in `_ATTEMPTS`."""
+    import openai
+
+    base = openai.DefaultAsyncHttpxClient
+    # httpx (openai 1.x) or httpx2 (newer): the exceptions of whichever the SDK's client is built on
+    httpx = importlib.import_module(next(c for c in base.__mro__ if c.__name__ == "AsyncClient").__module__.split(".")[0])
+
+    class AttemptClient(base):
+        async def send(self, request, **kwargs):
+            attempts = _ATTEMPTS.get([])  # outside `ask` (no paragraph): recorded nowhere
+            try:
+                response = await asyncio.wait_for(super().send(request, **kwargs), timeout + 1.0)
+            except asyncio.TimeoutError:
+                attempts.append("timeout")
+                raise httpx.ReadTimeout(f"no whole answer within {timeout:g} s", request=request) from None
+            except httpx.TimeoutException:
+                attempts.append("timeout")
+                raise
+            except Exception:
+                attempts.append("connection")
+                raise
+            attempts.append(f"HTTP {response.status_code}" if response.status_code >= 400 else "ok")
+            return response
+
+    return AttemptClient(timeout=timeout)
+
+
+async def ask(client, llm: str, text: str, timeout: float) -> Outcome:
+    """One paragraph, the SDK retrying what is worth retrying; its attempts are counted into the outcome."""
     import openai
 
     outcome = Outcome()
-    retry_after, last = None, ""  # what the previous attempt ran into
-    for attempt in range(policy.max_retries + 1):
-        if attempt:
-            await asyncio.sleep(policy.delay(attempt, retry_after))
-            if stop.is_set():
-                outcome.error = f"abandoned after {outcome.attempts} attempt(s): {last}"
-                return outcome
-        retry_after = None
-        outcome.attempts += 1
+    attempts = []
+    _ATTEMPTS.set(attempts)  # this task's own context: concurrent paragraphs do not mix
+    try:
+        response = await client.chat.completions.create(model=llm, messages=build_messages(text))
+    except openai.APIStatusError as exc:
+        message = f"HTTP {exc.status_code}: {short(exc)}"
+        if exc.status_code in FATAL_STATUS:
+            raise Fatal(f"refused the request for model {llm!r}: {message}") from exc
+        # e.g. 400: this paragraph was refused; or a 429/5xx still there after the SDK's last retry
+        outcome.error = message if len(attempts) <= 1 else f"gave up after {len(attempts)} attempt(s): {message}"
+    except openai.APITimeoutError:
+        outcome.error = f"gave up after {len(attempts)} attempt(s): no answer within {timeout:g} s"
+    except openai.APIConnectionError as exc:
+        outcome.error = f"gave up after {len(attempts)} attempt(s): connection failed: {short(exc.__cause__ or exc)}"
+    except openai.APIError as exc:  # an answer the client could not read as a completion
+        outcome.error = f"unreadable answer: {short(exc)}"
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # HTTP 200 whose body claims to be JSON and is not (a proxy, a wrong path): the same URL
+        # will answer the same way, so no retry.
+        outcome.error = f"the answer is not JSON ({short(exc)}); is the base URL right?"
+    else:
         try:
-            # The client's own timeout bounds each read; wait_for bounds the whole request, so a
-            # server that trickles bytes forever cannot hang the run either.
-            response = await asyncio.wait_for(
-                client.chat.completions.create(model=llm, messages=build_messages(text)),
-                timeout=policy.timeout + 1.0,
-            )
-        except asyncio.TimeoutError:
-            kind, last = "timeout", f"no answer within {policy.timeout:g} s"
-        except openai.APIStatusError as exc:
-            status = exc.status_code
-            message = f"HTTP {status}: {short(exc)}"
-            if status in FATAL_STATUS:
-                raise Fatal(f"refused the request for model {llm!r}: {message}") from exc
-            if not retryable(status):
-                outcome.error = message  # e.g. 400: this paragraph was refused; retrying will not help
-                return outcome
-            kind, last, retry_after = f"HTTP {status}", message, retry_after_seconds(exc.response.headers)
-        except openai.APITimeoutError:
-            kind, last = "timeout", f"no answer within {policy.timeout:g} s"
-        except openai.APIConnectionError as exc:
-            kind, last = "connection", f"connection failed: {short(exc.__cause__ or exc)}"
-        except openai.APIError as exc:  # an answer the client could not read as a completion
-            kind, last = "unreadable", f"unreadable answer: {short(exc)}"
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            # HTTP 200 whose body claims to be JSON and is not (a proxy, a wrong path): the same URL
-            # will answer the same way, so no retry.
-            outcome.error = f"the answer is not JSON ({short(exc)}); is the base URL right?"
-            return outcome
-        else:
-            try:
-                outcome.content, outcome.usage = completion_parts(response)
-            except ValueError as exc:
-                # HTTP 200 that is no chat completion (a proxy's page, a wrong path): retrying the
-                # same URL will not help.
-                outcome.error = f"the answer is not a chat completion ({exc}); is the base URL right?"
-            return outcome
-        outcome.troubles.append(kind)
-    outcome.error = f"gave up after {outcome.attempts} attempt(s): {last}"
+            outcome.content, outcome.usage = completion_parts(response)
+        except ValueError as exc:
+            # HTTP 200 that is no chat completion (a proxy's page, a wrong path): retrying the
+            # same URL will not help.
+            outcome.error = f"the answer is not a chat completion ({exc}); is the base URL right?"
+    outcome.attempts = len(attempts)
+    outcome.troubles = [a for a in attempts if a != "ok"]
     return outcome
 
 
@@ -122,7 +147,7 @@ def run_coroutine(coro):
         return pool.submit(asyncio.run, coro).result()
 
 
-async def ask_all(todo, *, llm, client_kwargs, concurrency, policy, cache, stats, allow_failures, progress):
+async def ask_all(todo, *, llm, client_kwargs, concurrency, cache, stats, allow_failures, progress):
     """Ask for every (key, paragraph id, text) in `todo`; each answer goes to the cache as soon as it
     arrives. Returns the fatal errors (empty when the run may go on)."""
     import openai
@@ -146,7 +171,7 @@ async def ask_all(todo, *, llm, client_kwargs, concurrency, policy, cache, stats
         async with semaphore:
             if stop.is_set():
                 return
-            outcome = await ask(client, llm, text, policy, stop)
+            outcome = await ask(client, llm, text, client_kwargs["timeout"])
         stats["requests"] += outcome.attempts
         stats["retries"] += max(outcome.attempts - 1, 0)
         for kind in outcome.troubles:
@@ -167,7 +192,7 @@ async def ask_all(todo, *, llm, client_kwargs, concurrency, policy, cache, stats
              "content": outcome.content, "usage": outcome.usage},
         )
 
-    async with openai.AsyncOpenAI(**client_kwargs) as client:
+    async with openai.AsyncOpenAI(**client_kwargs, http_client=attempt_client(client_kwargs["timeout"])) as client:
         tasks = [asyncio.ensure_future(one(*item)) for item in todo]
         try:
             with tqdm(total=len(tasks), desc="openai questions", unit="para", disable=not progress) as bar:
