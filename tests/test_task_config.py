@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -213,3 +214,59 @@ def test_a_file_anywhere_can_include_the_shipped_base(tmp_path):
     (tmp_path / "mine.yaml").write_text("include: _base.yaml\ntask: mine\n")
     task = load_task(str(tmp_path / "mine.yaml"))
     assert (task.train.epochs, task.train.block_size, task.model.pretrain.train.epochs) == (20, 128, 30)
+
+
+# ---------------------------------------------------------------------------------------------- one identity
+
+@pytest.mark.parametrize("name", available_tasks())
+def test_print_config_round_trips(name, tmp_path, capsys):
+    """--print-config prints YAML that --task reads back to the same task and config hash."""
+    assert cli_main(["collapse", "--task", name, "--set", "stages=2", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    (tmp_path / "resolved.yaml").write_text(printed)
+    task, back = load_task(name, ["stages=2"]), load_task(str(tmp_path / "resolved.yaml"))
+    assert back.to_dict() == task.to_dict() and back.config_hash() == task.config_hash()
+    assert task.config_hash() in printed.splitlines()[0] and task.config_hash() != load_task(name).config_hash()
+    assert cli_main(["collapse", "--task", str(tmp_path / "resolved.yaml"), "--print-config"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == printed.splitlines()[1:]  # only the source line differs
+
+
+def test_the_shipped_boards_record_the_tasks_config_hash():
+    """The boards' runs were hashed by the one definition: every entry's config_hash is its task's (the clean
+    control's: mode clean) as the task files resolve today."""
+    import json
+
+    from fortifai_bench.leaderboard import leaderboards_dir
+
+    boards = sorted(leaderboards_dir().glob("collapse_*.json"))
+    assert boards
+    for path in boards:
+        for entry in json.loads(path.read_text())["entries"]:
+            task = load_task(entry["task"]["name"], ["mode=clean"] if entry["control"] else [])
+            assert (entry["task"]["version"], entry["config_hash"]) == (task.version, task.config_hash()), \
+                f"{path.name}: {entry['name']}"
+
+
+def test_one_config_hash_in_a_run_folder(tmp_path):
+    """A real smoke run: config.yaml, results.json, the experiment summary and a board entry built from the
+    run carry one config hash, the task's."""
+    import json
+
+    import yaml
+
+    from fortifai_bench.collapse.experiment import run_experiment
+    from fortifai_bench.leaderboard.board import build_entry
+    from fortifai_bench.results import load_results
+
+    task = load_task("collapse_smoke", ["stages=2", "paragraphs_per_split=3", "train.epochs=1", "model.tiny.vocab_size=300",
+                                        "eval.heldout_paragraphs=2"])
+    exp = run_experiment(task, ["ce", "tce:0.9"], [0], out=tmp_path, progress=False)  # two runs: a summary
+    [summary] = tmp_path.glob("summary-*.json")
+    hashes = {"summary": json.loads(summary.read_text())["config_hash"]}
+    for label, [run] in exp.groups.items():
+        folder = Path(run["run_dir"])
+        hashes.update({f"{label} config.yaml": yaml.safe_load((folder / "config.yaml").read_text())["config_hash"],
+                       f"{label} results.json": load_results(folder)["config_hash"],
+                       f"{label} board entry": build_entry([load_results(folder)])["config_hash"]})
+    assert len(hashes) == 7 and set(hashes.values()) == {task.config_hash()}, hashes
+    assert task.config_hash() != load_task("collapse_smoke").config_hash()

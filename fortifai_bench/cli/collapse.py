@@ -3,6 +3,7 @@
     fortifai-bench collapse                                  # the embedded default: ce and tce:0.9, side by side
     fortifai-bench collapse --loss my_module:MyLoss --loss-args gamma=0.8 --seeds 0-2 --baseline ce --control
     fortifai-bench collapse --task collapse_wikitext --plan  # print the schedule, run nothing
+    fortifai-bench collapse --task collapse_smoke --set stages=2 --print-config > mine.yaml   # then --task mine.yaml
     fortifai-bench collapse --loss ce --set train.epochs=3 --set regenerate.temperature=0.7
     fortifai-bench collapse --resume runs/collapse_facts-ce-s0-20250101-120000
     fortifai-bench collapse --task collapse_wikitext --nproc 8      # = torchrun --nproc_per_node 8 -m fortifai_bench.collapse
@@ -59,6 +60,9 @@ def register(subparsers) -> None:
                    help="also run the clean control (mode: clean, every split stays real) with the baseline loss "
                         "(default: on for the embedded default, off otherwise)")
     p.add_argument("--no-control", dest="no_control", action="store_true", help="never run the control")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved task (its file, includes and overrides) as YAML that --task reads back "
+                        "to the same task and config hash, and exit; the embedded default: one document per task")
     p.add_argument("--plan", action="store_true", help="print the schedule (which split generations train "
                                                        "each stage) and a compute estimate, and exit; loads no model")
     scale = p.add_argument_group("scale (README: At the paper's scale)")
@@ -140,6 +144,8 @@ def main(args: argparse.Namespace) -> int:
         if args.task not in (None, SMOKE_TASK) or args.resume:  # (torchrun's processes get both flags back)
             raise FortifaiError(f"--smoke runs the task {SMOKE_TASK}: drop --task / --resume")
         args.task, args.loss = SMOKE_TASK, args.loss or ["ce"]
+    if args.resume and args.print_config:
+        raise FortifaiError(f"--print-config prints a task: drop --resume (the run's task is {args.resume}/config.yaml)")
     if args.resume:
         from fortifai_bench.collapse import launch
 
@@ -149,6 +155,9 @@ def main(args: argparse.Namespace) -> int:
     default = _is_default(args)
     tasks = ([load_task(name) for name in DEFAULT_SUITE] if default
              else [load_task(args.task or DEFAULT_TASK, _overrides(args))])
+    if args.print_config:
+        print("---\n".join(t.to_yaml() for t in tasks), end="")
+        return 0
     task = tasks[0]
     losses = args.loss or DEFAULT_LOSSES
     seeds = parse_seeds(args.seeds, task.seed)

@@ -18,7 +18,6 @@ including file winning; anything else (lists, scalars, null) replaces.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,11 @@ import yaml
 
 from fortifai_bench.configs import build as _build
 from fortifai_bench.errors import FortifaiError, did_you_mean
+from fortifai_bench.io import parse_yaml, read_yaml
 from fortifai_bench.kr.methods import METHODS as KR_METHODS  # the scorer's rules, checked without torch
+from fortifai_bench.metrics import DEFAULT_THRESHOLD
 from fortifai_bench.models import ATTENTION, DTYPES, TinyConfig
+from fortifai_bench.results import config_hash
 from fortifai_bench.train.config import TrainConfig
 
 MODES = ("accumulate", "replace", "accumulate-subsample", "clean")
@@ -112,7 +114,7 @@ class RegenerateSettings:
 class EvalSettings:
     kr: Optional[str] = "auto"         # "auto": the corpus's shipped KR set; a path; or null for none
     kr_method: str = "sum"
-    failure_threshold: float = 0.75
+    failure_threshold: float = DEFAULT_THRESHOLD
     # The headline score (time to failure, boards) is KR-split-0 on every question, or with a tag on that
     # tag's questions only (a tagged KR set: collapse_facts_longtail fails when the tail facts are lost).
     score_tag: Optional[str] = None
@@ -179,11 +181,17 @@ class CollapseTask:
         d.pop("source")
         return d
 
-    def config_hash(self) -> str:
-        """sha256 of the resolved config minus the seed: runs that differ only by seed share it."""
-        d = self.to_dict()
-        d.pop("seed")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+    def config_hash(self, loss: dict | None = None) -> str:
+        """The experiment's identity, `results.config_hash` of the resolved config (the one definition:
+        minus the seed and the prose description, plus a user loss module's source when `loss`, a loss
+        description, has one). Written to config.yaml, results.json, the summary and the boards."""
+        return config_hash(self.to_dict(), loss=loss)
+
+    def to_yaml(self) -> str:
+        """The resolved task as a YAML file that `load_task` reads back to the same task (and hash):
+        `fortifai-bench collapse --print-config`."""
+        head = f"# {self.task} v{self.version}, resolved from {self.source}; config hash {self.config_hash()}\n"
+        return head + yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -217,7 +225,9 @@ def load_task(name_or_path: str = "collapse_facts", overrides: list[str] | dict 
 
 def read_task_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     """A task file as a mapping, its `include:` chain resolved (see module doc)."""
-    raw = _read_mapping(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise FortifaiError(f"{path}: a collapse task must be a YAML mapping, got {type(raw).__name__}")
     include = raw.pop("include", None)
     if include is None:
         return raw
@@ -237,20 +247,6 @@ def merge(base: dict, over: dict) -> dict:
     for key, value in over.items():
         out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
-
-
-def _read_mapping(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise FortifaiError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FortifaiError(f"cannot read collapse task {path}: {getattr(exc, 'strerror', None) or exc}") from exc
-    if not isinstance(raw, dict):
-        raise FortifaiError(f"{path}: a collapse task must be a YAML mapping, got {type(raw).__name__}")
-    return raw
 
 
 def task_from_dict(raw: dict, overrides: list[str] | dict | None = None, source: str = "default") -> CollapseTask:
@@ -275,8 +271,6 @@ def _parse_overrides(overrides) -> list[tuple[str, Any]]:
         if not sep or not key.strip():
             raise FortifaiError(f"bad override {item!r}: expected field.path=value (e.g. train.epochs=3)")
         # A YAML syntax error in the value (`train.epochs=[1,`) is one line naming the override.
-        from fortifai_bench.io import parse_yaml
-
         out.append((key.strip(), parse_yaml(value, f"override {item!r}", lines=False) if value.strip() else None))
     return out
 

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from fortifai_bench.io import atomic_write
+from fortifai_bench.metrics import DEFAULT_THRESHOLD
 
 FORMATS = (("png", {"dpi": 200}), ("svg", {}))
 
@@ -145,7 +146,7 @@ def _band(ax, runs: list[dict], key: str, label: str, **style):
     return line
 
 
-def plot_compare(groups: dict[str, list[dict]], stem: str | os.PathLike, threshold: float = 0.75,
+def plot_compare(groups: dict[str, list[dict]], stem: str | os.PathLike, threshold: float = DEFAULT_THRESHOLD,
                  control: str = "control") -> list[Path]:
     """KR-split-0 and KL of split 0 per stage for several losses (see module doc)."""
     from fortifai_bench.results import summarize_runs
