@@ -96,8 +96,8 @@ def open_run(task: CollapseTask, loss_desc: dict, *, out: str | os.PathLike | No
     while run.exists():
         n += 1
         run = base.with_name(f"{base.name}-{n}")
-    doc = {"format": RUN_FORMAT, **_record(task, loss_desc), "seed": task.seed, "config_hash": task.config_hash(),
-           "provenance": provenance(command)}
+    doc = {"format": RUN_FORMAT, **_record(task, loss_desc), "seed": task.seed,
+           "config_hash": task.config_hash(loss_desc), "provenance": provenance(command)}
     with atomic_write(run / "config.yaml") as f:
         yaml.safe_dump(doc, f, sort_keys=False, allow_unicode=True)
     return run
