@@ -22,6 +22,8 @@ from fortifai_bench.losses import (
     Focal,
     load_loss,
     parse_loss_args,
+    shift_labels,
+    target_logprobs,
     token_logprobs,
 )
 
@@ -212,6 +214,85 @@ def test_chunking_does_not_change_logprobs_or_gradients(chunk):
     (ref * torch.linspace(-1, 2, ref.numel())).sum().backward()
     torch.testing.assert_close(logp, ref.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(x.grad, y.grad, rtol=1e-4, atol=1e-6)
+
+
+class _KernelBeforeIssue31(torch.autograd.Function):
+    """`logprobs._TargetLogProb` as it was before it skipped rows with no gradient (commit b72b51b), verbatim:
+    the reference the new kernel's gradients must equal bit for bit."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, chunk):
+        n = logits.shape[0]
+        lse = torch.empty(n, dtype=torch.float32, device=logits.device)
+        out = torch.empty(n, dtype=torch.float32, device=logits.device)
+        for s in range(0, n, chunk):
+            x = logits[s : s + chunk].float()
+            lse[s : s + chunk] = torch.logsumexp(x, dim=-1)
+            out[s : s + chunk] = x.gather(1, targets[s : s + chunk, None]).squeeze(1) - lse[s : s + chunk]
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, targets, lse = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        g = grad_out.float()
+        for s in range(0, logits.shape[0], ctx.chunk):
+            e = s + ctx.chunk
+            block = torch.sub(logits[s:e].float(), lse[s:e, None]).exp_().mul_(-g[s:e, None])
+            block.scatter_add_(1, targets[s:e, None], g[s:e, None])
+            grad[s:e] = block
+        return grad, None, None
+
+
+def _old_token_logprobs(logits, labels):
+    """`token_logprobs` through the old kernel at its old chunk (1,024 rows)."""
+    targets = shift_labels(labels).reshape(-1)
+    valid = targets != IGNORE_INDEX
+    safe = torch.where(valid, targets, torch.zeros_like(targets))
+    logp = _KernelBeforeIssue31.apply(logits.reshape(-1, logits.shape[-1]), safe, 1024)
+    return torch.where(valid, logp, torch.zeros_like(logp)), valid
+
+
+def _bits(t):
+    return t.view(torch.int16 if t.element_size() == 2 else torch.int32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab", [11, 2**17 + 3])  # one chunk for all rows; 3 rows a chunk (CPU)
+@pytest.mark.parametrize("masked", [0.0, 0.5, 0.9, 1.0])
+def test_skipping_masked_rows_keeps_the_gradients_bitwise(dtype, vocab, masked):
+    logits, labels = make_batch(31, batch=2, seq=9, vocab=vocab, ignore_frac=0.2)
+    logits = logits.detach().to(dtype)
+    old_x = logits.clone().requires_grad_()
+    logp, valid = _old_token_logprobs(old_x, labels)
+    # gamma at the quantile that masks the wanted share of the real tokens
+    p = logp.detach()[valid].exp()
+    gamma = 2.0 if masked == 0 else (p.min().item() * 0.5 if masked == 1 else p.quantile(1 - masked).item())
+    loss = TCE(gamma)
+    old_loss, _ = loss.reduce(logp, valid)
+    old_loss.backward()
+    new_x = logits.clone().requires_grad_()
+    out = loss(new_x, labels)
+    out.loss.backward()
+    assert out.stats["masked_fraction"].item() == pytest.approx(masked, abs=0.1)
+    assert torch.equal(_bits(out.loss.detach()), _bits(old_loss.detach()))
+    assert torch.equal(_bits(new_x.grad), _bits(old_x.grad))  # every bit, the sign of each zero included
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2, 5])
+def test_skipping_rows_with_zero_upstream_gradient_of_either_sign_is_bitwise(chunk):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(40, 23, generator=g) * 4
+    targets = torch.randint(0, 23, (40,), generator=g)
+    upstream = torch.randn(40, generator=g)
+    upstream[torch.rand(40, generator=g) < 0.6] = 0.0
+    upstream[::7] = -0.0
+    old_x, new_x = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    _KernelBeforeIssue31.apply(old_x, targets, 1024).backward(upstream)
+    target_logprobs(new_x, targets, chunk).backward(upstream)
+    assert torch.equal(_bits(new_x.grad), _bits(old_x.grad))
 
 
 def test_bfloat16_logits_get_fp32_logprobs_and_bf16_gradient():

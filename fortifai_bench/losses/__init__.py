@@ -19,14 +19,14 @@ from fortifai_bench.losses.base import FunctionLoss, Loss, LossOutput
 from fortifai_bench.losses.ce import CE
 from fortifai_bench.losses.checked import CheckedLoss
 from fortifai_bench.losses.focal import Focal
-from fortifai_bench.losses.logprobs import CHUNK_TOKENS, IGNORE_INDEX, shift_labels, target_logprobs, token_logprobs
+from fortifai_bench.losses.logprobs import IGNORE_INDEX, chunk_rows, shift_labels, target_logprobs, token_logprobs
 from fortifai_bench.losses.registry import SHORT_NAMES
 from fortifai_bench.losses.spec import load_loss, parse_loss_args
 from fortifai_bench.losses.tce import TCE
 from fortifai_bench.losses.user_import import module_source_sha256
 
 __all__ = [
-    "CE", "CHUNK_TOKENS", "CheckedLoss", "Focal", "FunctionLoss", "IGNORE_INDEX", "Loss", "LossOutput", "SHORT_NAMES",
-    "TCE", "load_loss", "module_source_sha256", "parse_loss_args", "shift_labels", "target_logprobs",
+    "CE", "CheckedLoss", "Focal", "FunctionLoss", "IGNORE_INDEX", "Loss", "LossOutput", "SHORT_NAMES",
+    "TCE", "chunk_rows", "load_loss", "module_source_sha256", "parse_loss_args", "shift_labels", "target_logprobs",
     "token_logprobs",
 ]

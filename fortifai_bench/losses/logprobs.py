@@ -18,11 +18,18 @@ Every built-in loss is a function of one number per token, the log-probability o
 token ``logp_t``. `token_logprobs` computes it with a custom autograd function that walks over the
 tokens in chunks: the forward pass keeps only a log-sum-exp per token, and the backward pass
 recomputes the softmax chunk by chunk straight into the logits' gradient. Beyond the logits and
-their gradient, a loss therefore holds one chunk (``chunk_tokens x vocab``), not the full
+their gradient, a loss therefore holds one chunk (`chunk_rows` x vocab), not the full
 ``log_softmax`` that ``F.log_softmax(...).gather(...)`` keeps alive. Because the gradient of any
 function of ``logp_t`` is ``dL/dlogp_t * (onehot - softmax)``, CE, TCE and Focal (with or without a
 detached weight) all get exact gradients from the same kernel. The KR scorer and the stage evaluation
 use `target_logprobs` too.
+
+Time
+----
+A token whose upstream gradient ``dL/dlogp_t`` is 0 (one TCE masks, an ignored position) has a row of
+zeros as its gradient, so the backward pass writes the zeros and skips that row's softmax: TCE's backward
+costs in proportion to the tokens it keeps. Every row's gradient is bitwise what computing it gives
+(`tests/test_losses.py`); figures against ``F.cross_entropy`` are in BENCHMARKS.md (`benchmarks/bench_losses.py`).
 """
 
 from __future__ import annotations
@@ -32,7 +39,18 @@ import torch
 from fortifai_bench.errors import FortifaiError
 
 IGNORE_INDEX = -100
-CHUNK_TOKENS = 1024  # rows of the softmax held at once; 1024 x 128,256 x 4 B = 0.5 GB at Llama 3 scale
+# Elements of the softmax held at once. On a CPU a chunk that fits a core's cache (2 MiB of fp32: 4 rows at
+# Llama 3's 128,256 words) makes the sub/exp/mul passes cache hits, so what goes to memory is one read of the
+# logits and one write of their gradient; chunks of 1,024 rows (0.5 GB) streamed each pass through memory
+# (BENCHMARKS.md, Losses). An accelerator wants large chunks (few kernel launches): 2**27 is 1,024 rows.
+CHUNK_ELEMENTS = {"cpu": 2**19}
+CHUNK_ELEMENTS_DEFAULT = 2**27
+
+
+def chunk_rows(logits: torch.Tensor) -> int:
+    """Rows of a ``[N, V]`` logits matrix per chunk on its device (see CHUNK_ELEMENTS)."""
+    budget = CHUNK_ELEMENTS.get(logits.device.type, CHUNK_ELEMENTS_DEFAULT)
+    return max(1, budget // max(1, logits.shape[-1]))
 
 
 class _TargetLogProb(torch.autograd.Function):
@@ -54,15 +72,42 @@ class _TargetLogProb(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         logits, targets, lse = ctx.saved_tensors
-        grad = torch.empty_like(logits)
         g = grad_out.float()
-        for s in range(0, logits.shape[0], ctx.chunk):
-            e = s + ctx.chunk
-            # d logp_y / d z = onehot(y) - softmax(z); scaled by the upstream gradient g.
-            block = torch.sub(logits[s:e].float(), lse[s:e, None]).exp_().mul_(-g[s:e, None])
-            block.scatter_add_(1, targets[s:e, None], g[s:e, None])
-            grad[s:e] = block
+        grad = torch.empty_like(logits)
+        live = g != 0
+        _zero_rows(grad, targets, g, (~live).nonzero().squeeze(1))
+        rows = live.nonzero().squeeze(1)
+        for s in range(0, rows.numel(), ctx.chunk):
+            index = rows[s : s + ctx.chunk]
+            a, b = index[0].item(), index[-1].item() + 1
+            if b - a > index.numel():  # masked rows in between: gather the live ones
+                block = _row_grad(logits.index_select(0, index), targets[index], lse[index], g[index])
+                grad.index_copy_(0, index, block.to(grad.dtype))
+            elif grad.dtype == torch.float32:  # a run of rows: straight into the gradient
+                _row_grad(logits[a:b], targets[a:b], lse[a:b], g[a:b], out=grad[a:b])
+            else:
+                grad[a:b] = _row_grad(logits[a:b], targets[a:b], lse[a:b], g[a:b])
         return grad, None, None
+
+
+def _row_grad(x, targets, lse, g, out=None):
+    """``g * d logp_y / dz = g * (onehot(y) - softmax(z))`` for the rows of ``x``, in fp32 (into ``out`` if
+    given): the same float operations in the same order on every path, so the gradient is bitwise the same
+    whichever path a row takes."""
+    block = torch.sub(x.float(), lse[:, None], out=out)
+    block.exp_().mul_(-g[:, None])
+    return block.scatter_add_(1, targets[:, None], g[:, None])
+
+
+def _zero_rows(grad, targets, g, index):
+    """Rows whose upstream gradient is 0 (TCE's masked tokens, ignored positions) skip the softmax: their
+    gradient is zero, with the signs of zero that ``exp(z - lse) * -g`` and the target's ``+ g`` give, so the
+    result is bitwise that of computing them (for finite logits; a row of inf/NaN logits that gets no gradient
+    gets zeros, where computing it gave NaN)."""
+    if index.numel() == 0:
+        return
+    grad.index_copy_(0, index, (-g[index, None]).to(grad.dtype).expand(-1, grad.shape[1]))
+    grad[index, targets[index]] = 0.0  # -g + g is +0 whatever the sign of g
 
 
 def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -71,18 +116,18 @@ def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torc
     return torch.cat([labels[..., 1:], pad], dim=-1)
 
 
-def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int = CHUNK_TOKENS) -> torch.Tensor:
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """log p(targets) for logits ``[..., V]`` and aligned integer targets ``[...]`` (no shifting), in float32:
     the one per-token log-probability of the package (losses, the KR scorer, the stage evaluation), chunked
     so that no second vocabulary-sized tensor is kept (see module doc)."""
     flat = logits.reshape(-1, logits.shape[-1])
     if not flat.is_contiguous():
         flat = flat.contiguous()
-    return _TargetLogProb.apply(flat, targets.reshape(-1), chunk).view(targets.shape)
+    return _TargetLogProb.apply(flat, targets.reshape(-1), chunk or chunk_rows(flat)).view(targets.shape)
 
 
 def token_logprobs(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, chunk: int = CHUNK_TOKENS
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, chunk: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(logp, valid)``, both flat ``[N]``: log p of each next token, and which tokens count.
 
