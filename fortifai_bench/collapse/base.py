@@ -31,6 +31,7 @@ from pathlib import Path
 from fortifai_bench.collapse.config import CollapseTask
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import file_sha256
+from fortifai_bench.models import resolve
 
 BASE_FORMAT = 2  # bump when the way the base is built changes (2: pretrained with one thread)
 
@@ -77,7 +78,7 @@ def base_model(task: CollapseTask, *, progress: bool = True) -> str:
     """Build M_0 if needed; return the model spec to load it from (a directory or a hub id). A tiny base the
     package ships (`shipped_base`) is used as it is, else the one cached, else it is built into the cache."""
     if task.model.name != "tiny":
-        return task.model.name
+        return resolve(task.model.name)  # a gguf: spec is dequantised into the cache once
     shipped = shipped_base(task)
     if shipped is not None:
         return str(shipped)

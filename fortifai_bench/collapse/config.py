@@ -30,7 +30,7 @@ from fortifai_bench.errors import FortifaiError, did_you_mean
 from fortifai_bench.io import parse_yaml, read_yaml
 from fortifai_bench.kr.methods import METHODS as KR_METHODS  # the scorer's rules, checked without torch
 from fortifai_bench.metrics import DEFAULT_THRESHOLD
-from fortifai_bench.models import ATTENTION, DTYPES, TinyConfig
+from fortifai_bench.models import ATTENTION, DTYPES, GGUF, TinyConfig, gguf_file
 from fortifai_bench.results import config_hash
 from fortifai_bench.train.config import TrainConfig
 
@@ -63,7 +63,7 @@ class PretrainSettings:
 
 @dataclass
 class ModelSettings:
-    name: str = "tiny"                 # "tiny", a hub id or a local HF directory
+    name: str = "tiny"                 # "tiny", a hub id, a local HF directory or gguf:PACKAGE/FILE.gguf
     revision: Optional[str] = None     # hub branch, tag or commit of `name` (pin a commit to reproduce a run)
     dtype: str = "float32"             # weights as loaded: float32, bfloat16 or float16 (train.bf16 autocasts float32)
     attn_implementation: Optional[str] = None  # eager, sdpa, flash_attention_2 (installed); null: transformers' pick
@@ -76,6 +76,8 @@ class ModelSettings:
             _choice(self.attn_implementation, ATTENTION, "model.attn_implementation")
         if self.revision is not None and self.name == "tiny":
             raise FortifaiError("model.revision applies to a hub model; the tiny preset is built here")
+        if self.name.startswith(GGUF):
+            gguf_file(self.name)  # the package is installed and holds the file: one line before any work
 
 
 @dataclass
