@@ -278,3 +278,37 @@ def test_one_config_hash_in_a_run_folder(tmp_path):
                        f"{label} board entry": build_entry([load_results(folder)])["config_hash"]})
     assert len(hashes) == 7 and set(hashes.values()) == {task.config_hash()}, hashes
     assert task.config_hash() != load_task("collapse_smoke").config_hash()
+
+
+# ---------------------------------------------------------------------------------------------- lm-eval KR splits
+
+def _kr_generator():
+    import importlib.util
+
+    from fortifai_bench.resources import tasks_dir
+
+    spec = importlib.util.spec_from_file_location("kr_generate_configs", tasks_dir() / "kr" / "_generate_configs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_kr_split_yamls_are_the_generators_output(tmp_path):
+    """tasks/kr/kr_<source>_split<k>.yaml are _generate_configs.py's output, and each group lists its splits."""
+    import re
+
+    gen = _kr_generator()
+    here = gen.HERE
+    assert gen.stale() == [], "rerun python tasks/kr/_generate_configs.py"
+    assert len(gen.configs()) == 18  # facts, wikitext, imagination x 6 splits
+    for source in gen.split_sources():
+        group = (here / f"kr_{source}.yaml").read_text()
+        assert re.findall(r"^  - (kr_\w+)$", group, re.M) == [f"kr_{source}_split{k}" for k in range(gen.N_SPLITS)]
+    # an edited, a missing and a stray file are each found
+    for name, text in gen.configs().items():
+        (tmp_path / name).write_text(text)
+    edited = gen.configs()["kr_facts_split0.yaml"].replace("kr_split: 0", "kr_split: 1")
+    (tmp_path / "kr_facts_split0.yaml").write_text(edited)
+    (tmp_path / "kr_facts_split5.yaml").unlink()
+    (tmp_path / "kr_facts_split6.yaml").write_text("task: kr_facts_split6\n")
+    assert gen.stale(tmp_path) == ["kr_facts_split0.yaml", "kr_facts_split5.yaml", "kr_facts_split6.yaml"]
