@@ -33,7 +33,8 @@ import numpy as np
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.results import check_same_base, ids_sha256, load_results as load_run
-from fortifai_bench.metrics import ALPHA, cluster_totals, failure, format_p, mcnemar, resample_weights
+from fortifai_bench.metrics import cluster_totals, failure, resample_weights
+from fortifai_bench.stats import ALPHA, format_p, mcnemar
 
 
 def restricted_times(scores: np.ndarray, threshold: float) -> np.ndarray:

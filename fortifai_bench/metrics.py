@@ -2,7 +2,7 @@
 
 Confidence intervals are percentile bootstraps with a fixed seed, so a result file is reproducible. Time to
 failure has one definition here (`failure`), with its censoring; `compare_failures` tests two losses' times
-over seeds with the exact permutation test of `fortifai_bench.stats`, whose names are re-exported here.
+over seeds with the exact permutation test of `fortifai_bench.stats` (import the tests from there).
 """
 
 from __future__ import annotations
@@ -13,21 +13,16 @@ from typing import Sequence
 
 import numpy as np
 
-from fortifai_bench.stats import (  # noqa: F401  (re-exported: imported from metrics across the package)
-    ALPHA,
-    MAX_EXACT_SPLITS,
-    detectable_difference,
-    detectable_effect,
-    format_p,
-    holm,
-    mcnemar,
-    n_splits,
-    permutation_p,
-    ratio_ci,
-    smallest_p,
-)
+from fortifai_bench.stats import n_splits, permutation_p, ratio_ci, smallest_p
 
-DEFAULT_THRESHOLD = 0.75  # half of the gain above chance (0.5) on a two-choice test
+# Their home is stats; still imported from here by collapse/experiment.py, leaderboard/{ranking,render,suite}.py
+# and benchmarks/bench_power.py (files other work had open during issue 29): drop this line when those import
+# them from stats.
+from fortifai_bench.stats import ALPHA, detectable_effect, format_p, holm  # noqa: F401
+
+# The failure threshold, defined here only (a collapse task's eval.failure_threshold defaults to it): time to
+# failure is the stage where KR-split-0 falls below it; half of the gain above chance (0.5) on a two-choice test.
+DEFAULT_THRESHOLD = 0.75
 
 
 def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 2000, seed: int = 0,

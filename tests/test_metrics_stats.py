@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from fortifai_bench.metrics import (Failure, bootstrap_ci, compare_failures, detectable_difference, format_p, holm,
-                                    mean_ci, permutation_p, ratio_ci, smallest_p, summarize_failures)
+from fortifai_bench.metrics import Failure, bootstrap_ci, compare_failures, mean_ci, summarize_failures
+from fortifai_bench.stats import detectable_difference, format_p, holm, permutation_p, ratio_ci, smallest_p
 
 
 def _fails(times, horizon=5):
