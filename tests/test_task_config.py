@@ -239,6 +239,17 @@ def test_print_config_round_trips(name, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[1:] == printed.splitlines()[1:]  # only the source line differs
 
 
+def test_print_config_of_the_default_suite_and_with_resume(capsys):
+    import yaml
+
+    from fortifai_bench.cli.collapse import DEFAULT_SUITE
+
+    assert cli_main(["collapse", "--print-config"]) == 0  # the embedded default: one document per task
+    assert [doc["task"] for doc in yaml.safe_load_all(capsys.readouterr().out)] == DEFAULT_SUITE
+    assert cli_main(["collapse", "--resume", "runs/x", "--print-config"]) == 2
+    assert "--print-config prints a task: drop --resume" in capsys.readouterr().err
+
+
 def test_the_shipped_boards_record_the_tasks_config_hash():
     """The boards' runs were hashed by the one definition: every entry's config_hash is its task's (the clean
     control's: mode clean) as the task files resolve today."""
