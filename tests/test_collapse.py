@@ -292,7 +292,12 @@ def test_runs_side_by_side_give_the_numbers_of_one_thread_runs(micro_run, tmp_pa
     assert [st["kl_split0"] for st in ce["stages"]] == [st["kl_split0"] for st in here["stages"]]
     assert tce["loss"]["spec"] == "tce:0.9" and control["control"] is True
     assert len({r["run_dir"] for r in (ce, tce, control)}) == 3
-    assert "ce seed 0: KR-split-0 " in capsys.readouterr().out  # one line per finished run, beside the bar
+    out = capsys.readouterr().out  # not a terminal here: one line per stage, "run k of N", the control marked
+    for k, name in enumerate(["ce", "tce:0.9", "ce (control)"]):
+        assert re.search(rf"^run {k + 1} of 3: collapse_facts {re.escape(name)} seed 0: stage 2: KR-split-0 ", out,
+                         re.M), out
+    assert re.search(r"stage 1: KR-split-0 .*train \d+\.\ds .*left; ETA \d+:\d\d\]$", out, re.M)
+    assert "\r" not in out and "run 3 of 3: collapse_facts ce (control) seed 0: stage 0: KR-split-0" in out
     assert f"time: {exp.seconds:.0f} s wall for 3 runs, 3 at a time; per phase, summed over the runs: train" \
         in exp.table()
     torch.set_num_threads(2)  # a single run under --jobs runs here, with one thread like a worker
@@ -374,6 +379,35 @@ def test_clean_control_trains_on_real_splits_only(tmp_path):
         assert label in svg, label
     run_svg = (Path(ce["run_dir"]) / "plots" / "kr.svg").read_text()
     assert "KR split 0" in run_svg and "failure threshold" in run_svg
+
+
+def test_work_shared_between_runs_is_bitwise_the_work_it_replaces(tmp_path):
+    """The control's stage 0 (its baseline's, copied) and every run's chance.json (computed once, copied): the
+    files are those the runs compute alone, and so are the control's results."""
+    from fortifai_bench.collapse.experiment import control_task, run_experiment
+    from fortifai_bench.collapse.rundir import comparable
+    from fortifai_bench.collapse.run import run_collapse
+
+    task = load_task("collapse_facts", MICRO + ["stages=2"])
+    exp = run_experiment(task, ["ce", "tce:0.9"], [0], control=True, out=tmp_path / "exp", progress=False)
+    [ce], [tce], [control] = exp.groups["ce"], exp.groups["tce:0.9"], exp.groups["control"]
+    alone = run_collapse(control_task(task), "ce", seed=0, out=tmp_path / "alone", progress=False)
+    assert comparable(control) == comparable(alone)
+    copied = json.loads((Path(control["run_dir"]) / "copied.json").read_text())
+    assert copied == {"chance.json": ce["run_dir"], "stage_0": ce["run_dir"]}
+    assert json.loads((Path(tce["run_dir"]) / "copied.json").read_text()) == {"chance.json": ce["run_dir"]}
+    first, mine = Path(ce["run_dir"]) / "stage_0", Path(alone["run_dir"]) / "stage_0"
+    for name in ("model/model.safetensors", "data/split_0.jsonl", "../chance.json"):
+        assert (first / name).read_bytes() == (mine / name).read_bytes(), name
+    def numbers(path):  # a stage record without its timings
+        doc = comparable(json.loads(path.read_text()))
+        for epoch in doc.get("history", []):
+            epoch.pop("tokens_per_s")
+        return doc
+
+    for name in ("metrics.json", "train.json"):
+        assert numbers(first / name) == numbers(mine / name), name
+    assert control["stages"][0]["seconds"] == {"train": 0.0, "regenerate": 0.0, "evaluate": 0.0}  # no time spent
 
 
 def test_resume_refuses_a_different_config(micro_run, capsys):

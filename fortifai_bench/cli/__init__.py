@@ -36,7 +36,12 @@ def _tasks_path(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fortifai-bench",
-        description="Benchmark suite for model collapse under recursive training (ForTIFAI).",
+        description="Benchmark suite for model collapse under recursive training (ForTIFAI). Without a command, "
+                    "`fortifai-bench` runs the embedded default (= `fortifai-bench collapse`): the collapse protocol "
+                    "on the synthetic facts encyclopedia with a tiny GPT-2, in two regimes (hot sampling and greedy), "
+                    "each with ce, tce:0.9 and the clean control: six runs side by side in six processes with one "
+                    "thread each, offline, about 4 minutes on a 2-core CPU (BENCHMARKS.md), writing runs/ in the "
+                    "current folder. See first what it would run: `fortifai-bench collapse --plan`.",
         epilog=threads.POLICY_HELP,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -85,15 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import signal
+
+    signal.signal(signal.SIGTERM, _stop)  # as Ctrl-C: the runs stop cleanly and say how to resume
     try:
         apply_threads(args)
         result = args.func(args)
     except FortifaiError as exc:
         print(f"fortifai-bench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fortifai-bench: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        term = _STOPPED_BY == signal.SIGTERM
+        print(f"fortifai-bench: {'stopped by SIGTERM' if term else 'interrupted'}"
+              + (f": {exc}" if str(exc) else ""), file=sys.stderr)
+        return 143 if term else 130
     except BrokenPipeError:
         return _closed_pipe()
     try:
@@ -101,6 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return _closed_pipe()
     return int(result or 0)
+
+
+_STOPPED_BY = None
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM raises KeyboardInterrupt, so every `finally` runs (worker processes stopped, queues closed) and
+    the exit is clean, where the default action would kill the process on the spot."""
+    global _STOPPED_BY
+    _STOPPED_BY = signum
+    raise KeyboardInterrupt
 
 
 def _closed_pipe() -> int:

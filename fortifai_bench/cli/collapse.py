@@ -180,16 +180,21 @@ def main(args: argparse.Namespace) -> int:
     from fortifai_bench.distributed import is_main
 
     if default:
-        exps = run_suite(tasks, losses, seeds, control=control, out=args.out, progress=not args.quiet,
+        exps = run_suite(tasks, losses, seeds, control=control, out=args.out, progress=_progress(args),
                          command=command, jobs=jobs)
         print("\n\n".join(f"== {e.task.task} v{e.task.version}: {e.task.description}\n{e.table()}" for e in exps))
         return 0
     exp = run_experiment(task, losses, seeds, loss_args=loss_args, baseline=baseline_runs(args.baseline),
-                         control=control, out=args.out, progress=not args.quiet, command=command,
+                         control=control, out=args.out, progress=_progress(args), command=command,
                          write_summary=is_main(), jobs=jobs)
     if is_main():
         print(exp.table())
     return 0
+
+
+def _progress(args):
+    """Bars on a terminal (a line per stage when piped); -q: one summary line per stage, no bars."""
+    return "lines" if args.quiet else True
 
 
 def _jobs(args, runs: int) -> int:
@@ -212,7 +217,7 @@ def _resume(args, loss_args, command) -> int:
     if args.task or args.seeds or (args.loss and len(args.loss) > 1):
         raise FortifaiError("--resume continues one recorded run: --task, --seeds and several --loss do not apply")
     exp = resume_experiment(args.resume, _overrides(args), args.loss[0] if args.loss else None, loss_args,
-                            progress=not args.quiet, command=command)
+                            progress=_progress(args), command=command)
     if is_main():
         print(exp.table())
     return 0

@@ -76,7 +76,7 @@ class Job:
 
 def run_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, loss_args: dict | None = None,
                    baseline: str | list[dict] | None = None, control: bool = False,
-                   out: str | os.PathLike = "runs", progress: bool = True, command: str | None = None,
+                   out: str | os.PathLike = "runs", progress: bool | str = True, command: str | None = None,
                    write_summary: bool = True, jobs: int = 1) -> Experiment:
     """Run every loss (and the baseline and the control) for every seed; summarize and compare.
 
@@ -139,7 +139,10 @@ def resume_experiment(run: str | os.PathLike, overrides: list[str], loss: str | 
     task = task_from_dict(recorded.to_dict(), overrides, source=str(Path(run) / "config.yaml"))
     spec = loss or recorded_loss["spec"]
     given = loss_args if (loss or loss_args) else _user_args(recorded_loss)
-    results = run_collapse(task, spec, given, resume=run, progress=progress, command=command)
+    try:
+        results = run_collapse(task, spec, given, resume=run, progress=progress, command=command)
+    except KeyboardInterrupt as exc:
+        raise Stopped([str(run)], 1) from exc
     return Experiment(task, {spec: [results]}, {spec: summarize_runs([results])})
 
 
@@ -202,16 +205,52 @@ def finish_experiment(exp: Experiment, planned: list[Job], results: list[dict], 
         exp.summary_path = _write_summary(exp, Path(out))
 
 
-def execute(planned: list[Job], jobs: int = 1, *, out, progress: bool, command: str | None) -> list[dict]:
-    """The results of every planned run, in order: here one after another, or `jobs` processes at once."""
+def execute(planned: list[Job], jobs: int = 1, *, out, progress: bool | str, command: str | None) -> list[dict]:
+    """The results of every planned run, in order: here one after another, or `jobs` processes at once.
+
+    Work two runs would do identically is done once (`Sharing`): the base model's chance level, and the
+    clean control's stage 0 (its baseline's). On Ctrl-C or SIGTERM the runs stop, and the error says which
+    run directories to resume."""
+    if jobs > 1:  # one thread, like a worker's: --jobs promises the numbers of one-thread runs
+        _one_thread()
+    share = Sharing(planned, out, command)
+    board = None
+    if progress and len(planned) > 1:
+        from fortifai_bench.collapse.progress import Board, label
+
+        board = Board([label(j.task, j.spec, j.seed) for j in planned],
+                      [j.task.stages for j in planned], progress)
+    try:
+        if jobs > 1 and len(planned) > 1:
+            return _side_by_side(planned, jobs, share, board, command)
+        return _one_after_another(planned, share, board, progress, command)
+    except KeyboardInterrupt as exc:
+        raise Stopped(share.unfinished(), len(planned)) from exc
+    finally:
+        if board is not None:
+            board.close()
+
+
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped an experiment: its message says which runs to resume, and how."""
+
+    def __init__(self, runs: list[str], planned: int):
+        resume = "; resume with: " + "; ".join(f"fortifai-bench collapse --resume {r}" for r in runs) if runs else ""
+        later = planned - len(runs)
+        super().__init__(f"{len(runs)} unfinished run{'s' * (len(runs) != 1)} kept{resume}"
+                         + (f" ({later} other{'s' * (later != 1)} finished or not started)" if later else ""))
+
+
+def _one_after_another(planned, share: "Sharing", board, progress, command) -> list[dict]:
     from fortifai_bench.collapse.run import run_collapse
 
-    if jobs > 1 and len(planned) > 1:
-        return _side_by_side(planned, jobs, out, progress, command)
-    if jobs > 1:  # one run: here, but with one thread like a worker's, so --jobs promises the same numbers
-        _one_thread()
-    return [run_collapse(j.task, j.spec, j.args, seed=j.seed, out=out, progress=progress, command=command)
-            for j in planned]
+    results: list[dict] = []
+    for k, j in enumerate(planned):
+        report = (lambda e, k=k: board.update({"run": k, **e})) if board is not None else None
+        results.append(run_collapse(j.task, j.spec, j.args, seed=j.seed, resume=share.prepare(k),
+                                    progress=progress, command=command, report=report))
+        share.finished(k)
+    return results
 
 
 def _one_thread() -> None:
@@ -222,43 +261,191 @@ def _one_thread() -> None:
     threads.apply_default(1)
 
 
-def _side_by_side(planned: list[Job], jobs: int, out, progress: bool, command: str | None) -> list[dict]:
+# --------------------------------------------------------------------------------- work done once
+
+def chance_key(job: Job) -> str:
+    """What a run's chance.json depends on: the base model and how it is loaded, the corpus, its cut and
+    KR set and how they are scored, the device; not the loss, the seed, the mode, training or decoding.
+    Runs with one key compute the same chance.json (the six of the embedded default do)."""
+    import json
+
+    d = job.task.to_dict()
+    keys = ("corpus", "corpus_part", "stages", "paragraphs_per_split", "model", "eval")
+    return json.dumps({**{k: d[k] for k in keys}, "device": d["train"]["device"]}, sort_keys=True)
+
+
+def same_stage0(a: Job, b: Job) -> bool:
+    """Whether run b's stage 0 is exactly run a's: the same loss, arguments and seed, tasks that differ in
+    their mode only, and the same stage-0 plan (what M_0 trains on, the trainer's config, every seed). So
+    it is for the clean control and the baseline it is trained with (stage 0 trains on the real split 0 in
+    every mode, then rewrites it); checked bitwise, file by file, in tests/test_collapse.py."""
+    from fortifai_bench.collapse.plan import plan
+    from fortifai_bench.collapse.protocol import load_data
+
+    if (a.spec, a.args, a.seed) != (b.spec, b.args, b.seed) or a.task.mode == b.task.mode:
+        return False
+    ta, tb = (dataclasses.replace(j.task, seed=j.seed) for j in (a, b))
+    if dataclasses.replace(ta, mode=tb.mode) != tb:
+        return False
+    sizes = [len(split) for split in load_data(ta).splits]
+    return plan(ta, sizes)[0] == plan(tb, sizes)[0]
+
+
+class Sharing:
+    """Which runs of an experiment start from another's work, and their run directories, made before
+    they start: the first run of each `chance_key` computes chance.json here (in this process, with the
+    runs' thread count) and the others copy it; a run whose stage 0 is another's (`same_stage0`: the
+    control) waits for it and copies that stage's folder (`rundir.copy_stage`). Each run then resumes its
+    directory and skips what it finds done, so its numbers are those it would have computed."""
+
+    def __init__(self, planned: list[Job], out, command: str | None):
+        self.planned, self.out, self.command = planned, out, command
+        self.donor: dict[int, int] = {}                          # run -> the run whose stage 0 it copies
+        for k, b in enumerate(planned):
+            for i, a in enumerate(planned[:k]):
+                if k not in self.donor and same_stage0(a, b):
+                    self.donor[k] = i
+        self.chance: dict[str, Path] = {}                        # chance_key -> a run holding its chance.json
+        self.runs: dict[int, Path] = {}
+        self.done: set[int] = set()
+
+    def ready(self, k: int, stage0_done: set[int]) -> bool:
+        return k not in self.donor or self.donor[k] in stage0_done
+
+    def prepare(self, k: int) -> Path:
+        """Run k's directory, holding chance.json and, for a run with a donor, its donor's stage 0 (which
+        must be finished by then)."""
+        from fortifai_bench.collapse import rundir
+        from fortifai_bench.losses import load_loss
+
+        job = self.planned[k]
+        task = dataclasses.replace(job.task, seed=job.seed)
+        key = chance_key(job)
+        if key not in self.chance:
+            run = _open_with_chance(job, self.out, self.command)
+            self.chance[key] = run
+        else:
+            run = rundir.open_run(task, load_loss(job.spec, **job.args).describe(), out=self.out,
+                                  command=self.command)
+            rundir.copy_chance(self.chance[key], run)
+        if k in self.donor:
+            rundir.copy_stage(self.runs[self.donor[k]], run, "stage_0")
+        self.runs[k] = run
+        return run
+
+    def finished(self, k: int) -> None:
+        self.done.add(k)
+
+    def unfinished(self) -> list[str]:
+        return [str(run) for k, run in sorted(self.runs.items()) if k not in self.done]
+
+
+def _open_with_chance(job: Job, out, command: str | None) -> Path:
+    """A new run directory for `job` with its chance.json computed (`run.open_context`), in this process."""
+    from fortifai_bench.collapse.run import open_context
+    from fortifai_bench.distributed import Dist
+
+    ctx = open_context(job.task, job.spec, job.args, job.seed, out, None, False, command,
+                       Dist.start(job.task.train.device))
+    return ctx.run
+
+
+# --------------------------------------------------------------------------------- side by side
+
+# What every worker imports, imported once by the forkserver process before it forks them (it runs no torch
+# op, so a fork of it is safe), rather than by each worker: about 3 s of CPU per worker on the 2-core machine.
+PRELOAD = ["torch", "transformers", "transformers.models.gpt2.modeling_gpt2", "fortifai_bench.collapse.run",
+           "fortifai_bench.collapse.evaluate", "fortifai_bench.collapse.phases", "fortifai_bench.train",
+           "fortifai_bench.collapse.regenerate", "fortifai_bench.kr.scoring"]
+_EVENTS = None  # in a worker: the queue its runs' progress events go to
+
+
+def _worker_start(events) -> None:
+    """A worker's setup: one thread, Ctrl-C left to the parent (which stops the workers), events to the queue."""
+    import signal
+
+    global _EVENTS
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent stops us
+    _EVENTS = events
+    events.put({"kind": "worker", "pid": os.getpid()})
+    _one_thread()
+
+
+def _work(k: int, job: Job, run: Path, command: str | None) -> dict:
+    from fortifai_bench.collapse.run import run_collapse
+
+    return run_collapse(job.task, job.spec, job.args, seed=job.seed, resume=run, progress=False, command=command,
+                        report=lambda event: _EVENTS.put({"run": k, **event}))
+
+
+def _side_by_side(planned: list[Job], jobs: int, share: Sharing, board, command: str | None) -> list[dict]:
+    """The runs in `jobs` worker processes; their progress drawn here (`board`) from the events they send."""
     import concurrent.futures as cf
     import multiprocessing
-
-    from tqdm.auto import tqdm
+    import multiprocessing.forkserver
+    import queue
+    import signal
 
     from fortifai_bench.collapse.base import base_model
-    from fortifai_bench.collapse.run import run_collapse
     from fortifai_bench.distributed import env_world
 
     if env_world()[0] > 1:
         raise FortifaiError("--jobs > 1 starts its own processes: not under torchrun (use --nproc or --jobs 1)")
+    # forkserver, not fork: a forked copy of a process that has run torch can deadlock in its thread pools
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    multiprocessing.forkserver.ensure_running()  # it imports PRELOAD while this process prepares the runs
     for job in planned:  # the tiny base is pretrained once, here, not by every worker at the same time
-        base_model(job.task, progress=progress)
+        base_model(job.task, progress=board is not None)
     results: list[dict | None] = [None] * len(planned)
-    # spawn, not fork: a forked copy of a process that has run torch can deadlock in its thread pools
-    context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(planned)), mp_context=context,
-                                initializer=_one_thread) as pool:
-        futures = {pool.submit(run_collapse, j.task, j.spec, j.args, seed=j.seed, out=out, progress=False,
-                               command=command): k for k, j in enumerate(planned)}
-        bar = tqdm(total=len(planned), desc=f"{len(planned)} runs, {min(jobs, len(planned))} at a time",
-                   unit="run", disable=not progress)
-        try:
-            for future in cf.as_completed(futures):
+    events = context.Queue()
+    workers: set[int] = set()
+    stage0: set[int] = set()  # runs whose stage 0 is done
+    pool = cf.ProcessPoolExecutor(max_workers=min(jobs, len(planned)), mp_context=context,
+                                  initializer=_worker_start, initargs=(events,))
+    futures: dict = {}
+    try:
+        def submit_ready():
+            for k in range(len(planned)):
+                if k not in futures.values() and share.ready(k, stage0):
+                    futures[pool.submit(_work, k, planned[k], share.prepare(k), command)] = k
+
+        submit_ready()
+        while len(share.done) < len(planned):
+            try:
+                event = events.get(timeout=0.2)
+            except queue.Empty:
+                event = None
+            if event is not None and event["kind"] == "worker":
+                workers.add(event["pid"])
+            elif event is not None:
+                if board is not None:
+                    board.update(event)
+                if event["kind"] == "stage" and event["stage"] == 0 and event["run"] not in stage0:
+                    stage0.add(event["run"])
+                    submit_ready()
+            for future in [f for f, k in futures.items() if f.done() and k not in share.done]:
                 k = futures[future]
                 results[k] = future.result()  # a run's error (a FortifaiError) is raised here, in one line
-                bar.update()
-                job = planned[k]
-                curve = " ".join(f"{st['score']:.3f}" for st in results[k]["stages"])
-                tqdm.write(f"{job.label} seed {job.seed}: KR-split-0 {curve}  ({results[k]['run_dir']})")
-        except BaseException:
-            for future in futures:
-                future.cancel()  # the runs not started yet; those running finish their stage files
-            raise
-        finally:
-            bar.close()
+                share.finished(k)
+                stage0.add(k)
+                submit_ready()
+                if board is not None:
+                    curve = " ".join(f"{st['score']:.3f}" for st in results[k]["stages"])
+                    board.say(f"{board.name(k)}: done, KR-split-0 {curve}  ({results[k]['run_dir']})")
+    except KeyboardInterrupt:
+        for pid in workers:  # our own workers, by id: their files are whole (atomic writes), so each resumes
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        raise
+    finally:
+        for future in futures:
+            future.cancel()  # the runs not started yet; after an error, those running finish their stage files
+        pool.shutdown(wait=True)
+        events.close()
+        events.cancel_join_thread()
     return results
 
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import math
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 from fortifai_bench.collapse import rundir
 from fortifai_bench.collapse.config import CollapseTask
@@ -33,29 +33,63 @@ from fortifai_bench.errors import FortifaiError
 
 def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = None, *, seed: int | None = None,
                  out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-                 progress: bool = True, command: str | None = None) -> dict:
+                 progress: bool | str = True, command: str | None = None,
+                 report: Callable[[dict], None] | None = None) -> dict:
     """Run Algorithm 1 for one seed; return the results dict (also written to RUN/results.json). Under
-    torchrun, every process calls this and gets the same results."""
+    torchrun, every process calls this and gets the same results.
+
+    `progress`: True draws bars on a terminal (one line per stage otherwise), "lines" one line per stage,
+    False nothing. `report`: where the run's progress events go instead (`collapse.progress`; a worker
+    process of an experiment sends them to the parent's board)."""
     from fortifai_bench.distributed import Dist
 
     dist = Dist.start(task.train.device)  # the process group, set up once, serves every run of this process
-    ctx = _open(task, loss, loss_args, seed, out, resume, progress and dist.main, command, dist)
-    from tqdm.auto import tqdm
+    board = None
+    if report is None and progress and dist.main:
+        from fortifai_bench.collapse import progress as shown
 
-    stages: list[dict] = []
-    for p in tqdm(ctx.plans, desc=f"{ctx.task.task} {ctx.loss.spec} seed {ctx.task.seed}", unit="stage",
-                  disable=not ctx.progress):
-        done = rundir.finished(ctx, p)
-        if done is not None:
-            stages.append(done)
-            continue
-        stages.append(_guarded_stage(ctx, p, stages))
-        rundir.write_results(ctx, stages)
-    return rundir.finish(ctx, stages)
+        board = shown.Board([shown.label(task, loss, task.seed if seed is None else seed)], [task.stages], progress)
+        report = lambda event: board.update({"run": 0, **event})  # noqa: E731
+    bars = board is not None and board.bars_on  # the phases draw their own bars under the run's
+    try:
+        ctx = open_context(task, loss, loss_args, seed, out, resume, bars, command, dist)
+        ctx.report = report if dist.main else None
+        _report(ctx, kind="open", run_dir=str(ctx.run))
+        stages: list[dict] = []
+        for p in ctx.plans:
+            done = rundir.finished(ctx, p)
+            if done is not None:
+                stages.append(done)
+                _report(ctx, kind="stage", stage=p.stage, reused=_reused(ctx, p), **_summary(done))
+                continue
+            stages.append(_guarded_stage(ctx, p, stages))
+            rundir.write_results(ctx, stages)
+            _report(ctx, kind="stage", stage=p.stage, seconds=stages[-1]["seconds"], **_summary(stages[-1]))
+        return rundir.finish(ctx, stages)
+    finally:
+        if board is not None:
+            board.close()
 
 
-def _open(task, loss, loss_args, seed, out, resume, progress, command, dist) -> Context:
-    """The run's context: checked inputs, the data and its plan, the run directory, M_0, the chance level."""
+def _report(ctx: Context, **event) -> None:
+    if ctx.report is not None:
+        ctx.report(event)
+
+
+def _summary(metrics: dict) -> dict:
+    """What the progress board shows of a finished stage."""
+    return {k: metrics.get(k) for k in ("score", "score_by_tag", "kr_total", "kl")}
+
+
+def _reused(ctx: Context, p: StagePlan) -> str:
+    """Why a stage is done before this process ran it: copied from an identical run, or a resumed run's."""
+    source = rundir.copied_from(ctx, p.folder)
+    return f"copied from {source}, the same stage" if source else "done before: resumed"
+
+
+def open_context(task, loss, loss_args, seed, out, resume, progress, command, dist) -> Context:
+    """The run's context: checked inputs, the data and its plan, the run directory, M_0, the chance level
+    (computed here, or read back when RUN/chance.json exists)."""
     from transformers.utils import logging as hf_logging
 
     from fortifai_bench.collapse.evaluate import chance
@@ -72,8 +106,6 @@ def _open(task, loss, loss_args, seed, out, resume, progress, command, dist) -> 
     run = Path(dist.on_main(lambda: str(rundir.open_run(task, checked.describe(), out=out, resume=resume,
                                                          command=command))))
     ctx = Context(task, plans, run, data, checked, dist.on_main(_build_base, task, progress), dist, progress, command)
-    if progress:
-        print(f"collapse run: {run}" + (f" ({dist.world} processes)" if dist.world > 1 else ""), flush=True)
     ctx.chance = chance(ctx)
     return ctx
 
@@ -109,6 +141,7 @@ def _stage(ctx: Context, p: StagePlan) -> dict:
     from fortifai_bench.collapse.phases import load_stage_model, regenerate_split, train_stage
 
     if not rundir.trained(ctx, p):
+        _report(ctx, kind="phase", stage=p.stage, phase="train")
         train_stage(ctx, p)
     info = rundir.read_training(ctx, p)
     # Always continue from the saved model, so a resumed run and an uninterrupted one agree exactly.
@@ -116,10 +149,12 @@ def _stage(ctx: Context, p: StagePlan) -> dict:
     new_rows: dict[int, list[dict]] = {}
     for k, g in p.pool:
         if not rundir.regenerated(ctx, p, k):
+            _report(ctx, kind="phase", stage=p.stage, phase="regenerate")
             regenerate_split(ctx, p, model, tokenizer, k, g)
         new_rows[k] = rundir.written(ctx, p.stage, k)
     work = rundir.read_work(ctx, p)
     t0 = time.perf_counter()
+    _report(ctx, kind="phase", stage=p.stage, phase="evaluate")
     metrics = evaluate_stage(ctx, p, model, tokenizer, new_rows)
     metrics["training_data"] = info["training_data"]
     metrics["real_share"] = p.real_share
@@ -129,18 +164,4 @@ def _stage(ctx: Context, p: StagePlan) -> dict:
                           "evaluate": time.perf_counter() - t0}
     metrics["processes"]["regenerate"] = {k: w["per_process"] for k, w in work.items()}
     rundir.save_metrics(ctx, p, metrics)
-    if ctx.progress:
-        s = metrics["seconds"]
-        print(f"stage {p.stage}: KR-split-0 {_fmt(metrics['score'])}{_tag_columns(metrics)}  "
-              f"KR-total {_fmt(metrics['kr_total'])}  KL {_fmt(metrics['kl'])}  train {s['train']:.1f}s  "
-              f"regenerate {s['regenerate']:.1f}s  evaluate {s['evaluate']:.1f}s", flush=True)
     return metrics
-
-
-def _fmt(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
-
-def _tag_columns(metrics: dict) -> str:
-    """KR-split-0 per tag ("  mode 0.958  tail 0.885") for a tagged KR set; nothing for an untagged one."""
-    return "".join(f"  {tag} {_fmt(score)}" for tag, score in (metrics.get("score_by_tag") or {}).items())

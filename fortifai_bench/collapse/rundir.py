@@ -8,6 +8,8 @@
     RUN/stage_<i>/data/split_<k>.work.json   how long that took, and each process's share of it
     RUN/stage_<i>/metrics.json   everything measured on M_i (written last: it marks the stage done)
     RUN/results.json             contract 5 (fortifai-bench/results@1), rewritten after every stage
+    RUN/copied.json              what an experiment copied here from a run that computed it identically
+                                 (chance.json; the clean control's stage 0), and from which run
     RUN/plots/*.png
 
 Every file goes through `io.atomic_write` / `io.atomic_dir`, so a run killed at any moment leaves each
@@ -55,6 +57,7 @@ class Context:
     command: str | None = None
     chance: dict | None = None
     rewrites: dict = dataclasses.field(default_factory=dict)  # (stage that wrote it, split) -> rows
+    report: Callable[[dict], None] | None = None              # where progress events go (collapse.progress)
 
 
 # ------------------------------------------------------------------------------------------ opening
@@ -235,6 +238,46 @@ def once(ctx: Context, name: str, compute: Callable[[], dict]) -> dict:
         value = compute()
         ctx.dist.on_main(write_json, path, value)
     return ctx.dist.on_main(read_json, path)
+
+
+# ------------------------------------------------------------------------------------------ copied work
+
+COPIED = "copied.json"  # RUN/copied.json: what an experiment copied here from another run, and from which
+
+
+def copy_chance(source: Path, run: Path) -> None:
+    """RUN/chance.json from a run of the same base model and KR set, which computed it (an experiment's runs
+    share one; `experiment.chance_key` says when two runs would compute the same)."""
+    write_json(run / "chance.json", read_json(source / "chance.json"))
+    _note_copy(run, "chance.json", source)
+
+
+def copy_stage(source: Path, run: Path, folder: str) -> None:
+    """A finished stage's folder from a run that computed exactly this stage (the clean control's stage 0
+    is its baseline's; `experiment.same_stage` says when), as one atomic folder. Its metrics keep every
+    number; their seconds are zero, as no time was spent on the stage here."""
+    import shutil
+
+    from fortifai_bench.io import atomic_dir
+
+    with atomic_dir(run / folder) as tmp:
+        shutil.copytree(source / folder, tmp, dirs_exist_ok=True)
+        metrics = read_json(tmp / "metrics.json")
+        metrics["seconds"] = {phase: 0.0 for phase in metrics["seconds"]}
+        write_json(tmp / "metrics.json", metrics)
+    _note_copy(run, folder, source)
+
+
+def _note_copy(run: Path, what: str, source: Path) -> None:
+    path = run / COPIED
+    notes = read_json(path) if path.is_file() else {}
+    write_json(path, {**notes, what: str(source)})
+
+
+def copied_from(ctx: Context, what: str) -> str | None:
+    """The run `what` (a stage folder, chance.json) was copied from, or None."""
+    path = ctx.run / COPIED
+    return ctx.dist.on_main(lambda: (read_json(path) if path.is_file() else {}).get(what))
 
 
 # ------------------------------------------------------------------------------------------ results
