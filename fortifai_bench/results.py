@@ -61,7 +61,9 @@ RESULTS_SCHEMA: dict[str, Any] = {
                            # a tagged KR set only (facts-longtail): KR per tag and split, and on split 0
                            "kr_by_tag": {"type": "object", "additionalProperties": {
                                "type": "object", "additionalProperties": {"type": "number"}}},
-                           "score_by_tag": {"type": "object", "additionalProperties": _NUM_OR_NULL}}}},
+                           "score_by_tag": {"type": "object", "additionalProperties": _NUM_OR_NULL},
+                           # KR questions whose context was cut on the left to fit the model's window
+                           "kr_truncated": {"type": "integer", "minimum": 1}}}},
         "time_to_failure": _NUM_OR_NULL,
         "failure": {"type": "object", "required": ["status", "time", "horizon"],
                     "properties": {"status": {"enum": ["failed", "never_failed", "never_learned"]},

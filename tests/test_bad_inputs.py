@@ -567,3 +567,114 @@ def test_no_task_or_loss_name_places_a_run_outside_out(tmp_path, name):
         run = open_run(dataclasses.replace(task, mode=mode), {"spec": name, "target": "x", "args": {}}, out=out)
         assert run.parent == out and run.name not in (".", "..") and "/" not in run.name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# ================================================================================================ long inputs
+# Texts and KR contexts longer than the model's window (issue 28 item 4): left-truncated to the window
+# everywhere the model reads them, and counted where a score depends on it.
+
+WINDOW = 32
+
+
+@pytest.fixture(scope="module")
+def short_window_model():
+    """A tiny GPT-2 of a 32-token window (randomly initialised: these tests check positions, not knowledge)."""
+    from fortifai_bench.models import TinyConfig, build_tiny
+
+    texts = [f"Person {i} was born in Dravia in 18{i:02d} and lived by the river Alder." for i in range(40)]
+    model, tokenizer = build_tiny(texts, TinyConfig(vocab_size=400, n_layer=1, n_embd=32, n_head=2,
+                                                    n_positions=WINDOW), seed=0)
+    return model.eval(), tokenizer
+
+
+def _long_questions() -> list[dict]:
+    preamble = "The river Alder runs past the old mill and the bridge of 1812. " * 8  # about 130 tokens
+    return [_q(0, context=preamble + "Person 0 was born in"),               # context far past the window
+            _q(1),                                                           # fits
+            _q(2, true="Dravia in 1843 by the mill.")]  # a longer continuation
+
+
+def test_kr_context_longer_than_the_window_is_cut_on_the_left(short_window_model):
+    """All three scoring paths agree on a batch that mixes a context past the window with a long continuation
+    (the KV-cache path gave padded continuation slots positions past the window: IndexError), and the cut
+    question scores exactly as its context's last tokens alone, which is what lm-eval feeds the model."""
+    import torch
+
+    from fortifai_bench.kr import encode
+    from fortifai_bench.kr.scoring import score
+
+    model, tokenizer = short_window_model
+    questions = _long_questions()
+    shared = score(model, tokenizer, questions, batch_size=3)
+    naive = score(model, tokenizer, questions, batch_size=3, shared_context=False)
+    assert shared.truncated == naive.truncated == [True, False, False]
+    assert shared.logp_true == pytest.approx(naive.logp_true, abs=1e-4)
+    assert shared.logp_false == pytest.approx(naive.logp_false, abs=1e-4)
+
+    item = encode._encode(questions[:1], tokenizer, WINDOW)[0]
+    assert item.cut > 0 and len(item.ctx) + max(map(len, item.conts)) == WINDOW + 1
+    seq = item.ctx + item.conts[0]  # the last WINDOW + 1 tokens, one forward pass of WINDOW (lm-eval's cut)
+    with torch.inference_mode():
+        logp = model(input_ids=torch.tensor([seq[:-1]])).logits[0].log_softmax(-1)
+    n = len(item.conts[0])
+    expected = sum(logp[len(seq) - 1 - n + j, tok].item() for j, tok in enumerate(item.conts[0]))
+    assert shared.logp_true[0] == pytest.approx(expected, abs=1e-4)
+
+
+def test_token_probs_scores_every_token_of_a_sequence_longer_than_the_window(short_window_model):
+    import torch
+
+    from fortifai_bench.collapse.evaluate import token_probs
+
+    model, _ = short_window_model
+    g = torch.Generator().manual_seed(0)
+    long = torch.randint(1, 300, (3 * WINDOW + 5,), generator=g).tolist()
+    short = long[:20]
+    probs_long, probs_short = token_probs(model, [long, short], batch_size=2)
+    assert len(probs_long) == len(long) - 1 and len(probs_short) == len(short) - 1
+
+    def direct(ids, t):  # p(ids[t]) from the window that scores it: windows of 32 every 16 tokens
+        stride = WINDOW // 2
+        first = WINDOW + (t - WINDOW) // stride * stride if t >= WINDOW else 0
+        start = max(0, min(first + stride, len(ids)) - WINDOW) if t >= WINDOW else 0
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([ids[start:t + 1]])).logits[0, -2]
+        return logits.log_softmax(-1)[ids[t]].exp().item()
+
+    for t in (1, 19, WINDOW - 1, WINDOW, WINDOW + 7, 2 * WINDOW + 3, len(long) - 1):
+        assert probs_long[t - 1] == pytest.approx(direct(long, t), rel=1e-4), t
+    assert probs_short == pytest.approx(probs_long[:19], rel=1e-5)  # the first window: the same context
+
+
+def test_regeneration_rewrites_a_paragraph_longer_than_the_window(short_window_model):
+    from fortifai_bench.collapse.config import RegenerateSettings
+    from fortifai_bench.collapse.regenerate import regenerate
+
+    model, tokenizer = short_window_model
+    texts = ["The river Alder runs past the old mill and the bridge of 1812. " * 6, "Person 3 was born in Dravia."]
+    for mode in ("sequential", "original"):
+        settings = RegenerateSettings(mode=mode, block=8, context=512, prompt=4, batch_size=2)
+        out = regenerate(model, tokenizer, texts, settings, seed=0)
+        assert [len(ids) for ids in out.ids] == [len(tokenizer(t)["input_ids"]) for t in texts]
+        assert len(out.ids[0]) > 3 * WINDOW
+
+
+def test_training_rows_longer_than_the_window_are_one_line(short_window_model):
+    from fortifai_bench.train import TrainConfig, train
+
+    model, tokenizer = short_window_model
+    with pytest.raises(FortifaiError, match=r"train.block_size=64 is longer than the model's 32-token window"):
+        train(model, tokenizer, ["a text"] * 4, "ce", TrainConfig(block_size=64, epochs=1), progress=False)
+
+
+def test_a_collapse_run_counts_the_kr_questions_cut_to_the_window(tmp_path, monkeypatch):
+    """A KR set with one context longer than the smoke model's 512-token window: the run ends, and every
+    stage records that one question was cut (`kr_truncated`; a set that fits records nothing)."""
+    rows = [json.loads(line) for line in (REPO / "data" / "facts" / "kr.jsonl").read_text().splitlines()]
+    rows[0]["context"] = "Long preamble about rivers and bridges. " * 80 + rows[0]["context"]
+    (tmp_path / "long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.chdir(tmp_path)
+    assert main(["collapse", "--smoke", "-q", "--stages", "2", "--epochs", "2", "--out", "runs",
+                 "--set", f"eval.kr={tmp_path / 'long.jsonl'}"]) == 0
+    (results,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/results.json")]
+    assert results["complete"] and [s["kr_truncated"] for s in results["stages"]] == [1, 1]

@@ -15,7 +15,7 @@ from test_kr_score import _questions, gpt2_tiny, llama_tiny  # noqa: F401
 
 
 def _items(model, tokenizer, n=40):
-    return encode._encode(_questions(n), tokenizer, encode._max_length(model, tokenizer))
+    return encode._encode(_questions(n), tokenizer, encode.model_window(model, tokenizer))
 
 
 @pytest.mark.parametrize("which", ["gpt2_tiny", "llama_tiny"])

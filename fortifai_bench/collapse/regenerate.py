@@ -2,8 +2,9 @@
 
 Each paragraph is tokenized; its first `prompt` text tokens (at most half of them) are kept
 verbatim, because nothing precedes them to continue from. Every later block of `block` tokens is
-replaced by the model's continuation of at most `context` preceding tokens, always producing exactly
-as many tokens as it replaces (end-of-text is banned), so lengths stay put from stage to stage.
+replaced by the model's continuation of at most `context` preceding tokens (and at most the model's
+window: a longer paragraph is rewritten all the same), always producing exactly as many tokens as it
+replaces (end-of-text is banned), so lengths stay put from stage to stage.
 
 Two block modes:
 
@@ -70,6 +71,7 @@ def regenerate(model, tokenizer, texts: list[str], settings: RegenerateSettings,
     their per-paragraph sampling seeds: the same (seed, key, text, model) gives the same rewrite whatever
     else is in the batch, up to float differences between batched matmuls of different shapes."""
     start = time.perf_counter()
+    settings = _fit_window(settings, model, tokenizer)
     special = set(tokenizer.all_special_ids)
     encoded = [tokenizer(t)["input_ids"] for t in texts]
     plans = []  # (ids, first regenerated position)
@@ -96,6 +98,21 @@ def regenerate(model, tokenizer, texts: list[str], settings: RegenerateSettings,
     out_texts = [tokenizer.decode(ids[k:], skip_special_tokens=True) for ids, k in zip(out_ids, n_special)]
     new = sum(len(ids) - first for ids, first in plans)
     return Regenerated(out_texts, out_ids, generated, new, time.perf_counter() - start)
+
+
+def _fit_window(settings: RegenerateSettings, model, tokenizer) -> RegenerateSettings:
+    """`settings` with its context cut to the model's window: no row the model sees is longer than the
+    window, so a paragraph of any length is rewritten (its blocks continue the last `context` tokens)."""
+    import dataclasses
+
+    from fortifai_bench.errors import FortifaiError
+    from fortifai_bench.kr.encode import model_window
+
+    window = model_window(model, tokenizer)
+    if settings.block >= window:  # a block needs at least one token of context within the window
+        raise FortifaiError(f"regenerate.block={settings.block} must be smaller than the model's "
+                            f"{window}-token window")
+    return settings if settings.context <= window else dataclasses.replace(settings, context=window)
 
 
 # ----------------------------------------------------------------------------------------------- modes

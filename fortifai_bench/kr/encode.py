@@ -2,7 +2,8 @@
 
 The context and the whole `context + " " + continuation` are encoded with the tokenizer's defaults (the
 tiny tokenizer prepends BOS), and the continuation's tokens are `whole[len(context_tokens):]`; a question
-becomes an `_Item` (its context tokens and both continuations'), cut to the model's window as lm-eval cuts.
+becomes an `_Item` (its context tokens and both continuations'), cut to the model's window as lm-eval cuts:
+a context too long for the window loses its first tokens (`_Item.cut` says how many).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _DEFAULT_MAX_LENGTH = 2048  # lm-eval's HFLM default when neither config nor tok
 class _Item:
     ctx: list[int]
     conts: tuple[list[int], list[int]]  # true, false
+    cut: int = 0  # context tokens dropped on the left to fit the model's window (lm-eval drops them too)
 
 
 def _field(question: Any, name: str):
@@ -29,7 +31,9 @@ def _field(question: Any, name: str):
     return getattr(question, name)
 
 
-def _max_length(model, tokenizer) -> int:
+def model_window(model, tokenizer=None) -> int:
+    """The most tokens `model` takes in one sequence (lm-eval's HFLM `max_length`): the config's
+    n_positions / max_position_embeddings / n_ctx, else the tokenizer's model_max_length, else 2048."""
     config = getattr(model, "config", None)
     for cfg in (getattr(config, "text_config", None), config):
         for attr in _SEQLEN_ATTRS:
@@ -117,5 +121,5 @@ def _encode(questions: Sequence[Any], tokenizer, max_length: int) -> list[_Item]
         # lm-eval keeps the last max_length+1 tokens of context+continuation; with a shared context we cut
         # it to fit the longer continuation (identical to lm-eval for it, a few tokens more for the other).
         keep = max_length + 1 - longest
-        items.append(_Item(ctx_t[-keep:], (cont_t, cont_f)))
+        items.append(_Item(ctx_t[-keep:], (cont_t, cont_f), max(0, len(ctx_t) - keep)))
     return items

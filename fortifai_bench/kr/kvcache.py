@@ -58,7 +58,9 @@ def _batch_shared(model, batch: list[_Item], pad_id: int, device, keep_logits: b
             targets[r, : len(c) - 1] = torch.tensor(c[1:], dtype=torch.long)
         cids, cmask, targets = cids.to(device), cmask.to(device), targets.to(device)
         ctx_len = mask.sum(-1).repeat_interleave(2)
-        cpos = ctx_len[:, None] + torch.arange(t_max, device=device)[None, :]
+        # A padded slot gets position 0: a short continuation beside a long one would otherwise be padded
+        # to positions past the window when its context fills it (the slots are masked and never read).
+        cpos = (ctx_len[:, None] + torch.arange(t_max, device=device)[None, :]) * cmask
         full_mask = torch.cat([mask.repeat_interleave(2, dim=0), cmask], dim=1)
         out2 = model(input_ids=cids, attention_mask=full_mask, position_ids=cpos, use_cache=True,
                      **{cache_argument(model): cache})

@@ -9,9 +9,10 @@ little is padded, and only the positions that predict continuation tokens are pr
 A model whose attention does not honour a custom 4D mask (checked once per model class on a few items,
 against the path below) or a row too long for it uses the KV-cache path instead (`kr.kvcache`): the
 contexts of a batch run once (left-padded, cache kept), the cache is repeated for the two continuations.
-Tokenization follows lm-eval's HFLM exactly (`kr.encode`). The rule that picks an answer, `sum` or
-`mean_shorter`, is `kr.methods`; `acc_norm` is always lm-eval's: summed log-likelihood divided by the
-continuation's length in characters.
+Tokenization follows lm-eval's HFLM exactly (`kr.encode`), and so does a context longer than the model's
+window: it loses its first tokens (`ScoreResult.truncated` says which questions). The rule that picks an
+answer, `sum` or `mean_shorter`, is `kr.methods`; `acc_norm` is always lm-eval's: summed log-likelihood
+divided by the continuation's length in characters.
 
 This module holds the result (`ScoreResult`), the batch order and the loop over batches.
 """
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.kr.encode import _encode, _field, _Item, _max_length
+from fortifai_bench.kr.encode import _encode, _field, _Item, model_window
 from fortifai_bench.kr.kvcache import _batch_naive, _batch_shared
 from fortifai_bench.kr.methods import METHODS, decide
 from fortifai_bench.kr.tree import _batch_tree, _tree_fits, _tree_len, _tree_mode
@@ -47,6 +48,7 @@ class ScoreResult:
     correct_norm: list[bool]  # lm-eval's acc_norm rule (divided by length in characters)
     tokens_true: list[int] = field(repr=False)
     tokens_false: list[int] = field(repr=False)
+    truncated: list[bool] = field(default_factory=list, repr=False)  # context cut on the left to fit the window
     acc: float = float("nan")
     acc_norm: float = float("nan")
     ci: tuple[float, float] = (float("nan"), float("nan"))
@@ -123,7 +125,7 @@ def score(
     from fortifai_bench import threads
 
     threads.refresh()  # a long CLI run (a collapse stage ends here) adapts its thread count to the load now
-    max_length = _max_length(model, tokenizer)
+    max_length = model_window(model, tokenizer)
     items = _encode(questions, tokenizer, max_length)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
@@ -170,6 +172,7 @@ def score(
         correct_norm=correct_norm,
         tokens_true=[len(r[0]) for r in per_token],
         tokens_false=[len(r[1]) for r in per_token],
+        truncated=[it.cut > 0 for it in items],
         acc=sum(correct) / len(correct),
         acc_norm=sum(correct_norm) / len(correct_norm),
         ci=bootstrap_ci([float(c) for c in correct]),

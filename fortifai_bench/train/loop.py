@@ -184,6 +184,7 @@ def train(
     from tqdm.auto import tqdm
 
     config = config or TrainConfig()
+    _check_window(model, tokenizer, config)
     checked = as_checked(loss)
     out = check_out_dir(out_dir)
     start = time.perf_counter()
@@ -216,6 +217,17 @@ def train(
 
         dist.on_main(save_run, result, tokenizer, config, out, progress)
     return result
+
+
+def _check_window(model, tokenizer, config: TrainConfig) -> None:
+    """Rows are `block_size` tokens (a longer text is cut into blocks, or to its first block without
+    packing); a row longer than the model's window has positions the model has no embedding for."""
+    from fortifai_bench.kr.encode import model_window
+
+    window = model_window(model, tokenizer)
+    if config.block_size > window:
+        raise FortifaiError(f"train.block_size={config.block_size} is longer than the model's {window}-token "
+                            "window: lower train.block_size")
 
 
 def _enable_checkpointing(model, config: TrainConfig) -> bool:
