@@ -7,7 +7,7 @@ headline score of stage i, KR-split-0 for text runs), the time to failure derive
     make_results(...)      the one writer: derives the failure/AUC fields, checks the schema, returns the dict
     load_results(path)     the one reader: a run folder or its results.json, checked against the same schema
     summarize_runs(runs)   the one summary over seeds (CLI table, boards, compare and plots all use it)
-    provenance()           package versions, git commit (marked -dirty when the tree has edits), command, date
+    provenance()           package versions, git commit (marked -dirty when the tree has edits), command, date, CPU
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ RESULTS_SCHEMA: dict[str, Any] = {
                               "source": {"type": "string"}}},
         "provenance": {"type": "object", "required": ["versions", "command", "date"],
                        "properties": {"versions": {"type": "object"}, "command": {"type": "string"},
-                                      "date": {"type": "string"}, "git": {"type": ["string", "null"]}}},
+                                      "date": {"type": "string"}, "git": {"type": ["string", "null"]},
+                                      "cpu": {"type": "object"}}},  # since issue 26: `cpu()`
     },
 }
 _VALIDATOR = jsonschema.Draft202012Validator(RESULTS_SCHEMA)
@@ -107,7 +108,35 @@ def provenance(command: str | None = None, packages: Sequence[str] = PACKAGES) -
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     return {"versions": versions, "git": git_commit(), "command": command or " ".join(sys.argv),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu()}
+
+
+_ISA_PREFIXES = ("sse4", "avx", "fma", "f16c", "amx")  # the vector extensions a kernel library dispatches on
+
+
+def cpu() -> dict:
+    """The CPU a run's numbers came from (a float kernel's rounding follows the instructions it picks; README,
+    "Reproducing"): `model` and `id` (vendor, family, model, stepping) as the OS reports them, `isa` its vector
+    extensions, and `torch_capability`, the kernel set torch's own operators dispatch to (lowered by an
+    ATEN_CPU_CAPABILITY in the environment), read only where torch is loaded: a run without torch has none."""
+    import platform
+
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in iter(f.readline, "\n"):  # the first processor's block describes the machine
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    ident = zip(("vendor", "family", "model", "stepping"),
+                (info.get(k) for k in ("vendor_id", "cpu family", "model", "stepping")))
+    out = {"model": info.get("model name") or platform.processor() or platform.machine(),
+           "id": " ".join(f"{k} {v}" for k, v in ident if v) or None, "machine": platform.machine(),
+           "isa": sorted(f for f in info.get("flags", "").split() if f.startswith(_ISA_PREFIXES))}
+    if "torch" in sys.modules:
+        out["torch_capability"] = sys.modules["torch"].backends.cpu.get_cpu_capability()
+    return out
 
 
 def git_commit() -> str | None:

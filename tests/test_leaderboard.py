@@ -134,13 +134,13 @@ def test_ranking_not_reached_best_then_ttf_then_auc(tmp_path, lb):
     assert [e["loss"]["spec"] for e in board["entries"]] == ["ce", "focal:2", "tce:0.9", "tce:0.99"]
     text = render_text(board).splitlines()
     # two seeds a side: 2 vs 2 (6 splits) cannot give p below 1/3, however far apart, so every entry is in the
-    # best entry's group; ranks are not invented from seeds that cannot tell
-    assert text[1].startswith("#") and text[3].split()[:2] == ["1", "tce:0.99"]
+    # best entry's group, the best included: no lone "1" suggests a winner the seeds cannot tell apart
+    assert text[1].startswith("#") and text[3].split()[:2] == ["=1", "tce:0.99"]
     assert [line.split()[:2] for line in text[4:7]] == [["=1", "(p"], ["=1", "(p"], ["=1", "(p"]]
     assert [line.split()[4] for line in text[4:7]] == ["focal:2", "tce:0.9", "ce"]
     assert "not within 3 stages (2 of 2 never failed)" in text[3] and "2.50" in text[5]
     md = render_markdown(board).splitlines()
-    assert md[4].startswith("| \\# | loss |") and md[6].startswith("| 1 | tce:0.99 |")
+    assert md[4].startswith("| \\# | loss |") and md[6].startswith("| =1 | tce:0.99 |")
 
 
 # Five seeds each (4 stages, threshold 0.75): restricted times
@@ -149,7 +149,7 @@ MIDDLE = [[1, .9, .5, .5], [1, 1, .775, .5], [1, 1, .85, .5], [1, .95, .5, .5], 
 LOW = [[1, .775, .5, .5], [1, .8, .5, .5], [1, .85, .5, .5], [1, .9, .5, .5], [1, .95, .5, .5]]  # 1.09 ... 1.44
 
 
-def test_ties_are_the_group_indistinguishable_from_the_best(tmp_path, lb):
+def test_the_claims_against_ce_are_the_family_and_the_top_group_its_own(tmp_path, lb):
     from fortifai_bench.leaderboard import ranking
 
     publish(write_seeds(tmp_path / "t", BEST, loss="tce:0.9"))
@@ -157,19 +157,66 @@ def test_ties_are_the_group_indistinguishable_from_the_best(tmp_path, lb):
     publish(write_seeds(tmp_path / "ce", LOW, loss="ce"))
     board = load_board(lb / "collapse_facts.json")
     rows = ranking(board["entries"])
-    assert [(r.label, r.entry["loss"]["spec"]) for r in rows] == [("1", "tce:0.9"), ("=1", "focal:2"), ("3", "ce")]
-    # three comparisons (focal-tce, ce-tce, focal-ce); exact 5 vs 5 p: 10/252, 2/252 (fully separated), 10/252;
-    # Holm: 3 x 2/252, then 2 x 10/252 for both others
-    assert rows[1].vs_best["p_value"] == pytest.approx(10 / 252)  # below 0.05 alone, not after Holm
-    assert rows[1].vs_best["p_holm"] == pytest.approx(20 / 252) and rows[2].vs_best["p_holm"] == pytest.approx(6 / 252)
-    # not a chain: ce is indistinguishable from focal:2, the entry above it, yet not in the best entry's group
-    assert rows[1].vs_ce["p_holm"] == pytest.approx(20 / 252) and rows[1].vs_ce["verdict"] == "indistinguishable"
-    assert rows[0].vs_ce["verdict"] == "better" and rows[0].vs_ce["p_holm"] == pytest.approx(6 / 252)
-    assert rows[2].vs_ce is None
+    # exact 5 vs 5 p: tce-ce 2/252 (fully separated), focal-ce 10/252, focal-tce 10/252.
+    # The claims (tce and focal against CE) are one family of two: Holm 2 x 2/252, then 1 x 10/252
+    tce, focal, ce = rows
+    assert tce.vs_ce["p_value"] == pytest.approx(2 / 252) and tce.vs_ce["p_holm"] == pytest.approx(4 / 252)
+    assert focal.vs_ce["p_holm"] == pytest.approx(10 / 252) and focal.vs_ce["family"] == 2
+    assert tce.vs_ce["verdict"] == focal.vs_ce["verdict"] == "better" and ce.vs_ce is None
+    # the tests against the best (focal and CE against tce) are a family of their own: they move no claim
+    assert focal.vs_best["p_holm"] == pytest.approx(10 / 252) and ce.vs_best["p_holm"] == pytest.approx(4 / 252)
+    assert [(r.label, r.entry["loss"]["spec"]) for r in rows] == [("1", "tce:0.9"), ("2", "focal:2"), ("3", "ce")]
     text = render_text(board)
-    assert "=1 (p = 0.079)" in text and "indistinguishable from the best" in text
-    assert "better (p = 0.024)" in text and "baseline" in text
-    assert "=1 (p = 0.079)" in render_markdown(board)
+    assert "better (p = 0.0079 raw, 0.016 after Holm over 2 claims)" in text and "baseline" in text
+    assert "Holm over the claims against CE only" in text and "this group claims nothing" in text
+    assert "better (p = 0.04 raw, 0.04 after Holm over 2 claims)" in render_markdown(board)
+
+
+def test_an_entry_tied_with_the_best_shares_its_rank(tmp_path, lb):
+    from fortifai_bench.leaderboard import ranking
+
+    publish(write_seeds(tmp_path / "t", BEST, loss="tce:0.9"))
+    publish(write_seeds(tmp_path / "f", [c[:] for c in BEST[::-1]][:4] + [[1, 1, .9, .5]], loss="focal:2"))
+    publish(write_seeds(tmp_path / "ce", LOW, loss="ce"))
+    rows = ranking(load_board(lb / "collapse_facts.json")["entries"])
+    # focal:2's seeds are tce:0.9's but one: a tie. Both read "=1" (the best is not "1" beside an equal),
+    # both are better than CE, and CE, apart from them, keeps its position
+    assert [r.label for r in rows] == ["=1", "=1", "3"]
+    assert rows[1].vs_best["p_holm"] > 0.05 and {r.vs_ce["verdict"] for r in rows[:2]} == {"better"}
+    assert "=1 (p = " in render_text(load_board(lb / "collapse_facts.json"))
+
+
+def test_a_loss_apart_from_ce_is_better_however_many_entries_the_board_holds(tmp_path, lb):
+    """The issue-26 board: CE, four losses like it and one that outlasts it on every seed. With the claims as
+    the family (5 claims) the best reaches 5 x 2/252 = 0.04; with every test against the best in the family
+    too (9 tests), 9 x 2/252 = 0.071 could never say better."""
+    from fortifai_bench.leaderboard import ranking
+
+    publish(write_seeds(tmp_path / "ce", LOW, loss="ce"))
+    for i, spec in enumerate(["tce:0.5", "tce:0.7", "tce:0.9", "focal:2"]):
+        publish(write_seeds(tmp_path / f"l{i}", LOW[i:] + LOW[:i], loss=spec))
+    publish(write_seeds(tmp_path / "w", BEST, loss="tce:0.99"))
+    rows = {r.entry["loss"]["spec"]: r for r in ranking(load_board(lb / "collapse_facts.json")["entries"])}
+    best = rows["tce:0.99"]
+    assert best.label == "1" and best.vs_ce["family"] == 5
+    assert best.vs_ce["p_holm"] == pytest.approx(10 / 252) and best.vs_ce["verdict"] == "better"
+    assert [rows[s].vs_ce["verdict"] for s in ("tce:0.5", "tce:0.7", "tce:0.9", "focal:2")] == ["indistinguishable"] * 4
+
+
+def test_a_claim_says_why_an_interval_excludes_1_beside_indistinguishable():
+    from fortifai_bench.leaderboard import claim_text
+
+    test = {"ratio": 0.65, "ratio_ci": [0.50, 0.83], "p_value": 6 / 252, "p_holm": 30 / 252, "family": 5,
+            "splits": 252, "n_a": 5, "n_b": 5, "verdict": "indistinguishable"}
+    assert claim_text(test) == ("0.65x [0.50, 0.83] indistinguishable (p = 0.024 raw, 0.12 after Holm over 5 claims; "
+                                "the interval excludes 1 and the raw p is below 0.05, but not after the adjustment)")
+    unadjusted = {**test, "p_value": 0.13, "p_holm": 0.51}
+    assert claim_text(unadjusted).endswith("the bootstrap interval excludes 1 but the exact test does not reject "
+                                           "even unadjusted (a 5-seed percentile bootstrap runs narrow))")
+    assert claim_text({**test, "ratio_ci": [0.50, 1.10]}).endswith("after Holm over 5 claims)")
+    alone = {**test, "p_holm": test["p_value"], "family": 1, "verdict": "worse"}
+    assert claim_text(alone) == "0.65x [0.50, 0.83] worse (p = 0.024, the board's only claim)"
+    assert claim_text({**test, "p_value": None, "p_holm": None}) == "0.65x [0.50, 0.83] indistinguishable (too few seeds)"
 
 
 def test_losses_below_ce_are_worse(tmp_path, lb):
@@ -414,22 +461,26 @@ def test_suite_puts_each_regimes_verdicts_side_by_side(tmp_path, lb):
     rows = table(suite)
     assert rows[0] == ["loss", "collapse_facts v1", "collapse_facts_greedy v1", "vs CE over regimes"]
     by_loss = {r[0]: r[1:] for r in rows[1:]}
-    assert [r[0] for r in rows[1:]] == ["ce", "tce:0.9 (gamma=0.9)", "focal:2 (gamma=2)", "ce (clean control)",
+    # one better and one worse each: then by name
+    assert [r[0] for r in rows[1:]] == ["ce", "focal:2 (gamma=2)", "tce:0.9 (gamma=0.9)", "ce (clean control)",
                                         "losses vs CE"]
     assert by_loss["ce"] == ["1.27 [1.09, 1.45]; baseline", "2.45 [2.05, 2.85], 1/5 never failed; baseline", "-"]
     # each verdict is the one its own board gives (Holm over that board's three comparisons)
-    assert by_loss["tce:0.9 (gamma=0.9)"][0] == "2.45 [2.05, 2.85], 1/5 never failed; better (p = 0.024)"
-    assert by_loss["tce:0.9 (gamma=0.9)"][1] == "1.87 [1.34, 2.41]; worse (p = 0.04)"
+    tce = by_loss["tce:0.9 (gamma=0.9)"]
+    assert tce[0].startswith("2.45 [2.05, 2.85], 1/5 never failed; 1.93x [")
+    assert tce[0].endswith("] better (p = 0.0079 raw, 0.016 after Holm over 2 claims)")
+    assert tce[1].startswith("1.87 [1.34, 2.41]; 0.76x [") and tce[1].endswith("] worse (p = 0.04 raw, 0.04 after Holm over 2 claims)")
     greedy = {r.entry["loss"]["spec"]: r for r in ranking(load_board(files[1])["entries"])}
     assert greedy["tce:0.9"].vs_ce["p_holm"] == pytest.approx(10 / 252)
-    assert by_loss["focal:2 (gamma=2)"] == ["1.87 [1.34, 2.41]; indistinguishable (p = 0.079)",
-                                            "1.27 [1.09, 1.45]; worse (p = 0.016)",
-                                            "0 better, 1 worse, 1 indistinguishable"]
-    assert by_loss["tce:0.9 (gamma=0.9)"][2] == "1 better, 1 worse, 0 indistinguishable"
+    focal = by_loss["focal:2 (gamma=2)"]
+    assert focal[0].endswith("better (p = 0.04 raw, 0.04 after Holm over 2 claims)")
+    assert focal[1].endswith("worse (p = 0.0079 raw, 0.016 after Holm over 2 claims)")
+    assert focal[2] == "1 better, 1 worse, 0 indistinguishable"
+    assert tce[2] == "1 better, 1 worse, 0 indistinguishable"
     assert by_loss["ce (clean control)"] == ["3.00, 5/5 never failed; control", "-", "-"]
-    assert by_loss["losses vs CE"] == ["1 better, 0 worse, 1 indistinguishable", "0 better, 2 worse, 0 indistinguishable", ""]
-    assert "better (p = 0.024)" in render_suite_text(suite)
-    assert "| focal:2 (gamma=2) | 1.87 \\[1.34, 2.41\\]; indistinguishable" in render_suite_markdown(suite)
+    assert by_loss["losses vs CE"] == ["2 better, 0 worse, 0 indistinguishable", "0 better, 2 worse, 0 indistinguishable", ""]
+    assert "better (p = 0.0079 raw, 0.016 after Holm over 2 claims)" in render_suite_text(suite)
+    assert "| focal:2 (gamma=2) | 1.87 \\[1.34, 2.41\\]; 1.47x \\[" in render_suite_markdown(suite)
 
 
 def test_suite_cli(tmp_path, lb, capsys):
@@ -445,3 +496,31 @@ def test_suite_cli(tmp_path, lb, capsys):
     assert "regime collapse_facts is already given by" in capsys.readouterr().err
     assert main(["leaderboard", "suite", files[0], "--html", files[0]]) == 2
     assert "is one of the boards" in capsys.readouterr().err
+
+
+def test_runs_record_their_cpu_and_the_board_keeps_it(tmp_path, lb):
+    """A float kernel's rounding follows the instructions it picks: every run says which CPU it ran on (the
+    OS's description and torch's capability, which ATEN_CPU_CAPABILITY lowers), and its board entry keeps it."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from fortifai_bench.results import cpu
+
+    here = cpu()
+    assert here["torch_capability"] == torch.backends.cpu.get_cpu_capability() and here["machine"]
+    if "avx2" in here["isa"]:  # an x86-64 CPU with AVX2: the capability can be pinned down to it
+        code = "import torch; from fortifai_bench.results import cpu; print(cpu()['torch_capability'])"
+        pinned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"})
+        assert pinned.stdout.strip() == "AVX2"
+    runs = write_seeds(tmp_path / "runs", CE, loss="ce")
+    for run in runs:
+        data = json.loads((run / "results.json").read_text())
+        data["provenance"]["cpu"] = here
+        (run / "results.json").write_text(json.dumps(data))
+    publish(runs)
+    [entry] = load_board(lb / "collapse_facts.json")["entries"]  # the schema takes it
+    assert [r["cpu"] for r in entry["runs"]] == [here] * 3
+    assert f"CPU {here['model']} ({here['torch_capability']})" in render_html(load_board(lb / "collapse_facts.json"))

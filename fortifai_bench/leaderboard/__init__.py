@@ -12,8 +12,8 @@ refuses runs made under another protocol or task version, so every entry is comp
 Loading a board parses JSON and checks it against `leaderboards/schema.json`; nothing in it is ever executed.
 Publishing holds a lock on the board for its read-modify-write, so concurrent publishers lose nothing.
 
-The modules: `board` (format, schema, loading, self-consistency, building an entry), `ranking` (the order
-and the tests shown), `publish` (adding runs to a board), `render` (terminal, Markdown, HTML), `suite`
+The modules: `board` (format, schema, loading, self-consistency, building an entry), `ranking` (the order,
+the claims against CE and the group tied with the best), `publish` (adding runs to a board), `render` (terminal, Markdown, HTML), `suite`
 (several boards side by side, losses x regimes); the commands above are `fortifai_bench.cli.leaderboard`
 (argument parsing only).
 """
@@ -22,9 +22,9 @@ from fortifai_bench.leaderboard.board import (BOARD_FORMAT, build_entry, canonic
                                               leaderboards_dir, load_board, protocol_hash, stat_bounds,
                                               validate_board)
 from fortifai_bench.leaderboard.publish import PublishReport, publish
-from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, TIE_ALPHA, Ranked, rank_entries, ranking,
-                                                verdict)
+from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, TIE_ALPHA, Ranked, claim_text, rank_entries,
+                                                ranking, verdict)
 
 __all__ = ["BOARD_FORMAT", "BASELINE_SPECS", "TIE_ALPHA", "PublishReport", "Ranked", "build_entry", "canonical",
-           "check_board_consistency", "leaderboards_dir", "load_board", "protocol_hash", "publish", "rank_entries",
+           "check_board_consistency", "claim_text", "leaderboards_dir", "load_board", "protocol_hash", "publish", "rank_entries",
            "ranking", "stat_bounds", "validate_board", "verdict"]

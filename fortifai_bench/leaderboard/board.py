@@ -280,5 +280,6 @@ def build_entry(runs: list[dict]) -> dict:
         "date": max(r["provenance"]["date"] for r in runs),
         "runs": [{"seed": r["seed"], "command": r["provenance"]["command"], "date": r["provenance"]["date"],
                   "git": r["provenance"].get("git"), **({"run_dir": r["run_dir"]} if r.get("run_dir") else {}),
-                  "split0_ids_sha256": (r.get("items") or {}).get("split0_ids_sha256")} for r in runs],
+                  "split0_ids_sha256": (r.get("items") or {}).get("split0_ids_sha256"),
+                  **({"cpu": r["provenance"]["cpu"]} if r["provenance"].get("cpu") else {})} for r in runs],
     }

@@ -1,7 +1,13 @@
-"""A board as shown: entries best first, each tested against the best entry and against CE.
+"""A board as shown: entries best first, each entry's claim against CE, and the group tied with the best.
 
-Ranked by the restricted mean time to failure, then AUC; the tests are the exact permutation test over seeds
-(`metrics.compare_failures`), Holm-adjusted over all of a board's comparisons at once.
+Ranked by the restricted mean time to failure, then AUC. Two families of tests, both the exact permutation
+test over seeds (`metrics.compare_failures`), each Holm-adjusted on its own:
+
+- **the claims**: each entry against CE (same model), one per entry. Only these say better / worse; the
+  family is as large as the board's list of losses, so a verdict does not depend on how the table is read.
+- **the group tied with the best**: each entry against the entry with the longest mean. Descriptive: the
+  best is picked after looking at the data, so these tests make no claim; they only decide which entries
+  share the top rank ("=1"). A lone "1" is shown only when the best entry is apart from every other.
 """
 
 from __future__ import annotations
@@ -10,9 +16,9 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from fortifai_bench.metrics import ALPHA, Failure, compare_failures, holm
+from fortifai_bench.metrics import ALPHA, Failure, compare_failures, format_p, holm
 
-TIE_ALPHA = ALPHA  # Holm-adjusted exact p at or above it: indistinguishable
+TIE_ALPHA = ALPHA  # adjusted exact p at or above it: indistinguishable
 
 
 def rank_entries(entries: Iterable[dict]) -> list[dict]:
@@ -29,10 +35,11 @@ def rank_entries(entries: Iterable[dict]) -> list[dict]:
 
 @dataclass
 class Ranked:
-    """One row of a shown board. `label`: "1" for the best entry, "=1" for an entry indistinguishable from it,
-    else its position ("4"); "control" for the clean control. `vs_best` and `vs_ce`: `metrics.compare_failures`
-    of this entry against the best entry and against CE (ratio = this entry / the other), each with `p_holm`,
-    its p adjusted over all the board's comparisons; `vs_ce` also has `verdict`."""
+    """One row of a shown board. `label`: "=1" for the entries indistinguishable from the best (the best
+    included), "1" for a best entry apart from all others, else its position ("4"); "control" for the clean
+    control. `vs_ce`: the claim, `metrics.compare_failures` of this entry against CE (ratio = this entry /
+    CE) with `p_holm` adjusted over the board's claims, `family` (how many claims) and `verdict`. `vs_best`:
+    the same test against the best entry, `p_holm` adjusted over the tests against the best (descriptive)."""
 
     label: str
     entry: dict
@@ -62,33 +69,70 @@ def _seed_failures(entry: dict) -> list[Failure]:
     return [Failure.from_dict(d) for d in entry["time_to_failure"]["per_seed"]]
 
 
+def _family(tests: list[dict]) -> None:
+    """Holm over one family, in place: each test gets `p_holm` and `family` (the number of tests in it)."""
+    tested = [t for t in tests if t["p_value"] is not None]
+    for t, p in zip(tested, holm([t["p_value"] for t in tested])):
+        t["p_holm"], t["family"] = p, len(tested)
+    for t in tests:
+        t.setdefault("p_holm", None)
+        t.setdefault("family", len(tested))
+
+
 def ranking(entries: Iterable[dict]) -> list[Ranked]:
-    """The board as shown, best first (`rank_entries`), every entry tested against the best entry and against
-    CE (the exact permutation test over seeds, `metrics.compare_failures`), the p-values Holm-adjusted over
-    all these comparisons at once. The best entry's group, the entries whose adjusted p against it is
-    >= ALPHA (or that have too few seeds to test), share its rank as "=1": one group, not a chain of
-    neighbours. The clean control is not compared."""
+    """The board as shown, best first (`rank_entries`). Each entry's claim against CE (Holm over the claims,
+    one per entry with a CE to compare with), and each entry's test against the best entry (Holm over those,
+    a family of its own). The best entry's group, the entries whose adjusted p against it is >= ALPHA (or
+    that have too few seeds to test), share the label "=1" with it: one group, not a chain of neighbours.
+    The clean control is not compared."""
     ranked = rank_entries(entries)
     losses = [e for e in ranked if not e.get("control")]
     best = losses[0] if losses else None
-    rows = [Ranked("control", e) for e in ranked if e.get("control")]
-    family: dict[frozenset, float | None] = {}
-    out = []
-    for i, e in enumerate(losses):
-        row = Ranked("1" if e is best else str(i + 1), e)
-        for attr, other in (("vs_best", best), ("vs_ce", baseline_of(losses, e))):
-            if other is not None and other is not e:
-                test = compare_failures(_seed_failures(e), _seed_failures(other))
-                family[frozenset((e["name"], other["name"]))] = test["p_value"]
-                setattr(row, attr, {**test, "other": other["name"]})
-        out.append(row)
-    adjusted = dict(zip(family, holm(list(family.values()))))
+    out = [Ranked(str(i + 1), e) for i, e in enumerate(losses)]
     for row in out:
-        for test in (row.vs_best, row.vs_ce):
-            if test is not None:
-                test["p_holm"] = adjusted[frozenset((row.entry["name"], test["other"]))]
+        ce = baseline_of(losses, row.entry)
+        if ce is not None and ce is not row.entry:
+            row.vs_ce = {**compare_failures(_seed_failures(row.entry), _seed_failures(ce)), "other": ce["name"]}
+        if row.entry is not best:
+            row.vs_best = {**compare_failures(_seed_failures(row.entry), _seed_failures(best)), "other": best["name"]}
+    _family([r.vs_ce for r in out if r.vs_ce is not None])
+    _family([r.vs_best for r in out if r.vs_best is not None])
+    for row in out:
         if row.vs_ce is not None:
             row.vs_ce["verdict"] = verdict(row.vs_ce)
-        if row.vs_best is not None and verdict(row.vs_best) == "indistinguishable":
-            row.label = "=1"
-    return out + rows
+    tied = [r for r in out[1:] if verdict(r.vs_best) == "indistinguishable"]
+    for row in tied + (out[:1] if tied else []):
+        row.label = "=1"
+    return out + [Ranked("control", e) for e in ranked if e.get("control")]
+
+
+def _adjusted(test: dict) -> str:
+    """'p = 0.024 raw, 0.12 after Holm over 5 claims' (one claim: no adjustment to show)."""
+    raw = format_p(test["p_value"], test["splits"])
+    if test["family"] <= 1:
+        return f"{raw}, the board's only claim"
+    return f"{raw} raw, {test['p_holm']:.2g} after Holm over {test['family']} claims"
+
+
+def claim_text(test: dict) -> str:
+    """A claim against CE in words, with everything it rests on: '0.65x [0.50, 0.83] indistinguishable
+    (p = 0.024 raw, 0.12 after Holm over 5 claims; the interval excludes 1 and the raw p is below 0.05, but
+    not after the adjustment)'. The interval is the 95% bootstrap over seeds, unadjusted; where it and the
+    verdict seem to disagree, the text says why."""
+    if test["ratio"] is None:
+        return "-"
+    lo, hi = test["ratio_ci"]
+    interval = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and lo != hi else ""
+    head = f"{test['ratio']:.2f}x{interval} {test['verdict']}"
+    if test["p_value"] is None:
+        return f"{head} (too few seeds)"
+    why = ""
+    excludes_1 = lo is not None and (lo > 1 or hi < 1)
+    if test["verdict"] == "indistinguishable" and excludes_1:
+        why = (f"; the interval excludes 1 and the raw p is below {ALPHA:g}, but not after the adjustment"
+               if test["p_value"] < ALPHA else
+               f"; the bootstrap interval excludes 1 but the exact test does not reject even unadjusted "
+               f"(a {min(test['n_a'], test['n_b'])}-seed percentile bootstrap runs narrow)")
+    elif test["verdict"] != "indistinguishable" and not excludes_1 and lo is not None:
+        why = "; the exact test rejects though the bootstrap interval includes 1"
+    return f"{head} ({_adjusted(test)}{why})"

@@ -18,7 +18,7 @@ import unicodedata
 from typing import Any
 
 from fortifai_bench.leaderboard.board import canonical, stat_bounds
-from fortifai_bench.leaderboard.ranking import BASELINE_SPECS, TIE_ALPHA, Ranked, ranking
+from fortifai_bench.leaderboard.ranking import BASELINE_SPECS, TIE_ALPHA, Ranked, claim_text, ranking
 from fortifai_bench.metrics import clip_interval, format_p
 from fortifai_bench.results import runtime_note
 
@@ -27,11 +27,14 @@ AUTHORS_CODE_URL = "https://github.com/pedramaghazadeh/ForTIFAI"
 
 COLUMNS = ["#", "loss", "args", "model", "seeds", "time to failure", "vs CE", "AUC", "final score"]
 TIES = (f"Tests: the exact permutation test over seeds on the restricted time to failure (every split of the "
-        f"seeds; 3 vs 3 seeds cannot give p below 0.1, 5 vs 5 not below 2/252), Holm-adjusted over all of the "
-        f"board's comparisons (each entry against CE and against the best). =1: indistinguishable from the best "
-        f"entry (adjusted p >= {TIE_ALPHA:g}, or fewer than 2 seeds); vs CE: restricted mean over CE's with a "
-        f"bootstrap interval over seeds, and better / worse / indistinguishable at adjusted p < {TIE_ALPHA:g}; "
-        f"the clean control is a ceiling, not ranked.")
+        f"seeds; 3 vs 3 seeds cannot give p below 0.1, 5 vs 5 not below 2/252). vs CE is the board's claim, one "
+        f"per entry: the ratio of restricted means to CE's with its 95% bootstrap interval over seeds "
+        f"(unadjusted), then better / worse at Holm-adjusted p < {TIE_ALPHA:g} (Holm over the claims against CE "
+        f"only), else indistinguishable, with the raw and the adjusted p. The rank is descriptive: =1 marks the "
+        f"entries indistinguishable from the entry with the longest mean, itself included (its own Holm family "
+        f"of tests against that entry, adjusted p >= {TIE_ALPHA:g} or fewer than 2 seeds; the best is picked "
+        f"from the data, so this group claims nothing); a lone 1 only when that entry is apart from all others. "
+        f"The clean control is a ceiling, not ranked.")
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -45,7 +48,8 @@ def fmt_ttf(ttf: dict) -> str:
 
 
 def fmt_rank(row: Ranked) -> str:
-    """"1", "4", "control", or "=1 (p = 0.42)" with the Holm-adjusted p against the best entry."""
+    """"1", "4", "control", "=1" for the best entry of a group, or "=1 (p = 0.42)" with the Holm-adjusted
+    p against the best entry (descriptive: see `ranking`)."""
     test = row.vs_best
     if not row.label.startswith("=") or test is None or test.get("p_holm") is None:
         return row.label
@@ -53,19 +57,14 @@ def fmt_rank(row: Ranked) -> str:
 
 
 def fmt_vs_ce(row: Ranked) -> str:
-    """"1.13x [0.95, 1.34] indistinguishable (p = 0.84)": the ratio of restricted means over CE's, its
-    bootstrap interval over seeds, the verdict and the Holm-adjusted exact p; "baseline" for CE itself."""
+    """The claim against CE (`ranking.claim_text`): ratio, interval, verdict, raw and adjusted p; "baseline"
+    for CE itself."""
     test = row.vs_ce
     if row.entry.get("control"):
         return "-"
     if test is None:
         return "baseline" if row.entry["loss"]["spec"] in BASELINE_SPECS else "-"
-    if test["ratio"] is None:
-        return "-"
-    lo, hi = test["ratio_ci"]
-    interval = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and lo != hi else ""
-    p = f" ({format_p(test['p_holm'], test['splits'])})" if test.get("p_holm") is not None else " (too few seeds)"
-    return f"{test['ratio']:.2f}x{interval} {test['verdict']}{p}"
+    return claim_text(test)
 
 
 def fmt_stat(stat: dict, bounds: tuple | None = None) -> str:
@@ -272,7 +271,9 @@ def _run_item(r: dict) -> str:
     folder = r.get("run_dir")
     link = f' <a href="{_e(folder.rstrip("/") + "/results.json")}">results</a>' if folder else ""
     commit = f", commit <code>{_e(r['git'])}</code>" if r.get("git") else ""
-    return f"<li>seed {_e(r['seed'])}: <code>{_e(r['command'])}</code> ({_e(r['date'])}{commit}){link}</li>"
+    cpu = r.get("cpu") or {}
+    where = f", CPU {_e(cpu.get('model'))} ({_e(cpu.get('torch_capability') or '-')})" if cpu else ""
+    return f"<li>seed {_e(r['seed'])}: <code>{_e(r['command'])}</code> ({_e(r['date'])}{commit}{where}){link}</li>"
 
 
 def _row(order: int, row: Ranked) -> str:

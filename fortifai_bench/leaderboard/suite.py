@@ -6,10 +6,10 @@ the suite puts several boards side by side.
     fortifai-bench leaderboard suite BOARD... --html suite.html
 
 One row per loss (spec, arguments, model), one column per regime. A cell is the loss's restricted mean time to
-failure on that regime's board with its interval ("k/n never failed" where seeds were censored) and its verdict
-against CE there: better / worse / indistinguishable, exactly as that board shows it (`leaderboard.ranking`:
-the exact permutation test over seeds, Holm-adjusted over that board's comparisons), so the suite never
-disagrees with its boards. A last column counts each loss's verdicts over the regimes; a last row counts each
+failure on that regime's board with its interval ("k/n never failed" where seeds were censored) and its claim
+against CE there, exactly as that board shows it (`leaderboard.ranking.claim_text`: the ratio to CE with its
+interval, better / worse / indistinguishable by the exact permutation test over seeds Holm-adjusted over that
+board's claims against CE, the raw and the adjusted p), so the suite never disagrees with its boards. A last column counts each loss's verdicts over the regimes; a last row counts each
 regime's verdicts over the losses. Nothing is stored: the suite is computed from the boards when shown.
 """
 
@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard.board import canonical
-from fortifai_bench.leaderboard.ranking import Ranked, ranking
+from fortifai_bench.leaderboard.ranking import Ranked, claim_text, ranking
 from fortifai_bench.leaderboard.render import _STYLE, _md_cell, _printable, fmt_args, links_html
-from fortifai_bench.metrics import format_p
 
 VERDICTS = ("better", "worse", "indistinguishable")
 
@@ -103,9 +102,7 @@ def verdict_text(row: Ranked) -> str:
     test = row.vs_ce
     if test is None:
         return "baseline" if row.entry["loss"]["spec"] == "ce" else "no CE entry"
-    if test.get("p_holm") is None:
-        return f"{test['verdict']} (too few seeds)"
-    return f"{test['verdict']} ({format_p(test['p_holm'], test['splits'])})"
+    return claim_text(test)
 
 
 def counts_text(counts: dict[str, int]) -> str:
@@ -128,9 +125,11 @@ def table(suite: Suite) -> list[list[str]]:
 
 
 LEGEND = ("Each cell: the restricted mean time to failure (stages from M_0, a seed that never fails counted at the "
-          "last stage) with its 95% interval over seeds, and the verdict against CE on that regime's board: the "
-          "exact permutation test over seeds, Holm-adjusted over the board's comparisons, better / worse at "
-          "adjusted p < 0.05, else indistinguishable (3 vs 3 seeds can never reach it: their smallest p is 0.1).")
+          "last stage) with its 95% interval over seeds, and the claim against CE on that regime's board: the ratio "
+          "of restricted means with its 95% bootstrap interval over seeds, better / worse at Holm-adjusted p < 0.05 "
+          "(the exact permutation test over seeds, Holm over that board's claims against CE, one per entry), else "
+          "indistinguishable, with the raw and the adjusted p (3 vs 3 seeds can never reach 0.05: their smallest p "
+          "is 0.1).")
 
 
 def render_suite_text(suite: Suite) -> str:
