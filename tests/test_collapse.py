@@ -320,6 +320,8 @@ def test_micro_run_results_and_run_directory(micro_run):
     n0 = sum(1 for q in load_data(task).questions if q.split == 0)
     bits = results["items"]["split0_correct"]
     assert len(bits) == 3 and all(len(b) == n0 and set(b) <= {"0", "1"} for b in bits)
+    model, tok = load_model(run / "stage_2" / "model")  # a plain HF directory
+    assert model.config.n_layer == 1
     for i, stage in enumerate(results["stages"]):
         assert stage["score"] == pytest.approx(bits[i].count("1") / n0)
         assert set(stage["kr"]) == {"0", "1", "2"} and 0 <= stage["kr_total"] <= 1
@@ -327,13 +329,16 @@ def test_micro_run_results_and_run_directory(micro_run):
         assert stage["regenerated_splits"] == list(range(i + 1))
         assert stage["perplexity"] > 1 and stage["kl"] >= 0 and stage["kl_bigram"] >= 0
         assert 0 < stage["distinct_1"] <= 1
-        conf = stage["confidence"]
-        assert conf["own_generated"]["n"] > 0 and conf["unseen_real"]["n"] > 0
+        conf = stage["confidence"]  # the Fig. 1 contrasts, in eval and in train mode
+        assert conf["mode"] == "eval" and conf["gamma"] == 0.9
+        for key in ("own_generated", "trained_real", "unseen_real"):
+            assert conf[key]["n"] > 0 and 0 <= conf[key]["share_above_gamma"] <= 1
+            assert conf["train_mode"][key]["n"] == conf[key]["n"]
+            assert conf["train_mode"][key]["mean"] != conf[key]["mean"]  # dropout on: another number
+        assert conf["trained_real"]["n"] == sum(len(tok(q.text)["input_ids"]) - 1 for q in load_data(task).splits[i][:6])
         assert set(stage["seconds"]) == {"train", "regenerate", "evaluate"}
         rows = [json.loads(line) for line in (run / f"stage_{i}" / "data" / "split_0.jsonl").read_text().splitlines()]
         assert len(rows) == 6 and all(r["generation"] == i + 1 for r in rows)
-    model, tok = load_model(run / "stage_2" / "model")  # a plain HF directory
-    assert model.config.n_layer == 1
     cfg = (run / "config.yaml").read_text()
     assert "config_hash" in cfg and "torch" in cfg and "spec: ce" in cfg
     assert all((run / "plots" / f).is_file() for f in ("kr.png", "kl.png", "confidence.png"))
@@ -341,11 +346,22 @@ def test_micro_run_results_and_run_directory(micro_run):
     assert results["failure"]["status"] in ("failed", "never_failed", "never_learned")
     assert all((run / "plots" / f).is_file() for f in ("kr.svg", "kl.svg", "gradient.png"))
     # where the loss puts its gradient: stage 0 trains on real text only; later stages on rewrites
-    assert results["stages"][0]["gradient"] is None
+    first = results["stages"][0]["gradient"]
+    assert first["start"] is None and first["end"] is None
+    assert first["trained"]["corrupted"] is None and first["trained"]["fresh"]["kept_rate"] == 1.0  # CE
     for stage in results["stages"][1:]:
         g = stage["gradient"]["start"]
-        assert g["tokens"] > 0 and 0 <= g["corrupted_share"] <= 1 and g["loss_reports_mask"]
+        assert g["mode"] == "eval" and g["tokens"] > 0 and 0 <= g["corrupted_share"] <= 1 and g["loss_reports_mask"]
         assert g["kept_share"] == 1.0 and g["kept_corrupted_share"] == pytest.approx(g["corrupted_share"])  # CE
+        trained = stage["gradient"]["trained"]
+        assert trained["mode"] == "train" and trained["gamma"] == 0.9
+        epochs = len(trained["by_epoch"]["fresh"])
+        # every regenerated target token within a row's block_size (128: a micro model's rewrite may be
+        # longer), once per epoch; CE keeps them all
+        assert 0 < sum(trained[c]["tokens"] for c in ("corrupted", "faithful") if trained[c]) <= epochs * g["tokens"]
+        assert all(trained[c]["kept_rate"] == 1.0 for c in ("corrupted", "faithful", "fresh") if trained[c])
+        assert sum(trained["facts_stated"].values()) == sum(len(q.meta["facts"]) for k in range(stage["stage"])
+                                                            for q in load_data(task).splits[k][:6])
     floor = results["stages"][0]["kl_floor"]
     assert floor["halves"] > 0 and floor["split1"] > 0
     chance = results["chance"]
@@ -491,3 +507,71 @@ def test_stage_model_runs_under_lm_eval(micro_run):
     out = run_lm_eval(Path(results["run_dir"]) / "stage_2" / "model", ["kr_facts_split0"], batch_size=64)
     row = out["kr_facts_split0"]
     assert row["sample_len"] > 100 and 0.0 <= row["acc,none"] <= 1.0
+
+
+# ----------------------------------------------------------------------------- the mask as trained (issue 26)
+
+
+def test_stated_values_read_each_fact_from_its_template():
+    """On the real text every fact is found where the corpus put it, true; a changed value reads false; a
+    sentence the rewrite dropped reads missing; the other template variant is read too."""
+    from fortifai_bench.collapse.corruption import stated_values
+
+    for corpus_task in ("collapse_facts", "collapse_facts_longtail"):
+        for q in load_data(load_task(corpus_task)).splits[0]:
+            assert stated_values(q.meta, q.text) == [(f["start"], f["end"], True) for f in q.meta["facts"]]
+    meta = {"entity": "Orvel Tamsin", "kind": "person", "facts": [
+        {"attribute": "birth_place", "slot": "place", "value": "Dunholt"},
+        {"attribute": "birth_year", "slot": "year", "value": "1843"},
+        {"attribute": "death_year", "slot": "year", "value": "1901"},
+        {"attribute": "friend", "slot": "rel:person", "value": "Velka Ramo"}]}
+    text = "Orvel Tamsin was born in 1843 in Pellin. Tamsin was a friend of Velka Ramo."
+    assert stated_values(meta, text) == [(33, 39, False), (25, 29, True), None, (64, 74, True)]
+
+
+def test_token_classes_mark_sources_and_fact_values():
+    from fortifai_bench.collapse.corruption import CORRUPTED, FAITHFUL, FRESH, VALUE_FALSE, VALUE_TRUE, token_classes
+    from fortifai_bench.models import TinyConfig, build_tiny
+
+    data = load_data(load_task("collapse_facts"))
+    q = data.splits[0][0]
+    _, tok = build_tiny([p.text for s in data.splits for p in s], TinyConfig(vocab_size=512))
+    classes, counts = token_classes(tok, q, q.text, 0)
+    assert counts == {"true": len(q.meta["facts"]), "false": 0, "missing": 0}
+    assert set(classes) == {FRESH, FRESH + VALUE_TRUE}
+    f = q.meta["facts"][0]
+    other = "Aldmere" if f["value"] != "Aldmere" else "Brenvia"
+    assert f["slot"] == "place"
+    rewrite = q.text[: f["start"]] + other + q.text[f["end"]:]
+    classes, counts = token_classes(tok, q, rewrite, 1)
+    assert counts == {"true": len(q.meta["facts"]) - 1, "false": 1, "missing": 0}
+    ids, offsets = tok(rewrite)["input_ids"], tok(rewrite, return_offsets_mapping=True)["offset_mapping"]
+    for t, ((a, b), c) in enumerate(zip(offsets, classes)):
+        in_value = a < f["start"] + len(other) and b > f["start"]
+        assert (c & VALUE_FALSE != 0) == in_value
+        assert c % 4 in (FAITHFUL, CORRUPTED)
+    assert CORRUPTED + VALUE_FALSE in classes and FAITHFUL in classes and len(classes) == len(ids)
+
+
+def test_trained_summary_rates_from_a_tally():
+    from fortifai_bench.collapse.corruption import (CORRUPTED, FAITHFUL, FRESH, VALUE_FALSE, VALUE_TRUE,
+                                                    trained_summary)
+    from fortifai_bench.train.loop import TokenTally
+
+    tally = TokenTally.empty(12, 2)
+    # corrupted: 3 kept at p 0.35, 1 masked at p 0.95; faithful value stated true: 2 masked at p 0.995
+    tally.counts[CORRUPTED, 1, 34] = 3
+    tally.counts[CORRUPTED + VALUE_FALSE, 0, 94] = 1
+    tally.counts[FAITHFUL + VALUE_TRUE, 0, 99] = 2
+    tally.counts[FRESH, 1, 10] = 4
+    tally.p_sum[CORRUPTED], tally.p_sum[CORRUPTED + VALUE_FALSE] = 1.05, 0.95
+    tally.p_sum[FAITHFUL + VALUE_TRUE], tally.p_sum[FRESH] = 1.99, 0.44
+    tally.epochs[0, CORRUPTED, 1], tally.epochs[1, CORRUPTED, 1], tally.epochs[1, CORRUPTED + VALUE_FALSE, 0] = 2, 1, 1
+    s = trained_summary(tally, 0.9, {"true": 1, "false": 1, "missing": 0})
+    assert s["corrupted"] == {"tokens": 4, "kept_rate": 0.75, "mean_p": pytest.approx(0.5), "share_above_gamma": 0.25}
+    assert s["faithful"] == {"tokens": 2, "kept_rate": 0.0, "mean_p": pytest.approx(0.995), "share_above_gamma": 1.0}
+    assert s["fresh"]["kept_rate"] == 1.0 and s["fresh"]["share_above_gamma"] == 0.0
+    assert s["by_epoch"]["corrupted"] == [1.0, 0.5]
+    assert s["by_fact"]["false"]["tokens"] == 1 and s["by_fact"]["true"]["kept_rate"] == 0.0
+    assert s["by_fact"]["fresh"] is None and s["facts_stated"] == {"true": 1, "false": 1, "missing": 0}
+    assert trained_summary(tally, 0.99, None)["faithful"]["share_above_gamma"] == 1.0  # p in (0.99, 1]

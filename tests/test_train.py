@@ -482,3 +482,79 @@ def test_cli_flags_come_from_the_dataclass(capsys):
     for f in dataclasses.fields(TrainConfig):
         assert "--" + f.name.replace("_", "-") in help_text, f.name
     assert f"(default: {TrainConfig().lr})" in help_text and "--no-gradient-checkpointing" in help_text
+
+
+# ----------------------------------------------------------------------------- token classes and the tally
+
+
+def halves(tokenizer, texts) -> list[list[int]]:
+    """A class per token: 1 on each text's first half, 2 on its second."""
+    out = []
+    for text in texts:
+        n = len(tokenizer(text)["input_ids"])
+        out.append([1 if t < n // 2 else 2 for t in range(n)])
+    return out
+
+
+def test_classes_follow_their_tokens_into_rows_and_packed_blocks():
+    from fortifai_bench.train import prepare
+
+    _, tokenizer = small_model()
+    texts = TEXTS[:6]
+    classes = halves(tokenizer, texts)
+    for packing in (False, True):
+        config = fast(block_size=16, packing=packing, val_fraction=0.0)
+        blocks, _ = prepare(tokenizer, texts, None, config, torch.Generator().manual_seed(0), classes)
+        assert blocks.classes.shape == blocks.ids.shape
+        assert ((blocks.classes > 0) <= (blocks.mask > 0)).all()  # padding has no class
+        if not packing:  # one text per row, truncated like its ids
+            for row, cls in zip(blocks.classes, classes):
+                assert row[: min(16, len(cls))].tolist() == cls[:16]
+        else:  # the stream in order; a separator (if any) is class 0
+            stream = [c for c in blocks.classes.flatten().tolist()]
+            assert [c for c in stream if c] == [c for cs in classes for c in cs][: sum(1 for c in stream if c)]
+    config = fast(val_fraction=0.25)
+    blocks, val = prepare(tokenizer, texts, None, config, torch.Generator().manual_seed(0), classes)
+    assert int((blocks.classes > 0).sum()) < sum(map(len, classes)) and val.classes is None  # held-out texts left
+    with pytest.raises(FortifaiError, match="token classes do not match the training texts: text 1 has"):
+        prepare(tokenizer, texts, None, fast(packing=False), torch.Generator(), [classes[0], classes[1][:-1]] + classes[2:])
+    with pytest.raises(FortifaiError, match="5 class lists for 6 texts"):
+        prepare(tokenizer, texts, None, fast(), torch.Generator(), classes[:5])
+
+
+def test_the_tally_is_the_mask_the_loss_applied_and_changes_nothing():
+    """With dropout off and a learning rate too small to move a weight, every step's TCE mask is the one the
+    starting model gives in eval mode: the tally counts exactly those tokens, per class and epoch. With
+    dropout on, tallying changes no weight (no random draw, no extra pass)."""
+    from fortifai_bench.losses import token_logprobs
+
+    model, tokenizer = small_model(dropout=False)
+    model = train(model, tokenizer, TEXTS, "ce", fast(epochs=5, lr=1e-2, batch_size=4, schedule="constant"),
+                  progress=False).model
+    classes = halves(tokenizer, TEXTS)
+    expected = torch.zeros(3, 2, dtype=torch.long)  # [class, kept]
+    with torch.no_grad():
+        for text, cls in zip(TEXTS, classes):
+            ids = torch.tensor([tokenizer(text)["input_ids"]])
+            logp, valid = token_logprobs(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits, ids)
+            for t in range(ids.shape[1] - 1):
+                expected[cls[t + 1], int(logp[t].exp() <= 0.9)] += 1
+    assert 0 < expected[:, 1].sum() < expected.sum()  # some tokens masked, some kept
+    config = fast(epochs=2, lr=1e-12, warmup=0, schedule="constant", val_fraction=0.0, block_size=64, packing=False)
+    result = train(model, tokenizer, TEXTS, "tce:0.9", config, progress=False, classes=classes)
+    tally = result.tally
+    assert torch.equal(tally.counts.sum(dim=2)[1:], 2 * expected[1:])
+    assert torch.equal(tally.epochs[0], tally.epochs[1]) and torch.equal(tally.epochs.sum(dim=0), tally.counts.sum(dim=2))
+    # kept tokens are those with p <= 0.9: no kept token in the bins above 0.9, no masked one below
+    assert tally.counts[:, 1, 90:].sum() == 0 and tally.counts[:, 0, :90].sum() == 0
+    assert 0 < float(tally.p_sum[1]) / int(tally.counts[1].sum()) < 1
+    runs = []
+    for with_classes in (None, classes):
+        m, tok = small_model(seed=0)  # dropout on
+        runs.append(train(m, tok, TEXTS, "tce:0.9", fast(epochs=2), progress=False, classes=with_classes))
+    assert same_weights(runs[0].model, runs[1].model) and runs[0].tally is None and runs[1].tally is not None
+    ce = train(*small_model(), TEXTS, "ce", fast(epochs=1), progress=False, classes=classes).tally
+    assert ce.counts[:, 0].sum() == 0  # CE keeps every token
+    plain = train(*small_model(), TEXTS, lambda logits, labels: logits.float().logsumexp(-1).mean(), fast(epochs=1),
+                  progress=False, classes=classes)
+    assert plain.tally is None  # a plain function reports no mask

@@ -1,20 +1,46 @@
-"""Where a loss puts its gradient: on the tokens regeneration corrupted, or on the faithful ones?
+"""Where a loss puts its gradient: on the tokens regeneration corrupted, on the faithful ones, or on real text?
 
-TCE's claim (ForTIFAI, Sec. 3) is that self-generated text is what the model is confident in, so masking
-confident tokens keeps the gradient off model-written data. This measures it directly. For every
-regenerated paragraph a stage trains on, each token is *faithful* if it lies in a block that matches the
-original paragraph (difflib's matching blocks over token ids: insertions shift positions, they do not
-corrupt what follows) and *corrupted* otherwise. The loss's own mask (`Loss.reduce` returns which tokens
-got gradient) then says how its gradient splits between the two.
+TCE's claim (ForTIFAI, abstract and Sec. 2.1.1 / Fig. 1) is that a model is more confident on text it
+generated than on real text, so masking confident tokens keeps the gradient off model-written data. Every
+token a stage trains on gets a class (`token_classes`):
+
+* *fresh*: a token of real text (generation 0 of its split);
+* *faithful* / *corrupted*: a token of a regenerated paragraph that does / does not lie in a block matching
+  the original paragraph (difflib's matching blocks over token ids: insertions shift positions, they do
+  not corrupt what follows);
+* on a facts corpus (`corpora.facts`: every paragraph records its facts and their true values), a token of
+  a fact's *value* is also marked by whether the text states the true value (`stated_values`: the
+  sentence is found by its template, whichever variant, and the value it states is compared with the
+  corpus's). difflib's "corrupted" marks where the rewrite differs from the memorised original, which on
+  a facts corpus is mostly where the model was unsure; "stated false" is the error itself.
+
+Two measures of the loss's mask, in two model states:
+
+* `trained` (authoritative): the mask the loss applied in every training step of the stage (train mode,
+  the step's own dropout draw), tallied per class by the trainer (`train.loop.TokenTally`) and summarised
+  by `trained_summary`: kept rate, mean confidence p_t and share above gamma per class, and the kept rate
+  per epoch. No extra forward pass, no random draw.
+* `start` / `end` (`gradient_split`): one extra forward pass over the stage's regenerated and fresh text
+  with M_{i-1} (the model that starts the stage) and M_i (the one that ends it), in EVAL mode (dropout
+  off). Dropout changes what TCE masks (issue 26: a faithful kept rate of 0.18 in eval mode against
+  0.28-0.31 over dropout draws), so these are labelled `"mode": "eval"` and bracket the trained mask.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 
 import torch
 
 from fortifai_bench.losses import token_logprobs
+
+# A token's class, as the trainer tallies it (train.data carries them, train.loop counts them): its source
+# plus, for a fact's value on a facts corpus, whether the text states the true value. 0: no class (padding).
+FRESH, FAITHFUL, CORRUPTED = 1, 2, 3
+VALUE_TRUE, VALUE_FALSE = 4, 8
+SOURCES = {"corrupted": CORRUPTED, "faithful": FAITHFUL, "fresh": FRESH}
+DEFAULT_GAMMA = 0.9  # the share above this is reported for a loss without a threshold (the paper's tce:0.9)
 
 
 def faithful_mask(original: list[int], rewritten: list[int]) -> list[bool]:
@@ -25,6 +51,136 @@ def faithful_mask(original: list[int], rewritten: list[int]) -> list[bool]:
         keep[start : start + n] = [True] * n
     return keep
 
+
+def threshold(loss) -> float:
+    """The confidence above which a loss masks a token (TCE's gamma), else `DEFAULT_GAMMA`."""
+    from fortifai_bench.losses import TCE
+
+    inner = getattr(loss, "loss", loss)
+    return float(inner.gamma) if isinstance(inner, TCE) and inner.gamma < 1 else DEFAULT_GAMMA
+
+
+# ------------------------------------------------------------------------------------------ facts
+
+def stated_values(meta: dict, text: str) -> list[tuple[int, int, bool] | None]:
+    """For each fact of a facts paragraph (`meta`: its entity, kind and facts), where `text` states a value
+    for it and whether that value is the true one: (start, end, true), or None when no sentence of the
+    fact's templates (any variant of its kind) names the entity and the attribute in `text`."""
+    out = []
+    for f in meta.get("facts", []):
+        found = None
+        for pattern in _patterns(meta["kind"], f["attribute"], f["slot"], meta["entity"]):
+            m = pattern.search(text)
+            if m:
+                found = (m.start("value"), m.end("value"), m.group("value") == f["value"])
+                break
+        out.append(found)
+    return out
+
+
+def _patterns(kind: str, attribute: str, slot: str, name: str) -> list[re.Pattern]:
+    """Regular expressions of every template variant of `kind` that states `attribute`, the entity named as
+    the corpus names it, the value captured as `value` in its slot's form (digits for a year or number, a
+    word for a place, profession or product, two capitalised words for a person or company) so that one
+    variant never reads another's value ("born in 1843 in Dravia" is no place "1843"), and any other slot
+    as text up to the sentence's end."""
+    from fortifai_bench.corpora.facts import _SLOT, CATEGORIES, TEMPLATES
+
+    ref = name.split()[-1] if kind == "person" else name  # as corpora.facts writes later sentences
+    value = (r"[A-Z][a-z]+ [A-Z][a-z]+" if slot in ("rel:person", "rel:company") else
+             r"[A-Za-z]+" if slot in CATEGORIES or slot.startswith("rel:") else r"\d+")
+    out = []
+    for _, variants in TEMPLATES.get(kind, []):
+        for template in variants:
+            if f"{{{attribute}:" not in template:
+                continue
+            parts, pos = [], 0
+            for m in _SLOT.finditer(template):
+                parts.append(re.escape(template[pos : m.start()]))
+                a = m.group(1)
+                parts.append(re.escape(name) if a == "name" else re.escape(ref) if a == "Ref"
+                             else f"(?P<value>{value})" if a == attribute else r"[^.]+?")
+                pos = m.end()
+            parts.append(re.escape(template[pos:]))
+            out.append(re.compile("".join(parts)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ token classes
+
+def token_classes(tokenizer, original, text: str, generation: int) -> tuple[list[int], dict]:
+    """The class of every token of `text` as `tokenizer(text)` encodes it (see module doc), and how many of
+    the paragraph's facts the text states true, false, or not at all. `original` is the real paragraph
+    (`corpora.Paragraph`) that `text` is generation `generation` of."""
+    ids = tokenizer(text)["input_ids"]
+    if generation == 0:
+        classes = [FRESH] * len(ids)
+    else:
+        classes = [FAITHFUL if ok else CORRUPTED for ok in faithful_mask(tokenizer(original.text)["input_ids"], ids)]
+    counts = {"true": 0, "false": 0, "missing": 0}
+    meta = original.meta or {}
+    if "facts" not in meta or "kind" not in meta:
+        return classes, counts
+    if generation == 0:
+        spans = [(f["start"], f["end"], True) for f in meta["facts"]]
+    else:
+        spans = stated_values(meta, text)
+    for s in spans:
+        counts["missing" if s is None else "true" if s[2] else "false"] += 1
+    try:
+        offsets = tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+    except (NotImplementedError, TypeError, ValueError):  # a slow tokenizer: no offsets, no value tokens
+        return classes, counts
+    for s in spans:
+        if s is None:
+            continue
+        start, end, true = s
+        for t, (a, b) in enumerate(offsets):
+            if a < end and b > start and classes[t] < VALUE_TRUE:
+                classes[t] += VALUE_TRUE if true else VALUE_FALSE
+    return classes, counts
+
+
+# ------------------------------------------------------------------------------------------ the mask as trained
+
+def trained_summary(tally, gamma: float, facts: dict | None = None) -> dict:
+    """`gradient.trained` from the trainer's tally (`train.loop.TokenTally`): per source class (corrupted,
+    faithful, fresh) and, on a facts corpus, per value class (`by_fact`: regenerated values stated true
+    or false, values of fresh real text), the tokens trained on (counted once per epoch), the share the
+    loss kept, their mean confidence p_t and share above `gamma`, in train mode; and the kept rate per
+    epoch. `facts`: the facts the regenerated paragraphs state true, false, or not at all."""
+    n = tally.p_sum.numel()
+    codes = range(n)
+
+    def cell(members) -> dict | None:
+        members = [c for c in members if c < n]
+        counts = tally.counts[members].sum(dim=0) if members else torch.zeros(2, tally.counts.shape[-1])
+        tokens = int(counts.sum())
+        if not tokens:
+            return None
+        above = int(counts[:, round(gamma * counts.shape[-1]):].sum())  # bin b holds p in (b/B, (b+1)/B]
+        return {"tokens": tokens, "kept_rate": int(counts[1].sum()) / tokens,
+                "mean_p": float(tally.p_sum[members].sum()) / tokens, "share_above_gamma": above / tokens}
+
+    def by_epoch(members) -> list[float | None]:
+        members = [c for c in members if c < n]
+        e = tally.epochs[:, members].sum(dim=1)
+        return [int(k) / int(t) if int(t) else None for k, t in zip(e[:, 1], e.sum(dim=1))]
+
+    source = {name: [c for c in codes if c % 4 == s] for name, s in SOURCES.items()}
+    out = {"mode": "train", "gamma": gamma, **{name: cell(m) for name, m in source.items()},
+           "by_epoch": {name: by_epoch(m) for name, m in source.items() if cell(m) is not None}}
+    value = {"true": [c for c in codes if c & VALUE_TRUE and c % 4 in (FAITHFUL, CORRUPTED)],
+             "false": [c for c in codes if c & VALUE_FALSE and c % 4 in (FAITHFUL, CORRUPTED)],
+             "fresh": [c for c in codes if c & (VALUE_TRUE | VALUE_FALSE) and c % 4 == FRESH]}
+    if any(c & (VALUE_TRUE | VALUE_FALSE) for c in codes):
+        out["by_fact"] = {name: cell(m) for name, m in value.items()}
+    if facts is not None:
+        out["facts_stated"] = facts
+    return out
+
+
+# ------------------------------------------------------------------------------------------ eval-mode passes
 
 @torch.no_grad()
 def _kept(model, loss, rows: list[list[int]], batch_size: int) -> list[list[bool]] | None:
@@ -54,13 +210,13 @@ def _kept(model, loss, rows: list[list[int]], batch_size: int) -> list[list[bool
 
 def gradient_split(model, tokenizer, loss, pairs: list[tuple[str, str]], batch_size: int = 32,
                    fresh: list[tuple[str, str]] = ()) -> dict | None:
-    """For (original, regenerated) text pairs: the share of corrupted tokens, and how the loss's kept
-    (gradient-bearing) tokens split between corrupted and faithful ones. With `fresh` (the stage's real
-    split, each text paired with itself) also `fresh_kept_rate`: the share of real tokens the loss keeps.
-    None when there are no pairs."""
+    """For (original, regenerated) text pairs, with `model` in EVAL mode (dropout off; see module doc): the
+    share of corrupted tokens, and how the loss's kept (gradient-bearing) tokens split between corrupted
+    and faithful ones. With `fresh` (the stage's real split, each text paired with itself) also
+    `fresh_kept_rate`: the share of real tokens the loss keeps. None when there are no pairs."""
     if not pairs:
         return None
-    out = _split(model, tokenizer, loss, pairs, batch_size)
+    out = {"mode": "eval", **_split(model, tokenizer, loss, pairs, batch_size)}
     if fresh and out.get("loss_reports_mask"):
         out["fresh_kept_rate"] = _split(model, tokenizer, loss, list(fresh), batch_size)["faithful_kept_rate"]
     return out

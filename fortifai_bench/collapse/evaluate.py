@@ -8,8 +8,12 @@
 * KL(original || generated) of token unigrams and bigrams (`metrics.ngram_kl`: additive smoothing of
   1e-6 per count over the union support), between the real splits and this stage's rewrite of them;
   distinct-1/2/3 of the rewrite.
-* Confidence (the model's probability of the next token) on the tokens it generated itself versus
-  on the held-out real text: summary statistics and a histogram (the paper's Fig. 1).
+* Confidence (the model's probability of the next token), the paper's Fig. 1 contrasts (Sec. 2.1.1): on
+  the tokens M_i generated itself (its rewrite of the pool), on the real text it trained on (the real
+  splits of its pool) and on unseen real text (held out): mean, share above gamma (the loss's TCE
+  threshold, else 0.9) and a histogram, in eval mode (dropout off, as the model generates); and the same
+  means and shares in train mode (`train_mode`: dropout on, one draw from the stage's own seed, so the
+  run's random stream is untouched), the mode in which TCE's mask is applied.
 * Optional lm-eval tasks (e.g. blimp, hellaswag) on the stage's saved model directory.
 
 Every function here takes the run's `rundir.Context` (task, data, processes) and, for one stage, its
@@ -125,12 +129,7 @@ def evaluate_stage(ctx: Context, p: StagePlan, model, tokenizer, new_rows: dict[
     for n in (1, 2, 3):
         metrics[f"distinct_{n}"] = distinct_n(generated, n)
     rows = [r for k in splits for r in new_rows[k]]
-    probs = sharded_token_probs(dist, model, [r["ids"] for r in rows], task.eval.batch_size)
-    # probs[j][t - 1] is p(ids[t]); generated tokens are those at positions >= first
-    own = [x for r, ps in zip(rows, probs) for x in ps[max(r["first"] - 1, 0):]]
-    bins = task.eval.confidence_bins
-    metrics["confidence"] = {"own_generated": confidence_summary(own, bins),
-                             "unseen_real": confidence_summary(heldout_p, bins)}
+    metrics["confidence"] = _confidence(ctx, p, model, tokenizer, rows, heldout_ids, heldout_p)
     if task.eval.lm_eval_tasks:
         metrics["lm_eval"] = dist.on_main(run_lm_eval, ctx.run / p.folder / "model", task.eval.lm_eval_tasks,
                                           task.eval.batch_size, model, tokenizer)
@@ -138,6 +137,55 @@ def evaluate_stage(ctx: Context, p: StagePlan, model, tokenizer, new_rows: dict[
     metrics["processes"] = {"world": dist.world, "kr_questions": share(len(data.questions)),
                             "scored_sequences": share(len(heldout_ids) + len(rows))}
     return metrics
+
+
+def _confidence(ctx: Context, p: StagePlan, model, tokenizer, rows: list[dict], heldout_ids: list[list[int]],
+                heldout_p: list[float]) -> dict:
+    """The Fig. 1 contrasts (see module doc): M_i's confidence on its own rewrite (`own_generated`: the tokens
+    it generated, from each row's `first`), on the real text of its pool (`trained_real`) and on held-out
+    real text (`unseen_real`), in eval mode, then in train mode."""
+    from fortifai_bench.collapse.corruption import threshold
+    from fortifai_bench.collapse.plan import stage_seed
+
+    dist, batch, bins = ctx.dist, ctx.task.eval.batch_size, ctx.task.eval.confidence_bins
+    gamma = threshold(ctx.loss)
+    real_ids = [tokenizer(ctx.data.splits[k][j].text)["input_ids"]
+                for (k, g), chosen in zip(p.pool, p.paragraphs) if g == 0 for j in chosen]
+    own_ids = [r["ids"] for r in rows]
+
+    def own(probs):  # probs[j][t - 1] is p(ids[t]); generated tokens are those at positions >= first
+        return [x for r, ps in zip(rows, probs) for x in ps[max(r["first"] - 1, 0):]]
+
+    def flat(probs):
+        return [x for ps in probs for x in ps]
+
+    def summary(x: list[float], hist: bool = True) -> dict:
+        out = {**confidence_summary(x, bins), "share_above_gamma": _share_above(x, gamma)}
+        return out if hist else {k: out[k] for k in ("n", "mean", "share_above_gamma")}
+
+    out = {"gamma": gamma, "mode": "eval",
+           "own_generated": summary(own(sharded_token_probs(dist, model, own_ids, batch))),
+           "trained_real": summary(flat(sharded_token_probs(dist, model, real_ids, batch))),
+           "unseen_real": summary(heldout_p)}
+    # train mode: one dropout draw of its own (fork_rng restores the run's generator afterwards)
+    devices = [dist.device] if dist.device.type == "cuda" else []
+    was_training = model.training
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(stage_seed(ctx.task.seed, p.stage, "confidence"))
+        model.train()
+        try:
+            out["train_mode"] = {
+                "own_generated": summary(own(sharded_token_probs(dist, model, own_ids, batch)), hist=False),
+                "trained_real": summary(flat(sharded_token_probs(dist, model, real_ids, batch)), hist=False),
+                "unseen_real": summary(flat(sharded_token_probs(dist, model, heldout_ids, batch)), hist=False)}
+        finally:
+            model.train(was_training)
+    return out
+
+
+def _share_above(x: list[float], gamma: float) -> float | None:
+    """The share of probabilities above `gamma`: what TCE(gamma) masks."""
+    return sum(1 for v in x if v > gamma) / len(x) if x else None
 
 
 def chance(ctx: Context) -> dict | None:

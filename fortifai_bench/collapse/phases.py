@@ -32,11 +32,30 @@ def load_stage_model(ctx: Context, spec: str | os.PathLike):
 
 def training_texts(ctx: Context, p: StagePlan) -> list[str]:
     """The paragraphs M_i trains on: of each (split, generation) of the pool, those the plan chose."""
-    texts = []
+    return [text for text, _, _ in training_rows(ctx, p)]
+
+
+def training_rows(ctx: Context, p: StagePlan) -> list[tuple[str, object, int]]:
+    """(text, the real paragraph it is a generation of, that generation) for every paragraph M_i trains on."""
+    out = []
     for (k, g), chosen in zip(p.pool, p.paragraphs):
         split = [r["text"] for r in rundir.rows(ctx, k, g)]
-        texts += [split[j] for j in chosen]
-    return texts
+        out += [(split[j], ctx.data.splits[k][j], g) for j in chosen]
+    return out
+
+
+def training_classes(tokenizer, rows: list[tuple[str, object, int]]) -> tuple[list[list[int]], dict]:
+    """Every training token's class (`corruption.token_classes`: fresh, faithful or corrupted, and a fact's
+    value stated true or false), and how many facts the regenerated paragraphs state true, false or not."""
+    from fortifai_bench.collapse.corruption import token_classes
+
+    classes, facts = [], {"true": 0, "false": 0, "missing": 0}
+    for text, original, g in rows:
+        cls, counts = token_classes(tokenizer, original, text, g)
+        classes.append(cls)
+        if g > 0:
+            facts = {k: facts[k] + counts[k] for k in facts}
+    return classes, facts
 
 
 def rewrite_pairs(ctx: Context, p: StagePlan) -> list[tuple[str, str]]:
@@ -50,25 +69,31 @@ def rewrite_pairs(ctx: Context, p: StagePlan) -> list[tuple[str, str]]:
 
 def train_stage(ctx: Context, p: StagePlan) -> None:
     """M_i trained from M_{i-1} on the stage's pool, saved with train.json (what it trained on, its
-    history, and the loss's gradient on corrupted vs faithful tokens before and after)."""
-    from fortifai_bench.collapse.corruption import gradient_split
+    history, and where the loss put its gradient: the mask it applied in training per token class, and in
+    eval mode with the models that start and end the stage; `collapse.corruption`)."""
+    from fortifai_bench.collapse.corruption import gradient_split, threshold, trained_summary
     from fortifai_bench.train import train
 
     task, dist = ctx.task, ctx.dist
-    texts = training_texts(ctx, p)
+    rows = training_rows(ctx, p)
+    texts = [text for text, _, _ in rows]
     model, tokenizer = load_stage_model(ctx, ctx.base_spec if p.previous_model is None
                                         else str(ctx.run / p.previous_model))
+    classes, facts = training_classes(tokenizer, rows)
     if ctx.progress:
         parts = ", ".join(f"D_{k}^({g})" for k, g in p.pool)
         print(f"stage {p.stage}: training on [{parts}] ({len(texts)} paragraphs, {p.epochs} epochs)", flush=True)
     pairs = rewrite_pairs(ctx, p)
-    # corrupted vs faithful tokens, as M_{i-1} and then M_i see them: one forward pass, on rank 0
+    # corrupted vs faithful tokens, as M_{i-1} and then M_i see them in eval mode: one forward pass, on rank 0
     # and the fresh real split D_i as a pair with itself (every token faithful): the kept rate TCE gives
     # real text, against the rates it gives the regenerated text's corrupted and faithful tokens (issue 19)
     fresh = [(q.text, q.text) for q in ctx.data.splits[p.stage]] if pairs else []
     before = dist.on_main(gradient_split, model, tokenizer, ctx.loss, pairs, task.eval.batch_size, fresh)
-    result = train(model, tokenizer, texts, ctx.loss, p.train, progress=ctx.progress)
+    result = train(model, tokenizer, texts, ctx.loss, p.train, progress=ctx.progress, classes=classes)
     after = dist.on_main(gradient_split, result.model, tokenizer, ctx.loss, pairs, task.eval.batch_size, fresh)
+    # the mask as trained (issue 26): what the loss applied in every step, tallied per token class
+    trained = None if result.tally is None else trained_summary(result.tally, threshold(ctx.loss),
+                                                                  facts if pairs else None)
     last = result.history[-1] if result.history else {}
     rundir.save_training(ctx, p, result.model, tokenizer, {
         "training_data": p.record(), "paragraphs": len(texts), "seconds": result.seconds, "processes": dist.world,
@@ -76,7 +101,7 @@ def train_stage(ctx: Context, p: StagePlan) -> None:
                     "val_loss": last.get("val_loss"), "masked_fraction": last.get("masked_fraction"),
                     "mean_p_correct": last.get("mean_p_correct")},
         "history": result.history,
-        "gradient": {"start": before, "end": after} if pairs else None,
+        "gradient": {"trained": trained, "start": before, "end": after},
     })
 
 

@@ -20,10 +20,14 @@ from fortifai_bench.losses.logprobs import IGNORE_INDEX, token_logprobs
 
 @dataclass
 class LossOutput:
-    """A scalar loss and this batch's statistics (detached scalars)."""
+    """A scalar loss and this batch's statistics (detached scalars). A `Loss` also gives, per target token
+    (flat, as `token_logprobs` returns them), the mask it applied (`kept`: which tokens got gradient) and
+    ``logp`` (detached): what the trainer tallies per token class (`train.loop`); None where unknown."""
 
     loss: torch.Tensor
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    kept: torch.Tensor | None = None
+    logp: torch.Tensor | None = None
 
 
 def _stats(logp: torch.Tensor, valid: torch.Tensor, kept: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -58,7 +62,8 @@ class Loss:
         if not isinstance(kept, torch.Tensor) or kept.shape != valid.shape:
             raise FortifaiError(f"{type(self).__name__}.reduce returned a kept mask of "
                                 f"{_describe_value(kept)}, expected a bool tensor of shape {tuple(valid.shape)}")
-        return LossOutput(loss, _stats(logp.detach(), valid, kept.bool()))
+        kept = kept.detach().bool() & valid
+        return LossOutput(loss, _stats(logp.detach(), valid, kept), kept, logp.detach())
 
     def reduce(self, logp: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """From per-token ``logp`` (with gradient) and ``valid``, return (scalar loss, tokens that got gradient)."""

@@ -17,6 +17,11 @@ Conventions
 * The validation loss is plain cross-entropy per real token, whatever the training loss, so the best
   checkpoint is chosen the same way for CE, TCE and Focal (TCE's own value on held-out data shrinks as
   it masks more tokens, which would reward confidence, not fit). No validation: the last epoch is kept.
+* Token classes (`train(..., classes=...)`, see `train.data`): every step tallies, per class of target
+  token, how many tokens the loss kept (the mask it returned, `LossOutput.kept`, as applied in that very
+  step: train mode, its dropout draw) and their confidence (a histogram of p_t and its sum), from the
+  loss's own per-token values: a few counters, no extra forward pass, no random draw
+  (`TrainResult.tally`, a `TokenTally`).
 * Reproducible: with a given seed, two CPU runs give bit-identical weights (seeded shuffling through one
   ``torch.Generator``; dropout seeded with ``torch.manual_seed``). Dropout masks are drawn per process,
   so N processes and 1 agree in distribution, and in value only without dropout.
@@ -37,16 +42,58 @@ import torch
 from fortifai_bench import threads
 from fortifai_bench.distributed import Dist
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.losses import CheckedLoss, FunctionLoss, Loss, load_loss, token_logprobs
+from fortifai_bench.losses import CheckedLoss, FunctionLoss, Loss, load_loss, shift_labels, token_logprobs
 from fortifai_bench.train.config import SCHEDULES, TrainConfig
 from fortifai_bench.train.data import IGNORE_INDEX, Blocks, prepare
 
 STATS = ("masked_fraction", "mean_p_correct")
+BINS = 100  # confidence histogram of the tally: bin b holds p_t in (b / 100, (b + 1) / 100] (bin 0 also 0)
+
+
+@dataclass
+class TokenTally:
+    """The loss's mask and confidence per class of target token, as training applied them.
+
+    ``counts[c, k, b]``: target tokens of class c, kept (k = 1) or masked (k = 0), with p_t in bin b (`BINS`);
+    ``p_sum[c]``: the sum of their p_t; ``epochs[e, c, k]``: the counts of epoch e + 1 alone."""
+
+    counts: torch.Tensor
+    p_sum: torch.Tensor
+    epochs: torch.Tensor
+
+    @classmethod
+    def empty(cls, n_classes: int, epochs: int) -> "TokenTally":
+        return cls(torch.zeros(n_classes, 2, BINS, dtype=torch.long), torch.zeros(n_classes, dtype=torch.float64),
+                   torch.zeros(epochs, n_classes, 2, dtype=torch.long))
+
+    @torch.no_grad()
+    def add(self, epoch: int, classes: torch.Tensor, labels: torch.Tensor, kept: torch.Tensor,
+            logp: torch.Tensor) -> None:
+        """One chunk: its token classes and labels [rows, T] and the loss's flat kept mask and logp."""
+        n = self.p_sum.numel()
+        target = shift_labels(classes.to(kept.device), 0).reshape(-1)  # the class of the token each position predicts
+        real = (shift_labels(labels, IGNORE_INDEX).reshape(-1) != IGNORE_INDEX) & (target > 0)
+        c, k, p = target[real], kept[real].long(), logp[real].float().exp()
+        b = (torch.ceil(p * BINS).long() - 1).clamp(0, BINS - 1)
+        self.counts += torch.bincount((c * 2 + k) * BINS + b, minlength=n * 2 * BINS).view(n, 2, BINS).cpu()
+        self.p_sum += torch.bincount(c, weights=p.double(), minlength=n).cpu()
+        self.epochs[epoch - 1] += torch.bincount(c * 2 + k, minlength=n * 2).view(n, 2).cpu()
+
+    def summed(self, dist: Dist) -> "TokenTally":
+        """Added over processes."""
+        if dist.world == 1:
+            return self
+        parts = [t.double().flatten() for t in (self.counts, self.p_sum, self.epochs)]
+        total = torch.tensor(dist.sum(torch.cat(parts).tolist()), dtype=torch.float64)
+        counts, p_sum, epochs = total.split([t.numel() for t in parts])
+        return TokenTally(counts.round().long().view_as(self.counts), p_sum, epochs.round().long().view_as(self.epochs))
 
 
 @dataclass
 class TrainResult:
-    """`model`: the best checkpoint, loaded, in eval mode. `history`: one dict per epoch."""
+    """`model`: the best checkpoint, loaded, in eval mode. `history`: one dict per epoch. `tally`: the loss's
+    mask and confidence per token class over every step (when `classes` were given and the loss reports its
+    mask; see module doc)."""
 
     model: Any
     history: list[dict[str, Any]]
@@ -55,6 +102,7 @@ class TrainResult:
     best_val_loss: float | None = None
     out_dir: Path | None = None
     loss: dict[str, Any] = field(default_factory=dict)
+    tally: TokenTally | None = None
 
 
 def as_checked(loss) -> CheckedLoss:
@@ -148,6 +196,7 @@ class _Chunk:
     labels: torch.Tensor
     share: float
     tokens: int  # real (not repeated) input tokens, for throughput
+    classes: torch.Tensor | None = None  # the token classes (`train.data`), for the tally
 
 
 def _chunks(blocks: Blocks, index, repeat, dist: Dist, cap: int | None) -> list[_Chunk]:
@@ -161,7 +210,8 @@ def _chunks(blocks: Blocks, index, repeat, dist: Dist, cap: int | None) -> list[
         ids, mask, labels = blocks.batch(rows)
         labels[rep] = IGNORE_INDEX  # a wrapped-in repeat: forwarded (DDP needs every process), never counted
         real = rows[~rep]
-        out.append(_Chunk(ids, mask, labels, blocks.targets(real) / max(total, 1), int(blocks.mask[real].sum())))
+        out.append(_Chunk(ids, mask, labels, blocks.targets(real) / max(total, 1), int(blocks.mask[real].sum()),
+                          blocks.classes_of(rows, ids.shape[1])))
     return out
 
 
@@ -175,8 +225,10 @@ def train(
     val_texts: Sequence[str] | None = None,
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    classes: Sequence[Sequence[int]] | None = None,
 ) -> TrainResult:
-    """Train `model` on `texts` with `loss`; return the best epoch's checkpoint (see module doc).
+    """Train `model` on `texts` with `loss`; return the best epoch's checkpoint (see module doc). With
+    `classes` (per text, one small integer per token), `TrainResult.tally` holds the loss's mask per class.
 
     With `out_dir`, the best checkpoint is saved there (safetensors + tokenizer, plus ``train.json``
     with the config, the loss and the history), atomically, by process 0, once training ends.
@@ -190,7 +242,7 @@ def train(
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # dropout
-    train_blocks, val_blocks = prepare(tokenizer, texts, val_texts, config, generator)
+    train_blocks, val_blocks = prepare(tokenizer, texts, val_texts, config, generator, classes)
 
     dist = Dist.start(config.device)
     if config.batch_size % dist.world:
@@ -265,6 +317,9 @@ def _loop(model, net, tokenizer, train_blocks, val_blocks, checked, config, dist
 
     history: list[dict[str, Any]] = []
     best_state, best_val, best_epoch = None, math.inf, config.epochs
+    tally = None
+    if train_blocks.classes is not None:
+        tally = TokenTally.empty(int(train_blocks.classes.max()) + 1, config.epochs)
     step = 0
     for epoch in range(1, config.epochs + 1):
         threads.refresh()  # a long run adapts to neighbours that come and go (a no-op unless the policy set it)
@@ -281,7 +336,8 @@ def _loop(model, net, tokenizer, train_blocks, val_blocks, checked, config, dist
                 for c, chunk in enumerate(chunks):
                     sync = i == len(group) - 1 and c == len(chunks) - 1
                     with (net.no_sync() if dist.world > 1 and not sync else contextlib.nullcontext()):
-                        value = _backward(net, chunk, checked, dist, bf16, len(group), f"epoch {epoch} step {step + 1}")
+                        value = _backward(net, chunk, checked, dist, bf16, len(group), f"epoch {epoch} step {step + 1}",
+                                          tally, epoch)
                     sums["loss"] += value["loss"] * chunk.share
                     for key in STATS:
                         sums[key] += value[key] * chunk.share
@@ -323,11 +379,15 @@ def _loop(model, net, tokenizer, train_blocks, val_blocks, checked, config, dist
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    if tally is not None:
+        tally = tally.summed(dist)
+        tally = tally if tally.counts.sum() > 0 else None  # the loss reported no mask (a plain function)
     return TrainResult(model=model, history=history, best_epoch=best_epoch, seconds=0.0,
-                       best_val_loss=None if best_state is None else best_val, loss=checked.describe())
+                       best_val_loss=None if best_state is None else best_val, loss=checked.describe(), tally=tally)
 
 
-def _backward(net, chunk: _Chunk, checked, dist: Dist, bf16: bool, group: int, where: str) -> dict[str, float]:
+def _backward(net, chunk: _Chunk, checked, dist: Dist, bf16: bool, group: int, where: str,
+              tally: TokenTally | None = None, epoch: int = 0) -> dict[str, float]:
     """Forward and backward of one chunk, its loss weighted by its token share (see module doc); the loss's
     value and statistics. An error in any process's chunk (a NaN) stops every process with its message."""
     device = dist.device
@@ -347,6 +407,8 @@ def _backward(net, chunk: _Chunk, checked, dist: Dist, bf16: bool, group: int, w
         (logits.sum() * 0.0).backward()
         return {"loss": 0.0, **{k: 0.0 for k in STATS}}
     (result.loss * (chunk.share * dist.world / group)).backward()
+    if tally is not None and chunk.classes is not None and result.kept is not None:
+        tally.add(epoch, chunk.classes, labels, result.kept, result.logp)
     return {"loss": result.loss.item(), **{k: float(result.stats.get(k, math.nan)) for k in STATS}}
 
 
