@@ -2,7 +2,8 @@
 
 Tests over seeds are exact permutation tests (every split of the seeds into two groups), so a p-value is a
 count of splits, never an approximation, and the smallest p a number of seeds can give is known
-(`smallest_p`); `detectable_difference` says what difference n seeds resolve, `holm` adjusts a family of
+(`smallest_p`); `paired_permutation_p` is the same test for runs paired by seed; `detectable_difference`
+says what difference n seeds resolve at an unadjusted alpha, `holm` adjusts a family of
 p-values, `ratio_ci` bounds a ratio of means by the bootstrap, `mcnemar` compares two models on the same
 questions. Numbers in, numbers out: `metrics.compare_failures` applies them to times to failure.
 """
@@ -49,6 +50,19 @@ def permutation_p(a, b) -> float | np.ndarray:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     exact = n_splits(a.shape[-1], b.shape[-1]) <= MAX_EXACT_SPLITS
     res = stats.permutation_test((a, b), _mean_diff, permutation_type="independent", vectorized=True, axis=-1,
+                                 n_resamples=np.inf if exact else 99_999, random_state=0)
+    return float(res.pvalue) if np.ndim(res.pvalue) == 0 else np.asarray(res.pvalue)
+
+
+def paired_permutation_p(a, b) -> float | np.ndarray:
+    """Two-sided p of mean(a - b) over the 2^n ways of swapping a seed's two values, for runs paired by seed
+    (the same seed gives both losses the same base and data order). `a` and `b` [.., n]; the smallest p is
+    2 / 2^n (1/16 for 5 seeds: a paired test needs 6 seeds to reach 0.05 at all)."""
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    exact = 2 ** a.shape[-1] <= MAX_EXACT_SPLITS
+    res = stats.permutation_test((a, b), _mean_diff, permutation_type="samples", vectorized=True, axis=-1,
                                  n_resamples=np.inf if exact else 99_999, random_state=0)
     return float(res.pvalue) if np.ndim(res.pvalue) == 0 else np.asarray(res.pvalue)
 

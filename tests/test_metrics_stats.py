@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from fortifai_bench.metrics import Failure, bootstrap_ci, compare_failures, mean_ci, summarize_failures
-from fortifai_bench.stats import detectable_difference, format_p, holm, permutation_p, ratio_ci, smallest_p
+from fortifai_bench.stats import (detectable_difference, format_p, holm, paired_permutation_p, permutation_p, ratio_ci,
+                                  smallest_p)
 
 
 def _fails(times, horizon=5):
@@ -49,6 +50,18 @@ def test_exact_p_equals_brute_force_enumeration():
     # many data sets at once (leading dimension) give each its own exact p
     batch = permutation_p(np.stack([a, b[:4]]), np.stack([b, np.append(a, 0.0)]))
     assert batch.shape == (2,) and batch[0] == pytest.approx(want)
+
+
+def test_paired_p_counts_sign_flips_by_hand():
+    """Runs paired by seed: the p of mean(a - b) over the 2^n swaps of a seed's two values."""
+    a, b = [2.0, 2.5, 1.9, 2.2, 2.4, 2.1], [1.8, 2.6, 1.5, 2.0, 2.0, 2.05]
+    d = np.subtract(a, b)
+    stats = [np.mean(d * signs) for signs in itertools.product([1, -1], repeat=len(d))]
+    by_hand = 2 * min(np.mean(np.array(stats) >= d.mean() - 1e-12), np.mean(np.array(stats) <= d.mean() + 1e-12))
+    assert paired_permutation_p(a, b) == pytest.approx(min(1.0, by_hand))
+    # every seed's difference the same sign: 2/2^n, so 5 paired seeds cannot reach 0.05 (1/16), 6 can (1/32)
+    assert paired_permutation_p([3.0] * 5, [1.0] * 5) == pytest.approx(1 / 16)
+    assert paired_permutation_p([3.0] * 6, [1.0, 1.2, 0.9, 1.1, 1.0, 1.3]) == pytest.approx(1 / 32)
 
 
 def test_constant_sides_give_the_exact_p_never_zero():
