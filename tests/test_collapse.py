@@ -524,9 +524,11 @@ def test_stated_values_read_each_fact_from_its_template():
         {"attribute": "birth_place", "slot": "place", "value": "Dunholt"},
         {"attribute": "birth_year", "slot": "year", "value": "1843"},
         {"attribute": "death_year", "slot": "year", "value": "1901"},
-        {"attribute": "friend", "slot": "rel:person", "value": "Velka Ramo"}]}
-    text = "Orvel Tamsin was born in 1843 in Pellin. Tamsin was a friend of Velka Ramo."
-    assert stated_values(meta, text) == [(33, 39, False), (25, 29, True), None, (64, 74, True)]
+        {"attribute": "friend", "slot": "rel:person", "value": "Velka Ramo"},
+        {"attribute": "work_place", "slot": "place", "value": "Ardun"}]}
+    text = "Orvel Tamsin was born in 1843 in Pellin. Tamsin was a friend of Velka Ramo. Tamsin became a baker in 1889"
+    at = text.index("1889")  # a number where a place belongs, and the text's end for the sentence's: stated false
+    assert stated_values(meta, text) == [(33, 39, False), (25, 29, True), None, (64, 74, True), (at, at + 4, False)]
 
 
 def test_token_classes_mark_sources_and_fact_values():

@@ -65,29 +65,35 @@ def threshold(loss) -> float:
 def stated_values(meta: dict, text: str) -> list[tuple[int, int, bool] | None]:
     """For each fact of a facts paragraph (`meta`: its entity, kind and facts), where `text` states a value
     for it and whether that value is the true one: (start, end, true), or None when no sentence of the
-    fact's templates (any variant of its kind) names the entity and the attribute in `text`."""
+    fact's templates (any variant of its kind) names the entity and the attribute in `text`. A value of
+    its slot's form is looked for first, in every variant; then any word or name ("Rabra became a baker
+    in 1889" states a false work place)."""
     out = []
     for f in meta.get("facts", []):
         found = None
-        for pattern in _patterns(meta["kind"], f["attribute"], f["slot"], meta["entity"]):
-            m = pattern.search(text)
-            if m:
-                found = (m.start("value"), m.end("value"), m.group("value") == f["value"])
+        for loose in (False, True):
+            for pattern in _patterns(meta["kind"], f["attribute"], f["slot"], meta["entity"], loose):
+                m = pattern.search(text)
+                if m:
+                    found = (m.start("value"), m.end("value"), m.group("value") == f["value"])
+                    break
+            if found:
                 break
         out.append(found)
     return out
 
 
-def _patterns(kind: str, attribute: str, slot: str, name: str) -> list[re.Pattern]:
+def _patterns(kind: str, attribute: str, slot: str, name: str, loose: bool = False) -> list[re.Pattern]:
     """Regular expressions of every template variant of `kind` that states `attribute`, the entity named as
     the corpus names it, the value captured as `value` in its slot's form (digits for a year or number, a
-    word for a place, profession or product, two capitalised words for a person or company) so that one
-    variant never reads another's value ("born in 1843 in Dravia" is no place "1843"), and any other slot
-    as text up to the sentence's end."""
+    word for a place, profession or product, two capitalised words for a person or company; so that one
+    variant never reads another's value: "born in 1843 in Dravia" is no place "1843"), or with `loose`
+    any word or name; any other slot as text up to the sentence's end, which may be the text's end."""
     from fortifai_bench.corpora.facts import _SLOT, CATEGORIES, TEMPLATES
 
     ref = name.split()[-1] if kind == "person" else name  # as corpora.facts writes later sentences
-    value = (r"[A-Z][a-z]+ [A-Z][a-z]+" if slot in ("rel:person", "rel:company") else
+    value = (r"[A-Za-z0-9]+(?: [A-Z][a-z]+)?" if loose else
+             r"[A-Z][a-z]+ [A-Z][a-z]+" if slot in ("rel:person", "rel:company") else
              r"[A-Za-z]+" if slot in CATEGORIES or slot.startswith("rel:") else r"\d+")
     out = []
     for _, variants in TEMPLATES.get(kind, []):
@@ -101,7 +107,8 @@ def _patterns(kind: str, attribute: str, slot: str, name: str) -> list[re.Patter
                 parts.append(re.escape(name) if a == "name" else re.escape(ref) if a == "Ref"
                              else f"(?P<value>{value})" if a == attribute else r"[^.]+?")
                 pos = m.end()
-            parts.append(re.escape(template[pos:]))
+            tail = template[pos:]
+            parts.append(re.escape(tail[:-1]) + r"(?:\.|$)" if tail.endswith(".") else re.escape(tail))
             out.append(re.compile("".join(parts)))
     return out
 
