@@ -127,11 +127,24 @@ def _is_local(spec: str) -> bool:
 GGUF = "gguf:"  # gguf:PACKAGE/FILE.gguf, a model file that an installed Python package carries
 
 
-def resolve(spec: str | os.PathLike) -> str:
+def resolve(spec: str | os.PathLike, *, build: bool = True) -> str:
     """The spec `from_pretrained` loads: a `gguf:` spec becomes its dequantised folder in the cache (built
-    once, `gguf_folder`); anything else is returned as given."""
+    once, `gguf_folder`; with `build=False` only when already built, else the spec as given, so planning
+    never dequantises); anything else is returned as given."""
     spec = str(spec)
-    return str(gguf_folder(spec)) if spec.startswith(GGUF) else spec
+    if not spec.startswith(GGUF):
+        return spec
+    if build:
+        return str(gguf_folder(spec))
+    folder = _gguf_cache(gguf_file(spec))
+    return str(folder) if (folder / "config.json").is_file() else spec
+
+
+def _gguf_cache(source: Path) -> Path:
+    from fortifai_bench.io import file_sha256
+    from fortifai_bench.resources import cache_dir
+
+    return cache_dir() / "models" / f"gguf-{file_sha256(source)[:16]}"
 
 
 def gguf_file(spec: str) -> Path:
@@ -159,11 +172,9 @@ def gguf_folder(spec: str) -> Path:
     plain float32 by then, so the quantizer is dropped before saving. The folder then loads like any other,
     with identical logits, and its weights' sha256 identifies the model in results and boards."""
     from fortifai_bench.io import file_sha256, write_json
-    from fortifai_bench.resources import cache_dir
 
     source = gguf_file(spec)
-    digest = file_sha256(source)
-    folder = cache_dir() / "models" / f"gguf-{digest[:16]}"
+    folder = _gguf_cache(source)
     if (folder / "config.json").is_file():
         return folder
     import torch
@@ -181,7 +192,7 @@ def gguf_folder(spec: str) -> Path:
     save_model(model, tokenizer, folder)
     package = spec[len(GGUF):].partition("/")[0]
     write_json(folder / "gguf.json", {
-        "spec": spec, "file": source.name, "file_sha256": digest, "package": package,
+        "spec": spec, "file": source.name, "file_sha256": file_sha256(source), "package": package,
         "package_version": importlib.metadata.version(package.replace("_", "-")),
         "transformers": importlib.metadata.version("transformers"),
         "note": "float32 weights dequantised from the GGUF file by transformers; not the original checkpoint"})
@@ -247,6 +258,7 @@ def parameters_from_config(spec: str, revision: str | None = None) -> int | None
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    spec = resolve(spec, build=False)
     try:
         config = AutoConfig.from_pretrained(spec, revision=revision, trust_remote_code=False,
                                             local_files_only=not _is_local(spec))

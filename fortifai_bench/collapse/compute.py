@@ -133,7 +133,9 @@ def _counter(task: CollapseTask):
         else:
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(task.model.name, revision=task.model.revision,
+            from fortifai_bench.models import resolve
+
+            tokenizer = AutoTokenizer.from_pretrained(resolve(task.model.name, build=False), revision=task.model.revision,
                                                       trust_remote_code=False, local_files_only=True)
             source = f"{task.model.name}'s tokenizer"
     except (OSError, ValueError, FortifaiError):
