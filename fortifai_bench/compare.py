@@ -328,11 +328,13 @@ def format_report(res: dict) -> str:
 
 
 def seed_test_text(v: dict) -> str:
-    """The seed-level test in words: its exact p (never 0), how many splits it counted, and, where these
-    seed counts cannot reach p < 0.05 at all, the smallest p they can give."""
+    """The seed-level test in words: its exact p (never 0), how many splits it counted, that it is one
+    comparison's p (a board adjusts its claims), and, where these seed counts cannot reach p < 0.05 at all, the
+    smallest p they can give."""
     if v["p_value"] is None:
         return f"no seed-level test ({v['test']} needs 2 learned seeds a side)"
-    text = f"{format_p(v['p_value'], v['splits'])} ({v['test']}, {v['n_a']} vs {v['n_b']} seeds, {v['splits']} splits)"
+    text = (f"{format_p(v['p_value'], v['splits'])} ({v['test']}, {v['n_a']} vs {v['n_b']} seeds, {v['splits']} "
+            "splits; one comparison, unadjusted: on a board it is one of the claims against CE, Holm-adjusted)")
     if v["min_p"] >= ALPHA:
         text += (f"; {v['n_a']} vs {v['n_b']} seeds cannot reach p < {ALPHA:g}: the smallest p they can give "
                  f"is {v['min_p']:.2g}")

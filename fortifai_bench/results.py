@@ -116,7 +116,7 @@ _ISA_PREFIXES = ("sse4", "avx", "fma", "f16c", "amx")  # the vector extensions a
 
 def cpu() -> dict:
     """The CPU a run's numbers came from (a float kernel's rounding follows the instructions it picks; README,
-    "Reproducing"): `model` and `id` (vendor, family, model, stepping) as the OS reports them, `isa` its vector
+    "What reproduces where"): `model` and `id` (vendor, family, model, stepping) as the OS reports them, `isa` its vector
     extensions, and `torch_capability`, the kernel set torch's own operators dispatch to (lowered by an
     ATEN_CPU_CAPABILITY in the environment), read only where torch is loaded: a run without torch has none."""
     import platform
