@@ -34,8 +34,8 @@ from functools import lru_cache
 import numpy as np
 
 from fortifai_bench.leaderboard import load_board, leaderboards_dir
-from fortifai_bench.metrics import ALPHA, Failure
-from fortifai_bench.stats import MAX_EXACT_SPLITS, paired_permutation_p, permutation_p
+from fortifai_bench.metrics import Failure
+from fortifai_bench.stats import ALPHA, MAX_EXACT_SPLITS, paired_permutation_p, permutation_p
 
 REGIMES = {"hot": "collapse_facts", "greedy": "collapse_facts_greedy", "longtail": "collapse_facts_longtail"}
 RATIOS = (1.5, 1.25)

@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from fortifai_bench.metrics import ALPHA, Failure, compare_failures, format_p, holm
+from fortifai_bench.metrics import Failure, compare_failures
+from fortifai_bench.stats import ALPHA, format_p, holm
 
 TIE_ALPHA = ALPHA  # adjusted exact p at or above it: indistinguishable
 

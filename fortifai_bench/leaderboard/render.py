@@ -19,7 +19,8 @@ from typing import Any
 
 from fortifai_bench.leaderboard.board import canonical, stat_bounds
 from fortifai_bench.leaderboard.ranking import BASELINE_SPECS, TIE_ALPHA, Ranked, claim_text, ranking
-from fortifai_bench.metrics import clip_interval, format_p
+from fortifai_bench.metrics import clip_interval
+from fortifai_bench.stats import format_p
 from fortifai_bench.results import runtime_note
 
 PAPER_URL = "https://arxiv.org/abs/2509.08972"  # Shabgahi et al. 2025, ForTIFAI (TCE)
