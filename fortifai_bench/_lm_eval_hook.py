@@ -20,6 +20,11 @@ So it steps aside by itself when:
 It relies on `TaskManager.task_index` (public: name -> entry) and lm-eval's own index builder; if a
 future lm-eval lays its manager out differently, it falls back to building the index again with our
 folder in `include_path`, and if even that fails it says so once and leaves lm-eval alone.
+
+At the same moment it wraps `lm_eval.utils.make_table`, the table lm-eval's CLI prints: a KR row whose
+number is not what it claims (requests mis-read by the logits cache, a split cut unlike the model's collapse
+run) gets a `(!)`, and a line under the table says why; a run's own KR from results.json is printed there
+too (`fortifai_bench.kr.lm_eval_runs.table_marks`). Tables without KR tasks are left as they are.
 """
 
 from __future__ import annotations
@@ -94,6 +99,35 @@ def _refresh_names(manager) -> None:
     manager._all_tags = sorted(n for n, k in kinds.items() if k == Kind.TAG)
 
 
+def mark_table(utils) -> None:
+    """Wrap `utils.make_table` (lm-eval 0.4.x: `make_table(result_dict, column="results", ...)`) so that the
+    KR rows to distrust carry a mark and the reasons follow the table."""
+    import functools
+
+    make_table = getattr(utils, "make_table", None)
+    if make_table is None or getattr(make_table, _PATCHED, False):
+        return
+
+    @functools.wraps(make_table)
+    def marked_table(result_dict, column="results", *args, **kwargs):
+        try:
+            from fortifai_bench.kr.lm_eval_runs import MARK, table_marks
+
+            marked, lines = table_marks(result_dict, column)
+        except Exception:  # the table is lm-eval's: never lose it to a mark
+            marked, lines = set(), []
+        if marked:
+            rows = {name: dict(row) for name, row in result_dict[column].items()}
+            for name in marked:
+                rows[name]["alias"] = f"{rows[name].get('alias', name)} {MARK}"
+            result_dict = {**result_dict, column: rows}
+        table = make_table(result_dict, column, *args, **kwargs)
+        return table + "".join(line + "\n" for line in lines)
+
+    setattr(marked_table, _PATCHED, True)
+    utils.make_table = marked_table
+
+
 def patch(module) -> bool:
     """Wrap `module.TaskManager.__init__`; returns whether the wrapper is in place."""
     import functools
@@ -150,6 +184,7 @@ class _Finder:
             exec_module(module)
             try:
                 patch(module)
+                mark_table(sys.modules["lm_eval.utils"])
             except Exception as exc:  # never break lm-eval itself
                 print(f"fortifai-bench: could not register its lm-eval tasks ({exc}); "
                       f"use --include_path \"$(fortifai-bench tasks-path)\"", file=sys.stderr)
@@ -164,5 +199,6 @@ def install() -> None:
         return
     if TARGET in sys.modules:
         patch(sys.modules[TARGET])
+        mark_table(sys.modules["lm_eval.utils"])
     elif not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())

@@ -164,4 +164,22 @@ def test_every_documented_lm_eval_command_parses_and_asks_for_exact_scores():
             assert args.model_args.get("logits_cache") is False and args.model_args.get("pretrained"), (rel, cmd)
         if args.metadata:
             meta = args.metadata if isinstance(args.metadata, dict) else json.loads(args.metadata)
-            assert set(meta) <= {"path", "data_dir", "part", "duplicates"}, (rel, cmd)
+            assert set(meta) <= {"path", "data_dir", "part", "duplicates", "run"}, (rel, cmd)
+
+
+def test_a_file_with_repeats_has_one_chance_level(tmp_path, capsys):
+    """`kr stats` and kr_file state the chance level of the same questions, each distinct one once (what kr_file
+    scores): a question repeated many times, its true continuation the shorter, does not move it."""
+    from fortifai_bench.cli import main
+
+    rows = [{"context": f"Fact {i}: the river", "sentence_true": f"runs far to the east {i}.",
+             "sentence_false": f"runs west {i}.", "location": i} for i in range(9)]
+    rows += [{"context": "Fact 99: the lake", "sentence_true": "is deep.", "sentence_false": "is very wide and deep.",
+              "location": 100 + k} for k in range(20)]  # one question, 20 items, true shorter
+    path = tmp_path / "repeats.json"
+    path.write_text(json.dumps(rows))
+    assert main(["kr", "stats", str(path), "--json"]) == 0
+    stated = json.loads(capsys.readouterr().out)["length_bias"]
+    scored = _tasks(["kr_file"], path=str(path))["kr_file"].config.metadata["kr_provenance"]["length_bias"]
+    assert stated == scored and stated["questions"] == 10
+    assert stated["chars"]["shorter_guess_acc"] == 0.1  # over items it would read 21 / 29

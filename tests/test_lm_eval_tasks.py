@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -159,15 +160,17 @@ def tiny_dir(tmp_path_factory) -> Path:
     return save_model(model, tokenizer, tmp_path_factory.mktemp("kr-model") / "tiny")
 
 
-def _lm_eval(env_dir: Path, tasks: str, model: Path, out: Path, metadata: dict, cwd: Path, limit: int | None = 8) -> dict:
-    """Run the real `lm_eval` command of `env_dir`'s interpreter; returns its results JSON."""
+def _lm_eval(env_dir: Path, tasks: str, model: Path, out: Path, metadata: dict, cwd: Path, limit: int | None = 8,
+             model_args: str = "") -> dict:
+    """Run the real `lm_eval` command of `env_dir`'s interpreter; returns its results JSON, with what it printed
+    (the table, under "_stdout") and logged ("_stderr")."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    cmd = [str(env_dir / "bin" / "python"), "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={model}",
-           "--tasks", tasks, "--metadata", json.dumps(metadata), "--batch_size", "16", "--device", "cpu",
-           "--output_path", str(out)] + (["--limit", str(limit)] if limit else [])
+    cmd = [str(env_dir / "bin" / "python"), "-m", "lm_eval", "--model", "hf", "--model_args",
+           f"pretrained={model}{model_args}", "--tasks", tasks, "--metadata", json.dumps(metadata), "--batch_size", "16",
+           "--device", "cpu", "--output_path", str(out)] + (["--limit", str(limit)] if limit else [])
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(next(out.rglob("results_*.json")).read_text())
+    return {**json.loads(next(out.rglob("results_*.json")).read_text()), "_stdout": proc.stdout, "_stderr": proc.stderr}
 
 
 def _authors_file(path: Path, n: int = 40) -> Path:
@@ -270,3 +273,56 @@ def test_lm_eval_finds_kr_tasks_after_an_editable_install(editable_env, tiny_dir
     prov = results["configs"]["kr_facts_split0"]["metadata"]["kr_provenance"]
     assert prov["file"] == str(src / "data" / "facts" / "kr.jsonl")  # read in place, from the editable source
     assert results["configs"]["kr_facts_split0"]["metadata"]["config_source"].startswith(str(src / "tasks" / "kr"))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    """A real collapse run: `fortifai-bench collapse --smoke` (3 stages, splits of 10 paragraphs of facts)."""
+    out = tmp_path_factory.mktemp("smoke")
+    subprocess.run([sys.executable, "-m", "fortifai_bench", "collapse", "--smoke", "--quiet", "--out", str(out)],
+                   check=True, capture_output=True)
+    [run] = out.glob("collapse_smoke-*")
+    return run
+
+
+@pytest.mark.slow
+def test_kr_file_on_a_run_scores_its_questions_on_its_cut_and_reproduces_its_kr(wheel_env, smoke_run, tmp_path):
+    """The README's command on the run's last stage: every split's acc is results.json's KR of that split at that
+    stage, exactly, on the same questions, and the printed table says so under it."""
+    stage = 2
+    recorded = json.loads((smoke_run / "results.json").read_text())["stages"][stage]
+    results = _lm_eval(wheel_env, "kr_file", smoke_run / f"stage_{stage}" / "model", tmp_path / "out",
+                       {"run": str(smoke_run)}, cwd=tmp_path, limit=None, model_args=",logits_cache=False")
+    assert set(results["group_subtasks"]["kr_file"]) == {f"kr_file_split{k}" for k in range(3)}
+    for k in range(3):
+        name = f"kr_file_split{k}"
+        assert results["n-samples"][name]["effective"] == recorded["kr_questions"][str(k)]
+        assert results["results"][name]["acc,none"] == pytest.approx(recorded["kr"][str(k)], abs=1e-12)
+        kr_run = results["configs"][name]["metadata"]["kr_run"]
+        assert kr_run["stage"] == stage and kr_run["results_json"] == recorded["kr"][str(k)] and kr_run["same_cut"]
+        assert kr_run["run"] == str(smoke_run.resolve())
+    assert recorded["kr"]["0"] != recorded["kr"]["1"]  # the splits are told apart: not one number three times
+    assert results["results"]["kr_file"]["acc,none"] == pytest.approx(recorded["kr_total"], abs=1e-12)
+    assert f"kr_file_split0: run {smoke_run.resolve()} stage 2: results.json KR-split-0 {recorded['kr']['0']:.4f}, " \
+           f"lm-eval acc {recorded['kr']['0']:.4f} (equal)" in results["_stdout"]
+    assert "(!)" not in results["_stdout"]
+
+
+@pytest.mark.slow
+def test_a_shipped_task_on_a_differently_cut_run_says_so_and_the_table_is_marked(wheel_env, smoke_run, tmp_path):
+    """kr_facts_split0 (six splits of 30 paragraphs) on the smoke run's M_0 (splits of 10), with lm-eval's default
+    logits_cache=True: a warning naming both cuts, and both faults marked in the printed table."""
+    results = _lm_eval(wheel_env, "kr_facts_split0", smoke_run / "stage_0" / "model", tmp_path / "out", {},
+                       cwd=tmp_path, limit=None)
+    meta = results["configs"]["kr_facts_split0"]["metadata"]
+    run_cut = "facts (main) in 3 splits of 10 paragraphs (split 0 = paragraphs 0-9)"
+    task_cut = "facts (main) in 6 splits of 30 paragraphs (split 0 = paragraphs 0-29)"
+    assert meta["kr_run"]["same_cut"] is False and (meta["kr_run"]["run_cut"], meta["kr_run"]["task_cut"]) == (
+        run_cut, task_cut)
+    [warning] = [line for line in results["_stderr"].splitlines() if "not the run's KR splits" in line]
+    assert task_cut in warning and run_cut in warning and str(smoke_run.resolve()) in warning
+    printed = results["_stdout"]
+    assert re.search(r"^\|kr_facts_split0 \(!\)\s*\|", printed, flags=re.M), printed
+    affected = meta["kr_logits_cache"]["affected"]
+    assert affected > 0 and f"(!) lm-eval's logits_cache=True read {affected} of " in printed
+    assert f"(!) kr_facts_split0: cut as {task_cut}; the model is stage 0 of run {smoke_run.resolve()}" in printed

@@ -9,7 +9,8 @@ subtask's `dataset_kwargs` (`kr_source`, `kr_split`).
   built once and cached. All three come from the one resolver, `fortifai_bench.kr.sets.kr_set`.
   Metadata: `data_dir` (else `FORTIFAI_DATA_DIR`, else the Hugging Face Hub), `part`.
 - `kr_file`: any question file, in the package's JSONL or the authors' JSON list,
-  `--metadata '{"path": FILE}'`: one task, or a group of one subtask per split when the file has splits.
+  `--metadata '{"path": FILE}'`: one task, or a group of one subtask per split when the file has splits; or
+  a collapse run's own questions on its own cut, `--metadata '{"run": RUN}'` (`kr.lm_eval_runs`).
 
 Results carry, per subtask, `configs[<task>]["metadata"]["kr_provenance"]`: where the questions come from
 (file and sha256, or corpus, part, data folder and cache file), generator, number of questions, the set's
@@ -51,11 +52,12 @@ def wikitext_questions(data_dir=None, part=None, n_splits: int = N_SPLITS) -> li
 
 
 def load_kr(kr_source: str = "facts", kr_split: int | None = None, data_dir=None, part=None, path=None,
-            tokenizer=None, duplicates: str = "once", **_metadata) -> tuple[list, dict]:
+            tokenizer=None, duplicates: str = "once", run=None, **_metadata) -> tuple[list, dict]:
     """(questions of one split, or all when kr_split is None; provenance) for a KR task source.
-    `duplicates` (kr_file): "once" scores every distinct question once, "as_in_file" every item of the file."""
+    `duplicates` (kr_file): "once" scores every distinct question once, "as_in_file" every item of the file.
+    `run` (kr_file): a collapse run's folder, whose questions are scored as the run scored them."""
     if kr_source == "file":
-        questions, provenance = _file_questions(path, duplicates)
+        questions, provenance = _file_questions(path, duplicates, run)
     elif kr_source in CORPUS_OF:
         from fortifai_bench.kr.sets import kr_set
 
@@ -89,9 +91,19 @@ def _token_bias(sha256: str, tokenizer, questions: tuple) -> dict:
 FILE_DUPLICATES = ("once", "as_in_file")
 
 
-def _file_questions(path, duplicates: str = "once") -> tuple[list, dict]:
+def _file_questions(path, duplicates: str = "once", run=None) -> tuple[list, dict]:
+    if run and path:
+        raise FortifaiError("kr_file: give --metadata path (a question file) or run (a collapse run), not both")
+    if run:  # every item as the run scored it, on its cut
+        from fortifai_bench.kr.lm_eval_runs import run_kr
+        from fortifai_bench.kr.sets import file_provenance
+
+        questions, record = run_kr(str(run))
+        provenance = {**file_provenance(record["kr_file"], questions), "run": record, "weighting": "as_in_run"}
+        return [q.__class__(**q.to_dict()) for q in questions], provenance
     if not path:
-        raise FortifaiError("kr_file needs the question file: --metadata '{\"path\": \"my_kr.jsonl\"}'")
+        raise FortifaiError("kr_file needs the question file, --metadata '{\"path\": \"my_kr.jsonl\"}', or a "
+                            "collapse run, --metadata '{\"run\": \"RUN\"}'")
     if duplicates not in FILE_DUPLICATES:
         raise FortifaiError(f"kr_file: --metadata duplicates must be one of {', '.join(FILE_DUPLICATES)} "
                             f"(once: each distinct question once; as_in_file: every item, the authors' weighting), "
@@ -276,6 +288,11 @@ def _task_classes():
                             "fewshot": datasets.Dataset.from_list(to_docs(fewshot_pool()))}
             # The results JSON dumps every task's config: its metadata is where provenance travels.
             self.config.metadata = {**metadata, "kr_provenance": provenance, "fortifai_bench_version": __version__}
+            from fortifai_bench.kr.lm_eval_runs import for_subtask
+
+            kr_run = for_subtask(self.config.task, metadata, provenance)  # the model's run, if it is a run's
+            if kr_run is not None:
+                self.config.metadata["kr_run"] = kr_run
 
         def build_all_requests(self, **kwargs) -> None:
             """lm-eval's requests, then the logits-cache check on them (with their few-shot contexts)."""
@@ -302,7 +319,7 @@ def build_kr_file(task_class, config: dict):
     from lm_eval.config.group import GroupConfig
 
     metadata = dict(config.get("metadata") or {})
-    questions, _ = _file_questions(metadata.get("path"), metadata.get("duplicates", "once"))
+    questions, _ = _file_questions(metadata.get("path"), metadata.get("duplicates", "once"), metadata.get("run"))
     splits = sorted({q.split for q in questions})
     base = {k: v for k, v in config.items() if k not in ("class", "task", "dataset_kwargs")}
     if splits == [-1]:
