@@ -2,7 +2,8 @@
 
 One run (`plot_run`, into RUN/plots/):
 * `kr`: KR-split-0 and KR-total per stage, the failure threshold, chance, the time to failure marked (Fig. 6).
-* `kl`: KL(original || generated) of split 0's unigrams per stage beside the floor two real samples give (Fig. 7).
+* `kl`: KL(original || generated) of split 0's unigrams per stage, in nats, beside the floor two real samples
+  give (Fig. 7).
 * `gradient`: the share of regenerated training tokens that are corrupted, and the share of the loss's
   gradient-bearing tokens that are (`collapse.corruption`).
 * `confidence`: next-token probability on the model's own generations vs unseen real text, per stage (Fig. 1).
@@ -10,6 +11,10 @@ One run (`plot_run`, into RUN/plots/):
 Several losses over seeds (`plot_compare`, the experiment summary and `fortifai-bench compare --plot`):
 KR-split-0 and KL of split 0 per stage, the mean over seeds with a shaded 95% t-band (seeds faint), the clean
 control dashed, the threshold and each loss's time to failure marked.
+
+For a paper: stage ticks are the integer stages, every axis says its unit, the shaded band says what it is, every
+reference line is drawn inside the axes (a KL floor far above the curves is named in a caption under the
+figure instead), and legends sit under the axes, where they hide no point.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from fortifai_bench.io import atomic_write
 from fortifai_bench.metrics import DEFAULT_THRESHOLD
 
 FORMATS = (("png", {"dpi": 200}), ("svg", {}))
+STAGE = "stage $i$ (model $M_i$)"
+KL = r"$\mathrm{KL}(p_\mathrm{original}\,\|\,p_\mathrm{generated})$ of split 0 (nats)"
+BAND = "shaded: 95% t-interval of the mean over seeds"
+FLOOR_IN_AXES = 2.0  # a KL floor up to this many times the highest curve is drawn; above, it squashes the curves
 
 
 def _plt():
@@ -46,86 +55,152 @@ def save(fig, stem: Path) -> list[Path]:
     return out
 
 
+def _stage_ticks(ax, stages) -> None:
+    """Integer stage ticks: every stage when they fit, else integers only."""
+    from matplotlib.ticker import MaxNLocator
+
+    stages = sorted(set(stages))
+    if len(stages) <= 12:
+        ax.set_xticks(stages)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _legend_below(ax, ncol: int = 2, extra: list = ()):
+    """The legend (plus `extra` handles) under the axes, below the x label: it covers no point."""
+    handles = ax.get_legend_handles_labels()[0] + list(extra)
+    return ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=ncol, fontsize=7,
+                     frameon=False)
+
+
+def _caption(fig, lines: list[str]) -> None:
+    """Text under everything the figure holds (legends included): what the axes do not show."""
+    if not lines:
+        return
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.get_tightbbox(renderer) for ax in fig.axes] + [leg.get_window_extent(renderer) for leg in fig.legends]
+    bottom = min(box.y0 for box in boxes) / fig.bbox.height
+    fig.text(0.5, bottom - 0.02, "\n".join(lines), ha="center", va="top", fontsize=7)
+
+
 def _reference_lines(ax, threshold: float) -> None:
     ax.axhline(threshold, color="tab:red", lw=1, ls=":", label=f"failure threshold ({threshold:g})")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance (0.5)")
 
 
+def _kr_limits(ax, values) -> None:
+    """KR from 0.4 (or below the lowest value) to 1: a collapsed model's scores stay on the axes."""
+    low = min([v for v in values if v is not None] + [0.45])
+    ax.set_ylim(min(0.4, low - 0.05), 1.02)
+
+
 def plot_run(results: dict, out_dir: str | os.PathLike) -> list[Path]:
-    plt = _plt()
-    out = Path(out_dir)
+    """Every figure of one run into `out_dir` (see module doc); [] for a run without KR scores."""
     stages = results["stages"]
     if not stages or any(s["score"] is None for s in stages):
         return []
-    x = [s["stage"] for s in stages]
-    title = f"{results['task']['name']} | {results['loss']['spec']} | seed {results['seed']}"
-    written = []
+    out, written = Path(out_dir), []
+    for name, make in (("kr", kr_figure), ("kl", kl_figure), ("gradient", gradient_figure),
+                       ("confidence", confidence_figure)):
+        fig = make(results)
+        if fig is not None:
+            written += save(fig, out / name)
+    return written
 
+
+def _title(results: dict) -> str:
+    return f"{results['task']['name']} | {results['loss']['spec']} | seed {results['seed']}"
+
+
+def kr_figure(results: dict):
+    plt, stages = _plt(), results["stages"]
+    x = [s["stage"] for s in stages]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(x, [s["score"] for s in stages], "o-", label="KR split 0")
     ax.plot(x, [s["kr_total"] for s in stages], "s--", label="KR total")
     _reference_lines(ax, results["failure_threshold"])
     t = results["failure"]["time"]
     if t is not None:
-        ax.axvline(t, color="tab:red", lw=0.8, alpha=0.6, label=f"time to failure ({t:.2f})")
-    ax.set(xlabel="stage $i$ (model $M_i$)", ylabel="KR accuracy", ylim=(0.4, 1.02), title=title, xticks=x)
-    ax.legend(loc="lower left", fontsize=8)
-    written += save(fig, out / "kr")
+        ax.axvline(t, color="tab:red", lw=0.8, alpha=0.6, label=f"time to failure ({t:.2f} stages)")
+    ax.set(xlabel=STAGE, ylabel="KR accuracy (share of questions)", title=_title(results))
+    _kr_limits(ax, [s["score"] for s in stages] + [s["kr_total"] for s in stages])
+    _stage_ticks(ax, x)
+    _legend_below(ax, ncol=3)
+    return fig
 
+
+def kl_figure(results: dict):
+    plt, stages = _plt(), results["stages"]
+    x = [s["stage"] for s in stages]
     fig, ax = plt.subplots(figsize=(6, 4))
-    if all(s.get("kl_split0") is not None for s in stages):
-        ax.plot(x, [s["kl_split0"] for s in stages], "o-", label="split 0, regenerated vs original")
-    _floor_lines(ax, stages[0].get("kl_floor") or {}, [s.get("kl_split0") for s in stages])
-    ax.set(xlabel="stage $i$", ylabel=r"$\mathrm{KL}(p_\mathrm{original}\,\|\,p_\mathrm{generated})$, nats",
-           title=title, xticks=x)
+    values = [s.get("kl_split0") for s in stages]
+    if all(v is not None for v in values):
+        ax.plot(x, values, "o-", label="split 0, regenerated vs original")
+    caption = _floor_lines(ax, stages[0].get("kl_floor") or {}, values)
+    ax.set(xlabel=STAGE, ylabel=KL, title=_title(results))
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    written += save(fig, out / "kl")
+    _stage_ticks(ax, x)
+    if ax.get_legend_handles_labels()[0]:
+        _legend_below(ax)
+    _caption(fig, caption)
+    return fig
 
-    grad = [(s["stage"], s.get("gradient") or {}) for s in stages]
-    grad = [(i, g.get("start")) for i, g in grad if g.get("start")]
-    if grad:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        gx = [i for i, _ in grad]
-        ax.plot(gx, [g["corrupted_share"] for _, g in grad], "o-", label="corrupted share of regenerated tokens")
-        if all(g.get("kept_corrupted_share") is not None for _, g in grad):
-            ax.plot(gx, [g["kept_corrupted_share"] for _, g in grad], "s--",
-                    label=f"corrupted share of {results['loss']['spec']}'s gradient-bearing tokens")
-        ax.set(xlabel="stage $i$ (mask of $M_{i-1}$ at the start of the stage)", ylabel="share of tokens",
-               ylim=(0, 1), title=title, xticks=gx)
-        ax.legend(fontsize=8)
-        written += save(fig, out / "gradient")
 
+def gradient_figure(results: dict):
+    grad = [(s["stage"], (s.get("gradient") or {}).get("start")) for s in results["stages"]]
+    grad = [(i, g) for i, g in grad if g]
+    if not grad:
+        return None
+    fig, ax = _plt().subplots(figsize=(6, 4))
+    gx = [i for i, _ in grad]
+    ax.plot(gx, [g["corrupted_share"] for _, g in grad], "o-", label="corrupted share of regenerated tokens")
+    if all(g.get("kept_corrupted_share") is not None for _, g in grad):
+        ax.plot(gx, [g["kept_corrupted_share"] for _, g in grad], "s--",
+                label=f"corrupted share of {results['loss']['spec']}'s gradient-bearing tokens")
+    ax.set(xlabel="stage $i$ (mask of $M_{i-1}$ at the start of the stage)", ylabel="share of tokens",
+           ylim=(0, 1), title=_title(results))
+    _stage_ticks(ax, gx)
+    _legend_below(ax, ncol=1)
+    return fig
+
+
+def confidence_figure(results: dict):
+    stages = results["stages"]
     n = len(stages)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), sharey=True, squeeze=False)
+    # constrained layout: the title above the panels' own titles, the legend under the panels, nothing overlaps
+    fig, axes = _plt().subplots(1, n, figsize=(2.6 * n, 3.2), sharey=True, squeeze=False, layout="constrained")
     for ax, s in zip(axes[0], stages):
-        for key, label in (("own_generated", "own generations"), ("unseen_real", "unseen real text")):
+        for key, label in (("own_generated", "the model's own generations"), ("unseen_real", "unseen real text")):
             h = s["confidence"][key]["hist"]
             total = max(1, sum(h["counts"]))
             ax.stairs([c / total for c in h["counts"]], h["edges"], label=label, fill=key == "own_generated",
                       alpha=0.5 if key == "own_generated" else 1.0)
-        ax.set(title=f"stage {s['stage']}", xlabel=r"$p(x_t \mid x_{<t})$")
+        ax.set(title=f"stage {s['stage']} ($M_{{{s['stage']}}}$)", xlim=(0, 1),
+               xlabel=r"next-token probability $p(x_t \mid x_{<t})$")
     axes[0][0].set_ylabel("share of tokens")
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    written += save(fig, out / "confidence")
-    return written
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8,
+               frameon=False)
+    fig.suptitle(_title(results), fontsize=10)
+    return fig
 
 
-def _floor_lines(ax, floor: dict, values: list) -> None:
-    """The KL two real samples give, as reference lines; when it is far above the curves (on `facts` two
-    real samples name different entities, so their unigram KL is large) it is stated in the legend
-    instead of squashing the curves against the axis."""
+def _floor_lines(ax, floor: dict, values: list) -> list[str]:
+    """The KL two real samples give, as reference lines inside the axes (the y range grows to hold them); a floor
+    far above the curves (on `facts` two real samples name different entities, so their unigram KL is large)
+    would squash them against the axis, so it is returned as a caption line instead."""
     top = max([v for v in values if v is not None] or [0.0])
+    caption = []
     for key, style, label in (("split1", "--", "real split 0 vs real split 1"),
-                              ("halves", ":", "two real halves of split 0")):
+                              ("halves", "-.", "two real halves of split 0")):
         f = floor.get(key)
         if f is None:
             continue
-        if top and f > 1.5 * top:
-            ax.plot([], [], color="grey", ls=style, lw=1, label=f"floor, {label}: {f:.2f} (off the axis)")
+        if top and f > FLOOR_IN_AXES * top:
+            caption.append(f"KL floor, {label}: {f:.2f} nats (above the plotted range)")
         else:
-            ax.axhline(f, color="grey", ls=style, lw=1, label=f"floor, {label}")
+            ax.axhline(f, color="black", ls=style, lw=0.8, label=f"KL floor, {label} ({f:.2f})")
+    return caption
 
 
 def _band(ax, runs: list[dict], key: str, label: str, **style):
@@ -146,17 +221,33 @@ def _band(ax, runs: list[dict], key: str, label: str, **style):
     return line
 
 
+def _band_key() -> list:
+    """Legend entries that say what a band and a faint line are (each loss's band has its loss's colour)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    return [Patch(color="grey", alpha=0.25, lw=0, label=BAND),
+            Line2D([], [], color="grey", alpha=0.5, lw=0.7, label="faint lines: each seed")]
+
+
 def plot_compare(groups: dict[str, list[dict]], stem: str | os.PathLike, threshold: float = DEFAULT_THRESHOLD,
                  control: str = "control") -> list[Path]:
-    """KR-split-0 and KL of split 0 per stage for several losses (see module doc)."""
+    """KR-split-0 and KL of split 0 per stage for several losses (see module doc), saved at `stem`."""
+    return save(compare_figure(groups, threshold, control), Path(stem))
+
+
+def compare_figure(groups: dict[str, list[dict]], threshold: float = DEFAULT_THRESHOLD, control: str = "control"):
     from fortifai_bench.results import summarize_runs
 
-    plt = _plt()
-    fig, (ax, ax_kl) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax, ax_kl) = _plt().subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    stages, scores, kl_values, seeds = set(), [], [], 1
     for label, runs in groups.items():
         runs = [r for r in runs if r["stages"]]
         if not runs:
             continue
+        seeds = max(seeds, len(runs))
+        stages |= {s["stage"] for r in runs for s in r["stages"]}
+        scores += [s.get("score") for r in runs for s in r["stages"]]
         style = {"color": "dimgrey", "ls": "--"} if label == control else {}
         name = "clean control" if label == control else label
         line = _band(ax, runs, "score", name, **style)
@@ -168,16 +259,22 @@ def plot_compare(groups: dict[str, list[dict]], stem: str | os.PathLike, thresho
                     label=f"{name}: time to failure {ttf['text']}{where}")
         if all(s.get("kl_split0") is not None for r in runs for s in r["stages"]):
             _band(ax_kl, runs, "kl_split0", name, **style)
+            kl_values += [s["kl_split0"] for r in runs for s in r["stages"]]
     _reference_lines(ax, threshold)
-    ax.set(xlabel="stage $i$ (model $M_i$)", ylabel="KR split 0", ylim=(0.4, 1.02), title="knowledge retention")
-    ax.legend(loc="lower left", fontsize=7)
+    ax.set(xlabel=STAGE, ylabel="KR split 0 (share of questions)", title="knowledge retention")
+    _kr_limits(ax, scores)
     first = next((r for runs in groups.values() for r in runs if r["stages"]), None)
-    if first is not None:
-        values = [s.get("kl_split0") for runs in groups.values() for r in runs for s in r["stages"]]
-        _floor_lines(ax_kl, first["stages"][0].get("kl_floor") or {}, values)
-    ax_kl.set(xlabel="stage $i$", ylabel=r"$\mathrm{KL}(p_\mathrm{original}\,\|\,p_\mathrm{generated})$ of split 0",
-              title="drift of the regenerated split 0")
+    caption = _floor_lines(ax_kl, first["stages"][0].get("kl_floor") or {}, kl_values) if first else []
+    ax_kl.set(xlabel=STAGE, ylabel=KL, title="drift of the regenerated split 0")
     ax_kl.set_ylim(bottom=0)
-    if ax_kl.get_legend_handles_labels()[0]:
-        ax_kl.legend(fontsize=7)
-    return save(fig, Path(stem))
+    _stage_ticks(ax, stages or {0})
+    _stage_ticks(ax_kl, stages or {0})
+    # One legend for both panels, under them (each loss has one colour in both): it hides no point.
+    entries = {}
+    for a in (ax, ax_kl):
+        for handle, label in zip(*a.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    handles = list(entries.values()) + (_band_key() if seeds > 1 else [])
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
+    _caption(fig, caption)
+    return fig
