@@ -30,24 +30,57 @@ SCHEDULES = {"side-by-side": [], "sequential-2": ["--jobs", "1", "--threads", "2
 
 
 def run_default(flags: list[str], where: Path, beside: bool, *, argv: list[str] | None = None,
-                env: dict | None = None) -> tuple[float, list[float]]:
+                env: dict | None = None) -> tuple[float, list[float], float]:
     """Wall seconds of one `fortifai-bench collapse` (the embedded default; `argv`: another command line)
-    in the new folder `where`, and CE's KR-split-0 per stage."""
+    in the new folder `where`, CE's KR-split-0 per stage, and the CPU seconds of the command's processes."""
     where.mkdir(parents=True)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if beside else None
     try:
         if busy:
             time.sleep(1.0)  # let it spin before the policy takes its look
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "fortifai_bench", *(["collapse", "--quiet", *flags] if argv is None else argv)],
-                       cwd=where, env=env, check=True, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-m", "fortifai_bench",
+                                 *(["collapse", "--quiet", *flags] if argv is None else argv)],
+                                cwd=where, env=env, stdout=subprocess.DEVNULL)
+        cpu = tree_cpu_seconds(proc)
         wall = time.perf_counter() - start
+        if proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, proc.args)
     finally:
         if busy:
             busy.kill()
             busy.wait()
     (ce,) = where.glob("runs/collapse_facts-ce-s0-*/results.json")
-    return wall, [round(s["score"], 3) for s in json.loads(ce.read_text())["stages"]]
+    return wall, [round(s["score"], 3) for s in json.loads(ce.read_text())["stages"]], cpu
+
+
+def tree_cpu_seconds(proc: subprocess.Popen, every: float = 0.1) -> float:
+    """Wait for `proc`; the CPU seconds (user + system) of it and every process under it, summed.
+
+    Read from /proc every `every` seconds (each process's own time, last seen), because the children's
+    rusage of the command misses processes it does not reap itself (a forkserver's workers). A process's
+    last `every` seconds before it exits are not seen: an undercount of at most `every` per process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seen: dict[int, float] = {}
+    while proc.poll() is None:
+        parents = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                parents[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        tree = {proc.pid}
+        grew = True
+        while grew:
+            new = {pid for pid, (ppid, _) in parents.items() if ppid in tree} - tree
+            tree |= new
+            grew = bool(new)
+        for pid in tree & parents.keys():
+            seen[pid] = max(seen.get(pid, 0.0), parents[pid][1])
+        time.sleep(every)
+    return sum(seen.values())
 
 
 def main() -> None:
@@ -66,10 +99,10 @@ def main() -> None:
     pairs = [tuple(pair.split(":")) for pair in args.runs.split(",")]
     for schedule, condition in pairs:
         load = os.getloadavg()[0]
-        wall, curve = run_default(SCHEDULES[schedule], out / f"{schedule}-{condition}", condition == "beside")
+        wall, curve, cpu = run_default(SCHEDULES[schedule], out / f"{schedule}-{condition}", condition == "beside")
         rows[(schedule, condition)] = (wall, curve)
-        print(f"{time.strftime('%H:%M')} {schedule:18s} {condition:7s} {wall:7.1f} s  (load average before "
-              f"{load:.2f})  ce KR-split-0 {' '.join(map(str, curve))}", flush=True)
+        print(f"{time.strftime('%H:%M')} {schedule:18s} {condition:7s} {wall:7.1f} s  {cpu:6.0f} CPU s  (load "
+              f"average before {load:.2f})  ce KR-split-0 {' '.join(map(str, curve))}", flush=True)
     print("\n| schedule | alone | beside one busy process | beside / alone | ce KR-split-0 (alone) |")
     print("| --- | ---: | ---: | ---: | --- |")
     for schedule in dict.fromkeys(s for s, _ in pairs):

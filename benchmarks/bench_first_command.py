@@ -29,10 +29,12 @@ BOARDS = {"collapse_facts": ROOT / "leaderboards/collapse_facts.json",
           "collapse_facts_greedy": ROOT / "leaderboards/collapse_facts_greedy.json"}
 
 
-def first_command(where: Path, beside: bool) -> float:
-    """Wall seconds of `fortifai-bench` (no arguments) in `where`, with an empty cache of its own."""
+def first_command(where: Path, beside: bool) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (all its processes) of `fortifai-bench` (no arguments) in `where`, with an
+    empty cache of its own."""
     env = dict(os.environ, FORTIFAI_CACHE=tempfile.mkdtemp(prefix="fresh-cache-"))
-    return run_default([], where, beside, argv=[], env=env)[0]
+    wall, _, cpu = run_default([], where, beside, argv=[], env=env)
+    return wall, cpu
 
 
 def seed0(entry: dict) -> tuple[list[float], float | None]:
@@ -70,9 +72,9 @@ def main() -> int:
         return 0 if check(Path(args.check) / "runs") else 1
     where = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     load = os.getloadavg()[0]
-    wall = first_command(where, args.beside)
+    wall, cpu = first_command(where, args.beside)
     print(f"{time.strftime('%Y-%m-%d %H:%M')} fortifai-bench ({'beside one busy process' if args.beside else 'alone'}"
-          f", load average before {load:.2f}): {wall:.0f} s wall")
+          f", load average before {load:.2f}): {wall:.0f} s wall, {cpu:.0f} s CPU (user + system, all its processes)")
     return 0 if check(where / "runs") else 1
 
 
