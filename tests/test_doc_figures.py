@@ -1,0 +1,135 @@
+"""Figures the documents quote from the shipped regime boards are the boards' (issue 26 item 5).
+
+Each quote below is a phrase of README.md, BENCHMARKS.md or leaderboards/README.md with its board figures as
+`{regime.loss.what}` fields. The fields are computed from the board files by the board's own functions
+(`board.time_to_failure_summary`, `ranking.ranking`); the phrase, filled in, must occur in the document (white
+space and line breaks aside). A board rebuilt, or a figure edited in a document, and the quote no longer
+matches: update the document and the quote together.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fortifai_bench.leaderboard import leaderboards_dir, load_board, ranking
+from fortifai_bench.leaderboard.board import time_to_failure_summary
+from fortifai_bench.metrics import Failure
+
+REPO = Path(__file__).resolve().parents[1]
+REGIMES = {"hot": "collapse_facts", "greedy": "collapse_facts_greedy", "longtail": "collapse_facts_longtail"}
+
+
+def figures(boards: dict[str, dict]) -> dict[str, str]:
+    """Every quotable figure of the boards, formatted as the documents print it."""
+    out = {}
+    for regime, board in boards.items():
+        rows = ranking(board["entries"])
+        out[f"{regime}.claims"] = str(sum(r.vs_ce is not None for r in rows))
+        for row in rows:
+            e = row.entry
+            key = f"{regime}.{'control' if e.get('control') else e['loss']['spec']}"
+            per_seed = e["time_to_failure"]["per_seed"]
+            summary = time_to_failure_summary(per_seed)
+            times = [Failure.from_dict(d).restricted() for d in per_seed]
+            seed0 = e["seeds"].index(0)
+            out |= {f"{key}.ttf": f"{summary['restricted_mean']:.2f}", f"{key}.text": summary["text"],
+                    f"{key}.sd": f"{np.std(times, ddof=1):.2f}", f"{key}.seeds": ", ".join(f"{t:.2f}" for t in times),
+                    f"{key}.curve": " ".join(f"{np.mean(s['score']['per_seed']):.3f}" for s in e["stages"]),
+                    f"{key}.seed0": " ".join(f"{s['score']['per_seed'][seed0]:.3f}" for s in e["stages"])
+                    + f" ({times[seed0]:.2f})"}
+            if row.vs_ce is not None:
+                t = row.vs_ce
+                out |= {f"{key}.ratio": f"{t['ratio']:.2f}x", f"{key}.ci": f"[{t['ratio_ci'][0]:.2f}, {t['ratio_ci'][1]:.2f}]",
+                        f"{key}.raw": f"{t['p_value']:.2g}", f"{key}.holm": f"{t['p_holm']:.2g}"}
+    return out
+
+
+def _table_row(regime: str, label: str, key: str) -> str:
+    return f"| {regime} | {label} | {{{key}.curve}} | {{{key}.text}} | {{{key}.sd}} |"
+
+
+QUOTES = {
+    "README.md": [
+        "Over five seeds CE fails at {hot.ce.ttf} (sd {hot.ce.sd}), {greedy.ce.ttf} (sd {greedy.ce.sd}) and "
+        "{longtail.ce.ttf} (sd {longtail.ce.sd}) stages",
+        "(TCE 0.9: {hot.tce:0.9.ttf}, {greedy.tce:0.9.ttf} and {longtail.tce:0.9.ttf} stages)",
+        "where the board's seed 0 is {hot.ce.seed0}",
+        "within the board's range of CE seeds ({hot.ce.seeds})",
+    ],
+    "BENCHMARKS.md": [
+        *[_table_row(r, label, f"{r}.{k}") for r, losses in {
+            "hot": ["ce", "tce:0.9", "tce:0.99", "focal:2"],
+            "greedy": ["ce", "tce:0.5", "tce:0.7", "tce:0.9", "tce:0.99", "focal:2"]}.items() for k, label in
+          [(x, x) for x in losses] + [("control", "control (ce, clean)")]],
+        *[_table_row("longtail (tail questions)", label, f"longtail.{k}") for k, label in
+          [("ce", "ce"), ("tce:0.9", "tce:0.9"), ("tce:0.99", "tce:0.99"), ("focal:2", "focal:2"),
+           ("control", "control (ce, clean)")]],
+        "CE's restricted times per seed: hot {hot.ce.seeds}; greedy {greedy.ce.seeds}; longtail {longtail.ce.seeds} "
+        "(tce:0.9 {longtail.tce:0.9.seeds}; tce:0.99 {longtail.tce:0.99.seeds}; focal:2 {longtail.focal:2.seeds})",
+        "hot: tce:0.9 {hot.tce:0.9.ttf} ({hot.tce:0.9.ratio}, raw p = {hot.tce:0.9.raw}, {hot.tce:0.9.holm} after Holm), "
+        "tce:0.99 {hot.tce:0.99.ttf} ({hot.tce:0.99.ratio} {hot.tce:0.99.ci}, raw {hot.tce:0.99.raw}, {hot.tce:0.99.holm}), "
+        "focal:2 {hot.focal:2.ttf} **worse** ({hot.focal:2.ratio} {hot.focal:2.ci}, raw {hot.focal:2.raw}, {hot.focal:2.holm})",
+        "greedy: tce:0.9 {greedy.tce:0.9.ttf} (raw {greedy.tce:0.9.raw}, {greedy.tce:0.9.holm}), tce:0.99 "
+        "{greedy.tce:0.99.ttf} (raw {greedy.tce:0.99.raw}, {greedy.tce:0.99.holm}), tce:0.5 {greedy.tce:0.5.ttf} "
+        "({greedy.tce:0.5.ratio} {greedy.tce:0.5.ci}, raw {greedy.tce:0.5.raw}, {greedy.tce:0.5.holm}:",
+        "tce:0.7 {greedy.tce:0.7.ttf} ({greedy.tce:0.7.ratio} {greedy.tce:0.7.ci}, raw {greedy.tce:0.7.raw}, "
+        "{greedy.tce:0.7.holm}:",
+        "focal:2 {greedy.focal:2.ttf} (raw {greedy.focal:2.raw}, {greedy.focal:2.holm}). longtail: tce:0.9 "
+        "{longtail.tce:0.9.ttf} (raw {longtail.tce:0.9.raw}, {longtail.tce:0.9.holm};",
+        "tce:0.99 {longtail.tce:0.99.ttf} (raw {longtail.tce:0.99.raw}, {longtail.tce:0.99.holm}), focal:2 "
+        "{longtail.focal:2.ttf} ({longtail.focal:2.ratio} {longtail.focal:2.ci}, raw {longtail.focal:2.raw}, "
+        "{longtail.focal:2.holm} after Holm)",
+        *[f"| {r} | {{{r}.claims}} | {{{r}.ce.ttf}}, {{{r}.ce.sd}} | {spec} | {{{r}.{spec}.sd}} |"
+          for r, specs in {"hot": ["tce:0.9", "tce:0.99"], "greedy": ["tce:0.5", "tce:0.7", "tce:0.9", "tce:0.99"],
+                           "longtail": ["tce:0.9", "tce:0.99"]}.items() for spec in specs],
+        "hot ce {hot.ce.seed0}, tce:0.9 {hot.tce:0.9.seed0}",
+        "greedy ce {greedy.ce.seed0}, tce:0.9 {greedy.tce:0.9.seed0}",
+    ],
+    "leaderboards/README.md": [
+        "(hot: tce:0.9 {hot.tce:0.9.ttf} vs CE {hot.ce.ttf}, tce:0.99 {hot.tce:0.99.ttf}; greedy: tce:0.5/0.7/0.9/0.99 "
+        "{greedy.tce:0.5.ttf}/{greedy.tce:0.7.ttf}/{greedy.tce:0.9.ttf}/{greedy.tce:0.99.ttf} vs CE {greedy.ce.ttf}; "
+        "long tail: tce:0.9/0.99 {longtail.tce:0.9.ttf}/{longtail.tce:0.99.ttf} vs CE {longtail.ce.ttf}; all "
+        "indistinguishable)",
+        "(raw p = {hot.focal:2.raw}, {hot.focal:2.holm} after Holm)",
+        "({longtail.focal:2.ttf}, raw p = {longtail.focal:2.raw}, {longtail.focal:2.holm} after Holm)",
+        "(`collapse_facts`, CE sd {hot.ce.sd} over seeds), 0.22-0.67 on greedy (CE sd {greedy.ce.sd}, TCE up to "
+        "{greedy.tce:0.9.sd}) and 0.08-0.23 on the long tail (CE sd {longtail.ce.sd}, tce:0.9 {longtail.tce:0.9.sd})",
+    ],
+}
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def unmatched(doc: str, quotes: list[str], figs: dict[str, str]) -> list[str]:
+    """The quotes, filled in with `figs`, that `doc` does not contain."""
+    text = _flat(doc)
+    filled = [re.sub(r"\{([^{}]+)\}", lambda m: figs[m.group(1)], q) for q in quotes]
+    return [f for f in filled if _flat(f) not in text]
+
+
+@pytest.fixture(scope="module")
+def boards() -> dict[str, dict]:
+    return {regime: load_board(leaderboards_dir() / f"{task}.json") for regime, task in REGIMES.items()}
+
+
+@pytest.mark.parametrize("doc", sorted(QUOTES))
+def test_documents_quote_the_boards(doc, boards):
+    missing = unmatched((REPO / doc).read_text(encoding="utf-8"), QUOTES[doc], figures(boards))
+    assert not missing, f"{doc} no longer quotes these board figures as the boards give them: {missing}"
+
+
+def test_a_board_that_changed_is_caught(boards):
+    """The check is not vacuous: move one CE seed on the hot board and README's CE figures stop matching."""
+    edited = copy.deepcopy(boards)
+    ce = next(e for e in edited["hot"]["entries"] if e["loss"]["spec"] == "ce" and not e.get("control"))
+    ce["time_to_failure"]["per_seed"][1]["time"] += 0.25
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert not unmatched(readme, QUOTES["README.md"][:1], figures(boards))
+    assert unmatched(readme, QUOTES["README.md"][:1], figures(edited))
