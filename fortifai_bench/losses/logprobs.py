@@ -27,8 +27,8 @@ use `target_logprobs` too.
 Time
 ----
 A token whose upstream gradient ``dL/dlogp_t`` is 0 (one TCE masks, an ignored position) has a row of
-zeros as its gradient, so the backward pass writes the zeros and skips that row's softmax: TCE's backward
-costs in proportion to the tokens it keeps. Every row's gradient is bitwise what computing it gives
+zeros as its gradient, so on a CPU the backward pass writes the zeros and skips that row's softmax: beyond
+writing the gradient, TCE's backward costs in proportion to the tokens it keeps. Every row's gradient is bitwise what computing it gives
 (`tests/test_losses.py`); figures against ``F.cross_entropy`` are in BENCHMARKS.md (`benchmarks/bench_losses.py`).
 """
 
@@ -74,40 +74,44 @@ class _TargetLogProb(torch.autograd.Function):
         logits, targets, lse = ctx.saved_tensors
         g = grad_out.float()
         grad = torch.empty_like(logits)
-        live = g != 0
-        _zero_rows(grad, targets, g, (~live).nonzero().squeeze(1))
-        rows = live.nonzero().squeeze(1)
-        for s in range(0, rows.numel(), ctx.chunk):
-            index = rows[s : s + ctx.chunk]
-            a, b = index[0].item(), index[-1].item() + 1
-            if b - a > index.numel():  # masked rows in between: gather the live ones
-                block = _row_grad(logits.index_select(0, index), targets[index], lse[index], g[index])
-                grad.index_copy_(0, index, block.to(grad.dtype))
-            elif grad.dtype == torch.float32:  # a run of rows: straight into the gradient
-                _row_grad(logits[a:b], targets[a:b], lse[a:b], g[a:b], out=grad[a:b])
-            else:
-                grad[a:b] = _row_grad(logits[a:b], targets[a:b], lse[a:b], g[a:b])
+        for a, b, live in _runs(g):
+            # No upstream gradient: zeros, each signed as computing it gives (-g; at the target -g + g = +0).
+            # (Only a row of inf/NaN logits differs: computing it gave NaN.)
+            if not live:
+                grad[a:b] = -g[a:b, None]
+                grad[a:b].scatter_(1, targets[a:b, None], 0.0)
+                continue
+            for s in range(a, b, ctx.chunk):
+                e = min(s + ctx.chunk, b)
+                if grad.dtype == torch.float32:
+                    _row_grad(logits[s:e], targets[s:e], lse[s:e], g[s:e], out=grad[s:e])
+                else:
+                    grad[s:e] = _row_grad(logits[s:e], targets[s:e], lse[s:e], g[s:e])
         return grad, None, None
+
+
+def _runs(g: torch.Tensor) -> list[tuple[int, int, bool]]:
+    """Runs ``(start, end, live)`` of rows that all need their softmax (upstream gradient not 0) or none does.
+    Off the CPU, one run of every row: there a kernel launch per run would cost more than the arithmetic it
+    saves, and computing a row whose upstream gradient is 0 gives its zeros all the same."""
+    n = g.shape[0]
+    if n == 0:
+        return []
+    if g.device.type != "cpu":
+        return [(0, n, True)]
+    live = g != 0
+    cuts = (live[1:] != live[:-1]).nonzero().squeeze(1).add(1).tolist()
+    bounds, flags = [0, *cuts, n], live.tolist()
+    return [(a, b, flags[a]) for a, b in zip(bounds, bounds[1:])]
 
 
 def _row_grad(x, targets, lse, g, out=None):
     """``g * d logp_y / dz = g * (onehot(y) - softmax(z))`` for the rows of ``x``, in fp32 (into ``out`` if
-    given): the same float operations in the same order on every path, so the gradient is bitwise the same
-    whichever path a row takes."""
+    given): the float operations of the kernel before issue 31, in the same order, so that its gradients are
+    bitwise those of computing every row."""
     block = torch.sub(x.float(), lse[:, None], out=out)
     block.exp_().mul_(-g[:, None])
     return block.scatter_add_(1, targets[:, None], g[:, None])
-
-
-def _zero_rows(grad, targets, g, index):
-    """Rows whose upstream gradient is 0 (TCE's masked tokens, ignored positions) skip the softmax: their
-    gradient is zero, with the signs of zero that ``exp(z - lse) * -g`` and the target's ``+ g`` give, so the
-    result is bitwise that of computing them (for finite logits; a row of inf/NaN logits that gets no gradient
-    gets zeros, where computing it gave NaN)."""
-    if index.numel() == 0:
-        return
-    grad.index_copy_(0, index, (-g[index, None]).to(grad.dtype).expand(-1, grad.shape[1]))
-    grad[index, targets[index]] = 0.0  # -g + g is +0 whatever the sign of g
 
 
 def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
