@@ -207,13 +207,15 @@ def test_a_claim_says_why_an_interval_excludes_1_beside_indistinguishable():
     from fortifai_bench.leaderboard import claim_text
 
     test = {"ratio": 0.65, "ratio_ci": [0.50, 0.83], "p_value": 6 / 252, "p_holm": 30 / 252, "family": 5,
-            "splits": 252, "n_a": 5, "n_b": 5, "verdict": "indistinguishable"}
+            "splits": 252, "n_a": 5, "n_b": 5, "min_p": 2 / 252, "verdict": "indistinguishable"}
     assert claim_text(test) == ("0.65x [0.50, 0.83] indistinguishable (p = 0.024 raw, 0.12 after Holm over 5 claims; "
                                 "the interval excludes 1 and the raw p is below 0.05, but not after the adjustment)")
     unadjusted = {**test, "p_value": 0.13, "p_holm": 0.51}
     assert claim_text(unadjusted).endswith("the bootstrap interval excludes 1 but the exact test does not reject "
                                            "even unadjusted (a 5-seed percentile bootstrap runs narrow))")
     assert claim_text({**test, "ratio_ci": [0.50, 1.10]}).endswith("after Holm over 5 claims)")
+    three = {**test, "p_value": 0.1, "p_holm": 0.2, "family": 2, "splits": 20, "n_a": 3, "n_b": 3, "min_p": 0.1}
+    assert claim_text(three).endswith("the interval excludes 1, but 3 vs 3 seeds cannot reach p < 0.05 (smallest p 0.1))")
     alone = {**test, "p_holm": test["p_value"], "family": 1, "verdict": "worse"}
     assert claim_text(alone) == "0.65x [0.50, 0.83] worse (p = 0.024, the board's only claim)"
     assert claim_text({**test, "p_value": None, "p_holm": None}) == "0.65x [0.50, 0.83] indistinguishable (too few seeds)"

@@ -129,7 +129,10 @@ def claim_text(test: dict) -> str:
         return f"{head} (too few seeds)"
     why = ""
     excludes_1 = lo is not None and (lo > 1 or hi < 1)
-    if test["verdict"] == "indistinguishable" and excludes_1:
+    if test["verdict"] == "indistinguishable" and excludes_1 and test["min_p"] >= ALPHA:
+        why = (f"; the interval excludes 1, but {test['n_a']} vs {test['n_b']} seeds cannot reach p < {ALPHA:g} "
+               f"(smallest p {test['min_p']:.2g})")
+    elif test["verdict"] == "indistinguishable" and excludes_1:
         why = (f"; the interval excludes 1 and the raw p is below {ALPHA:g}, but not after the adjustment"
                if test["p_value"] < ALPHA else
                f"; the bootstrap interval excludes 1 but the exact test does not reject even unadjusted "
