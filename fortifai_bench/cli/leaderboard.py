@@ -18,7 +18,7 @@ from fortifai_bench.leaderboard.publish import publish
 
 
 def _publish(args: argparse.Namespace) -> int:
-    report = publish(args.runs, args.to, root=args.root, replace=args.replace)
+    report = publish(args.runs, args.to, root=args.root, replace=args.replace, verify=True)
     print("\n".join(report.lines()))
     return 0
 
@@ -64,7 +64,9 @@ def register(subparsers) -> None:
         "publish", help="merge runs (one per seed) into a leaderboard entry",
         description="Merge the runs of several seeds of one configuration into one entry per (task, loss, model, "
                     "seed set), validate against leaderboards/schema.json and write the board atomically. "
-                    "Publishing the same runs twice changes nothing.")
+                    "Publishing the same runs twice changes nothing. Every collapse run is verified first "
+                    "(`fortifai-bench verify`: its saved models scored again in a fresh process must give its "
+                    "results.json), and refused if they do not.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or their results.json)")
     p.add_argument("--to", metavar="FILE", help="board file inside the leaderboards folder "
                                                 "(default: <root>/<task>.json)")
@@ -85,8 +87,9 @@ def register(subparsers) -> None:
     r.set_defaults(func=_render)
     u = sub.add_parser("suite", help="losses x regimes: several boards (one per collapse task) side by side",
                        description="One row per loss, one column per regime (board); each cell the restricted mean "
-                                   "time to failure with its interval and the verdict against CE on that board "
-                                   "(better / worse / indistinguishable: Holm-adjusted exact permutation p < 0.05), "
+                                   "time to failure with its interval and its claim against CE on that board "
+                                   "(ratio and interval; better / worse / indistinguishable: exact permutation p "
+                                   "< 0.05 after Holm over the board's claims against CE; raw and adjusted p), "
                                    "and a count of each loss's verdicts over the regimes.")
     u.add_argument("files", nargs="+", metavar="FILE", help="boards, one per regime (leaderboards/<task>.json)")
     u.add_argument("--markdown", action="store_true", help="a Markdown table (for a README)")
