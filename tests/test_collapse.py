@@ -378,7 +378,9 @@ def test_clean_control_trains_on_real_splits_only(tmp_path):
     assert control["control"] is True and control["config"]["mode"] == "clean"
     assert control["stages"][1]["training_data"] == [{"split": 0, "generation": 0, "paragraphs": 6},
                                                       {"split": 1, "generation": 0, "paragraphs": 6}]
-    assert control["stages"][1]["gradient"] is None and "-control-" in control["run_dir"]
+    grad = control["stages"][1]["gradient"]  # every token it trains on is real: no rewrite to measure
+    assert grad["start"] is None and grad["trained"]["corrupted"] is None and "-control-" in control["run_dir"]
+    assert grad["trained"]["fresh"]["kept_rate"] == 1.0
     [ce] = exp.groups["ce"]
     assert ce["control"] is False and ce["stages"][1]["training_data"][0]["generation"] == 1
     assert "control" in exp.table() and exp.summary_path.is_file()

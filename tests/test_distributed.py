@@ -74,6 +74,11 @@ def test_two_processes_give_the_scores_of_one(one_process, two_processes):
         assert abs(a["kr_total"] - b["kr_total"]) <= TOLERANCE
         assert b["perplexity"] == pytest.approx(a["perplexity"], rel=1e-4)
         assert b["train"]["train_loss"] == pytest.approx(a["train"]["train_loss"], rel=1e-4)
+        # the mask as trained, added over the processes: every token of the pool counted once per epoch
+        ta, tb = a["gradient"]["trained"], b["gradient"]["trained"]
+        for c in ("corrupted", "faithful", "fresh"):
+            assert (ta[c] or {}).get("tokens") == (tb[c] or {}).get("tokens"), (a["stage"], c)
+            assert (tb[c] or {}).get("kept_rate") in (None, 1.0)  # CE
     assert two["time_to_failure"] == one_process["time_to_failure"]
     assert two["failure"] == one_process["failure"]
     # the work was shared: every stage's questions and paragraphs split between the two processes

@@ -256,3 +256,29 @@ def test_a_board_refuses_runs_from_another_base(default_runs, tmp_path, capsys):
     # compare refuses them too
     assert cli_main(["compare", str(first), str(other)]) == 2
     assert "different base models" in capsys.readouterr().err
+
+
+def test_a_base_per_seed_when_its_seed_follows_the_run(tmp_path, monkeypatch):
+    """model.pretrain.seed: run (issue 26 item 3): each seed pretrains its own base, recorded by sha256 in
+    results.json; seed 0's is the fixed seed-0 base (the shipped one for collapse_facts); the config hash,
+    which boards group runs by, is the same for every seed; any other text is one error naming the field."""
+    import dataclasses
+
+    from fortifai_bench.collapse.base import base_key, with_base_seed
+    from fortifai_bench.collapse.run import run_collapse
+
+    monkeypatch.setenv("FORTIFAI_CACHE", str(tmp_path / "cache"))
+    fixed = load_task("collapse_facts")
+    per_run = load_task("collapse_facts", ["model.pretrain.seed=run"])
+    assert base_key(per_run) == base_key(fixed) == shipped_base(fixed).name  # seed 0
+    assert base_key(with_base_seed(dataclasses.replace(per_run, seed=3))) != base_key(fixed)
+    with pytest.raises(FortifaiError, match="model.pretrain.seed must be an integer or 'run'"):
+        load_task("collapse_facts", ["model.pretrain.seed=runs"])
+    task = load_task("collapse_facts", SHORT + ["stages=1", "model.pretrain.seed=run"])
+    runs = [run_collapse(task, "ce", seed=s, out=tmp_path / "runs", progress=False) for s in (0, 1, 1)]
+    shas = [r["base"]["sha256"] for r in runs]
+    assert shas[0] != shas[1] == shas[2] and all(len(s) == 64 for s in shas)  # seed 1 built once, reused
+    assert runs[0]["config_hash"] == runs[1]["config_hash"]
+    assert runs[0]["config"]["model"]["pretrain"]["seed"] == "run"
+    built = json.loads((Path(base_model(dataclasses.replace(task, seed=1))).parent / "base.json").read_text())
+    assert built["pretrain"]["seed"] == 1

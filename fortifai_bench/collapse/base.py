@@ -16,6 +16,11 @@ base.json giving its key and every file's sha256. `base_model` uses it when its 
 every file's sha256 checks, so a first run skips the pretraining; anything else is built as above.
 Every run records the base it started from (`base_record`: key and the weights' sha256), and a board
 refuses runs made from another base.
+
+The base is one seed's draw (`model.pretrain.seed`). With ``model.pretrain.seed: run`` every run pretrains
+its own base with the run's seed (`with_base_seed`), so that seeds sample the base as well as the data
+order and decoding, and a board's spread covers base-to-base variation (issue 26 item 3: one base moved
+tce:0.99's time to failure more than any seed did); seed 0's base is the shipped one.
 """
 
 from __future__ import annotations
@@ -36,10 +41,22 @@ from fortifai_bench.models import resolve
 BASE_FORMAT = 2  # bump when the way the base is built changes (2: pretrained with one thread)
 
 
+def with_base_seed(task: CollapseTask) -> CollapseTask:
+    """The task with its base's seed resolved: `model.pretrain.seed: run` becomes the run's seed (every
+    seed pretrains its own base), any other seed stays."""
+    from fortifai_bench.collapse.config import BASE_SEED_RUN
+
+    pre = task.model.pretrain
+    if pre is None or pre.seed != BASE_SEED_RUN:
+        return task
+    return dataclasses.replace(task, model=dataclasses.replace(task.model, pretrain=dataclasses.replace(
+        pre, seed=task.seed)))
+
+
 def base_key(task: CollapseTask) -> str:
     """Hash of everything that decides the base's weights, including the pretraining text itself: a
     corpus whose generator changed under the same name must not reuse a base trained on the old text."""
-    m = task.model
+    m = with_base_seed(task).model
     if m.pretrain is not None:
         texts = pretrain_texts(task)
     else:
@@ -98,7 +115,7 @@ def _build_tiny_base(task: CollapseTask, path: Path, progress: bool) -> None:
     from fortifai_bench.models import TinyConfig, build_tiny, save_model
     from fortifai_bench.train import train
 
-    m = task.model
+    m = with_base_seed(task).model
     tiny = TinyConfig(**dataclasses.asdict(m.tiny))
     start = time.perf_counter()
     if m.pretrain is None:

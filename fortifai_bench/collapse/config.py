@@ -21,7 +21,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -38,6 +38,7 @@ MODES = ("accumulate", "replace", "accumulate-subsample", "clean")
 BUDGETS = ("epochs", "steps")
 REGEN_MODES = ("sequential", "original")
 DECODINGS = ("sample", "greedy", "beam")
+BASE_SEED_RUN = "run"  # model.pretrain.seed: the base's seed follows the run's
 
 
 def _seed_not_set(train: TrainConfig, where: str, instead: str) -> None:
@@ -55,10 +56,16 @@ class PretrainSettings:
     part: str = "pretrain"
     paragraphs: Optional[int] = 1000   # None: every paragraph of that part
     train: TrainConfig = field(default_factory=TrainConfig)
-    seed: int = 0
+    # An integer: every run starts from the one base of that seed (the shipped collapse_facts base is seed 0).
+    # "run": every run pretrains its own base with the run's seed, so seeds sample bases too (issue 26 item 3;
+    # the run of seed 0 gets the base of seed 0). Each run records its base's sha256 in results.json.
+    seed: Union[int, str] = 0
 
     def __post_init__(self):
         _seed_not_set(self.train, "model.pretrain.train", "model.pretrain.seed")
+        if isinstance(self.seed, str) and self.seed != BASE_SEED_RUN:
+            raise FortifaiError(f"model.pretrain.seed must be an integer or {BASE_SEED_RUN!r} (the run's seed), "
+                                f"got {self.seed!r}")
 
 
 @dataclass

@@ -269,7 +269,9 @@ def chance_key(job: Job) -> str:
     Runs with one key compute the same chance.json (the six of the embedded default do)."""
     import json
 
-    d = job.task.to_dict()
+    from fortifai_bench.collapse.base import with_base_seed
+
+    d = with_base_seed(dataclasses.replace(job.task, seed=job.seed)).to_dict()  # a base per seed: its own key
     keys = ("corpus", "corpus_part", "stages", "paragraphs_per_split", "model", "eval")
     return json.dumps({**{k: d[k] for k in keys}, "device": d["train"]["device"]}, sort_keys=True)
 
@@ -396,7 +398,7 @@ def _side_by_side(planned: list[Job], jobs: int, share: Sharing, board, command:
     context.set_forkserver_preload(PRELOAD)
     multiprocessing.forkserver.ensure_running()  # it imports PRELOAD while this process prepares the runs
     for job in planned:  # the tiny base is pretrained once, here, not by every worker at the same time
-        base_model(job.task, progress=board is not None)
+        base_model(dataclasses.replace(job.task, seed=job.seed), progress=board is not None)
     results: list[dict | None] = [None] * len(planned)
     events = context.Queue()
     workers: set[int] = set()
