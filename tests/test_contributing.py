@@ -1,15 +1,17 @@
 """CONTRIBUTING.md, followed start to finish on a tiny sample.
 
 The files (code blocks whose first line is `# file: NAME`) and commands (`$ ...` lines of console blocks) are
-read out of the guide itself, so a guide that drifts from the code fails here. Two liberties, both stated:
-collapse commands get extra overrides that shrink the model and the protocol to seconds (TINY below), and the
-registry line of step 1b is done by importing the module (the test cannot edit the package's __init__).
+read out of the guide itself, so a guide that drifts from the code fails here. Section 1 runs as a pip user
+would: the package installed from its wheel (not editable, `test_packaging.installed`), the user's project
+installed beside it with `pip install`, every command the installed `fortifai-bench`. One liberty, stated:
+collapse commands get extra overrides that shrink the model and the protocol to seconds (TINY below).
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import json
 import os
 import re
 import shlex
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from fortifai_bench.cli import main
+from test_packaging import installed  # noqa: F401  (fixture: the package's wheel in a fresh venv)
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "CONTRIBUTING.md"
@@ -39,7 +42,7 @@ def sections() -> dict[str, str]:
 
 def files(section: str) -> dict[str, str]:
     out = {}
-    for body in re.findall(r"```(?:python|yaml)\n(.*?)```", section, flags=re.S):
+    for body in re.findall(r"```(?:python|yaml|toml)\n(.*?)```", section, flags=re.S):
         first, _, rest = body.partition("\n")
         m = re.match(r"# file: (\S+)$", first)
         if m:
@@ -55,6 +58,7 @@ def commands(section: str) -> list[str]:
 def write_files(section: str, where: Path) -> dict[str, str]:
     found = files(section)
     for name, body in found.items():
+        (where / name).parent.mkdir(parents=True, exist_ok=True)
         (where / name).write_text(body, encoding="utf-8")
     return found
 
@@ -85,22 +89,37 @@ def run(cmd: str, cwd: Path, capsys) -> str:
 def workspace(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("my_losses", "my_corpus"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.delitem(sys.modules, "my_losses", raising=False)
     yield tmp_path
-    for name in ("my_losses", "my_corpus"):
-        sys.modules.pop(name, None)
+    sys.modules.pop("my_losses", None)
 
 
 def test_guide_has_the_four_paths():
     s = sections()
     assert sorted(s) == ["1", "2", "3", "4"]
-    assert set(files(s["1"])) == {"my_corpus.py", "collapse_my_notes.yaml"}
+    assert set(files(s["1"])) == {"my-notes/my_notes/__init__.py", "my-notes/pyproject.toml",
+                                  "my-notes/my_notes/collapse_my_notes.yaml"}
     assert set(files(s["2"])) == {"my_losses.py", "test_my_losses.py"}
 
 
+def run_installed(cmd: str, cwd: Path, env_dir: Path, env: dict) -> str:
+    """One guide command in a shell, as a pip user types it: `fortifai-bench` is the installed script of
+    `env_dir`, `pip install` installs into `env_dir` (no index: the package's dependencies are there already)."""
+    if cmd.startswith("pip install "):
+        cmd = (f"{shlex.quote(sys.executable)} -m pip --python {shlex.quote(str(env_dir / 'bin' / 'python'))} install "
+               f"--no-deps --no-build-isolation --no-index -q {cmd[len('pip install '):]}")
+    elif "fortifai-bench collapse" in cmd and "--plan" not in cmd:
+        cmd += " " + shlex.join(TINY)
+    proc = subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+                          executable="/bin/bash")
+    assert proc.returncode == 0, f"`{cmd}` exited {proc.returncode}: {proc.stdout[-1500:]} {proc.stderr[-1500:]}"
+    return proc.stdout
+
+
 @pytest.mark.slow
-def test_add_a_corpus(workspace, shared_data, monkeypatch, capsys):
+def test_add_a_corpus(installed, tmp_path, shared_data):
+    """Section 1 on a non-editable install: the user's project adds a corpus and a collapse task without an edit
+    of the package, by module:Name and by its entry points."""
     from fortifai_bench import corpora
 
     section = sections()["1"]
@@ -108,31 +127,39 @@ def test_add_a_corpus(workspace, shared_data, monkeypatch, capsys):
     paragraphs = [" . ".join(p.text.split(" . ")[:3]) + " ."
                   for p in corpora.get_corpus("wikitext-2-raw-v1", shared_data, "valid").paragraphs[:90]]
     for part, rows in (("main", paragraphs[:30]), ("pretrain", paragraphs[30:])):
-        (workspace / "data" / "my-notes").mkdir(parents=True, exist_ok=True)
-        with (workspace / "data" / "my-notes" / f"{part}.csv").open("w", newline="", encoding="utf-8") as f:
+        (tmp_path / "data" / "my-notes").mkdir(parents=True, exist_ok=True)
+        with (tmp_path / "data" / "my-notes" / f"{part}.csv").open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["id", "text"])
             writer.writerows((f"n{i:03d}", t) for i, t in enumerate(rows))
-    monkeypatch.setenv("FORTIFAI_DATA_DIR", str(workspace / "data"))
-    write_files(section, workspace)
-    monkeypatch.setattr(corpora, "_REGISTRY", corpora._REGISTRY.copy())  # my-notes removed again after the test
-    import my_corpus  # noqa: F401  (step 1b: a loader of one's own project registers itself on import)
+    write_files(section, tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PATH=f"{installed / 'bin'}{os.pathsep}{env['PATH']}", FORTIFAI_DATA_DIR=str(tmp_path / "data"),
+               FORTIFAI_CACHE=str(tmp_path / "cache"))
 
     cmds = commands(section)
-    assert cmds[0] == "fortifai-bench corpus list"
-    assert "my-notes" in run(cmds[0], workspace, capsys)
-    for cmd in cmds[1:]:
-        out = run(cmd, workspace, capsys)
-        if " stats " in f"{cmd} ":
-            assert re.search(r"\d+ questions|questions", out)
-    questions = (workspace / "my-notes-kr.jsonl").read_text().splitlines()
-    assert len(questions) > 10
-    [run_dir] = list((workspace / "runs").glob("collapse_my_notes-ce-s0-*"))
-    import json
-
+    assert cmds[0].startswith("cd my-notes && fortifai-bench kr build --corpus my_notes:load_my_notes ")
+    assert "pip install ./my-notes" in cmds and "fortifai-bench corpus list" in cmds
+    before = run_installed("fortifai-bench corpus list", tmp_path, installed, env)
+    assert "my-notes" not in before  # nothing known before the project is installed
+    outputs = {}
+    for cmd in cmds:
+        outputs[cmd] = run_installed(cmd, tmp_path, installed, env)
+        if cmd.startswith("cd my-notes"):  # module:Name, before any install
+            assert (tmp_path / "my-notes-kr.jsonl").is_file()
+    assert "my-notes" in outputs["fortifai-bench corpus list"].split()
+    assert re.search(r"\d+ questions", next(o for c, o in outputs.items() if " stats " in f"{c} "))
+    assert len((tmp_path / "my-notes-kr.jsonl").read_text().splitlines()) > 10
+    plan = next(o for c, o in outputs.items() if "--plan" in c)
+    assert "collapse_my_notes" in plan
+    [run_dir] = list((tmp_path / "runs").glob("collapse_my_notes-ce-s0-*"))
     results = json.loads((run_dir / "results.json").read_text())
     assert results["complete"] and results["task"] == {"name": "collapse_my_notes", "version": 1}
     assert [s["stage"] for s in results["stages"]] == [0, 1] and results["stages"][0]["score"] is not None
+    # the installed package, not this checkout, ran it
+    where = subprocess.check_output([installed / "bin" / "python", "-c", "import fortifai_bench; print(fortifai_bench.__file__)"],
+                                    text=True, env=env, cwd=tmp_path)
+    assert str(installed) in where and str(REPO) not in where
 
 
 def test_add_a_loss(workspace, capsys):

@@ -26,12 +26,14 @@ def register(subparsers) -> None:
 
     b = sub.add_parser("build", help="generate KR questions for a corpus, one split per paragraph's split")
     b.add_argument("--corpus", required=True,
-                   help="facts, wikitext-2-raw-v1, imagination-of-web, text:PATH, jsonl:PATH:FIELD, ... (required)")
+                   help="facts, wikitext-2-raw-v1, imagination-of-web, text:PATH, jsonl:PATH:FIELD, a corpus an "
+                        "installed project declares, or a loader of your own as module:Name (required)")
     b.add_argument("--part", default="main",
                    help="corpus part (facts: main|pretrain; wikitext: main|valid|test) (default: main)")
     b.add_argument("--data-dir", default=None,
                    help="local data folder (default: $FORTIFAI_DATA_DIR, then the Hugging Face Hub)")
-    b.add_argument("--generator", required=True, choices=GENERATORS.names(), help="(required)")
+    b.add_argument("--generator", required=True, choices=GENERATORS,
+                   help="a generator's name, or one of your own as module:Name (required)")
     b.add_argument("--splits", type=int, required=True,
                    help="number of splits N (the collapse protocol's N+1) (required)")
     b.add_argument("--paragraphs-per-split", type=int, default=None,

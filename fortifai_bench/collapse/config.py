@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -31,6 +32,7 @@ from fortifai_bench.io import parse_yaml, read_yaml
 from fortifai_bench.kr.methods import METHODS as KR_METHODS  # the scorer's rules, checked without torch
 from fortifai_bench.metrics import DEFAULT_THRESHOLD
 from fortifai_bench.models import ATTENTION, DTYPES, GGUF, TinyConfig, gguf_file
+from fortifai_bench.registry import Registry
 from fortifai_bench.results import config_hash
 from fortifai_bench.train.config import TrainConfig
 
@@ -213,18 +215,32 @@ def available_tasks() -> list[str]:
     return sorted(p.stem for p in TASKS_DIR.glob("*.yaml") if not p.stem.startswith("_"))
 
 
+# Tasks of other installed projects: entry points of this group name a YAML file (a path, or an object whose
+# str() is one), e.g. `collapse_my_notes = "my_notes:TASK"` with TASK = Path(__file__).parent / "task.yaml";
+# `module:Name` names one the same way from the working folder. A shipped name wins over a plug-in's.
+PLUGINS = Registry("collapse task", group="fortifai_bench.collapse_tasks", specs=True)
+
+
 def task_path(name_or_path: str) -> Path:
-    """A shipped task name (`collapse_facts`) or a path to a YAML file."""
+    """A shipped task name (`collapse_facts`), a plug-in's name or `module:Name` (see PLUGINS), or a path to a
+    YAML file."""
     path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise FortifaiError(f"collapse task file {path} not found")
         return path
     shipped = TASKS_DIR / f"{name_or_path}.yaml"
-    if not shipped.is_file():
-        raise FortifaiError(f"unknown collapse task {name_or_path!r}{did_you_mean(name_or_path, available_tasks())}; "
-                            f"shipped tasks: {', '.join(available_tasks())}")
-    return shipped
+    if shipped.is_file():
+        return shipped
+    if name_or_path in PLUGINS:
+        target = PLUGINS.get(name_or_path)
+        found = Path(target).expanduser() if isinstance(target, (str, os.PathLike)) else None
+        if found is None or not found.is_file():
+            raise FortifaiError(f"collapse task {name_or_path!r} names {target!r}, not a YAML file that exists")
+        return found
+    known = available_tasks() + PLUGINS.names()
+    raise FortifaiError(f"unknown collapse task {name_or_path!r}{did_you_mean(name_or_path, known)}; "
+                        f"tasks: {', '.join(known)}, a YAML file or module:Name")
 
 
 def load_task(name_or_path: str = "collapse_facts", overrides: list[str] | dict | None = None) -> CollapseTask:

@@ -5,11 +5,14 @@
     get_corpus("wikitext-2-raw-v1", part="valid", data_dir="../shared/data")
     get_corpus("text:notes.txt")                      # paragraphs split at blank lines
     get_corpus("jsonl:docs.jsonl:body")               # field `body` of every row, split at blank lines
-    register_corpus("mine", lambda data_dir, part: Corpus(...))   # a corpus of your own project
+    get_corpus("my_corpus:load_my_notes")            # a loader of your own: module:Name (working folder first)
+    register_corpus("mine", lambda data_dir, part: Corpus(...))   # a corpus of your own project, in Python
 
 The built-in corpora are the lazy "module:loader" targets of `CORPORA` (`fortifai_bench.registry`): a
 module is imported when its corpus is first asked for, so importing the registry imports none of them.
-Adding a corpus to the package is adding its module and one line below.
+Adding a corpus to the package is adding its module and one line below. Another installed project adds one
+without editing this package through the entry-point group `fortifai_bench.corpora` (GROUP below), e.g. in its
+pyproject.toml: `[project.entry-points."fortifai_bench.corpora"]` `my-notes = "my_notes:load_my_notes"`.
 
 A corpus is cut into N+1 contiguous splits for the collapse protocol by `Corpus.splits(n)`; the KR
 question generators assign every question to its paragraph's split with the same cut.
@@ -26,12 +29,13 @@ from fortifai_bench.registry import Registry
 
 Loader = Callable[[object, str], Corpus]
 FILE_FORMS = ("text:PATH", "jsonl:PATH:FIELD")  # corpora named by a file, not registered
+GROUP = "fortifai_bench.corpora"  # the entry points other projects declare their corpora in
 _REGISTRY = Registry("corpus", {
     "facts": "fortifai_bench.corpora.facts:load_facts",
     "facts-longtail": "fortifai_bench.corpora.facts:load_facts_longtail",
     "imagination-of-web": "fortifai_bench.corpora.imagination:load_imagination",
     "wikitext-2-raw-v1": "fortifai_bench.corpora.wikitext:load_wikitext",
-}, also_known=FILE_FORMS)
+}, also_known=FILE_FORMS, group=GROUP, specs=True)
 
 
 def register_corpus(name: str, loader_fn: Loader) -> None:
@@ -49,7 +53,8 @@ def known_corpora() -> list[str]:
 
 
 def get_corpus(name: str, data_dir=None, part: str = "main") -> Corpus:
-    """The corpus called `name` (a registered name, `text:PATH` or `jsonl:PATH:FIELD`)."""
+    """The corpus called `name`: a registered or plug-in name, `text:PATH`, `jsonl:PATH:FIELD`, or a loader of
+    your own as `module:Name`."""
     from fortifai_bench.corpora import files
 
     if name.startswith("text:"):

@@ -3,16 +3,25 @@ shipped facts data (`fortifai-bench corpus build-facts`: a facts corpus and its 
 
 The generators are looked up by name in `GENERATORS` (`fortifai_bench.registry`). Each entry is a function
 `(corpus, n_splits, *, max_per_paragraph, seed, source, progress, options) -> (questions, report extras)`
-returning at most `max_per_paragraph` questions per paragraph; the three below adapt the generator modules
+returning at most `max_per_paragraph` questions per paragraph (`kr.schema.Question`, `paragraph` = the
+paragraph's index in `corpus`; splits are assigned afterwards); the three below adapt the generator modules
 (imported only when used: openai is an optional dependency) to that one call.
+
+A generator of your own is the same function, named `module:Name` (`kr build --generator my_gen:generate`,
+the working folder first) or declared by an installed project in the entry-point group
+`fortifai_bench.kr_generators` (GROUP), under a name of its own.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.registry import Registry
+
+GROUP = "fortifai_bench.kr_generators"  # the entry points other projects declare their generators in
 
 
 def _facts(corpus, n_splits, *, max_per_paragraph, seed, source, progress, options):
@@ -37,7 +46,22 @@ def _openai(corpus, n_splits, *, max_per_paragraph, seed, source, progress, opti
 
 
 # In this order in `kr build --help` and the errors.
-GENERATORS = Registry("KR generator", {"facts": _facts, "rules": _rules, "openai": _openai}, sort=False)
+GENERATORS = Registry("KR generator", {"facts": _facts, "rules": _rules, "openai": _openai}, sort=False,
+                      group=GROUP, specs=True)
+
+
+def generator_version(name: str) -> str:
+    """What names a generator's questions in cache file names: `rules@1`, `facts@2`; for a plug-in or a user's
+    `module:Name`, the name and the sha256 of its source file, so edited code never reuses stale questions."""
+    if name in ("rules", "facts"):
+        from fortifai_bench.kr import facts_gen, rules
+
+        return {"rules": rules.GENERATOR, "facts": facts_gen.GENERATOR}[name]
+    from fortifai_bench.io import file_sha256
+
+    source = getattr(sys.modules.get(getattr(GENERATORS.get(name), "__module__", "")), "__file__", None)
+    digest = file_sha256(source)[:12] if source else "nosource"
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '.', name)}@{digest}"
 
 
 def build_questions(corpus, generator: str, n_splits: int, *, max_per_paragraph: int = 5, seed: int = 0,

@@ -232,12 +232,11 @@ def on_splits(questions, bounds) -> list:
 
 
 def _built(covered, generator: str, spec: KRSetSpec, cache_root: Path):
-    from fortifai_bench.kr import facts_gen, rules
     from fortifai_bench.io import read_json, write_json
-    from fortifai_bench.kr.build import build_questions
+    from fortifai_bench.kr.build import build_questions, generator_version
     from fortifai_bench.kr.schema import read_questions, write_questions
 
-    version = {"rules": rules.GENERATOR, "facts": facts_gen.GENERATOR}[generator]
+    version = generator_version(generator)  # a plug-in's too (its source's sha256)
     digest = hashlib.sha256(json.dumps(
         [BUILD_VERSION, version, spec.n_splits, spec.max_per_paragraph, spec.seed, spec.max_diff_words,
          covered.name, covered.part],

@@ -7,17 +7,14 @@ file is recorded, so the same spec with edited code is another loss.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib
-import importlib.machinery
-import importlib.util
 import os
 import sys
 from typing import Any
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.losses.registry import _short_name_hint
+from fortifai_bench.registry import import_user_module as _import_user_module  # the one home of user imports
 
 
 def _import_object(spec: str) -> Any:
@@ -41,45 +38,6 @@ def _import_object(spec: str) -> Any:
             raise FortifaiError(f"loss spec {spec!r}: module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
-
-
-def _import_user_module(module_name: str):
-    """Import `module_name`, its top-level package looked up in the working folder first.
-
-    `--loss my_module:MyLoss` finds my_module.py in the working folder (also when `fortifai-bench`
-    runs as an installed script, whose sys.path lacks it) without putting that folder on sys.path
-    for the rest of the process: a `matplotlib.py` lying there must not replace the real one later.
-    While the user's module runs its imports, the folder is at the *end* of sys.path, so it can
-    import its siblings but never shadows an installed package."""
-    cwd = os.getcwd()
-    top = module_name.partition(".")[0]
-    with _user_import(cwd):
-        if top not in sys.modules:
-            spec = importlib.machinery.PathFinder.find_spec(top, [cwd])
-            if spec is not None and spec.loader is not None:
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[top] = module
-                try:
-                    spec.loader.exec_module(module)
-                except BaseException:
-                    sys.modules.pop(top, None)
-                    raise
-        return importlib.import_module(module_name)
-
-
-@contextlib.contextmanager
-def _user_import(folder: str):
-    added = folder not in sys.path
-    bytecode = sys.dont_write_bytecode
-    if added:
-        sys.path.append(folder)
-    sys.dont_write_bytecode = True  # no __pycache__ left in the user's folder
-    try:
-        yield
-    finally:
-        sys.dont_write_bytecode = bytecode
-        if added and folder in sys.path:
-            del sys.path[len(sys.path) - 1 - sys.path[::-1].index(folder)]
 
 
 def module_source_sha256(module_name: str) -> str | None:
