@@ -206,6 +206,20 @@ def _read_questions(rel: str) -> Callable[[Path], object]:
     return lambda cwd: read_questions(cwd / rel)
 
 
+def _infinite_kl(cwd: Path) -> None:
+    run = write_run(cwd / "runs", CE[0], loss="ce")
+    results = json.loads((run / "results.json").read_text())
+    results["stages"][1]["kl_split0"] = float("inf")
+    (run / "results.json").write_text(json.dumps(results))  # Python writes Infinity; JSON has no such number
+    (cwd / "leaderboards").mkdir()
+
+
+def _publish_library(cwd: Path):
+    from fortifai_bench.leaderboard import publish
+
+    return publish([cwd / "runs" / "collapse_facts-ce-0"], root=cwd / "leaderboards")
+
+
 FACTS_KR = ["kr", "build", "--corpus", "facts", "--generator", "facts", "--splits", "6"]
 RULES_KR = ["kr", "build", "--generator", "rules", "--splits", "1", "--out", "kr.jsonl"]
 OPENAI_KR = ["kr", "build", "--corpus", "text:corpus.txt", "--generator", "openai", "--llm", "test-llm",
@@ -345,6 +359,8 @@ CASES = [
          ("field auc", "the stage scores give"), setup=_forged_run(_set(["auc"], 0.99))),
     Case("publish-results-non-utf8", ["publish", "--root", "leaderboards", "runs/collapse_facts-ce-0"],
          ("results.json", "not UTF-8"), setup=_results_non_utf8),
+    Case("publish-infinite-kl", call=_publish_library, setup=_infinite_kl,
+         words=("kl_split0", "inf", "JSON cannot hold", "refusing to write")),
 ]
 
 
@@ -678,3 +694,124 @@ def test_a_collapse_run_counts_the_kr_questions_cut_to_the_window(tmp_path, monk
                  "--set", f"eval.kr={tmp_path / 'long.jsonl'}"]) == 0
     (results,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/results.json")]
     assert results["complete"] and [s["kr_truncated"] for s in results["stages"]] == [1, 1]
+
+
+# ================================================================================================ verified boards
+# publish re-scores every stage's saved model in a fresh process (fortifai_bench/verify.py, issue 28 item 1):
+# real smoke runs, forged afterwards as a cheater would.
+
+SMOKE = ["collapse", "--smoke", "-q", "--stages", "2", "--epochs", "2"]
+CHEAT = '''
+import fortifai_bench.kr.scoring as scoring
+scoring.decide = lambda *a: True  # every KR question "remembered"; training is untouched
+from fortifai_bench.losses import CE as Cheat  # noqa: E402
+'''
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory) -> dict[str, Path]:
+    """Two real 2-stage smoke runs: plain ce, and a loss module that patches the KR scorer on import."""
+    root = tmp_path_factory.mktemp("smoke")
+    (root / "cheat_losses.py").write_text(CHEAT)
+    here = os.getcwd()
+    os.chdir(root)
+    sys.path.insert(0, str(root))
+    try:
+        assert main(SMOKE + ["--out", "runs"]) == 0
+        assert main(SMOKE + ["--out", "cheat", "--loss", "cheat_losses:Cheat"]) == 0
+    finally:
+        os.chdir(here)
+        sys.path.remove(str(root))
+        sys.modules.pop("cheat_losses", None)
+        import fortifai_bench.kr.scoring as scoring  # undo the cheat in this test process
+        from fortifai_bench.kr.methods import decide
+        scoring.decide = decide
+    (run,) = (root / "runs").iterdir()
+    (cheat,) = (root / "cheat").iterdir()
+    return {"ce": run, "cheat": cheat}
+
+
+def _copy_run(name: str, edit: Callable[[dict], None] | None = None, link: str | None = None,
+              remove: str | None = None):
+    """A copy of smoke run `name` at ./run, its results.json edited; `link`: that folder of it moved out of
+    the run (to ./elsewhere) and a symlink to it left in its place; `remove`: that folder deleted."""
+    import shutil
+
+    def setup(cwd: Path, runs: dict[str, Path]) -> None:
+        shutil.copytree(runs[name], cwd / "run")
+        (cwd / "leaderboards").mkdir()
+        if edit is not None:
+            results = json.loads((cwd / "run" / "results.json").read_text())
+            edit(results)
+            (cwd / "run" / "results.json").write_text(json.dumps(results))
+        if link is not None:
+            shutil.move(cwd / "run" / link, cwd / "elsewhere")
+            (cwd / "run" / link).symlink_to(cwd / "elsewhere")
+        if remove is not None:
+            shutil.rmtree(cwd / "run" / remove)
+    return setup
+
+
+def _all_bits_one(results: dict) -> None:
+    """Every split-0 bit set to 1 and every number derived from them rewritten with the package's own functions."""
+    from fortifai_bench.metrics import area_under_curve, failure
+
+    results["items"]["split0_correct"] = ["1" * len(b) for b in results["items"]["split0_correct"]]
+    for stage in results["stages"]:
+        stage["score"] = 1.0
+    scores = [1.0] * len(results["stages"])
+    fail = failure(scores, results["failure_threshold"])
+    results.update(time_to_failure=fail.time, auc=area_under_curve(scores), final_score=1.0, failure=fail.to_dict())
+
+
+def _tail_score_name(results: dict) -> None:
+    _all_bits_one(results)
+    results["score_name"] = "kr_split0_tail"  # the per-item self-consistency check reads kr_split0 only
+
+
+def _no_items(results: dict) -> None:
+    _all_bits_one(results)
+    del results["items"]
+
+
+PUBLISH_RUN = ["publish", "--root", "leaderboards", "run"]
+VERIFY_CASES = [
+    Case("publish-all-bits-one", PUBLISH_RUN, ("run: results.json is not what its saved models score",
+                                               "stage 0: KR-split-0 recorded 1.0000, re-scored 0.")),
+    Case("publish-score-name-changed", PUBLISH_RUN, ("field score_name", "kr_split0_tail", "'kr_split0'")),
+    Case("publish-items-deleted", PUBLISH_RUN, ("no per-question record",)),
+    Case("publish-loss-patched-the-scorer", PUBLISH_RUN, ("stage 0: KR-split-0 recorded 1.0000, re-scored",)),
+    Case("verify-stage-folder-is-a-symlink", ["verify", "run"], ("stage_1", "is a symbolic link", "elsewhere")),
+    Case("verify-model-missing", ["verify", "run"], ("stage_1/model", "missing")),
+]
+VERIFY_SETUPS = {"publish-all-bits-one": _copy_run("ce", _all_bits_one),
+                 "publish-score-name-changed": _copy_run("ce", _tail_score_name),
+                 "publish-items-deleted": _copy_run("ce", _no_items),
+                 "publish-loss-patched-the-scorer": _copy_run("cheat"),
+                 "verify-stage-folder-is-a-symlink": _copy_run("ce", link="stage_1"),
+                 "verify-model-missing": _copy_run("ce", remove="stage_1/model")}
+
+
+@pytest.mark.parametrize("case", VERIFY_CASES, ids=[c.id for c in VERIFY_CASES])
+def test_forged_runs_are_refused(case: Case, smoke_runs, tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    setup = VERIFY_SETUPS[case.id]
+    test_bad_input(dataclasses.replace(case, setup=lambda cwd: setup(cwd, smoke_runs)), tmp_path, monkeypatch, capsys)
+    assert not list((tmp_path / "work" / "leaderboards").iterdir())  # no board, no lock, no temporary
+
+
+def test_a_genuine_run_verifies_publishes_and_reruns_exactly(smoke_runs, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    run = shutil.copytree(smoke_runs["ce"], tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", "run"]) == 0
+    out = capsys.readouterr().out
+    assert "compared exact" in out and out.rstrip().endswith("matches")
+    (tmp_path / "leaderboards").mkdir()
+    assert main(["publish", "--root", "leaderboards", "run"]) == 0
+    assert "added ce_tiny_s0_" in capsys.readouterr().out
+    assert main(["verify", "--rerun", "-q", "run"]) == 0  # the protocol again from config and seed: equal
+    assert "rerun reproduces every recorded number" in capsys.readouterr().out
+    assert (run / "results.json").read_bytes() == (smoke_runs["ce"] / "results.json").read_bytes()

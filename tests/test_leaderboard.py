@@ -361,10 +361,11 @@ def test_show_escapes_terminal_and_markdown(tmp_path, lb):
 
 def test_cli_publish_show_render(tmp_path, lb, capsys):
     runs = [str(p) for p in write_seeds(tmp_path / "runs", CE, loss="ce")]
-    assert main(["publish", *runs, "--to", "leaderboards/collapse_facts.json"]) == 0
-    assert "added ce_tiny_s0-1-2_" in capsys.readouterr().out
-    assert main(["publish", *runs]) == 0
-    assert "no change to leaderboards/collapse_facts.json" in capsys.readouterr().out
+    # the command re-scores every stage's saved model (fortifai_bench/verify.py): factory runs have none
+    assert main(["publish", *runs, "--to", "leaderboards/collapse_facts.json"]) == 2
+    assert "stage 0's saved model is missing" in capsys.readouterr().err
+    assert not (tmp_path / "leaderboards" / "collapse_facts.json").exists()
+    assert "added ce_tiny_s0-1-2_" in publish(runs, "leaderboards/collapse_facts.json").lines()[0]
     assert main(["leaderboard", "show", "leaderboards/collapse_facts.json"]) == 0
     assert "collapse_facts v1" in capsys.readouterr().out
     assert main(["leaderboard", "show", "leaderboards/collapse_facts.json", "--markdown"]) == 0

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "fortifai_bench.cli.collapse",      # collapse: Algorithm 1 end to end
     "fortifai_bench.cli.leaderboard",   # publish | leaderboard show | render | suite
     "fortifai_bench.cli.compare",       # compare RUN_A RUN_B
+    "fortifai_bench.cli.verify",        # verify RUN [--rerun]: re-score a run's saved models
     "fortifai_bench.cli.toy",           # toy gaussian | gmm | vae
 ]
 

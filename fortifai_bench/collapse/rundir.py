@@ -106,6 +106,18 @@ def open_run(task: CollapseTask, loss_desc: dict, *, out: str | os.PathLike | No
     return run
 
 
+def check_no_symlinks(run: Path) -> None:
+    """A run folder holds only files and folders it wrote: a symlink in it (a stage folder pointing at another
+    folder, a model linked from elsewhere) would make a resume write, or a cleanup delete, outside the run,
+    and a verification score a model that is not the run's. Refused, naming the link."""
+    for folder, dirs, files in os.walk(run):  # os.walk does not descend into linked folders
+        for name in dirs + files:
+            path = Path(folder) / name
+            if path.is_symlink():
+                raise FortifaiError(f"{path} is a symbolic link (to {os.readlink(path)}); a run folder may hold "
+                                    "only what the run wrote: replace the link with a copy, or remove it")
+
+
 def _remove_orphans(run: Path) -> None:
     """What a killed run left half-written (temporaries of atomic writes) goes before resuming."""
     from fortifai_bench.io import remove_orphan_temps

@@ -23,3 +23,12 @@ def decide(method: str, lp_t: list[float], lp_f: list[float]) -> bool:
         return math.fsum(lp_t) >= math.fsum(lp_f)
     n = min(len(lp_t), len(lp_f))
     return math.fsum(lp_t[:n]) / n >= math.fsum(lp_f[:n]) / n
+
+
+def margin(method: str, lp_t: list[float], lp_f: list[float]) -> float:
+    """By how much the true continuation wins under `method` (negative: it loses), in the quantity `decide`
+    compares: how close a question is to flipping (`verify`: a float rounding can flip a near tie)."""
+    if method == "sum":
+        return math.fsum(lp_t) - math.fsum(lp_f)
+    n = min(len(lp_t), len(lp_f))
+    return math.fsum(lp_t[:n]) / n - math.fsum(lp_f[:n]) / n

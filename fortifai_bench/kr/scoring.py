@@ -27,7 +27,7 @@ from typing import Any, Iterable
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.kr.encode import _encode, _field, _Item, model_window
 from fortifai_bench.kr.kvcache import _batch_naive, _batch_shared
-from fortifai_bench.kr.methods import METHODS, decide
+from fortifai_bench.kr.methods import METHODS, decide, margin
 from fortifai_bench.kr.tree import _batch_tree, _tree_fits, _tree_len, _tree_mode
 from fortifai_bench.metrics import bootstrap_ci
 from fortifai_bench.models import cache_argument
@@ -49,6 +49,7 @@ class ScoreResult:
     tokens_true: list[int] = field(repr=False)
     tokens_false: list[int] = field(repr=False)
     truncated: list[bool] = field(default_factory=list, repr=False)  # context cut on the left to fit the window
+    margins: list[float] = field(default_factory=list, repr=False)  # by how much true wins (kr.methods.margin)
     acc: float = float("nan")
     acc_norm: float = float("nan")
     ci: tuple[float, float] = (float("nan"), float("nan"))
@@ -173,6 +174,7 @@ def score(
         tokens_true=[len(r[0]) for r in per_token],
         tokens_false=[len(r[1]) for r in per_token],
         truncated=[it.cut > 0 for it in items],
+        margins=[margin(method, r[0], r[1]) for r in per_token],
         acc=sum(correct) / len(correct),
         acc_norm=sum(correct_norm) / len(correct_norm),
         ci=bootstrap_ci([float(c) for c in correct]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -118,6 +119,36 @@ def check_kr_source(run: dict) -> None:
         raise FortifaiError(f"{where}: scored on KR questions that are refused: {exc}") from exc
 
 
+def verify_run(run: dict) -> None:
+    """A collapse run's scores re-computed from its saved models, in a fresh process (`verify`); refused,
+    in one line naming the stage and the numbers, when they differ."""
+    if run["kind"] != "text":
+        return
+    from fortifai_bench.verify import verify_in_subprocess
+
+    where = str(Path(run["_path"]).parent)
+    report = verify_in_subprocess(where)
+    if report.problems:
+        raise FortifaiError(f"{where}: results.json is not what its saved models score: {report.problems[0]}"
+                            + (f"; and {len(report.problems) - 1} more stage(s)" if len(report.problems) > 1 else "")
+                            + " (fortifai-bench verify shows every stage)")
+
+
+def check_finite(board: dict, where: Path) -> None:
+    """No Infinity or NaN on a board: JSON has neither (Python writes them, `JSON.parse` and jq refuse them)."""
+    def walk(x, path):
+        if isinstance(x, float) and not math.isfinite(x):
+            raise FortifaiError(f"{where}: field {path} would be {x}, which JSON cannot hold; refusing to write the "
+                                "board (is a run's number infinite or undefined?)")
+        items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
+        for k, v in items:
+            walk(v, f"{path}.{k}" if isinstance(k, str) else f"{path}[{k}]")
+
+    for i, entry in enumerate(board.get("entries", [])):
+        walk(entry, f"entries[{i}] ({entry.get('name')})")
+    walk({k: v for k, v in board.items() if k != "entries"}, "board")
+
+
 def _protocol(run: dict, board: dict | None) -> dict:
     """The run's protocol as a board compares it. The clean control differs from the board's runs only in
     `mode` (every split kept real), so it is compared with the mode of the accumulate runs it controls."""
@@ -142,12 +173,15 @@ def board_lock(path: Path):
 
 
 def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = None, *,
-            root: str | os.PathLike = "leaderboards", replace: bool = False) -> PublishReport:
+            root: str | os.PathLike = "leaderboards", replace: bool = False, verify: bool = False) -> PublishReport:
     """Merge runs into entries and add them to the board; validate, then write atomically (or not at all),
     all under the board's lock (`board_lock`).
 
     Publishing the same runs twice changes nothing. An entry with the same key but different numbers (a re-run)
-    is refused unless `replace`.
+    is refused unless `replace`. With `verify` (always, from the command line), every collapse run's saved
+    models are scored again in a fresh process (`fortifai_bench.verify`) and a run whose results.json says
+    otherwise is refused, naming the stage and both numbers; a toy run has no models and is checked for
+    self-consistency only.
     """
     if not run_paths:
         raise FortifaiError("publish: give at least one run directory")
@@ -158,6 +192,9 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     if len(task_names) > 1:
         raise FortifaiError(f"publish: runs of several tasks ({', '.join(sorted(task_names))}); one board per task")
     path = check_board_path(to, root) if to is not None else board_path_for(runs[0]["task"]["name"], root)
+    if verify:  # the slow check last of those that need no board, outside the board's lock
+        for r in runs:
+            verify_run(r)
     lock = board_lock(path)
     try:
         lock.acquire()
@@ -202,6 +239,7 @@ def _publish_locked(runs: list[dict], path: Path, replace: bool) -> PublishRepor
         entries[key] = entry
     # Stable order (loss, model, seeds) so that a pull request shows a small JSON diff; show ranks at read time.
     board["entries"] = [entries[k] for k in sorted(entries, key=lambda k: (k[1], k[2], k[3], k[4]))]
+    check_finite(board, path)
     validate_board(board, str(path))
     if existing is None or canonical(existing) != canonical(board):
         write_json(path, board)
