@@ -255,6 +255,7 @@ def compare_figure(groups: dict[str, list[dict]], threshold: float = DEFAULT_THR
         t = ttf["mean"] if ttf["mean"] is not None else ttf["km_median"]
         if t is not None:  # the mean when every seed failed, else the Kaplan-Meier median
             where = "" if ttf["mean"] is not None else f"; marker: Kaplan-Meier median {t:.2f}"
+            where += " stages, mean [95% t-interval]" if "[" in ttf["text"] else ""
             ax.plot([t], [threshold], marker="v", ms=9, color=line.get_color(), ls="none",
                     label=f"{name}: time to failure {ttf['text']}{where}")
         if all(s.get("kl_split0") is not None for r in runs for s in r["stages"]):
