@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,33 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err  # 128 + SIGPIPE, as a killed `cat` would report
     assert err == "", err
+
+
+def test_top_level_help_says_what_a_bare_command_runs():
+    text = " ".join(build_parser().format_help().split())
+    assert "Without a command, `fortifai-bench` runs the embedded default" in text
+    assert "six runs side by side in six processes" in text and "minutes on a 2-core CPU" in text
+
+
+def test_plan_times_the_run_from_throughput_measured_here(capsys):
+    """--plan's time comes from the model timed on this machine (not a nominal TFLOP/s), per stage, per run,
+    and for the experiment's runs side by side."""
+    assert main(["collapse", "--smoke", "--loss", "ce", "--loss", "tce:0.9", "--jobs", "2", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "time: tokens / throughput measured here on cpu with 1 thread(s): the task's model" in out
+    stages = re.findall(r"^  stage \d: .* FLOPs, (\d+) s$", out, re.M)
+    assert len(stages) == 3 and all(int(s) > 0 for s in stages), out
+    assert re.search(r"^wall time: about \d+ s for 2 runs, 2 at a time on this machine", out, re.M), out
+
+
+def test_plan_offline_without_the_corpus_uses_its_recorded_size(capsys, monkeypatch):
+    """collapse_wikitext with no local copy of wikitext: planned from the recorded size of its train part, no
+    Hub call (the Hugging Face libraries are told to stay offline, and the setting is restored after)."""
+    monkeypatch.delenv("FORTIFAI_DATA_DIR", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert main(["collapse", "--task", "collapse_wikitext", "--loss", "ce", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "note: the corpus is not on this machine: its recorded size, 17,667 paragraphs" in out, out
+    assert "stage 0: train M_0 on [D_0^(0)] (real 100%, 10 epochs)" in out
+    assert re.search(r"^  total: trained [\d.]+M, .* FLOPs, [\d.]+ (s|min|h)$", out, re.M), out
+    assert "HF_HUB_OFFLINE" not in os.environ

@@ -501,6 +501,36 @@ def test_sigkill_mid_stage_then_resume_is_identical(tmp_path, micro_run):
     assert comparable(resumed) == comparable(reference)
 
 
+def test_sigterm_stops_runs_side_by_side_cleanly_and_says_how_to_resume(tmp_path, micro_run):
+    """SIGTERM to `collapse --jobs 2` (two runs in worker processes) once a stage is done: exit 143, no
+    traceback and no leaked-semaphore warning, one resume command per unfinished run, and each resumes to the
+    numbers of the uninterrupted run."""
+    reference, _ = micro_run
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "fortifai_bench", "collapse", "--loss", "ce", "--loss", "tce:0.9", "--seeds", "0",
+           "--jobs", "2", "--out", str(out)] + micro_args()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # piped: one line per stage, no bars
+        if "stage 0: KR-split-0" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.stdout.read()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143, err
+    assert "Traceback" not in err and "leaked" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("fortifai-bench: stopped by SIGTERM: 2 unfinished runs kept; resume with: "), err
+    runs = re.findall(r"fortifai-bench collapse --resume (\S+?)(?:;|$| \()", last)
+    assert len(runs) == 2 and all(Path(r).is_dir() for r in runs), last
+    ce = next(r for r in runs if "-ce-" in r)
+    assert cli_main(["collapse", "--quiet", "--resume", ce]) == 0
+    from fortifai_bench.collapse.rundir import comparable
+
+    resumed = json.loads((Path(ce) / "results.json").read_text())
+    assert [s["score"] for s in resumed["stages"]] == [s["score"] for s in reference["stages"]]
+    assert comparable(resumed)["stages"] == comparable(reference)["stages"]
+
+
 def test_stage_model_runs_under_lm_eval(micro_run):
     """RUN/stage_<i>/model is what `lm_eval --model hf --model_args pretrained=... --tasks kr_facts` loads."""
     from fortifai_bench.collapse.evaluate import run_lm_eval

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
 import sys
 
@@ -166,16 +168,44 @@ def main(args: argparse.Namespace) -> int:
     control = (args.control or default) and not args.no_control and task.mode != "clean"
     jobs = _jobs(args, (len(losses) + control) * len(seeds) * len(tasks))
     if args.plan:
-        from fortifai_bench.collapse.protocol import format_plan
-
-        for t in tasks:
-            print(format_plan(t, devices=args.nproc or 1, params=args.params, device_tflops=args.device_tflops))
-        print(f"losses: {', '.join(losses)}; seeds: {','.join(map(str, seeds))}")
-        return 0
+        with _offline():
+            return _plan(args, tasks, losses, seeds, control, jobs)
     from fortifai_bench.collapse import launch
 
     if launch.wanted(args):  # everything above was checked here, once, before starting N processes
         return launch.launch(args.nproc, launch.forwarded(_PARSER, args))
+    return _run(args, tasks, task, losses, seeds, loss_args, control, jobs, default, command)
+
+
+@contextlib.contextmanager
+def _offline():
+    """No network call while planning: a corpus or model that is not here is planned from what is recorded
+    (the Hugging Face libraries read these when first imported, which planning is the first to do)."""
+    keys = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: "1" for k in keys})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _plan(args, tasks, losses, seeds, control, jobs) -> int:
+    from fortifai_bench.collapse.protocol import format_plan
+
+    for t in tasks:
+        print(format_plan(t, devices=args.nproc or 1, params=args.params, device_tflops=args.device_tflops))
+    print(f"losses: {', '.join(losses)}; seeds: {','.join(map(str, seeds))}")
+    if args.device_tflops is None:
+        print(_planned_wall(tasks, (len(losses) + control) * len(seeds), jobs, args))
+    return 0
+
+
+def _run(args, tasks, task, losses, seeds, loss_args, control, jobs, default, command) -> int:
     from fortifai_bench.collapse.experiment import baseline_runs, run_experiment, run_suite
     from fortifai_bench.distributed import is_main
 
@@ -190,6 +220,36 @@ def main(args: argparse.Namespace) -> int:
     if is_main():
         print(exp.table())
     return 0
+
+
+def _planned_wall(tasks, runs: int, jobs: int, args) -> str:
+    """The experiment's wall time on this machine, from each task's per-run estimate (measured throughput):
+    runs side by side share the CPU cores (one thread each); on a GPU they take turns."""
+    from fortifai_bench.collapse.compute import estimate, recorded_data, run_seconds
+    from fortifai_bench.collapse.plan import plan
+    from fortifai_bench.collapse.protocol import plan_data
+
+    devices = args.nproc or 1
+    total = 0.0
+    for t in tasks:
+        data = plan_data(t)[0] or recorded_data(t)
+        est = estimate(t, plan(t, [len(s) for s in data.splits]), data, args.params) if data is not None else None
+        seconds = run_seconds(est, devices) if est is not None else None
+        if seconds is None:
+            return "wall time: not estimated here (no throughput could be measured for the model)"
+        total += runs * seconds
+    import torch
+
+    cores = os.cpu_count() or 1
+    parallel = min(jobs, cores) if not torch.cuda.is_available() else 1
+    n = runs * len(tasks)
+    return (f"wall time: about {_minutes(total / parallel)} for {n} run{'s' * (n > 1)}, {parallel} at a time on this "
+            f"machine ({cores} cores{', one GPU per run' if torch.cuda.is_available() else ''}), from the "
+            "throughput measured above; shared work (chance level, the control's stage 0) not subtracted")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _progress(args):

@@ -21,6 +21,7 @@ Where the figures come from, in this order, and stated in the output:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -53,23 +54,264 @@ class StageCost:
 
 
 @dataclass
+class Rates:
+    """Throughput measured here, on the device the run will use, for the task's model (`measure_rates`)."""
+
+    train: float        # tokens per second trained (forward + backward + optimizer step)
+    score: float        # tokens per second scored or read as context (forward only)
+    generate: float     # tokens per second generated (one decoding step per token, a regeneration batch)
+    stage: float        # seconds per stage spent saving and loading the model
+    how: str
+    start: float = 0.0  # seconds before a run's first stage: imports, data, model (this process's so far)
+
+    def seconds(self, s: StageCost) -> float:
+        return s.trained / self.train + (s.scored + s.context) / self.score + s.generated / self.generate \
+            + self.stage
+
+
+@dataclass
 class Estimate:
     stages: list[StageCost]
     params: float | None
     params_source: str
     tokens_source: str
     notes: list[str] = field(default_factory=list)
+    rates: Rates | None = None
 
 
 def estimate(task: CollapseTask, stages: list[StagePlan], data, params: float | None = None,
-             notes: list[str] | None = None) -> Estimate:
-    """Token counts per stage of the plan `stages`, on the task's `data` (`protocol.load_data`), and the
-    parameter count (see module doc). `notes`: what the estimate leaves out (a KR set that cannot be read)."""
-    counter, tokens_source = _counter(task)
+             notes: list[str] | None = None, measure: bool = True) -> Estimate:
+    """Token counts per stage of the plan `stages`, on the task's `data` (`protocol.load_data`, or
+    `recorded_data`), the parameter count (see module doc) and, with `measure`, the throughput measured
+    here (`measure_rates`). `notes`: what the estimate leaves out (a KR set that cannot be read)."""
+    counter, tokens_source = _counter(task) if not getattr(data, "recorded", False) else _chars_counter()
     count = functools.lru_cache(maxsize=None)(counter)  # every paragraph and question is counted once
     params, params_source = _parameters(task, params)
-    return Estimate([_stage(task, data, count, stage) for stage in stages], params, params_source, tokens_source,
-                    list(notes or []))
+    est = Estimate([_stage(task, data, count, stage) for stage in stages], params, params_source, tokens_source,
+                   list(notes or []))
+    if measure:
+        start = _seconds_since_start()  # before the calibration: imports, task, data, tokenizer, as a run's
+        para = [count(q.text) for q in data.splits[0]]
+        kr = [count(q.context) + max(count(q.true), count(q.false)) for q in data.questions]
+        est.rates = measure_rates(task, row=round(sum(para) / len(para)),
+                                  question=round(sum(kr) / len(kr)) if kr else 32)
+        if est.rates is not None:
+            est.rates = dataclasses.replace(est.rates, start=start)
+    return est
+
+
+@functools.lru_cache(maxsize=1)
+def _seconds_since_start() -> float:
+    """Wall seconds from this process's start to the first call (Linux /proc), else 0."""
+    import os
+
+    try:
+        ticks = int(open(f"/proc/{os.getpid()}/stat").read().rsplit(")", 1)[1].split()[19])
+        return max(0.0, float(open("/proc/uptime").read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+# --------------------------------------------------------------------------------------------- throughput
+
+# Models up to this size are built here (random weights, no download) and timed as the run uses them; a
+# larger one is timed through its dominant matrix product (hidden x 4 hidden) at the run's batch shapes.
+BUILD_LIMIT = 50e6
+# Hidden sizes of public models from their published config.json, for the offline case only.
+KNOWN_HIDDEN = {"meta-llama/Llama-3.2-1B": 2048}
+
+
+def measure_rates(task: CollapseTask, row: int, question: int) -> "Rates | None":
+    """Tokens per second for training, scoring and generating, measured on this machine's device (the
+    task's train.device) at the run's shapes: `row` tokens per training row and generated paragraph,
+    `question` per KR sequence. Cached per (model, shapes). None when nothing could be timed here."""
+    return _rates(task.model.name, _model_key(task), task.model.dtype, task.train.device, task.train.batch_size,
+                  task.train.per_device_batch_size, task.eval.batch_size, task.regenerate.batch_size,
+                  task.regenerate.num_beams if task.regenerate.decoding == "beam" else 1, task.regenerate.decoding,
+                  min(row, task.train.block_size), question)
+
+
+def _model_key(task: CollapseTask) -> str:
+    import json
+
+    return json.dumps(task.to_dict()["model"]["tiny"] if task.model.name == "tiny" else task.model.revision)
+
+
+@functools.lru_cache(maxsize=8)
+def _rates(name, key, dtype, device, batch, per_device, eval_batch, gen_batch, beams, decoding, row, question):
+    import json
+    import time
+
+    import torch
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    torch_dtype = getattr(torch, dtype)
+    model = _buildable(name, json.loads(key), torch_dtype)
+    rows = min(batch, per_device or batch)
+
+    def timed(fn, repeats: int = 3) -> float:
+        fn()  # warm-up: allocations, kernels chosen
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / repeats
+
+    if model is not None:
+        model = model.to(dev)
+        vocab = model.config.vocab_size
+        ids = torch.randint(3, vocab, (rows, row), device=dev)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+        def step():
+            model.train()
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        train = rows * row / timed(step)
+        model.eval()
+        kr_ids = torch.randint(3, vocab, (eval_batch, question), device=dev)
+        with torch.inference_mode():
+            score = eval_batch * question / timed(lambda: model(input_ids=kr_ids))
+            prompt = torch.randint(3, vocab, (gen_batch, 4), device=dev)
+            new = max(1, min(row, 64))
+            gen = gen_batch * new / timed(lambda: model.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new, min_new_tokens=new,
+                do_sample=decoding == "sample", num_beams=beams, pad_token_id=0), repeats=2)
+        stage = _save_load_seconds(model)
+        how = (f"measured here on {dev.type} with {torch.get_num_threads()} thread(s): the task's model (random "
+               f"weights) trained on {rows} x {row} tokens, scoring {eval_batch} x {question}, generating "
+               f"{gen_batch} rows{f' x {beams} beams' if beams > 1 else ''}; plus saving and loading it per stage")
+        return Rates(train, score, gen, stage, how)
+    hidden = _hidden_size(name)
+    if hidden is None:
+        return None
+    # one layer's dominant product, [m, hidden] x [hidden, 4 hidden], at the run's row counts: its achieved
+    # FLOP/s, applied to the whole model's 6 (train) or 2 (forward) x parameters FLOPs per token
+    params = KNOWN_PARAMETERS.get(name) or _parameters_of(name)
+    if params is None:
+        return None
+    weight = torch.randn(hidden, 4 * hidden, dtype=torch_dtype, device=dev)
+
+    def rate(m: int) -> float:
+        m = min(m, 512)  # past a few hundred rows the product's rate no longer grows: keep the timing short
+        x = torch.randn(m, hidden, dtype=torch_dtype, device=dev)
+        return 2 * m * hidden * 4 * hidden / timed(lambda: x @ weight, repeats=2)
+
+    train = rate(rows * row) / (6 * params)
+    score = rate(eval_batch * question) / (2 * params)
+    gen = rate(gen_batch * beams) / (2 * params)
+    how = (f"the model's dominant matrix product ({hidden} x {4 * hidden}, {dtype}) timed here on {dev.type} at "
+           f"the run's row counts; the whole model's FLOPs at that rate (attention, memory traffic and "
+           f"overheads not counted: a lower bound)")
+    return Rates(train, score, gen, 0.0, how)
+
+
+def _buildable(name: str, tiny: dict | None, dtype):
+    """The task's model with random weights when it is small enough to time here, else None."""
+    if name == "tiny":
+        import torch
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        config = GPT2Config(vocab_size=tiny["vocab_size"], n_positions=tiny["n_positions"], n_embd=tiny["n_embd"],
+                            n_layer=tiny["n_layer"], n_head=tiny["n_head"], bos_token_id=None, eos_token_id=None)
+        torch.manual_seed(0)
+        return GPT2LMHeadModel(config).to(dtype)
+    params = _parameters_of(name)
+    if params is None or params > BUILD_LIMIT:
+        return None
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(name, local_files_only=True)
+    return AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
+
+
+def _parameters_of(name: str) -> float | None:
+    from fortifai_bench.models import parameters_from_config
+
+    try:
+        return parameters_from_config(name, None)
+    except (OSError, ValueError, FortifaiError):
+        return None
+
+
+def _hidden_size(name: str) -> int | None:
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(name, local_files_only=True)
+        return getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
+    except (OSError, ValueError):
+        return KNOWN_HIDDEN.get(name)
+
+
+def _save_load_seconds(model) -> float:
+    import tempfile
+    import time
+
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # as the run does: no "Loading weights" bar in the plan
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        model.save_pretrained(tmp)
+        AutoModelForCausalLM.from_pretrained(tmp)
+        return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------------------------- offline
+
+# The sizes of corpus parts that --plan uses when the corpus is not on this machine (no network call):
+# paragraphs and characters as `get_corpus` reads them. wikitext-2-raw-v1 valid and test: counted from the
+# wiki.*.raw files (2026-12-04); train: the valid part scaled by the dataset's word counts (Merity et al.
+# 2016, Table 1: train 2,088,628, valid 217,646 words; test/valid agree with it: 1.124x the characters for
+# 1.128x the words), so 17,667 paragraphs of 10.7 M characters.
+RECORDED_SIZES = {
+    ("wikitext-2-raw-v1", "valid"): (1841, 1_118_654, "counted from wiki.valid.raw"),
+    ("wikitext-2-raw-v1", "test"): (2185, 1_257_882, "counted from wiki.test.raw"),
+    ("wikitext-2-raw-v1", "train"): (round(1841 * 2_088_628 / 217_646), round(1_118_654 * 2_088_628 / 217_646),
+                                     "the valid part scaled by the dataset's word counts (train/valid 9.60)"),
+}
+RECORDED_SIZES[("wikitext-2-raw-v1", "main")] = RECORDED_SIZES[("wikitext-2-raw-v1", "train")]
+RECORDED_SIZES[("wikitext-2-raw-v1", "validation")] = RECORDED_SIZES[("wikitext-2-raw-v1", "valid")]
+
+
+def recorded_data(task: CollapseTask):
+    """The task's splits and held-out text as paragraphs of the corpus's recorded mean length (`RECORDED_SIZES`),
+    for --plan when the corpus is not here; no KR questions (their count needs the corpus). None when the
+    corpus's size is not recorded."""
+    from fortifai_bench.collapse.protocol import Data
+    from fortifai_bench.corpora import Paragraph
+
+    size = RECORDED_SIZES.get((task.corpus, task.corpus_part))
+    if size is None:
+        return None
+    n, chars, _ = size
+    text = "x" * round(chars / n)
+    per = task.paragraphs_per_split or n // task.stages
+    splits = [[Paragraph(id=f"{k}/{j}", text=text) for j in range(per)] for k in range(task.stages)]
+    held = RECORDED_SIZES.get((task.corpus, task.eval.heldout_part or task.corpus_part), size)
+    heldout = ["x" * round(held[1] / held[0])] * task.eval.heldout_paragraphs
+    data = Data(splits, heldout, [], None)
+    data.recorded = True
+    return data
+
+
+def recorded_note(task: CollapseTask) -> str:
+    n, chars, how = RECORDED_SIZES[(task.corpus, task.corpus_part)]
+    return (f"the corpus is not on this machine: its recorded size, {n:,} paragraphs of {chars / n:.0f} characters "
+            f"on average ({how}); KR questions not counted")
+
+
+def _chars_counter():
+    return (lambda text: max(1, round(len(text) / CHARS_PER_TOKEN))), \
+        f"estimated at {CHARS_PER_TOKEN:g} characters per token (the corpus's recorded size)"
 
 
 def _stage(task: CollapseTask, data, count, stage: StagePlan) -> StageCost:
@@ -195,31 +437,53 @@ def _time(seconds: float) -> str:
 
 
 def format_estimate(est: Estimate, devices: int = 1, device_tflops: float | None = None) -> list[str]:
+    """The estimate as text: tokens and FLOPs per stage, and the time, from the throughput measured here
+    (`est.rates`), or from `device_tflops` achieved TFLOP/s per device when given (another machine)."""
+    measured = device_tflops is None and est.rates is not None
     tflops = DEFAULT_TFLOPS if device_tflops is None else device_tflops
     if tflops <= 0:
         raise FortifaiError(f"--device-tflops must be > 0, got {tflops:g}")
     rate = devices * tflops * 1e12
     p = est.params
     lines = [f"compute, per run (one loss, one seed): parameters {_n(p) if p else '?'} ({est.params_source}); tokens {est.tokens_source}",
-             f"  FLOPs = 6 x params x trained + 2 x params x (generated + context + scored) tokens; time at "
-             f"{tflops:g} TFLOP/s achieved per device x {devices} device{'s' if devices > 1 else ''}"
-             f"{' (--device-tflops)' if device_tflops is not None else ' (default; --device-tflops)'}"]
+             "  FLOPs = 6 x params x trained + 2 x params x (generated + context + scored) tokens"]
+    if measured:
+        split = f", split evenly over {devices} devices" if devices > 1 else ""
+        lines.append(f"  time: tokens / throughput {est.rates.how}{split} (--device-tflops N: at N TFLOP/s instead)")
+    else:
+        lines.append(f"  time at {tflops:g} TFLOP/s achieved per device x {devices} device{'s' if devices > 1 else ''}"
+                     f"{' (--device-tflops)' if device_tflops is not None else ' (default: no throughput measured here)'}")
     for note in est.notes:
         lines.append(f"  note: {note}")
     total = StageCost(-1)
+    seconds = 0.0
     for s in est.stages:
         for f in ("trained", "generated", "context", "scored"):
             setattr(total, f, getattr(total, f) + getattr(s, f))
-        lines.append(_line(f"stage {s.stage}", s, p, rate))
-    lines.append(_line("total", total, p, rate))
-    lines.append("  generation is memory-bound and runs below the device's matmul rate: its time is a lower bound")
+        sec = est.rates.seconds(s) / devices if measured else None
+        seconds += sec or 0.0
+        lines.append(_line(f"stage {s.stage}", s, p, rate, sec))
+    if measured:
+        lines.append(f"  start-up (imports, data, models; as long as this command's so far): {_time(est.rates.start)}")
+    lines.append(_line("total", total, p, rate, seconds + est.rates.start if measured else None))
+    if not measured:
+        lines.append("  generation is memory-bound and runs below the device's matmul rate: its time is a lower bound")
     return lines
 
 
-def _line(label: str, s: StageCost, params: float | None, rate: float) -> str:
+def run_seconds(est: Estimate, devices: int = 1) -> float | None:
+    """One run's wall time from the measured throughput, or None."""
+    if est.rates is None:
+        return None
+    return est.rates.start + sum(est.rates.seconds(s) for s in est.stages) / devices
+
+
+def _line(label: str, s: StageCost, params: float | None, rate: float, seconds: float | None = None) -> str:
     text = (f"  {label}: trained {_n(s.trained)}, generated {_n(s.generated)} (+{_n(s.context)} context), "
             f"scored {_n(s.scored)} tokens")
     if params:
         flops = s.flops(params)
-        text += f" -> {flops:.2e} FLOPs, {_time(flops / rate)}"
+        text += f" -> {flops:.2e} FLOPs, {_time(flops / rate if seconds is None else seconds)}"
+    elif seconds is not None:
+        text += f" -> {_time(seconds)}"
     return text

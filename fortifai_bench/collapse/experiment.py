@@ -368,9 +368,16 @@ def _worker_start(events) -> None:
 
     global _EVENTS
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent stops us
+    signal.signal(signal.SIGTERM, _stop_worker)
     _EVENTS = events
     events.put({"kind": "worker", "pid": os.getpid()})
     _one_thread()
+
+
+def _stop_worker(signum, frame) -> None:
+    """SIGTERM from the parent: exit through Python's own shutdown, which releases the semaphores this
+    process created (tqdm's lock): killed on the spot, it would leave them to the resource tracker's warning."""
+    raise SystemExit(128 + signum)
 
 
 def _work(k: int, job: Job, run: Path, command: str | None) -> dict:

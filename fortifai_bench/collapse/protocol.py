@@ -19,7 +19,7 @@ def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, p
     """The schedule as text (`fortifai-bench collapse --plan`), then a compute estimate (`collapse.compute`)
     when the corpus can be read here; no model weights are loaded. The epochs shown are those of the real
     split sizes when the corpus can be read (else every split is taken to hold `paragraphs_per_split`)."""
-    data, missing, notes = _plan_data(task)
+    data, missing, notes = plan_data(task)
     sizes = [len(s) for s in data.splits] if data is not None else [task.paragraphs_per_split or 1] * task.stages
     stages = plan(task, sizes)
     lines = _header(task, devices) + [_stage_line(task, p) for p in stages]
@@ -29,7 +29,7 @@ def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, p
         try:
             if data is None:
                 raise missing
-            est = estimate(task, stages, data, params, notes)
+            est = estimate(task, stages, data, params, notes, measure=device_tflops is None)
         except FortifaiError as exc:  # the schedule stands without the corpus; say why the rest is missing
             lines.append(f"compute: not estimated here ({exc})")
         else:
@@ -37,21 +37,26 @@ def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, p
     return "\n".join(lines)
 
 
-def _plan_data(task: CollapseTask) -> tuple["Data | None", FortifaiError | None, list[str]]:
-    """The task's data for --plan: without the KR set when only that fails (a note says why), or None and
-    the error when the corpus cannot be read here."""
+def plan_data(task: CollapseTask) -> tuple["Data | None", FortifaiError | None, list[str]]:
+    """The task's data for --plan: without the KR set when only that fails (a note says why); when the
+    corpus cannot be read here, its recorded size (`compute.recorded_data`) with a note; else None and the
+    error."""
     import dataclasses
+
+    from fortifai_bench.collapse.compute import recorded_data, recorded_note
 
     try:
         return load_data(task), None, []
     except FortifaiError as exc:
         if task.eval.kr is None:
-            return None, exc, []
+            recorded = recorded_data(task)
+            return (recorded, None, [recorded_note(task)]) if recorded is not None else (None, exc, [])
         note = f"KR scoring not counted: {exc}"
     try:
         return load_data(dataclasses.replace(task, eval=dataclasses.replace(task.eval, kr=None))), None, [note]
     except FortifaiError as exc:
-        return None, exc, []
+        recorded = recorded_data(task)
+        return (recorded, None, [recorded_note(task)]) if recorded is not None else (None, exc, [])
 
 
 def _header(task: CollapseTask, devices: int) -> list[str]:
