@@ -501,9 +501,10 @@ def test_suite_cli(tmp_path, lb, capsys):
     assert "is one of the boards" in capsys.readouterr().err
 
 
-def test_runs_record_their_cpu_and_the_board_keeps_it(tmp_path, lb):
+def test_runs_record_their_cpu_and_base_and_the_board_keeps_them(tmp_path, lb):
     """A float kernel's rounding follows the instructions it picks: every run says which CPU it ran on (the
-    OS's description and torch's capability, which ATEN_CPU_CAPABILITY lowers), and its board entry keeps it."""
+    OS's description and torch's capability, which ATEN_CPU_CAPABILITY lowers), and its board entry keeps it
+    per run, beside the sha256 of the base the seed started from."""
     import subprocess
     import sys
 
@@ -522,8 +523,10 @@ def test_runs_record_their_cpu_and_the_board_keeps_it(tmp_path, lb):
     for run in runs:
         data = json.loads((run / "results.json").read_text())
         data["provenance"]["cpu"] = here
+        data["base"] = {"model": "tiny", "sha256": "ab" * 32}
         (run / "results.json").write_text(json.dumps(data))
     publish(runs)
     [entry] = load_board(lb / "collapse_facts.json")["entries"]  # the schema takes it
     assert [r["cpu"] for r in entry["runs"]] == [here] * 3
+    assert [r["base_sha256"] for r in entry["runs"]] == ["ab" * 32] * 3
     assert f"CPU {here['model']} ({here['torch_capability']})" in render_html(load_board(lb / "collapse_facts.json"))

@@ -24,7 +24,7 @@ import jsonschema
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import read_json
 from fortifai_bench.metrics import Failure, failure, mean_ci, score_bounds, summarize_failures
-from fortifai_bench.results import entry_conditions, json_path, run_failure, same_number
+from fortifai_bench.results import base_sha256, entry_conditions, json_path, run_failure, same_number
 
 BOARD_FORMAT = "fortifai-bench/leaderboard@1"
 
@@ -281,5 +281,6 @@ def build_entry(runs: list[dict]) -> dict:
         "runs": [{"seed": r["seed"], "command": r["provenance"]["command"], "date": r["provenance"]["date"],
                   "git": r["provenance"].get("git"), **({"run_dir": r["run_dir"]} if r.get("run_dir") else {}),
                   "split0_ids_sha256": (r.get("items") or {}).get("split0_ids_sha256"),
+                  **({"base_sha256": base_sha256(r)} if base_sha256(r) else {}),
                   **({"cpu": r["provenance"]["cpu"]} if r["provenance"].get("cpu") else {})} for r in runs],
     }
