@@ -213,6 +213,17 @@ def test_failure_mid_run_keeps_answers_and_rerun_pays_only_for_the_rest(tmp_path
     assert len(cache_lines(cache)) == 8
 
 
+def test_a_failing_run_retries_nothing_more(tmp_path):
+    """Once the run will fail (para0 refused, 400), a paragraph the SDK is retrying (para1, 503) sends no further
+    attempt: abandoned, where the SDK alone would try 6 more times over ~20 s."""
+    script = {"para0:": [Reply(400)], "para1:": [Reply(503)]}
+    with ChatServer(script) as server:
+        with pytest.raises(FortifaiError, match=r"failed at .*HTTP 400"):
+            generate_openai(paragraphs(2), base_url=server.url, cache_path=tmp_path / "c.jsonl",
+                            **{**FAST, "concurrency": 2})
+        assert server.count("para0:") == 1 and server.count("para1:") == 1
+
+
 def test_allow_failures_leaves_the_failed_paragraphs_out(tmp_path):
     paras = paragraphs(4)
     script = {"para1:": [Reply(500)], "para2:": [Reply(400)]}  # 400: this paragraph refused, not retried

@@ -21,7 +21,13 @@ from fortifai_bench.kr.llm.prompt import PROMPT_VERSION, build_messages
 # The HTTP attempts of the paragraph being asked, in order: "ok", "HTTP 429", "timeout", "connection".
 # A context variable, because the SDK sends every attempt from inside the caller's task.
 _ATTEMPTS: contextvars.ContextVar[list] = contextvars.ContextVar("fortifai_attempts")
+_STOP: contextvars.ContextVar = contextvars.ContextVar("fortifai_stop")  # set: the run is stopping, retry nothing
 FATAL_STATUS = frozenset({401, 403, 404})  # the whole run is misconfigured: key, permission, model or URL
+
+
+class Abandoned(Exception):
+    """A retry not sent because the run is stopping. Not an httpx or openai error, so the SDK passes it on at once
+    instead of retrying it."""
 
 
 class Fatal(Exception):
@@ -51,6 +57,9 @@ def attempt_client(timeout: float):
     class AttemptClient(base):
         async def send(self, request, **kwargs):
             attempts = _ATTEMPTS.get([])  # outside `ask` (no paragraph): recorded nowhere
+            stop = _STOP.get(None)
+            if attempts and stop is not None and stop.is_set():  # a retry, and the run will fail anyway
+                raise Abandoned(attempts[-1])
             try:
                 response = await asyncio.wait_for(super().send(request, **kwargs), timeout + 1.0)
             except asyncio.TimeoutError:
@@ -68,15 +77,19 @@ def attempt_client(timeout: float):
     return AttemptClient(timeout=timeout)
 
 
-async def ask(client, llm: str, text: str, timeout: float) -> Outcome:
-    """One paragraph, the SDK retrying what is worth retrying; its attempts are counted into the outcome."""
+async def ask(client, llm: str, text: str, timeout: float, stop: asyncio.Event | None = None) -> Outcome:
+    """One paragraph, the SDK retrying what is worth retrying (no retry once `stop` is set); its attempts are
+    counted into the outcome."""
     import openai
 
     outcome = Outcome()
     attempts = []
     _ATTEMPTS.set(attempts)  # this task's own context: concurrent paragraphs do not mix
+    _STOP.set(stop)
     try:
         response = await client.chat.completions.create(model=llm, messages=build_messages(text))
+    except Abandoned as exc:
+        outcome.error = f"abandoned after {len(attempts)} attempt(s): {exc}"
     except openai.APIStatusError as exc:
         message = f"HTTP {exc.status_code}: {short(exc)}"
         if exc.status_code in FATAL_STATUS:
@@ -171,7 +184,7 @@ async def ask_all(todo, *, llm, client_kwargs, concurrency, cache, stats, allow_
         async with semaphore:
             if stop.is_set():
                 return
-            outcome = await ask(client, llm, text, client_kwargs["timeout"])
+            outcome = await ask(client, llm, text, client_kwargs["timeout"], stop)
         stats["requests"] += outcome.attempts
         stats["retries"] += max(outcome.attempts - 1, 0)
         for kind in outcome.troubles:
