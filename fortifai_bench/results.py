@@ -159,9 +159,24 @@ def config_hash(config: dict, ignore: Sequence[str] = ("seed", "out", "descripti
     the source of a user's loss module (`loss["source_sha256"]`) where there is one: the same config with
     edited loss code is another experiment. Built-in losses add nothing (their hashes stay as they were)."""
     body = {k: v for k, v in config.items() if k not in ignore}
+    body = _without_added_defaults(body)
     if loss and loss.get("source_sha256"):
         body["loss_source_sha256"] = loss["source_sha256"]
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# Fields added to a collapse task after runs were published, each with the value that does what the task did
+# before the field existed: at that value it is left out of the hash, so every earlier run and board entry
+# keeps its identity; any other value is another experiment and hashes as one.
+ADDED_FIELDS = {("eval", "kr_splits"): "all"}
+
+
+def _without_added_defaults(body: dict) -> dict:
+    out = dict(body)
+    for (section, name), default in ADDED_FIELDS.items():
+        if isinstance(out.get(section), dict) and out[section].get(name, default) == default:
+            out[section] = {k: v for k, v in out[section].items() if k != name}
+    return out
 
 
 def runtime(*, world_size: int, device: str, dtype: str | None) -> dict:

@@ -59,3 +59,42 @@ def test_smollm2_dequantised_once_and_loads_as_a_safetensors_folder():
     with torch.inference_mode():
         text = tokenizer.decode(model.generate(ids, max_new_tokens=4, do_sample=False)[0, ids.shape[1]:])
     assert "Paris" in text
+
+
+# --------------------------------------------------------------------------------- eval.kr_splits: first
+
+def _micro(out, *extra):
+    from fortifai_bench.cli import main as cli_main
+
+    args = ["collapse", "--smoke", "--loss", "ce", "--out", str(out), "-q", "--set", "stages=2"]
+    for item in extra:
+        args += ["--set", item]
+    assert cli_main(args) == 0
+    (run,) = out.iterdir()
+    return json.loads((run / "results.json").read_text())
+
+
+def test_kr_splits_first_scores_split_0_alone_with_the_same_bits(tmp_path):
+    """What pretrained models on a CPU save: KR of split 0 only, with exactly the bits and score of a run
+    that scores every split, and KR-total not measured (null), never estimated."""
+    every = _micro(tmp_path / "all")
+    first = _micro(tmp_path / "first", "eval.kr_splits=first")
+    assert first["items"] == every["items"]  # split 0's per-question bits at every stage
+    for a, b in zip(every["stages"], first["stages"]):
+        assert b["score"] == a["score"] and b["kr"] == {"0": a["kr"]["0"]}
+        assert a["kr_total"] is not None and b["kr_total"] is None
+    assert first["config_hash"] != every["config_hash"]
+
+
+def test_an_added_field_at_its_old_behaviour_keeps_every_hash():
+    """eval.kr_splits came after the boards: at "all" (what every task did before) it is left out of the
+    hash, so shipped boards' entries keep the hash their runs recorded."""
+    from fortifai_bench.collapse.config import load_task
+    from fortifai_bench.results import config_hash
+
+    task = load_task("collapse_facts")
+    d = task.to_dict()
+    assert d["eval"]["kr_splits"] == "all"
+    without = {**d, "eval": {k: v for k, v in d["eval"].items() if k != "kr_splits"}}
+    assert config_hash(d) == config_hash(without)
+    assert config_hash({**d, "eval": {**d["eval"], "kr_splits": "first"}}) != config_hash(d)

@@ -40,6 +40,7 @@ MODES = ("accumulate", "replace", "accumulate-subsample", "clean")
 BUDGETS = ("epochs", "steps")
 REGEN_MODES = ("sequential", "original")
 DECODINGS = ("sample", "greedy", "beam")
+KR_SPLITS = ("all", "first")
 BASE_SEED_RUN = "run"  # model.pretrain.seed: the base's seed follows the run's
 
 
@@ -134,9 +135,15 @@ class EvalSettings:
     confidence_bins: int = 20
     batch_size: int = 64
     lm_eval_tasks: list[str] = field(default_factory=list)
+    # Which splits' KR questions every stage scores. all: every split (KR per split, KR-total, KR over the
+    # splits seen). first: split 0 only, the headline score and its per-question bits, at about 1/(N+1) of the
+    # scoring: for pretrained models on a CPU, where KR on every split was the largest part of a stage;
+    # KR-total and the other splits are then not measured (null), never estimated.
+    kr_splits: str = "all"
 
     def __post_init__(self):
         _choice(self.kr_method, KR_METHODS, "eval.kr_method")
+        _choice(self.kr_splits, KR_SPLITS, "eval.kr_splits")
         if self.heldout_paragraphs < 0:
             raise FortifaiError(f"eval.heldout_paragraphs must be >= 0, got {self.heldout_paragraphs}")
         if not 0.0 < self.failure_threshold < 1.0:

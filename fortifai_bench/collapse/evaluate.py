@@ -220,10 +220,13 @@ def kr_scores(ctx: Context, model, tokenizer) -> dict:
 def _kr(ctx: Context, model, tokenizer, p: StagePlan | None) -> dict:
     from fortifai_bench.kr.scoring import score
 
+    task = ctx.task
     questions = ctx.data.questions
+    if task.eval.kr_splits == "first":  # split 0 only (config.EvalSettings.kr_splits)
+        questions = [q for q in questions if q.split == 0]
     if not questions:
         return {"score": None, "kr": {}, "kr_total": None, "kr_seen": None, "items": {"split0_correct": ""}}
-    task = ctx.task
+
     def scored(mine):
         res = score(model, tokenizer, mine, batch_size=task.eval.batch_size, method=task.eval.kr_method,
                     progress=ctx.progress)
@@ -240,7 +243,7 @@ def _kr(ctx: Context, model, tokenizer, p: StagePlan | None) -> dict:
     out = {
         "score": kr.get("0"),
         "kr": kr,
-        "kr_total": sum(correct) / len(correct),
+        "kr_total": sum(correct) / len(correct) if task.eval.kr_splits == "all" else None,
         "kr_seen": sum(seen_bits) / len(seen_bits) if seen_bits else None,
         "kr_questions": {str(k): len(v) for k, v in sorted(by_split.items())},
         "items": {"split0_correct": bits},

@@ -118,13 +118,15 @@ def kr_figure(results: dict):
     x = [s["stage"] for s in stages]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(x, [s["score"] for s in stages], "o-", label="KR split 0")
-    ax.plot(x, [s["kr_total"] for s in stages], "s--", label="KR total")
+    totals = [s["kr_total"] for s in stages if s["kr_total"] is not None]  # none under eval.kr_splits: first
+    if len(totals) == len(stages):
+        ax.plot(x, totals, "s--", label="KR total")
     _reference_lines(ax, results["failure_threshold"])
     t = results["failure"]["time"]
     if t is not None:
         ax.axvline(t, color="tab:red", lw=0.8, alpha=0.6, label=f"time to failure ({t:.2f} stages)")
     ax.set(xlabel=STAGE, ylabel="KR accuracy (share of questions)", title=_title(results))
-    _kr_limits(ax, [s["score"] for s in stages] + [s["kr_total"] for s in stages])
+    _kr_limits(ax, [s["score"] for s in stages] + totals)
     _stage_ticks(ax, x)
     _legend_below(ax, ncol=3)
     return fig
