@@ -361,16 +361,29 @@ def base_sha256(results: dict) -> str | None:
     return (results.get("base") or {}).get("sha256")
 
 
+def base_per_seed(config: dict | None) -> bool:
+    """Whether a run's task samples its base per seed (``model.pretrain.seed: run``, issue 26 item 3): each run
+    then starts from its own seed's base, so runs of one seed share a base and runs of two seeds do not."""
+    from fortifai_bench.collapse.config import BASE_SEED_RUN
+
+    model = (config or {}).get("model")  # a toy's or an older record's may be a name alone
+    pretrain = model.get("pretrain") if isinstance(model, dict) else None
+    return isinstance(pretrain, dict) and pretrain.get("seed") == BASE_SEED_RUN
+
+
 def entry_conditions(runs: Sequence[dict]) -> dict:
     """What a board entry says about the conditions its seeds ran under (added to the entry where the runs
-    recorded them): `base_sha256`, one for all seeds (runs from two bases are refused), and `runtime`,
-    each field's distinct values over the seeds (e.g. torch_threads [1], world_size [1, 2])."""
+    recorded them): `base_sha256`, one for all seeds (runs from two bases are refused; where the task samples
+    a base per seed, `base_per_seed`, none: each seed's base is on its `runs` item, and a base that is not its
+    seed's is refused), and `runtime`, each field's distinct values over the seeds (e.g. world_size [1, 2])."""
     out: dict[str, Any] = {}
     shas = {base_sha256(r) for r in runs} - {None}
-    if len(shas) > 1:
+    if runs and all(base_per_seed(r.get("config")) for r in runs):
+        check_same_base([], runs, "cannot merge them into one entry")
+    elif len(shas) > 1:
         shown = "; ".join(f"{r.get('_path')}: {base_sha256(r)}" for r in runs)
         raise FortifaiError(f"cannot merge runs made from different base models (sha256 of M_0's weights): {shown}")
-    if shas:
+    elif shas:
         out["base_sha256"] = shas.pop()
     recorded = [r["runtime"] for r in runs if r.get("runtime")]
     if recorded:
@@ -403,11 +416,28 @@ def runtime_note(entry: dict) -> str:
 def check_same_base(entries: Sequence[dict], runs: Sequence[dict], why: str) -> None:
     """Losses are compared from one M_0: refuse a run whose base weights' sha256 differs from the one the
     board's `entries` (or the other runs given) record, in one line naming both and ending with `why`.
+    Where every run's task samples a base per seed (`base_per_seed`), the base is its seed's instead: a run
+    must have the base that the other runs (and entries' runs) of its seed record, and no base two seeds.
     Entries and runs that predate the record carry none and are not compared."""
-    known = [(f"entry {e['name']}", e["base_sha256"]) for e in entries if e.get("base_sha256")]
-    known += [(str(r.get("_path")), base_sha256(r)) for r in runs if base_sha256(r)]
-    for name, sha in known[1:]:
-        first_name, first = known[0]
+    per_seed = bool(runs) and all(base_per_seed(r.get("config")) for r in runs)
+    if per_seed:
+        known = [(f"entry {e['name']} seed {r['seed']}", r["seed"], r.get("base_sha256"))
+                 for e in entries for r in e.get("runs", [])]
+    else:
+        known = [(f"entry {e['name']}", None, e.get("base_sha256")) for e in entries]
+    known += [(str(r.get("_path")), r.get("seed") if per_seed else None, base_sha256(r)) for r in runs]
+    first_of_seed: dict = {}
+    seed_of_base: dict = {}
+    for name, seed, sha in known:
+        if not sha:
+            continue
+        first_name, first = first_of_seed.setdefault(seed, (name, sha))
         if sha != first:
+            whose = f" (seed {seed}'s base: the task samples a base per seed)" if per_seed else ""
             raise FortifaiError(f"{name}: base model M_0 sha256 {sha[:16]}... differs from {first_name}'s "
-                                f"{first[:16]}...; {why}")
+                                f"{first[:16]}...{whose}; {why}")
+        other_name, other_seed = seed_of_base.setdefault(sha, (name, seed))
+        if other_seed != seed:
+            raise FortifaiError(f"{name}: base model M_0 sha256 {sha[:16]}... is also {other_name}'s, of seed "
+                                f"{other_seed}, but the task samples a base per seed (model.pretrain.seed: run); "
+                                f"{why}")

@@ -530,3 +530,51 @@ def test_runs_record_their_cpu_and_base_and_the_board_keeps_them(tmp_path, lb):
     assert [r["cpu"] for r in entry["runs"]] == [here] * 3
     assert [r["base_sha256"] for r in entry["runs"]] == ["ab" * 32] * 3
     assert f"CPU {here['model']} ({here['torch_capability']})" in render_html(load_board(lb / "collapse_facts.json"))
+
+
+def test_a_board_of_bases_sampled_per_seed(tmp_path, lb, monkeypatch, capsys):
+    """model.pretrain.seed: run (issue 26 item 3), with real micro runs: every seed pretrains its own base, so an
+    entry's seeds record different bases (on its runs items; the page shows them) and the runs of one seed share
+    theirs across entries. A run whose base is not its seed's is refused in one line, either way round; the same
+    runs under a fixed base (an integer seed) could not share an entry at all."""
+    import shutil
+
+    from fortifai_bench.collapse.config import load_task
+    from fortifai_bench.collapse.run import run_collapse
+    from fortifai_bench.results import entry_conditions, load_results
+    from test_collapse import MICRO
+
+    monkeypatch.setenv("FORTIFAI_CACHE", str(tmp_path / "cache"))
+    task = load_task("collapse_facts", MICRO + ["stages=1", "model.pretrain.seed=run"])
+    runs = {(loss, s): Path(run_collapse(task, loss, seed=s, out=tmp_path / "runs", progress=False)["run_dir"])
+            for loss in ("ce", "tce:0.9") for s in (0, 1)}
+    publish(list(runs.values()))
+    board_file = lb / "collapse_facts.json"
+    board = load_board(board_file)
+    bases = [[r["base_sha256"] for r in e["runs"]] for e in board["entries"]]
+    assert len(bases) == 2 and bases[0] == bases[1] and bases[0][0] != bases[0][1]  # a base per seed, shared
+    assert all("base_sha256" not in e for e in board["entries"])  # no one base to name
+    page = render_html(board)
+    assert "one per seed (2 bases, under each seed)" in page and bases[0][1][:16] in page
+
+    def moved(loss, seed, base, name):  # the run as another entry (other loss arguments) with another base
+        run = Path(shutil.copytree(runs[(loss, seed)], tmp_path / name / runs[(loss, seed)].name))
+        data = json.loads((run / "results.json").read_text())
+        data["base"]["sha256"], data["loss"]["args"] = base, {"note": 1}
+        (run / "results.json").write_text(json.dumps(data))
+        return run
+
+    before = board_file.read_bytes()
+    assert main(["publish", str(moved("tce:0.9", 1, "ab" * 32, "foreign")), "--to", str(board_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search("differs from entry .* seed 1's", err)
+    assert "each seed's runs from that seed's base" in err and board_file.read_bytes() == before
+    ce = [load_results(runs[("ce", s)]) for s in (0, 1)]
+    ce[1]["base"]["sha256"] = bases[0][0]  # seed 1 on seed 0's base
+    with pytest.raises(FortifaiError, match="is also .* of seed 0, but the task samples a base per seed"):
+        entry_conditions(ce)
+    fixed = [load_results(runs[("ce", s)]) for s in (0, 1)]
+    for r in fixed:
+        r["config"]["model"]["pretrain"]["seed"] = 0
+    with pytest.raises(FortifaiError, match="cannot merge runs made from different base models"):
+        entry_conditions(fixed)

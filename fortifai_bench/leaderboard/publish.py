@@ -22,7 +22,7 @@ from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import write_json
 from fortifai_bench.leaderboard.board import (BOARD_FORMAT, build_entry, canonical, check_board_consistency,
                                               entry_key, load_board, protocol_hash, protocol_of, validate_board)
-from fortifai_bench.results import check_same_base, load_results
+from fortifai_bench.results import base_per_seed, check_same_base, load_results
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -217,8 +217,9 @@ def _publish_locked(runs: list[dict], path: Path, replace: bool) -> PublishRepor
     board = json.loads(json.dumps(existing)) if existing else new_board(first)
     for r in runs:
         _check_compatible(board, r, path)
-    check_same_base(board["entries"], runs, f"a board holds runs from one base ({path}; rebuild the base, or "
-                                            "publish to a new board)")
+    holds = ("each seed's runs from that seed's base" if base_per_seed(first["config"]) else "runs from one base")
+    check_same_base(board["entries"], runs, f"a board holds {holds} ({path}; rebuild the base, or publish to a "
+                                            "new board)")
     report = PublishReport(path)
     entries = {entry_key(e): e for e in board["entries"]}
     for group in group_runs(runs):

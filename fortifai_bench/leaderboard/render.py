@@ -274,7 +274,17 @@ def _run_item(r: dict) -> str:
     commit = f", commit <code>{_e(r['git'])}</code>" if r.get("git") else ""
     cpu = r.get("cpu") or {}
     where = f", CPU {_e(cpu.get('model'))} ({_e(cpu.get('torch_capability') or '-')})" if cpu else ""
-    return f"<li>seed {_e(r['seed'])}: <code>{_e(r['command'])}</code> ({_e(r['date'])}{commit}{where}){link}</li>"
+    base = f", base M_0 <code>{_e(r['base_sha256'][:16])}</code>" if r.get("base_sha256") else ""
+    return (f"<li>seed {_e(r['seed'])}: <code>{_e(r['command'])}</code> ({_e(r['date'])}{commit}{where}{base})"
+            f"{link}</li>")
+
+
+def _entry_base(entry: dict) -> str:
+    """The entry's one base, or where its seeds sampled a base each (model.pretrain.seed: run), how many."""
+    if entry.get("base_sha256"):
+        return entry["base_sha256"]
+    per_seed = {r["base_sha256"] for r in entry["runs"] if r.get("base_sha256")}
+    return f"one per seed ({len(per_seed)} bases, under each seed)" if per_seed else "not recorded"
 
 
 def _row(order: int, row: Ranked) -> str:
@@ -293,7 +303,7 @@ def _row(order: int, row: Ranked) -> str:
         f'<td class="loss">{_e(e["loss"]["spec"])}{" (clean control)" if e.get("control") else ""}'
         f'<details><summary>runs and provenance</summary>'
         f'<div>target <code>{_e(e["loss"]["target"])}</code></div><div>config hash <code>{_e(e["config_hash"])}'
-        f'</code></div><div>base M_0 sha256 <code>{_e(e.get("base_sha256") or "not recorded")}</code></div><div>{versions}</div><ul>{runs}</ul></details></td>',
+        f'</code></div><div>base M_0 sha256 <code>{_e(_entry_base(e))}</code></div><div>{versions}</div><ul>{runs}</ul></details></td>',
         f'<td class="args">{_e(data["args"])}</td>',
         f'<td class="model">{_e(e["model"] + runtime_note(e))}</td>',
         f'<td class="seeds">{_e(data["seeds"])}</td>',
