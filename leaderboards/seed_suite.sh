@@ -7,6 +7,8 @@
 #   greedy    collapse_facts_greedy    -> leaderboards/collapse_facts_greedy.json
 #   longtail  collapse_facts_longtail  -> leaderboards/collapse_facts_longtail.json
 # and the suite view (loss x regime, verdicts against CE) is printed.
+# Where a task samples a base per seed (model.pretrain.seed: run, collapse_facts from v3), each seed's first run
+# pretrains that seed's base once (cached; seed 0's is the shipped one) and the seed's other runs reuse it.
 # The runs are benchmarks/collapse_regimes.py's: a finished run under $OUT is reused and a killed one resumed,
 # so a killed script resumes. Run two of these at once on a 2-core machine with REGIMES=hot and
 # REGIMES=greedy,longtail; BENCHMARKS.md ("Regime suite") has the times.
@@ -21,7 +23,8 @@ for regime in ${REGIMES//,/ }; do
   python3 benchmarks/collapse_regimes.py --regimes "$regime" --losses "${LOSSES[$regime]}" --control \
     --seeds 0-4 --out "$OUT" --threads 1 --quiet
   board="leaderboards/${TASK[$regime]}.json"
-  rm -f "$board"  # a board of one base and one task version: written afresh from these runs
+  rm -f "$board"  # a board of one task version (and one base, or a base per seed where the task's
+                  # model.pretrain.seed is run): written afresh from these runs
   mapfile -t runs < <(ls -d "$OUT/$regime"/*/*/ | sort)
   fortifai-bench publish "${runs[@]}" --to "$board"
 done
