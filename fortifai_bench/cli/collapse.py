@@ -18,7 +18,7 @@ import os
 import shlex
 import sys
 
-from fortifai_bench.cli.args import add_quiet, add_seeds, parse_seeds
+from fortifai_bench.cli.args import add_quiet, add_seeds, at_least, parse_seeds, run_path
 from fortifai_bench.errors import FortifaiError
 
 DEFAULT_TASK = "collapse_facts"
@@ -141,6 +141,8 @@ def main(args: argparse.Namespace) -> int:
     from fortifai_bench.losses import load_loss, parse_loss_args
 
     command = "fortifai-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    run_path(args.resume, "--resume")  # "" is not "no --resume": it would start the whole default
+    at_least(args.nproc, "--nproc")
     loss_args = parse_loss_args(args.loss_args)
     if args.smoke:
         if args.task not in (None, SMOKE_TASK) or args.resume:  # (torchrun's processes get both flags back)
@@ -225,7 +227,7 @@ def _run(args, tasks, task, losses, seeds, loss_args, control, jobs, default, co
 def _planned_wall(tasks, runs: int, jobs: int, args) -> str:
     """The experiment's wall time on this machine, from each task's per-run estimate (measured throughput):
     runs side by side share the CPU cores (one thread each); on a GPU they take turns."""
-    from fortifai_bench.collapse.compute import estimate, recorded_data, run_seconds
+    from fortifai_bench.collapse.compute import duration, estimate, recorded_data, run_seconds
     from fortifai_bench.collapse.plan import plan
     from fortifai_bench.collapse.protocol import plan_data
 
@@ -243,13 +245,9 @@ def _planned_wall(tasks, runs: int, jobs: int, args) -> str:
     cores = os.cpu_count() or 1
     parallel = min(jobs, cores) if not torch.cuda.is_available() else 1
     n = runs * len(tasks)
-    return (f"wall time: about {_minutes(total / parallel)} for {n} run{'s' * (n > 1)}, {parallel} at a time on this "
+    return (f"wall time: about {duration(total / parallel)} for {n} run{'s' * (n > 1)}, {parallel} at a time on this "
             f"machine ({cores} cores{', one GPU per run' if torch.cuda.is_available() else ''}), from the "
             "throughput measured above; shared work (chance level, the control's stage 0) not subtracted")
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _progress(args):

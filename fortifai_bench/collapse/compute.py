@@ -62,7 +62,7 @@ class Rates:
     generate: float     # tokens per second generated (one decoding step per token, a regeneration batch)
     stage: float        # seconds per stage spent saving and loading the model
     how: str
-    start: float = 0.0  # seconds before a run's first stage: imports, data, model (this process's so far)
+    start: float = 0.0  # seconds before a run's first stage: a fresh Python's imports, timed
 
     def seconds(self, s: StageCost) -> float:
         return s.trained / self.train + (s.scored + s.context) / self.score + s.generated / self.generate \
@@ -90,26 +90,27 @@ def estimate(task: CollapseTask, stages: list[StagePlan], data, params: float | 
     est = Estimate([_stage(task, data, count, stage) for stage in stages], params, params_source, tokens_source,
                    list(notes or []))
     if measure:
-        start = _seconds_since_start()  # before the calibration: imports, task, data, tokenizer, as a run's
         para = [count(q.text) for q in data.splits[0]]
         kr = [count(q.context) + max(count(q.true), count(q.false)) for q in data.questions]
         est.rates = measure_rates(task, row=round(sum(para) / len(para)),
                                   question=round(sum(kr) / len(kr)) if kr else 32)
         if est.rates is not None:
-            est.rates = dataclasses.replace(est.rates, start=start)
+            est.rates = dataclasses.replace(est.rates, start=_start_up_seconds())
     return est
 
 
 @functools.lru_cache(maxsize=1)
-def _seconds_since_start() -> float:
-    """Wall seconds from this process's start to the first call (Linux /proc), else 0."""
-    import os
+def _start_up_seconds() -> float:
+    """A run's start before its first stage, timed here: a fresh Python importing what a run imports."""
+    import subprocess
+    import sys
+    import time
 
-    try:
-        ticks = int(open(f"/proc/{os.getpid()}/stat").read().rsplit(")", 1)[1].split()[19])
-        return max(0.0, float(open("/proc/uptime").read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return 0.0
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, transformers.models.gpt2.modeling_gpt2, "
+                    "fortifai_bench.collapse.run, fortifai_bench.collapse.evaluate, fortifai_bench.train"],
+                   check=False, capture_output=True)
+    return time.perf_counter() - start
 
 
 # --------------------------------------------------------------------------------------------- throughput
@@ -184,8 +185,8 @@ def _rates(name, key, dtype, device, batch, per_device, eval_batch, gen_batch, b
                 prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new, min_new_tokens=new,
                 do_sample=decoding == "sample", num_beams=beams, pad_token_id=0), repeats=2)
         stage = _save_load_seconds(model)
-        how = (f"measured here on {dev.type} with {torch.get_num_threads()} thread(s): the task's model (random "
-               f"weights) trained on {rows} x {row} tokens, scoring {eval_batch} x {question}, generating "
+        how = (f"on {dev.type} with {torch.get_num_threads()} thread(s), the task's model (random weights) "
+               f"trained on {rows} x {row} tokens, scoring {eval_batch} x {question}, generating "
                f"{gen_batch} rows{f' x {beams} beams' if beams > 1 else ''}; plus saving and loading it per stage")
         return Rates(train, score, gen, stage, how)
     hidden = _hidden_size(name)
@@ -206,8 +207,8 @@ def _rates(name, key, dtype, device, batch, per_device, eval_batch, gen_batch, b
     train = rate(rows * row) / (6 * params)
     score = rate(eval_batch * question) / (2 * params)
     gen = rate(gen_batch * beams) / (2 * params)
-    how = (f"the model's dominant matrix product ({hidden} x {4 * hidden}, {dtype}) timed here on {dev.type} at "
-           f"the run's row counts; the whole model's FLOPs at that rate (attention, memory traffic and "
+    how = (f"on {dev.type} with {torch.get_num_threads()} thread(s), the model's dominant matrix product ({hidden} x "
+           f"{4 * hidden}, {dtype}) at the run's row counts; the whole model's FLOPs at that rate (attention, memory traffic and "
            f"overheads not counted: a lower bound)")
     return Rates(train, score, gen, 0.0, how)
 
@@ -428,7 +429,7 @@ def _n(x: float) -> str:
     return f"{x:.0f}"
 
 
-def _time(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 2 * 3600:
@@ -449,7 +450,8 @@ def format_estimate(est: Estimate, devices: int = 1, device_tflops: float | None
              "  FLOPs = 6 x params x trained + 2 x params x (generated + context + scored) tokens"]
     if measured:
         split = f", split evenly over {devices} devices" if devices > 1 else ""
-        lines.append(f"  time: tokens / throughput {est.rates.how}{split} (--device-tflops N: at N TFLOP/s instead)")
+        lines.append(f"  time: tokens / the throughput measured here: {est.rates.how}{split} (--device-tflops N: "
+                     "at N TFLOP/s instead)")
     else:
         lines.append(f"  time at {tflops:g} TFLOP/s achieved per device x {devices} device{'s' if devices > 1 else ''}"
                      f"{' (--device-tflops)' if device_tflops is not None else ' (default: no throughput measured here)'}")
@@ -464,7 +466,7 @@ def format_estimate(est: Estimate, devices: int = 1, device_tflops: float | None
         seconds += sec or 0.0
         lines.append(_line(f"stage {s.stage}", s, p, rate, sec))
     if measured:
-        lines.append(f"  start-up (imports, data, models; as long as this command's so far): {_time(est.rates.start)}")
+        lines.append(f"  start-up (a fresh Python importing what a run imports, timed here): {duration(est.rates.start)}")
     lines.append(_line("total", total, p, rate, seconds + est.rates.start if measured else None))
     if not measured:
         lines.append("  generation is memory-bound and runs below the device's matmul rate: its time is a lower bound")
@@ -483,7 +485,7 @@ def _line(label: str, s: StageCost, params: float | None, rate: float, seconds: 
             f"scored {_n(s.scored)} tokens")
     if params:
         flops = s.flops(params)
-        text += f" -> {flops:.2e} FLOPs, {_time(flops / rate if seconds is None else seconds)}"
+        text += f" -> {flops:.2e} FLOPs, {duration(flops / rate if seconds is None else seconds)}"
     elif seconds is not None:
-        text += f" -> {_time(seconds)}"
+        text += f" -> {duration(seconds)}"
     return text
