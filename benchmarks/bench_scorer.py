@@ -34,6 +34,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def load_set(name: str, items: int, data_dir: str):
+    """(model, tokenizer, questions) of `--set`: the tiny GPT-2 (seed 0) with a tokenizer trained on the set's
+    text, and its first `items` questions."""
+    from fortifai_bench.corpora import get_corpus
+    from fortifai_bench.kr.lm_eval_tasks import wikitext_questions
+    from fortifai_bench.models import build_tiny
+
+    if name == "facts":
+        from fortifai_bench.kr.facts_gen import generate_facts
+
+        corpus = get_corpus("facts", part="pretrain")
+        questions = generate_facts(corpus, 6)[:items]
+        texts = get_corpus("facts").texts() + corpus.texts()
+    else:
+        questions = wikitext_questions(data_dir, part="valid")[:items]
+        texts = get_corpus("wikitext-2-raw-v1", data_dir=data_dir, part="valid").texts()
+    if len(questions) < items:
+        raise SystemExit(f"only {len(questions)} questions available")
+    model, tokenizer = build_tiny(texts, seed=0)
+    model.eval()
+    return model, tokenizer, questions
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", choices=("facts", "wikitext"), default="facts")
@@ -49,25 +72,11 @@ def main() -> None:
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from fortifai_bench.corpora import get_corpus
-    from fortifai_bench.kr.lm_eval_tasks import to_docs, wikitext_questions
+    from fortifai_bench.kr.lm_eval_tasks import to_docs
     from fortifai_bench.kr.scoring import score
-    from fortifai_bench.models import build_tiny
 
     torch.set_num_threads(args.threads)
-    if args.set == "facts":
-        from fortifai_bench.kr.facts_gen import generate_facts
-
-        corpus = get_corpus("facts", part="pretrain")
-        questions = generate_facts(corpus, 6)[: args.items]
-        texts = get_corpus("facts").texts() + corpus.texts()
-    else:
-        questions = wikitext_questions(args.data_dir, part="valid")[: args.items]
-        texts = get_corpus("wikitext-2-raw-v1", data_dir=args.data_dir, part="valid").texts()
-    if len(questions) < args.items:
-        raise SystemExit(f"only {len(questions)} questions available")
-    model, tokenizer = build_tiny(texts, seed=0)
-    model.eval()
+    model, tokenizer, questions = load_set(args.set, args.items, args.data_dir)
     docs = to_docs(questions)
     task = {
         "task": "kr_bench", "custom_dataset": lambda **_: {"test": datasets.Dataset.from_list(docs)},
@@ -83,10 +92,12 @@ def main() -> None:
         out = lm_eval.simple_evaluate(model=hflm, tasks=[task], bootstrap_iters=0, verbosity="ERROR")
         return out["results"]["kr_bench"]["acc,none"]
 
-    from fortifai_bench.kr import scoring
+    from fortifai_bench.kr.encode import _encode, model_window
+    from fortifai_bench.kr.scoring import _order
+    from fortifai_bench.kr.tree import _tree_len
 
-    items = scoring._encode(questions, tokenizer, scoring._max_length(model, tokenizer))
-    order = scoring._order(items, args.batch_size, True, tree=True)
+    items = _encode(questions, tokenizer, model_window(model, tokenizer))
+    order = _order(items, args.batch_size, True, tree=True)
     floor_batches = []  # (dense ids, positions to project) per scorer batch
     for s in range(0, len(order), args.batch_size):
         batch = [items[i] for i in order[s : s + args.batch_size]]
@@ -96,7 +107,7 @@ def main() -> None:
         flat += [tokenizer.pad_token_id] * (n * width - len(flat))
         scored = sum(len(it.conts[0]) + len(it.conts[1]) - 1 for it in batch)
         floor_batches.append((torch.tensor(flat).view(n, width), -(-scored // n)))
-    unique = sum(scoring._tree_len(it) for it in items)
+    unique = sum(_tree_len(it) for it in items)
 
     @torch.inference_mode()
     def run_floor(project_all: bool):

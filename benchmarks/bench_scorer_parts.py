@@ -1,6 +1,6 @@
 """Where the KR scorer's time goes on WikiText items, and the two choices made from it (issue 14):
 
-    python benchmarks/bench_scorer_parts.py [--items 1000] [--reps 3]
+    python benchmarks/bench_scorer_parts.py [--set wikitext|facts] [--items 1000] [--reps 3]
 
 1. `score` by CPU seconds for several `_CE_CHUNK` sizes (scored positions projected and scored at a time),
    alternating, `--reps` rounds;
@@ -8,8 +8,7 @@
    batch's scored positions here);
 3. the share of padded positions in the scorer's rows (one item per row, rows of a batch padded to its longest);
 4. a cProfile of one `score` call, the 12 functions with the most time of their own.
-One torch thread; the same tiny GPT-2 and the first `--items` `rules` questions of WikiText-2's valid part
-as `bench_scorer.py --set wikitext`.
+One torch thread; the same tiny GPT-2 and items as `bench_scorer.py --set wikitext` (or `--set facts`).
 """
 
 from __future__ import annotations
@@ -27,22 +26,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--set", choices=("facts", "wikitext"), default="wikitext")
     ap.add_argument("--chunks", default="512,1024,2048,4096")
     ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "wikitext-2-raw-v1"))
     args = ap.parse_args()
 
     import torch
+    from bench_scorer import load_set
 
-    from fortifai_bench.corpora import get_corpus
     from fortifai_bench.kr import scoring, tree
-    from fortifai_bench.kr.lm_eval_tasks import wikitext_questions
-    from fortifai_bench.models import build_tiny
+    from fortifai_bench.kr.encode import _encode, model_window
 
     torch.set_num_threads(1)
-    questions = wikitext_questions(args.data_dir, part="valid")[: args.items]
-    texts = get_corpus("wikitext-2-raw-v1", data_dir=args.data_dir, part="valid").texts()
-    model, tokenizer = build_tiny(texts, seed=0)
-    model.eval()
+    model, tokenizer, questions = load_set(args.set, args.items, args.data_dir)
     scoring.score(model, tokenizer, questions)  # warm-up
 
     chunks, cpu = [int(c) for c in args.chunks.split(",")], {}
@@ -66,14 +62,14 @@ def main() -> None:
             fn()
         print(f"{name}: {(time.perf_counter() - t0) * 100:.1f} ms per call ([4480, 4096])")
 
-    items = scoring._encode(questions, tokenizer, scoring._max_length(model, tokenizer))
+    items = _encode(questions, tokenizer, model_window(model, tokenizer))
     order = scoring._order(items, 64, True, tree=True)
     padded = total = 0
     for s in range(0, len(order), 64):
         batch = [items[i] for i in order[s : s + 64]]
-        width = max(scoring._tree_len(it) for it in batch)
+        width = max(tree._tree_len(it) for it in batch)
         total += width * len(batch)
-        padded += sum(width - scoring._tree_len(it) for it in batch)
+        padded += sum(width - tree._tree_len(it) for it in batch)
     print(f"padded positions: {padded / total:.1%} of {total:,} (batch 64)")
 
     profile = cProfile.Profile()
