@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -125,6 +126,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[^.]+\.tmp$")
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one `atomic_write` / `atomic_dir` gives its temporaries."""
+    return _TEMP.match(name) is not None
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -143,7 +149,7 @@ def remove_orphan_temps(folder: str | os.PathLike, name: str | None = None) -> l
     Returns what was removed. A pid reused by a new process keeps its orphan: the safe side."""
     folder = Path(folder)
     removed = []
-    if not folder.is_dir():
+    if not folder.is_dir() or folder.is_symlink():  # a link leads out of the folder being cleaned: never follow it
         return removed
     for entry in folder.iterdir():
         m = _TEMP.match(entry.name)
@@ -175,19 +181,30 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def read_text(path: str | os.PathLike, what: str = "", fmt: str = "") -> str:
+MAX_TEXT_BYTES = 512 * 2**20  # a board, task, results or KR file; 20x the largest this project writes
+
+
+def read_text(path: str | os.PathLike, what: str = "", fmt: str = "", limit: int = MAX_TEXT_BYTES) -> str:
     """A UTF-8 text file; one line naming the file (and the line of a non-UTF-8 byte) otherwise.
-    `what` names the file's role ("KR question file"), `fmt` its format ("JSON") in the messages."""
+    `what` names the file's role ("KR question file"), `fmt` its format ("JSON") in the messages. A file
+    larger than `limit` bytes, or not a regular file (/dev/zero, a pipe), is refused before it is read
+    whole: reading one would never end, or take all the memory there is."""
     path = Path(path)
     label = f"{what} {path}" if what else str(path)
     if path.is_dir():
         raise FortifaiError(f"cannot read {label}: it is a folder, not a file")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise FortifaiError(f"cannot read {label}: not a regular file (a device, pipe or socket)")
+            data = f.read(limit + 1)
     except FileNotFoundError as exc:
         raise FortifaiError(f"cannot read {label}: no such file") from exc
     except OSError as exc:
         raise FortifaiError(f"cannot read {label}: {exc.strerror or exc}") from exc
+    if len(data) > limit:
+        raise FortifaiError(f"cannot read {label}: larger than {limit // 2**20} MiB, more than any "
+                            f"{fmt or 'text'} file this tool reads")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -245,17 +262,51 @@ def yaml_error(exc: Exception, where: str, lines: bool = True) -> FortifaiError:
     return FortifaiError(f"{at}: invalid YAML: {problem}")
 
 
+YAML_MAX_VALUES = 100_000  # values once aliases are expanded: a task or run record holds a few hundred
+YAML_MAX_DEPTH = 50        # nesting levels: a task's deepest field is 4 levels down
+
+
 def parse_yaml(text: str, where: str, lines: bool = True) -> Any:
     """`yaml.safe_load` (no tags that build Python objects), with errors as one line naming `where`
-    (and the line, unless `lines` is False: a one-line value given on the command line)."""
+    (and the line, unless `lines` is False: a one-line value given on the command line).
+
+    The document's node graph is composed first and walked with a budget before any Python object is
+    built: an alias bomb (a few hundred bytes of nested aliases that expand to billions of values, which
+    every later deep copy or JSON dump would expand) or a document nested too deeply is one line."""
     import yaml
 
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_size(node, where)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise yaml_error(exc, where, lines) from exc
     except RecursionError as exc:
         raise FortifaiError(f"{where}: invalid YAML: nested too deeply") from exc
+    finally:
+        loader.dispose()
+
+
+def _check_yaml_size(root, where: str) -> None:
+    """Walk the composed nodes as if every alias were expanded, and stop at the budget (see parse_yaml)."""
+    import yaml
+
+    stack, seen = [(root, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > YAML_MAX_VALUES:
+            raise FortifaiError(f"{where}: invalid YAML: more than {YAML_MAX_VALUES:,} values once its aliases "
+                                "are expanded (an alias bomb?)")
+        if depth > YAML_MAX_DEPTH:
+            raise FortifaiError(f"{where}: invalid YAML: nested more than {YAML_MAX_DEPTH} levels deep")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend((part, depth + 1) for pair in node.value for part in pair)
 
 
 def read_yaml(path: str | os.PathLike) -> Any:

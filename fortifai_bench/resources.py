@@ -10,6 +10,8 @@ import importlib.resources
 import os
 from pathlib import Path
 
+from fortifai_bench.errors import FortifaiError
+
 
 def _resource_dir(name: str) -> Path:
     try:
@@ -38,5 +40,14 @@ def cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fortifai-bench"
     )
     path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
+    what = "FORTIFAI_CACHE" if os.environ.get("FORTIFAI_CACHE") else "the cache folder"
+    if path.exists() and not path.is_dir():
+        raise FortifaiError(f"{what} {path} is a file; the cache must be a folder (set FORTIFAI_CACHE to one)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FortifaiError(f"{what} {path}: cannot create it ({exc.strerror or exc}); set FORTIFAI_CACHE to a "
+                            "folder you can write") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise FortifaiError(f"{what} {path} is read-only; set FORTIFAI_CACHE to a folder you can write")
     return path

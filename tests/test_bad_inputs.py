@@ -43,6 +43,7 @@ class Case:
     server: Reply | None = None                  # a scripted chat server; {url} in argv is its address
     unimported: tuple[str, ...] = ()             # user modules whose failed import must leave no trace
     code: int = 2
+    env: dict[str, str] | None = None            # environment variables ({cwd} is replaced by the working folder)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -405,6 +406,8 @@ def test_bad_input(case: Case, tmp_path, monkeypatch, capsys):
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    for key, value in (case.env or {}).items():
+        monkeypatch.setenv(key, value.replace("{cwd}", str(cwd)))
     if case.setup:
         case.setup(cwd)
     importlib.invalidate_caches()
@@ -502,6 +505,22 @@ def test_base_model_removes_the_orphan_of_a_killed_build(tmp_path, monkeypatch):
 # fortifai_bench.io.read_yaml), eval.kr= a file of tied questions, --seeds 2-0, disk full while saving.
 # Append Case(...) objects to COLLAPSE_CASES; they run through the same checks as the matrix above.
 
+# 10 levels of 9 aliases each: 9^10 (3.5 billion) values once expanded, from a few hundred bytes
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefghi", "bcdefghij")) + "task: x\n"
+BOMB_FLOW = "[&a [1, 1, 1, 1, 1, 1, 1, 1, 1], " + ", ".join(  # the same in one line (flow style)
+    f"&{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefghi", "bcdefghij")) + "]"
+INPLACE = '''
+from fortifai_bench.losses import Loss
+
+class InPlace(Loss):
+    def forward(self, logits, labels):
+        loss = (logits * logits).mean()  # the product's gradient needs the logits as they were
+        logits.mul_(0.5)                 # and here they change, in place
+        return loss
+'''
+
+
 def _run_record(config_text: str | bytes) -> Callable[[Path], None]:
     return _write("run/config.yaml", config_text)
 
@@ -520,6 +539,14 @@ def _micro_record(cwd: Path, **doc) -> None:
     (cwd / "run" / "config.yaml").write_text(yaml.safe_dump(record))
 
 
+def _linked_stage(cwd: Path) -> None:
+    """A run record whose stage_0 is a symlink to a folder beside the run: a resume would write there."""
+    _micro_record(cwd)
+    (cwd / "outside").mkdir()
+    (cwd / "outside" / "keep.txt").write_text("not the run's")
+    (cwd / "run" / "stage_0").symlink_to(cwd / "outside")
+
+
 COLLAPSE_CASES: list[Case] = [
     Case("collapse-seeds-backwards", PLAN + ["--seeds", "2-0"], ("--seeds", "2-0", "backwards")),
     Case("collapse-seeds-word", PLAN + ["--seeds", "0,a"], ("--seeds", "'a'")),
@@ -532,7 +559,7 @@ COLLAPSE_CASES: list[Case] = [
     Case("collapse-set-unknown-field", PLAN + ["--set", "train.epoch=3"], ("unknown field", "train.epoch")),
     Case("collapse-set-wrong-type", PLAN + ["--set", "train.epochs=many"], ("train.epochs", "integer")),
     Case("collapse-task-missing", ["collapse", "--task", "nowhere.yaml", "--plan"], ("nowhere.yaml", "not found")),
-    Case("collapse-task-not-utf8", ["collapse", "--task", "bad.yaml", "--plan"], ("bad.yaml", "utf-8"),
+    Case("collapse-task-not-utf8", ["collapse", "--task", "bad.yaml", "--plan"], ("bad.yaml:2", "not UTF-8"),
          setup=_write("bad.yaml", b"task: x\ndescription: \xff\xfe\n")),
     Case("collapse-task-not-a-mapping", ["collapse", "--task", "list.yaml", "--plan"], ("list.yaml", "mapping"),
          setup=_write("list.yaml", "- 1\n- 2\n")),
@@ -561,6 +588,31 @@ COLLAPSE_CASES: list[Case] = [
          setup=lambda cwd: (_micro_record(cwd), _write("run/stage_0/metrics.json", b'{"a": "\xff"}')(cwd))),
     Case("collapse-resume-changed-config", ["collapse", "--quiet", "--resume", "run", "--epochs", "7"],
          ("different config", "train.epochs", "-> 7"), setup=lambda cwd: _micro_record(cwd)),
+    # --- issue 28: hostile files and numbers -------------------------------------------------------------
+    Case("collapse-task-alias-bomb", ["collapse", "--task", "bomb.yaml", "--plan"],
+         ("bomb.yaml", "more than 100,000 values once its aliases are expanded"), setup=_write("bomb.yaml", BOMB)),
+    Case("collapse-task-nested-500-deep", ["collapse", "--task", "deep.yaml", "--plan"],
+         ("deep.yaml", "invalid YAML", "nested"), setup=_write("deep.yaml", "task: x\nmodel: " + "[" * 500 + "]" * 500)),
+    Case("collapse-resume-record-alias-bomb", ["collapse", "--resume", "run"], ("config.yaml", "alias bomb"),
+         setup=_run_record(BOMB)),
+    Case("collapse-set-alias-bomb", PLAN + ["--set", "eval.lm_eval_tasks=" + BOMB_FLOW], ("override", "alias bomb")),
+    Case("collapse-seeds-huge-range", PLAN + ["--seeds", "0-99999999999"], ("--seeds", "at most 10,000")),
+    Case("collapse-seed-too-large", PLAN + ["--seeds", "99999999999"], ("--seeds", "above 4294967295")),
+    Case("collapse-nproc-negative", PLAN + ["--nproc", "-2"], ("--nproc must be >= 1", "-2")),
+    Case("collapse-stages-huge", PLAN + ["--stages", "100000"], ("stages must be between 1 and 1000", "100000")),
+    Case("collapse-resume-empty-path", ["collapse", "--resume", ""], ("--resume", "empty path")),
+    Case("collapse-resume-stage-is-a-symlink", ["collapse", "--quiet", "--resume", "run"],
+         ("run/stage_0", "is a symbolic link", "outside"), setup=lambda cwd: _linked_stage(cwd)),
+    Case("collapse-loss-changes-logits-in-place", ["collapse", "--smoke", "-q", "--loss", "bi_inplace:InPlace"],
+         ("'bi_inplace:InPlace'", "backward pass failed", "in place"), setup=_write("bi_inplace.py", INPLACE)),
+    Case("collapse-cache-is-a-file", ["collapse", "--smoke", "-q"], ("FORTIFAI_CACHE", "is a file"),
+         setup=_write("cachefile", "x"), env={"FORTIFAI_CACHE": "{cwd}/cachefile"}),
+    Case("collapse-cache-cannot-be-created", ["collapse", "--smoke", "-q"], ("FORTIFAI_CACHE", "cannot create it"),
+         env={"FORTIFAI_CACHE": "/proc/fortifai-bench-cache"}),
+    Case("collapse-model-cannot-load", ["collapse", "--smoke", "-q", "--model", "{cwd}/nomodel", "--out", "runs"],
+         ("nomodel",), setup=_mkdir("runs")),
+    Case("compare-n-boot-negative", ["compare", "--n-boot", "-1", "a", "b"], ("--n-boot must be >= 1", "-1")),
+    Case("leaderboard-show-dev-zero", ["leaderboard", "show", "/dev/zero"], ("/dev/zero", "not a regular file")),
 ]
 
 
@@ -815,3 +867,46 @@ def test_a_genuine_run_verifies_publishes_and_reruns_exactly(smoke_runs, tmp_pat
     assert main(["verify", "--rerun", "-q", "run"]) == 0  # the protocol again from config and seed: equal
     assert "rerun reproduces every recorded number" in capsys.readouterr().out
     assert (run / "results.json").read_bytes() == (smoke_runs["ce"] / "results.json").read_bytes()
+
+
+# ================================================================================================ nothing escapes
+
+def test_a_task_named_like_a_path_keeps_every_file_in_out(tmp_path, monkeypatch):
+    """`task: ../../ESCAPE` names run folders and the experiment summary (.json, .png, .svg): all stay in --out."""
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    (work / "t.yaml").write_text('include: collapse_smoke\ntask: "../../ESCAPE"\n')
+    monkeypatch.chdir(work)
+    assert main(["collapse", "--task", "t.yaml", "-q", "--loss", "ce", "--loss", "tce:0.9", "--stages", "1",
+                 "--epochs", "1", "--out", "runs"]) == 0
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.parent in (tmp_path, tmp_path / "a")) == ["a", "b"]
+    summaries = sorted(p.name for p in (work / "runs").glob("summary-*"))
+    assert len(summaries) >= 2 and all(n.startswith("summary-ESCAPE-") for n in summaries)
+
+
+def test_a_killed_publish_leaves_no_temporary_in_the_boards_folder(tmp_path):
+    """The temporary a publish killed mid-write left beside the board goes at the next publish (and git ignores
+    `.*.tmp` meanwhile)."""
+    from fortifai_bench.leaderboard import publish
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    boards = tmp_path / "leaderboards"
+    boards.mkdir()
+    stale = boards / f".collapse_facts.json.{dead.pid}-k1ll3d.tmp"
+    stale.write_text('{"half": ')
+    publish(write_seeds(tmp_path / "runs", CE, loss="ce"), root=boards)
+    assert sorted(p.name for p in boards.iterdir()) == ["collapse_facts.json"]
+    ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", f"leaderboards/{stale.name}"], cwd=REPO)
+    assert ignored.returncode == 0
+
+
+def test_compare_prints_no_control_characters_from_a_run(tmp_path, capsys):
+    """A loss spec is a user's string: escape codes, CR/LF and bidi marks in it reach `compare`'s report escaped."""
+    evil = "ce\x1b[2J\r\nfake line\u202eevil"
+    a = write_seeds(tmp_path / "a", CE, loss=evil)
+    b = write_seeds(tmp_path / "b", CE, loss="tce:0.9")
+    assert main(["compare", ",".join(map(str, a)), ",".join(map(str, b)), "--n-boot", "10"]) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in ("\x1b", "\r", "\u202e")) and "\nfake line" not in out
+    assert "\\x1b[2J" in out

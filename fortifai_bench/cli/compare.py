@@ -14,6 +14,9 @@ def _split(values: list[str]) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fortifai_bench.cli.args import at_least
+
+    at_least(args.n_boot, "--n-boot")
     if args.sides and (args.a or args.b):
         raise FortifaiError("compare: give either RUN_A RUN_B or -a/-b options, not both")
     if args.sides:
@@ -26,8 +29,24 @@ def _run(args: argparse.Namespace) -> int:
     from fortifai_bench.compare import compare_runs, format_report
 
     res = compare_runs(a, b, n_boot=args.n_boot, seed=args.seed, plot=args.plot)
-    print(json.dumps(res, indent=2) if args.json else format_report(res), end="\n" if args.json else "")
+    if args.json:  # json.dumps writes every control character as an escape
+        print(json.dumps(res, indent=2))
+    else:  # names come from boards and runs: no escape sequence, line break or bidi mark of theirs reaches the terminal
+        print(format_report(_printable_strings(res)), end="")
     return 0
+
+
+def _printable_strings(x):
+    """`x` with every string's control characters escaped (`render._printable`, as `leaderboard show` does)."""
+    from fortifai_bench.leaderboard.render import _printable
+
+    if isinstance(x, str):
+        return _printable(x)
+    if isinstance(x, dict):
+        return {k: _printable_strings(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_printable_strings(v) for v in x]
+    return x
 
 
 def register(subparsers: Any) -> None:

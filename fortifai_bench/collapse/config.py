@@ -37,6 +37,7 @@ from fortifai_bench.results import config_hash
 from fortifai_bench.train.config import TrainConfig
 
 MODES = ("accumulate", "replace", "accumulate-subsample", "clean")
+MAX_STAGES = 1000  # the paper runs 10; a stage's plan lists every earlier split, so the plan grows as stages^2
 BUDGETS = ("epochs", "steps")
 REGEN_MODES = ("sequential", "original")
 DECODINGS = ("sample", "greedy", "beam")
@@ -176,8 +177,8 @@ class CollapseTask:
     def __post_init__(self):
         _choice(self.mode, MODES, "mode")
         _choice(self.budget, BUDGETS, "budget")
-        if self.stages < 1:
-            raise FortifaiError(f"stages must be >= 1, got {self.stages}")
+        if not 1 <= self.stages <= MAX_STAGES:
+            raise FortifaiError(f"stages must be between 1 and {MAX_STAGES}, got {self.stages}")
         if self.paragraphs_per_split is not None and self.paragraphs_per_split < 1:
             raise FortifaiError(f"paragraphs_per_split must be >= 1, got {self.paragraphs_per_split}")
         if self.subsample is not None and self.subsample < 1:

@@ -473,7 +473,10 @@ def _write_summary(exp: Experiment, out: Path) -> Path:
     from fortifai_bench.io import write_json
 
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = out / f"summary-{exp.task.task}-{stamp}.json"
+    from fortifai_bench.collapse.rundir import slug
+
+    # the task name is a user's string (a task YAML's `task:`): one safe path component, as run folders are
+    path = out / f"summary-{slug(exp.task.task, 'task', keep='._-')}-{stamp}.json"
     write_json(path, {"task": {"name": exp.task.task, "version": exp.task.version},
                       "config_hash": exp.task.config_hash(), "baseline": exp.baseline,
                       "seconds": {"wall": exp.seconds, **exp.phase_seconds()}, "summaries": exp.summaries})

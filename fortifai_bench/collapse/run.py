@@ -100,13 +100,20 @@ def open_context(task, loss, loss_args, seed, out, resume, progress, command, di
     if seed is not None:
         task = dataclasses.replace(task, seed=int(seed))
     checked = load_loss(loss, **(loss_args or {}))
+    checked.rehearse()  # a loss that breaks only in backward fails now, before a run folder exists
     check_options(task.model.dtype, task.model.attn_implementation)
     data = load_data(task)  # before creating anything: bad corpus or KR input fails first
     plans = plan(task, [len(split) for split in data.splits])
     run = Path(dist.on_main(lambda: str(rundir.open_run(task, checked.describe(), out=out, resume=resume,
                                                          command=command))))
-    ctx = Context(task, plans, run, data, checked, dist.on_main(_build_base, task, progress), dist, progress, command)
-    ctx.chance = chance(ctx)
+    try:
+        ctx = Context(task, plans, run, data, checked, dist.on_main(_build_base, task, progress), dist, progress,
+                      command)
+        ctx.chance = chance(ctx)
+    except Exception:  # the base model or the chance level failed: a new run's folder holds nothing of use
+        if resume is None:
+            dist.on_main(rundir.discard_unstarted, run)
+        raise
     return ctx
 
 

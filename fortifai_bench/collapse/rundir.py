@@ -88,6 +88,7 @@ def open_run(task: CollapseTask, loss_desc: dict, *, out: str | os.PathLike | No
         if diffs:
             raise FortifaiError(f"--resume {run} was run with a different config; refusing to mix them: "
                                 + "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""))
+        check_no_symlinks(run)  # a linked stage folder would take the resumed run's writes (and cleanup) elsewhere
         for done in sorted(run.glob("stage_*/metrics.json")):  # a bad record stops here, before anything is written
             _finished_stage(done, int(done.parent.name.split("_")[1]))
         _remove_orphans(run)
@@ -116,6 +117,24 @@ def check_no_symlinks(run: Path) -> None:
             if path.is_symlink():
                 raise FortifaiError(f"{path} is a symbolic link (to {os.readlink(path)}); a run folder may hold "
                                     "only what the run wrote: replace the link with a copy, or remove it")
+
+
+def discard_unstarted(run: Path) -> None:
+    """Remove a run folder that failed before its first stage: only what `open_run` and `once` write there
+    (config.yaml, chance.json, their temporaries) is deleted, file by file, and the folder only if that
+    left it empty; nothing is followed through a link, nothing outside the folder is touched."""
+    from fortifai_bench.io import is_temporary
+
+    if run.is_symlink() or not run.is_dir():
+        return
+    for entry in run.iterdir():
+        if not entry.is_symlink() and entry.is_file() and (entry.name in ("config.yaml", "chance.json")
+                                                             or is_temporary(entry.name)):
+            entry.unlink()
+    try:
+        run.rmdir()
+    except OSError:
+        pass  # something else is in it: left as it is
 
 
 def _remove_orphans(run: Path) -> None:

@@ -192,7 +192,8 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     if len(task_names) > 1:
         raise FortifaiError(f"publish: runs of several tasks ({', '.join(sorted(task_names))}); one board per task")
     path = check_board_path(to, root) if to is not None else board_path_for(runs[0]["task"]["name"], root)
-    if verify:  # the slow check last of those that need no board, outside the board's lock
+    if verify:  # the slow check last, outside the board's lock: first every board check, without writing
+        _merge(runs, path, replace)
         for r in runs:
             verify_run(r)
     lock = board_lock(path)
@@ -210,6 +211,19 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
 
 
 def _publish_locked(runs: list[dict], path: Path, replace: bool) -> PublishReport:
+    from fortifai_bench.io import remove_orphan_temps
+
+    remove_orphan_temps(path.parent, path.name)  # a publish killed mid-write left `.BOARD.json.<pid>-*.tmp`
+    board, existing, report = _merge(runs, path, replace)
+    if existing is None or canonical(existing) != canonical(board):
+        write_json(path, board)
+        report.written = True
+    return report
+
+
+def _merge(runs: list[dict], path: Path, replace: bool) -> tuple[dict, dict | None, PublishReport]:
+    """The board with the runs' entries merged in, every check made, nothing written: (new board, the board
+    as it is on disk or None, the report)."""
     existing = load_board(path) if path.exists() else None
     if existing is not None:
         check_board_consistency(existing, str(path), names=True)
@@ -242,7 +256,4 @@ def _publish_locked(runs: list[dict], path: Path, replace: bool) -> PublishRepor
     board["entries"] = [entries[k] for k in sorted(entries, key=lambda k: (k[1], k[2], k[3], k[4]))]
     check_finite(board, path)
     validate_board(board, str(path))
-    if existing is None or canonical(existing) != canonical(board):
-        write_json(path, board)
-        report.written = True
-    return report
+    return board, existing, report

@@ -45,6 +45,22 @@ class CheckedLoss:
             raise FortifaiError(f"loss {self.spec!r} returned {out.loss.item()} (not finite)")
         return out
 
+    def rehearse(self) -> None:
+        """One forward and backward on a tiny random batch, before a run creates anything: a loss that fails
+        only in backward (it changed in place a tensor its gradient needs) fails here, in one line. The
+        random state is restored, so the run draws exactly what it would have."""
+        with torch.random.fork_rng(devices=[]):
+            gen = torch.Generator().manual_seed(0)
+            logits = (torch.randn(2, 5, 11, generator=gen) * 1.0).requires_grad_()
+            labels = torch.randint(0, 11, (2, 5), generator=gen)
+            labels[:, 0] = -100  # a masked position, as padding gives
+            out = self(logits * 1.0, labels)  # a non-leaf tensor, as a model's output is
+            try:
+                out.loss.backward()
+            except RuntimeError as exc:
+                raise FortifaiError(f"loss {self.spec!r}: its backward pass failed: {_first_sentence(exc)}"
+                                    + _INPLACE_HINT * ("inplace" in str(exc))) from exc
+
     def describe(self) -> dict[str, Any]:
         """What a run records about its loss: the spec, the resolved class and its arguments (what `config()`
         reports, then every argument the user gave, so a class without `config()` loses none), and for a
@@ -88,3 +104,11 @@ def _address(target: Any) -> str:
     if module.startswith("fortifai_bench.losses.") and getattr(public, name, None) is target:
         module = "fortifai_bench.losses"
     return f"{module}:{name}"
+
+
+_INPLACE_HINT = " (does the loss change the logits, or a tensor made from them, in place?)"
+
+
+def _first_sentence(exc: Exception) -> str:
+    """torch's autograd errors are a paragraph with a hint about anomaly detection: their first line, up to it."""
+    return str(exc).splitlines()[0].split(" Hint:")[0]

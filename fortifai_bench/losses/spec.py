@@ -12,8 +12,6 @@ import functools
 import inspect
 from typing import Any
 
-import yaml
-
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.losses.base import FunctionLoss, Loss, _overrides_loss
 from fortifai_bench.losses.checked import CheckedLoss
@@ -40,11 +38,12 @@ def parse_loss_args(text: str | list[str] | None) -> dict[str, Any]:
 
 
 def _yaml_scalar(key: str, text: str) -> Any:
+    from fortifai_bench.io import parse_yaml  # bounded: an alias bomb in one line is one line too
+
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:  # "gamma=[1": say which argument, in one line
-        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__
-        raise FortifaiError(f"--loss-args {key}={text!r}: invalid YAML value: {problem}") from exc
+        value = parse_yaml(text, f"--loss-args {key}={text!r}", lines=False)
+    except FortifaiError as exc:  # "gamma=[1": say which argument, in one line
+        raise FortifaiError(str(exc).replace(": invalid YAML: ", ": invalid YAML value: ", 1)) from exc
     if isinstance(value, dict):
         raise FortifaiError(f"--loss-args {key}={text!r}: a mapping is not a loss argument; give a "
                             "number, text, true/false or a list")

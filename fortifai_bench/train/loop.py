@@ -406,7 +406,13 @@ def _backward(net, chunk: _Chunk, checked, dist: Dist, bf16: bool, group: int, w
     if result is None:  # only repeats: no targets, but DDP needs this process's (zero) gradient
         (logits.sum() * 0.0).backward()
         return {"loss": 0.0, **{k: 0.0 for k in STATS}}
-    (result.loss * (chunk.share * dist.world / group)).backward()
+    try:
+        (result.loss * (chunk.share * dist.world / group)).backward()
+    except RuntimeError as exc:  # e.g. a loss that changed in place a tensor its own gradient needs
+        from fortifai_bench.losses.checked import _INPLACE_HINT, _first_sentence
+
+        raise FortifaiError(f"{where}: loss {checked.spec!r}: its backward pass failed: {_first_sentence(exc)}"
+                            + _INPLACE_HINT * ("inplace" in str(exc))) from exc
     if tally is not None and chunk.classes is not None and result.kept is not None:
         tally.add(epoch, chunk.classes, labels, result.kept, result.logp)
     return {"loss": result.loss.item(), **{k: float(result.stats.get(k, math.nan)) for k in STATS}}
