@@ -590,7 +590,7 @@ def test_token_classes_mark_sources_and_fact_values():
 def test_trained_summary_rates_from_a_tally():
     from fortifai_bench.collapse.corruption import (CORRUPTED, FAITHFUL, FRESH, VALUE_FALSE, VALUE_TRUE,
                                                     trained_summary)
-    from fortifai_bench.train.loop import TokenTally
+    from fortifai_bench.train.tally import TokenTally
 
     tally = TokenTally.empty(12, 2)
     # corrupted: 3 kept at p 0.35, 1 masked at p 0.95; faithful value stated true: 2 masked at p 0.995

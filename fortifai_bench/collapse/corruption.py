@@ -17,7 +17,7 @@ token a stage trains on gets a class (`token_classes`):
 Two measures of the loss's mask, in two model states:
 
 * `trained` (authoritative): the mask the loss applied in every training step of the stage (train mode,
-  the step's own dropout draw), tallied per class by the trainer (`train.loop.TokenTally`) and summarised
+  the step's own dropout draw), tallied per class by the trainer (`train.tally.TokenTally`) and summarised
   by `trained_summary`: kept rate, mean confidence p_t and share above gamma per class, and the kept rate
   per epoch. No extra forward pass, no random draw.
 * `start` / `end` (`gradient_split`): one extra forward pass over the stage's regenerated and fresh text
@@ -151,7 +151,7 @@ def token_classes(tokenizer, original, text: str, generation: int) -> tuple[list
 # ------------------------------------------------------------------------------------------ the mask as trained
 
 def trained_summary(tally, gamma: float, facts: dict | None = None) -> dict:
-    """`gradient.trained` from the trainer's tally (`train.loop.TokenTally`): per source class (corrupted,
+    """`gradient.trained` from the trainer's tally (`train.tally.TokenTally`): per source class (corrupted,
     faithful, fresh) and, on a facts corpus, per value class (`by_fact`: regenerated values stated true
     or false, values of fresh real text), the tokens trained on (counted once per epoch), the share the
     loss kept, their mean confidence p_t and share above `gamma`, in train mode; and the kept rate per

@@ -21,7 +21,7 @@ Conventions
   token, how many tokens the loss kept (the mask it returned, `LossOutput.kept`, as applied in that very
   step: train mode, its dropout draw) and their confidence (a histogram of p_t and its sum), from the
   loss's own per-token values: a few counters, no extra forward pass, no random draw
-  (`TrainResult.tally`, a `TokenTally`).
+  (`TrainResult.tally`, a `train.tally.TokenTally`).
 * Reproducible: with a given seed, two CPU runs give bit-identical weights (seeded shuffling through one
   ``torch.Generator``; dropout seeded with ``torch.manual_seed``). Dropout masks are drawn per process,
   so N processes and 1 agree in distribution, and in value only without dropout.
@@ -42,51 +42,12 @@ import torch
 from fortifai_bench import threads
 from fortifai_bench.distributed import Dist
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.losses import CheckedLoss, FunctionLoss, Loss, load_loss, shift_labels, token_logprobs
+from fortifai_bench.losses import CheckedLoss, FunctionLoss, Loss, load_loss, token_logprobs
 from fortifai_bench.train.config import SCHEDULES, TrainConfig
 from fortifai_bench.train.data import IGNORE_INDEX, Blocks, prepare
+from fortifai_bench.train.tally import TokenTally
 
 STATS = ("masked_fraction", "mean_p_correct")
-BINS = 100  # confidence histogram of the tally: bin b holds p_t in (b / 100, (b + 1) / 100] (bin 0 also 0)
-
-
-@dataclass
-class TokenTally:
-    """The loss's mask and confidence per class of target token, as training applied them.
-
-    ``counts[c, k, b]``: target tokens of class c, kept (k = 1) or masked (k = 0), with p_t in bin b (`BINS`);
-    ``p_sum[c]``: the sum of their p_t; ``epochs[e, c, k]``: the counts of epoch e + 1 alone."""
-
-    counts: torch.Tensor
-    p_sum: torch.Tensor
-    epochs: torch.Tensor
-
-    @classmethod
-    def empty(cls, n_classes: int, epochs: int) -> "TokenTally":
-        return cls(torch.zeros(n_classes, 2, BINS, dtype=torch.long), torch.zeros(n_classes, dtype=torch.float64),
-                   torch.zeros(epochs, n_classes, 2, dtype=torch.long))
-
-    @torch.no_grad()
-    def add(self, epoch: int, classes: torch.Tensor, labels: torch.Tensor, kept: torch.Tensor,
-            logp: torch.Tensor) -> None:
-        """One chunk: its token classes and labels [rows, T] and the loss's flat kept mask and logp."""
-        n = self.p_sum.numel()
-        target = shift_labels(classes.to(kept.device), 0).reshape(-1)  # the class of the token each position predicts
-        real = (shift_labels(labels, IGNORE_INDEX).reshape(-1) != IGNORE_INDEX) & (target > 0)
-        c, k, p = target[real], kept[real].long(), logp[real].float().exp()
-        b = (torch.ceil(p * BINS).long() - 1).clamp(0, BINS - 1)
-        self.counts += torch.bincount((c * 2 + k) * BINS + b, minlength=n * 2 * BINS).view(n, 2, BINS).cpu()
-        self.p_sum += torch.bincount(c, weights=p.double(), minlength=n).cpu()
-        self.epochs[epoch - 1] += torch.bincount(c * 2 + k, minlength=n * 2).view(n, 2).cpu()
-
-    def summed(self, dist: Dist) -> "TokenTally":
-        """Added over processes."""
-        if dist.world == 1:
-            return self
-        parts = [t.double().flatten() for t in (self.counts, self.p_sum, self.epochs)]
-        total = torch.tensor(dist.sum(torch.cat(parts).tolist()), dtype=torch.float64)
-        counts, p_sum, epochs = total.split([t.numel() for t in parts])
-        return TokenTally(counts.round().long().view_as(self.counts), p_sum, epochs.round().long().view_as(self.epochs))
 
 
 @dataclass

@@ -1,0 +1,158 @@
+"""The mask as trained and the paper's Fig. 1 contrasts, per stage, as markdown tables (issue 26 item 4).
+
+Reads finished collapse runs (any folder holding run directories, e.g. the --out of
+`fortifai-bench collapse --task T --loss ce --loss tce:0.9 --seeds 0 --no-control`) and prints, per task:
+
+* for every loss that masks (kept rate below 1 somewhere), `gradient.trained` per stage: the mask the loss
+  applied over every training step of the stage (train mode), as kept rates of corrupted / faithful
+  regenerated tokens and fresh real tokens, of fact values the rewrite states true / false and of fresh
+  real fact values, the facts the rewrite states true / false / not at all, and beside it the eval-mode
+  faithful kept rate of the models that start and end the stage (`gradient.start` / `gradient.end`);
+* for every loss, `confidence` per stage (M_0 .. M_N): mean p_t and share above gamma on M_i's own
+  regenerated tokens, on the real text it trained on, and on unseen real text, in eval and in train mode.
+
+    python benchmarks/mask_as_trained.py /tmp/h2runs/collapse_facts [more folders]
+
+`--cost`: what the tally costs the trainer: TCE(0.9) training of collapse_facts' base on split 0 and the real
+text of split 1 (as token classes fresh), one thread, with and without classes, alternated `--repeats` times
+in one process; the median seconds of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+CONTRASTS = ("own_generated", "trained_real", "unseen_real")
+
+
+def runs_in(folder: Path) -> list[Path]:
+    return sorted(p.parent for p in Path(folder).glob("*/results.json"))
+
+
+def stage_metrics(run: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(run.glob("stage_*/metrics.json"),
+                                                     key=lambda p: int(p.parent.name.split("_")[1]))]
+
+
+def f3(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def rate(cell: dict | None, key: str = "kept_rate") -> float | None:
+    return None if cell is None else cell[key]
+
+
+def mask_table(stages: list[dict]) -> list[str]:
+    lines = ["| stage | corrupted share of regenerated tokens | kept: corrupted | kept: faithful | kept: all regenerated | "
+             "kept: fresh real | "
+             "kept: value stated true | kept: value stated false | kept: fresh real value | facts stated true / false / "
+             "not found | eval mode, kept faithful: start -> end |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    rows = []
+    for m in stages[1:]:
+        g = m["gradient"]
+        t = g["trained"]
+        regen = sum((t[c] or {}).get("tokens", 0) for c in ("corrupted", "faithful"))
+        by_fact = t.get("by_fact") or {}
+        facts = t.get("facts_stated") or {}
+        kept = sum((t[c] or {}).get("tokens", 0) * (t[c] or {}).get("kept_rate", 0) for c in ("corrupted", "faithful"))
+        row = [(t["corrupted"] or {}).get("tokens", 0) / regen if regen else None,
+               rate(t["corrupted"]), rate(t["faithful"]), kept / regen if regen else None, rate(t["fresh"]),
+               rate(by_fact.get("true")), rate(by_fact.get("false")), rate(by_fact.get("fresh"))]
+        rows.append(row)
+        stated = " / ".join(str(facts.get(k, "-")) for k in ("true", "false", "missing"))
+        lines.append(f"| {m['stage']} | " + " | ".join(f3(x) for x in row) + f" | {stated} | "
+                     f"{f3(g['start']['faithful_kept_rate'])} -> {f3(g['end']['faithful_kept_rate'])} |")
+    means = [statistics.fmean(x for x in col if x is not None) if any(x is not None for x in col) else None
+             for col in zip(*rows)]
+    lines.append("| mean 1-5 | " + " | ".join(f3(x) for x in means) + " | | |")
+    return lines
+
+
+def confidence_table(label: str, stages: list[dict]) -> list[str]:
+    out = []
+    for m in stages:
+        c = m["confidence"]
+        cells = [f"{f3(c[k]['mean'])} / {f3(c[k]['share_above_gamma'])}" for k in CONTRASTS]
+        cells += [f"{f3(c['train_mode'][k]['mean'])} / {f3(c['train_mode'][k]['share_above_gamma'])}"
+                  for k in CONTRASTS]
+        out.append(f"| {label} | M_{m['stage']} | " + " | ".join(cells) + " |")
+    return out
+
+
+CONFIDENCE_HEADER = ("| loss | model | eval: own regenerated | eval: real it trained on | eval: unseen real | "
+                     "train: own regenerated | train: real it trained on | train: unseen real |\n"
+                     "| --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
+def cost(repeats: int, epochs: int) -> None:
+    import time
+
+    import torch
+
+    from fortifai_bench.collapse.base import base_model
+    from fortifai_bench.collapse.config import load_task
+    from fortifai_bench.collapse.corruption import token_classes
+    from fortifai_bench.collapse.protocol import load_data
+    from fortifai_bench.models import load_model
+    from fortifai_bench.train import train
+
+    torch.set_num_threads(1)
+    task = load_task("collapse_facts")
+    data = load_data(task)
+    paragraphs = data.splits[0] + data.splits[1]
+    config = dataclasses.replace(task.stage_train(seed=0), epochs=epochs)
+    seconds: dict[str, list[float]] = {"without classes": [], "with classes": []}
+    for _ in range(repeats):
+        for label in seconds:
+            model, tok = load_model(base_model(task, progress=False))
+            classes = [token_classes(tok, q, q.text, 0)[0] for q in paragraphs] if label == "with classes" else None
+            start = time.perf_counter()
+            train(model, tok, [q.text for q in paragraphs], "tce:0.9", config, progress=False, classes=classes)
+            seconds[label].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    for k, v in seconds.items():
+        print(f"{k}: median {med[k]:.2f} s ({', '.join(f'{x:.2f}' for x in v)})")
+    print(f"ratio with / without: {med['with classes'] / med['without classes']:.3f}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="*", help="folders holding finished run directories")
+    p.add_argument("--cost", action="store_true", help="time the trainer with and without the tally instead")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=4)
+    args = p.parse_args(argv)
+    if args.cost:
+        cost(args.repeats, args.epochs)
+        return 0
+    for folder in args.folders:
+        runs = [(json.loads((r / "results.json").read_text()), r) for r in runs_in(Path(folder))]
+        if not runs:
+            print(f"{folder}: no finished runs")
+            continue
+        task = runs[0][0]["task"]
+        seeds = sorted({r["seed"] for r, _ in runs})
+        print(f"\n### {task['name']} v{task['version']}, seed {', '.join(map(str, seeds))}\n")
+        confidence = []
+        for res, run in runs:
+            stages = stage_metrics(run)
+            spec = res["loss"]["spec"]
+            masks = any((m["gradient"]["trained"] or {}).get(c) and m["gradient"]["trained"][c]["kept_rate"] < 1
+                        for m in stages for c in ("corrupted", "faithful", "fresh"))
+            if masks:
+                gamma = stages[0]["gradient"]["trained"]["gamma"]
+                print(f"{spec}: the mask as trained (train mode, every step of the stage; gamma {gamma})\n")
+                print("\n".join(mask_table(stages)) + "\n")
+            confidence += confidence_table(spec, stages)
+        print("Fig. 1 contrasts: mean p_t / share above gamma (0.9), per model\n")
+        print(CONFIDENCE_HEADER + "\n" + "\n".join(confidence))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
