@@ -910,3 +910,13 @@ def test_compare_prints_no_control_characters_from_a_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert not any(c in out for c in ("\x1b", "\r", "\u202e")) and "\nfake line" not in out
     assert "\\x1b[2J" in out
+
+
+def test_verify_rescores_in_a_fresh_process_even_from_a_patched_one(smoke_runs, monkeypatch, capsys):
+    """This process's scorer says every answer is right; `verify` re-scores in a child, which it cannot reach."""
+    import fortifai_bench.kr.scoring as scoring
+
+    monkeypatch.setattr(scoring, "decide", lambda *a: True)
+    assert main(["verify", str(smoke_runs["cheat"])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("fortifai-bench: error: verify: stage 0: KR-split-0 recorded 1.0000, re-scored 0.") == 1

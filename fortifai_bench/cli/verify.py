@@ -29,10 +29,12 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.out is not None:
         raise FortifaiError("verify: --out is where --rerun writes its run; give --rerun")
-    reports = [verify.verify_run(run, progress=not args.quiet and not args.json) for run in args.runs]
-    if args.json:
+    if args.json:  # what the child process below runs: the re-scoring itself, in this process
+        reports = [verify.verify_run(run) for run in args.runs]
         print(json.dumps(reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports]))
         return 0
+    # Always in a fresh child, even when called from a process that imported a loss module (a test, a notebook)
+    reports = [verify.verify_in_subprocess(run) for run in args.runs]
     for r in reports:
         print("\n".join(r.lines()))
     bad = [p for r in reports for p in r.problems]
@@ -45,8 +47,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "verify", help="re-score a run's saved models and compare with its results.json (publish runs it)",
         description="Load every stage's saved model of a finished collapse run and score the run's KR questions "
-                    "again, in this process (which never imports the run's loss module), with the run's batches "
-                    "and thread count; compare KR-split-0, KR per split and the split-0 per-question bits with "
+                    "again, in a fresh Python process (which never imports the run's loss module), with the run's "
+                    "batches and thread count; compare KR-split-0, KR per split and the split-0 per-question bits with "
                     "results.json: equal on the CPU kind the run recorded, else equal up to near-tie flips. "
                     "Exit 2 naming the first stage that differs. --rerun runs the whole protocol again from the "
                     "recorded config, loss and seed and compares every number (CONTRIBUTING: Verifying a run).")
@@ -55,6 +57,7 @@ def register(subparsers: Any) -> None:
                    help="run the protocol again (imports the run's loss) and compare every recorded number")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="--rerun: keep the new run under DIR (default: a temporary folder, removed)")
-    p.add_argument("--json", action="store_true", help="print the re-scoring as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="re-score in this process and print the result as JSON (what the fresh process runs)")
     add_quiet(p)
     p.set_defaults(func=_run)
