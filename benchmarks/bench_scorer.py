@@ -94,7 +94,7 @@ def main() -> None:
 
     from fortifai_bench.kr.encode import _encode, model_window
     from fortifai_bench.kr.scoring import _order
-    from fortifai_bench.kr.tree import _tree_len
+    from fortifai_bench.kr.tree import tree_len
 
     items = _encode(questions, tokenizer, model_window(model, tokenizer))
     order = _order(items, args.batch_size, True, tree=True)
@@ -107,7 +107,7 @@ def main() -> None:
         flat += [tokenizer.pad_token_id] * (n * width - len(flat))
         scored = sum(len(it.conts[0]) + len(it.conts[1]) - 1 for it in batch)
         floor_batches.append((torch.tensor(flat).view(n, width), -(-scored // n)))
-    unique = sum(_tree_len(it) for it in items)
+    unique = sum(tree_len(it) for it in items)
 
     @torch.inference_mode()
     def run_floor(project_all: bool):

@@ -67,9 +67,9 @@ def main() -> None:
     padded = total = 0
     for s in range(0, len(order), 64):
         batch = [items[i] for i in order[s : s + 64]]
-        width = max(tree._tree_len(it) for it in batch)
+        width = max(tree.tree_len(it) for it in batch)
         total += width * len(batch)
-        padded += sum(width - tree._tree_len(it) for it in batch)
+        padded += sum(width - tree.tree_len(it) for it in batch)
     print(f"padded positions: {padded / total:.1%} of {total:,} (batch 64)")
 
     profile = cProfile.Profile()

@@ -355,6 +355,11 @@ def summarize_runs(runs: Sequence[dict], keys: Sequence[str] = ("score", "kr_tot
 
 # ------------------------------------------------------------------------------------------ base and runtime
 
+# model.pretrain.seed: "run": the base's seed follows the run's (issue 26 item 3). Defined here, with what a
+# run's record means, so that the task config (collapse.config) and the records share it without a cycle.
+BASE_SEED_RUN = "run"
+
+
 def base_sha256(results: dict) -> str | None:
     """The sha256 of the weights of the base M_0 a run started from (None: not recorded, e.g. a hub model
     or a run written before runs recorded it)."""
@@ -364,8 +369,6 @@ def base_sha256(results: dict) -> str | None:
 def base_per_seed(config: dict | None) -> bool:
     """Whether a run's task samples its base per seed (``model.pretrain.seed: run``, issue 26 item 3): each run
     then starts from its own seed's base, so runs of one seed share a base and runs of two seeds do not."""
-    from fortifai_bench.collapse.config import BASE_SEED_RUN
-
     model = (config or {}).get("model")  # a toy's or an older record's may be a name alone
     pretrain = model.get("pretrain") if isinstance(model, dict) else None
     return isinstance(pretrain, dict) and pretrain.get("seed") == BASE_SEED_RUN

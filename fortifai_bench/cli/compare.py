@@ -37,11 +37,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _printable_strings(x):
-    """`x` with every string's control characters escaped (`render._printable`, as `leaderboard show` does)."""
-    from fortifai_bench.leaderboard.render import _printable
+    """`x` with every string's control characters escaped (`render.printable`, as `leaderboard show` does)."""
+    from fortifai_bench.leaderboard.render import printable
 
     if isinstance(x, str):
-        return _printable(x)
+        return printable(x)
     if isinstance(x, dict):
         return {k: _printable_strings(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

@@ -33,7 +33,7 @@ from fortifai_bench.kr.methods import METHODS as KR_METHODS  # the scorer's rule
 from fortifai_bench.metrics import DEFAULT_THRESHOLD
 from fortifai_bench.models import ATTENTION, DTYPES, GGUF, TinyConfig, gguf_file
 from fortifai_bench.registry import Registry
-from fortifai_bench.results import config_hash
+from fortifai_bench.results import BASE_SEED_RUN, config_hash
 from fortifai_bench.train.config import TrainConfig
 
 MODES = ("accumulate", "replace", "accumulate-subsample", "clean")
@@ -42,7 +42,6 @@ BUDGETS = ("epochs", "steps")
 REGEN_MODES = ("sequential", "original")
 DECODINGS = ("sample", "greedy", "beam")
 KR_SPLITS = ("all", "first")
-BASE_SEED_RUN = "run"  # model.pretrain.seed: the base's seed follows the run's
 
 
 def _seed_not_set(train: TrainConfig, where: str, instead: str) -> None:

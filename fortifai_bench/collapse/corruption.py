@@ -89,7 +89,7 @@ def _patterns(kind: str, attribute: str, slot: str, name: str, loose: bool = Fal
     word for a place, profession or product, two capitalised words for a person or company; so that one
     variant never reads another's value: "born in 1843 in Dravia" is no place "1843"), or with `loose`
     any word or name; any other slot as text up to the sentence's end, which may be the text's end."""
-    from fortifai_bench.corpora.facts import _SLOT, CATEGORIES, TEMPLATES
+    from fortifai_bench.corpora.facts import SLOT, CATEGORIES, TEMPLATES
 
     ref = name.split()[-1] if kind == "person" else name  # as corpora.facts writes later sentences
     value = (r"[A-Za-z0-9]+(?: [A-Z][a-z]+)?" if loose else
@@ -101,7 +101,7 @@ def _patterns(kind: str, attribute: str, slot: str, name: str, loose: bool = Fal
             if f"{{{attribute}:" not in template:
                 continue
             parts, pos = [], 0
-            for m in _SLOT.finditer(template):
+            for m in SLOT.finditer(template):
                 parts.append(re.escape(template[pos : m.start()]))
                 a = m.group(1)
                 parts.append(re.escape(name) if a == "name" else re.escape(ref) if a == "Ref"

@@ -131,7 +131,7 @@ TEMPLATES = {
         (False, ["The nearest town to Mount {Ref} is {town:rel:city}."]),
     ],
 }
-_SLOT = re.compile(r"\{(\w+)(?::([\w:]+))?\}")
+SLOT = re.compile(r"\{(\w+)(?::([\w:]+))?\}")
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ def _render(template: str, name: str, ref: str, values: dict) -> tuple[str, list
     """Fill a template; return the sentence and the character spans of its facts."""
     out, facts, pos = [], [], 0
     length = 0
-    for m in _SLOT.finditer(template):
+    for m in SLOT.finditer(template):
         literal = template[pos:m.start()]
         out.append(literal)
         length += len(literal)
@@ -263,7 +263,7 @@ def _part(rng, n: int, part: str, taken: set[str], config: FactsConfig):
         sentences = [t for j, (req, t) in enumerate(chosen) if req or j in keep_optional]
         values = {}
         for template in sentences:
-            for attr, slot in _SLOT.findall(template):
+            for attr, slot in SLOT.findall(template):
                 if not slot:
                     continue
                 if slot.startswith("rel:"):

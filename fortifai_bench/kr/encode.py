@@ -2,8 +2,8 @@
 
 The context and the whole `context + " " + continuation` are encoded with the tokenizer's defaults (the
 tiny tokenizer prepends BOS), and the continuation's tokens are `whole[len(context_tokens):]`; a question
-becomes an `_Item` (its context tokens and both continuations'), cut to the model's window as lm-eval cuts:
-a context too long for the window loses its first tokens (`_Item.cut` says how many).
+becomes an `Item` (its context tokens and both continuations'), cut to the model's window as lm-eval cuts:
+a context too long for the window loses its first tokens (`Item.cut` says how many).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ _DEFAULT_MAX_LENGTH = 2048  # lm-eval's HFLM default when neither config nor tok
 
 
 @dataclass(frozen=True)
-class _Item:
+class Item:
     ctx: list[int]
     conts: tuple[list[int], list[int]]  # true, false
     cut: int = 0  # context tokens dropped on the left to fit the model's window (lm-eval drops them too)
 
 
-def _field(question: Any, name: str):
+def question_field(question: Any, name: str):
     if isinstance(question, dict):
         return question[name]
     return getattr(question, name)
@@ -101,15 +101,15 @@ class _Encoder:
         return pairs
 
 
-def _encode(questions: Sequence[Any], tokenizer, max_length: int) -> list[_Item]:
+def encode_items(questions: Sequence[Any], tokenizer, max_length: int) -> list[Item]:
     enc = _Encoder(tokenizer)
-    contexts = [str(_field(q, "context")) for q in questions]
-    trues = [TARGET_DELIMITER + str(_field(q, "true")) for q in questions]
-    falses = [TARGET_DELIMITER + str(_field(q, "false")) for q in questions]
+    contexts = [str(question_field(q, "context")) for q in questions]
+    trues = [TARGET_DELIMITER + str(question_field(q, "true")) for q in questions]
+    falses = [TARGET_DELIMITER + str(question_field(q, "false")) for q in questions]
     pt, pf = enc.pairs(contexts, trues, falses)
     items = []
     for i, ((ctx_t, cont_t), (ctx_f, cont_f)) in enumerate(zip(pt, pf)):
-        qid = _field(questions[i], "id")
+        qid = question_field(questions[i], "id")
         if ctx_t != ctx_f:  # cannot happen for a non-empty context: both are encode(context)
             raise FortifaiError(f"question {qid}: its two choices tokenize to different contexts")
         if not cont_t or not cont_f:
@@ -121,5 +121,5 @@ def _encode(questions: Sequence[Any], tokenizer, max_length: int) -> list[_Item]
         # lm-eval keeps the last max_length+1 tokens of context+continuation; with a shared context we cut
         # it to fit the longer continuation (identical to lm-eval for it, a few tokens more for the other).
         keep = max_length + 1 - longest
-        items.append(_Item(ctx_t[-keep:], (cont_t, cont_f), max(0, len(ctx_t) - keep)))
+        items.append(Item(ctx_t[-keep:], (cont_t, cont_f), max(0, len(ctx_t) - keep)))
     return items

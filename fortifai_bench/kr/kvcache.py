@@ -1,13 +1,13 @@
-"""The two KR scoring paths that need no custom attention mask, both per-token log-probabilities of an `_Item`'s
-two continuations: `_batch_shared` (each context once, its KV cache repeated for the two continuations; the
-fallback of the tree path and its reference) and `_batch_naive` (lm-eval's way: one sequence per choice).
+"""The two KR scoring paths that need no custom attention mask, both per-token log-probabilities of an `Item`'s
+two continuations: `batch_shared` (each context once, its KV cache repeated for the two continuations; the
+fallback of the tree path and its reference) and `batch_naive` (lm-eval's way: one sequence per choice).
 """
 
 from __future__ import annotations
 
 import torch
 
-from fortifai_bench.kr.encode import _Item
+from fortifai_bench.kr.encode import Item
 from fortifai_bench.models import cache_argument
 
 
@@ -27,7 +27,7 @@ def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _batch_shared(model, batch: list[_Item], pad_id: int, device, keep_logits: bool) -> list[tuple[list[float], list[float]]]:
+def batch_shared(model, batch: list[Item], pad_id: int, device, keep_logits: bool) -> list[tuple[list[float], list[float]]]:
     """Per-token log-probabilities of both continuations of each item: context once, KV cache reused."""
     n = len(batch)
     c_max = max(len(it.ctx) for it in batch)
@@ -72,7 +72,7 @@ def _batch_shared(model, batch: list[_Item], pad_id: int, device, keep_logits: b
 
 
 @torch.inference_mode()
-def _batch_naive(model, batch: list[_Item], pad_id: int, device) -> list[tuple[list[float], list[float]]]:
+def batch_naive(model, batch: list[Item], pad_id: int, device) -> list[tuple[list[float], list[float]]]:
     """lm-eval's way: each choice its own right-padded sequence context + continuation (reference path)."""
     seqs = [(it.ctx, c) for it in batch for c in it.conts]
     length = max(len(a) + len(b) - 1 for a, b in seqs)

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.kr.encode import _encode, _field, _Item, model_window
-from fortifai_bench.kr.kvcache import _batch_naive, _batch_shared
+from fortifai_bench.kr.encode import Item, encode_items, model_window, question_field
+from fortifai_bench.kr.kvcache import batch_naive, batch_shared
 from fortifai_bench.kr.methods import METHODS, decide, margin
-from fortifai_bench.kr.tree import _batch_tree, _tree_fits, _tree_len, _tree_mode
+from fortifai_bench.kr.tree import batch_tree, tree_fits, tree_len, tree_mode
 from fortifai_bench.metrics import bootstrap_ci
 from fortifai_bench.models import cache_argument
 
@@ -76,7 +76,7 @@ def _accepts(model, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def _order(items: list[_Item], batch_size: int, shared: bool, tree: bool = False) -> list[int]:
+def _order(items: list[Item], batch_size: int, shared: bool, tree: bool = False) -> list[int]:
     """Longest first (like lm-eval), by the key that pads least: every padded token costs a full pass.
 
     Per-sequence scoring pads context + continuation; tree rows pad their whole length. The KV-cache
@@ -85,7 +85,7 @@ def _order(items: list[_Item], batch_size: int, shared: bool, tree: bool = False
     """
     idx = range(len(items))
     if tree:
-        return sorted(idx, key=lambda i: _tree_len(items[i]), reverse=True)
+        return sorted(idx, key=lambda i: tree_len(items[i]), reverse=True)
     if not shared:
         return sorted(idx, key=lambda i: len(items[i].ctx) + max(map(len, items[i].conts)), reverse=True)
 
@@ -127,7 +127,7 @@ def score(
 
     threads.refresh()  # a long CLI run (a collapse stage ends here) adapts its thread count to the load now
     max_length = model_window(model, tokenizer)
-    items = _encode(questions, tokenizer, max_length)
+    items = encode_items(questions, tokenizer, max_length)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     shared = shared_context and _accepts(model, "position_ids") and _accepts(model, cache_argument(model))
@@ -139,19 +139,19 @@ def score(
     try:
         from tqdm.auto import tqdm
 
-        tree = _tree_mode(model, items, pad_id, device, keep_logits) if shared else None
+        tree = tree_mode(model, items, pad_id, device, keep_logits) if shared else None
         # Longest first (like lm-eval): padding stays small and an out-of-memory error shows at once.
         order = _order(items, batch_size, shared, tree)
         starts = range(0, len(order), batch_size)
         for s in tqdm(starts, desc="KR scoring", unit="batch", disable=not progress):
             idx = order[s : s + batch_size]
             batch = [items[i] for i in idx]
-            if tree and _tree_fits(batch, max_length):
-                rows = _batch_tree(model, batch, pad_id, device, tree)
+            if tree and tree_fits(batch, max_length):
+                rows = batch_tree(model, batch, pad_id, device, tree)
             elif shared:
-                rows = _batch_shared(model, batch, pad_id, device, keep_logits)
+                rows = batch_shared(model, batch, pad_id, device, keep_logits)
             else:
-                rows = _batch_naive(model, batch, pad_id, device)
+                rows = batch_naive(model, batch, pad_id, device)
             for i, row in zip(idx, rows):
                 per_token[i] = row
     finally:
@@ -160,13 +160,13 @@ def score(
     logp_t = [math.fsum(r[0]) for r in per_token]
     logp_f = [math.fsum(r[1]) for r in per_token]
     correct = [decide(method, r[0], r[1]) for r in per_token]
-    len_t = [len(str(_field(q, "true"))) or 1 for q in questions]
-    len_f = [len(str(_field(q, "false"))) or 1 for q in questions]
+    len_t = [len(str(question_field(q, "true"))) or 1 for q in questions]
+    len_f = [len(str(question_field(q, "false"))) or 1 for q in questions]
     correct_norm = [lt / nt >= lf / nf for lt, lf, nt, nf in zip(logp_t, logp_f, len_t, len_f)]
     return ScoreResult(
         method=method,
-        ids=[str(_field(q, "id")) for q in questions],
-        splits=[int(_field(q, "split")) for q in questions],
+        ids=[str(question_field(q, "id")) for q in questions],
+        splits=[int(question_field(q, "split")) for q in questions],
         logp_true=logp_t,
         logp_false=logp_f,
         correct=correct,

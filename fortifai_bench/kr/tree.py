@@ -1,33 +1,33 @@
 """The fast KR scoring path: one row per question, `context + true[:-1] + false[:-1]`, under a two-branch
 (tree) 4D attention mask, so every token a question needs runs once.
 
-`_tree_mode` decides, once per model class and attention implementation and by scoring a few items both ways
-against the KV-cache path (`kvcache._batch_shared`), whether a model honours such a mask and how only the
-scored positions reach its vocabulary projection; `_tree_fits` whether a batch is small enough for it.
+`tree_mode` decides, once per model class and attention implementation and by scoring a few items both ways
+against the KV-cache path (`kvcache.batch_shared`), whether a model honours such a mask and how only the
+scored positions reach its vocabulary projection; `tree_fits` whether a batch is small enough for it.
 """
 
 from __future__ import annotations
 
 import torch
 
-from fortifai_bench.kr.encode import _Item
-from fortifai_bench.kr.kvcache import _batch_shared
+from fortifai_bench.kr.encode import Item
+from fortifai_bench.kr.kvcache import batch_shared
 
 
 _TREE_MAX_ELEMENTS = 2**25  # a batch's 4D mask (rows x length^2) above this: the KV-cache path (memory)
-_TREE_OK: dict = {}  # (model class, attention implementation) -> its `_tree_mode` (None: KV-cache path)
+_TREE_OK: dict = {}  # (model class, attention implementation) -> its `tree_mode` (None: KV-cache path)
 
 
-def _tree_len(it: _Item) -> int:
+def tree_len(it: Item) -> int:
     return len(it.ctx) + len(it.conts[0]) + len(it.conts[1]) - 2
 
 
-def _tree_fits(batch: list[_Item], max_length: int) -> bool:
-    longest = max(_tree_len(it) for it in batch)
+def tree_fits(batch: list[Item], max_length: int) -> bool:
+    longest = max(tree_len(it) for it in batch)
     return longest <= max_length and len(batch) * longest * longest <= _TREE_MAX_ELEMENTS
 
 
-def _tree_inputs(batch: list[_Item], pad_id: int, dtype: torch.dtype | None):
+def _tree_inputs(batch: list[Item], pad_id: int, dtype: torch.dtype | None):
     """Left-padded rows `context + true[:-1] + false[:-1]`, their positions and the tree's 4D mask: additive
     in `dtype`, or boolean (True: may attend) when `dtype` is None.
 
@@ -35,13 +35,13 @@ def _tree_inputs(batch: list[_Item], pad_id: int, dtype: torch.dtype | None):
     false branch does not see the true one; the false branch's positions restart where the context ends, as
     if the true branch were not there. A padded position sees only itself (a fully masked row would be NaN).
     """
-    n, width = len(batch), max(_tree_len(it) for it in batch)
+    n, width = len(batch), max(tree_len(it) for it in batch)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     pos = torch.zeros((n, width), dtype=torch.long)
     seg = torch.zeros((n, width), dtype=torch.int8)
     for i, it in enumerate(batch):
         (t, f), c = it.conts, len(it.ctx)
-        start = width - _tree_len(it)
+        start = width - tree_len(it)
         ids[i, start:] = torch.tensor(it.ctx + t[:-1] + f[:-1], dtype=torch.long)
         pos[i, start:] = torch.cat([torch.arange(c + len(t) - 1), torch.arange(c, c + len(f) - 1)])
         seg[i, start : start + c] = 1
@@ -60,7 +60,7 @@ _CE_CHUNK = 1024  # positions projected onto the vocabulary at a time: their log
 # (1,024 x a 4,096-word vocabulary: 16 MB; 10% faster than 4,096 positions on WikiText items, BENCHMARKS.md)
 
 
-def _tree_logps(rows: torch.Tensor, batch: list[_Item], project) -> list[tuple[list[float], list[float]]]:
+def _tree_logps(rows: torch.Tensor, batch: list[Item], project) -> list[tuple[list[float], list[float]]]:
     """Per-token log-probabilities from each item's scored positions (items one after another, `rows`:
     their logits, or their final hidden states with `project` the output embedding).
 
@@ -94,7 +94,7 @@ def _tree_logps(rows: torch.Tensor, batch: list[_Item], project) -> list[tuple[l
 
 
 @torch.inference_mode()
-def _batch_tree(model, batch: list[_Item], pad_id: int, device, keep: str) -> list[tuple[list[float], list[float]]]:
+def batch_tree(model, batch: list[Item], pad_id: int, device, keep: str) -> list[tuple[list[float], list[float]]]:
     """Per-token log-probabilities of both continuations of each item: one row per item (see module doc).
 
     `keep`: how only the scored positions reach the vocabulary projection: "hidden" (the final hidden
@@ -123,8 +123,8 @@ def _batch_tree(model, batch: list[_Item], pad_id: int, device, keep: str) -> li
     return _tree_logps(out.logits[:, -last:][wanted[:, -last:].to(device)], batch, None)
 
 
-def _tree_mode(model, items: list[_Item], pad_id: int, device, keep_logits: bool) -> str | None:
-    """How this model scores tree rows ("hidden", "mask", "last" or "all": `_batch_tree`), or None when it does
+def tree_mode(model, items: list[Item], pad_id: int, device, keep_logits: bool) -> str | None:
+    """How this model scores tree rows ("hidden", "mask", "last" or "all": `batch_tree`), or None when it does
     not honour a custom 4D mask and position ids: decided by scoring a few items both ways.
 
     transformers passes a 4D mask through unchanged for eager and sdpa attention; flash attention takes
@@ -138,11 +138,11 @@ def _tree_mode(model, items: list[_Item], pad_id: int, device, keep_logits: bool
     _TREE_OK[key] = None
     if impl not in (None, "eager", "sdpa"):
         return None
-    probe = sorted(items, key=_tree_len)[-4:]  # the longest: most positions, padding inside the batch
-    ref = _batch_shared(model, probe, pad_id, device, keep_logits)
+    probe = sorted(items, key=tree_len)[-4:]  # the longest: most positions, padding inside the batch
+    ref = batch_shared(model, probe, pad_id, device, keep_logits)
     for mode in (("hidden", "mask", "last") if keep_logits else ("all",)):
         try:
-            got = _batch_tree(model, probe, pad_id, device, mode)
+            got = batch_tree(model, probe, pad_id, device, mode)
         except (RuntimeError, TypeError, ValueError, IndexError, AttributeError):  # e.g. no hidden states
             continue
         if all(len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) < 1e-4

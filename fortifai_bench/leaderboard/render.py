@@ -100,7 +100,7 @@ def rows(board: dict) -> list[list[str]]:
     return out
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """No terminal escape sequences or line breaks from a board reach the terminal."""
     return "".join(c if unicodedata.category(c)[0] != "C" else f"\\x{ord(c):02x}" for c in text)
 
@@ -111,10 +111,10 @@ def title(board: dict) -> str:
 
 
 def render_text(board: dict) -> str:
-    table = [COLUMNS] + [[_printable(c) for c in r] for r in rows(board)]
+    table = [COLUMNS] + [[printable(c) for c in r] for r in rows(board)]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
-    lines = [_printable(title(board)) + f" - ranked by time to failure (threshold "
-             f"{_threshold(board)}), then AUC of {_printable(_score_name(board))}; " + TIES]
+    lines = [printable(title(board)) + f" - ranked by time to failure (threshold "
+             f"{_threshold(board)}), then AUC of {printable(_score_name(board))}; " + TIES]
     for j, r in enumerate(table):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if j == 0:
@@ -124,21 +124,21 @@ def render_text(board: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _md_cell(text: str) -> str:
-    text = html.escape(" ".join(_printable(text).split()), quote=False)
+def md_cell(text: str) -> str:
+    text = html.escape(" ".join(printable(text).split()), quote=False)
     for ch in "\\`*_[]|#":
         text = text.replace(ch, "\\" + ch)
     return text
 
 
 def render_markdown(board: dict) -> str:
-    lines = [f"### {_md_cell(title(board))}", "",
-             f"Ranked by time to failure (first stage with {_md_cell(_score_name(board))} below "
+    lines = [f"### {md_cell(title(board))}", "",
+             f"Ranked by time to failure (first stage with {md_cell(_score_name(board))} below "
              f"{_threshold(board)}, interpolated, in stages from M_0; a seed that never fails counts as the last "
              f"stage), then by AUC. {TIES}", "",
-             "| " + " | ".join(_md_cell(c) for c in COLUMNS) + " |",
+             "| " + " | ".join(md_cell(c) for c in COLUMNS) + " |",
              "|" + "|".join("---:" if c in ("#",) else "---" for c in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows(board)]
+    lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows(board)]
     return "\n".join(lines) + "\n"
 
 
@@ -197,7 +197,7 @@ _SCRIPT = r"""
 })();
 """
 
-_STYLE = """
+STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; }
 th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #ddd; text-align: left; vertical-align: middle; }
@@ -340,7 +340,7 @@ def render_html(board: dict) -> str:
 <meta http-equiv="Content-Security-Policy" content="{_e(csp)}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(title(board))} - fortifai-bench leaderboard</title>
-<style>{_STYLE}</style></head>
+<style>{STYLE}</style></head>
 <body>
 <h1>{_e(title(board))}</h1>
 {links_html()}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard.board import canonical
 from fortifai_bench.leaderboard.ranking import Ranked, claim_text, ranking
-from fortifai_bench.leaderboard.render import _STYLE, _md_cell, _printable, fmt_args, links_html
+from fortifai_bench.leaderboard.render import STYLE, md_cell, printable, fmt_args, links_html
 
 VERDICTS = ("better", "worse", "indistinguishable")
 
@@ -133,9 +133,9 @@ LEGEND = ("Each cell: the restricted mean time to failure (stages from M_0, a se
 
 
 def render_suite_text(suite: Suite) -> str:
-    rows = [[_printable(c) for c in r] for r in table(suite)]
+    rows = [[printable(c) for c in r] for r in table(suite)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["Suite: " + ", ".join(_printable(r) for r in suite.regimes) + ". " + LEGEND]
+    lines = ["Suite: " + ", ".join(printable(r) for r in suite.regimes) + ". " + LEGEND]
     for j, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if j == 0:
@@ -145,9 +145,9 @@ def render_suite_text(suite: Suite) -> str:
 
 def render_suite_markdown(suite: Suite) -> str:
     rows = table(suite)
-    lines = ["### Suite: " + ", ".join(_md_cell(r) for r in suite.regimes), "", LEGEND, "",
-             "| " + " | ".join(_md_cell(c) for c in rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
-    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows[1:]]
+    lines = ["### Suite: " + ", ".join(md_cell(r) for r in suite.regimes), "", LEGEND, "",
+             "| " + " | ".join(md_cell(c) for c in rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
+    lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows[1:]]
     return "\n".join(lines) + "\n"
 
 
@@ -174,7 +174,7 @@ def render_suite_html(suite: Suite) -> str:
                     + f'<td class="summary">{_e(counts_text(suite.loss_counts(key)))}</td></tr>')
     totals = "".join(f'<td class="r{i}">{_e(counts_text(suite.regime_counts(r)))}</td>'
                      for i, r in enumerate(suite.regimes))
-    style = _STYLE + (".verdict { font-size: 0.85em; color: #555; } td.verdict-better { background: #e3f4e1; } "
+    style = STYLE + (".verdict { font-size: 0.85em; color: #555; } td.verdict-better { background: #e3f4e1; } "
                       "td.verdict-worse { background: #f9e0de; } tfoot td { font-weight: bold; }")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

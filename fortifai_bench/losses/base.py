@@ -2,7 +2,7 @@
 
 A subclass overrides `Loss.reduce` (a function of ``logp`` per token, see `logprobs`), or only
 `Loss.forward` when it needs the full logits. `FunctionLoss` gives a plain ``f(logits, labels)`` the same
-statistics. `_number` and `_flag` validate constructor arguments with one-line errors naming the loss.
+statistics. `check_number` and `check_flag` validate constructor arguments with one-line errors naming the loss.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Loss:
             loss, kept = result, valid
         if not isinstance(kept, torch.Tensor) or kept.shape != valid.shape:
             raise FortifaiError(f"{type(self).__name__}.reduce returned a kept mask of "
-                                f"{_describe_value(kept)}, expected a bool tensor of shape {tuple(valid.shape)}")
+                                f"{describe_value(kept)}, expected a bool tensor of shape {tuple(valid.shape)}")
         kept = kept.detach().bool() & valid
         return LossOutput(loss, _stats(logp.detach(), valid, kept), kept, logp.detach())
 
@@ -74,11 +74,11 @@ class Loss:
         return {}
 
 
-def _overrides_loss(cls: type) -> bool:
+def overrides_loss(cls: type) -> bool:
     return cls.forward is not Loss.forward or cls.reduce is not Loss.reduce
 
 
-def _number(owner: str, name: str, value: Any) -> float:
+def check_number(owner: str, name: str, value: Any) -> float:
     """A finite real number (an int or float, not a bool or text): the checks name the loss and field."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise FortifaiError(f"{owner} {name} must be a number, got {value!r} ({type(value).__name__})")
@@ -88,7 +88,7 @@ def _number(owner: str, name: str, value: Any) -> float:
     return value
 
 
-def _flag(owner: str, name: str, value: Any) -> bool:
+def check_flag(owner: str, name: str, value: Any) -> bool:
     if not isinstance(value, bool):  # bool("false") is True: refuse text rather than guess
         raise FortifaiError(f"{owner} {name} must be true or false, got {value!r} ({type(value).__name__})")
     return value
@@ -109,7 +109,7 @@ class FunctionLoss(Loss):
         return LossOutput(loss, _stats(logp, valid, valid))
 
 
-def _describe_value(value: Any) -> str:
+def describe_value(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"a tensor of shape {tuple(value.shape)}"
     if isinstance(value, (int, float)):

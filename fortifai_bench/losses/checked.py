@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.losses.base import FunctionLoss, Loss, LossOutput, _describe_value
+from fortifai_bench.losses.base import FunctionLoss, Loss, LossOutput, describe_value
 
 
 class CheckedLoss:
@@ -35,7 +35,7 @@ class CheckedLoss:
             out = LossOutput(out)
         value = out.loss if isinstance(out, LossOutput) else out
         if not isinstance(value, torch.Tensor):
-            raise FortifaiError(f"loss {self.spec!r} returned {_describe_value(value)}, expected a scalar Tensor "
+            raise FortifaiError(f"loss {self.spec!r} returned {describe_value(value)}, expected a scalar Tensor "
                                 "computed from the logits (a Python number carries no gradient)")
         if out.loss.dim() != 0:
             raise FortifaiError(f"loss {self.spec!r} returned shape {tuple(out.loss.shape)}, expected a scalar")
@@ -58,8 +58,8 @@ class CheckedLoss:
             try:
                 out.loss.backward()
             except RuntimeError as exc:
-                raise FortifaiError(f"loss {self.spec!r}: its backward pass failed: {_first_sentence(exc)}"
-                                    + _INPLACE_HINT * ("inplace" in str(exc))) from exc
+                raise FortifaiError(f"loss {self.spec!r}: its backward pass failed: {first_sentence(exc)}"
+                                    + INPLACE_HINT * ("inplace" in str(exc))) from exc
 
     def describe(self) -> dict[str, Any]:
         """What a run records about its loss: the spec, the resolved class and its arguments (what `config()`
@@ -106,9 +106,9 @@ def _address(target: Any) -> str:
     return f"{module}:{name}"
 
 
-_INPLACE_HINT = " (does the loss change the logits, or a tensor made from them, in place?)"
+INPLACE_HINT = " (does the loss change the logits, or a tensor made from them, in place?)"
 
 
-def _first_sentence(exc: Exception) -> str:
+def first_sentence(exc: Exception) -> str:
     """torch's autograd errors are a paragraph with a hint about anomaly detection: their first line, up to it."""
     return str(exc).splitlines()[0].split(" Hint:")[0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.losses.base import Loss, _flag, _number
+from fortifai_bench.losses.base import Loss, check_flag, check_number
 
 
 class Focal(Loss):
@@ -14,10 +14,10 @@ class Focal(Loss):
     """
 
     def __init__(self, gamma: float = 2.0, detach_weight: bool = False):
-        gamma = _number("Focal", "gamma", gamma)
+        gamma = check_number("Focal", "gamma", gamma)
         if gamma < 0:
             raise FortifaiError(f"Focal gamma must be >= 0, got {gamma}")
-        self.gamma, self.detach_weight = gamma, _flag("Focal", "detach_weight", detach_weight)
+        self.gamma, self.detach_weight = gamma, check_flag("Focal", "detach_weight", detach_weight)
 
     def reduce(self, logp, valid):
         p = logp.detach().exp() if self.detach_weight else logp.exp()

@@ -17,7 +17,7 @@ SHORT_NAMES = Registry("loss short name", {
 VALUE_KEYWORDS = {"tce": "gamma", "focal": "gamma"}  # the keyword that "name:value" sets (ce takes no value)
 
 
-def _short_name_hint(spec: str) -> str:
+def short_name_hint(spec: str) -> str:
     """`; did you mean tce:0.9?` for a misspelt short name (`tec:0.9`), else ""."""
     name, sep, value = spec.partition(":")
     hint = did_you_mean(name.lower(), SHORT_NAMES)

@@ -13,10 +13,10 @@ import inspect
 from typing import Any
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.losses.base import FunctionLoss, Loss, _overrides_loss
+from fortifai_bench.losses.base import FunctionLoss, Loss, overrides_loss
 from fortifai_bench.losses.checked import CheckedLoss
 from fortifai_bench.losses.registry import SHORT_NAMES, VALUE_KEYWORDS
-from fortifai_bench.losses.user_import import _import_object, module_source_sha256
+from fortifai_bench.losses.user_import import import_object, module_source_sha256
 
 
 def parse_loss_args(text: str | list[str] | None) -> dict[str, Any]:
@@ -74,17 +74,17 @@ def _resolve(spec: str, kwargs: dict[str, Any]) -> CheckedLoss:
                                     f"arguments ({key}={args[key]!r})")
             args[key] = float(value)
         return CheckedLoss(spec, _construct(spec, cls, args), {})
-    obj = _import_object(spec)
+    obj = import_object(spec)
     source = module_source_sha256(spec.partition(":")[0])
     if inspect.isclass(obj):
-        if issubclass(obj, Loss) and not _overrides_loss(obj):
+        if issubclass(obj, Loss) and not overrides_loss(obj):
             raise FortifaiError(f"loss spec {spec!r}: {obj.__name__} overrides neither reduce nor forward")
         if not issubclass(obj, Loss) and not callable(getattr(obj, "__call__", None)):
             raise FortifaiError(f"loss spec {spec!r}: {obj.__name__} is not callable")
         loss = _construct(spec, obj, kwargs)
         extra = kwargs  # recorded as given, whether or not the class reports them in config() (issue 20)
     elif callable(obj):
-        if isinstance(obj, Loss) and not _overrides_loss(type(obj)):
+        if isinstance(obj, Loss) and not overrides_loss(type(obj)):
             raise FortifaiError(f"loss spec {spec!r}: {type(obj).__name__} overrides neither reduce nor forward")
         if isinstance(obj, Loss) and kwargs:
             raise FortifaiError(f"loss spec {spec!r}: an instance takes no loss arguments (got {kwargs})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.losses.base import Loss, _number
+from fortifai_bench.losses.base import Loss, check_number
 
 
 class TCE(Loss):
@@ -28,7 +28,7 @@ class TCE(Loss):
     """
 
     def __init__(self, gamma: float = 0.9, normalize: str = "all"):
-        gamma = _number("TCE", "gamma", gamma)
+        gamma = check_number("TCE", "gamma", gamma)
         if not 0.0 < gamma:
             raise FortifaiError(f"TCE gamma must be > 0, got {gamma}")
         if normalize not in ("all", "kept"):

@@ -13,15 +13,15 @@ import sys
 from typing import Any
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.losses.registry import _short_name_hint
+from fortifai_bench.losses.registry import short_name_hint
 from fortifai_bench.registry import import_user_module as _import_user_module  # the one home of user imports
 
 
-def _import_object(spec: str) -> Any:
+def import_object(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise FortifaiError(f"loss spec {spec!r}: expected a short name (ce, tce:0.9, focal:2) or module:Name"
-                            f"{_short_name_hint(spec)}")
+                            f"{short_name_hint(spec)}")
     if not all(part.isidentifier() for part in module_name.split(".")):
         raise FortifaiError(f"loss spec {spec!r}: {module_name!r} is not a module name (a.b.c, no path); "
                             "put the file in the working folder or on PYTHONPATH")
@@ -30,7 +30,7 @@ def _import_object(spec: str) -> Any:
     except (Exception, SystemExit) as exc:  # SystemExit: a module calling sys.exit() on import
         what = f"it called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
         # no such module at all (not one failing inside): perhaps a short name, misspelt
-        hint = _short_name_hint(spec) if isinstance(exc, ModuleNotFoundError) and exc.name == module_name else ""
+        hint = short_name_hint(spec) if isinstance(exc, ModuleNotFoundError) and exc.name == module_name else ""
         raise FortifaiError(f"loss spec {spec!r}: cannot import {module_name!r}: {what}{hint}") from exc
     obj = module
     for part in attr.split("."):

@@ -370,10 +370,10 @@ def _backward(net, chunk: _Chunk, checked, dist: Dist, bf16: bool, group: int, w
     try:
         (result.loss * (chunk.share * dist.world / group)).backward()
     except RuntimeError as exc:  # e.g. a loss that changed in place a tensor its own gradient needs
-        from fortifai_bench.losses.checked import _INPLACE_HINT, _first_sentence
+        from fortifai_bench.losses.checked import INPLACE_HINT, first_sentence
 
-        raise FortifaiError(f"{where}: loss {checked.spec!r}: its backward pass failed: {_first_sentence(exc)}"
-                            + _INPLACE_HINT * ("inplace" in str(exc))) from exc
+        raise FortifaiError(f"{where}: loss {checked.spec!r}: its backward pass failed: {first_sentence(exc)}"
+                            + INPLACE_HINT * ("inplace" in str(exc))) from exc
     if tally is not None and chunk.classes is not None and result.kept is not None:
         tally.add(epoch, chunk.classes, labels, result.kept, result.logp)
     return {"loss": result.loss.item(), **{k: float(result.stats.get(k, math.nan)) for k in STATS}}
