@@ -287,7 +287,6 @@ def recorded_data(task: CollapseTask):
     """The task's splits and held-out text as paragraphs of the corpus's recorded mean length (`RECORDED_SIZES`),
     for --plan when the corpus is not here; no KR questions (their count needs the corpus). None when the
     corpus's size is not recorded."""
-    from fortifai_bench.collapse.protocol import Data
     from fortifai_bench.corpora import Paragraph
 
     size = RECORDED_SIZES.get((task.corpus, task.corpus_part))
@@ -299,9 +298,18 @@ def recorded_data(task: CollapseTask):
     splits = [[Paragraph(id=f"{k}/{j}", text=text) for j in range(per)] for k in range(task.stages)]
     held = RECORDED_SIZES.get((task.corpus, task.eval.heldout_part or task.corpus_part), size)
     heldout = ["x" * round(held[1] / held[0])] * task.eval.heldout_paragraphs
-    data = Data(splits, heldout, [], None)
-    data.recorded = True
-    return data
+    return RecordedData(splits, heldout)
+
+
+@dataclass
+class RecordedData:
+    """What --plan reads of a task's data (as `protocol.Data`), made up from the corpus's recorded size."""
+
+    splits: list[list]
+    heldout: list[str]
+    questions: list = field(default_factory=list)
+    kr_source: str | None = None
+    recorded: bool = True
 
 
 def recorded_note(task: CollapseTask) -> str:
