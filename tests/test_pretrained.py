@@ -98,3 +98,16 @@ def test_an_added_field_at_its_old_behaviour_keeps_every_hash():
     without = {**d, "eval": {k: v for k, v in d["eval"].items() if k != "kr_splits"}}
     assert config_hash(d) == config_hash(without)
     assert config_hash({**d, "eval": {**d["eval"], "kr_splits": "first"}}) != config_hash(d)
+
+
+def test_a_config_recorded_before_an_added_field_is_the_same_config():
+    """A run or board protocol recorded before eval.kr_splits existed compares equal to today's at "all"
+    (resume and publish compare field by field), and differs from "first"."""
+    from fortifai_bench.collapse.config import describe_differences, load_task
+
+    today = load_task("collapse_facts").to_dict()
+    before = {**today, "eval": {k: v for k, v in today["eval"].items() if k != "kr_splits"}}
+    assert describe_differences(before, today) == []
+    assert describe_differences({"config": before}, {"config": today}) == []
+    first = {**today, "eval": {**today["eval"], "kr_splits": "first"}}
+    assert describe_differences(before, first) == ["eval.kr_splits: '<absent>' -> 'first'"]
