@@ -92,11 +92,11 @@ def main() -> None:
         out = lm_eval.simple_evaluate(model=hflm, tasks=[task], bootstrap_iters=0, verbosity="ERROR")
         return out["results"]["kr_bench"]["acc,none"]
 
-    from fortifai_bench.kr.encode import _encode, model_window
+    from fortifai_bench.kr.encode import encode_items, model_window
     from fortifai_bench.kr.scoring import _order
     from fortifai_bench.kr.tree import tree_len
 
-    items = _encode(questions, tokenizer, model_window(model, tokenizer))
+    items = encode_items(questions, tokenizer, model_window(model, tokenizer))
     order = _order(items, args.batch_size, True, tree=True)
     floor_batches = []  # (dense ids, positions to project) per scorer batch
     for s in range(0, len(order), args.batch_size):

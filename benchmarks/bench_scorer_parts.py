@@ -35,7 +35,7 @@ def main() -> None:
     from bench_scorer import load_set
 
     from fortifai_bench.kr import scoring, tree
-    from fortifai_bench.kr.encode import _encode, model_window
+    from fortifai_bench.kr.encode import encode_items, model_window
 
     torch.set_num_threads(1)
     model, tokenizer, questions = load_set(args.set, args.items, args.data_dir)
@@ -62,7 +62,7 @@ def main() -> None:
             fn()
         print(f"{name}: {(time.perf_counter() - t0) * 100:.1f} ms per call ([4480, 4096])")
 
-    items = _encode(questions, tokenizer, model_window(model, tokenizer))
+    items = encode_items(questions, tokenizer, model_window(model, tokenizer))
     order = scoring._order(items, 64, True, tree=True)
     padded = total = 0
     for s in range(0, len(order), 64):

@@ -679,7 +679,7 @@ def test_kr_context_longer_than_the_window_is_cut_on_the_left(short_window_model
     assert shared.logp_true == pytest.approx(naive.logp_true, abs=1e-4)
     assert shared.logp_false == pytest.approx(naive.logp_false, abs=1e-4)
 
-    item = encode._encode(questions[:1], tokenizer, WINDOW)[0]
+    item = encode.encode_items(questions[:1], tokenizer, WINDOW)[0]
     assert item.cut > 0 and len(item.ctx) + max(map(len, item.conts)) == WINDOW + 1
     seq = item.ctx + item.conts[0]  # the last WINDOW + 1 tokens, one forward pass of WINDOW (lm-eval's cut)
     with torch.inference_mode():

@@ -156,8 +156,9 @@ def test_compare_resamples_and_pairs_only_the_headline_tag(tmp_path):
 
 def test_an_untagged_set_adds_no_field_and_no_column():
     from fortifai_bench.collapse.evaluate import _by_tag
-    from fortifai_bench.collapse.run import _tag_columns
+    from fortifai_bench.collapse.progress import tag_columns
 
     questions = read_questions(data_dir() / "facts" / "kr.jsonl")
     assert _by_tag(questions, [True] * len(questions)) == {}
-    assert _tag_columns({"score": 0.9}) == ""
+    assert tag_columns({"score": 0.9}) == ""
+    assert tag_columns({"score_by_tag": {"mode": 0.958, "tail": 0.885}}) == "  mode 0.958  tail 0.885"

@@ -92,7 +92,7 @@ class Board:
 
     def _stage_line(self, k: int, e: dict) -> str:
         head = f"{self.name(k)}: stage {e['stage']}: KR-split-0 {_fmt(e['score'])}"
-        head += "".join(f"  {tag} {_fmt(x)}" for tag, x in (e.get("score_by_tag") or {}).items())
+        head += tag_columns(e)
         head += f"  KR-total {_fmt(e.get('kr_total'))}  KL {_fmt(e.get('kl'))}"
         if e.get("reused"):
             return f"{head}  ({e['reused']})"
@@ -118,3 +118,8 @@ class Board:
 
 def _fmt(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def tag_columns(metrics: dict) -> str:
+    """KR-split-0 per tag ("  mode 0.958  tail 0.885") for a tagged KR set; nothing for an untagged one."""
+    return "".join(f"  {tag} {_fmt(x)}" for tag, x in (metrics.get("score_by_tag") or {}).items())

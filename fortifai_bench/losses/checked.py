@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from typing import Any
@@ -48,13 +49,19 @@ class CheckedLoss:
     def rehearse(self) -> None:
         """One forward and backward on a tiny random batch, before a run creates anything: a loss that fails
         only in backward (it changed in place a tensor its gradient needs) fails here, in one line. The
-        random state is restored, so the run draws exactly what it would have."""
+        random state is restored, so the run draws exactly what it would have, and the rehearsal runs on a copy
+        of the loss, so a loss with state (a step counter, a schedule) starts the run as it would have. A loss
+        that cannot be copied is not rehearsed: the trainer gives the same one line at its first step."""
+        try:
+            probe = copy.deepcopy(self)
+        except Exception:  # noqa: BLE001 -- any failure to copy a user's object means: do not rehearse
+            return
         with torch.random.fork_rng(devices=[]):
             gen = torch.Generator().manual_seed(0)
             logits = (torch.randn(2, 5, 11, generator=gen) * 1.0).requires_grad_()
             labels = torch.randint(0, 11, (2, 5), generator=gen)
             labels[:, 0] = -100  # a masked position, as padding gives
-            out = self(logits * 1.0, labels)  # a non-leaf tensor, as a model's output is
+            out = probe(logits * 1.0, labels)  # a non-leaf tensor, as a model's output is
             try:
                 out.loss.backward()
             except RuntimeError as exc:
