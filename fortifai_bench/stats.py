@@ -88,6 +88,12 @@ def ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 
 
+def format_number(x: float | None, digits: int = 3) -> str:
+    """A score or time as tables and progress lines print it: `digits` decimals, "-" when there is none
+    (None, or NaN: a value that could not be computed)."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
 def format_p(p: float | None, splits: int | None = None) -> str:
     """'p = 0.0079'; a p of 0 (impossible for an exact test, which counts the observed split) is shown as
     the resolution 'p < 1/N' rather than as 0."""

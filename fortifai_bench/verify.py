@@ -31,6 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.stats import format_number
 
 # How far apart (in the method's margin, `kr.methods.margin`: nats) two continuations may score for a
 # re-scored decision to differ from the recorded one on another CPU kind. Measured on a smoke run's three
@@ -90,7 +91,7 @@ def _same(a, b) -> bool:
 
 
 def _fmt(x) -> str:
-    return "-" if x is None else f"{x:.4f}"
+    return format_number(x, 4)  # four decimals: a one-question change in a set of a few hundred shows
 
 
 # ------------------------------------------------------------------------------------------ re-scoring

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from fortifai_bench.collapse.config import CollapseTask
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.stats import format_number
 
 CONTROL = "control"
 
@@ -491,8 +492,6 @@ def _write_summary(exp: Experiment, out: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------ the table
 
-def _fmt(x, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def format_table(exp: Experiment) -> str:
@@ -505,11 +504,11 @@ def format_table(exp: Experiment) -> str:
                    for t in st.get("score_by_tag") or {}})
     for i in range(n_stages):
         rows.append([f"M_{i}"] + [_cell(s[n]["per_stage"]["score"], i) for n in names])
-        rows += [[f"  {tag}"] + [_fmt(tag_mean(exp.groups[n], i, tag)) for n in names] for tag in tags]
+        rows += [[f"  {tag}"] + [format_number(tag_mean(exp.groups[n], i, tag)) for n in names] for tag in tags]
     rows.append(["failure"] + [s[n]["time_to_failure"]["text"] for n in names])
-    rows.append(["KM median"] + [_fmt(s[n]["time_to_failure"]["km_median"], 2) for n in names])
+    rows.append(["KM median"] + [format_number(s[n]["time_to_failure"]["km_median"], 2) for n in names])
     rows.append(["KL split 0, M_last"] + [_cell(s[n]["per_stage"]["kl_split0"], n_stages - 1) for n in names])
-    rows.append(["AUC"] + [_fmt(s[n]["auc"]["mean"]) for n in names])
+    rows.append(["AUC"] + [format_number(s[n]["auc"]["mean"]) for n in names])
     if exp.baseline:
         rows.append([f"vs {exp.baseline}"] + [_versus(s[n].get("vs_baseline")) for n in names])
     widths = [max(len(r[c]) for r in rows) + 2 for c in range(len(rows[0]))]
@@ -552,7 +551,7 @@ def tag_mean(runs: list[dict], i: int, tag: str) -> float | None:
 
 
 def _cell(stats: list[dict], i: int) -> str:
-    return _fmt(stats[i]["mean"]) if i < len(stats) else "-"
+    return format_number(stats[i]["mean"]) if i < len(stats) else "-"
 
 
 def _versus(v: dict | None) -> str:

@@ -21,6 +21,7 @@ import sys
 import time
 
 from fortifai_bench.collapse.config import CollapseTask
+from fortifai_bench.stats import format_number
 
 PHASES = ("train", "regenerate", "evaluate")
 
@@ -85,15 +86,15 @@ class Board:
             self.done[k] += 1
             self.reused[k] += bool(event.get("reused"))
             if self.bars_on:
-                self.bars[k].set_postfix_str(f"KR-split-0 {_fmt(event['score'])}", refresh=False)
+                self.bars[k].set_postfix_str(f"KR-split-0 {format_number(event['score'])}", refresh=False)
                 self.bars[k].update()
                 self.total.update()
             self.say(self._stage_line(k, event))
 
     def _stage_line(self, k: int, e: dict) -> str:
-        head = f"{self.name(k)}: stage {e['stage']}: KR-split-0 {_fmt(e['score'])}"
+        head = f"{self.name(k)}: stage {e['stage']}: KR-split-0 {format_number(e['score'])}"
         head += tag_columns(e)
-        head += f"  KR-total {_fmt(e.get('kr_total'))}  KL {_fmt(e.get('kl'))}"
+        head += f"  KR-total {format_number(e.get('kr_total'))}  KL {format_number(e.get('kl'))}"
         if e.get("reused"):
             return f"{head}  ({e['reused']})"
         s = e.get("seconds") or {}
@@ -116,10 +117,8 @@ class Board:
         self.bars, self.total = [], None
 
 
-def _fmt(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
 def tag_columns(metrics: dict) -> str:
     """KR-split-0 per tag ("  mode 0.958  tail 0.885") for a tagged KR set; nothing for an untagged one."""
-    return "".join(f"  {tag} {_fmt(x)}" for tag, x in (metrics.get("score_by_tag") or {}).items())
+    return "".join(f"  {tag} {format_number(x)}" for tag, x in (metrics.get("score_by_tag") or {}).items())
