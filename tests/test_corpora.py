@@ -240,13 +240,15 @@ def test_empty_or_unreadable_text_corpus(tmp_path, content):
 
 def test_builtin_corpora_are_found_not_imported_by_name():
     """The registry lists the package's corpora as lazy "module:loader" targets: importing it imports none of
-    their modules (only corpora.corpus, the Corpus type), and every one is listed (a subprocess: a clean import)."""
+    their modules (only corpora.corpus, the Corpus type, and corpora.files, the registry's own `text:` and
+    `jsonl:` forms), and every one is listed (a subprocess: a clean import)."""
     import subprocess
     import sys
 
     code = ("import sys, fortifai_bench.corpora as c; "
             "before = sorted(m for m in sys.modules if m.startswith('fortifai_bench.corpora.') "
-            "and m != 'fortifai_bench.corpora.corpus'); "
+            "and m not in ('fortifai_bench.corpora.corpus', 'fortifai_bench.corpora.files')); "
+
             "names = c.known_corpora(); print(before, names)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("[] ") and all(n in out for n in ("facts", "wikitext-2-raw-v1", "imagination-of-web"))

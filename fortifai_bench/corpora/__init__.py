@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from fortifai_bench.corpora import files
 from fortifai_bench.corpora.corpus import Corpus, Paragraph
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.registry import Registry
@@ -55,9 +56,8 @@ def known_corpora() -> list[str]:
 def get_corpus(name: str, data_dir=None, part: str = "main") -> Corpus:
     """The corpus called `name`: a registered or plug-in name, `text:PATH`, `jsonl:PATH:FIELD`, or a loader of
     your own as `module:Name`."""
-    from fortifai_bench.corpora import files
-
     if name.startswith("text:"):
+
         return files.load_text(name[len("text:"):], part)
     if name.startswith("jsonl:"):
         return files.load_jsonl(name[len("jsonl:"):], part)

@@ -36,6 +36,7 @@ import random
 import re
 from dataclasses import dataclass
 
+from fortifai_bench.corpora.corpus import Corpus, Paragraph
 from fortifai_bench.errors import FortifaiError
 
 VERSION = 1  # bump when the generated text changes; shipped data must then be rebuilt
@@ -246,8 +247,6 @@ def _render(template: str, name: str, ref: str, values: dict) -> tuple[str, list
 
 
 def _part(rng, n: int, part: str, taken: set[str], config: FactsConfig):
-    from fortifai_bench.corpora import Paragraph
-
     kinds = _kind_order(rng, n)
     names = _names(rng, kinds, taken)
     by_kind = {k: [nm for nm, kk in zip(names, kinds) if kk == k] for k in KINDS}
@@ -298,8 +297,6 @@ def _part(rng, n: int, part: str, taken: set[str], config: FactsConfig):
 def build_facts(config: FactsConfig = FactsConfig(), part: str = "main"):
     """The facts corpus (`facts-longtail` when `config.modes`) part "main" or "pretrain" for `config`
     (same config, same paragraphs)."""
-    from fortifai_bench.corpora import Corpus
-
     name = config.name
     if part not in ("main", "pretrain"):
         raise FortifaiError(f"{name}: unknown part {part!r}; known: main, pretrain")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fortifai_bench.corpora.corpus import Corpus, Paragraph
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.io import read_jsonl, read_text
 
 _BLANK = re.compile(r"\n[ \t\r\f\v]*\n")
 
@@ -32,8 +33,6 @@ def _check_part(name: str, part: str) -> None:
 
 
 def _read(path: Path, name: str) -> str:
-    from fortifai_bench.io import read_text
-
     if path.is_dir():
         raise FortifaiError(f"corpus {name}: {path} is a folder; text:PATH takes one text file")
     return _no_binary(read_text(path), path)
@@ -65,8 +64,6 @@ def load_text(path: str, part: str = "main"):
 
 
 def load_jsonl(spec: str, part: str = "main"):
-    from fortifai_bench.io import read_jsonl
-
     name = f"jsonl:{spec}"
     _check_part(name, part)
     if ":" not in spec:

@@ -31,7 +31,9 @@ import logging
 import os
 
 from fortifai_bench.corpora import Corpus, Paragraph, get_corpus
+from fortifai_bench.corpora.wikitext import default_part
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.kr.sets import kr_set
 from fortifai_bench.local_benchmarks import data_root, gsm8k_rows, hellaswag_docs
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,6 @@ N_SPLITS = 6  # kr_imagination_split0..5, as kr_wikitext
 
 def _wikitext(data_dir, part: str) -> tuple[list[Paragraph], str]:
     """WikiText paragraphs of the part and the WikiText part used (the rule of `wikitext.default_part`)."""
-    from fortifai_bench.corpora.wikitext import default_part
-
     wt_part = "test" if part == "pretrain" else default_part(data_dir)[0]
     corpus = get_corpus("wikitext-2-raw-v1", data_dir=data_dir, part=wt_part)
     return [Paragraph(p.id.split("/", 1)[1], p.text, dict(p.meta)) for p in corpus.paragraphs], corpus.part
@@ -91,6 +91,4 @@ def load_imagination(data_dir=None, part: str = "main") -> Corpus:
 def imagination_questions(data_dir=None, part: str = "main", n_splits: int = N_SPLITS) -> list:
     """Rules-generated KR questions of the corpus (split k = the k-th of `n_splits` even cuts), built once per
     corpus text and cached: `fortifai_bench.kr.sets.kr_set`, the one KR-set resolver."""
-    from fortifai_bench.kr.sets import kr_set
-
     return kr_set(NAME, part, n_splits, data_dir=data_dir).questions

@@ -17,6 +17,7 @@ import os
 import re
 from pathlib import Path
 
+from fortifai_bench.corpora.corpus import Corpus, Paragraph
 from fortifai_bench.errors import FortifaiError
 
 NAME = "wikitext-2-raw-v1"
@@ -51,8 +52,6 @@ def default_part(data_dir=None) -> tuple[str, str | None]:
 
 def parse_wikitext(lines, part: str):
     """Paragraphs of wikitext lines (file lines or HF rows), with article and section in meta."""
-    from fortifai_bench.corpora import Paragraph
-
     paragraphs = []
     article, title, section, in_article = -1, "", "", 0
     for line in lines:
@@ -88,8 +87,6 @@ def _local_file(data_dir, stem: str) -> Path | None:
 
 
 def load_wikitext(data_dir=None, part: str = "main"):
-    from fortifai_bench.corpora import Corpus
-
     if part not in PARTS:
         raise FortifaiError(f"{NAME}: unknown part {part!r}; known: {', '.join(PARTS)}")
     stem, hf_split = PARTS[part]
