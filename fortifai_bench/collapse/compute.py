@@ -11,23 +11,33 @@ that; attention's own term is left out, small at 512 tokens for a 1B model) and 
 `devices` devices at `device_tflops` achieved TFLOP/s each.
 
 Where the figures come from, in this order, and stated in the output:
-* parameters: `--params`; else the model's config (the tiny preset's, or a local directory's, or the
-  hub cache's when offline), counted on torch's meta device without reading weights; else the known
-  count of a few public models below (from their published configs);
+* parameters: `--params`; else the model's config (the tiny preset's, a local directory's, a `gguf:` model's
+  dequantised folder or, before it is built, the GGUF file's metadata, or the hub cache's when offline),
+  counted on torch's meta device without reading weights; else the known count of a few public models
+  below (from their published configs);
 * tokens: the model's own tokenizer when it is available here (the tiny one is trained on the
   pretraining text, as the run does); else characters / 4, the rule of thumb for English text in
-  OpenAI's tokenizer guide, labelled as such.
+  OpenAI's tokenizer guide, labelled as such;
+* time: the model built from its config with random weights and timed here at the run's shapes (a
+  training step, a KR scoring batch, a regeneration batch's prefill and decoding), per phase as a run
+  records them in its metrics (`seconds`: train, regenerate, evaluate); a model too large to time that way
+  through its dominant matrix product (a lower bound).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import time
 from dataclasses import dataclass, field
 
+from fortifai_bench.collapse.base import base_dir, pretrain_texts
 from fortifai_bench.collapse.config import CollapseTask
 from fortifai_bench.collapse.plan import StagePlan
+from fortifai_bench.corpora import Paragraph
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.models import GGUF, count_parameters, gguf_file, resolve, train_tokenizer
 
 # Achieved (not peak) TFLOP/s per device. 100 is about a third of an A100's dense bf16 peak of 312
 # (NVIDIA's A100 datasheet), a common efficiency for fine-tuning a 1B model; decoding runs far below it
@@ -40,6 +50,8 @@ CHARS_PER_TOKEN = 4.0
 # heads of 64, tied embeddings: 262,668,288 (embeddings) + 16 x 60,821,504 (a layer) + 2,048 (final norm).
 KNOWN_PARAMETERS = {"meta-llama/Llama-3.2-1B": 1_235_814_400}
 
+PHASES = ("train", "regenerate", "evaluate")  # as a run's metrics name them (run._stage, `seconds`)
+
 
 @dataclass
 class StageCost:
@@ -47,7 +59,9 @@ class StageCost:
     trained: int = 0        # tokens with a backward pass (epochs included)
     generated: int = 0      # new tokens, times the beams
     context: int = 0        # tokens re-read as the context of generated blocks, times the beams
-    scored: int = 0         # tokens with a forward pass only
+    scored: int = 0         # tokens with a forward pass only, in any phase
+    validated: int = 0      # of `scored`: in the train phase (validation after every epoch)
+    evaluated: int = 0      # of `scored`: in the evaluate phase (KR, held-out text, confidence)
 
     def flops(self, params: float) -> float:
         return 6 * params * self.trained + 2 * params * (self.generated + self.context + self.scored)
@@ -58,15 +72,25 @@ class Rates:
     """Throughput measured here, on the device the run will use, for the task's model (`measure_rates`)."""
 
     train: float        # tokens per second trained (forward + backward + optimizer step)
-    score: float        # tokens per second scored or read as context (forward only)
+    score: float        # tokens per second scored (forward only)
     generate: float     # tokens per second generated (one decoding step per token, a regeneration batch)
     stage: float        # seconds per stage spent saving and loading the model
     how: str
     start: float = 0.0  # seconds before a run's first stage: a fresh Python's imports, timed
+    context: float = 0.0  # tokens per second read as a regeneration batch's context (its prefill); 0: `score`
+    cpu_share: float | None = None  # CPU time / (wall time x threads) while timing on a CPU: < 1 when others share it
+
+    def phases(self, s: StageCost) -> dict[str, float]:
+        """Seconds per phase as a run records them (`PHASES`), and `other`: what no phase counts (the
+        corruption measure around training, the base's KR at stage 0, saving and loading the model)."""
+        out = {"train": s.trained / self.train + s.validated / self.score,
+               "regenerate": s.generated / self.generate + s.context / (self.context or self.score),
+               "evaluate": s.evaluated / self.score}
+        out["other"] = (s.scored - s.validated - s.evaluated) / self.score + self.stage
+        return out
 
     def seconds(self, s: StageCost) -> float:
-        return s.trained / self.train + (s.scored + s.context) / self.score + s.generated / self.generate \
-            + self.stage
+        return sum(self.phases(s).values())
 
 
 @dataclass
@@ -90,10 +114,12 @@ def estimate(task: CollapseTask, stages: list[StagePlan], data, params: float | 
     est = Estimate([_stage(task, data, count, stage) for stage in stages], params, params_source, tokens_source,
                    list(notes or []))
     if measure:
-        para = [count(q.text) for q in data.splits[0]]
-        kr = [count(q.context) + max(count(q.true), count(q.false)) for q in data.questions]
-        est.rates = measure_rates(task, row=round(sum(para) / len(para)),
-                                  question=round(sum(kr) / len(kr)) if kr else 32)
+        lengths = [count(q.text) for q in data.splits[0]]
+        kr = [count(q.context) + max(count(q.true), count(q.false)) for q in _kr_questions(task, data)]
+        t = task.train
+        row = t.block_size if t.packing else min(round(sum(lengths) / len(lengths)), t.block_size)
+        est.rates = measure_rates(task, row=row, question=round(sum(kr) / len(kr)) if kr else 32,
+                                  generation=_generation_shape(task.regenerate, lengths))
         if est.rates is not None:
             est.rates = dataclasses.replace(est.rates, start=_start_up_seconds())
     return est
@@ -104,7 +130,6 @@ def _start_up_seconds() -> float:
     """A run's start before its first stage, timed here: a fresh Python importing what a run imports."""
     import subprocess
     import sys
-    import time
 
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import torch, transformers.models.gpt2.modeling_gpt2, "
@@ -113,147 +138,222 @@ def _start_up_seconds() -> float:
     return time.perf_counter() - start
 
 
-# --------------------------------------------------------------------------------------------- throughput
-
-# Models up to this size are built here (random weights, no download) and timed as the run uses them; a
-# larger one is timed through its dominant matrix product (hidden x 4 hidden) at the run's batch shapes.
-BUILD_LIMIT = 50e6
-# Hidden sizes of public models from their published config.json, for the offline case only.
-KNOWN_HIDDEN = {"meta-llama/Llama-3.2-1B": 2048}
-
-
-def measure_rates(task: CollapseTask, row: int, question: int) -> "Rates | None":
-    """Tokens per second for training, scoring and generating, measured on this machine's device (the
-    task's train.device) at the run's shapes: `row` tokens per training row and generated paragraph,
-    `question` per KR sequence. Cached per (model, shapes). None when nothing could be timed here."""
-    return _rates(task.model.name, _model_key(task), task.model.dtype, task.train.device, task.train.batch_size,
-                  task.train.per_device_batch_size, task.eval.batch_size, task.regenerate.batch_size,
-                  task.regenerate.num_beams if task.regenerate.decoding == "beam" else 1, task.regenerate.decoding,
-                  min(row, task.train.block_size), question)
-
+# --------------------------------------------------------------------------------------------- the model
 
 def _model_key(task: CollapseTask) -> str:
-    import json
-
+    """What identifies the task's model besides its name: the tiny preset, or the revision."""
     return json.dumps(task.to_dict()["model"]["tiny"] if task.model.name == "tiny" else task.model.revision)
 
 
 @functools.lru_cache(maxsize=8)
-def _rates(name, key, dtype, device, batch, per_device, eval_batch, gen_batch, beams, decoding, row, question):
-    import json
-    import time
+def model_config(name: str, key: str):
+    """(The transformers config of a task's model, where it was read) without loading weights, or (None,
+    why not). `key`: `_model_key`. A `gguf:` model's config is its dequantised folder's once built, else
+    the GGUF file's metadata (read in a few seconds; the folder is built by the run, not by planning)."""
+    from transformers import AutoConfig, GPT2Config
 
+    if name == "tiny":
+        tiny = json.loads(key)
+        # no tokenizer here, so no special-token ids (GPT-2's own 50256 lies outside a tiny vocabulary)
+        return GPT2Config(vocab_size=tiny["vocab_size"], n_positions=tiny["n_positions"], n_embd=tiny["n_embd"],
+                          n_layer=tiny["n_layer"], n_head=tiny["n_head"], bos_token_id=None,
+                          eos_token_id=None), "the tiny preset's config"
+    try:
+        spec = resolve(name, build=False)
+        if spec.startswith(GGUF):
+            path = gguf_file(spec)
+            return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name), \
+                f"{name}'s GGUF metadata (not dequantised here yet)"
+        return AutoConfig.from_pretrained(spec, revision=json.loads(key), trust_remote_code=False,
+                                          local_files_only=True), f"{name}'s config"
+    except (OSError, ValueError, FortifaiError) as exc:
+        return None, f"{name}'s config is not available here ({str(exc).splitlines()[0]})"
+
+
+def _count(config) -> int:
+    """Parameters of a model with this config, built on torch's meta device (no memory, no weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return count_parameters(AutoModelForCausalLM.from_config(config, trust_remote_code=False))
+
+
+def _parameters(task: CollapseTask, given: float | None) -> tuple[float | None, str]:
+    if given is not None:
+        if given <= 0:
+            raise FortifaiError(f"--params must be > 0, got {given:g}")
+        return given, "--params"
+    name = task.model.name
+    config, source = model_config(name, _model_key(task))
+    if config is not None:
+        return _count(config), source
+    if name in KNOWN_PARAMETERS:
+        return KNOWN_PARAMETERS[name], f"known count for {name}, from its published config, not read here"
+    return None, f"unknown: {source}; pass --params"
+
+
+# --------------------------------------------------------------------------------------------- throughput
+
+# Models up to this size (parameters) are built here from their config (random weights, no download) and
+# timed as the run uses them: a CPU thread trains SmolLM2-135M on 8 x 128 tokens in a few seconds. A larger
+# model is timed through its dominant matrix product (hidden x 4 hidden) at the run's batch shapes.
+BUILD_LIMIT = {"cpu": 300e6, "cuda": 3e9}
+# A call that takes longer than this is timed once, its first run counting as the measurement (on a CPU
+# the first call's extra cost, allocation, is small next to it); a quicker one is warmed up and repeated.
+ONCE_SECONDS = 3.0
+# Below this share of the CPU while timing, --plan says the machine is busy and what the run would take alone.
+BUSY_SHARE = 0.8
+# Hidden sizes of public models from their published config.json, for the offline case only.
+KNOWN_HIDDEN = {"meta-llama/Llama-3.2-1B": 2048}
+
+
+def measure_rates(task: CollapseTask, row: int, question: int, generation: tuple[int, int] = (4, 64)) -> "Rates | None":
+    """Tokens per second for training, scoring and generating, measured on this machine's device (the
+    task's train.device) at the run's shapes: `row` tokens per training row, `question` per KR sequence,
+    `generation` = (context, new) tokens per row of a regeneration batch (`_generation_shape`). Cached
+    per (model, shapes). None when nothing could be timed here."""
+    r = task.regenerate
+    return _rates(task.model.name, _model_key(task), task.model.dtype, task.model.attn_implementation,
+                  task.train.device, task.train.batch_size, task.train.per_device_batch_size, task.eval.batch_size,
+                  r.batch_size, r.num_beams if r.decoding == "beam" else 1, r.decoding, row, question,
+                  tuple(generation))
+
+
+def _generation_shape(r, lengths: list[int]) -> tuple[int, int]:
+    """(Context, new) tokens of a regeneration batch's row, averaged over the calls that rewrite
+    paragraphs of these token `lengths` (`regenerate`): in `original` mode one row per block (its preceding
+    original text, at most context - block tokens, then `block` new ones); in `sequential` mode one row per
+    paragraph (its kept prompt, then the rest in one generation, up to the context)."""
+    calls = []
+    for n in lengths:
+        first = 1 + min(r.prompt, (n - 1) // 2)
+        if r.mode == "original":
+            calls += [(min(s, r.context - r.block), r.block) for s in range(first, n, r.block)]
+        elif n > first:
+            calls.append((first, min(n, r.context) - first))
+    if not calls:
+        return 4, r.block
+    return (max(1, round(sum(c for c, _ in calls) / len(calls))),
+            max(2, round(sum(k for _, k in calls) / len(calls))))
+
+
+@functools.lru_cache(maxsize=8)
+def _rates(name, key, dtype, attn, device, batch, per_device, eval_batch, gen_batch, beams, decoding, row, question,
+           generation):
     import torch
 
+    began = time.perf_counter()
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     torch_dtype = getattr(torch, dtype)
-    model = _buildable(name, json.loads(key), torch_dtype)
+    config, _ = model_config(name, key)
+    if config is None:
+        return _matmul_rates(name, dev, torch_dtype, dtype, batch, per_device, eval_batch, gen_batch, beams, row,
+                             question)
+    params = _count(config)
+    if params > BUILD_LIMIT.get(dev.type, BUILD_LIMIT["cuda"]):
+        return _matmul_rates(name, dev, torch_dtype, dtype, batch, per_device, eval_batch, gen_batch, beams, row,
+                             question, config, params)
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, **({"attn_implementation": attn} if attn else {}))
+    model = model.to(device=dev, dtype=torch_dtype)
     rows = min(batch, per_device or batch)
+    vocab = model.config.vocab_size
 
-    def timed(fn, repeats: int = 3) -> float:
-        fn()  # warm-up: allocations, kernels chosen
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(repeats):
+    spent = [0.0, 0.0]  # wall and CPU seconds of every timed call: the share of the CPU this process got
+
+    def timed(fn, repeats: int = 2) -> float:
+        def once() -> float:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            start, cpu = time.perf_counter(), time.process_time()
             fn()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - start) / repeats
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            spent[0] += time.perf_counter() - start
+            spent[1] += time.process_time() - cpu
+            return time.perf_counter() - start
 
-    if model is not None:
-        model = model.to(dev)
-        vocab = model.config.vocab_size
-        ids = torch.randint(3, vocab, (rows, row), device=dev)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+        first = once()  # warm-up: allocations, kernels chosen
+        if first > ONCE_SECONDS and dev.type == "cpu":
+            return first
+        return min(once() for _ in range(repeats))  # the least disturbed of a few: others share this machine
 
-        def step():
-            model.train()
-            model(input_ids=ids, labels=ids).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+    ids = torch.randint(3, vocab, (rows, row), device=dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
 
-        train = rows * row / timed(step)
-        model.eval()
-        kr_ids = torch.randint(3, vocab, (eval_batch, question), device=dev)
-        with torch.inference_mode():
-            score = eval_batch * question / timed(lambda: model(input_ids=kr_ids))
-            prompt = torch.randint(3, vocab, (gen_batch, 4), device=dev)
-            new = max(1, min(row, 64))
-            gen = gen_batch * new / timed(lambda: model.generate(
-                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new, min_new_tokens=new,
-                do_sample=decoding == "sample", num_beams=beams, pad_token_id=0), repeats=2)
-        stage = _save_load_seconds(model)
-        how = (f"on {dev.type} with {torch.get_num_threads()} thread(s), the task's model (random weights) "
-               f"trained on {rows} x {row} tokens, scoring {eval_batch} x {question}, generating "
-               f"{gen_batch} rows{f' x {beams} beams' if beams > 1 else ''}; plus saving and loading it per stage")
-        return Rates(train, score, gen, stage, how)
-    hidden = _hidden_size(name)
-    if hidden is None:
-        return None
-    # one layer's dominant product, [m, hidden] x [hidden, 4 hidden], at the run's row counts: its achieved
-    # FLOP/s, applied to the whole model's 6 (train) or 2 (forward) x parameters FLOPs per token
-    params = KNOWN_PARAMETERS.get(name) or _parameters_of(name)
-    if params is None:
+    def step():
+        model.train()
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    train = rows * row / timed(step)
+    optimizer.state.clear()  # its moments: twice the model's memory, not needed past this step
+    model.eval()
+    kr_ids = torch.randint(3, vocab, (eval_batch, question), device=dev)
+    context, new = generation
+    prompt = torch.randint(3, vocab, (gen_batch, context), device=dev)
+    steps = min(new, 32)  # decoding's rate changes little as the cache grows by a block: time up to 32 steps
+
+    def generate(n: int):
+        model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                       do_sample=decoding == "sample", num_beams=beams, pad_token_id=0)
+
+    with torch.inference_mode():
+        score = eval_batch * question / timed(lambda: model(input_ids=kr_ids))
+        prefill = timed(lambda: generate(1))
+        decode = max(timed(lambda: generate(steps)) - prefill, 1e-9)
+    stage = _save_load_seconds(model)
+    how = (f"on {dev.type} with {torch.get_num_threads()} thread(s), the task's model ({_n(params)} parameters, "
+           f"random weights) trained on {rows} x {row} tokens, scoring {eval_batch} x {question}, regenerating "
+           f"{gen_batch} rows{f' x {beams} beams' if beams > 1 else ''} of {context} context + {new} new tokens; "
+           f"plus saving and loading it per stage (timing took {time.perf_counter() - began:.0f} s)")
+    share = spent[1] / (spent[0] * torch.get_num_threads()) if dev.type == "cpu" else None
+    return Rates(train, score, gen_batch * beams * (steps - 1) / decode, stage, how,
+                 context=gen_batch * beams * context / prefill, cpu_share=share)
+
+
+def _matmul_rates(name, dev, torch_dtype, dtype, batch, per_device, eval_batch, gen_batch, beams, row, question,
+                  config=None, params=None) -> "Rates | None":
+    """A model too large to build here: one layer's dominant product, [m, hidden] x [hidden, 4 hidden], at
+    the run's row counts: its achieved FLOP/s, applied to the whole model's 6 (train) or 2 (forward) x
+    parameters FLOPs per token. None when neither its hidden size nor its parameter count is known."""
+    import torch
+
+    hidden = (getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)) if config is not None \
+        else KNOWN_HIDDEN.get(name)
+    params = params or KNOWN_PARAMETERS.get(name)
+    if hidden is None or params is None:
         return None
     weight = torch.randn(hidden, 4 * hidden, dtype=torch_dtype, device=dev)
 
     def rate(m: int) -> float:
         m = min(m, 512)  # past a few hundred rows the product's rate no longer grows: keep the timing short
         x = torch.randn(m, hidden, dtype=torch_dtype, device=dev)
-        return 2 * m * hidden * 4 * hidden / timed(lambda: x @ weight, repeats=2)
+        x @ weight  # warm-up
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(2):
+            x @ weight
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return 2 * m * hidden * 4 * hidden / ((time.perf_counter() - start) / 2)
 
-    train = rate(rows * row) / (6 * params)
-    score = rate(eval_batch * question) / (2 * params)
-    gen = rate(gen_batch * beams) / (2 * params)
+    rows = min(batch, per_device or batch)
     how = (f"on {dev.type} with {torch.get_num_threads()} thread(s), the model's dominant matrix product ({hidden} x "
-           f"{4 * hidden}, {dtype}) at the run's row counts; the whole model's FLOPs at that rate (attention, memory traffic and "
-           f"overheads not counted: a lower bound)")
-    return Rates(train, score, gen, 0.0, how)
-
-
-def _buildable(name: str, tiny: dict | None, dtype):
-    """The task's model with random weights when it is small enough to time here, else None."""
-    if name == "tiny":
-        import torch
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        config = GPT2Config(vocab_size=tiny["vocab_size"], n_positions=tiny["n_positions"], n_embd=tiny["n_embd"],
-                            n_layer=tiny["n_layer"], n_head=tiny["n_head"], bos_token_id=None, eos_token_id=None)
-        torch.manual_seed(0)
-        return GPT2LMHeadModel(config).to(dtype)
-    params = _parameters_of(name)
-    if params is None or params > BUILD_LIMIT:
-        return None
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(name, local_files_only=True)
-    return AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
-
-
-def _parameters_of(name: str) -> float | None:
-    from fortifai_bench.models import parameters_from_config
-
-    try:
-        return parameters_from_config(name, None)
-    except (OSError, ValueError, FortifaiError):
-        return None
-
-
-def _hidden_size(name: str) -> int | None:
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(name, local_files_only=True)
-        return getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
-    except (OSError, ValueError):
-        return KNOWN_HIDDEN.get(name)
+           f"{4 * hidden}, {dtype}) at the run's row counts; the whole model's FLOPs at that rate (attention, memory "
+           f"traffic and overheads not counted: a lower bound)")
+    return Rates(rate(rows * row) / (6 * params), rate(eval_batch * question) / (2 * params),
+                 rate(gen_batch * beams) / (2 * params), 0.0, how)
 
 
 def _save_load_seconds(model) -> float:
     import tempfile
-    import time
 
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -287,8 +387,6 @@ def recorded_data(task: CollapseTask):
     """The task's splits and held-out text as paragraphs of the corpus's recorded mean length (`RECORDED_SIZES`),
     for --plan when the corpus is not here; no KR questions (their count needs the corpus). None when the
     corpus's size is not recorded."""
-    from fortifai_bench.corpora import Paragraph
-
     size = RECORDED_SIZES.get((task.corpus, task.corpus_part))
     if size is None:
         return None
@@ -323,7 +421,13 @@ def _chars_counter():
         f"estimated at {CHARS_PER_TOKEN:g} characters per token (the corpus's recorded size)"
 
 
+def _kr_questions(task: CollapseTask, data) -> list:
+    """The KR questions every stage scores (eval.kr_splits: all, or split 0's only)."""
+    return [q for q in data.questions if task.eval.kr_splits != "first" or getattr(q, "split", 0) == 0]
+
+
 def _stage(task: CollapseTask, data, count, stage: StagePlan) -> StageCost:
+    """The tokens of one stage, by phase as the run spends them (`run._stage`)."""
     t, r = task.train, task.regenerate
     cost = StageCost(stage.stage)
     train_on = stage.pool
@@ -335,7 +439,7 @@ def _stage(task: CollapseTask, data, count, stage: StagePlan) -> StageCost:
         pool_tokens = round(pool_tokens * stage.size / max(1, len(lengths)))
     epochs = stage.epochs
     cost.trained = round(epochs * (1 - t.val_fraction) * pool_tokens)
-    cost.scored += round(epochs * t.val_fraction * pool_tokens)             # validation after every epoch
+    cost.validated = round(epochs * t.val_fraction * pool_tokens)         # validation after every epoch
     beams = r.num_beams if r.decoding == "beam" else 1
     rewritten = 0
     for k, _ in train_on:                                                   # every split of the pool is regenerated
@@ -345,13 +449,19 @@ def _stage(task: CollapseTask, data, count, stage: StagePlan) -> StageCost:
             cost.generated += beams * max(0, n - first)
             cost.context += beams * _context_tokens(n, first, r)
             rewritten += n
-    cost.scored += rewritten                                                # confidence on its own rewrite
-    if any(g > 0 for _, g in train_on):
-        cost.scored += 2 * sum(count(p.text) for k, g in train_on if g > 0 for p in data.splits[k])  # corruption
-    kr = sum(count(q.context) + count(q.true) + count(q.false) for q in data.questions)
-    cost.scored += kr + sum(count(h) for h in data.heldout)
+    kr = sum(count(q.context) + count(q.true) + count(q.false) for q in _kr_questions(task, data))
+    heldout = sum(count(h) for h in data.heldout)
+    real = sum(count(data.splits[k][j].text) for (k, g), chosen in zip(train_on, stage.paragraphs) if g == 0
+               for j in chosen)
+    # evaluate: KR; then the Fig. 1 confidence in eval and in train mode, each on the model's own rewrite,
+    # the real text it trained on and the held-out text (evaluate._confidence; the first held-out pass is
+    # also the perplexity's)
+    cost.evaluated = kr + 2 * (rewritten + real + heldout)
+    cost.scored = cost.validated + cost.evaluated
+    if any(g > 0 for _, g in train_on):  # the corruption measure before and after training, outside its time
+        cost.scored += 2 * sum(count(p.text) for k, g in train_on if g > 0 for p in data.splits[k])
     if stage.stage == 0:
-        cost.scored += kr                                                   # the base model's KR (chance.json)
+        cost.scored += sum(count(q.context) + count(q.true) + count(q.false) for q in data.questions)  # the base's KR (chance.json)
     return cost
 
 
@@ -367,27 +477,24 @@ def _context_tokens(n: int, first: int, r) -> int:
 
 def _counter(task: CollapseTask):
     """A function text -> token count, and where it comes from."""
+    from transformers import AutoTokenizer
+
     tokenizer = None
     try:
         if task.model.name == "tiny":
-            from fortifai_bench.collapse.base import base_dir, pretrain_texts
-            from fortifai_bench.models import train_tokenizer
-
             cached = base_dir(task) / "model"
             if (cached / "tokenizer.json").is_file():
-                from transformers import AutoTokenizer
-
                 tokenizer, source = AutoTokenizer.from_pretrained(str(cached)), "the cached tiny base's tokenizer"
             elif task.model.pretrain is not None:
                 tokenizer = train_tokenizer(pretrain_texts(task), task.model.tiny.vocab_size)
                 source = "the tiny tokenizer, trained on the pretraining text as the run does"
+        elif (spec := resolve(task.model.name, build=False)).startswith(GGUF):
+            path = gguf_file(spec)  # not dequantised yet: the tokenizer the GGUF file carries
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            source = f"{task.model.name}'s tokenizer (from the GGUF file)"
         else:
-            from transformers import AutoTokenizer
-
-            from fortifai_bench.models import resolve
-
-            tokenizer = AutoTokenizer.from_pretrained(resolve(task.model.name, build=False), revision=task.model.revision,
-                                                      trust_remote_code=False, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(spec, revision=task.model.revision, trust_remote_code=False,
+                                                      local_files_only=True)
             source = f"{task.model.name}'s tokenizer"
     except (OSError, ValueError, FortifaiError):
         tokenizer = None
@@ -395,37 +502,6 @@ def _counter(task: CollapseTask):
         return (lambda text: max(1, round(len(text) / CHARS_PER_TOKEN))), \
             f"estimated at {CHARS_PER_TOKEN:g} characters per token (the model's tokenizer is not available here)"
     return (lambda text: len(tokenizer(text)["input_ids"])), source
-
-
-def _parameters(task: CollapseTask, given: float | None) -> tuple[float | None, str]:
-    if given is not None:
-        if given <= 0:
-            raise FortifaiError(f"--params must be > 0, got {given:g}")
-        return given, "--params"
-    m = task.model
-    if m.name == "tiny":
-        return _tiny_parameters(m.tiny), "the tiny preset's config"
-    from fortifai_bench.models import parameters_from_config
-
-    counted = parameters_from_config(m.name, m.revision)
-    if counted is not None:
-        return counted, f"{m.name}'s config"
-    if m.name in KNOWN_PARAMETERS:
-        return KNOWN_PARAMETERS[m.name], f"known count for {m.name}, from its published config, not read here"
-    return None, f"unknown: {m.name}'s config is not available here; pass --params"
-
-
-def _tiny_parameters(tiny) -> int:
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from fortifai_bench.models import count_parameters
-
-    # no tokenizer here, so no special-token ids (GPT-2's own 50256 lies outside a tiny vocabulary)
-    config = GPT2Config(vocab_size=tiny.vocab_size, n_positions=tiny.n_positions, n_embd=tiny.n_embd,
-                        n_layer=tiny.n_layer, n_head=tiny.n_head, bos_token_id=None, eos_token_id=None)
-    with torch.device("meta"):
-        return count_parameters(GPT2LMHeadModel(config))
 
 
 # --------------------------------------------------------------------------------------------- text
@@ -473,9 +549,15 @@ def format_estimate(est: Estimate, devices: int = 1, device_tflops: float | None
         sec = est.rates.seconds(s) / devices if measured else None
         seconds += sec or 0.0
         lines.append(_line(f"stage {s.stage}", s, p, rate, sec))
+        if measured:  # as the run's metrics record them (stage_i/metrics.json, `seconds`)
+            lines.append("    " + ", ".join(f"{k} {duration(v / devices)}" for k, v in est.rates.phases(s).items()))
     if measured:
         lines.append(f"  start-up (a fresh Python importing what a run imports, timed here): {duration(est.rates.start)}")
     lines.append(_line("total", total, p, rate, seconds + est.rates.start if measured else None))
+    share = est.rates.cpu_share if measured else None
+    if share is not None and share < BUSY_SHARE:  # the time above assumes the load stays as it was
+        lines.append(f"  the machine is busy: the timing had {share:.0%} of its CPU threads' time, so these times assume "
+                     f"that load lasts; alone, about {duration(share * (seconds + est.rates.start))}")
     if not measured:
         lines.append("  generation is memory-bound and runs below the device's matmul rate: its time is a lower bound")
     return lines
