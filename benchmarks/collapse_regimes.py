@@ -84,7 +84,7 @@ def regime_task(regime: str, control: bool = False):
 
 
 def run_dir_for(root: Path, regime: str, loss: str, seed: int) -> Path:
-    from fortifai_bench.collapse.run import slug
+    from fortifai_bench.collapse.rundir import slug
 
     return root / regime / f"{slug(loss)}-s{seed}"
 

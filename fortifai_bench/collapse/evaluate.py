@@ -131,7 +131,7 @@ def evaluate_stage(ctx: Context, p: StagePlan, model, tokenizer, new_rows: dict[
     rows = [r for k in splits for r in new_rows[k]]
     metrics["confidence"] = _confidence(ctx, p, model, tokenizer, rows, heldout_ids, heldout_p)
     if task.eval.lm_eval_tasks:
-        metrics["lm_eval"] = dist.on_main(run_lm_eval, ctx.run / p.folder / "model", task.eval.lm_eval_tasks,
+        metrics["lm_eval"] = dist.on_main(run_lm_eval, ctx.run.model_dir(p), task.eval.lm_eval_tasks,
                                           task.eval.batch_size, model, tokenizer)
     share = lambda n: [len(range(r, n, dist.world)) for r in range(dist.world)]  # noqa: E731
     metrics["processes"] = {"world": dist.world, "kr_questions": share(len(data.questions)),
@@ -192,8 +192,6 @@ def chance(ctx: Context) -> dict | None:
     """What KR-split-0 reads without knowledge: how often true is the longer continuation (characters and
     the model's tokens), the best length-only guesser, and the base model M_{-1}'s own KR before any
     stage trained it. Computed once per run (RUN/chance.json)."""
-    from fortifai_bench.collapse.phases import load_stage_model
-    from fortifai_bench.collapse.rundir import once
     from fortifai_bench.kr.quality import length_bias
 
     questions = ctx.data.questions
@@ -201,7 +199,7 @@ def chance(ctx: Context) -> dict | None:
         return None
 
     def compute() -> dict:
-        model, tokenizer = load_stage_model(ctx, ctx.base_spec)
+        model, tokenizer = ctx.load_model(ctx.base_spec)
         base = kr_scores(ctx, model, tokenizer)
         return {"length_bias_split0": length_bias([q for q in questions if q.split == 0], tokenizer),
                 "base_model": {"kr_split0": base["score"], "kr_total": base["kr_total"],
@@ -209,7 +207,7 @@ def chance(ctx: Context) -> dict | None:
                                # below on tail)
                                **({"kr_split0_by_tag": base["score_by_tag"]} if "score_by_tag" in base else {})}}
 
-    return once(ctx, "chance.json", compute)
+    return ctx.run.once("chance.json", compute)
 
 
 def kr_scores(ctx: Context, model, tokenizer) -> dict:

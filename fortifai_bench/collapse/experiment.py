@@ -1,6 +1,5 @@
 """An experiment: one collapse task, several losses, several seeds, an optional baseline and clean control.
 
-    from fortifai_bench.collapse import load_task, run_experiment
     exp = run_experiment(load_task("collapse_facts"), ["ce", "tce:0.9"], seeds=[0, 1, 2], control=True)
     print(exp.table())
 
@@ -20,16 +19,35 @@ BENCHMARKS.md, "Threads and floors").
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import datetime as _dt
+import json
+import multiprocessing
+import multiprocessing.forkserver
 import os
+import queue
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fortifai_bench.collapse.config import CollapseTask
+from fortifai_bench import threads
+from fortifai_bench.collapse import rundir
+from fortifai_bench.collapse.base import base_model, with_base_seed
+from fortifai_bench.collapse.config import CollapseTask, task_from_dict
+from fortifai_bench.collapse.plan import plan
+from fortifai_bench.collapse.plots import plot_compare
+from fortifai_bench.collapse.progress import Board, label
+from fortifai_bench.collapse.protocol import load_data
+from fortifai_bench.collapse.run import open_context, run_collapse
+from fortifai_bench.distributed import Dist, env_world
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.stats import format_number
+from fortifai_bench.io import write_json
+from fortifai_bench.losses import load_loss
+from fortifai_bench.metrics import compare_failures
+from fortifai_bench.results import load_results, run_failure, summarize_runs
+from fortifai_bench.stats import format_number, format_p
 
 CONTROL = "control"
 
@@ -94,7 +112,7 @@ def run_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, l
 
 
 def run_suite(tasks: list[CollapseTask], losses: list[str], seeds: list[int], *, control: bool = False,
-              out: str | os.PathLike = "runs", progress: bool = True, command: str | None = None,
+              out: str | os.PathLike = "runs", progress: bool | str = True, command: str | None = None,
               write_summary: bool = True, jobs: int = 1) -> list[Experiment]:
     """One experiment per task (a regime of the suite), every run of every task in one pool of `jobs`
     processes, so the regimes' runs go side by side as one experiment's do."""
@@ -114,7 +132,6 @@ def baseline_runs(text: str | None):
     (RUN[,RUN...], results.json files, or a folder of runs)."""
     if text is None:
         return None
-    from fortifai_bench.results import load_results
 
     paths = [Path(t) for t in text.split(",")]
     if not all(p.is_dir() or p.suffix == ".json" for p in paths):
@@ -132,11 +149,7 @@ def resume_experiment(run: str | os.PathLike, overrides: list[str], loss: str | 
     """Continue a killed run at its first unfinished stage, as an experiment of one run. `overrides` apply
     to the run's recorded task and must not change it; without `loss` and `loss_args` the recorded loss
     and the arguments its user gave are used."""
-    from fortifai_bench.collapse.config import task_from_dict
-    from fortifai_bench.collapse.run import read_run_config, run_collapse
-    from fortifai_bench.results import summarize_runs
-
-    recorded, recorded_loss = read_run_config(run)
+    recorded, recorded_loss = rundir.read_run_config(run)
     task = task_from_dict(recorded.to_dict(), overrides, source=str(Path(run) / "config.yaml"))
     spec = loss or recorded_loss["spec"]
     given = loss_args if (loss or loss_args) else _user_args(recorded_loss)
@@ -149,8 +162,6 @@ def resume_experiment(run: str | os.PathLike, overrides: list[str], loss: str | 
 
 def _user_args(loss_desc: dict) -> dict:
     """The keyword arguments a user gave, from a recorded loss description (short specs carry theirs)."""
-    from fortifai_bench.losses import load_loss
-
     plain = load_loss(loss_desc["spec"]).describe()["args"]
     return {k: v for k, v in loss_desc.get("args", {}).items() if plain.get(k, object()) != v}
 
@@ -194,8 +205,6 @@ def plan_experiment(task: CollapseTask, losses: list[str], seeds: list[int], *, 
 def finish_experiment(exp: Experiment, planned: list[Job], results: list[dict], seconds: float, *,
                       out: str | os.PathLike, write_summary: bool) -> None:
     """Group the runs' results, summarize them over seeds, compare with the baseline, write the summary."""
-    from fortifai_bench.results import summarize_runs
-
     for job, result in zip(planned, results):
         exp.groups[job.label].append(result)
     exp.seconds = seconds
@@ -217,8 +226,6 @@ def execute(planned: list[Job], jobs: int = 1, *, out, progress: bool | str, com
     share = Sharing(planned, out, command)
     board = None
     if progress and len(planned) > 1:
-        from fortifai_bench.collapse.progress import Board, label
-
         board = Board([label(j.task, j.spec, j.seed) for j in planned],
                       [j.task.stages for j in planned], progress)
     try:
@@ -243,8 +250,6 @@ class Stopped(KeyboardInterrupt):
 
 
 def _one_after_another(planned, share: "Sharing", board, progress, command) -> list[dict]:
-    from fortifai_bench.collapse.run import run_collapse
-
     results: list[dict] = []
     for k, j in enumerate(planned):
         report = (lambda e, k=k: board.update({"run": k, **e})) if board is not None else None
@@ -257,8 +262,6 @@ def _one_after_another(planned, share: "Sharing", board, progress, command) -> l
 def _one_thread() -> None:
     """One torch thread, as `--threads 1` sets it (so the policy's refresh leaves it alone): each worker
     process, before anything in it runs torch, and this process for a single run under --jobs."""
-    from fortifai_bench import threads
-
     threads.apply_default(1)
 
 
@@ -268,10 +271,6 @@ def chance_key(job: Job) -> str:
     """What a run's chance.json depends on: the base model and how it is loaded, the corpus, its cut and
     KR set and how they are scored, the device; not the loss, the seed, the mode, training or decoding.
     Runs with one key compute the same chance.json (the six of the embedded default do)."""
-    import json
-
-    from fortifai_bench.collapse.base import with_base_seed
-
     d = with_base_seed(dataclasses.replace(job.task, seed=job.seed)).to_dict()  # a base per seed: its own key
     keys = ("corpus", "corpus_part", "stages", "paragraphs_per_split", "model", "eval")
     return json.dumps({**{k: d[k] for k in keys}, "device": d["train"]["device"]}, sort_keys=True)
@@ -282,9 +281,6 @@ def same_stage0(a: Job, b: Job) -> bool:
     their mode only, and the same stage-0 plan (what M_0 trains on, the trainer's config, every seed). So
     it is for the clean control and the baseline it is trained with (stage 0 trains on the real split 0 in
     every mode, then rewrites it); checked bitwise, file by file, in tests/test_collapse.py."""
-    from fortifai_bench.collapse.plan import plan
-    from fortifai_bench.collapse.protocol import load_data
-
     if (a.spec, a.args, a.seed) != (b.spec, b.args, b.seed) or a.task.mode == b.task.mode:
         return False
     ta, tb = (dataclasses.replace(j.task, seed=j.seed) for j in (a, b))
@@ -318,9 +314,6 @@ class Sharing:
     def prepare(self, k: int) -> Path:
         """Run k's directory, holding chance.json and, for a run with a donor, its donor's stage 0 (which
         must be finished by then)."""
-        from fortifai_bench.collapse import rundir
-        from fortifai_bench.losses import load_loss
-
         job = self.planned[k]
         task = dataclasses.replace(job.task, seed=job.seed)
         key = chance_key(job)
@@ -345,12 +338,9 @@ class Sharing:
 
 def _open_with_chance(job: Job, out, command: str | None) -> Path:
     """A new run directory for `job` with its chance.json computed (`run.open_context`), in this process."""
-    from fortifai_bench.collapse.run import open_context
-    from fortifai_bench.distributed import Dist
-
     ctx = open_context(job.task, job.spec, job.args, job.seed, out, None, False, command,
                        Dist.start(job.task.train.device))
-    return ctx.run
+    return ctx.run.path
 
 
 # --------------------------------------------------------------------------------- side by side
@@ -358,15 +348,13 @@ def _open_with_chance(job: Job, out, command: str | None) -> Path:
 # What every worker imports, imported once by the forkserver process before it forks them (it runs no torch
 # op, so a fork of it is safe), rather than by each worker: about 3 s of CPU per worker on the 2-core machine.
 PRELOAD = ["torch", "transformers", "transformers.models.gpt2.modeling_gpt2", "fortifai_bench.collapse.run",
-           "fortifai_bench.collapse.evaluate", "fortifai_bench.collapse.phases", "fortifai_bench.train",
+           "fortifai_bench.collapse.evaluate", "fortifai_bench.train.loop",
            "fortifai_bench.collapse.regenerate", "fortifai_bench.kr.scoring"]
 _EVENTS = None  # in a worker: the queue its runs' progress events go to
 
 
 def _worker_start(events) -> None:
     """A worker's setup: one thread, Ctrl-C left to the parent (which stops the workers), events to the queue."""
-    import signal
-
     global _EVENTS
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent stops us
     signal.signal(signal.SIGTERM, _stop_worker)
@@ -382,23 +370,12 @@ def _stop_worker(signum, frame) -> None:
 
 
 def _work(k: int, job: Job, run: Path, command: str | None) -> dict:
-    from fortifai_bench.collapse.run import run_collapse
-
     return run_collapse(job.task, job.spec, job.args, seed=job.seed, resume=run, progress=False, command=command,
                         report=lambda event: _EVENTS.put({"run": k, **event}))
 
 
 def _side_by_side(planned: list[Job], jobs: int, share: Sharing, board, command: str | None) -> list[dict]:
     """The runs in `jobs` worker processes; their progress drawn here (`board`) from the events they send."""
-    import concurrent.futures as cf
-    import multiprocessing
-    import multiprocessing.forkserver
-    import queue
-    import signal
-
-    from fortifai_bench.collapse.base import base_model
-    from fortifai_bench.distributed import env_world
-
     if env_world()[0] > 1:
         raise FortifaiError("--jobs > 1 starts its own processes: not under torchrun (use --nproc or --jobs 1)")
     # forkserver, not fork: a forked copy of a process that has run torch can deadlock in its thread pools
@@ -460,30 +437,21 @@ def _side_by_side(planned: list[Job], jobs: int, share: Sharing, board, command:
 
 
 def _add_comparisons(exp: Experiment) -> None:
-    from fortifai_bench.metrics import compare_failures
-    from fortifai_bench.results import run_failure
-
     base = [run_failure(r) for r in exp.groups[exp.baseline]]
-    for label, runs in exp.groups.items():
-        if label != exp.baseline:
-            exp.summaries[label]["vs_baseline"] = {"baseline": exp.baseline,
+    for name, runs in exp.groups.items():
+        if name != exp.baseline:
+            exp.summaries[name]["vs_baseline"] = {"baseline": exp.baseline,
                                                    **compare_failures([run_failure(r) for r in runs], base)}
 
 
 def _write_summary(exp: Experiment, out: Path) -> Path:
-    from fortifai_bench.io import write_json
-
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    from fortifai_bench.collapse.rundir import slug
-
     # the task name is a user's string (a task YAML's `task:`): one safe path component, as run folders are
-    path = out / f"summary-{slug(exp.task.task, 'task', keep='._-')}-{stamp}.json"
+    path = out / f"summary-{rundir.slug(exp.task.task, 'task', keep='._-')}-{stamp}.json"
     write_json(path, {"task": {"name": exp.task.task, "version": exp.task.version},
                       "config_hash": exp.task.config_hash(), "baseline": exp.baseline,
                       "seconds": {"wall": exp.seconds, **exp.phase_seconds()}, "summaries": exp.summaries})
     try:
-        from fortifai_bench.collapse.plots import plot_compare
-
         plot_compare(exp.groups, path.with_suffix(""), exp.task.eval.failure_threshold)
     except ImportError:  # matplotlib missing: the numbers stand without the picture
         pass
@@ -557,7 +525,5 @@ def _cell(stats: list[dict], i: int) -> str:
 def _versus(v: dict | None) -> str:
     if not v or v.get("ratio") is None:
         return "-"
-    from fortifai_bench.metrics import format_p
-
     p = v.get("p_value")
     return f"{v['ratio']:.2f}x" + (" " + format_p(p, v.get("splits")).replace(" = ", "=") if p is not None else "")

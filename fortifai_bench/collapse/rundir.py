@@ -1,4 +1,4 @@
-"""A collapse run's directory: its format, what a resumed run finds done, and every read and write of it.
+"""A collapse run's directory (`RunDir`): its format, what a resumed run finds done, every read and write of it.
 
     RUN/config.yaml              resolved task, loss, seed, config hash, package versions, git hash
     RUN/chance.json              what KR-split-0 reads without knowledge (length bias, the base model's KR)
@@ -15,8 +15,9 @@
 Every file goes through `io.atomic_write` / `io.atomic_dir`, so a run killed at any moment leaves each
 file whole or absent; resuming skips the phases whose files exist: training (model + train.json),
 regeneration (per split), evaluation (metrics.json). Under torchrun, rank 0 alone reads and writes here
-(`Dist.on_main`: every process gets its result, or the same one-line error); the functions below that
-take a `Context` do that themselves, so their callers hold no rank logic.
+(`Dist.on_main`: every process gets its result, or the same one-line error); `RunDir`'s methods do that
+themselves, so their callers hold no rank logic. `Context` is the run as its phases see it: the task, its
+plan, the data, the loss, M_0 and this directory.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import dataclasses
 import datetime as _dt
 import errno
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -35,10 +37,117 @@ from fortifai_bench.collapse.config import CollapseTask, describe_differences, t
 from fortifai_bench.collapse.plan import StagePlan
 from fortifai_bench.collapse.protocol import Data
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.io import atomic_write, read_json, read_jsonl, write_json, write_jsonl
+from fortifai_bench.io import (atomic_dir, atomic_write, is_temporary, read_json, read_jsonl, read_yaml,
+                               remove_orphan_temps, write_json, write_jsonl)
+from fortifai_bench.models import load_model, save_model
 from fortifai_bench.results import provenance
 
 RUN_FORMAT = "fortifai-bench/run@1"
+COPIED = "copied.json"  # RUN/copied.json: what an experiment copied here from another run, and from which
+
+
+class RunDir:
+    """One run's directory, as every process of the run sees it: rank 0 reads and writes (`dist.on_main`),
+    every process gets the result. Also keeps the rewrites read or written, for the rest of the run."""
+
+    def __init__(self, path: Path, dist):
+        self.path, self.dist = Path(path), dist  # dist: fortifai_bench.distributed.Dist
+        self.rewrites: dict[tuple[int, int], list[dict]] = {}  # (stage that wrote it, split) -> rows
+
+    @classmethod
+    def open(cls, task: CollapseTask, loss_desc: dict, dist, *, out=None, resume=None,
+             command: str | None = None) -> RunDir:
+        """`open_run` by rank 0: a new directory under `out`, or `resume` checked."""
+        return cls(Path(dist.on_main(lambda: str(open_run(task, loss_desc, out=out, resume=resume,
+                                                          command=command)))), dist)
+
+    def discard(self) -> None:
+        """`discard_unstarted`, by rank 0: a new run that failed before its first stage leaves nothing."""
+        self.dist.on_main(discard_unstarted, self.path)
+
+    # ---------------------------------------------------------------------- what a resumed run finds done
+
+    def finished(self, p: StagePlan) -> dict | None:
+        """The stage's metrics.json when a previous run finished it, else None."""
+        done = self.path / p.folder / "metrics.json"
+        return self.dist.on_main(lambda: finished_stage(done, p.stage) if done.is_file() else None)
+
+    def trained(self, p: StagePlan) -> bool:
+        """Whether M_i's model and train.json exist (train.json is written after the model)."""
+        return self.dist.on_main((self.path / p.folder / "train.json").is_file)
+
+    def regenerated(self, p: StagePlan, k: int) -> bool:
+        return self.dist.on_main((self.path / split_file(p.stage, k)).is_file)
+
+    def copied_from(self, what: str) -> str | None:
+        """The run `what` (a stage folder, chance.json) was copied from, or None."""
+        path = self.path / COPIED
+        return self.dist.on_main(lambda: (read_json(path) if path.is_file() else {}).get(what))
+
+    # ---------------------------------------------------------------------- a stage's files
+
+    def model_dir(self, p: StagePlan) -> Path:
+        """M_i's Hugging Face directory."""
+        return self.path / p.folder / "model"
+
+    def save_training(self, p: StagePlan, model, tokenizer, info: dict) -> None:
+        """M_i's directory, then train.json (which marks training done)."""
+        self.dist.on_main(save_stage, model, tokenizer, self.path / p.folder, info)
+
+    def read_training(self, p: StagePlan) -> dict:
+        return self.dist.on_main(read_json, self.path / p.folder / "train.json")
+
+    def written(self, stage: int, k: int) -> list[dict]:
+        """Split k as stage `stage` rewrote it (read by rank 0, sent to every process, kept for the run)."""
+        key = (stage, k)
+        if key not in self.rewrites:
+            path = self.path / split_file(stage, k)
+            self.rewrites[key] = self.dist.on_main(read_jsonl, path, required=("id", "text", "ids", "first"))
+        return self.rewrites[key]
+
+    def write_split(self, p: StagePlan, k: int, rows: list[dict], work: dict) -> None:
+        """The work done on a rewrite, then its rows (which mark the split done)."""
+        folder = self.path / p.folder / "data"
+
+        def write():
+            write_json(folder / f"split_{k}.work.json", work)
+            write_jsonl(folder / f"split_{k}.jsonl", rows)
+
+        self.dist.on_main(write)
+        self.rewrites[(p.stage, k)] = rows
+
+    def read_work(self, p: StagePlan) -> dict:
+        """Each regenerated split's work record, by split (as a string)."""
+        folder = self.path / p.folder / "data"
+        return self.dist.on_main(lambda: {str(k): read_json(folder / f"split_{k}.work.json") for k in p.regenerate})
+
+    def save_metrics(self, p: StagePlan, metrics: dict) -> None:
+        self.dist.on_main(write_json, self.path / p.folder / "metrics.json", metrics)
+
+    def once(self, name: str, compute: Callable[[], dict]) -> dict:
+        """RUN/<name>: computed (by every process: `compute` may be sharded) and written by rank 0 the first
+        time, read back from then on (so a resumed run gets exactly what it wrote)."""
+        path = self.path / name
+        if not self.dist.on_main(path.is_file):
+            value = compute()
+            self.dist.on_main(write_json, path, value)
+        return self.dist.on_main(read_json, path)
+
+    # ---------------------------------------------------------------------- results
+
+    def write_results(self, results: dict) -> None:
+        """results.json as it stands after a stage."""
+        self.dist.on_main(write_json, self.path / "results.json", results)
+
+    def write_stopped(self, results: Callable[[], dict]) -> None:
+        """results.json of a run that stopped, built and written by rank 0 alone and with no collective: the
+        error may be this process's alone, and the others may be waiting in one."""
+        if self.dist.main:
+            write_json(self.path / "results.json", results())
+
+    def finish(self, results: dict) -> dict:
+        """The final results.json and plots (rank 0); the results as a reader of the file gets them, everywhere."""
+        return self.dist.on_main(finish_run, self.path, results)
 
 
 @dataclasses.dataclass
@@ -48,7 +157,7 @@ class Context:
 
     task: CollapseTask
     plans: list[StagePlan]
-    run: Path
+    run: RunDir
     data: Data
     loss: Any                       # losses.Loss
     base_spec: str
@@ -56,8 +165,26 @@ class Context:
     progress: bool = False
     command: str | None = None
     chance: dict | None = None
-    rewrites: dict = dataclasses.field(default_factory=dict)  # (stage that wrote it, split) -> rows
     report: Callable[[dict], None] | None = None              # where progress events go (collapse.progress)
+
+    def say(self, **event) -> None:
+        """A progress event (`collapse.progress`), when someone listens."""
+        if self.report is not None:
+            self.report(event)
+
+    def load_model(self, spec: str | os.PathLike):
+        """A model of the run (the base or a stage's directory) with the task's loading options, on this
+        process's device."""
+        m = self.task.model
+        model, tokenizer = load_model(spec, dtype=m.dtype, attn_implementation=m.attn_implementation,
+                                      revision=m.revision if str(spec) == m.name else None)
+        return model.to(self.dist.device), tokenizer
+
+    def rows(self, k: int, g: int) -> list[dict]:
+        """D_k^(g): the real split for g = 0, else the file stage k+g-1 wrote (modes that train on rewrites)."""
+        if g == 0:
+            return [{"id": p.id, "text": p.text} for p in self.data.splits[k]]
+        return self.run.written(k + g - 1, k)
 
 
 # ------------------------------------------------------------------------------------------ opening
@@ -90,7 +217,7 @@ def open_run(task: CollapseTask, loss_desc: dict, *, out: str | os.PathLike | No
                                 + "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""))
         check_no_symlinks(run)  # a linked stage folder would take the resumed run's writes (and cleanup) elsewhere
         for done in sorted(run.glob("stage_*/metrics.json")):  # a bad record stops here, before anything is written
-            _finished_stage(done, int(done.parent.name.split("_")[1]))
+            finished_stage(done, int(done.parent.name.split("_")[1]))
         _remove_orphans(run)
         return run
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -123,8 +250,6 @@ def discard_unstarted(run: Path) -> None:
     """Remove a run folder that failed before its first stage: only what `open_run` and `once` write there
     (config.yaml, chance.json, their temporaries) is deleted, file by file, and the folder only if that
     left it empty; nothing is followed through a link, nothing outside the folder is touched."""
-    from fortifai_bench.io import is_temporary
-
     if run.is_symlink() or not run.is_dir():
         return
     for entry in run.iterdir():
@@ -139,8 +264,6 @@ def discard_unstarted(run: Path) -> None:
 
 def _remove_orphans(run: Path) -> None:
     """What a killed run left half-written (temporaries of atomic writes) goes before resuming."""
-    from fortifai_bench.io import remove_orphan_temps
-
     for folder in [run, run / "plots", *run.glob("stage_*"), *run.glob("stage_*/data")]:
         remove_orphan_temps(folder)
 
@@ -162,8 +285,6 @@ def read_run_config(run: str | os.PathLike) -> tuple[CollapseTask, dict]:
 
 def _read_record(path: Path) -> dict:
     """A run's config.yaml as a mapping, or one line saying what is wrong with it."""
-    from fortifai_bench.io import read_yaml
-
     doc = read_yaml(path)
     if not isinstance(doc, dict):
         raise FortifaiError(f"{path}: a run record must be a YAML mapping, got {type(doc).__name__}")
@@ -177,13 +298,7 @@ def split_file(stage: int, k: int) -> str:
     return f"stage_{stage}/data/split_{k}.jsonl"
 
 
-def finished(ctx: Context, p: StagePlan) -> dict | None:
-    """The stage's metrics.json when a previous run finished it, else None."""
-    done = ctx.run / p.folder / "metrics.json"
-    return ctx.dist.on_main(lambda: _finished_stage(done, p.stage) if done.is_file() else None)
-
-
-def _finished_stage(path: Path, i: int) -> dict:
+def finished_stage(path: Path, i: int) -> dict:
     """A stage's metrics.json read back on resume; anything but a record this code wrote is one line."""
     metrics = read_json(path)
     missing = [k for k in ("stage", "score", "kr_total", "items") if not isinstance(metrics, dict) or k not in metrics]
@@ -193,23 +308,8 @@ def _finished_stage(path: Path, i: int) -> dict:
     return metrics
 
 
-def trained(ctx: Context, p: StagePlan) -> bool:
-    """Whether M_i's model and train.json exist (train.json is written after the model)."""
-    return ctx.dist.on_main((ctx.run / p.folder / "train.json").is_file)
-
-
-def regenerated(ctx: Context, p: StagePlan, k: int) -> bool:
-    return ctx.dist.on_main((ctx.run / split_file(p.stage, k)).is_file)
-
-
-def save_training(ctx: Context, p: StagePlan, model, tokenizer, info: dict) -> None:
-    """M_i's directory, then train.json (which marks training done), by rank 0."""
-    ctx.dist.on_main(_save_stage, model, tokenizer, ctx.run / p.folder, info)
-
-
-def _save_stage(model, tokenizer, stage_dir: Path, info: dict) -> None:
-    from fortifai_bench.models import save_model
-
+def save_stage(model, tokenizer, stage_dir: Path, info: dict) -> None:
+    """M_i's model directory, then train.json."""
     try:
         save_model(model, tokenizer, stage_dir / "model")
     except Exception as exc:  # safetensors reports a full disk as its own error type, not OSError
@@ -219,62 +319,19 @@ def _save_stage(model, tokenizer, stage_dir: Path, info: dict) -> None:
     write_json(stage_dir / "train.json", info)
 
 
-def read_training(ctx: Context, p: StagePlan) -> dict:
-    return ctx.dist.on_main(read_json, ctx.run / p.folder / "train.json")
+def finish_run(run: Path, results: dict) -> dict:
+    """The final results.json and the run's plots; the results as a reader of the file gets them."""
+    write_json(run / "results.json", results)
+    try:
+        from fortifai_bench.collapse.plots import plot_run  # matplotlib, an extra
 
-
-def rows(ctx: Context, k: int, g: int) -> list[dict]:
-    """D_k^(g): the real split for g = 0, else the file stage k+g-1 wrote (modes that train on rewrites)."""
-    if g == 0:
-        return [{"id": p.id, "text": p.text} for p in ctx.data.splits[k]]
-    return written(ctx, k + g - 1, k)
-
-
-def written(ctx: Context, stage: int, k: int) -> list[dict]:
-    """Split k as stage `stage` rewrote it (read by rank 0, sent to every process, kept for the run)."""
-    key = (stage, k)
-    if key not in ctx.rewrites:
-        path = ctx.run / split_file(stage, k)
-        ctx.rewrites[key] = ctx.dist.on_main(read_jsonl, path, required=("id", "text", "ids", "first"))
-    return ctx.rewrites[key]
-
-
-def write_split(ctx: Context, p: StagePlan, k: int, out: list[dict], work: dict) -> None:
-    """The work done on a rewrite, then its rows (which mark the split done), by rank 0."""
-    folder = ctx.run / p.folder / "data"
-
-    def write():
-        write_json(folder / f"split_{k}.work.json", work)
-        write_jsonl(folder / f"split_{k}.jsonl", out)
-
-    ctx.dist.on_main(write)
-    ctx.rewrites[(p.stage, k)] = out
-
-
-def read_work(ctx: Context, p: StagePlan) -> dict:
-    """Each regenerated split's work record, by split (as a string)."""
-    folder = ctx.run / p.folder / "data"
-    return ctx.dist.on_main(lambda: {str(k): read_json(folder / f"split_{k}.work.json") for k in p.regenerate})
-
-
-def save_metrics(ctx: Context, p: StagePlan, metrics: dict) -> None:
-    ctx.dist.on_main(write_json, ctx.run / p.folder / "metrics.json", metrics)
-
-
-def once(ctx: Context, name: str, compute: Callable[[], dict]) -> dict:
-    """RUN/<name>: computed (by every process: `compute` may be sharded) and written by rank 0 the first
-    time, read back from then on (so a resumed run gets exactly what it wrote)."""
-    path = ctx.run / name
-    if not ctx.dist.on_main(path.is_file):
-        value = compute()
-        ctx.dist.on_main(write_json, path, value)
-    return ctx.dist.on_main(read_json, path)
+        plot_run(results, run / "plots")
+    except ImportError as exc:  # matplotlib is an extra; results stand without plots
+        print(f"plots skipped: {exc}", file=sys.stderr)
+    return read_json(run / "results.json")  # exactly what a reader of the file gets (str keys, lists)
 
 
 # ------------------------------------------------------------------------------------------ copied work
-
-COPIED = "copied.json"  # RUN/copied.json: what an experiment copied here from another run, and from which
-
 
 def copy_chance(source: Path, run: Path) -> None:
     """RUN/chance.json from a run of the same base model and KR set, which computed it (an experiment's runs
@@ -285,12 +342,8 @@ def copy_chance(source: Path, run: Path) -> None:
 
 def copy_stage(source: Path, run: Path, folder: str) -> None:
     """A finished stage's folder from a run that computed exactly this stage (the clean control's stage 0
-    is its baseline's; `experiment.same_stage` says when), as one atomic folder. Its metrics keep every
+    is its baseline's; `experiment.same_stage0` says when), as one atomic folder. Its metrics keep every
     number; their seconds are zero, as no time was spent on the stage here."""
-    import shutil
-
-    from fortifai_bench.io import atomic_dir
-
     with atomic_dir(run / folder) as tmp:
         shutil.copytree(source / folder, tmp, dirs_exist_ok=True)
         metrics = read_json(tmp / "metrics.json")
@@ -305,66 +358,11 @@ def _note_copy(run: Path, what: str, source: Path) -> None:
     write_json(path, {**notes, what: str(source)})
 
 
-def copied_from(ctx: Context, what: str) -> str | None:
-    """The run `what` (a stage folder, chance.json) was copied from, or None."""
-    path = ctx.run / COPIED
-    return ctx.dist.on_main(lambda: (read_json(path) if path.is_file() else {}).get(what))
-
-
 # ------------------------------------------------------------------------------------------ results
 
 def score_name(task) -> str:
     """kr_split0, or kr_split0_<tag> when the headline score is one tag's questions (eval.score_tag)."""
     return "kr_split0" if task.eval.score_tag is None else f"kr_split0_{task.eval.score_tag}"
-
-
-def write_results(ctx: Context, stages: list[dict]) -> None:
-    """results.json with the stages done so far, by rank 0."""
-    ctx.dist.on_main(write_json, ctx.run / "results.json", build_results(ctx, stages))
-
-
-def write_stopped(ctx: Context, stages: list[dict], stopped: dict) -> None:
-    """results.json of a run that stopped, by rank 0 alone and with no collective: the error may be this
-    process's alone, and the others may be waiting in one."""
-    if ctx.dist.main:
-        write_json(ctx.run / "results.json", build_results(ctx, stages, stopped=stopped))
-
-
-def finish(ctx: Context, stages: list[dict]) -> dict:
-    """The final results.json and plots (rank 0); the results as a reader of the file gets them, everywhere."""
-    return ctx.dist.on_main(_finish, ctx.run, build_results(ctx, stages))
-
-
-def _finish(run: Path, results: dict) -> dict:
-    write_json(run / "results.json", results)
-    try:
-        from fortifai_bench.collapse.plots import plot_run
-
-        plot_run(results, run / "plots")
-    except ImportError as exc:  # matplotlib is an extra; results stand without plots
-        print(f"plots skipped: {exc}", file=sys.stderr)
-    return read_json(run / "results.json")  # exactly what a reader of the file gets (str keys, lists)
-
-
-def build_results(ctx: Context, stages: list[dict], stopped: dict | None = None) -> dict:
-    from fortifai_bench.collapse.base import base_record
-    from fortifai_bench.kr.sets import kr_record
-    from fortifai_bench.results import ids_sha256, make_results, runtime
-
-    task = ctx.task
-    ids = [q.id for q in ctx.data.questions if q.split == 0]
-    return make_results(
-        kind="text", task={"name": task.task, "version": task.version}, loss=ctx.loss.describe(),
-        model=task.model.name, seed=task.seed, config=task.to_dict(), control=task.mode == "clean",
-        score_name=score_name(task), failure_threshold=task.eval.failure_threshold,
-        stages=[{k: v for k, v in s.items() if k != "items"} for s in stages],
-        items={"split0_ids_sha256": ids_sha256(ids),
-               "split0_ids_order": "KR file order",
-               "split0_correct": [s["items"]["split0_correct"] for s in stages]},
-        complete=stopped is None and len(stages) == task.stages, stopped=stopped,
-        kr_source=ctx.data.kr_source, kr=kr_record(ctx.data.kr_source), base=base_record(task, ctx.base_spec),
-        runtime=runtime(world_size=ctx.dist.world, device=ctx.dist.device.type, dtype=task.model.dtype),
-        chance=ctx.chance, run_dir=str(ctx.run), command=ctx.command)
 
 
 def comparable(results: dict) -> dict:

@@ -42,9 +42,12 @@ import torch
 from fortifai_bench import threads
 from fortifai_bench.distributed import Dist
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.kr.encode import model_window
 from fortifai_bench.losses import CheckedLoss, FunctionLoss, Loss, load_loss, token_logprobs
+from fortifai_bench.losses.checked import INPLACE_HINT, first_sentence
 from fortifai_bench.train.config import SCHEDULES, TrainConfig
 from fortifai_bench.train.data import IGNORE_INDEX, Blocks, prepare
+from fortifai_bench.train.save import save_run
 from fortifai_bench.train.tally import TokenTally
 
 STATS = ("masked_fraction", "mean_p_correct")
@@ -193,8 +196,12 @@ def train(
 
     With `out_dir`, the best checkpoint is saved there (safetensors + tokenizer, plus ``train.json``
     with the config, the loss and the history), atomically, by process 0, once training ends.
+
+    The loop is written out here, down to the step that calls the loss (`_backward`), so that a reader
+    follows a stage of the protocol to its loss in a few calls.
     """
     from tqdm.auto import tqdm
+    from transformers import get_scheduler
 
     config = config or TrainConfig()
     _check_window(model, tokenizer, config)
@@ -210,132 +217,68 @@ def train(
         raise FortifaiError(f"batch_size={config.batch_size} is not divisible by the {dist.world} processes")
     model.to(dist.device)
     bf16 = use_bf16(config, dist.device, model)
-    checkpointing = _enable_checkpointing(model, config)
-    model.train()
-    net = model
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
-    try:
-        result = _loop(model, net, tokenizer, train_blocks, val_blocks, checked, config, dist, bf16,
-                       generator, progress, tqdm)
-    finally:
-        if checkpointing:
-            _disable_checkpointing(model)
-        del net  # the DDP wrapper (and its hold on the process group) goes now, not at some later collection
-    result.seconds, result.out_dir = time.perf_counter() - start, out
-    if out is not None:
-        from fortifai_bench.train.save import save_run
-
-        dist.on_main(save_run, result, tokenizer, config, out, progress)
-    return result
-
-
-def _check_window(model, tokenizer, config: TrainConfig) -> None:
-    """Rows are `block_size` tokens (a longer text is cut into blocks, or to its first block without
-    packing); a row longer than the model's window has positions the model has no embedding for."""
-    from fortifai_bench.kr.encode import model_window
-
-    window = model_window(model, tokenizer)
-    if config.block_size > window:
-        raise FortifaiError(f"train.block_size={config.block_size} is longer than the model's {window}-token "
-                            "window: lower train.block_size")
-
-
-def _enable_checkpointing(model, config: TrainConfig) -> bool:
-    """Activation checkpointing for the run (transformers 5 calls it activation_checkpointing_*, 4 gradient_*)."""
-    if not config.gradient_checkpointing:
-        return False
-    # Non-reentrant checkpointing works with DDP and with inputs that need no gradient.
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    elif hasattr(model, "gradient_checkpointing_enable"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        raise FortifaiError(f"gradient_checkpointing: {type(model).__name__} is not a Hugging Face model")
-    return True
-
-
-def _disable_checkpointing(model) -> None:
-    if hasattr(model, "activation_checkpointing_disable"):
-        model.activation_checkpointing_disable()
-    else:
-        model.gradient_checkpointing_disable()
-
-
-def _loop(model, net, tokenizer, train_blocks, val_blocks, checked, config, dist, bf16, generator, progress, tqdm):
-    from transformers import get_scheduler
-
-    micro_per_epoch = math.ceil((len(train_blocks) + (-len(train_blocks)) % dist.world) / config.batch_size)
-    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = optimizer_for(model, config)
-    scheduler = get_scheduler(SCHEDULES[config.schedule], optimizer, warmup_steps(config, total_steps), total_steps)
-    eval_batch = max(1, (config.eval_batch_size or config.batch_size) // dist.world)
-    if config.per_device_batch_size:
-        eval_batch = min(eval_batch, config.per_device_batch_size)
-
-    history: list[dict[str, Any]] = []
-    best_state, best_val, best_epoch = None, math.inf, config.epochs
-    tally = None
-    if train_blocks.classes is not None:
-        tally = TokenTally.empty(int(train_blocks.classes.max()) + 1, config.epochs)
-    step = 0
-    for epoch in range(1, config.epochs + 1):
-        threads.refresh()  # a long run adapts to neighbours that come and go (a no-op unless the policy set it)
-        order, repeat = epoch_order(len(train_blocks), dist.world, generator)
-        batches = list(zip(order.split(config.batch_size), repeat.split(config.batch_size)))
-        sums = {"loss": 0.0, "masked_fraction": 0.0, "mean_p_correct": 0.0, "tokens": 0.0}
-        t0 = time.perf_counter()
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-                   disable=not (progress and dist.main), leave=False, dynamic_ncols=True)
-        for g in range(0, len(batches), config.grad_accum):
-            group = batches[g : g + config.grad_accum]
-            for i, (index, rep) in enumerate(group):
-                chunks = _chunks(train_blocks, index, rep, dist, config.per_device_batch_size)
-                for c, chunk in enumerate(chunks):
-                    sync = i == len(group) - 1 and c == len(chunks) - 1
-                    with (net.no_sync() if dist.world > 1 and not sync else contextlib.nullcontext()):
-                        value = _backward(net, chunk, checked, dist, bf16, len(group), f"epoch {epoch} step {step + 1}",
-                                          tally, epoch)
-                    sums["loss"] += value["loss"] * chunk.share
-                    for key in STATS:
-                        sums[key] += value[key] * chunk.share
-                    sums["tokens"] += chunk.tokens
-                bar.update(1)
-                bar.set_postfix(loss=f"{value['loss']:.4f}", refresh=False)
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-        bar.close()
-        train_seconds = time.perf_counter() - t0
-        loss_sum, mf, pc, tokens = dist.sum([sums["loss"], sums["masked_fraction"], sums["mean_p_correct"],
-                                            sums["tokens"]])
-        val_loss = evaluate(model, val_blocks, eval_batch, dist, bf16) if val_blocks is not None else None
-        micro = len(batches)
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum / micro,
-            "val_loss": val_loss,
-            "masked_fraction": mf / micro,
-            "mean_p_correct": pc / micro,
-            "tokens_per_s": tokens / train_seconds,
-            "tokens": int(tokens),
-            "steps": step,
-            "lr": scheduler.get_last_lr()[0],
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(row)
-        if progress and dist.main:
-            tqdm.write(format_row(row, config.epochs))
-        if val_loss is not None and val_loss < best_val:
-            # A copy on the training device: cheap for the tiny model, one extra model on a GPU.
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best_val, best_epoch = val_loss, epoch
+    with _checkpointing(model, config):
+        model.train()
+        net = _distributed(model, dist)
+        try:
+            micro_per_epoch = math.ceil((len(train_blocks) + (-len(train_blocks)) % dist.world) / config.batch_size)
+            total_steps = math.ceil(micro_per_epoch / config.grad_accum) * config.epochs
+            optimizer = optimizer_for(model, config)
+            scheduler = get_scheduler(SCHEDULES[config.schedule], optimizer, warmup_steps(config, total_steps),
+                                      total_steps)
+            eval_batch = max(1, (config.eval_batch_size or config.batch_size) // dist.world)
+            if config.per_device_batch_size:
+                eval_batch = min(eval_batch, config.per_device_batch_size)
+            history: list[dict[str, Any]] = []
+            best_state, best_val, best_epoch = None, math.inf, config.epochs
+            tally = None
+            if train_blocks.classes is not None:
+                tally = TokenTally.empty(int(train_blocks.classes.max()) + 1, config.epochs)
+            step = 0
+            for epoch in range(1, config.epochs + 1):
+                threads.refresh()  # a long run adapts to neighbours that come and go (a no-op unless the policy set it)
+                order, repeat = epoch_order(len(train_blocks), dist.world, generator)
+                batches = list(zip(order.split(config.batch_size), repeat.split(config.batch_size)))
+                sums = {"loss": 0.0, "masked_fraction": 0.0, "mean_p_correct": 0.0, "tokens": 0.0}
+                t0 = time.perf_counter()
+                bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+                           disable=not (progress and dist.main), leave=False, dynamic_ncols=True)
+                for g in range(0, len(batches), config.grad_accum):  # one optimizer step per group of batches
+                    group = batches[g : g + config.grad_accum]
+                    for i, (index, rep) in enumerate(group):
+                        chunks = _chunks(train_blocks, index, rep, dist, config.per_device_batch_size)
+                        for c, chunk in enumerate(chunks):
+                            sync = i == len(group) - 1 and c == len(chunks) - 1
+                            with (net.no_sync() if dist.world > 1 and not sync else contextlib.nullcontext()):
+                                value = _backward(net, chunk, checked, dist, bf16, len(group),
+                                                  f"epoch {epoch} step {step + 1}", tally, epoch)
+                            sums["loss"] += value["loss"] * chunk.share
+                            for key in STATS:
+                                sums[key] += value[key] * chunk.share
+                            sums["tokens"] += chunk.tokens
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{value['loss']:.4f}", refresh=False)
+                    if config.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                bar.close()
+                train_seconds = time.perf_counter() - t0
+                summed = dist.sum([sums["loss"], sums["masked_fraction"], sums["mean_p_correct"], sums["tokens"]])
+                val_loss = evaluate(model, val_blocks, eval_batch, dist, bf16) if val_blocks is not None else None
+                row = epoch_row(epoch, summed, len(batches), val_loss, train_seconds, step,
+                                scheduler.get_last_lr()[0], t0)
+                history.append(row)
+                if progress and dist.main:
+                    tqdm.write(format_row(row, config.epochs))
+                if val_loss is not None and val_loss < best_val:
+                    # A copy on the training device: cheap for the tiny model, one extra model on a GPU.
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    best_val, best_epoch = val_loss, epoch
+        finally:
+            del net  # the DDP wrapper (and its hold on the process group) goes now, not at some later collection
 
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -343,8 +286,71 @@ def _loop(model, net, tokenizer, train_blocks, val_blocks, checked, config, dist
     if tally is not None:
         tally = tally.summed(dist)
         tally = tally if tally.counts.sum() > 0 else None  # the loss reported no mask (a plain function)
-    return TrainResult(model=model, history=history, best_epoch=best_epoch, seconds=0.0,
-                       best_val_loss=None if best_state is None else best_val, loss=checked.describe(), tally=tally)
+    result = TrainResult(model=model, history=history, best_epoch=best_epoch, seconds=time.perf_counter() - start,
+                         best_val_loss=None if best_state is None else best_val, loss=checked.describe(),
+                         tally=tally, out_dir=out)
+    if out is not None:
+        dist.on_main(save_run, result, tokenizer, config, out, progress)
+    return result
+
+
+def epoch_row(epoch: int, sums: list[float], micro: int, val_loss: float | None, train_seconds: float, step: int,
+              lr: float, t0: float) -> dict[str, Any]:
+    """An epoch's line of the history, from its sums over the processes (loss, masked fraction, mean
+    p(correct), each weighted by its chunks' shares, and tokens) and its `micro` batches."""
+    loss_sum, mf, pc, tokens = sums
+    return {
+        "epoch": epoch,
+        "train_loss": loss_sum / micro,
+        "val_loss": val_loss,
+        "masked_fraction": mf / micro,
+        "mean_p_correct": pc / micro,
+        "tokens_per_s": tokens / train_seconds,
+        "tokens": int(tokens),
+        "steps": step,
+        "lr": lr,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _check_window(model, tokenizer, config: TrainConfig) -> None:
+    """Rows are `block_size` tokens (a longer text is cut into blocks, or to its first block without
+    packing); a row longer than the model's window has positions the model has no embedding for."""
+    window = model_window(model, tokenizer)
+    if config.block_size > window:
+        raise FortifaiError(f"train.block_size={config.block_size} is longer than the model's {window}-token "
+                            "window: lower train.block_size")
+
+
+def _distributed(model, dist: Dist):
+    """The model as DistributedDataParallel across the processes; the model itself in one process."""
+    if dist.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
+
+
+@contextlib.contextmanager
+def _checkpointing(model, config: TrainConfig):
+    """Activation checkpointing for the run (transformers 5 calls it activation_checkpointing_*, 4 gradient_*)."""
+    if not config.gradient_checkpointing:
+        yield
+        return
+    # Non-reentrant checkpointing works with DDP and with inputs that need no gradient.
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        raise FortifaiError(f"gradient_checkpointing: {type(model).__name__} is not a Hugging Face model")
+    try:
+        yield
+    finally:
+        if hasattr(model, "activation_checkpointing_disable"):
+            model.activation_checkpointing_disable()
+        else:
+            model.gradient_checkpointing_disable()
 
 
 def _backward(net, chunk: _Chunk, checked, dist: Dist, bf16: bool, group: int, where: str,
@@ -370,8 +376,6 @@ def _backward(net, chunk: _Chunk, checked, dist: Dist, bf16: bool, group: int, w
     try:
         (result.loss * (chunk.share * dist.world / group)).backward()
     except RuntimeError as exc:  # e.g. a loss that changed in place a tensor its own gradient needs
-        from fortifai_bench.losses.checked import INPLACE_HINT, first_sentence
-
         raise FortifaiError(f"{where}: loss {checked.spec!r}: its backward pass failed: {first_sentence(exc)}"
                             + INPLACE_HINT * ("inplace" in str(exc))) from exc
     if tally is not None and chunk.classes is not None and result.kept is not None:
