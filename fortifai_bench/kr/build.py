@@ -14,33 +14,37 @@ the working folder first) or declared by an installed project in the entry-point
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
 
+from fortifai_bench.corpora.facts import PRESETS, build_facts
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.io import file_sha256, write_jsonl
+from fortifai_bench.kr import facts_gen, rules
+from fortifai_bench.kr.openai_gen import generate_openai
+from fortifai_bench.kr.quality import MAX_DIFF_WORDS, filter_questions
+from fortifai_bench.kr.schema import assign_splits, write_questions
 from fortifai_bench.registry import Registry
 
 GROUP = "fortifai_bench.kr_generators"  # the entry points other projects declare their generators in
 
 
 def _facts(corpus, n_splits, *, max_per_paragraph, seed, source, progress, options):
-    from fortifai_bench.kr.facts_gen import generate_facts
-
     # caps the facts per paragraph itself (several questions each)
-    return generate_facts(corpus, n_splits, max_per_paragraph=max_per_paragraph, seed=seed, source=source), {}
+    questions = facts_gen.generate_facts(corpus, n_splits, max_per_paragraph=max_per_paragraph, seed=seed,
+                                         source=source)
+    return questions, {}
+
 
 
 def _rules(corpus, n_splits, *, max_per_paragraph, seed, source, progress, options):
-    from fortifai_bench.kr.rules import generate_rules
-
-    questions = generate_rules(corpus, max_per_paragraph=max_per_paragraph, seed=seed, source=source)
+    questions = rules.generate_rules(corpus, max_per_paragraph=max_per_paragraph, seed=seed, source=source)
     return _cap_per_paragraph(questions, max_per_paragraph), {}
 
 
 def _openai(corpus, n_splits, *, max_per_paragraph, seed, source, progress, options):
-    from fortifai_bench.kr.openai_gen import generate_openai
-
     questions, usage = generate_openai(list(corpus.paragraphs), source=source, progress=progress, **options)
     return _cap_per_paragraph(questions, max_per_paragraph), {"openai": usage}
 
@@ -54,11 +58,7 @@ def generator_version(name: str) -> str:
     """What names a generator's questions in cache file names: `rules@1`, `facts@2`; for a plug-in or a user's
     `module:Name`, the name and the sha256 of its source file, so edited code never reuses stale questions."""
     if name in ("rules", "facts"):
-        from fortifai_bench.kr import facts_gen, rules
-
         return {"rules": rules.GENERATOR, "facts": facts_gen.GENERATOR}[name]
-    from fortifai_bench.io import file_sha256
-
     source = getattr(sys.modules.get(getattr(GENERATORS.get(name), "__module__", "")), "__file__", None)
     digest = file_sha256(source)[:12] if source else "nosource"
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '.', name)}@{digest}"
@@ -72,9 +72,6 @@ def build_questions(corpus, generator: str, n_splits: int, *, max_per_paragraph:
     `report` = {"generator", "corpus", "splits", "quality": {...}, "openai": usage stats or absent}.
     `openai_args` go to `fortifai_bench.kr.openai_gen.generate_openai` (llm, base_url, concurrency, ...).
     """
-    from fortifai_bench.kr.quality import MAX_DIFF_WORDS, filter_questions
-    from fortifai_bench.kr.schema import assign_splits
-
     generate = GENERATORS.get(generator)
     split_of = corpus.split_of(n_splits)  # checks n_splits against the corpus first: fail before paying
     source = source or f"{corpus.name}:{corpus.part}"
@@ -110,12 +107,6 @@ def build_facts_files(out, *, corpus: str = "facts", seed: int = 0, paragraphs: 
     Same arguments, same bytes: the shipped `data/facts` and `data/facts-longtail` files are made by this
     function with its defaults, and a test rebuilds them and compares.
     """
-    import dataclasses
-
-    from fortifai_bench.corpora.facts import PRESETS, build_facts
-    from fortifai_bench.io import write_jsonl
-    from fortifai_bench.kr.schema import write_questions
-
     if corpus not in PRESETS:
         raise FortifaiError(f"build-facts: unknown corpus {corpus!r}; known: {', '.join(PRESETS)}")
     corpus = build_facts(dataclasses.replace(PRESETS[corpus], seed=seed, paragraphs=paragraphs), part="main")

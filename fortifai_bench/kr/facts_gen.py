@@ -32,7 +32,9 @@ import random
 import re
 from collections import defaultdict
 
+from fortifai_bench.corpora.facts import DERIVED
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.kr.schema import Question
 
 VERSION = 2  # 2: distractors the context cannot rule out (death years in the implied range)
 GENERATOR = f"facts@{VERSION}"
@@ -63,8 +65,6 @@ def _plausible(p, f, context: str):
     """Which false values the context alone cannot rule out: never a value the context already names,
     and for a derived attribute (a death year) only values in the range the context implies (30-80
     years after the birth year it states), as the true values are."""
-    from fortifai_bench.corpora.facts import DERIVED
-
     by_attr = {x["attribute"]: x["value"] for x in p.meta["facts"]}
     def named(v):  # as a whole word or name, not inside another number ("4" in "1843")
         return re.search(rf"(?<!\w){re.escape(v)}(?!\w)", context) is not None
@@ -84,8 +84,6 @@ def generate_facts(corpus, n_splits: int, *, max_per_paragraph: int = 5, distrac
                    seed: int = 0, source: str | None = None) -> list:
     """Questions on up to `max_per_paragraph` facts per paragraph, `distractors` questions per fact (one
     false value each), split assigned (`corpus.split_of(n_splits)`)."""
-    from fortifai_bench.kr.schema import Question
-
     if max_per_paragraph < 1 or distractors < 1:
         raise FortifaiError(f"facts generator: max_per_paragraph and distractors must be >= 1, got "
                             f"{max_per_paragraph} and {distractors}")

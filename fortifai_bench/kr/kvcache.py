@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from fortifai_bench.kr.encode import Item
+from fortifai_bench.losses.logprobs import target_logprobs
 from fortifai_bench.models import cache_argument
 
 
@@ -21,8 +22,6 @@ def _repeat_cache(cache, repeats: int):
 
 def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log p(target) for each position: the package's one helper (`losses.target_logprobs`, chunked)."""
-    from fortifai_bench.losses import target_logprobs
-
     return target_logprobs(logits, targets)
 
 

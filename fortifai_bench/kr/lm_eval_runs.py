@@ -25,7 +25,11 @@ import logging
 import re
 from pathlib import Path
 
+from fortifai_bench.collapse.protocol import load_data
+from fortifai_bench.collapse.rundir import read_run_config
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.kr.sets import find_kr_file
+from fortifai_bench.results import ids_sha256, load_results
 
 log = logging.getLogger("fortifai_bench.kr.lm_eval_tasks")  # one logger for the KR tasks' warnings
 MARK = "(!)"
@@ -46,11 +50,6 @@ def run_of_model(pretrained) -> tuple[Path, int] | None:
 def run_kr(run: str) -> tuple[tuple, dict]:
     """(questions, record) of the collapse run in folder `run`: the KR questions it scored, each with the split
     of the run's own cut, in the run's order; the record says where they come from and how it was cut."""
-    from fortifai_bench.collapse.protocol import load_data
-    from fortifai_bench.collapse.rundir import read_run_config
-    from fortifai_bench.kr.sets import find_kr_file
-    from fortifai_bench.results import ids_sha256, load_results
-
     folder = Path(run).expanduser()
     if not (folder / "config.yaml").is_file():
         raise FortifaiError(f"kr_file: --metadata run {run}: not a collapse run folder (no config.yaml)")

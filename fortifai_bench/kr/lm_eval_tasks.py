@@ -27,7 +27,12 @@ import functools
 import logging
 from pathlib import Path
 
+from fortifai_bench import __version__
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.kr.lm_eval_runs import for_subtask, run_kr
+from fortifai_bench.kr.quality import length_bias
+from fortifai_bench.kr.schema import find_duplicates, read_questions
+from fortifai_bench.kr.sets import file_provenance, kr_set
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +51,6 @@ def questions_for(source: str, *, data_dir=None, part=None) -> list:
 
 def wikitext_questions(data_dir=None, part=None, n_splits: int = N_SPLITS) -> list:
     """The rules-generated KR questions of WikiText-2 (kr_wikitext's set)."""
-    from fortifai_bench.kr.sets import kr_set
-
     return kr_set(WIKITEXT, part, n_splits, data_dir=data_dir).questions
 
 
@@ -59,8 +62,6 @@ def load_kr(kr_source: str = "facts", kr_split: int | None = None, data_dir=None
     if kr_source == "file":
         questions, provenance = _file_questions(path, duplicates, run)
     elif kr_source in CORPUS_OF:
-        from fortifai_bench.kr.sets import kr_set
-
         kr = kr_set(CORPUS_OF[kr_source], part or None, N_SPLITS, data_dir=data_dir)
         questions, provenance = kr.questions, kr.provenance
     else:
@@ -80,8 +81,6 @@ _TOKEN_BIAS: dict = {}
 
 def _token_bias(sha256: str, tokenizer, questions: tuple) -> dict:
     """length_bias with tokens, once per (set, tokenizer) and process: six subtasks share one set."""
-    from fortifai_bench.kr.quality import length_bias
-
     key = (sha256, getattr(tokenizer, "name_or_path", id(tokenizer)), len(questions))
     if key not in _TOKEN_BIAS:
         _TOKEN_BIAS[key] = length_bias(questions, tokenizer)
@@ -95,9 +94,6 @@ def _file_questions(path, duplicates: str = "once", run=None) -> tuple[list, dic
     if run and path:
         raise FortifaiError("kr_file: give --metadata path (a question file) or run (a collapse run), not both")
     if run:  # every item as the run scored it, on its cut
-        from fortifai_bench.kr.lm_eval_runs import run_kr
-        from fortifai_bench.kr.sets import file_provenance
-
         questions, record = run_kr(str(run))
         provenance = {**file_provenance(record["kr_file"], questions), "run": record, "weighting": "as_in_run"}
         return [q.__class__(**q.to_dict()) for q in questions], provenance
@@ -120,9 +116,6 @@ def _read_file(path: str, _mtime_ns: int, duplicates: str) -> tuple:
     """A file's questions as scored, and their provenance: the file's duplicate report (`duplicates`: items,
     distinct questions, the repeated ones and their share) and which weighting was scored. Any readable file
     with scorable questions runs: the project's quality rules (`kr stats`) describe it, they drop nothing."""
-    from fortifai_bench.kr.schema import find_duplicates, read_questions
-    from fortifai_bench.kr.sets import file_provenance
-
     items = read_questions(path, duplicates="as_in_file")
     distinct, report = find_duplicates(items)
     questions = distinct if duplicates == "once" else items
@@ -196,8 +189,6 @@ FEWSHOT_PARAGRAPHS = 40  # paragraphs of facts:pretrain whose questions form the
 @functools.lru_cache(maxsize=1)
 def fewshot_pool() -> tuple:
     """The few-shot pool's questions (built once by the one KR-set resolver and cached like any KR set)."""
-    from fortifai_bench.kr.sets import kr_set
-
     return tuple(kr_set("facts", "pretrain", 1, paragraphs_per_split=FEWSHOT_PARAGRAPHS).questions)
 
 
@@ -279,8 +270,6 @@ def _task_classes():
         def download(self, dataset_kwargs=None, **kwargs) -> None:
             import datasets
 
-            from fortifai_bench import __version__
-
             metadata = dict(self.config.metadata or {})
             tokenizer = _model_tokenizer(metadata)
             questions, provenance = load_kr(**{**metadata, **(dataset_kwargs or {}), "tokenizer": tokenizer})
@@ -288,8 +277,6 @@ def _task_classes():
                             "fewshot": datasets.Dataset.from_list(to_docs(fewshot_pool()))}
             # The results JSON dumps every task's config: its metadata is where provenance travels.
             self.config.metadata = {**metadata, "kr_provenance": provenance, "fortifai_bench_version": __version__}
-            from fortifai_bench.kr.lm_eval_runs import for_subtask
-
             kr_run = for_subtask(self.config.task, metadata, provenance)  # the model's run, if it is a run's
             if kr_run is not None:
                 self.config.metadata["kr_run"] = kr_run

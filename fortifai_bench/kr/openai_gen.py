@@ -36,6 +36,7 @@ from fortifai_bench.kr.llm.client import Outcome, ask, ask_all, completion_parts
 from fortifai_bench.kr.llm.parse import Parsed, parse_answer
 from fortifai_bench.kr.llm.prompt import (MAX_QUESTIONS, PROMPT_VERSION, SYSTEM_PROMPT, USER_PROMPT, build_messages,
                                           cache_key, generator_name)
+from fortifai_bench.kr.schema import Question
 
 __all__ = [
     "generate_openai", "parse_answer", "Parsed", "AnswerCache", "default_cache_path", "PROMPT_VERSION", "MAX_QUESTIONS", "SYSTEM_PROMPT", "USER_PROMPT",
@@ -102,8 +103,6 @@ def generate_openai(
     `allow_failures`, when it is counted and left out. `progress` shows a bar; one summary line
     (counts, malformed, tokens) goes to stderr in any case. Returns (questions, stats).
     """
-    from fortifai_bench.kr.schema import Question
-
     if not llm:
         raise FortifaiError("openai generator: no model given (--llm)")
     if concurrency < 1:

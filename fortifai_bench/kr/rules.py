@@ -31,6 +31,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.kr.schema import Question
 
 VERSION = 1
 GENERATOR = f"rules@{VERSION}"
@@ -259,8 +260,6 @@ def perturb(rng, sentence: str, key=None, stats: CorpusStats | None = None,
 def generate_rules(corpus, *, max_per_paragraph: int = 5, seed: int = 0, source: str | None = None,
                    negation: bool = False) -> list:
     """Up to `max_per_paragraph` questions per paragraph, split -1 (the caller assigns splits)."""
-    from fortifai_bench.kr.schema import Question
-
     if max_per_paragraph < 1:
         raise FortifaiError(f"rules generator: max_per_paragraph must be >= 1, got {max_per_paragraph}")
     stats = corpus_stats(corpus.paragraphs)

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from fortifai_bench import threads
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.kr.encode import Item, encode_items, model_window, question_field
 from fortifai_bench.kr.kvcache import batch_naive, batch_shared
@@ -123,7 +124,6 @@ def score(
     questions = list(questions)
     if not questions:
         raise FortifaiError("no questions to score")
-    from fortifai_bench import threads
 
     threads.refresh()  # a long CLI run (a collapse stage ends here) adapts its thread count to the load now
     max_length = model_window(model, tokenizer)

@@ -35,8 +35,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fortifai_bench import resources
+from fortifai_bench.corpora import get_corpus
+from fortifai_bench.corpora.facts import PRESETS
+from fortifai_bench.corpora.wikitext import default_part
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.io import file_sha256
+from fortifai_bench.io import file_sha256, read_json, write_json
+from fortifai_bench.kr import build  # as a module: a test swaps build.GENERATORS for a copy
+from fortifai_bench.kr.quality import length_bias
+from fortifai_bench.kr.schema import read_questions, write_questions
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +71,6 @@ class KRSetSpec:
     use_shipped: bool = True           # False: generate even where the project ships a set (kr build)
 
     def __post_init__(self):
-        from fortifai_bench.kr.build import GENERATORS
-
         if not isinstance(self.corpus, str) or not self.corpus:
             raise FortifaiError(f"KR set: corpus must be a name, got {self.corpus!r}")
         for name in ("n_splits", "max_per_paragraph"):
@@ -81,8 +86,8 @@ class KRSetSpec:
         if self.paragraphs_per_split is not None and self.reserve:
             raise FortifaiError("KR set: reserve applies to the even cut only; with paragraphs_per_split the "
                                 "paragraphs after the splits are already left out")
-        if self.generator is not None and self.generator not in GENERATORS:
-            raise FortifaiError(f"KR set: unknown generator {self.generator!r}; known: {', '.join(GENERATORS)} "
+        if self.generator is not None and self.generator not in build.GENERATORS:
+            raise FortifaiError(f"KR set: unknown generator {self.generator!r}; known: {', '.join(build.GENERATORS)} "
                                 f"(openai sets are built with `fortifai-bench kr build` and read as files)")
         if self.generator == "openai":
             raise FortifaiError("KR set: the openai generator needs an endpoint and costs money; build the set "
@@ -129,11 +134,8 @@ def kr_set(corpus: str, part: str | None = None, n_splits: int = N_SPLITS, *,
 
 
 def resolve(spec: KRSetSpec, tokenizer=None) -> KRSet:
-    from fortifai_bench.kr.quality import length_bias
-    from fortifai_bench.resources import cache_dir
-
     data_dir = spec.data_dir or os.environ.get("FORTIFAI_DATA_DIR") or None
-    questions, bounds, provenance = _resolved(spec, data_dir, str(cache_dir()))
+    questions, bounds, provenance = _resolved(spec, data_dir, str(resources.cache_dir()))
     provenance = json.loads(json.dumps(provenance))  # a private copy: callers may add to it
     if tokenizer is not None:
         provenance["length_bias"] = length_bias(questions, tokenizer)
@@ -147,9 +149,6 @@ def clear_cache() -> None:
 
 @functools.lru_cache(maxsize=16)
 def _resolved(spec: KRSetSpec, data_dir, cache_root: str) -> tuple:
-    from fortifai_bench.corpora import get_corpus
-    from fortifai_bench.kr.quality import length_bias
-
     part, part_note = _part(spec.corpus, spec.part, data_dir)
     corpus = get_corpus(spec.corpus, data_dir=data_dir, part=part)
     covered = cut(corpus, spec.n_splits, spec.paragraphs_per_split, spec.reserve)
@@ -180,8 +179,6 @@ def _resolved(spec: KRSetSpec, data_dir, cache_root: str) -> tuple:
 
 def default_generator(corpus: str) -> str:
     """`facts` for the generated encyclopedias (their ground truth is in the meta), `rules` for any other."""
-    from fortifai_bench.corpora.facts import PRESETS
-
     return "facts" if corpus in PRESETS else "rules"
 
 
@@ -189,8 +186,6 @@ def _part(corpus: str, part: str | None, data_dir) -> tuple[str, str | None]:
     if part:
         return part, None
     if corpus == WIKITEXT:
-        from fortifai_bench.corpora.wikitext import default_part
-
         return default_part(data_dir)
     return "main", None
 
@@ -202,9 +197,7 @@ def _shipped_settings(spec: KRSetSpec) -> bool:
 
 def _shipped_file(corpus: str, part: str, generator: str) -> Path | None:
     """The project's own set for (corpus, main), used when it was made by the generator asked for."""
-    from fortifai_bench.resources import data_dir as shipped_data
-
-    path = shipped_data() / corpus / "kr.jsonl"
+    path = resources.data_dir() / corpus / "kr.jsonl"
     if part != "main" or not path.is_file():
         return None
     with open(path, encoding="utf-8") as f:
@@ -213,8 +206,6 @@ def _shipped_file(corpus: str, part: str, generator: str) -> Path | None:
 
 
 def _from_shipped(path: Path, bounds) -> list:
-    from fortifai_bench.kr.schema import read_questions
-
     return on_splits(read_questions(path), bounds)
 
 
@@ -232,11 +223,7 @@ def on_splits(questions, bounds) -> list:
 
 
 def _built(covered, generator: str, spec: KRSetSpec, cache_root: Path):
-    from fortifai_bench.io import read_json, write_json
-    from fortifai_bench.kr.build import build_questions, generator_version
-    from fortifai_bench.kr.schema import read_questions, write_questions
-
-    version = generator_version(generator)  # a plug-in's too (its source's sha256)
+    version = build.generator_version(generator)  # a plug-in's too (its source's sha256)
     digest = hashlib.sha256(json.dumps(
         [BUILD_VERSION, version, spec.n_splits, spec.max_per_paragraph, spec.seed, spec.max_diff_words,
          covered.name, covered.part],
@@ -251,9 +238,10 @@ def _built(covered, generator: str, spec: KRSetSpec, cache_root: Path):
         return read_questions(path), path, read_json(report_path) if report_path.is_file() else None
     log.info("KR set: building %s questions of %s (%s, %d paragraphs) into %s",
              generator, covered.name, covered.source, len(covered), path)
-    questions, report = build_questions(covered, generator, spec.n_splits, max_per_paragraph=spec.max_per_paragraph,
-                                        seed=spec.seed, max_diff_words=spec.max_diff_words,
-                                        source=f"{covered.name}:{covered.part}")
+    questions, report = build.build_questions(covered, generator, spec.n_splits,
+                                              max_per_paragraph=spec.max_per_paragraph, seed=spec.seed,
+                                              max_diff_words=spec.max_diff_words,
+                                              source=f"{covered.name}:{covered.part}")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(report_path, report["quality"])  # first: a questions file never lacks its report
     write_questions(path, questions)  # atomic: a crash leaves no half-written cache file
@@ -262,8 +250,6 @@ def _built(covered, generator: str, spec: KRSetSpec, cache_root: Path):
 
 def file_provenance(path, questions) -> dict:
     """Provenance of a question file read as it is (kr_file, `kr stats`)."""
-    from fortifai_bench.kr.quality import length_bias
-
     path = Path(path)
     return {"source": "file", "file": str(path.resolve()), "sha256": file_sha256(path),
             "format": "authors" if questions and questions[0].generator == "authors" else "jsonl",
@@ -280,11 +266,9 @@ def kr_record(path: str | os.PathLike | None) -> dict | None:
     none for a user's own file (found by its path only)."""
     if path is None:
         return None
-    from fortifai_bench.resources import cache_dir, data_dir
-
     path = Path(path)
     real = path.resolve()
-    for source, root in (("shipped", data_dir()), ("built", cache_dir() / "kr")):
+    for source, root in (("shipped", resources.data_dir()), ("built", resources.cache_dir() / "kr")):
         try:
             name = real.relative_to(root.resolve()).as_posix()
             break
@@ -311,8 +295,6 @@ def find_kr_file(results: dict) -> Path | None:
     one, else the set of that name the package ships (or the cache holds) with that sha256, so a run
     folder moved elsewhere or a package reinstalled at another path still finds its questions. None for a
     run without KR; a one-line FortifaiError when the file cannot be found or differs."""
-    from fortifai_bench.resources import cache_dir, data_dir
-
     where = results.get("_path", "results.json")
     source, record = results.get("kr_source"), results.get("kr")
     if source is None and record is None:
@@ -328,7 +310,7 @@ def find_kr_file(results: dict) -> Path | None:
     recorded = Path(record["file"])
     if recorded.is_file() and _file_sha(recorded) == record["sha256"]:
         return recorded
-    roots = {"shipped": data_dir(), "built": cache_dir() / "kr"}
+    roots = {"shipped": resources.data_dir(), "built": resources.cache_dir() / "kr"}
     if record.get("name") and record.get("source") in roots:
         candidate = roots[record["source"]] / record["name"]
         if candidate.is_file() and _file_sha(candidate) == record["sha256"]:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 
+from fortifai_bench.kr.quality import MAX_DIFF_WORDS, describe_quality, length_bias
+from fortifai_bench.kr.schema import find_duplicates
+
 
 def stats(questions, max_diff_words: int | None = None, tokenizer=None) -> dict:
     """Counts per split, generator and source, mean word lengths, the length bias (the chance level, over the
     distinct questions, as kr_file scores them by default), the duplicate report (items, distinct questions, the
     repeated ones and their share) and what the quality rules of `kr build` say about the distinct questions: a
     description (kr_file scores them all), not a filter."""
-    from fortifai_bench.kr.quality import MAX_DIFF_WORDS, describe_quality, length_bias
-    from fortifai_bench.kr.schema import find_duplicates
-
     distinct, duplicates = find_duplicates(questions)
     n = len(questions)
     return {

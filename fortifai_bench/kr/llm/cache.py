@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.resources import cache_dir
 
 
 class AnswerCache:
@@ -87,6 +88,4 @@ class AnswerCache:
 
 
 def default_cache_path() -> Path:
-    from fortifai_bench.resources import cache_dir
-
     return cache_dir() / "kr-openai-answers.jsonl"
