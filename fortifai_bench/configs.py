@@ -22,6 +22,7 @@ import typing
 from typing import Any
 
 from fortifai_bench.errors import FortifaiError, did_you_mean
+from fortifai_bench.io import parse_yaml
 
 
 def build(cls, data: Any, prefix: str = "", source: str = "config"):
@@ -144,7 +145,6 @@ def from_flags(args: argparse.Namespace, cls, *, source: str = "command line", *
 
 
 def _yaml_scalar(text: str):
-    from fortifai_bench.io import parse_yaml
 
     value = parse_yaml(text, f"value {text!r}", lines=False)
     return text if value is None and text.strip() not in ("null", "~", "") else value

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Iterable
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.io import atomic_dir
+from fortifai_bench.io import atomic_dir, file_sha256, write_json
+from fortifai_bench.resources import cache_dir
 
 BOS = "<|endoftext|>"  # start of every text, also end-of-text and padding for the tiny tokenizer
 
@@ -141,9 +142,6 @@ def resolve(spec: str | os.PathLike, *, build: bool = True) -> str:
 
 
 def _gguf_cache(source: Path) -> Path:
-    from fortifai_bench.io import file_sha256
-    from fortifai_bench.resources import cache_dir
-
     return cache_dir() / "models" / f"gguf-{file_sha256(source)[:16]}"
 
 
@@ -171,7 +169,6 @@ def gguf_folder(spec: str) -> Path:
     way refuses `save_pretrained` ("quantized with gguf and is not serializable"), although its weights are
     plain float32 by then, so the quantizer is dropped before saving. The folder then loads like any other,
     with identical logits, and its weights' sha256 identifies the model in results and boards."""
-    from fortifai_bench.io import file_sha256, write_json
 
     source = gguf_file(spec)
     folder = _gguf_cache(source)

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import jsonschema
 
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.io import read_json
 from fortifai_bench.metrics import Failure, area_under_curve, failure, mean_ci, summarize_failures
 
 RESULTS_FORMAT = "fortifai-bench/results@1"
@@ -271,8 +272,6 @@ def results_file(path: str | os.PathLike) -> Path:
 
 def load_results(path: str | os.PathLike, *, complete: bool = True) -> dict:
     """Load and check one run's results.json (JSON only: nothing in it is executed)."""
-    from fortifai_bench.io import read_json
-
     file = results_file(path)
     if not file.is_file():
         raise FortifaiError(f"{path}: no results.json (is it a finished run directory?)")
@@ -300,7 +299,6 @@ def check_run_numbers(data: dict, file) -> None:
     """Refuse a results.json whose numbers contradict each other, e.g. edited by hand to rank first: each
     KR-split-0 score must be the share of ones in that stage's per-question bits, and the final score, AUC,
     time to failure (and `failure`, where recorded) must be what the stage scores give."""
-    from fortifai_bench.metrics import area_under_curve, failure
 
     scores = [s["score"] for s in data["stages"]]
     bits = (data.get("items") or {}).get("split0_correct")

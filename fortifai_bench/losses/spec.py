@@ -13,6 +13,7 @@ import inspect
 from typing import Any
 
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.io import parse_yaml  # bounded: an alias bomb in one line is one line too
 from fortifai_bench.losses.base import FunctionLoss, Loss, overrides_loss
 from fortifai_bench.losses.checked import CheckedLoss
 from fortifai_bench.losses.registry import SHORT_NAMES, VALUE_KEYWORDS
@@ -38,7 +39,6 @@ def parse_loss_args(text: str | list[str] | None) -> dict[str, Any]:
 
 
 def _yaml_scalar(key: str, text: str) -> Any:
-    from fortifai_bench.io import parse_yaml  # bounded: an alias bomb in one line is one line too
 
     try:
         value = parse_yaml(text, f"--loss-args {key}={text!r}", lines=False)

@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from fortifai_bench import results
 from fortifai_bench.cli import args as cli_args
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write, write_json
 from fortifai_bench.metrics import NEVER_LEARNED, failure, mean_ci, summarize_failures
-from fortifai_bench.results import run_failure
+from fortifai_bench.results import make_results, run_failure
 
 from fortifai_bench.results import RESULTS_FORMAT  # noqa: E402,F401  (one contract: results.py)
 
@@ -63,16 +64,12 @@ TOY_PACKAGES = ("fortifai-bench", "numpy", "scipy", "scikit-learn", "matplotlib"
 
 
 def provenance(packages: Sequence[str] = TOY_PACKAGES) -> dict:
-    from fortifai_bench.results import provenance as _provenance
-
-    return _provenance(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), packages)
+    return results.provenance(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), packages)
 
 
 def config_hash(config: dict) -> str:
     """sha256 of the resolved config without seed and output folder (runs that differ only there compare)."""
-    from fortifai_bench.results import config_hash as _config_hash
-
-    return _config_hash(config, ignore=("seed", "out"))
+    return results.config_hash(config, ignore=("seed", "out"))
 
 
 def build_results(*, task: str, loss: dict, model: str, seed: int, config: dict, score_name: str,
@@ -80,7 +77,6 @@ def build_results(*, task: str, loss: dict, model: str, seed: int, config: dict,
                   extra: dict | None = None) -> dict:
     """A toy run's results (`results.make_results`, kind "toy"). `config` must be the same for every seed
     apart from `seed` (it is hashed); per-seed facts go in `extra`. No `items` block: toys have no KR."""
-    from fortifai_bench.results import make_results
 
     for s in stages:
         s.setdefault("kr_total", None)

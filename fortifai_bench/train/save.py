@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from fortifai_bench.io import atomic_dir, write_json
+from fortifai_bench.models import save_model
 from fortifai_bench.train.config import TrainConfig
 
 
@@ -12,8 +14,6 @@ def save_run(result, tokenizer, config: TrainConfig, out: Path, progress: bool) 
     """Model, tokenizer and ``train.json`` appear together or not at all (rank 0 calls this)."""
     from transformers.utils import logging as hf_logging
 
-    from fortifai_bench.io import atomic_dir, write_json
-    from fortifai_bench.models import save_model
 
     bars = hf_logging.is_progress_bar_enabled()
     if not progress:  # save_pretrained draws its own bar
