@@ -205,7 +205,7 @@ def test_nproc_forwards_the_same_command():
             "--set", "train.epochs=3", "--set", "regenerate.temperature=0.7", "--control", "--nproc", "4",
             "--dtype", "bfloat16", "--gradient-checkpointing", "--quiet", "--threads", "1"]
     args = build_parser().parse_args(argv)
-    forwarded = launch.forwarded(cli._PARSER, args)
+    forwarded = launch.forwarded(cli.collapse_parser(), args)
     assert "--nproc" not in forwarded
     again = build_parser().parse_args(["collapse", *forwarded, "--nproc", "4"])
     assert vars(again) == vars(args)

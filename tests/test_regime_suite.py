@@ -93,3 +93,36 @@ def test_a_tagged_headline_score(tmp_path):
     bad = load_task("collapse_facts_longtail", MICRO + ["stages=2", "eval.score_tag=rare"])
     with pytest.raises(FortifaiError, match=r"eval.score_tag='rare': .* \(tags: mode, tail\)"):
         run_collapse(bad, "ce", seed=0, out=tmp_path / "bad", progress=False)
+
+
+def test_the_embedded_defaults_rules_are_library_functions():
+    """What a bare `fortifai-bench collapse` runs is decided in `collapse.defaults`, not in the CLI: the suite's
+    tasks, the control on by default (never for a task that is the control), every run side by side unless a
+    thread count or --jobs says otherwise, and --jobs checked against --threads and --nproc."""
+    from fortifai_bench.collapse import defaults
+    from fortifai_bench.collapse.experiment import control_task
+
+    facts = load_task("collapse_facts")
+    assert [t.task for t in defaults.default_tasks()] == defaults.DEFAULT_SUITE
+    assert defaults.with_control(facts, default=True) and not defaults.with_control(facts)
+    assert defaults.with_control(facts, True) and not defaults.with_control(facts, False, default=True)
+    assert not defaults.with_control(control_task(facts), True, default=True)
+    runs = defaults.count_runs(defaults.default_tasks(), defaults.DEFAULT_LOSSES, [0], True)
+    assert runs == 6  # the six runs the top-level help promises
+    assert (defaults.default_jobs(runs, default=True), defaults.default_jobs(runs)) == (6, 1)
+    assert defaults.default_jobs(runs, default=True, threads=2) == 1 and defaults.default_jobs(runs, 2) == 2
+    for jobs, kwargs, match in [(0, {}, "--jobs must be >= 1"), (2, {"threads": 1}, "drop --threads"),
+                                (2, {"nproc": 2}, "use one of them")]:
+        with pytest.raises(FortifaiError, match=match):
+            defaults.default_jobs(runs, jobs, **kwargs)
+
+
+def test_run_default_from_the_library(tmp_path):
+    """`experiment.run_default` is the bare command's experiment: ce and tce:0.9 beside the clean control, all
+    three side by side (here on a micro version of the suite's first task)."""
+    from fortifai_bench.collapse.experiment import run_default
+
+    [exp] = run_default([load_task("collapse_facts", MICRO)], out=tmp_path, progress=False)
+    assert list(exp.groups) == ["ce", "tce:0.9", "control"] and exp.baseline == "ce" and exp.jobs == 3
+    assert [r["control"] for runs in exp.groups.values() for r in runs] == [False, False, True]
+    assert "vs ce" in exp.table() and exp.summary_path.is_file()

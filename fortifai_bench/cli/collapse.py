@@ -1,4 +1,5 @@
-"""`fortifai-bench collapse`: argument parsing, then one call into `collapse.experiment`.
+"""`fortifai-bench collapse`: argument parsing, then one call into `collapse.experiment` (what runs when the
+command chooses nothing, and its rules, are `collapse.defaults`).
 
     fortifai-bench collapse                                  # the embedded default: ce and tce:0.9, side by side
     fortifai-bench collapse --loss my_module:MyLoss --loss-args gamma=0.8 --seeds 0-2 --baseline ce --control
@@ -19,14 +20,12 @@ import shlex
 import sys
 
 from fortifai_bench.cli.args import add_quiet, add_seeds, at_least, parse_seeds, run_path
+from fortifai_bench.collapse import launch
+from fortifai_bench.collapse.compute import DEFAULT_TFLOPS
+from fortifai_bench.collapse.config import load_task
+from fortifai_bench.collapse.defaults import (DEFAULT_LOSSES, DEFAULT_SUITE, DEFAULT_TASK, SMOKE_TASK, count_runs,
+                                              default_jobs, default_tasks, with_control)
 from fortifai_bench.errors import FortifaiError
-
-DEFAULT_TASK = "collapse_facts"
-# The embedded default runs two regimes of the suite (issue 19): sampling hot, and mode-seeking decoding,
-# where the paper places TCE's mechanism (Sec. 3: the confidence gap comes from greedy generation).
-DEFAULT_SUITE = ["collapse_facts", "collapse_facts_greedy"]
-DEFAULT_LOSSES = ["ce", "tce:0.9"]
-SMOKE_TASK = "collapse_smoke"  # --smoke (fortifai_bench/collapse/tasks/collapse_smoke.yaml)
 
 
 def register(subparsers) -> None:
@@ -34,8 +33,25 @@ def register(subparsers) -> None:
         "collapse", help="run the collapse protocol (Algorithm 1) for a loss; no arguments: ce vs tce:0.9",
         description="Recursive training on self-generated data (ForTIFAI Algorithm 1): how long does a model "
                     "trained with a given loss keep the facts of split 0? Without arguments, runs the embedded "
-                    "default suite (collapse_facts and collapse_facts_greedy) for ce and tce:0.9 beside the clean control and "
-                    "prints them side by side.")
+                    f"default suite ({' and '.join(DEFAULT_SUITE)}) for {' and '.join(DEFAULT_LOSSES)} beside the "
+                    "clean control and prints them side by side.")
+    add_arguments(p)
+    # A scored run uses one torch thread unless told otherwise (--threads N, the global --threads, the user's
+    # OMP_NUM_THREADS), not the load-based policy other commands use: the thread count changes float
+    # rounding and so the numbers, and a result must be a function of (code, config, seed) whatever else
+    # runs on the machine (issue 20). Parallelism comes from runs side by side (--jobs) or processes
+    # (--nproc). Fixed, like --threads 1, so the policy never raises it during the run (cli.apply_threads).
+    p.set_defaults(func=main, default_threads=1)
+
+
+def collapse_parser() -> argparse.ArgumentParser:
+    """The collapse command's options on a parser of their own: what `--nproc` forwards to its processes."""
+    p = argparse.ArgumentParser(prog="fortifai-bench collapse", add_help=False)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default=None, help=f"shipped task name or YAML path (default: {DEFAULT_TASK})")
     p.add_argument("--smoke", action="store_true",
                    help=f"the task {SMOKE_TASK}: a run that learns (M_0 KR-split-0 >= 0.9) in about 15 s on a 2-core "
@@ -78,8 +94,6 @@ def register(subparsers) -> None:
                        help="recompute activations in backward (override train.gradient_checkpointing)")
     scale.add_argument("--params", type=float, default=None,
                        help="--plan: the model's parameter count when its config is not available here")
-    from fortifai_bench.collapse.compute import DEFAULT_TFLOPS
-
     scale.add_argument("--device-tflops", type=float, default=None,
                        help=f"--plan: achieved TFLOP/s per device for the time estimate (default: {DEFAULT_TFLOPS:g}, "
                             "about a third of an A100's bf16 peak; why: fortifai_bench/collapse/compute.py)")
@@ -92,17 +106,6 @@ def register(subparsers) -> None:
                         "exactly the numbers of one run after another, as fast on an idle CPU and faster beside "
                         "other work (default: 1; the embedded default runs its six runs side by side)")
     add_quiet(p)
-    # A scored run uses one torch thread unless told otherwise (--threads N, the global --threads, the user's
-    # OMP_NUM_THREADS), not the load-based policy other commands use: the thread count changes float
-    # rounding and so the numbers, and a result must be a function of (code, config, seed) whatever else
-    # runs on the machine (issue 20). Parallelism comes from runs side by side (--jobs) or processes
-    # (--nproc). Fixed, like --threads 1, so the policy never raises it during the run (cli.apply_threads).
-    p.set_defaults(func=main, default_threads=1)
-    global _PARSER
-    _PARSER = p
-
-
-_PARSER = None  # the collapse parser, to forward a command line to the processes --nproc starts
 
 
 # flag, the task field it overrides, help: each one is a `--set FIELD=VALUE` with a name
@@ -133,11 +136,16 @@ def _overrides(args) -> list[str]:
 
 
 def _is_default(args) -> bool:
+    """A command that chooses nothing of what runs: the embedded default (`collapse.defaults`)."""
     return not (args.task or args.loss or args.loss_args or args.seeds or _overrides(args) or args.baseline)
 
 
+def _control(args) -> bool | None:
+    """--control / --no-control (which wins), or None: not said."""
+    return False if args.no_control else (True if args.control else None)
+
+
 def main(args: argparse.Namespace) -> int:
-    from fortifai_bench.collapse.config import load_task
     from fortifai_bench.losses import load_loss, parse_loss_args
 
     command = "fortifai-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -151,14 +159,11 @@ def main(args: argparse.Namespace) -> int:
     if args.resume and args.print_config:
         raise FortifaiError(f"--print-config prints a task: drop --resume (the run's task is {args.resume}/config.yaml)")
     if args.resume:
-        from fortifai_bench.collapse import launch
-
         if launch.wanted(args):
-            return launch.launch(args.nproc, launch.forwarded(_PARSER, args))
+            return _relaunch(args)
         return _resume(args, loss_args, command)
     default = _is_default(args)
-    tasks = ([load_task(name) for name in DEFAULT_SUITE] if default
-             else [load_task(args.task or DEFAULT_TASK, _overrides(args))])
+    tasks = default_tasks() if default else [load_task(args.task or DEFAULT_TASK, _overrides(args))]
     if args.print_config:
         print("---\n".join(t.to_yaml() for t in tasks), end="")
         return 0
@@ -167,16 +172,20 @@ def main(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds, task.seed)
     for spec in losses:
         load_loss(spec, **loss_args)  # a bad spec fails here, not after an hour
-    control = (args.control or default) and not args.no_control and task.mode != "clean"
-    jobs = _jobs(args, (len(losses) + control) * len(seeds) * len(tasks))
+    control = with_control(task, _control(args), default=default)
+    jobs = default_jobs(count_runs(tasks, losses, seeds, control), args.jobs, default=default, threads=args.threads,
+                        nproc=args.nproc)
     if args.plan:
         with _offline():
             return _plan(args, tasks, losses, seeds, control, jobs)
-    from fortifai_bench.collapse import launch
-
     if launch.wanted(args):  # everything above was checked here, once, before starting N processes
-        return launch.launch(args.nproc, launch.forwarded(_PARSER, args))
-    return _run(args, tasks, task, losses, seeds, loss_args, control, jobs, default, command)
+        return _relaunch(args)
+    return _run(args, tasks, losses, seeds, loss_args, control, jobs, default, command)
+
+
+def _relaunch(args) -> int:
+    """This command in --nproc processes (torchrun), with every option given but --nproc."""
+    return launch.launch(args.nproc, launch.forwarded(collapse_parser(), args))
 
 
 @contextlib.contextmanager
@@ -207,16 +216,15 @@ def _plan(args, tasks, losses, seeds, control, jobs) -> int:
     return 0
 
 
-def _run(args, tasks, task, losses, seeds, loss_args, control, jobs, default, command) -> int:
-    from fortifai_bench.collapse.experiment import baseline_runs, run_experiment, run_suite
+def _run(args, tasks, losses, seeds, loss_args, control, jobs, default, command) -> int:
+    from fortifai_bench.collapse.experiment import baseline_runs, run_default, run_experiment
     from fortifai_bench.distributed import is_main
 
     if default:
-        exps = run_suite(tasks, losses, seeds, control=control, out=args.out, progress=_progress(args),
-                         command=command, jobs=jobs)
+        exps = run_default(tasks, control=control, jobs=jobs, out=args.out, progress=_progress(args), command=command)
         print("\n\n".join(f"== {e.task.task} v{e.task.version}: {e.task.description}\n{e.table()}" for e in exps))
         return 0
-    exp = run_experiment(task, losses, seeds, loss_args=loss_args, baseline=baseline_runs(args.baseline),
+    exp = run_experiment(tasks[0], losses, seeds, loss_args=loss_args, baseline=baseline_runs(args.baseline),
                          control=control, out=args.out, progress=_progress(args), command=command,
                          write_summary=is_main(), jobs=jobs)
     if is_main():
@@ -253,19 +261,6 @@ def _planned_wall(tasks, runs: int, jobs: int, args) -> str:
 def _progress(args):
     """Bars on a terminal (a line per stage when piped); -q: one summary line per stage, no bars."""
     return "lines" if args.quiet else True
-
-
-def _jobs(args, runs: int) -> int:
-    """--jobs, checked; unset: every run at once for the embedded default on a CPU, else one at a time."""
-    if args.jobs is not None:
-        if args.jobs < 1:
-            raise FortifaiError(f"--jobs must be >= 1, got {args.jobs}")
-        if args.jobs > 1 and args.threads is not None:
-            raise FortifaiError("--jobs N runs each run with one thread: drop --threads")
-        if args.jobs > 1 and (args.nproc or 1) > 1:
-            raise FortifaiError("--jobs and --nproc both start processes: use one of them")
-        return args.jobs
-    return runs if _is_default(args) and args.threads is None else 1  # --threads: the user's own schedule
 
 
 def _resume(args, loss_args, command) -> int:

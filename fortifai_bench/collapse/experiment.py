@@ -36,6 +36,7 @@ from fortifai_bench import threads
 from fortifai_bench.collapse import rundir
 from fortifai_bench.collapse.base import base_model, with_base_seed
 from fortifai_bench.collapse.config import CollapseTask, task_from_dict
+from fortifai_bench.collapse.defaults import DEFAULT_LOSSES, count_runs, default_jobs, default_tasks, with_control
 from fortifai_bench.collapse.plan import plan
 from fortifai_bench.collapse.plots import plot_compare
 from fortifai_bench.collapse.progress import Board, label
@@ -125,6 +126,20 @@ def run_suite(tasks: list[CollapseTask], losses: list[str], seeds: list[int], *,
         mine, results = results[: len(planned)], results[len(planned):]
         finish_experiment(exp, planned, mine, wall, out=out, write_summary=write_summary)
     return [exp for exp, _ in plans]
+
+
+def run_default(tasks: list[CollapseTask] | None = None, *, control: bool | None = None, jobs: int | None = None,
+                out: str | os.PathLike = "runs", progress: bool | str = True, command: str | None = None,
+                write_summary: bool = True) -> list[Experiment]:
+    """The embedded default, what a bare `fortifai-bench collapse` runs (`collapse.defaults`): ce and tce:0.9
+    on every task of the suite (`tasks`, default: `defaults.DEFAULT_SUITE`) at the first task's seed, beside
+    the clean control unless `control` is False, every run side by side unless `jobs` says otherwise."""
+    tasks = default_tasks() if tasks is None else tasks
+    seeds = [tasks[0].seed]
+    control = with_control(tasks[0], control, default=True)
+    jobs = default_jobs(count_runs(tasks, DEFAULT_LOSSES, seeds, control), jobs, default=True)
+    return run_suite(tasks, DEFAULT_LOSSES, seeds, control=control, out=out, progress=progress, command=command,
+                     write_summary=write_summary, jobs=jobs)
 
 
 def baseline_runs(text: str | None):
