@@ -203,6 +203,27 @@ def test_a_loss_apart_from_ce_is_better_however_many_entries_the_board_holds(tmp
     assert [rows[s].vs_ce["verdict"] for s in ("tce:0.5", "tce:0.7", "tce:0.9", "focal:2")] == ["indistinguishable"] * 4
 
 
+def test_no_lone_1_where_the_claim_against_ce_is_indistinguishable(tmp_path, lb):
+    """The best is apart from every other entry in the descriptive family (2/252, 2/252, 6/252: Holm 0.024)
+    but its claim against CE (6/252 among three claims: Holm 0.071) is indistinguishable: CE shares its rank,
+    by the claim's p, instead of a lone "1" beside "indistinguishable"."""
+    from fortifai_bench.leaderboard import ranking
+
+    ce = LOW[:4] + [[1, 1, .85, .5]]  # one seed as long as the best's
+    publish(write_seeds(tmp_path / "ce", ce, loss="ce"))
+    publish(write_seeds(tmp_path / "w", BEST, loss="tce:0.99"))
+    publish(write_seeds(tmp_path / "a", LOW[1:] + LOW[:1], loss="tce:0.9"))
+    publish(write_seeds(tmp_path / "b", [LOW[1], LOW[2], LOW[0], LOW[3], LOW[1]], loss="focal:2"))
+    rows = ranking(load_board(lb / "collapse_facts.json")["entries"])
+    assert [r.entry["loss"]["spec"] for r in rows] == ["tce:0.99", "ce", "tce:0.9", "focal:2"]
+    best, ce_row = rows[0], rows[1]
+    assert ce_row.vs_best["p_holm"] == pytest.approx(6 / 252)  # the descriptive family alone would part them
+    assert best.vs_ce["p_holm"] == pytest.approx(18 / 252) and best.vs_ce["verdict"] == "indistinguishable"
+    assert ce_row.tie is best.vs_ce
+    assert [r.label for r in rows] == ["=1", "=1", "3", "4"]
+    assert "=1 (p = 0.071)" in render_text(load_board(lb / "collapse_facts.json"))
+
+
 def test_a_claim_says_why_an_interval_excludes_1_beside_indistinguishable():
     from fortifai_bench.leaderboard import claim_text
 
@@ -219,6 +240,8 @@ def test_a_claim_says_why_an_interval_excludes_1_beside_indistinguishable():
     alone = {**test, "p_holm": test["p_value"], "family": 1, "verdict": "worse"}
     assert claim_text(alone) == "0.65x [0.50, 0.83] worse (p = 0.024, the board's only claim)"
     assert claim_text({**test, "p_value": None, "p_holm": None}) == "0.65x [0.50, 0.83] indistinguishable (too few seeds)"
+    assert claim_text({**three, "ratio": 31.16, "ratio_ci": [29.93, 33.0]}).startswith(  # 3 digits, not 4
+        "31.2x [29.9, 33.0] indistinguishable (p = 0.1 raw, 0.2 after Holm over 2 claims")
 
 
 def test_losses_below_ce_are_worse(tmp_path, lb):
@@ -425,7 +448,9 @@ def test_bounded_scores_keep_their_intervals_in_range(tmp_path, lb):
     assert entry["final_score"]["ci"][1] == 1.0 and entry["final_score"]["ci"][0] < entry["final_score"]["mean"]
     assert entry["stages"][3]["score"]["ci"][1] == 1.0 and entry["auc"]["ci"][1] <= 1.0
     assert entry["stages"][3]["kl"]["ci"][0] >= 0.0
-    assert "0.995 [0.981, 1.000]" in render_html(load_board(lb / "collapse_facts.json"))
+    board = load_board(lb / "collapse_facts.json")
+    assert "0.995 [0.981, 1.000]" in render_text(board)  # the page shows the interval under the mean
+    assert '<div class="line">0.995</div><div class="line sub">[0.981, 1.000]</div>' in render_html(board)
     # a board published before intervals were cut (its stored ci is the uncut t-interval) still loads
     path = lb / "collapse_facts.json"
     board = json.loads(path.read_text())

@@ -7,7 +7,10 @@ test over seeds (`metrics.compare_failures`), each Holm-adjusted on its own:
   family is as large as the board's list of losses, so a verdict does not depend on how the table is read.
 - **the group tied with the best**: each entry against the entry with the longest mean. Descriptive: the
   best is picked after looking at the data, so these tests make no claim; they only decide which entries
-  share the top rank ("=1"). A lone "1" is shown only when the best entry is apart from every other.
+  share the top rank ("=1"). Where the pair is also one of the claims (the best and its CE), the claim
+  decides, so a rank never reads against a verdict. A lone "1" is shown only when the best entry is apart
+  from every other; it is then also apart from CE by the claim (better, or CE itself with every claim of
+  its model "worse").
 """
 
 from __future__ import annotations
@@ -40,12 +43,14 @@ class Ranked:
     included), "1" for a best entry apart from all others, else its position ("4"); "control" for the clean
     control. `vs_ce`: the claim, `metrics.compare_failures` of this entry against CE (ratio = this entry /
     CE) with `p_holm` adjusted over the board's claims, `family` (how many claims) and `verdict`. `vs_best`:
-    the same test against the best entry, `p_holm` adjusted over the tests against the best (descriptive)."""
+    the same test against the best entry, `p_holm` adjusted over the tests against the best (descriptive).
+    `tie`: the test that put the entry in the best's group or apart from it (`tie_test`)."""
 
     label: str
     entry: dict
     vs_best: dict | None = None
     vs_ce: dict | None = None
+    tie: dict | None = None
 
 
 BASELINE_SPECS = ("ce", "mle")  # cross-entropy: `ce` for text, `mle` (maximum likelihood) for the toys
@@ -84,8 +89,9 @@ def ranking(entries: Iterable[dict]) -> list[Ranked]:
     """The board as shown, best first (`rank_entries`). Each entry's claim against CE (Holm over the claims,
     one per entry with a CE to compare with), and each entry's test against the best entry (Holm over those,
     a family of its own). The best entry's group, the entries whose adjusted p against it is >= ALPHA (or
-    that have too few seeds to test), share the label "=1" with it: one group, not a chain of neighbours.
-    The clean control is not compared."""
+    that have too few seeds to test), share the label "=1" with it: one group, not a chain of neighbours;
+    for the pair that is also a claim (the best and its CE) the claim decides (`tie_test`). The clean
+    control is not compared."""
     ranked = rank_entries(entries)
     losses = [e for e in ranked if not e.get("control")]
     best = losses[0] if losses else None
@@ -101,18 +107,66 @@ def ranking(entries: Iterable[dict]) -> list[Ranked]:
     for row in out:
         if row.vs_ce is not None:
             row.vs_ce["verdict"] = verdict(row.vs_ce)
-    tied = [r for r in out[1:] if verdict(r.vs_best) == "indistinguishable"]
+    for row in out[1:]:
+        row.tie = tie_test(row, out[0])
+    tied = [r for r in out[1:] if verdict(r.tie) == "indistinguishable"]
     for row in tied + (out[:1] if tied else []):
         row.label = "=1"
     return out + [Ranked("control", e) for e in ranked if e.get("control")]
 
 
-def _adjusted(test: dict) -> str:
-    """'p = 0.024 raw, 0.12 after Holm over 5 claims' (one claim: no adjustment to show)."""
-    raw = format_p(test["p_value"], test["splits"])
-    if test["family"] <= 1:
-        return f"{raw}, the board's only claim"
-    return f"{raw} raw, {test['p_holm']:.2g} after Holm over {test['family']} claims"
+def tie_test(row: Ranked, best: Ranked) -> dict | None:
+    """The test that decides whether `row` shares the best entry's rank: the board's claim where the pair is
+    one (`row` against CE when the best is its CE; the best's claim when `row` is the best's CE), so that a
+    rank never reads against a verdict (CE "3" beside the best's "indistinguishable", or CE "=1" beside the
+    best's "better"); else the descriptive test against the best."""
+    if row.vs_ce is not None and row.vs_ce["other"] == best.entry["name"]:
+        return row.vs_ce
+    if best.vs_ce is not None and best.vs_ce["other"] == row.entry["name"]:
+        return best.vs_ce
+    return row.vs_best
+
+
+@dataclass
+class Claim:
+    """A claim against CE in parts, for a table cell: `effect` '0.65x [0.50, 0.83]' (ratio to CE, 95%
+    bootstrap interval over seeds, unadjusted), `verdict`, `raw` 'p = 0.024', `adjusted` the Holm-adjusted p
+    over the board's `family` of claims (None when the board has one claim: nothing to adjust, or when
+    there are too few seeds to test), and `why`: where the interval and the verdict seem to disagree, the
+    reason ('' otherwise)."""
+
+    effect: str
+    verdict: str
+    raw: str | None
+    adjusted: str | None
+    family: int
+    why: str
+
+
+def claim_parts(test: dict) -> Claim | None:
+    """`test` (an entry's `vs_ce`) as a `Claim`; None when there is no ratio to show."""
+    if test["ratio"] is None:
+        return None
+    lo, hi = test["ratio_ci"]
+    digits = 2 if test["ratio"] < 10 else 1  # 31.2x, not 31.15x: seeds do not support four digits
+    interval = f" [{lo:.{digits}f}, {hi:.{digits}f}]" if lo is not None and lo != hi else ""
+    effect = f"{test['ratio']:.{digits}f}x{interval}"
+    if test["p_value"] is None:
+        return Claim(effect, test["verdict"], None, None, test["family"], "too few seeds")
+    why = ""
+    excludes_1 = lo is not None and (lo > 1 or hi < 1)
+    if test["verdict"] == "indistinguishable" and excludes_1 and test["min_p"] >= ALPHA:
+        why = (f"the interval excludes 1, but {test['n_a']} vs {test['n_b']} seeds cannot reach p < {ALPHA:g} "
+               f"(smallest p {test['min_p']:.2g})")
+    elif test["verdict"] == "indistinguishable" and excludes_1:
+        why = (f"the interval excludes 1 and the raw p is below {ALPHA:g}, but not after the adjustment"
+               if test["p_value"] < ALPHA else
+               f"the bootstrap interval excludes 1 but the exact test does not reject even unadjusted "
+               f"(a {min(test['n_a'], test['n_b'])}-seed percentile bootstrap runs narrow)")
+    elif test["verdict"] != "indistinguishable" and not excludes_1 and lo is not None:
+        why = "the exact test rejects though the bootstrap interval includes 1"
+    adjusted = f"{test['p_holm']:.2g}" if test["family"] > 1 else None
+    return Claim(effect, test["verdict"], format_p(test["p_value"], test["splits"]), adjusted, test["family"], why)
 
 
 def claim_text(test: dict) -> str:
@@ -120,23 +174,12 @@ def claim_text(test: dict) -> str:
     (p = 0.024 raw, 0.12 after Holm over 5 claims; the interval excludes 1 and the raw p is below 0.05, but
     not after the adjustment)'. The interval is the 95% bootstrap over seeds, unadjusted; where it and the
     verdict seem to disagree, the text says why."""
-    if test["ratio"] is None:
+    c = claim_parts(test)
+    if c is None:
         return "-"
-    lo, hi = test["ratio_ci"]
-    interval = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and lo != hi else ""
-    head = f"{test['ratio']:.2f}x{interval} {test['verdict']}"
-    if test["p_value"] is None:
-        return f"{head} (too few seeds)"
-    why = ""
-    excludes_1 = lo is not None and (lo > 1 or hi < 1)
-    if test["verdict"] == "indistinguishable" and excludes_1 and test["min_p"] >= ALPHA:
-        why = (f"; the interval excludes 1, but {test['n_a']} vs {test['n_b']} seeds cannot reach p < {ALPHA:g} "
-               f"(smallest p {test['min_p']:.2g})")
-    elif test["verdict"] == "indistinguishable" and excludes_1:
-        why = (f"; the interval excludes 1 and the raw p is below {ALPHA:g}, but not after the adjustment"
-               if test["p_value"] < ALPHA else
-               f"; the bootstrap interval excludes 1 but the exact test does not reject even unadjusted "
-               f"(a {min(test['n_a'], test['n_b'])}-seed percentile bootstrap runs narrow)")
-    elif test["verdict"] != "indistinguishable" and not excludes_1 and lo is not None:
-        why = "; the exact test rejects though the bootstrap interval includes 1"
-    return f"{head} ({_adjusted(test)}{why})"
+    head = f"{c.effect} {c.verdict}"
+    if c.raw is None:
+        return f"{head} ({c.why})"
+    evidence = (f"{c.raw}, the board's only claim" if c.adjusted is None else
+                f"{c.raw} raw, {c.adjusted} after Holm over {c.family} claims")
+    return f"{head} ({evidence}{'; ' + c.why if c.why else ''})"

@@ -13,33 +13,36 @@ import base64
 import hashlib
 import html
 import json
-import math
 import unicodedata
 from typing import Any
 
+from fortifai_bench import __version__
 from fortifai_bench.leaderboard.board import canonical, stat_bounds
-from fortifai_bench.leaderboard.ranking import BASELINE_SPECS, TIE_ALPHA, Ranked, claim_text, ranking
+from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, TIE_ALPHA, Ranked, claim_parts, claim_text, ranking,
+                                                verdict)
+from fortifai_bench.leaderboard.sparkline import curve_svg, y_range
 from fortifai_bench.metrics import clip_interval
-from fortifai_bench.stats import format_p
 from fortifai_bench.results import runtime_note
+from fortifai_bench.stats import format_number, format_p
 
 PAPER_URL = "https://arxiv.org/abs/2509.08972"  # Shabgahi et al. 2025, ForTIFAI (TCE)
 AUTHORS_CODE_URL = "https://github.com/pedramaghazadeh/ForTIFAI"
 
 COLUMNS = ["#", "loss", "args", "model", "seeds", "time to failure", "vs CE", "AUC", "final score"]
-TIES = (f"Tests: the exact permutation test over seeds on the restricted time to failure (every split of the "
-        f"seeds; 3 vs 3 seeds cannot give p below 0.1, 5 vs 5 not below 2/252). vs CE is the board's claim, one "
-        f"per entry: the ratio of restricted means to CE's with its 95% bootstrap interval over seeds "
-        f"(unadjusted), then better / worse at Holm-adjusted p < {TIE_ALPHA:g} (Holm over the claims against CE "
-        f"only), else indistinguishable, with the raw and the adjusted p. The rank is descriptive: =1 marks the "
-        f"entries indistinguishable from the entry with the longest mean, itself included (its own Holm family "
-        f"of tests against that entry, adjusted p >= {TIE_ALPHA:g} or fewer than 2 seeds; the best is picked "
-        f"from the data, so this group claims nothing); a lone 1 only when that entry is apart from all others. "
-        f"The clean control is a ceiling, not ranked.")
-
-
-def _num(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+# How to read a board, one sentence per point: the terminal and Markdown tables join them, the page lists them.
+HOW_TO_READ = (
+    "Tests: the exact permutation test over seeds on the restricted time to failure (every split of the seeds; "
+    "3 vs 3 seeds cannot give p below 0.1, 5 vs 5 not below 2/252).",
+    f"vs CE is the board's claim, one per entry: the ratio of restricted means to CE's with its 95% bootstrap "
+    f"interval over seeds (unadjusted), then better / worse at Holm-adjusted p < {TIE_ALPHA:g} (Holm over the "
+    f"claims against CE only), else indistinguishable, with the raw and the adjusted p.",
+    f"The rank is descriptive: =1 marks the entries indistinguishable from the entry with the longest mean, "
+    f"itself included (its own Holm family of tests against that entry, adjusted p >= {TIE_ALPHA:g} or fewer "
+    f"than 2 seeds; the best is picked from the data, so this group claims nothing; between the best and CE "
+    f"the claim decides); a lone 1 only when that entry is apart from all others, CE included.",
+    "The clean control is a ceiling, not ranked.",
+)
+TIES = " ".join(HOW_TO_READ)
 
 
 def fmt_ttf(ttf: dict) -> str:
@@ -48,13 +51,20 @@ def fmt_ttf(ttf: dict) -> str:
     return ttf["text"]
 
 
+def rank_p(row: Ranked) -> str:
+    """"p = 0.42": the Holm-adjusted p of the test that put an entry in the best's group (`Ranked.tie`), ""
+    for the best entry itself, an entry apart from it, or one too short of seeds to test."""
+    test = row.tie
+    if not row.label.startswith("=") or test is None or test.get("p_holm") is None:
+        return ""
+    return format_p(test["p_holm"], test["splits"])
+
+
 def fmt_rank(row: Ranked) -> str:
     """"1", "4", "control", "=1" for the best entry of a group, or "=1 (p = 0.42)" with the Holm-adjusted
-    p against the best entry (descriptive: see `ranking`)."""
-    test = row.vs_best
-    if not row.label.startswith("=") or test is None or test.get("p_holm") is None:
-        return row.label
-    return f"{row.label} ({format_p(test['p_holm'], test['splits'])})"
+    p that tied it to the best entry (`rank_p`)."""
+    p = rank_p(row)
+    return f"{row.label} ({p})" if p else row.label
 
 
 def fmt_vs_ce(row: Ranked) -> str:
@@ -73,8 +83,8 @@ def fmt_stat(stat: dict, bounds: tuple | None = None) -> str:
     intervals were cut may hold one past them)."""
     lo, hi = clip_interval(stat["ci"], bounds)
     if stat["n"] > 1 and lo is not None and lo != hi:
-        return f"{_num(stat['mean'])} [{_num(lo)}, {_num(hi)}]"
-    return _num(stat["mean"])
+        return f"{format_number(stat['mean'])} [{format_number(lo)}, {format_number(hi)}]"
+    return format_number(stat["mean"])
 
 
 def fmt_args(args: dict) -> str:
@@ -151,6 +161,10 @@ def _threshold(board: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- HTML
+#
+# A row of the page is one or two lines of text: every cell is built of `<div class="line">` lines that never
+# wrap (what would not fit on them goes to a tooltip or a note under the table), and the table scrolls sideways
+# inside its box where the window is narrower than the table.
 
 _SCRIPT = r"""
 (function () {
@@ -194,6 +208,13 @@ _SCRIPT = r"""
   // A link can carry a sort order: page.html#sort=auc&dir=desc
   var m = /sort=([a-z_]+)(?:&dir=(asc|desc))?/.exec(window.location.hash);
   if (m) { sortBy(m[1], m[2] || "asc"); }
+  // A row's "runs" link (#runs-NAME) opens that entry's runs under the table
+  function openRuns() {
+    var target = document.getElementById(window.location.hash.slice(1));
+    if (target !== null && target.tagName === "DETAILS") { target.open = true; }
+  }
+  window.addEventListener("hashchange", openRuns);
+  openRuns();
 })();
 """
 
@@ -206,64 +227,58 @@ th[aria-sort=ascending]::after { content: " \\25B2"; }
 th[aria-sort=descending]::after { content: " \\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code { font-size: 0.9em; }
-svg .ci { fill: #4a7bd1; fill-opacity: 0.2; }
-svg .mean { fill: none; stroke: #1f4fa8; stroke-width: 1.5; }
-svg .fail { stroke: #c0392b; stroke-dasharray: 3 2; stroke-width: 1; }
-svg .axis, svg .tick { stroke: #999; stroke-width: 0.5; }
-svg text { font-size: 9px; fill: #555; }
-svg .fail-label { fill: #c0392b; }
 details { margin-top: 0.3em; font-size: 0.85em; }
 """
 
-# (header, data key, type) for the sortable columns; None key = not sortable.
-_HEADERS = [("#", "rank", "num"), ("loss", "loss", "str"), ("args", "args", "str"), ("model", "model", "str"),
-            ("seeds", "seeds", "str"), ("time to failure", "ttf", "num"), ("vs CE", "vsce", "num"),
-            ("AUC", "auc", "num"), ("final score", "final", "num"), ("curve", None, None), ("date", "date", "str")]
+BOARD_STYLE = """
+body { margin: 1.2em 1em; }
+p, ul, ol { line-height: 1.4; }
+ul.how { padding-left: 1.2em; font-size: 0.92em; }
+.scroll { overflow-x: auto; }
+#board th.rank, #board td.rank { position: sticky; left: 0; width: 4.2em; min-width: 4.2em; max-width: 4.2em; }
+#board th.loss, #board td.loss { position: sticky; left: 4.8em; }
+#board th.rank, #board td.rank, #board th.loss, #board td.loss { background: #fff; z-index: 1; }
+#board { font-size: 13px; }
+#board th, #board td { padding: 0.25em 0.3em; }
+#board th { vertical-align: bottom; }
+#board td.num, #board th.num { text-align: right; }
+#board .line, #board summary { white-space: nowrap; }
+#board td.args { font-size: 0.85em; }
+#board .sub { font-size: 0.88em; color: #666; }
+h2 { font-size: 1.1em; margin-top: 1.5em; }
+.prov { margin: 0.3em 0 0.8em 1.2em; }
+#board .verdict-better { color: #1a7f37; font-weight: 600; }
+#board .verdict-worse { color: #b42318; font-weight: 600; }
+#board sup a { text-decoration: none; }
+ol.notes { font-size: 0.88em; color: #444; }
+svg text { font-size: 8px; fill: #555; font-variant-numeric: tabular-nums; }
+svg .ci { fill: #4a7bd1; fill-opacity: 0.2; }
+svg .mean { fill: none; stroke: #1f4fa8; stroke-width: 1.4; }
+svg .dot { fill: #1f4fa8; }
+svg .fail { stroke: #c0392b; stroke-dasharray: 3 2; stroke-width: 1; }
+svg .axis, svg .tick { stroke: #999; stroke-width: 0.6; }
+svg .fail-label { fill: #c0392b; }
+"""
+
+# (header, sub-header, data key, type, class) for the columns; None key = not sortable.
+# The results first, the configuration (args, seeds and their runs) last: a window narrower than the table
+# shows the rank, the loss and its claim, and scrolls to the rest.
+_HEADERS = [("#", "", "rank", "num", "num rank"), ("loss", "model", "loss", "str", "loss"),
+            ("time to failure", "stages, 95% CI", "ttf", "num", "num"),
+            ("vs CE: ratio [95% CI], verdict", "@FAMILY@", "vsce", "num", ""),
+            ("AUC", "95% CI", "auc", "num", "num"), ("final score", "95% CI", "final", "num", "num"),
+            ("@SCORE@", "by stage, 95% band", None, None, ""), ("args", "", "args", "str", ""),
+            ("seeds", "", "seeds", "str", "")]
 
 
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def curve_svg(entry: dict, width: int = 200, height: int = 64) -> str:
-    """The entry's per-stage score (mean line, 95% CI band over seeds) on a minimal y-axis (ticks at 0.5
-    and 1.0, the range always holding both, so curves of different rows read alike), with the failure
-    threshold dashed and labelled."""
-    stages = entry["stages"]
-    means = [s["score"]["mean"] for s in stages]
-    cis = [clip_interval(s["score"]["ci"], stat_bounds(entry["score_name"])["score"]) for s in stages]
-    los = [ci[0] if ci[0] is not None else m for ci, m in zip(cis, means)]
-    his = [ci[1] if ci[1] is not None else m for ci, m in zip(cis, means)]
-    thr = entry["failure_threshold"]
-    finite = [v for v in means + los + his + [thr] if v is not None and math.isfinite(v)]
-    y_lo, y_hi = min(finite + [0.5]), max(finite + [1.0])
-    pad, left, right = 5, 24, 40  # left: tick labels; right: the threshold's label
-    n = max(len(stages) - 1, 1)
-
-    def x(i):
-        return left + (width - left - right) * i / n
-
-    def y(v):
-        return pad + (height - 2 * pad) * (1 - (v - y_lo) / ((y_hi - y_lo) or 1))
-
-    pts = [(x(i), y(m)) for i, m in enumerate(means) if m is not None]
-    mean_line = " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)
-    band = [(x(i), y(h)) for i, h in enumerate(his) if h is not None]
-    band += [(x(i), y(lo)) for i, lo in reversed(list(enumerate(los))) if lo is not None]
-    label = f"{entry['score_name']} per stage: " + ", ".join(_num(m) for m in means)
-    ticks = "".join(
-        f'<line class="tick" x1="{left - 3}" y1="{y(v):.1f}" x2="{left}" y2="{y(v):.1f}"/>'
-        f'<text class="ytick" x="{left - 5}" y="{y(v) + 3:.1f}" text-anchor="end">{v:.1f}</text>'
-        for v in (0.5, 1.0))
-    x_end = width - right
-    return (f'<svg class="curve" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-            f'role="img" aria-label="{_e(label)}"><title>{_e(label)}</title>'
-            f'<line class="axis" x1="{left}" y1="{pad}" x2="{left}" y2="{height - pad}"/>'
-            f'<line class="axis" x1="{left}" y1="{height - pad}" x2="{x_end}" y2="{height - pad}"/>{ticks}'
-            f'<line class="fail" x1="{left}" y1="{y(thr):.1f}" x2="{x_end}" y2="{y(thr):.1f}"/>'
-            f'<text class="fail-label" x="{x_end + 3}" y="{y(thr) + 3:.1f}">fail {thr:g}</text>'
-            f'<polygon class="ci" points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in band)}"/>'
-            f'<polyline class="mean" points="{mean_line}"/></svg>')
+def _lines(*lines: str, sub_from: int = 1) -> str:
+    """Cell lines, already escaped: the first plain, the later ones small ('sub'); empty lines dropped."""
+    return "".join(f'<div class="line{" sub" if i >= sub_from else ""}">{line}</div>'
+                   for i, line in enumerate(lines) if line)
 
 
 def _run_item(r: dict) -> str:
@@ -287,7 +302,89 @@ def _entry_base(entry: dict) -> str:
     return f"one per seed ({len(per_seed)} bases, under each seed)" if per_seed else "not recorded"
 
 
-def _row(order: int, row: Ranked) -> str:
+def args_lines(args: dict, width: int = 34) -> list[str]:
+    """`fmt_args` on at most two lines, split between arguments (a list longer than two lines of `width`
+    characters stays on two, the longer)."""
+    items = fmt_args(args).split(", ") if args else []
+    text = ", ".join(items)
+    if len(text) <= width or len(items) < 2:
+        return [text] if text else []
+    best = min(range(1, len(items)), key=lambda k: max(len(", ".join(items[:k])), len(", ".join(items[k:]))))
+    return [", ".join(items[:best]) + ",", ", ".join(items[best:])]
+
+
+def split_ttf(text: str) -> tuple[str, str]:
+    """`fmt_ttf`'s text on two lines: the value, then its note ("5 of 5 never failed") or its interval."""
+    if " (" in text and text.endswith(")"):
+        head, _, note = text.partition(" (")
+        return head, note[:-1]
+    head, sep, interval = text.partition(" [")
+    return head, (sep.strip() + interval) if sep else ""
+
+
+def _stat_lines(stat: dict, bounds: tuple | None) -> str:
+    lo, hi = clip_interval(stat["ci"], bounds)
+    interval = f"[{format_number(lo)}, {format_number(hi)}]" if stat["n"] > 1 and lo is not None and lo != hi else ""
+    return _lines(_e(format_number(stat["mean"])), _e(interval))
+
+
+class Notes:
+    """The notes under the table: each distinct reason why an interval and a verdict seem to disagree,
+    numbered in order of first use; `mark` gives a cell its superscript link."""
+
+    def __init__(self):
+        self.texts: list[str] = []
+
+    def mark(self, text: str) -> str:
+        if text not in self.texts:
+            self.texts.append(text)
+        k = self.texts.index(text) + 1
+        return f'<sup><a href="#note-{k}" title="{_e(text)}">{k}</a></sup>'
+
+    def html(self) -> str:
+        if not self.texts:
+            return ""
+        items = "".join(f'<li id="note-{k}">{_e(t)}.</li>' for k, t in enumerate(self.texts, 1))
+        return f'<ol class="notes">{items}</ol>'
+
+
+def _vs_ce_cell(row: Ranked, notes: Notes) -> str:
+    """The claim on two lines: ratio [interval] verdict (with a note where they seem to disagree), then the
+    raw and the adjusted p. The cell's title holds `claim_text`, the whole sentence."""
+    test = row.vs_ce
+    if test is None:
+        return f'<td class="vsce">{_lines(_e(fmt_vs_ce(row)))}</td>'
+    claim = claim_parts(test)
+    if claim is None:
+        return '<td class="vsce">-</td>'
+    word = f'<span class="verdict-{_e(claim.verdict)}">{_e(claim.verdict)}</span>'
+    mark = notes.mark(claim.why) if claim.why and claim.raw is not None else ""
+    if claim.raw is None:
+        evidence = claim.why
+    elif claim.adjusted is None:
+        evidence = f"{claim.raw}, the board's only claim"
+    else:
+        evidence = f"{claim.raw} raw, {claim.adjusted} after Holm"
+    return (f'<td class="vsce" title="{_e(claim_text(test))}">'
+            f'{_lines(f"{_e(claim.effect)} {word}{mark}", _e(evidence))}</td>')
+
+
+def _rank_cell(row: Ranked) -> str:
+    p = rank_p(row)
+    if not p:
+        why = {"control": "the clean control: a ceiling, not ranked"}.get(row.label, "")
+        if row.label == "=1" and row.tie is None:
+            why = "the longest mean; the entries marked =1 are indistinguishable from it"
+        elif row.label == "1":
+            why = "the longest mean, apart from every other entry (and from CE by the claim)"
+        return f'<td class="num rank" title="{_e(why)}">{_lines(_e(row.label))}</td>'
+    family = "the descriptive tests against the best entry" if row.tie is row.vs_best else "the claim against CE"
+    why = (f"indistinguishable from the best entry: Holm-adjusted {p} ({family})"
+           if verdict(row.tie) == "indistinguishable" else "")
+    return f'<td class="num rank" title="{_e(why)}">{_lines(_e(row.label), _e(p))}</td>'
+
+
+def _row(order: int, row: Ranked, y_lim: tuple[float, float], notes: Notes) -> str:
     e = row.entry
     bounds = stat_bounds(e["score_name"])
     ttf, auc, final = e["time_to_failure"], e["auc"]["mean"], e["final_score"]["mean"]
@@ -296,63 +393,98 @@ def _row(order: int, row: Ranked) -> str:
             "seeds": ",".join(map(str, e["seeds"])), "ttf": ttf["rank_value"], "vsce": "" if ratio is None else ratio,
             "auc": "" if auc is None else auc, "final": "" if final is None else final, "date": e["date"]}
     attrs = " ".join(f'data-{k}="{_e(v)}"' for k, v in data.items())
-    runs = "".join(_run_item(r) for r in e["runs"])
-    versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in e["versions"].items())
+    loss = _e(fmt_loss(e))
+    runs = f'<a href="#runs-{_e(e["name"])}">runs</a>'
     cells = [
-        f'<td class="num">{_e(fmt_rank(row))}</td>',
-        f'<td class="loss">{_e(e["loss"]["spec"])}{" (clean control)" if e.get("control") else ""}'
-        f'<details><summary>runs and provenance</summary>'
-        f'<div>target <code>{_e(e["loss"]["target"])}</code></div><div>config hash <code>{_e(e["config_hash"])}'
-        f'</code></div><div>base M_0 sha256 <code>{_e(_entry_base(e))}</code></div><div>{versions}</div><ul>{runs}</ul></details></td>',
-        f'<td class="args">{_e(data["args"])}</td>',
-        f'<td class="model">{_e(e["model"] + runtime_note(e))}</td>',
-        f'<td class="seeds">{_e(data["seeds"])}</td>',
-        f'<td class="num ttf">{_e(fmt_ttf(ttf))}</td>',
-        f'<td class="vsce">{_e(fmt_vs_ce(row))}</td>',
-        f'<td class="num auc">{_e(fmt_stat(e["auc"], bounds["auc"]))}</td>',
-        f'<td class="num final">{_e(fmt_stat(e["final_score"], bounds["final_score"]))}</td>',
-        f"<td>{curve_svg(e)}</td>",
-        f'<td class="date">{_e(e["date"])}</td>',
+        _rank_cell(row),
+        f'<td class="loss">{_lines(loss, _e(e["model"] + runtime_note(e)))}</td>',
+        f'<td class="num ttf">{_lines(*map(_e, split_ttf(fmt_ttf(ttf))))}</td>',
+        _vs_ce_cell(row, notes),
+        f'<td class="num auc">{_stat_lines(e["auc"], bounds["auc"])}</td>',
+        f'<td class="num final">{_stat_lines(e["final_score"], bounds["final_score"])}</td>',
+        f'<td class="curve">{curve_svg(e, y_lim)}</td>',
+        f'<td class="args">{_lines(*map(_e, args_lines(e["loss"]["args"])), sub_from=2)}</td>',
+        f'<td class="seeds">{_lines(_e(data["seeds"]), runs)}</td>',
     ]
     return f'<tr id="{_e(e["name"])}" {attrs}>' + "".join(cells) + "</tr>"
 
 
+def provenance(row: Ranked) -> str:
+    """An entry's runs under the table, closed until opened (or reached by its row's "runs" link): every
+    seed's command, date, commit, CPU and base, and what the entry's seeds share."""
+    e = row.entry
+    runs = "".join(_run_item(r) for r in e["runs"])
+    versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in e["versions"].items())
+    what = " ".join(x for x in (fmt_loss(e), fmt_args(e["loss"]["args"])) if x)
+    return (f'<details id="runs-{_e(e["name"])}"><summary>{_e(row.label)} {_e(what)} on {_e(e["model"])}, seeds '
+            f'{_e(",".join(map(str, e["seeds"])))}</summary><div class="prov">'
+            f'<div>latest run {_e(e["date"])}; target <code>{_e(e["loss"]["target"])}</code>; config hash '
+            f'<code>{_e(e["config_hash"])}</code>; base M_0 sha256 <code>{_e(_entry_base(e))}</code></div>'
+            f'<div>{versions}</div><ul>{runs}</ul></div></details>')
+
+
 def links_html() -> str:
     """The paper, the authors' code, and this benchmark's version."""
-    from fortifai_bench import __version__
-
     return (f'<p class="links">Paper: <a href="{PAPER_URL}">Shabgahi et al. 2025, ForTIFAI (arXiv 2509.08972)</a>; '
             f'the authors\' code: <a href="{AUTHORS_CODE_URL}">{AUTHORS_CODE_URL[len("https://"):]}</a>; '
             f'page made by fortifai-bench {_e(__version__)}.</p>')
+
+
+def _family_text(ranked: list[Ranked]) -> str:
+    """The vs CE column's sub-header: the p values it shows and the family the adjustment is over."""
+    family = max((r.vs_ce["family"] for r in ranked if r.vs_ce is not None), default=0)
+    if family <= 1:
+        return "p (one claim: nothing to adjust)"
+    return f"p raw, after Holm over the {family} claims"
+
+
+def _heads(board: dict, ranked: list[Ranked]) -> str:
+    out = []
+    for head, sub, key, kind, cls in _HEADERS:
+        head = head.replace("@SCORE@", _score_name(board))
+        sub = _family_text(ranked) if sub == "@FAMILY@" else sub
+        text = _lines(_e(head), _e(sub))
+        cls_attr = f' class="{cls}"' if cls else ""
+        out.append(f'<th data-key="{key}" data-type="{kind}"{cls_attr} title="click to sort">{text}</th>' if key
+                   else f"<th{cls_attr}>{text}</th>")
+    return "".join(out)
 
 
 def render_html(board: dict) -> str:
     """One static page: no external resource, no network, works from a file:// URL."""
     script_hash = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
     csp = f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
-    heads = "".join(
-        f'<th data-key="{k}" data-type="{t}" title="click to sort">{_e(h)}</th>' if k else f"<th>{_e(h)}</th>"
-        for h, k, t in _HEADERS)
-    body = "\n".join(_row(i, row) for i, row in enumerate(ranking(board["entries"]), 1))
+    ranked = ranking(board["entries"])
+    y_lim = y_range(board["entries"])
+    notes = Notes()
+    body = "\n".join(_row(i, row, y_lim, notes) for i, row in enumerate(ranked, 1))
     protocol = json.dumps(board["protocol"], indent=1, sort_keys=True)
+    how = "".join(f"<li>{_e(s)}</li>" for s in HOW_TO_READ)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_e(csp)}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(title(board))} - fortifai-bench leaderboard</title>
-<style>{STYLE}</style></head>
+<style>{STYLE}{BOARD_STYLE}</style></head>
 <body>
 <h1>{_e(title(board))}</h1>
 {links_html()}
 <p>Ranked by time to failure: the interpolated stage at which {_e(_score_name(board))} first falls below
-{_e(_threshold(board))} (the dashed line labelled "fail" in each curve; its y-axis is marked at 0.5 and 1.0), in stages from M_0; a seed that never fails counts as the last stage. {_e(TIES)}
-Equal times are ordered by the area under the curve. Other intervals are 95% t-intervals over seeds, cut to
-the range of the quantity (a score in [0, 1] stays in it); the band in each curve is the per-stage interval.
-Each entry's "runs and provenance" lists the command of every seed. Click a column header to sort.</p>
-<table id="board"><thead><tr>{heads}</tr></thead>
+{_e(_threshold(board))}, in stages from M_0 (a seed that never fails counts as the last stage); equal times
+by the area under the curve (AUC). Intervals are 95% t-intervals over seeds, cut to the range of the
+quantity; the ratio to CE has a 95% bootstrap interval. Each curve is the mean {_e(_score_name(board))} over
+seeds at every stage with its 95% band, on one y range for the whole board; the dashed line is the failure
+threshold; hover a curve for every stage's value. Click a column header to sort; "runs" beside the seeds
+opens every seed's command, date, commit, CPU and base model, under the table. A table wider than the window scrolls sideways,
+keeping the rank and the loss in view.</p>
+<ul class="how">{how}</ul>
+<div class="scroll"><table id="board"><thead><tr>{_heads(board, ranked)}</tr></thead>
 <tbody>
 {body}
-</tbody></table>
+</tbody></table></div>
+{notes.html()}
+<h2>Runs and provenance</h2>
+{"".join(provenance(row) for row in ranked)}
 <details><summary>protocol (identical for every entry; hash {_e(board["protocol_hash"])})</summary>
 <pre>{_e(protocol)}</pre></details>
 <script>{_SCRIPT}</script>
