@@ -19,10 +19,13 @@ import filelock
 
 from fortifai_bench.collapse.config import describe_differences
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.io import write_json
+from fortifai_bench.io import remove_orphan_temps, write_json
+from fortifai_bench.kr.schema import read_questions
+from fortifai_bench.kr.sets import find_kr_file
 from fortifai_bench.leaderboard.board import (BOARD_FORMAT, build_entry, canonical, check_board_consistency,
                                               entry_key, load_board, protocol_hash, protocol_of, validate_board)
 from fortifai_bench.results import base_per_seed, check_same_base, load_results
+from fortifai_bench.verify import verify_in_subprocess
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -106,9 +109,6 @@ def check_kr_source(run: dict) -> None:
     `read_questions`: a file of questions whose true and false continuations are the same scores 1.0
     whatever the model remembers, so it must not reach a board. A run that names a source this machine
     does not have cannot be checked, and is refused."""
-    from fortifai_bench.kr.schema import read_questions
-    from fortifai_bench.kr.sets import find_kr_file
-
     source = find_kr_file(run)  # by the recorded path, else by name and sha256 (a moved run or package)
     if source is None:
         return  # a toy run, or a collapse run without KR (eval.kr: null)
@@ -124,8 +124,6 @@ def verify_run(run: dict) -> None:
     in one line naming the stage and the numbers, when they differ."""
     if run["kind"] != "text":
         return
-    from fortifai_bench.verify import verify_in_subprocess
-
     where = str(Path(run["_path"]).parent)
     report = verify_in_subprocess(where)
     if report.problems:
@@ -211,8 +209,6 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
 
 
 def _publish_locked(runs: list[dict], path: Path, replace: bool) -> PublishReport:
-    from fortifai_bench.io import remove_orphan_temps
-
     remove_orphan_temps(path.parent, path.name)  # a publish killed mid-write left `.BOARD.json.<pid>-*.tmp`
     board, existing, report = _merge(runs, path, replace)
     if existing is None or canonical(existing) != canonical(board):
