@@ -1,12 +1,15 @@
 """An experiment: one collapse task, several losses, several seeds, an optional baseline and clean control.
 
+    from fortifai_bench.collapse import load_task, run_experiment
     exp = run_experiment(load_task("collapse_facts"), ["ce", "tce:0.9"], seeds=[0, 1, 2], control=True)
     print(exp.table())
 
 Every (loss, seed) is one resumable run directory (`run.run_collapse`); the experiment adds what only
 makes sense across runs: the summary over seeds (`results.summarize_runs`), the comparison with the
 baseline (`metrics.compare_failures`, seeds as the unit), the clean control (the same task with
-`mode: clean`, trained with the baseline loss), a summary JSON and the comparison plot.
+`mode: clean`, trained with the baseline loss), a summary JSON and the comparison plot. `run_suite` runs
+one experiment per task in one pool of processes; `run_default` is the embedded default, what a bare
+`fortifai-bench collapse` runs (its rules: `collapse.defaults`).
 
 `jobs > 1` runs that many (loss, seed) runs at once, each in its own process with one torch thread. Why:
 a run's numbers depend on its thread count (float rounding changes what sampling corrupts), so one-thread

@@ -3,7 +3,7 @@
     set up      the data and its stage plans (`collapse.plan`, computed once), the loss, M_0, the run
                 directory (`rundir.RunDir`: its files, and what a resumed run finds done), the chance level
     for each stage plan i = 0..N:
-      train       M_i from M_{i-1} on the stage's pool (`train_stage` -> `train.loop.train` -> the loss)
+      train       M_i from M_{i-1} on the stage's pool (`train_stage` -> `train.loop.train` -> a step -> the loss)
       regenerate  M_i rewrites every split of its pool (`regenerate_split` -> `collapse.regenerate`)
       evaluate    everything measured on M_i (`collapse.evaluate`)
       save        its metrics.json, then results.json with the stages so far
@@ -78,10 +78,12 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
                 ctx.say(kind="stage", stage=p.stage, reused=reused(ctx, p), **summary(done))
                 continue
             with stopping(ctx, p, stages):  # an error: one line, and results.json with the stages done
+                # train M_i from M_{i-1} on the stage's pool
                 if not ctx.run.trained(p):
                     ctx.say(kind="phase", stage=p.stage, phase="train")
                     train_stage(ctx, p)
-                # Always continue from the saved model, so a resumed run and an uninterrupted one agree exactly.
+                # regenerate: M_i as saved (so a resumed run and an uninterrupted one agree exactly) rewrites
+                # every split of its pool
                 model, tokenizer = ctx.load_model(ctx.run.model_dir(p))
                 rewrites: dict[int, list[dict]] = {}
                 for k, g in p.pool:
@@ -89,6 +91,7 @@ def run_collapse(task: CollapseTask, loss: str = "ce", loss_args: dict | None = 
                         ctx.say(kind="phase", stage=p.stage, phase="regenerate")
                         regenerate_split(ctx, p, model, tokenizer, k, g)
                     rewrites[k] = ctx.run.written(p.stage, k)
+                # evaluate M_i; save its metrics (metrics.json marks the stage done), then results.json
                 ctx.say(kind="phase", stage=p.stage, phase="evaluate")
                 metrics = evaluate(ctx, p, model, tokenizer, rewrites)
                 ctx.run.save_metrics(p, metrics)

@@ -35,6 +35,7 @@ import yaml
 
 from fortifai_bench.collapse.config import CollapseTask, describe_differences, task_from_dict
 from fortifai_bench.collapse.plan import StagePlan
+from fortifai_bench.collapse.plots import plot_run
 from fortifai_bench.collapse.protocol import Data
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import (atomic_dir, atomic_write, is_temporary, read_json, read_jsonl, read_yaml,
@@ -323,8 +324,6 @@ def finish_run(run: Path, results: dict) -> dict:
     """The final results.json and the run's plots; the results as a reader of the file gets them."""
     write_json(run / "results.json", results)
     try:
-        from fortifai_bench.collapse.plots import plot_run  # matplotlib, an extra
-
         plot_run(results, run / "plots")
     except ImportError as exc:  # matplotlib is an extra; results stand without plots
         print(f"plots skipped: {exc}", file=sys.stderr)
