@@ -157,7 +157,7 @@ def test_page_renders_ranked_table_with_curves_from_file_url(page, tmp_path):
     assert dom.rows[0]["titles"]["vsce"].endswith("indistinguishable (p = 0.33, the board's only claim; the "
                                                   "interval excludes 1, but 2 vs 2 seeds cannot reach p < 0.05 "
                                                   "(smallest p 0.33))")
-    assert vs_ce[1:] == [["-"], ["baseline"]]  # the script loss has another model: no CE to compare with
+    assert vs_ce[1:] == [["no CE entry of this model"], ["baseline"]]  # the script loss has another model
     assert dom.rows[0]["cells"]["ttf"] == ["not within 3 stages", "2 of 2 never failed"]
     assert dom.rows[2]["cells"]["ttf"][0] == "1.62" and dom.rows[2]["cells"]["ttf"][1].startswith("[")
     assert "data-sorted" not in dom.table_attrs
@@ -355,7 +355,7 @@ def test_shipped_boards_show_each_claim_whole_and_no_unsupported_winner(board):
     for row, shown in zip(ranked, dom.rows):
         cell = shown["cells"]["vsce"]
         if row.vs_ce is None or row.vs_ce["ratio"] is None:
-            assert cell in (["baseline"], ["-"])
+            assert cell == (["not compared (a ceiling)"] if row.entry.get("control") else ["baseline"]), cell
             continue
         claim = CLAIM_LINE.match(cell[0])
         assert claim and claim.group(1) == row.vs_ce["verdict"], cell

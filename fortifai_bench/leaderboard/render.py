@@ -352,11 +352,14 @@ def _vs_ce_cell(row: Ranked, notes: Notes) -> str:
     """The claim on two lines: ratio [interval] verdict (with a note where they seem to disagree), then the
     raw and the adjusted p. The cell's title holds `claim_text`, the whole sentence."""
     test = row.vs_ce
-    if test is None:
-        return f'<td class="vsce">{_lines(_e(fmt_vs_ce(row)))}</td>'
+    if test is None:  # CE itself, the control, or a loss on a model without a CE entry
+        shown = fmt_vs_ce(row)
+        if shown == "-":
+            shown = "not compared (a ceiling)" if row.entry.get("control") else "no CE entry of this model"
+        return f'<td class="vsce">{_lines(_e(shown))}</td>'
     claim = claim_parts(test)
     if claim is None:
-        return '<td class="vsce">-</td>'
+        return f'<td class="vsce">{_lines("-")}</td>'
     word = f'<span class="verdict-{_e(claim.verdict)}">{_e(claim.verdict)}</span>'
     mark = notes.mark(claim.why) if claim.why and claim.raw is not None else ""
     if claim.raw is None:
