@@ -25,18 +25,24 @@ tce:0.99's time to failure more than any seed did); seed 0's base is the shipped
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import hashlib
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from fortifai_bench.collapse.config import CollapseTask
+from fortifai_bench import threads
+from fortifai_bench.collapse.config import CollapseTask, load_task
+from fortifai_bench.corpora import get_corpus
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.io import file_sha256
-from fortifai_bench.models import resolve
+from fortifai_bench.io import atomic_dir, file_sha256, read_json, remove_orphan_temps, write_json
+from fortifai_bench.models import TinyConfig, build_tiny, resolve, save_model
+from fortifai_bench.resources import cache_dir, data_dir
+from fortifai_bench.results import BASE_SEED_RUN
 
 BASE_FORMAT = 2  # bump when the way the base is built changes (2: pretrained with one thread)
 
@@ -44,8 +50,6 @@ BASE_FORMAT = 2  # bump when the way the base is built changes (2: pretrained wi
 def with_base_seed(task: CollapseTask) -> CollapseTask:
     """The task with its base's seed resolved: `model.pretrain.seed: run` becomes the run's seed (every
     seed pretrains its own base), any other seed stays."""
-    from fortifai_bench.collapse.config import BASE_SEED_RUN
-
     pre = task.model.pretrain
     if pre is None or pre.seed != BASE_SEED_RUN:
         return task
@@ -60,8 +64,6 @@ def base_key(task: CollapseTask) -> str:
     if m.pretrain is not None:
         texts = pretrain_texts(task)
     else:
-        from fortifai_bench.corpora import get_corpus
-
         texts = get_corpus(task.corpus, part=task.corpus_part).texts()
     spec = {"format": BASE_FORMAT, "tiny": dataclasses.asdict(m.tiny),
             "pretrain": dataclasses.asdict(m.pretrain) if m.pretrain else None,
@@ -71,8 +73,6 @@ def base_key(task: CollapseTask) -> str:
 
 def base_dir(task: CollapseTask) -> Path | None:
     """Where M_0 lives: the cached tiny base, a local directory, or None for a hub id."""
-    from fortifai_bench.resources import cache_dir
-
     if task.model.name == "tiny":
         return cache_dir() / "base" / f"tiny-{base_key(task)}"
     path = Path(task.model.name).expanduser()
@@ -80,8 +80,6 @@ def base_dir(task: CollapseTask) -> Path | None:
 
 
 def pretrain_texts(task: CollapseTask) -> list[str]:
-    from fortifai_bench.corpora import get_corpus
-
     pre = task.model.pretrain
     corpus = get_corpus(pre.corpus, part=pre.part)
     n = len(corpus) if pre.paragraphs is None else pre.paragraphs
@@ -100,8 +98,6 @@ def base_model(task: CollapseTask, *, progress: bool = True) -> str:
     if shipped is not None:
         return str(shipped)
     path = base_dir(task)
-    from fortifai_bench.io import remove_orphan_temps
-
     remove_orphan_temps(path.parent, path.name)  # what a killed build of this base left in the cache
     if (path / "model" / "config.json").is_file():
         return str(path / "model")
@@ -110,18 +106,15 @@ def base_model(task: CollapseTask, *, progress: bool = True) -> str:
 
 
 def _build_tiny_base(task: CollapseTask, path: Path, progress: bool) -> None:
-    from fortifai_bench import threads
-    from fortifai_bench.io import atomic_dir, write_json
-    from fortifai_bench.models import TinyConfig, build_tiny, save_model
-    from fortifai_bench.train import train
+    # The trainer imports torch, and this module must not: collapse.compute (which `fortifai-bench --help`
+    # loads) reads the base's key and folder from here.
+    from fortifai_bench.train.loop import train
 
     m = with_base_seed(task).model
     tiny = TinyConfig(**dataclasses.asdict(m.tiny))
     start = time.perf_counter()
     if m.pretrain is None:
         # An untrained base: its tokenizer is trained on the protocol's own corpus.
-        from fortifai_bench.corpora import get_corpus
-
         texts = get_corpus(task.corpus, part=task.corpus_part).texts()
         model, tokenizer = build_tiny(texts, tiny, seed=0)
         history = []
@@ -194,8 +187,6 @@ SHIPPED_TASK = "collapse_facts"
 
 
 def shipped_root() -> Path:
-    from fortifai_bench.resources import data_dir
-
     return data_dir() / "bases"
 
 
@@ -229,10 +220,6 @@ def ship(task: CollapseTask, root: str | Path | None = None, *, progress: bool =
     """Build this task's tiny base afresh (one thread, as `base_model` builds it, in a temporary folder
     rather than the user's cache) and write it into `root/<key>/` (default: the package's data/bases/)
     with its base.json; returns the folder."""
-    import tempfile
-
-    from fortifai_bench.io import atomic_dir, read_json, write_json
-
     if task.model.name != "tiny" or task.model.pretrain is None:
         raise FortifaiError(f"task {task.task}: only a pretrained tiny base can be shipped")
     key = base_key(task)
@@ -254,10 +241,6 @@ def ship(task: CollapseTask, root: str | Path | None = None, *, progress: bool =
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from fortifai_bench.collapse.config import load_task
-
     parser = argparse.ArgumentParser(prog="python -m fortifai_bench.collapse.base",
                                      description="Build a collapse task's tiny base M_0 (one thread) and print "
                                                  "its folder and the sha256 of its weights.")
@@ -267,8 +250,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="write it into the package's data/bases/<key>/ (or --to), with base.json")
     parser.add_argument("--to", default=None, help="folder to ship into instead of data/bases/")
     args = parser.parse_args(argv)
-    from fortifai_bench import threads
-
     threads.start()
     threads.apply_default()  # as every command: the pretraining itself is pinned to one thread regardless
     try:

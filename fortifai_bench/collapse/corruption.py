@@ -33,7 +33,8 @@ import re
 
 import torch
 
-from fortifai_bench.losses import token_logprobs
+from fortifai_bench.corpora.facts import CATEGORIES, SLOT, TEMPLATES
+from fortifai_bench.losses import TCE, token_logprobs
 
 # A token's class, as the trainer tallies it (train.data carries them, train.loop counts them): its source
 # plus, for a fact's value on a facts corpus, whether the text states the true value. 0: no class (padding).
@@ -54,8 +55,6 @@ def faithful_mask(original: list[int], rewritten: list[int]) -> list[bool]:
 
 def threshold(loss) -> float:
     """The confidence above which a loss masks a token (TCE's gamma), else `DEFAULT_GAMMA`."""
-    from fortifai_bench.losses import TCE
-
     inner = getattr(loss, "loss", loss)
     return float(inner.gamma) if isinstance(inner, TCE) and inner.gamma < 1 else DEFAULT_GAMMA
 
@@ -89,8 +88,6 @@ def _patterns(kind: str, attribute: str, slot: str, name: str, loose: bool = Fal
     word for a place, profession or product, two capitalised words for a person or company; so that one
     variant never reads another's value: "born in 1843 in Dravia" is no place "1843"), or with `loose`
     any word or name; any other slot as text up to the sentence's end, which may be the text's end."""
-    from fortifai_bench.corpora.facts import SLOT, CATEGORIES, TEMPLATES
-
     ref = name.split()[-1] if kind == "person" else name  # as corpora.facts writes later sentences
     value = (r"[A-Za-z0-9]+(?: [A-Z][a-z]+)?" if loose else
              r"[A-Z][a-z]+ [A-Z][a-z]+" if slot in ("rel:person", "rel:company") else

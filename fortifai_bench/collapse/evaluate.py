@@ -29,10 +29,16 @@ import math
 
 import torch
 
-from fortifai_bench.collapse.plan import StagePlan
+from fortifai_bench.collapse.corruption import threshold
+from fortifai_bench.collapse.plan import StagePlan, stage_seed
 from fortifai_bench.collapse.rundir import Context
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.kr.encode import model_window
+from fortifai_bench.kr.quality import length_bias
+from fortifai_bench.kr.scoring import score
 from fortifai_bench.losses import target_logprobs
 from fortifai_bench.metrics import confidence_summary, distinct_n, ngram_kl
+from fortifai_bench.resources import tasks_dir
 
 
 @torch.inference_mode()
@@ -43,8 +49,6 @@ def token_probs(model, sequences: list[list[int]], batch_size: int = 32) -> list
     half a window after the previous one and scoring only the tokens the previous did not (Hugging Face's
     "perplexity of fixed-length models", stride = window / 2): every token past the first window is
     conditioned on its last window/2 .. window-1 tokens, left-truncated, instead of on all of them."""
-    from fortifai_bench.kr.encode import model_window
-
     device = next(model.parameters()).device
     pieces = _windows(sequences, model_window(model))  # (sequence, start, first scored, end)
     out: list[list[float]] = [[] for _ in sequences]
@@ -144,9 +148,6 @@ def _confidence(ctx: Context, p: StagePlan, model, tokenizer, rows: list[dict], 
     """The Fig. 1 contrasts (see module doc): M_i's confidence on its own rewrite (`own_generated`: the tokens
     it generated, from each row's `first`), on the real text of its pool (`trained_real`) and on held-out
     real text (`unseen_real`), in eval mode, then in train mode."""
-    from fortifai_bench.collapse.corruption import threshold
-    from fortifai_bench.collapse.plan import stage_seed
-
     dist, batch, bins = ctx.dist, ctx.task.eval.batch_size, ctx.task.eval.confidence_bins
     gamma = threshold(ctx.loss)
     real_ids = [tokenizer(ctx.data.splits[k][j].text)["input_ids"]
@@ -192,8 +193,6 @@ def chance(ctx: Context) -> dict | None:
     """What KR-split-0 reads without knowledge: how often true is the longer continuation (characters and
     the model's tokens), the best length-only guesser, and the base model M_{-1}'s own KR before any
     stage trained it. Computed once per run (RUN/chance.json)."""
-    from fortifai_bench.kr.quality import length_bias
-
     questions = ctx.data.questions
     if not questions:
         return None
@@ -216,8 +215,6 @@ def kr_scores(ctx: Context, model, tokenizer) -> dict:
 
 
 def _kr(ctx: Context, model, tokenizer, p: StagePlan | None) -> dict:
-    from fortifai_bench.kr.scoring import score
-
     task = ctx.task
     questions = ctx.data.questions
     if task.eval.kr_splits == "first":  # split 0 only (config.EvalSettings.kr_splits)
@@ -252,8 +249,6 @@ def _kr(ctx: Context, model, tokenizer, p: StagePlan | None) -> dict:
     tag = task.eval.score_tag
     if tag is not None:
         if (out.get("score_by_tag") or {}).get(tag) is None:
-            from fortifai_bench.errors import FortifaiError
-
             raise FortifaiError(f"eval.score_tag={tag!r}: the KR set has no split-0 question tagged {tag!r} "
                                 f"(tags: {', '.join(sorted(out.get('score_by_tag') or {})) or 'none'})")
         out["score"] = out["score_by_tag"][tag]
@@ -283,8 +278,6 @@ def run_lm_eval(model_dir, tasks: list[str], batch_size: int, model=None, tokeni
     process group of its own (it would otherwise wait for the other ranks through accelerate)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
-
-    from fortifai_bench.resources import tasks_dir
 
     manager = TaskManager(include_path=str(tasks_dir()))
     if model is not None:

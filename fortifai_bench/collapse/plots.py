@@ -23,7 +23,8 @@ import os
 from pathlib import Path
 
 from fortifai_bench.io import atomic_write
-from fortifai_bench.metrics import DEFAULT_THRESHOLD
+from fortifai_bench.metrics import DEFAULT_THRESHOLD, mean_ci
+from fortifai_bench.results import summarize_runs
 
 FORMATS = (("png", {"dpi": 200}), ("svg", {}))
 STAGE = "stage $i$ (model $M_i$)"
@@ -207,8 +208,6 @@ def _floor_lines(ax, floor: dict, values: list) -> list[str]:
 
 def _band(ax, runs: list[dict], key: str, label: str, **style):
     """Mean over seeds with a 95% t-band, each seed faint; returns the mean line."""
-    from fortifai_bench.metrics import mean_ci
-
     curves = [[s.get(key) for s in r["stages"]] for r in runs if r["stages"]]
     width = min(len(c) for c in curves)
     x = list(range(width))
@@ -239,8 +238,6 @@ def plot_compare(groups: dict[str, list[dict]], stem: str | os.PathLike, thresho
 
 
 def compare_figure(groups: dict[str, list[dict]], threshold: float = DEFAULT_THRESHOLD, control: str = "control"):
-    from fortifai_bench.results import summarize_runs
-
     fig, (ax, ax_kl) = _plt().subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     stages, scores, kl_values, seeds = set(), [], [], 1
     for label, runs in groups.items():

@@ -7,11 +7,17 @@ there); this module reads the corpus and KR set that the plan is made for.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
+from fortifai_bench.collapse.compute import estimate, format_estimate, recorded_data, recorded_note
 from fortifai_bench.collapse.config import CollapseTask
 from fortifai_bench.collapse.plan import StagePlan, plan
+from fortifai_bench.corpora import get_corpus
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.kr.schema import read_questions
+from fortifai_bench.kr.sets import cut, kr_set, on_splits
 
 
 def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, params: float | None = None,
@@ -24,8 +30,6 @@ def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, p
     stages = plan(task, sizes)
     lines = _header(task, devices) + [_stage_line(task, p) for p in stages]
     if compute:
-        from fortifai_bench.collapse.compute import estimate, format_estimate
-
         try:
             if data is None:
                 raise missing
@@ -41,10 +45,6 @@ def plan_data(task: CollapseTask) -> tuple["Data | None", FortifaiError | None, 
     """The task's data for --plan: without the KR set when only that fails (a note says why); when the
     corpus cannot be read here, its recorded size (`compute.recorded_data`) with a note; else None and the
     error."""
-    import dataclasses
-
-    from fortifai_bench.collapse.compute import recorded_data, recorded_note
-
     try:
         return load_data(task), None, []
     except FortifaiError as exc:
@@ -105,8 +105,6 @@ class Data:
 
 
 def load_data(task: CollapseTask) -> Data:
-    from fortifai_bench.corpora import get_corpus
-
     corpus = get_corpus(task.corpus, part=task.corpus_part)
     n, per = task.stages, task.paragraphs_per_split
     need = n * per if per else n
@@ -114,7 +112,6 @@ def load_data(task: CollapseTask) -> Data:
         what = f"the {need} that {n} stages x {per} paragraphs per split need" if per else f"the {n} stages"
         raise FortifaiError(f"corpus {task.corpus} ({task.corpus_part}) has {len(corpus)} paragraphs, "
                             f"fewer than {what} (one split per stage)")
-    from fortifai_bench.kr.sets import cut
 
     # One place cuts a corpus into splits (kr.sets.cut): the protocol, every lm-eval KR task and `kr build`.
     reserve = 0 if per or task.eval.heldout_part is not None else task.eval.heldout_paragraphs
@@ -126,8 +123,6 @@ def load_data(task: CollapseTask) -> Data:
 
 
 def _heldout(task: CollapseTask, corpus, used: int) -> list[str]:
-    from fortifai_bench.corpora import get_corpus
-
     k = task.eval.heldout_paragraphs
     if k == 0:
         return []
@@ -154,15 +149,10 @@ def _questions(task: CollapseTask, bounds, reserve: int = 0):
     """KR questions mapped onto the protocol's splits by paragraph index; others are dropped. `kr: auto`
     asks the one KR-set resolver (`kr.sets.kr_set`: the corpus's shipped set, or one built once with its
     generator and cached), so every corpus has a set; a path is read as given."""
-    from fortifai_bench.kr import read_questions
-    from pathlib import Path
-
     kr = task.eval.kr
     if kr is None:
         return [], None
     if kr == "auto":
-        from fortifai_bench.kr.sets import kr_set
-
         found = kr_set(task.corpus, task.corpus_part, task.stages, paragraphs_per_split=task.paragraphs_per_split,
                        reserve=reserve)
         if [tuple(b) for b in found.bounds] != [tuple(b) for b in bounds]:
@@ -171,7 +161,6 @@ def _questions(task: CollapseTask, bounds, reserve: int = 0):
     path = Path(kr).expanduser()
     if not path.is_file():
         raise FortifaiError(f"eval.kr: KR question file {path} not found")
-    from fortifai_bench.kr.sets import on_splits
 
     kept = on_splits(read_questions(path), bounds)
     if not kept:

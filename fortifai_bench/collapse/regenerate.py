@@ -23,6 +23,7 @@ with repetition penalty through Hugging Face `generate` (the paper's beam 5, pen
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import time
@@ -31,6 +32,9 @@ from dataclasses import dataclass, field
 import torch
 
 from fortifai_bench.collapse.config import RegenerateSettings
+from fortifai_bench.errors import FortifaiError
+from fortifai_bench.kr.encode import model_window
+from fortifai_bench.models import cache_argument
 
 
 @dataclass
@@ -103,11 +107,6 @@ def regenerate(model, tokenizer, texts: list[str], settings: RegenerateSettings,
 def _fit_window(settings: RegenerateSettings, model, tokenizer) -> RegenerateSettings:
     """`settings` with its context cut to the model's window: no row the model sees is longer than the
     window, so a paragraph of any length is rewritten (its blocks continue the last `context` tokens)."""
-    import dataclasses
-
-    from fortifai_bench.errors import FortifaiError
-    from fortifai_bench.kr.encode import model_window
-
     window = model_window(model, tokenizer)
     if settings.block >= window:  # a block needs at least one token of context within the window
         raise FortifaiError(f"regenerate.block={settings.block} must be smaller than the model's "
@@ -242,8 +241,6 @@ def _step(model, ids, mask, positions, cache):
     """One decoding step with the KV cache: the last position's logits and the new cache. transformers 5
     names the cache `cache` (`past_key_values` is deprecated there); older releases only know the old name."""
     if type(model) not in _FORWARD_ARGS:
-        from fortifai_bench.models import cache_argument
-
         params = inspect.signature(model.forward).parameters
         name = cache_argument(model)
         _FORWARD_ARGS[type(model)] = (name, {"logits_to_keep": 1} if "logits_to_keep" in params else {})
