@@ -31,9 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
+from fortifai_bench.collapse.config import task_from_dict
+from fortifai_bench.collapse.plots import plot_compare
+from fortifai_bench.collapse.protocol import load_data
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.results import check_same_base, ids_sha256, load_results as load_run
-from fortifai_bench.metrics import cluster_totals, failure, resample_weights
+from fortifai_bench.kr.schema import read_questions
+from fortifai_bench.kr.sets import find_kr_file
+from fortifai_bench.leaderboard.board import load_board
+from fortifai_bench.metrics import cluster_totals, compare_failures, failure, resample_weights
+from fortifai_bench.results import check_same_base, ids_sha256, load_results as load_run, run_failure, summarize_runs
 from fortifai_bench.stats import ALPHA, format_p, mcnemar
 
 
@@ -66,7 +72,6 @@ def load_side(spec: str) -> list[dict]:
     board_file, _, name = spec.partition("#")
     if not name or not board_file.endswith(".json"):
         return [load_run(spec)]
-    from fortifai_bench.leaderboard import load_board
 
     return entry_runs(find_entry(load_board(board_file), name, board_file), board_file)
 
@@ -168,9 +173,6 @@ def ttf_difference(runs_a: list[dict], runs_b: list[dict], *, n_boot: int = 2000
                    level: float = 0.95, headline: tuple | None = None) -> dict:
     """Time to failure of both sides (`metrics.summarize_failures`), the seed-level test, and with one run
     on a side the question bootstrap (see module doc)."""
-    from fortifai_bench.metrics import compare_failures
-    from fortifai_bench.results import run_failure, summarize_runs
-
     fa, fb = [run_failure(r) for r in runs_a], [run_failure(r) for r in runs_b]
     out = {"a": summarize_runs(runs_a)["time_to_failure"], "b": summarize_runs(runs_b)["time_to_failure"],
            "seeds": compare_failures(fa, fb), "questions": None}
@@ -233,8 +235,6 @@ def question_clusters(run: dict) -> tuple[list[str], str, np.ndarray | None]:
     tag = (run.get("config", {}).get("eval") or {}).get("score_tag")
     path, why = _kr_file(run)
     if path is not None:
-        from fortifai_bench.kr import read_questions
-
         split0 = [q for q in read_questions(path, check=False) if q.split == 0]
         if ids_sha256([q.id for q in split0]) != run["items"]["split0_ids_sha256"]:
             split0 = _selected_split0(run) or split0  # a task cut finer than the file scores a subset of it
@@ -252,9 +252,6 @@ def question_clusters(run: dict) -> tuple[list[str], str, np.ndarray | None]:
 def _selected_split0(run: dict) -> list:
     """The split-0 questions the run's own config selects (its paragraphs per split may differ from those
     the KR file was cut for), or [] where that config cannot be loaded here."""
-    from fortifai_bench.collapse.config import task_from_dict
-    from fortifai_bench.collapse.protocol import load_data
-
     try:
         return [q for q in load_data(task_from_dict(run["config"])).questions if q.split == 0]
     except (FortifaiError, OSError, KeyError):
@@ -263,8 +260,6 @@ def _selected_split0(run: dict) -> list:
 
 def _kr_file(run: dict) -> tuple[Path | None, str]:
     """The run's KR file here (`kr.sets.find_kr_file`: by path, else by name and sha256), or why not."""
-    from fortifai_bench.kr.sets import find_kr_file
-
     try:
         path = find_kr_file(run)
     except FortifaiError as exc:
@@ -283,8 +278,6 @@ def compare_runs(paths_a: list[str], paths_b: list[str], *, n_boot: int = 2000, 
     both_have_items = all(r.get("items") for r in runs_a + runs_b)
     headline = question_clusters(runs_a[0]) if both_have_items else None  # reads the KR file once
     if plot:
-        from fortifai_bench.collapse.plots import plot_compare
-
         plot_compare({f"A: {runs_a[0]['loss']['spec']}": runs_a, f"B: {runs_b[0]['loss']['spec']}": runs_b},
                      Path(plot), runs_a[0]["failure_threshold"])
     return {

@@ -21,6 +21,7 @@ seed, and compares every recorded number (`rundir.comparable`): the maintainer's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -30,8 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+from fortifai_bench.collapse.config import task_from_dict
+from fortifai_bench.collapse.protocol import load_data
+from fortifai_bench.collapse.rundir import check_no_symlinks, comparable, score_name
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.kr.sets import find_kr_file
+from fortifai_bench.models import load_model
+from fortifai_bench.results import cpu, ids_sha256, load_results
 from fortifai_bench.stats import format_number
+
+# torch, deferred: the modules that score and run models (collapse.evaluate, kr.scoring, collapse.run) import it
+# at their top, and `publish` imports this module for `verify_in_subprocess`, which needs none; the functions
+# that re-score import them.
 
 # How far apart (in the method's margin, `kr.methods.margin`: nats) two continuations may score for a
 # re-scored decision to differ from the recorded one on another CPU kind. Measured on a smoke run's three
@@ -102,9 +113,6 @@ def verify_run(run: str | os.PathLike, *, progress: bool = False) -> Verificatio
     import torch
     from transformers.utils import logging as hf_logging
 
-    from fortifai_bench.collapse.rundir import check_no_symlinks, score_name
-    from fortifai_bench.results import load_results
-
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per stage
     results = load_results(run)
     where = results["_path"]
@@ -141,13 +149,6 @@ def verify_run(run: str | os.PathLike, *, progress: bool = False) -> Verificatio
 def _run_data(results: dict):
     """The run's task and data as the run loaded them, with its KR file found on this machine (its
     split-0 questions checked against the recorded ids)."""
-    import dataclasses
-
-    from fortifai_bench.collapse.config import task_from_dict
-    from fortifai_bench.collapse.protocol import load_data
-    from fortifai_bench.kr.sets import find_kr_file
-    from fortifai_bench.results import ids_sha256
-
     where = results["_path"]
     task = task_from_dict(results["config"], source=where)
     kr_file = find_kr_file(results)
@@ -165,13 +166,11 @@ def _run_data(results: dict):
 
 def _exact(results: dict) -> tuple[bool, str | None]:
     """Whether every number must be equal: the run recorded its CPU and it is this one, on CPU in float32."""
-    from fortifai_bench import results as res
-
     runtime = results.get("runtime") or {}
     if runtime.get("device", "cpu") != "cpu":
         return False, f"the run ran on {runtime.get('device')}"
     recorded = (results.get("provenance") or {}).get("cpu")
-    here = res.cpu() if hasattr(res, "cpu") else None
+    here = cpu()
     if recorded is None or here is None:
         return False, "the run did not record its CPU"
     keys = ("model", "id", "torch_capability")
@@ -198,13 +197,11 @@ class _Shards:
 
 
 def _stage_model(path: Path, task):
-    from fortifai_bench.models import load_model
-
     return load_model(path, dtype=task.model.dtype, attn_implementation=task.model.attn_implementation)
 
 
 def _compare(i: int, recorded: dict, recorded_bits: str, ctx, model, tokenizer, exact: bool) -> StageCheck:
-    from fortifai_bench.collapse.evaluate import kr_scores
+    from fortifai_bench.collapse.evaluate import kr_scores  # torch, deferred (see the imports)
 
     got = kr_scores(ctx, model, tokenizer)
     bits = got["items"]["split0_correct"]
@@ -226,8 +223,7 @@ def _compare(i: int, recorded: dict, recorded_bits: str, ctx, model, tokenizer, 
 
 def _near_ties(ctx, model, tokenizer, positions: list[int]) -> int:
     """How many of the split-0 questions at `positions` score their two continuations within the tolerance."""
-    from fortifai_bench.kr.methods import margin
-    from fortifai_bench.kr.scoring import score
+    from fortifai_bench.kr.scoring import score  # torch, deferred (see the imports)
 
     split0 = [q for q in ctx.data.questions if q.split == 0]
     res = score(model, tokenizer, [split0[j] for j in positions], batch_size=ctx.task.eval.batch_size,
@@ -264,17 +260,13 @@ def verify_in_subprocess(run: str | os.PathLike) -> Verification:
 def rerun(run: str | os.PathLike, *, out: str | os.PathLike | None = None, progress: bool = False) -> list[str]:
     """Run the protocol again from `run`'s recorded config, loss and seed (in `out`, else a temporary folder
     removed afterwards); the fields of results.json that differ (`rundir.comparable`), [] when none."""
-    from fortifai_bench.collapse.config import task_from_dict
-    from fortifai_bench.collapse.rundir import comparable
-    from fortifai_bench.results import load_results
-
     results = load_results(run)
     if results["kind"] != "text":
         raise FortifaiError(f"{results['_path']}: --rerun reruns collapse runs; a {results['kind']} run is rerun "
                             "with its toy command and seed")
-    from fortifai_bench.collapse.run import run_collapse
-
     import torch
+
+    from fortifai_bench.collapse.run import run_collapse  # torch, deferred (see the imports)
 
     task = task_from_dict(results["config"], source=results["_path"])
     loss = results["loss"]
