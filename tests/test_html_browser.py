@@ -242,12 +242,15 @@ def test_suite_page_renders_from_file_url(tmp_path):
     page = tmp_path / "suite.html"
     page.write_text(render_suite_html(suite), encoding="utf-8")
     dom = dump_dom(page, tmp_path)
-    cell = {key: lines[0] for key, lines in dom.rows[0]["cells"].items()}, {
-        key: lines[0] for key, lines in dom.rows[1]["cells"].items()}
-    assert [c["loss"] for c in cell] == ["ce", SCRIPT_LOSS]  # shown as text
-    assert cell[0]["r0"].startswith("1.62 [") and cell[0]["r1"].startswith("2.50")
-    assert cell[1]["r0"].startswith("3.00, 2/2 never failed") and cell[1]["r1"] == "-"
-    assert cell[1]["summary"] == "0 better, 0 worse, 1 indistinguishable"
+    ce, other = dom.rows[0]["cells"], dom.rows[1]["cells"]
+    assert ce["loss"] == ["ce"] and other["loss"] == [SCRIPT_LOSS]  # shown as text, no arguments
+    assert ce["r0"][0].startswith("1.62 [") and ce["r1"][0].startswith("2.50") and ce["r0"][1] == "baseline"
+    assert other["r0"][0] == "3.00, 2/2 never failed" and other["r1"] == ["-"]
+    # the claim as the board page shows it: ratio [interval] verdict and its note, then the p values
+    assert other["r0"][1].startswith("1.85x [") and other["r0"][1].endswith("] indistinguishable1")
+    assert other["r0"][2] == "p = 0.33, the board's only claim"
+    assert dom.notes["note-1"] == "the interval excludes 1, but 2 vs 2 seeds cannot reach p < 0.05 (smallest p 0.33)."
+    assert other["summary"] == ["0 better, 0 worse", "1 indistinguishable"]
     assert "data-pwned" not in dom.html_attrs and dom.scripts == 0
 
 

@@ -228,6 +228,8 @@ th[aria-sort=descending]::after { content: " \\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code { font-size: 0.9em; }
 details { margin-top: 0.3em; font-size: 0.85em; }
+.line { white-space: nowrap; }
+.sub { font-size: 0.88em; color: #666; }
 """
 
 BOARD_STYLE = """
@@ -242,9 +244,8 @@ ul.how { padding-left: 1.2em; font-size: 0.92em; }
 #board th, #board td { padding: 0.25em 0.3em; }
 #board th { vertical-align: bottom; }
 #board td.num, #board th.num { text-align: right; }
-#board .line, #board summary { white-space: nowrap; }
+
 #board td.args { font-size: 0.85em; }
-#board .sub { font-size: 0.88em; color: #666; }
 h2 { font-size: 1.1em; margin-top: 1.5em; }
 .prov { margin: 0.3em 0 0.8em 1.2em; }
 #board .verdict-better { color: #1a7f37; font-weight: 600; }
@@ -275,7 +276,7 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _lines(*lines: str, sub_from: int = 1) -> str:
+def cell_lines(*lines: str, sub_from: int = 1) -> str:
     """Cell lines, already escaped: the first plain, the later ones small ('sub'); empty lines dropped."""
     return "".join(f'<div class="line{" sub" if i >= sub_from else ""}">{line}</div>'
                    for i, line in enumerate(lines) if line)
@@ -325,7 +326,7 @@ def split_ttf(text: str) -> tuple[str, str]:
 def _stat_lines(stat: dict, bounds: tuple | None) -> str:
     lo, hi = clip_interval(stat["ci"], bounds)
     interval = f"[{format_number(lo)}, {format_number(hi)}]" if stat["n"] > 1 and lo is not None and lo != hi else ""
-    return _lines(_e(format_number(stat["mean"])), _e(interval))
+    return cell_lines(_e(format_number(stat["mean"])), _e(interval))
 
 
 class Notes:
@@ -356,10 +357,16 @@ def _vs_ce_cell(row: Ranked, notes: Notes) -> str:
         shown = fmt_vs_ce(row)
         if shown == "-":
             shown = "not compared (a ceiling)" if row.entry.get("control") else "no CE entry of this model"
-        return f'<td class="vsce">{_lines(_e(shown))}</td>'
+        return f'<td class="vsce">{cell_lines(_e(shown))}</td>'
+    return f'<td class="vsce" title="{_e(claim_text(test))}">{cell_lines(*claim_lines(test, notes))}</td>'
+
+
+def claim_lines(test: dict, notes: Notes) -> list[str]:
+    """A claim against CE as two lines of HTML: 'ratio [interval] verdict' (with a note's number where
+    they seem to disagree), then 'p = X raw, Y after Holm' (the family is named once, in a header)."""
     claim = claim_parts(test)
     if claim is None:
-        return f'<td class="vsce">{_lines("-")}</td>'
+        return ["-"]
     word = f'<span class="verdict-{_e(claim.verdict)}">{_e(claim.verdict)}</span>'
     mark = notes.mark(claim.why) if claim.why and claim.raw is not None else ""
     if claim.raw is None:
@@ -368,8 +375,7 @@ def _vs_ce_cell(row: Ranked, notes: Notes) -> str:
         evidence = f"{claim.raw}, the board's only claim"
     else:
         evidence = f"{claim.raw} raw, {claim.adjusted} after Holm"
-    return (f'<td class="vsce" title="{_e(claim_text(test))}">'
-            f'{_lines(f"{_e(claim.effect)} {word}{mark}", _e(evidence))}</td>')
+    return [f"{_e(claim.effect)} {word}{mark}", _e(evidence)]
 
 
 def _rank_cell(row: Ranked) -> str:
@@ -380,11 +386,11 @@ def _rank_cell(row: Ranked) -> str:
             why = "the longest mean; the entries marked =1 are indistinguishable from it"
         elif row.label == "1":
             why = "the longest mean, apart from every other entry (and from CE by the claim)"
-        return f'<td class="num rank" title="{_e(why)}">{_lines(_e(row.label))}</td>'
+        return f'<td class="num rank" title="{_e(why)}">{cell_lines(_e(row.label))}</td>'
     family = "the descriptive tests against the best entry" if row.tie is row.vs_best else "the claim against CE"
     why = (f"indistinguishable from the best entry: Holm-adjusted {p} ({family})"
            if verdict(row.tie) == "indistinguishable" else "")
-    return f'<td class="num rank" title="{_e(why)}">{_lines(_e(row.label), _e(p))}</td>'
+    return f'<td class="num rank" title="{_e(why)}">{cell_lines(_e(row.label), _e(p))}</td>'
 
 
 def _row(order: int, row: Ranked, y_lim: tuple[float, float], notes: Notes) -> str:
@@ -400,14 +406,14 @@ def _row(order: int, row: Ranked, y_lim: tuple[float, float], notes: Notes) -> s
     runs = f'<a href="#runs-{_e(e["name"])}">runs</a>'
     cells = [
         _rank_cell(row),
-        f'<td class="loss">{_lines(loss, _e(e["model"] + runtime_note(e)))}</td>',
-        f'<td class="num ttf">{_lines(*map(_e, split_ttf(fmt_ttf(ttf))))}</td>',
+        f'<td class="loss">{cell_lines(loss, _e(e["model"] + runtime_note(e)))}</td>',
+        f'<td class="num ttf">{cell_lines(*map(_e, split_ttf(fmt_ttf(ttf))))}</td>',
         _vs_ce_cell(row, notes),
         f'<td class="num auc">{_stat_lines(e["auc"], bounds["auc"])}</td>',
         f'<td class="num final">{_stat_lines(e["final_score"], bounds["final_score"])}</td>',
         f'<td class="curve">{curve_svg(e, y_lim)}</td>',
-        f'<td class="args">{_lines(*map(_e, args_lines(e["loss"]["args"])), sub_from=2)}</td>',
-        f'<td class="seeds">{_lines(_e(data["seeds"]), runs)}</td>',
+        f'<td class="args">{cell_lines(*map(_e, args_lines(e["loss"]["args"])), sub_from=2)}</td>',
+        f'<td class="seeds">{cell_lines(_e(data["seeds"]), runs)}</td>',
     ]
     return f'<tr id="{_e(e["name"])}" {attrs}>' + "".join(cells) + "</tr>"
 
@@ -446,7 +452,7 @@ def _heads(board: dict, ranked: list[Ranked]) -> str:
     for head, sub, key, kind, cls in _HEADERS:
         head = head.replace("@SCORE@", _score_name(board))
         sub = _family_text(ranked) if sub == "@FAMILY@" else sub
-        text = _lines(_e(head), _e(sub))
+        text = cell_lines(_e(head), _e(sub))
         cls_attr = f' class="{cls}"' if cls else ""
         out.append(f'<th data-key="{key}" data-type="{kind}"{cls_attr} title="click to sort">{text}</th>' if key
                    else f"<th{cls_attr}>{text}</th>")

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard.board import canonical
 from fortifai_bench.leaderboard.ranking import Ranked, claim_text, ranking
-from fortifai_bench.leaderboard.render import STYLE, md_cell, printable, fmt_args, links_html
+from fortifai_bench.leaderboard.render import (STYLE, Notes, cell_lines, claim_lines, fmt_args, links_html, md_cell,
+                                               printable)
 
 VERDICTS = ("better", "worse", "indistinguishable")
 
@@ -155,27 +156,56 @@ def _e(x) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _html_cell(row: Ranked | None, index: int) -> str:
+def _html_cell(row: Ranked | None, index: int, notes: Notes) -> str:
+    """A regime cell on the page: the time to failure, then the claim against CE on that regime's board as
+    the board page shows it (`render.claim_lines`), or what stands in for it (baseline, control)."""
     if row is None:
-        return f'<td class="r{index}">-</td>'
+        return f'<td class="r{index}">{cell_lines("-")}</td>'
     verdict = row.vs_ce["verdict"] if row.vs_ce else "none"
-    return (f'<td class="verdict-{_e(verdict)} r{index}">{_e(ttf_text(row))}'
-            f'<div class="verdict">{_e(verdict_text(row))}</div></td>')
+    claim = claim_lines(row.vs_ce, notes) if row.vs_ce else [_e(verdict_text(row))]
+    title = f' title="{_e(claim_text(row.vs_ce))}"' if row.vs_ce else ""
+    return f'<td class="verdict-{_e(verdict)} r{index}"{title}>{cell_lines(_e(ttf_text(row)), *claim)}</td>'
+
+
+def _loss_cell(key: tuple, models: set[str]) -> str:
+    """The loss on the page: its spec, then its arguments (and its model where the suite has several)."""
+    control, spec, args, model = key
+    second = fmt_args(json.loads(args)) + (f" [{model}]" if len(models) > 1 else "")
+    return f'<td class="loss">{cell_lines(_e(spec + (" (clean control)" if control else "")), _e(second))}</td>'
+
+
+def _counts_cell(counts: dict[str, int], index: str) -> str:
+    if not any(counts.values()):
+        return f'<td class="{index}">{cell_lines("-")}</td>'
+    lines = cell_lines(f"{counts['better']} better, {counts['worse']} worse",
+                       f"{counts['indistinguishable']} indistinguishable", sub_from=2)
+    return f'<td class="{index}">{lines}</td>'
+
+
+def _regime_head(suite: Suite, regime: str) -> str:
+    family = max((cells[regime].vs_ce["family"] for cells in suite.rows.values()
+                  if regime in cells and cells[regime].vs_ce is not None), default=0)
+    sub = f"after Holm over its {family} claims" if family > 1 else "one claim: nothing to adjust"
+    return f"<th>{cell_lines(_e(regime), _e(sub))}</th>"
 
 
 def render_suite_html(suite: Suite) -> str:
-    """One static page, no script: nothing on it can run or load anything (CSP default-src 'none')."""
+    """One static page, no script: nothing on it can run or load anything (CSP default-src 'none'). Each
+    cell is three lines at most: time to failure, the claim, its p values."""
     models = {key[3] for key in suite.rows}
-    heads = "".join(f"<th>{_e(h)}</th>" for h in ["loss"] + suite.regimes + ["vs CE over regimes"])
+    notes = Notes()
+    heads = (f"<th>{cell_lines('loss', 'arguments')}</th>" + "".join(_regime_head(suite, r) for r in suite.regimes)
+             + f"<th>{cell_lines('vs CE', 'over regimes')}</th>")
     body = []
     for key, cells in suite.rows.items():
-        body.append(f'<tr><td class="loss">{_e(loss_label(key, models))}</td>'
-                    + "".join(_html_cell(cells.get(r), i) for i, r in enumerate(suite.regimes))
-                    + f'<td class="summary">{_e(counts_text(suite.loss_counts(key)))}</td></tr>')
-    totals = "".join(f'<td class="r{i}">{_e(counts_text(suite.regime_counts(r)))}</td>'
-                     for i, r in enumerate(suite.regimes))
-    style = STYLE + (".verdict { font-size: 0.85em; color: #555; } td.verdict-better { background: #e3f4e1; } "
-                      "td.verdict-worse { background: #f9e0de; } tfoot td { font-weight: bold; }")
+        body.append(f"<tr>{_loss_cell(key, models)}"
+                    + "".join(_html_cell(cells.get(r), i, notes) for i, r in enumerate(suite.regimes))
+                    + _counts_cell(suite.loss_counts(key), "summary") + "</tr>")
+    totals = "".join(_counts_cell(suite.regime_counts(r), f"r{i}") for i, r in enumerate(suite.regimes))
+    style = STYLE + ("td.verdict-better { background: #e3f4e1; } td.verdict-worse { background: #f9e0de; } "
+                     "tfoot td { font-weight: bold; } th { vertical-align: bottom; } "
+                     "#suite { font-size: 13px; } #suite th, #suite td { padding: 0.25em 0.5em; } "
+                     "ol.notes { font-size: 0.88em; color: #444; }")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
@@ -191,5 +221,6 @@ def render_suite_html(suite: Suite) -> str:
 {chr(10).join(body)}
 </tbody>
 <tfoot><tr><td class="loss">losses vs CE</td>{totals}<td></td></tr></tfoot></table>
+{notes.html()}
 </body></html>
 """
