@@ -82,7 +82,7 @@ def curve_svg(entry: dict, y_lim: tuple[float, float] | None = None, width: int 
     for i in stage_ticks(len(stages)):
         parts.append(f'<line class="tick" x1="{x(i):.1f}" y1="{y_axis}" x2="{x(i):.1f}" y2="{y_axis + 2}"/>'
                      f'<text class="xtick" x="{x(i):.1f}" y="{height - 2}" text-anchor="middle">{i}</text>')
-    parts.append(f'<text class="xlabel" x="{x_end + 9}" y="{height - 2}">stage</text>')
+    parts.append(f'<text class="xlabel" x="{x_end + 12}" y="{height - 2}">stage</text>')
     y_fail = y(thr)
     y_text = y_fail + 3 if y_fail + 3 < y_axis - 6 else y_fail - 2  # clear of the "stage" label below
     parts.append(f'<line class="fail" x1="{left}" y1="{y_fail:.1f}" x2="{x_end}" y2="{y_fail:.1f}"/>'
