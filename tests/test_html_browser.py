@@ -150,6 +150,10 @@ def test_page_renders_ranked_table_with_curves_from_file_url(page, tmp_path):
     # 2 x 1/3), so all share its rank, CE by the board's one claim (tce:0.9 against CE, not adjusted: p = 1/3)
     ranks = [r["cells"]["rank"] for r in dom.rows]
     assert ranks == [["=1"], ["=1", "p = 0.67"], ["=1", "p = 0.33"]]
+    assert [r["titles"]["rank"] for r in dom.rows] == [
+        "the longest mean; the entries marked =1 are indistinguishable from it",
+        "indistinguishable from the best entry: Holm-adjusted p = 0.67 (the descriptive tests against the best entry)",
+        "indistinguishable from the best entry: Holm-adjusted p = 0.33 (the claim against CE)"]
     vs_ce = [r["cells"]["vsce"] for r in dom.rows]
     assert vs_ce[0][0].startswith("1.85x [") and vs_ce[0][0].endswith("] indistinguishable1")  # note 1
     assert vs_ce[0][1] == "p = 0.33, the board's only claim"

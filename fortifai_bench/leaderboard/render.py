@@ -18,8 +18,7 @@ from typing import Any
 
 from fortifai_bench import __version__
 from fortifai_bench.leaderboard.board import canonical, stat_bounds
-from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, TIE_ALPHA, Ranked, claim_parts, claim_text, ranking,
-                                                verdict)
+from fortifai_bench.leaderboard.ranking import BASELINE_SPECS, TIE_ALPHA, Ranked, claim_parts, claim_text, ranking
 from fortifai_bench.leaderboard.sparkline import curve_svg, y_range
 from fortifai_bench.metrics import clip_interval
 from fortifai_bench.results import runtime_note
@@ -378,19 +377,24 @@ def claim_lines(test: dict, notes: Notes) -> list[str]:
     return [f"{_e(claim.effect)} {word}{mark}", _e(evidence)]
 
 
-def _rank_cell(row: Ranked) -> str:
-    p = rank_p(row)
-    if not p:
-        why = {"control": "the clean control: a ceiling, not ranked"}.get(row.label, "")
-        if row.label == "=1" and row.tie is None:
-            why = "the longest mean; the entries marked =1 are indistinguishable from it"
-        elif row.label == "1":
-            why = "the longest mean, apart from every other entry (and from CE by the claim)"
-        return f'<td class="num rank" title="{_e(why)}">{cell_lines(_e(row.label))}</td>'
+def rank_note(row: Ranked) -> str:
+    """What a rank rests on, for its tooltip."""
+    if row.label == "control":
+        return "the clean control: a ceiling, not ranked"
+    if row.label == "1":
+        return "the longest mean, apart from every other entry and from CE by the claim"
+    if not row.label.startswith("="):
+        return "apart from the best entry; the position is descriptive"
+    if row.tie is None:
+        return "the longest mean; the entries marked =1 are indistinguishable from it"
+    if row.tie.get("p_holm") is None:
+        return "too few seeds to tell from the best entry"
     family = "the descriptive tests against the best entry" if row.tie is row.vs_best else "the claim against CE"
-    why = (f"indistinguishable from the best entry: Holm-adjusted {p} ({family})"
-           if verdict(row.tie) == "indistinguishable" else "")
-    return f'<td class="num rank" title="{_e(why)}">{cell_lines(_e(row.label), _e(p))}</td>'
+    return f"indistinguishable from the best entry: Holm-adjusted {rank_p(row)} ({family})"
+
+
+def _rank_cell(row: Ranked) -> str:
+    return f'<td class="num rank" title="{_e(rank_note(row))}">{cell_lines(_e(row.label), _e(rank_p(row)))}</td>'
 
 
 def _row(order: int, row: Ranked, y_lim: tuple[float, float], notes: Notes) -> str:
