@@ -172,7 +172,8 @@ def test_cli_scale_flags_are_overrides(capsys):
 # ---------------------------------------------------------------------------------------------- --plan
 
 def test_compute_estimate_counts_what_the_protocol_does():
-    """Stage costs by hand for two splits of two paragraphs (word counts as token counts)."""
+    """Stage costs by hand for two splits of two paragraphs (word counts as token counts); every batch (64 rows
+    here, so one) padded to its longest row, as the run pads it."""
     from fortifai_bench.collapse import compute
 
     task = load_task("collapse_facts", ["budget=epochs", "stages=2", "train.epochs=3", "regenerate.prompt=2", "regenerate.block=4",
@@ -186,22 +187,23 @@ def test_compute_estimate_counts_what_the_protocol_does():
     stages = plan(task, [2, 2])
     s0 = compute._stage(task, data, count, stages[0])
     assert s0.trained == 3 * (10 + 6)                            # packing false: min(n, 128) each
-    assert s0.generated == (10 - 3) + (6 - 3)                    # BOS + 2 prompt tokens kept
-    assert s0.context == (3 + 4) + 3                             # original mode: each block re-reads min(s, 4)
+    # BOS + 2 prompt tokens kept; original mode: a row per block (10 words: blocks at 3 and 7; 6 words: at 3),
+    # each re-reading min(s, 4) words, all three decoding the longest block's 4 tokens from a context padded to 4
+    assert s0.generated == 3 * 4 and s0.context == 3 * 4
     # evaluate: KR, then in eval and in train mode the own rewrite, the real text trained on, the held-out text
-    assert s0.evaluated == (2 + 1 + 2) + 2 * ((10 + 6) + (10 + 6) + 3)
+    assert s0.evaluated == (2 + 1 + 2) + 2 * (2 * 10 + 2 * 10 + 3)
     assert s0.scored == s0.evaluated + (2 + 1 + 2) and s0.validated == 0  # + the base's KR (chance.json)
     s1 = compute._stage(task, data, count, stages[1])
     assert s1.trained == 3 * (10 + 6 + 128 + 4)
     steps = dataclasses.replace(task, budget="steps")                # 2 of 4 paragraphs are one split: 3 x 1/2
     assert compute._stage(steps, data, count, plan(steps, [2, 2])[1]).trained == round(3 / 2) * (10 + 6 + 128 + 4)
-    assert s1.evaluated == (2 + 1 + 2) + 2 * ((16 + 204) + 204 + 3)  # rewrites of D_0 and D_1; real D_1 only
-    assert s1.scored == s1.evaluated + 2 * 16                   # + corruption before/after on D_0^(1)
+    assert s1.evaluated == (2 + 1 + 2) + 2 * (4 * 200 + 2 * 200 + 3)  # rewrites of D_0 and D_1; real D_1 only
+    assert s1.scored == s1.evaluated + 2 * 2 * 10                # + corruption before/after on D_0^(1)
     # eval.kr_splits=first: only split 0's questions are scored at every stage (the base still scores all)
     data.questions.append(SimpleNamespace(split=1, context="w w w w", true="w", false="w"))
     first = dataclasses.replace(task, eval=dataclasses.replace(task.eval, kr_splits="first"))
     assert compute._stage(first, data, count, stages[1]).evaluated == s1.evaluated
-    assert compute._stage(task, data, count, stages[1]).evaluated == s1.evaluated + 6
+    assert compute._stage(task, data, count, stages[1]).evaluated == s1.evaluated - 5 + 2 * 6  # padded to 6
     assert s1.flops(1e6) == 6e6 * s1.trained + 2e6 * (s1.generated + s1.context + s1.scored)
     est = compute.Estimate([s0, s1], 1e6, "test", "words")
     lines = compute.format_estimate(est, devices=2, device_tflops=1e-4)

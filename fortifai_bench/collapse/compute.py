@@ -2,7 +2,8 @@
 
 Per stage: tokens trained (epochs x the pool's training tokens), tokens generated (regeneration, times
 the beams of beam search, plus the context tokens each block re-reads) and tokens scored (KR questions,
-held-out text, the model's own rewrite, the corruption measure, the validation passes), then
+held-out text, the model's own rewrite, the corruption measure, the validation passes), each batch padded
+to its longest row as the run pads it, then
 
     FLOPs = 6 x parameters x trained tokens + 2 x parameters x (generated + scored tokens)
 
@@ -427,8 +428,10 @@ def _kr_questions(task: CollapseTask, data) -> list:
 
 
 def _stage(task: CollapseTask, data, count, stage: StagePlan) -> StageCost:
-    """The tokens of one stage, by phase as the run spends them (`run._stage`)."""
-    t, r = task.train, task.regenerate
+    """The positions one stage runs the model over, by phase as the run spends them (`run._stage`): every
+    batch of sequences padded to its longest row, as the run pads them (on WikiText's paragraphs of 4 to 330
+    tokens that doubles the held-out text's positions)."""
+    t, r, eb = task.train, task.regenerate, task.eval.batch_size
     cost = StageCost(stage.stage)
     train_on = stage.pool
     lengths = [count(q.text) for k, _ in train_on for q in data.splits[k]]
@@ -441,35 +444,58 @@ def _stage(task: CollapseTask, data, count, stage: StagePlan) -> StageCost:
     cost.trained = round(epochs * (1 - t.val_fraction) * pool_tokens)
     cost.validated = round(epochs * t.val_fraction * pool_tokens)         # validation after every epoch
     beams = r.num_beams if r.decoding == "beam" else 1
-    rewritten = 0
     for k, _ in train_on:                                                   # every split of the pool is regenerated
-        for p in data.splits[k]:
-            n = count(p.text)
-            first = 1 + min(r.prompt, (n - 1) // 2)                         # BOS + the kept prompt
-            cost.generated += beams * max(0, n - first)
-            cost.context += beams * _context_tokens(n, first, r)
-            rewritten += n
-    kr = sum(count(q.context) + count(q.true) + count(q.false) for q in _kr_questions(task, data))
-    heldout = sum(count(h) for h in data.heldout)
-    real = sum(count(data.splits[k][j].text) for (k, g), chosen in zip(train_on, stage.paragraphs) if g == 0
-               for j in chosen)
+        generated, context = _rewrite([count(p.text) for p in data.splits[k]], r)
+        cost.generated += beams * generated
+        cost.context += beams * context
+
+    def kr(questions) -> int:
+        return _padded([count(q.context) + count(q.true) + count(q.false) for q in questions], eb)
+
+    rewritten = _padded([count(p.text) for k, _ in train_on for p in data.splits[k]], eb)
+    real = _padded([count(data.splits[k][j].text) for (k, g), chosen in zip(train_on, stage.paragraphs) if g == 0
+                    for j in chosen], eb)
+    heldout = _padded([count(h) for h in data.heldout], eb)
     # evaluate: KR; then the Fig. 1 confidence in eval and in train mode, each on the model's own rewrite,
     # the real text it trained on and the held-out text (evaluate._confidence; the first held-out pass is
     # also the perplexity's)
-    cost.evaluated = kr + 2 * (rewritten + real + heldout)
+    cost.evaluated = kr(_kr_questions(task, data)) + 2 * (rewritten + real + heldout)
     cost.scored = cost.validated + cost.evaluated
     if any(g > 0 for _, g in train_on):  # the corruption measure before and after training, outside its time
-        cost.scored += 2 * sum(count(p.text) for k, g in train_on if g > 0 for p in data.splits[k])
+        cost.scored += 2 * _padded([count(p.text) for k, g in train_on if g > 0 for p in data.splits[k]], eb)
     if stage.stage == 0:
-        cost.scored += sum(count(q.context) + count(q.true) + count(q.false) for q in data.questions)  # the base's KR (chance.json)
+        cost.scored += kr(data.questions)                                  # the base's KR (chance.json)
     return cost
 
 
+def _padded(lengths: list[int], batch: int) -> int:
+    """Positions the model runs over for sequences of these lengths in batches of `batch`, longest with
+    longest (as `evaluate.token_probs` and the KR scorer order them), each row padded to its batch's longest."""
+    ordered = sorted(lengths)
+    return sum(len(ordered[i : i + batch]) * max(ordered[i : i + batch]) for i in range(0, len(ordered), batch))
+
+
+def _rewrite(lengths: list[int], r) -> tuple[int, int]:
+    """(Generated, context) positions to rewrite one split of paragraphs of these token lengths
+    (`regenerate`): one row per block in `original` mode (its preceding original text, at most context -
+    block tokens), one per paragraph in `sequential` mode; rows batched as `regenerate` orders them, each
+    left-padded to its batch's longest context and decoding as many steps as its longest row needs."""
+    rows = []  # (context, new) per row
+    for n in lengths:
+        first = 1 + min(r.prompt, (n - 1) // 2)                             # BOS + the kept prompt
+        if r.mode == "original":
+            rows += [(min(s, r.context - r.block), min(r.block, n - s)) for s in range(first, n, r.block)]
+        elif n > first:
+            rows.append((_context_tokens(n, first, r), n - first))
+    rows.sort(key=lambda row: row[0] if r.mode == "original" else row[1])
+    batches = [rows[i : i + r.batch_size] for i in range(0, len(rows), r.batch_size)]
+    return (sum(len(b) * max(new for _, new in b) for b in batches),
+            sum(len(b) * max(context for context, _ in b) for b in batches))
+
+
 def _context_tokens(n: int, first: int, r) -> int:
-    """Tokens fed as context (not generated) to rewrite one paragraph of n tokens."""
-    if r.mode == "original":  # every block re-reads up to context - block tokens of the original
-        return sum(min(s, r.context - r.block) for s in range(first, n, r.block))
-    if n <= r.context:        # sequential, one continuous generation with the KV cache
+    """Tokens fed as context (not generated) to rewrite one paragraph of n tokens in sequential mode."""
+    if n <= r.context:        # one continuous generation with the KV cache
         return first
     rebuilds = -(-(n - r.context) // r.block)  # past the window: the cache is rebuilt before each block
     return first + rebuilds * (r.context - r.block)
