@@ -160,7 +160,7 @@ def config_hash(config: dict, ignore: Sequence[str] = ("seed", "out", "descripti
     the source of a user's loss module (`loss["source_sha256"]`) where there is one: the same config with
     edited loss code is another experiment. Built-in losses add nothing (their hashes stay as they were)."""
     body = {k: v for k, v in config.items() if k not in ignore}
-    body = _without_added_defaults(body)
+    body = without_added_defaults(body)
     if loss and loss.get("source_sha256"):
         body["loss_source_sha256"] = loss["source_sha256"]
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
@@ -172,7 +172,9 @@ def config_hash(config: dict, ignore: Sequence[str] = ("seed", "out", "descripti
 ADDED_FIELDS = {("eval", "kr_splits"): "all"}
 
 
-def _without_added_defaults(body: dict) -> dict:
+def without_added_defaults(body: dict) -> dict:
+    """A config (or any dict holding config sections) with each added field left out where it is at its
+    old-behaviour default: the one rule for the hash and for `describe_differences`."""
     out = dict(body)
     for (section, name), default in ADDED_FIELDS.items():
         if isinstance(out.get(section), dict) and out[section].get(name, default) == default:

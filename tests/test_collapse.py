@@ -587,6 +587,23 @@ def test_token_classes_mark_sources_and_fact_values():
     assert CORRUPTED + VALUE_FALSE in classes and FAITHFUL in classes and len(classes) == len(ids)
 
 
+def test_training_classes_count_facts_only_where_the_corpus_states_them():
+    """`gradient.trained.facts_stated` is absent on a corpus without facts, not a row of zeros."""
+    import dataclasses
+
+    from fortifai_bench.collapse.run import training_classes
+    from fortifai_bench.models import TinyConfig, build_tiny
+
+    data = load_data(load_task("collapse_facts"))
+    q = data.splits[0][0]
+    _, tok = build_tiny([p.text for s in data.splits for p in s], TinyConfig(vocab_size=512))
+    _, facts = training_classes(tok, [(q.text, q, 0), (q.text, q, 1)])
+    assert facts == {"true": len(q.meta["facts"]), "false": 0, "missing": 0}  # the regenerated row's facts only
+    plain = dataclasses.replace(q, meta={})
+    classes, facts = training_classes(tok, [(q.text, plain, 0), (q.text, plain, 1)])
+    assert facts is None and len(classes) == 2
+
+
 def test_trained_summary_rates_from_a_tally():
     from fortifai_bench.collapse.corruption import (CORRUPTED, FAITHFUL, FRESH, VALUE_FALSE, VALUE_TRUE,
                                                     trained_summary)

@@ -33,7 +33,7 @@ from fortifai_bench.kr.methods import METHODS as KR_METHODS  # the scorer's rule
 from fortifai_bench.metrics import DEFAULT_THRESHOLD
 from fortifai_bench.models import ATTENTION, DTYPES, GGUF, TinyConfig, gguf_file
 from fortifai_bench.registry import Registry
-from fortifai_bench.results import ADDED_FIELDS, BASE_SEED_RUN, config_hash
+from fortifai_bench.results import BASE_SEED_RUN, config_hash, without_added_defaults
 from fortifai_bench.train.config import TrainConfig
 
 MODES = ("accumulate", "replace", "accumulate-subsample", "clean")
@@ -332,22 +332,19 @@ def _choice(value: str, choices: tuple, name: str) -> None:
         raise FortifaiError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def describe_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+def describe_differences(a: dict, b: dict, prefix: str = "", *, shown: tuple[dict, dict] | None = None) -> list[str]:
     """Field paths whose values differ between two config dicts, as `path: a -> b`. A field added after one
-    side was recorded (`results.ADDED_FIELDS`) is absent there and equal to it at its old-behaviour default,
-    as the config hash has it."""
+    side was recorded (`results.ADDED_FIELDS`) counts as equal when it is absent on one side and at its
+    old-behaviour default on the other, as the config hash has it (`results.without_added_defaults`); the
+    values shown are the recorded ones (`shown`: the dicts before that rule, on the recursion)."""
+    raw_a, raw_b = shown or (a, b)
+    a, b = without_added_defaults(a), without_added_defaults(b)
     out = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        ra, rb = raw_a.get(key, "<absent>"), raw_b.get(key, "<absent>")
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += describe_differences(va, vb, f"{prefix}{key}.")
-        elif va != vb and not _added_at_default(f"{prefix}{key}", va, vb):
-            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+            out += describe_differences(va, vb, f"{prefix}{key}.", shown=(ra, rb))
+        elif va != vb:
+            out.append(f"{prefix}{key}: {ra!r} -> {rb!r}")
     return out
-
-
-def _added_at_default(path: str, va, vb) -> bool:
-    for (section, name), default in ADDED_FIELDS.items():
-        if path == f"{section}.{name}" or path.endswith(f".{section}.{name}"):
-            return {va, vb} == {"<absent>", default}
-    return False

@@ -186,14 +186,16 @@ def training_rows(ctx: Context, p: StagePlan) -> list[tuple[str, object, int]]:
 
 def training_classes(tokenizer, rows: list[tuple[str, object, int]]) -> tuple[list[list[int]], dict]:
     """Every training token's class (`corruption.token_classes`: fresh, faithful or corrupted, and a fact's
-    value stated true or false), and how many facts the regenerated paragraphs state true, false or not."""
-    classes, facts = [], {"true": 0, "false": 0, "missing": 0}
+    value stated true or false), and how many facts the regenerated paragraphs state true, false or not (None
+    on a corpus whose paragraphs record no facts)."""
+    classes, facts, known = [], {"true": 0, "false": 0, "missing": 0}, False
     for text, original, g in rows:
         cls, counts = token_classes(tokenizer, original, text, g)
         classes.append(cls)
         if g > 0:
             facts = {k: facts[k] + counts[k] for k in facts}
-    return classes, facts
+            known = known or "facts" in (original.meta or {})
+    return classes, facts if known else None  # None: the corpus states no facts (not "none stated")
 
 
 def rewrite_pairs(ctx: Context, p: StagePlan) -> list[tuple[str, str]]:
