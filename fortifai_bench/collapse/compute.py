@@ -30,6 +30,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -129,9 +132,6 @@ def estimate(task: CollapseTask, stages: list[StagePlan], data, params: float | 
 @functools.lru_cache(maxsize=1)
 def _start_up_seconds() -> float:
     """A run's start before its first stage, timed here: a fresh Python importing what a run imports."""
-    import subprocess
-    import sys
-
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import torch, transformers.models.gpt2.modeling_gpt2, "
                     "fortifai_bench.collapse.run, fortifai_bench.collapse.evaluate, fortifai_bench.train"],
@@ -354,8 +354,6 @@ def _matmul_rates(name, dev, torch_dtype, dtype, batch, per_device, eval_batch, 
 
 
 def _save_load_seconds(model) -> float:
-    import tempfile
-
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
