@@ -59,7 +59,7 @@ QUOTES = {
         "{longtail.ce.ttf} (sd {longtail.ce.sd}) stages",
         "(TCE 0.9: {hot.tce:0.9.ttf}, {greedy.tce:0.9.ttf} and {longtail.tce:0.9.ttf} stages)",
         "where the board's seed 0 is {hot.ce.seed0}",
-        "within the board's range of CE seeds ({hot.ce.seeds})",
+        "about half the board's CE seed sd ({hot.ce.sd}; seeds {hot.ce.seeds})",
     ],
     "BENCHMARKS.md": [
         *[_table_row(r, label, f"{r}.{k}") for r, losses in {
