@@ -20,7 +20,8 @@ from test_distributed import _env
 
 # MICRO with 8 epochs a stage: M_0 learns split 0 (KR-split-0 about 0.77 against the base's 0.52), so seeds
 # spread (sd about 0.02 a stage) and "inside the spread" says something; each run takes a few seconds.
-SMALL = MICRO + ["stages=2", "train.epochs=8"]
+SMALL = MICRO + ["stages=2", "train.epochs=8", "model.pretrain.seed=0"]  # one base: the seed spread is the
+# seeds' alone, and an entry refuses two bases
 
 
 def test_two_processes_are_recorded_and_land_in_the_seed_spread(tmp_path):

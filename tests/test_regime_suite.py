@@ -33,9 +33,10 @@ def test_the_suite_tasks_differ_from_the_default_where_they_say():
 
     hot, greedy, tail = (load_task(n) for n in ("collapse_facts", "collapse_facts_greedy", "collapse_facts_longtail"))
     changed = {d.split(":")[0] for d in describe_differences(hot.to_dict(), greedy.to_dict())}
-    assert changed == {"task", "version", "description", "regenerate.decoding", "train.epochs"}
+    assert changed == {"task", "version", "description", "regenerate.decoding", "train.epochs", "model.pretrain.seed"}
+    assert (hot.model.pretrain.seed, greedy.model.pretrain.seed) == ("run", 0)  # v3 samples bases; greedy keeps one
     assert (greedy.regenerate.decoding, greedy.train.epochs, greedy.budget) == ("greedy", 17, "steps")
-    assert base_key(greedy) == base_key(hot)  # one shipped base M_0 for both regimes of the default
+    assert base_key(greedy) == base_key(hot)  # the shipped base: greedy's for every seed, hot's for seed 0
     assert (tail.corpus, tail.eval.score_tag, tail.model.pretrain.corpus) == ("facts-longtail", "tail", "facts-longtail")
 
 
