@@ -173,7 +173,7 @@ HEADER = ("| regime | loss | KR-split-0 per stage (mean over seeds) | time to fa
 
 
 def main(argv=None) -> int:
-    from fortifai_bench.cli.args import parse_seeds
+    from fortifai_bench.seeds import parse_seeds
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--regimes", default="default", help=f"comma-separated, from: {', '.join(REGIMES)}")

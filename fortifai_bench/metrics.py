@@ -15,10 +15,6 @@ import numpy as np
 
 from fortifai_bench.stats import n_splits, permutation_p, ratio_ci, smallest_p
 
-# format_p's home is stats; collapse/experiment.py still imports it from here (a file other work had open
-# during issue 29): drop this line when it imports it from stats.
-from fortifai_bench.stats import format_p  # noqa: F401
-
 # The failure threshold, defined here only (a collapse task's eval.failure_threshold defaults to it): time to
 # failure is the stage where KR-split-0 falls below it; half of the gain above chance (0.5) on a two-choice test.
 DEFAULT_THRESHOLD = 0.75

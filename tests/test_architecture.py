@@ -119,6 +119,18 @@ def test_no_import_cycle():
     assert not gone, f"allowed cycles that are no longer there: remove them from ALLOWED_CYCLES: {gone}"
 
 
+# The command line is a layer on top of the library: besides the CLI itself, only the entry points that start it
+# may import it: the `__main__` modules (`python -m fortifai_bench`, `python -m fortifai_bench.collapse` under
+# torchrun, `python -m fortifai_bench.train`).
+
+
+def test_no_library_module_imports_the_command_line():
+    cli = lambda m: m == "fortifai_bench.cli" or m.startswith("fortifai_bench.cli.")  # noqa: E731
+    found = sorted(f"{name} imports {', '.join(sorted(filter(cli, deps)))}" for name, deps in import_graph().items()
+                   if not cli(name) and not name.endswith(".__main__") and any(map(cli, deps)))
+    assert not found, f"library modules that import the CLI (move what they need into the library): {found}"
+
+
 def private_imports() -> list[str]:
     """`module:line name` for every private name (`_x`, not dunder) that a module takes from another of the
     package's modules: `from fortifai_bench.a import _x`, or `b._x` where `b` is a module of ours it imported."""

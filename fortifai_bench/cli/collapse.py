@@ -19,13 +19,14 @@ import os
 import shlex
 import sys
 
-from fortifai_bench.cli.args import add_quiet, add_seeds, at_least, parse_seeds, run_path
+from fortifai_bench.cli.args import add_quiet, add_seeds, at_least, run_path
 from fortifai_bench.collapse import launch
 from fortifai_bench.collapse.compute import DEFAULT_TFLOPS
 from fortifai_bench.collapse.config import load_task
 from fortifai_bench.collapse.defaults import (DEFAULT_LOSSES, DEFAULT_SUITE, DEFAULT_TASK, SMOKE_TASK, count_runs,
                                               default_jobs, default_tasks, with_control)
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.seeds import parse_seeds
 
 
 def register(subparsers) -> None:

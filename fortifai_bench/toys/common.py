@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from fortifai_bench import results
-from fortifai_bench.cli import args as cli_args
+from fortifai_bench import seeds as seed_syntax
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write, write_json
 from fortifai_bench.metrics import NEVER_LEARNED, failure, mean_ci, summarize_failures
@@ -26,8 +26,8 @@ from fortifai_bench.results import RESULTS_FORMAT  # noqa: E402,F401  (one contr
 
 # ---------------------------------------------------------------- argument parsing
 def parse_seeds(seed: int | None, seeds: str | None) -> list[int]:
-    """`--seed 3` or `--seeds 0,1,2` / `0-4` (the package-wide syntax of `cli_args.parse_seeds`); default seed 0."""
-    return cli_args.parse_seeds(seeds, default=0 if seed is None else int(seed))
+    """`--seed 3` or `--seeds 0,1,2` / `0-4` (the package-wide syntax of `seeds.parse_seeds`); default seed 0."""
+    return seed_syntax.parse_seeds(seeds, default=0 if seed is None else int(seed))
 
 
 def split_methods(text: str) -> list[str]:
