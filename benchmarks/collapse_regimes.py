@@ -64,6 +64,9 @@ REGIMES = {
     "hot": ("collapse_facts", []),
     "greedy": ("collapse_facts_greedy", []),
     "longtail": ("collapse_facts_longtail", []),
+    # issue 26 item 3: greedy with a base per seed (every run pretrains its own base with its seed, as
+    # collapse_facts v3 does); the shipped collapse_facts_greedy v1 pins the base of seed 0 and keeps its hash
+    "greedy_seedrun": ("collapse_facts_greedy", ["model.pretrain.seed=run", "version=2"]),
     # issue 27: a pretrained LM (SmolLM2-135M-Instruct) on real text and on the facts, as shipped
     "wikitext_smol": ("collapse_wikitext_smol", []),
     "wikitext_smol_heavy": ("collapse_wikitext_smol_heavy", []),
