@@ -38,7 +38,7 @@ from fortifai_bench.errors import FortifaiError
 from fortifai_bench.kr.schema import read_questions
 from fortifai_bench.kr.sets import find_kr_file
 from fortifai_bench.leaderboard.board import load_board
-from fortifai_bench.metrics import cluster_totals, compare_failures, failure, resample_weights
+from fortifai_bench.metrics import cluster_totals, compare_failures, compare_retention, failure, resample_weights
 from fortifai_bench.results import check_same_base, ids_sha256, load_results as load_run, run_failure, summarize_runs
 from fortifai_bench.stats import ALPHA, format_p, mcnemar
 
@@ -183,6 +183,14 @@ def ttf_difference(runs_a: list[dict], runs_b: list[dict], *, n_boot: int = 2000
     return out
 
 
+def auc_by_seed(runs: list[dict]) -> dict:
+    """seed -> AUC of the run's score over stages; keyed by position where a side repeats a seed (then
+    nothing pairs)."""
+    seeds = [r["seed"] for r in runs]
+    keys = seeds if len(set(seeds)) == len(seeds) else [f"run {i}" for i in range(len(runs))]
+    return {k: r["auc"] for k, r in zip(keys, runs) if r.get("auc") is not None}
+
+
 def _question_bootstrap(runs_a, runs_b, n_boot, seed, level, headline) -> dict:
     _check_items(runs_a + runs_b)
     thr = runs_a[0]["failure_threshold"]
@@ -285,6 +293,7 @@ def compare_runs(paths_a: list[str], paths_b: list[str], *, n_boot: int = 2000, 
         "a": _label(runs_a), "b": _label(runs_b),
         "mcnemar": mcnemar_final(runs_a, runs_b, headline) if both_have_items else None,
         "time_to_failure": ttf_difference(runs_a, runs_b, n_boot=n_boot, seed=seed, headline=headline),
+        "retention": compare_retention(auc_by_seed(runs_a), auc_by_seed(runs_b)),
     }
 
 
@@ -305,6 +314,8 @@ def format_report(res: dict) -> str:
     elif q is not None:
         lines.append(f"  {q['level']:.0%} bootstrap CI of A - B over questions [{q['ci'][0]:+.2f}, {q['ci'][1]:+.2f}] "
                      f"({q['n_boot']} resamples, {q['clusters']}; {q['note']})")
+    lines += ["", "Retention (AUC of the score over stages; what separates losses where neither side fails):"]
+    lines += retention_text(res["retention"])
     m = res["mcnemar"]
     lines.append("")
     if m is None:
@@ -332,6 +343,24 @@ def seed_test_text(v: dict) -> str:
         text += (f"; {v['n_a']} vs {v['n_b']} seeds cannot reach p < {ALPHA:g}: the smallest p they can give "
                  f"is {v['min_p']:.2g}")
     return text
+
+
+def retention_text(v: dict) -> list[str]:
+    if v["diff"] is None:
+        return ["  not possible: a side has no run with an AUC"]
+    lines = [f"  AUC A - B = {v['diff']:+.3f}"]
+    if v["p_value"] is None:
+        lines.append(f"  no seed-level test ({v['test']} needs 2 seeds a side)")
+    else:
+        lines.append(f"  {format_p(v['p_value'], v['splits'])} ({v['test']}, {v['n_a']} vs {v['n_b']} seeds, "
+                     f"{v['splits']} splits; one comparison, unadjusted)")
+    pr = v["paired"]
+    if pr is not None:
+        corr = "-" if pr["correlation"] is None else f"{pr['correlation']:.2f}"
+        lines.append(f"  paired by seed ({pr['n']} pairs): correlation {corr}, sd of the differences "
+                     f"{pr['diff_sd']:.3f}, {format_p(pr['p_value'])} (sign-flip test; the smallest p {pr['n']} "
+                     f"pairs can give is {pr['min_p']:.2g})")
+    return lines
 
 
 def _ratio(r, ci=(None, None)) -> str:

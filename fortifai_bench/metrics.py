@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fortifai_bench.stats import n_splits, permutation_p, ratio_ci, smallest_p
+from fortifai_bench.stats import n_splits, paired_permutation_p, permutation_p, ratio_ci, smallest_p
 
 # The failure threshold, defined here only (a collapse task's eval.failure_threshold defaults to it): time to
 # failure is the stage where KR-split-0 falls below it; half of the gain above chance (0.5) on a two-choice test.
@@ -229,6 +229,30 @@ def compare_failures(a: Sequence[Failure], b: Sequence[Failure], level: float = 
     if len(ra) >= 2 and len(rb) >= 2:
         out.update(p_value=permutation_p(ra, rb), splits=n_splits(len(ra), len(rb)),
                    min_p=smallest_p(len(ra), len(rb)), ratio_ci=ratio_ci(ra, rb, level))
+    return out
+
+
+def compare_retention(a: dict[int, float], b: dict[int, float]) -> dict:
+    """Does A retain more than B? The per-seed AUC of the score over stages (`area_under_curve`), seed -> value
+    per side. For regimes where B (CE) never fails within the horizon, so that time to failure is censored on
+    every seed and cannot tell losses apart (collapse_wikitext_smol: the collapse is a gap below the clean
+    control, not a fall below the threshold). The test is the exact permutation test over seeds, unpaired as
+    the boards' claims are; where both sides ran the same seeds, the paired test (same data order, same base)
+    and the correlation of the pairs are given beside it, so a design can measure whether pairing pays."""
+    va, vb = list(a.values()), list(b.values())
+    out = {"n_a": len(va), "n_b": len(vb), "test": "exact permutation test over seeds on the AUC, two-sided",
+           "diff": None, "p_value": None, "splits": None, "min_p": None, "paired": None}
+    if not va or not vb:
+        return out
+    out["diff"] = float(np.mean(va) - np.mean(vb))
+    if len(va) >= 2 and len(vb) >= 2:
+        out.update(p_value=permutation_p(va, vb), splits=n_splits(len(va), len(vb)), min_p=smallest_p(len(va), len(vb)))
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) >= 2 and set(a) == set(b):
+        pa, pb = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
+        corr = float(np.corrcoef(pa, pb)[0, 1]) if np.ptp(pa) and np.ptp(pb) else None
+        out["paired"] = {"n": len(seeds), "p_value": paired_permutation_p(pa, pb), "min_p": min(1.0, 2 / 2 ** len(seeds)),
+                         "correlation": corr, "diff_sd": float(np.std(pa - pb, ddof=1))}
     return out
 
 

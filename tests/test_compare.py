@@ -208,3 +208,28 @@ def test_a_board_entry_is_a_side(tmp_path, monkeypatch, capsys):
     publish(write_seeds(tmp_path / "t99", [[1.0, 0.9, 0.9, 0.9]] * 2, loss="tce:0.99"))
     assert main(["compare", f"{board}#tce-0.9", f"{board}#ce_"]) == 2
     assert "several entries start with 'tce-0.9'" in capsys.readouterr().err
+
+
+def test_retention_separates_losses_that_never_fail(tmp_path):
+    """When neither side falls below the threshold (every seed censored, as CE on collapse_wikitext_smol), time
+    to failure cannot tell them apart; the AUC test over seeds can, and pairs the seeds both sides ran."""
+    low = [[0.9, 0.85, 0.84, 0.83], [0.9, 0.86, 0.82, 0.82], [0.88, 0.84, 0.83, 0.80], [0.9, 0.83, 0.84, 0.81]]
+    high = [[c[0]] + [x + d for x in c[1:]] for c, d in zip(low, (0.05, 0.06, 0.07, 0.08))]
+    ce = write_seeds(tmp_path / "ce", low, loss="ce", n_items=100)  # 100 questions: the scores are the curves
+    tce = write_seeds(tmp_path / "t", high, loss="tce:0.9", n_items=100)
+    res = compare_runs([str(p) for p in tce], [str(p) for p in ce])
+    assert res["time_to_failure"]["seeds"]["p_value"] == pytest.approx(1.0)  # all censored at the horizon
+    r = res["retention"]
+    auc = lambda c: np.mean([(x + y) / 2 for x, y in zip(c[:-1], c[1:])])
+    assert r["diff"] == pytest.approx(np.mean([auc(c) for c in high]) - np.mean([auc(c) for c in low]))
+    # 4 vs 4 seeds, fully separated: 2 / C(8, 4) = 2/70; paired, 4 pairs of one sign: 2 / 2^4
+    assert r["p_value"] == pytest.approx(2 / 70) and r["splits"] == 70
+    assert r["paired"]["n"] == 4 and r["paired"]["p_value"] == pytest.approx(2 / 16)
+    pairs = np.array([[auc(h), auc(c)] for h, c in zip(high, low)])
+    assert r["paired"]["correlation"] == pytest.approx(np.corrcoef(pairs.T)[0, 1])
+    text = format_report(res)
+    assert "AUC A - B = +0.05" in text and "p = 0.029 (exact permutation test over seeds on the AUC" in text
+    assert "paired by seed (4 pairs)" in text and "smallest p 4 pairs can give is 0.12" in text
+    # different seeds on the two sides: nothing pairs
+    other = [write_run(tmp_path / "o", c, seed=10 + i, loss="ce", n_items=100) for i, c in enumerate(low)]
+    assert compare_runs([str(p) for p in tce], [str(p) for p in other])["retention"]["paired"] is None
