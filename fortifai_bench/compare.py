@@ -184,11 +184,8 @@ def ttf_difference(runs_a: list[dict], runs_b: list[dict], *, n_boot: int = 2000
 
 
 def auc_by_seed(runs: list[dict]) -> dict:
-    """seed -> AUC of the run's score over stages; keyed by position where a side repeats a seed (then
-    nothing pairs)."""
-    seeds = [r["seed"] for r in runs]
-    keys = seeds if len(set(seeds)) == len(seeds) else [f"run {i}" for i in range(len(runs))]
-    return {k: r["auc"] for k, r in zip(keys, runs) if r.get("auc") is not None}
+    """seed -> AUC of the run's score over stages (a side never repeats a seed: `_check_comparable`)."""
+    return {r["seed"]: r["auc"] for r in runs if r.get("auc") is not None}
 
 
 def _question_bootstrap(runs_a, runs_b, n_boot, seed, level, headline) -> dict:
