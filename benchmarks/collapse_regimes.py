@@ -63,7 +63,12 @@ REGIMES = {
     # the regime suite's shipped tasks (issue 19), as shipped
     "hot": ("collapse_facts", []),
     "greedy": ("collapse_facts_greedy", []),
-    "longtail": ("collapse_facts_longtail", []),
+    # collapse_facts_longtail v2 (the board of 2026-12-03), by overrides of the shipped v3: its config hash (c029eff6)
+    "longtail": ("collapse_facts_longtail", ["version=2", "corpus=facts-longtail", "paragraphs_per_split=30",
+                                             "model.pretrain.corpus=facts-longtail", "model.pretrain.seed=0"]),
+    # issue 26 items 2-3: collapse_facts_longtail v3 as shipped (facts-longtail-450, 75 paragraphs per split,
+    # a base per seed)
+    "longtail_v3": ("collapse_facts_longtail", []),
     # issue 26 item 3: greedy with a base per seed (every run pretrains its own base with its seed, as
     # collapse_facts v3 does); the shipped collapse_facts_greedy v1 pins the base of seed 0 and keeps its hash
     "greedy_seedrun": ("collapse_facts_greedy", ["model.pretrain.seed=run", "version=2"]),

@@ -57,6 +57,38 @@ def test_skew_settings_are_validated():
         build_facts(LONGTAIL, part="x")
 
 
+def test_longtail_450_holds_more_tail_facts_per_split(tmp_path):
+    """Issue 26 item 2: facts-longtail-450 (collapse_facts_longtail v3's corpus: 75 paragraphs per split, the
+    tail's share 0.5) asks about 52 tail facts on split 0, where facts-longtail (v2's) asks about 18; the
+    modes stay the prior's frequent values; `corpus build-facts` writes its 450 paragraphs and the same
+    questions the protocol builds. facts-longtail's own bytes: the test below."""
+    from fortifai_bench.corpora.facts import LONGTAIL_450
+    from fortifai_bench.kr.sets import kr_set
+
+    def split0_facts(corpus, per_split, tag):
+        return {q.id.split(".")[0] for q in kr_set(corpus, paragraphs_per_split=per_split).split(0) if q.tag == tag}
+
+    assert len(split0_facts("facts-longtail", 30, "tail")) == 18
+    assert len(split0_facts("facts-longtail-450", 75, "tail")) == 52
+    assert len(split0_facts("facts-longtail-450", 75, "mode")) == 52
+    main, pre = get_corpus("facts-longtail-450"), get_corpus("facts-longtail-450", part="pretrain")
+    assert (main.name, len(main), len(pre), main.paragraphs[0].id) == ("facts-longtail-450", 450, 1000,
+                                                                       "facts-longtail-450/p0000")
+    assert not {p.meta["entity"] for p in main.paragraphs} & {p.meta["entity"] for p in pre.paragraphs}
+    counts = Counter(f["frequency"] for _, _, f in _classed(pre))
+    assert 0.45 < counts["mode"] / sum(counts.values()) < 0.55  # half the mass on 3 values per slot
+    for slot in CATEGORIES:
+        seen = Counter(f["value"] for _, _, f in _classed(pre) if f["slot"] == slot)
+        assert {v for v, _ in seen.most_common(3)} == set(LONGTAIL_450.ranking(slot)[:3]), slot
+    assert cli_main(["corpus", "build-facts", "--corpus", "facts-longtail-450", "--out", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "corpus.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == main.texts()
+    built = kr_set("facts-longtail-450", paragraphs_per_split=75).questions
+    assert [(q.id, q.false) for q in read_questions(tmp_path / "kr.jsonl")] == [(q.id, q.false) for q in built]
+    with pytest.raises(FortifaiError, match="variant must be lower-case letters and digits"):
+        FactsConfig(modes=3, variant="x/y")
+
+
 def test_shipped_longtail_data_is_reproducible(tmp_path):
     assert cli_main(["corpus", "build-facts", "--corpus", "facts-longtail", "--out", str(tmp_path)]) == 0
     for name in ("corpus.jsonl", "kr.jsonl"):

@@ -37,7 +37,31 @@ def test_the_suite_tasks_differ_from_the_default_where_they_say():
     assert (hot.model.pretrain.seed, greedy.model.pretrain.seed) == ("run", 0)  # v3 samples bases; greedy keeps one
     assert (greedy.regenerate.decoding, greedy.train.epochs, greedy.budget) == ("greedy", 17, "steps")
     assert base_key(greedy) == base_key(hot)  # the shipped base: greedy's for every seed, hot's for seed 0
-    assert (tail.corpus, tail.eval.score_tag, tail.model.pretrain.corpus) == ("facts-longtail", "tail", "facts-longtail")
+    assert (tail.corpus, tail.eval.score_tag, tail.model.pretrain.corpus) == ("facts-longtail-450", "tail",
+                                                                            "facts-longtail-450")
+    assert (tail.version, tail.paragraphs_per_split, tail.model.pretrain.seed) == (3, 75, "run")  # issue 26 items 2-3
+
+
+def test_the_longtail_v2_board_stays_reproducible():
+    """collapse_facts_longtail v3 changed the shipped task; the board of v2 (leaderboards/collapse_facts_longtail.json)
+    stays what it records: benchmarks/collapse_regimes.py's `longtail` regime gives v2's config hash exactly and
+    `longtail_v3` is the shipped task."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("collapse_regimes", root / "benchmarks" / "collapse_regimes.py")
+    regimes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(regimes)
+    board = json.loads((root / "leaderboards" / "collapse_facts_longtail.json").read_text())
+    assert board["task"] == {"name": "collapse_facts_longtail", "version": 2}
+    v2 = regimes.regime_task("longtail")
+    assert {e["config_hash"] for e in board["entries"] if not e["control"]} == {v2.config_hash()}
+    [control] = [e for e in board["entries"] if e["control"]]
+    assert control["config_hash"] == regimes.regime_task("longtail", control=True).config_hash()
+    assert (v2.version, v2.corpus, v2.model.pretrain.seed) == (2, "facts-longtail", 0)
+    assert regimes.regime_task("longtail_v3").config_hash() == load_task("collapse_facts_longtail").config_hash()
 
 
 @pytest.fixture(scope="module")

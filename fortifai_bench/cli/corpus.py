@@ -30,9 +30,11 @@ def register(subparsers) -> None:
     bf = sub.add_parser("build-facts", help="write the facts corpus (main part) and its KR questions to a folder")
     bf.add_argument("--out", required=True, help="folder for corpus.jsonl and kr.jsonl (e.g. data/facts)")
     bf.add_argument("--corpus", default="facts", choices=tuple(PRESETS),
-                    help="facts, or facts-longtail (skewed categorical values, tagged questions) (default: facts)")
+                    help="facts, facts-longtail (skewed categorical values, tagged questions) or facts-longtail-450 "
+                         "(75 paragraphs per split, tail share 0.5) (default: facts)")
     bf.add_argument("--seed", type=int, default=0, help="generator seed (default: 0, the shipped data)")
-    bf.add_argument("--paragraphs", type=int, default=180, help="paragraphs of the main part (default: 180)")
+    bf.add_argument("--paragraphs", type=int, default=None,
+                    help="paragraphs of the main part (default: the corpus's own, 180 or 450)")
     bf.add_argument("--splits", type=int, default=6, help="splits the questions are assigned to (default: 6)")
     bf.add_argument("--max-per-paragraph", type=int, default=5,
                     help="facts asked about per paragraph, three questions each (default: 5)")
@@ -69,6 +71,7 @@ def _build_facts(args: argparse.Namespace) -> int:
         args.out, corpus=args.corpus, seed=args.seed, paragraphs=args.paragraphs, splits=args.splits,
         max_per_paragraph=args.max_per_paragraph,
     )
-    print(f"wrote {corpus_path} ({args.paragraphs} paragraphs) and {kr_path} "
+    paragraphs = sum(1 for _ in open(corpus_path, encoding="utf-8"))
+    print(f"wrote {corpus_path} ({paragraphs} paragraphs) and {kr_path} "
           f"({report['quality']['kept']} questions, {args.splits} splits)")
     return 0

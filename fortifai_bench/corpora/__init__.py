@@ -34,6 +34,7 @@ GROUP = "fortifai_bench.corpora"  # the entry points other projects declare thei
 _REGISTRY = Registry("corpus", {
     "facts": "fortifai_bench.corpora.facts:load_facts",
     "facts-longtail": "fortifai_bench.corpora.facts:load_facts_longtail",
+    "facts-longtail-450": "fortifai_bench.corpora.facts:load_facts_longtail_450",
     "imagination-of-web": "fortifai_bench.corpora.imagination:load_imagination",
     "wikitext-2-raw-v1": "fortifai_bench.corpora.wikitext:load_wikitext",
 }, also_known=FILE_FORMS, group=GROUP, specs=True)

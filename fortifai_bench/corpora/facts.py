@@ -28,6 +28,12 @@ both parts, so the base model learns the skewed prior in pretraining. Every cate
 its value's class (`"frequency": "mode"` or `"tail"`), which is what its KR questions are tagged with
 (`fortifai_bench.kr.facts_gen`); years, numbers and relations stay uniform. It measures "the tails
 disappear" (Shumailov et al. 2024) directly: shipped in `data/facts-longtail`.
+
+`facts-longtail-450` (`FactsConfig.variant`, issue 26 item 2) is the same skew with more tail facts per
+split, for collapse_facts_longtail v3: 450 main paragraphs (6 splits x 75) and half the mass on the tail
+(`mode_share` 0.5), so split 0 holds 52 tail facts where `facts-longtail`'s holds 18 (one fact moved the tail
+score by 0.06). Its name seeds its own draw (other entities, another ranking of the values); it is
+generated on the fly, and its KR questions are built and cached on first use.
 """
 
 from __future__ import annotations
@@ -148,12 +154,16 @@ class FactsConfig:
     pretrain_paragraphs: int = 1000
     modes: int = 0
     mode_share: float = 0.6
+    variant: str = ""  # another registered corpus of the same generator: its name is facts[-longtail]-<variant>
 
     def __post_init__(self):
         for name in ("paragraphs", "pretrain_paragraphs"):
             n = getattr(self, name)
             if not isinstance(n, int) or n < len(KINDS):
                 raise FortifaiError(f"facts: {name} must be an integer >= {len(KINDS)}, got {n!r}")
+        if not isinstance(self.variant, str) or not re.fullmatch(r"[a-z0-9]*", self.variant):
+            raise FortifaiError(f"facts: variant must be lower-case letters and digits (or empty), "
+                                f"got {self.variant!r}")
         if not isinstance(self.seed, int):
             raise FortifaiError(f"facts: seed must be an integer, got {self.seed!r}")
         fewest = min(len(v) for v in CATEGORIES.values())
@@ -170,7 +180,9 @@ class FactsConfig:
 
     @property
     def name(self) -> str:
-        return "facts-longtail" if self.modes else "facts"
+        """The corpus name, which also seeds the generator: another variant draws other entities and facts."""
+        base = "facts-longtail" if self.modes else "facts"
+        return f"{base}-{self.variant}" if self.variant else base
 
     def ranking(self, slot: str) -> tuple[str, ...]:
         """The values of a categorical slot, most frequent first (a seeded order, the same in both parts)."""
@@ -189,6 +201,9 @@ class FactsConfig:
 
 
 LONGTAIL = FactsConfig(modes=3, mode_share=0.6)  # facts-longtail: 3 values per slot carry 60% of the mass
+# facts-longtail-450: 75 paragraphs per split and the tail's share 0.5, so every split holds about 2.5x the tail
+# facts of facts-longtail (split 0: 52 against 18); the 3 modes still carry 0.5 (each 0.17 against a tail place's 0.014)
+LONGTAIL_450 = FactsConfig(paragraphs=450, modes=3, mode_share=0.5, variant="450")
 
 
 def _word(rng, syllables: int) -> str:
@@ -327,4 +342,10 @@ def load_facts_longtail(data_dir=None, part: str = "main"):
     return build_facts(LONGTAIL, part)
 
 
-PRESETS = {"facts": FactsConfig(), "facts-longtail": LONGTAIL}  # the registered corpora's configs
+def load_facts_longtail_450(data_dir=None, part: str = "main"):
+    """Registry loader of `facts-longtail-450` (embedded too)."""
+    return build_facts(LONGTAIL_450, part)
+
+
+# the registered corpora's configs
+PRESETS = {"facts": FactsConfig(), "facts-longtail": LONGTAIL, "facts-longtail-450": LONGTAIL_450}

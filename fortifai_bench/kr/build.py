@@ -99,17 +99,19 @@ def _cap_per_paragraph(questions, limit: int):
     return out
 
 
-def build_facts_files(out, *, corpus: str = "facts", seed: int = 0, paragraphs: int = 180, splits: int = 6,
+def build_facts_files(out, *, corpus: str = "facts", seed: int = 0, paragraphs: int | None = None, splits: int = 6,
                       max_per_paragraph: int = 5) -> tuple[Path, Path, dict]:
-    """Write `<out>/corpus.jsonl` (the main part of `corpus`, "facts" or "facts-longtail") and
-    `<out>/kr.jsonl` (its facts questions).
+    """Write `<out>/corpus.jsonl` (the main part of `corpus`, a key of `PRESETS`; `paragraphs=None`: the
+    preset's own count, 180 or 450) and `<out>/kr.jsonl` (its facts questions).
 
     Same arguments, same bytes: the shipped `data/facts` and `data/facts-longtail` files are made by this
     function with its defaults, and a test rebuilds them and compares.
     """
     if corpus not in PRESETS:
         raise FortifaiError(f"build-facts: unknown corpus {corpus!r}; known: {', '.join(PRESETS)}")
-    corpus = build_facts(dataclasses.replace(PRESETS[corpus], seed=seed, paragraphs=paragraphs), part="main")
+    config = PRESETS[corpus]
+    config = dataclasses.replace(config, seed=seed, paragraphs=config.paragraphs if paragraphs is None else paragraphs)
+    corpus = build_facts(config, part="main")
     # Everything is generated before the first byte is written: a bad argument leaves no file.
     questions, report = build_questions(corpus, "facts", splits, max_per_paragraph=max_per_paragraph, seed=seed)
     out = Path(out)
