@@ -557,6 +557,32 @@ def test_runs_record_their_cpu_and_base_and_the_board_keeps_them(tmp_path, lb):
     assert f"CPU {here['model']} ({here['torch_capability']})" in render_html(load_board(lb / "collapse_facts.json"))
 
 
+def test_a_board_holds_one_cpu_kind(tmp_path, lb, capsys):
+    """Seeds from two CPU kinds (another processor, or torch dispatching to another kernel set) would mix a
+    factor the board's test does not model: refused in one line naming both kinds, the board untouched;
+    accepted with --mixed-cpu. Runs that predate the record are not compared."""
+    from fortifai_bench.results import cpu
+
+    here = cpu()
+    other = {**here, "torch_capability": "AVX2" if here.get("torch_capability") != "AVX2" else "DEFAULT"}
+    ce = write_seeds(tmp_path / "ce", CE, loss="ce")
+    tce = write_seeds(tmp_path / "tce", TCE, loss="tce:0.9")
+    for run, kind in [(r, here) for r in ce] + [(r, other) for r in tce]:
+        data = json.loads((run / "results.json").read_text())
+        data["provenance"]["cpu"] = kind
+        (run / "results.json").write_text(json.dumps(data))
+    legacy = write_seeds(tmp_path / "focal", CE, loss="focal:2")  # no cpu recorded
+    publish(ce + legacy)
+    before = (lb / "collapse_facts.json").read_bytes()
+    assert main(["publish", *map(str, tce)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "would come from 2 CPU kinds" in err and "--mixed-cpu" in err
+    assert f"({here['torch_capability']})" in err and f"({other['torch_capability']})" in err
+    assert (lb / "collapse_facts.json").read_bytes() == before
+    report = publish(tce, mixed_cpu=True)
+    assert report.added and len(load_board(lb / "collapse_facts.json")["entries"]) == 3
+
+
 def test_a_board_of_bases_sampled_per_seed(tmp_path, lb, monkeypatch, capsys):
     """model.pretrain.seed: run (issue 26 item 3), with real micro runs: every seed pretrains its own base, so an
     entry's seeds record different bases (on its runs items; the page shows them) and the runs of one seed share

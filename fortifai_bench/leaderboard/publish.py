@@ -147,6 +147,28 @@ def check_finite(board: dict, where: Path) -> None:
     walk({k: v for k, v in board.items() if k != "entries"}, "board")
 
 
+def cpu_kind(cpu: dict) -> str:
+    """What decides a float kernel's rounding: the processor (vendor, family, model, stepping) and the kernel set
+    torch dispatched to (README, "What reproduces where")."""
+    return f"{cpu.get('id') or cpu.get('model')} ({cpu.get('torch_capability') or 'no torch'})"
+
+
+def check_one_cpu_kind(board: dict, path: Path) -> None:
+    """Refuse a board whose runs came from several CPU kinds: the same seed gives another curve on another CPU
+    (issue 26: hot CE seed 0 failed at 2.09 on one AVX-512 CPU and 1.98 on another), so seeds from several kinds
+    mix in a factor the board's test does not model, and arms run on different kinds would confound it with the
+    loss. Runs that predate the record (no `cpu`) are not compared."""
+    kinds: dict[str, str] = {}
+    for e in board["entries"]:
+        for r in e.get("runs", []):
+            if r.get("cpu"):
+                kinds.setdefault(cpu_kind(r["cpu"]), f"{e['name']} seed {r['seed']}")
+    if len(kinds) > 1:
+        shown = "; ".join(f"{kind} (first: {where})" for kind, where in kinds.items())
+        raise FortifaiError(f"{path}: its runs would come from {len(kinds)} CPU kinds: {shown}. Run every seed on "
+                            "one kind, publish to a new board, or pass --mixed-cpu to accept the mix")
+
+
 def _protocol(run: dict, board: dict | None) -> dict:
     """The run's protocol as a board compares it. The clean control differs from the board's runs only in
     `mode` (every split kept real), so it is compared with the mode of the accumulate runs it controls."""
@@ -171,12 +193,14 @@ def board_lock(path: Path):
 
 
 def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = None, *,
-            root: str | os.PathLike = "leaderboards", replace: bool = False, verify: bool = False) -> PublishReport:
+            root: str | os.PathLike = "leaderboards", replace: bool = False, verify: bool = False,
+            mixed_cpu: bool = False) -> PublishReport:
     """Merge runs into entries and add them to the board; validate, then write atomically (or not at all),
     all under the board's lock (`board_lock`).
 
     Publishing the same runs twice changes nothing. An entry with the same key but different numbers (a re-run)
-    is refused unless `replace`. With `verify` (always, from the command line), every collapse run's saved
+    is refused unless `replace`. A board whose runs would come from more than one CPU kind is refused unless
+    `mixed_cpu` (`check_one_cpu_kind`). With `verify` (always, from the command line), every collapse run's saved
     models are scored again in a fresh process (`fortifai_bench.verify`) and a run whose results.json says
     otherwise is refused, naming the stage and both numbers; a toy run has no models and is checked for
     self-consistency only.
@@ -191,7 +215,7 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
         raise FortifaiError(f"publish: runs of several tasks ({', '.join(sorted(task_names))}); one board per task")
     path = check_board_path(to, root) if to is not None else board_path_for(runs[0]["task"]["name"], root)
     if verify:  # the slow check last, outside the board's lock: first every board check, without writing
-        _merge(runs, path, replace)
+        _merge(runs, path, replace, mixed_cpu)
         for r in runs:
             verify_run(r)
     lock = board_lock(path)
@@ -203,21 +227,21 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     except OSError as exc:
         raise FortifaiError(f"cannot lock {path}: {lock.lock_file}: {exc.strerror or exc}") from exc
     try:
-        return _publish_locked(runs, path, replace)
+        return _publish_locked(runs, path, replace, mixed_cpu)
     finally:
         lock.release()
 
 
-def _publish_locked(runs: list[dict], path: Path, replace: bool) -> PublishReport:
+def _publish_locked(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False) -> PublishReport:
     remove_orphan_temps(path.parent, path.name)  # a publish killed mid-write left `.BOARD.json.<pid>-*.tmp`
-    board, existing, report = _merge(runs, path, replace)
+    board, existing, report = _merge(runs, path, replace, mixed_cpu)
     if existing is None or canonical(existing) != canonical(board):
         write_json(path, board)
         report.written = True
     return report
 
 
-def _merge(runs: list[dict], path: Path, replace: bool) -> tuple[dict, dict | None, PublishReport]:
+def _merge(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False) -> tuple[dict, dict | None, PublishReport]:
     """The board with the runs' entries merged in, every check made, nothing written: (new board, the board
     as it is on disk or None, the report)."""
     existing = load_board(path) if path.exists() else None
@@ -250,6 +274,8 @@ def _merge(runs: list[dict], path: Path, replace: bool) -> tuple[dict, dict | No
         entries[key] = entry
     # Stable order (loss, model, seeds) so that a pull request shows a small JSON diff; show ranks at read time.
     board["entries"] = [entries[k] for k in sorted(entries, key=lambda k: (k[1], k[2], k[3], k[4]))]
+    if not mixed_cpu:
+        check_one_cpu_kind(board, path)
     check_finite(board, path)
     validate_board(board, str(path))
     return board, existing, report
