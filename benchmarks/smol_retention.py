@@ -1,0 +1,115 @@
+"""Retention on a regime where CE never fails: the pretrained-LM board's pre-registered test (BENCHMARKS.md, "A
+pretrained LM on WikiText-2", "The light board's design").
+
+On collapse_wikitext_smol CE never falls below the threshold within six stages, so time to failure is censored on
+every seed and cannot separate losses. The question is answered by retention: the AUC of KR-split-0 over the
+stages (`metrics.area_under_curve`), each loss against CE, by `metrics.compare_retention` (the exact permutation
+test over seeds, unpaired; the paired test and the correlation beside it), Holm over the claims against CE. The
+clean control gives the scale: the effect of interest is a share (`--share`, 0.5) of the AUC gap between CE and
+the control, and the power to detect it after Holm's first step (alpha / claims) is simulated from the pooled
+sd of the arms measured so far (normal seeds, `stats.permutation_p`), for each number of seeds up to `--max-seeds`.
+
+    python benchmarks/smol_retention.py --out runs/regimes --regime wikitext_smol --losses tce:0.9 --seeds 0-4
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collapse_regimes import run_dir_for  # noqa: E402  (the sweep's run layout, one definition)
+
+from fortifai_bench.io import read_json  # noqa: E402
+from fortifai_bench.metrics import compare_retention  # noqa: E402
+from fortifai_bench.seeds import parse_seeds  # noqa: E402
+from fortifai_bench.stats import ALPHA, format_p, holm, permutation_p  # noqa: E402
+
+
+def finished_aucs(root: Path, regime: str, arm: str, seeds: list[int]) -> dict[int, float]:
+    """seed -> AUC of each finished run of one arm ("control" for the clean control) in the sweep's folder."""
+    out = {}
+    for s in seeds:
+        files = sorted(run_dir_for(root, regime, arm, s).glob("*/results.json"))
+        if files and read_json(files[-1]).get("complete"):
+            out[s] = read_json(files[-1])["auc"]
+    return out
+
+
+def pooled_sd(arms: list[dict[int, float]]) -> float | None:
+    """The within-arm sd pooled over the arms with at least two seeds; None before any has two."""
+    groups = [np.array(list(a.values())) for a in arms if len(a) >= 2]
+    if not groups:
+        return None
+    dof = sum(len(g) - 1 for g in groups)
+    return float(np.sqrt(sum(((g - g.mean()) ** 2).sum() for g in groups) / dof))
+
+
+def power(n: int, effect: float, sd: float, alpha: float, sims: int = 2000, seed: int = 0) -> float:
+    """Share of `sims` simulated boards (n vs n normal seeds, means `effect` apart, sd `sd`) whose exact
+    permutation p is below `alpha`."""
+    z = np.random.default_rng(seed).standard_normal((2, sims, n))
+    return float(np.mean(permutation_p(z[0] * sd + effect, z[1] * sd) < alpha))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/regimes", help="the sweep's folder (benchmarks/collapse_regimes.py --out)")
+    p.add_argument("--regime", default="wikitext_smol")
+    p.add_argument("--losses", default="tce:0.9", help="the arms claimed against CE, comma-separated")
+    p.add_argument("--seeds", default="0-4")
+    p.add_argument("--claims", type=int, default=None, help="the board's number of claims (default: --losses')")
+    p.add_argument("--share", type=float, default=0.5, help="effect of interest: this share of the CE-control gap")
+    p.add_argument("--max-seeds", type=int, default=10)
+    args = p.parse_args(argv)
+    root, seeds = Path(args.out), parse_seeds(args.seeds)
+    losses = [x for x in args.losses.split(",") if x]
+    ce = finished_aucs(root, args.regime, "ce", seeds)
+    control = finished_aucs(root, args.regime, "control", seeds)
+    arms = {loss: finished_aucs(root, args.regime, loss, seeds) for loss in losses}
+    m = args.claims or len(losses)
+
+    print(f"{args.regime}: AUC of KR-split-0 over the stages, finished runs of seeds {args.seeds} in {root}")
+    print("| arm | seeds | AUC per seed | mean | sd |")
+    print("|---|---|---|---:|---:|")
+    for name, arm in [("ce", ce), *arms.items(), ("control (ce, clean)", control)]:
+        v = np.array(list(arm.values()))
+        sd = f"{v.std(ddof=1):.3f}" if len(v) >= 2 else "-"
+        print(f"| {name} | {','.join(map(str, arm)) or '-'} | {' '.join(f'{x:.3f}' for x in v) or '-'} | "
+              f"{v.mean() if len(v) else float('nan'):.3f} | {sd} |")
+
+    tests = {loss: compare_retention(arm, ce) for loss, arm in arms.items()}
+    adjusted = dict(zip(tests, holm([t["p_value"] for t in tests.values()])))
+    print(f"\nClaims against CE (Holm over {len(tests)}):")
+    for loss, t in tests.items():
+        if t["diff"] is None:
+            print(f"- {loss}: no finished runs on a side")
+            continue
+        adj = "-" if adjusted[loss] is None else f"{adjusted[loss]:.2g}"
+        line = f"- {loss}: AUC {t['diff']:+.3f} against CE, {format_p(t['p_value'], t['splits'])} raw, {adj} after Holm"
+        if t["paired"]:
+            corr = t["paired"]["correlation"]
+            line += (f"; paired ({t['paired']['n']} seeds): correlation {'-' if corr is None else f'{corr:.2f}'}, "
+                     f"sign-flip {format_p(t['paired']['p_value'])}")
+        print(line)
+
+    sd = pooled_sd([ce, *arms.values()])
+    if not ce or not control or sd is None:
+        print("\nPower: needs finished CE and control runs and two seeds of an arm")
+        return 0
+    gap = float(np.mean(list(control.values())) - np.mean(list(ce.values())))
+    effect = args.share * gap
+    print(f"\nPower at alpha {ALPHA:g} / {m} claims (Holm's first step), unpaired, pooled sd {sd:.3f}; "
+          f"CE-control gap {gap:.3f}, effect of interest {args.share:g} x gap = {effect:.3f}:")
+    print("| seeds per arm | power at the effect | power at the whole gap |")
+    print("|---:|---:|---:|")
+    for n in range(3, args.max_seeds + 1):
+        print(f"| {n} | {power(n, effect, sd, ALPHA / m):.2f} | {power(n, gap, sd, ALPHA / m):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
