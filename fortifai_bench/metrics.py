@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fortifai_bench.stats import n_splits, paired_permutation_p, permutation_p, ratio_ci, smallest_p
+from fortifai_bench.stats import diff_ci, n_splits, paired_permutation_p, permutation_p, ratio_ci, smallest_p
 
 # The failure threshold, defined here only (a collapse task's eval.failure_threshold defaults to it): time to
 # failure is the stage where KR-split-0 falls below it; half of the gain above chance (0.5) on a two-choice test.
@@ -220,7 +220,7 @@ def compare_failures(a: Sequence[Failure], b: Sequence[Failure], level: float = 
     ra = [f.restricted() for f in a if f.status != NEVER_LEARNED]
     rb = [f.restricted() for f in b if f.status != NEVER_LEARNED]
     out = {"n_a": len(ra), "n_b": len(rb), "test": "exact permutation test over seeds on min(time to failure, "
-           "horizon), two-sided", "diff": None, "ratio": None, "ratio_ci": [None, None], "p_value": None,
+           "horizon), two-sided", "effect": "ratio", "diff": None, "ratio": None, "ratio_ci": [None, None], "p_value": None,
            "splits": None, "min_p": None}
     if not ra or not rb:
         return out
@@ -232,21 +232,25 @@ def compare_failures(a: Sequence[Failure], b: Sequence[Failure], level: float = 
     return out
 
 
-def compare_retention(a: dict[int, float], b: dict[int, float]) -> dict:
+def compare_retention(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> dict:
     """Does A retain more than B? The per-seed AUC of the score over stages (`area_under_curve`), seed -> value
     per side. For regimes where B (CE) never fails within the horizon, so that time to failure is censored on
     every seed and cannot tell losses apart (collapse_wikitext_smol: the collapse is a gap below the clean
     control, not a fall below the threshold). The test is the exact permutation test over seeds, unpaired as
     the boards' claims are; where both sides ran the same seeds, the paired test (same data order, same base)
-    and the correlation of the pairs are given beside it, so a design can measure whether pairing pays."""
+    and the correlation of the pairs are given beside it, so a design can measure whether pairing pays. The
+    effect is the difference of mean AUCs (`effect: "difference"`, with a bootstrap interval over seeds,
+    `diff_ci`), where `compare_failures` gives a ratio of times."""
     va, vb = list(a.values()), list(b.values())
     out = {"n_a": len(va), "n_b": len(vb), "test": "exact permutation test over seeds on the AUC, two-sided",
-           "diff": None, "p_value": None, "splits": None, "min_p": None, "paired": None}
+           "effect": "difference", "diff": None, "diff_ci": [None, None], "p_value": None, "splits": None,
+           "min_p": None, "paired": None}
     if not va or not vb:
         return out
     out["diff"] = float(np.mean(va) - np.mean(vb))
     if len(va) >= 2 and len(vb) >= 2:
-        out.update(p_value=permutation_p(va, vb), splits=n_splits(len(va), len(vb)), min_p=smallest_p(len(va), len(vb)))
+        out.update(p_value=permutation_p(va, vb), splits=n_splits(len(va), len(vb)), min_p=smallest_p(len(va), len(vb)),
+                   diff_ci=diff_ci(va, vb, level))
     seeds = sorted(set(a) & set(b))
     if len(seeds) >= 2 and set(a) == set(b):
         pa, pb = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])

@@ -75,14 +75,26 @@ def ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot
              seed: int = 0) -> list:
     """Percentile bootstrap interval of mean(a) / mean(b), resampling each side's seeds
     (scipy.stats.bootstrap, fixed seed). Two constant sides give the point; fewer than 2 seeds a side, None."""
+    if len(b) and np.mean(b) == 0:
+        return [None, None]
+    return _bootstrap_ci(_mean_ratio, a, b, level, n_boot, seed)
+
+
+def diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot: int = 9999,
+            seed: int = 0) -> list:
+    """`ratio_ci` for mean(a) - mean(b)."""
+    return _bootstrap_ci(_mean_diff, a, b, level, n_boot, seed)
+
+
+def _bootstrap_ci(statistic, a, b, level: float, n_boot: int, seed: int) -> list:
     from scipy import stats
 
-    if len(a) < 2 or len(b) < 2 or np.mean(b) == 0:
+    if len(a) < 2 or len(b) < 2:
         return [None, None]
     if np.ptp(a) == 0 and np.ptp(b) == 0:
-        r = float(np.mean(a) / np.mean(b))
+        r = float(statistic(np.asarray(a, float), np.asarray(b, float)))
         return [r, r]
-    res = stats.bootstrap((np.asarray(a, float), np.asarray(b, float)), _mean_ratio, vectorized=True,
+    res = stats.bootstrap((np.asarray(a, float), np.asarray(b, float)), statistic, vectorized=True,
                           method="percentile", n_resamples=n_boot, confidence_level=level,
                           random_state=np.random.default_rng(seed))
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]

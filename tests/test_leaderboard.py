@@ -15,6 +15,7 @@ from fortifai_bench.cli import main
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard import load_board, publish, rank_entries
 from fortifai_bench.leaderboard.render import render_html, render_markdown, render_text
+from fortifai_bench.leaderboard.ranking import claim_text, ranking
 from results_factory import DEFAULT_CONFIG, make_results, write_run, write_seeds
 
 CE = [[1.0, 0.9, 0.7, 0.5], [1.0, 0.85, 0.65, 0.5], [0.975, 0.9, 0.75, 0.6]]
@@ -629,3 +630,36 @@ def test_a_board_of_bases_sampled_per_seed(tmp_path, lb, monkeypatch, capsys):
         r["config"]["model"]["pretrain"]["seed"] = 0
     with pytest.raises(FortifaiError, match="cannot merge runs made from different base models"):
         entry_conditions(fixed)
+
+
+def test_a_retention_board(tmp_path, lb, capsys):
+    """Where CE never falls below the threshold (every seed censored), times cannot separate losses: a board
+    created with --claims retention tests the AUC over stages instead (difference to CE's, bootstrap interval,
+    the same exact test and Holm), ranks by it and says so on every rendering. What a board compares is fixed
+    when it is created: asking another of an existing board is refused in one line."""
+    never = [[0.84, 0.82, 0.80, 0.79], [0.84, 0.81, 0.80, 0.80], [0.84, 0.83, 0.81, 0.78], [0.84, 0.82, 0.79, 0.80],
+             [0.84, 0.80, 0.80, 0.79]]
+    kept = [[c[0]] + [x + 0.08 for x in c[1:]] for c in never]
+    ce = write_seeds(tmp_path / "ce", never, loss="ce", n_items=100)
+    tce = write_seeds(tmp_path / "tce", kept, loss="tce:0.9", n_items=100)
+    publish(ce, claims="retention")  # (the command line's --claims; its refusal is below)
+    publish(tce)  # an existing board keeps what it compares
+    board = load_board(lb / "collapse_facts.json")
+    assert board["claims"] == "retention"
+    rows = ranking(board["entries"], board["claims"])
+    assert [r.entry["loss"]["spec"] for r in rows] == ["tce:0.9", "ce"]
+    claim = rows[0].vs_ce
+    # 5 vs 5 seeds fully separated: p = 2/252, the board's only claim; the effect is the AUC difference
+    assert claim["p_value"] == pytest.approx(2 / 252) and claim["verdict"] == "better"
+    assert claim["diff"] == pytest.approx(0.08 * 2.5 / 3, abs=1e-9)  # the first interval gains half of 0.08
+    assert claim_text(claim).startswith("AUC +0.067 [")
+    # by time to failure the same runs say nothing: both never fail
+    assert ranking(board["entries"])[0].vs_ce["verdict"] == "indistinguishable"
+    text = render_text(board)
+    assert "ranked by AUC of" in text and "claims compare retention" in text and "AUC +0.067" in text
+    assert "claims compare retention" in render_html(board) and "claims compare retention" in render_markdown(board)
+    before = (lb / "collapse_facts.json").read_bytes()
+    assert main(["publish", *map(str, tce), "--claims", "time_to_failure"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "compare retention, fixed when it was created" in err
+    assert (lb / "collapse_facts.json").read_bytes() == before

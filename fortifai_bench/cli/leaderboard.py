@@ -1,6 +1,6 @@
 """`fortifai-bench publish | leaderboard show | render | suite`: argument parsing over the board library.
 
-    fortifai-bench publish RUN_DIR... [--to leaderboards/<task>.json] [--replace] [--mixed-cpu]
+    fortifai-bench publish RUN_DIR... [--to leaderboards/<task>.json] [--replace] [--mixed-cpu] [--claims retention]
     fortifai-bench leaderboard show FILE [--markdown]
     fortifai-bench leaderboard render FILE --html OUT
     fortifai-bench leaderboard suite FILE... [--markdown] [--html OUT]   # losses x regimes, one board per regime
@@ -15,10 +15,12 @@ from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write
 from fortifai_bench.leaderboard.board import load_board
 from fortifai_bench.leaderboard.publish import publish
+from fortifai_bench.leaderboard.ranking import CLAIMS
 
 
 def _publish(args: argparse.Namespace) -> int:
-    report = publish(args.runs, args.to, root=args.root, replace=args.replace, verify=True, mixed_cpu=args.mixed_cpu)
+    report = publish(args.runs, args.to, root=args.root, replace=args.replace, verify=True, mixed_cpu=args.mixed_cpu,
+                     claims=args.claims)
     print("\n".join(report.lines()))
     return 0
 
@@ -73,6 +75,9 @@ def register(subparsers) -> None:
     p.add_argument("--root", default="leaderboards", metavar="DIR",
                    help="the leaderboards folder a board must live in (default: ./leaderboards)")
     p.add_argument("--replace", action="store_true", help="overwrite an entry already on the board with new numbers")
+    p.add_argument("--claims", choices=CLAIMS, default=None,
+                   help="what a NEW board's tests compare: time_to_failure (the default) or retention, the AUC over "
+                        "stages, for regimes where CE never fails within the stages; fixed when the board is created")
     p.add_argument("--mixed-cpu", action="store_true",
                    help="accept runs from several CPU kinds on one board (refused by default: a seed's curve follows the CPU)")
     p.set_defaults(func=_publish)

@@ -24,6 +24,7 @@ from fortifai_bench.kr.schema import read_questions
 from fortifai_bench.kr.sets import find_kr_file
 from fortifai_bench.leaderboard.board import (BOARD_FORMAT, build_entry, canonical, check_board_consistency,
                                               entry_key, load_board, protocol_hash, protocol_of, validate_board)
+from fortifai_bench.leaderboard.ranking import CLAIMS, RETENTION, TIME
 from fortifai_bench.results import base_per_seed, check_same_base, load_results
 from fortifai_bench.verify import verify_in_subprocess
 
@@ -83,10 +84,26 @@ def group_runs(runs: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
-def new_board(run: dict) -> dict:
+def new_board(run: dict, claims: str | None = None) -> dict:
+    """An empty board for the run's task. `claims` (`ranking.CLAIMS`): what its tests compare; only a retention
+    board states it (a board without the field compares times, as every board before the field did)."""
     protocol = _protocol(run, None)
     return {"format": BOARD_FORMAT, "task": dict(run["task"]), "kind": run["kind"], "protocol": protocol,
-            "protocol_hash": protocol_hash(protocol), "entries": []}
+            "protocol_hash": protocol_hash(protocol), **({"claims": claims} if claims == RETENTION else {}),
+            "entries": []}
+
+
+def check_claims(board: dict, claims: str | None, where: Path) -> None:
+    """What a board compares is fixed when it is created, before its runs are seen: a publish that asks for
+    another is refused (choosing the test after the data would make its p meaningless)."""
+    if claims is None:
+        return
+    if claims not in CLAIMS:
+        raise FortifaiError(f"--claims must be one of {', '.join(CLAIMS)}, got {claims!r}")
+    has = board.get("claims", TIME)
+    if has != claims:
+        raise FortifaiError(f"{where}: the board's claims compare {has}, fixed when it was created; it cannot "
+                            f"switch to {claims} (publish to a new board)")
 
 
 def _check_compatible(board: dict, run: dict, where: Path) -> None:
@@ -194,13 +211,14 @@ def board_lock(path: Path):
 
 def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = None, *,
             root: str | os.PathLike = "leaderboards", replace: bool = False, verify: bool = False,
-            mixed_cpu: bool = False) -> PublishReport:
+            mixed_cpu: bool = False, claims: str | None = None) -> PublishReport:
     """Merge runs into entries and add them to the board; validate, then write atomically (or not at all),
     all under the board's lock (`board_lock`).
 
     Publishing the same runs twice changes nothing. An entry with the same key but different numbers (a re-run)
     is refused unless `replace`. A board whose runs would come from more than one CPU kind is refused unless
-    `mixed_cpu` (`check_one_cpu_kind`). With `verify` (always, from the command line), every collapse run's saved
+    `mixed_cpu` (`check_one_cpu_kind`). `claims` (`ranking.CLAIMS`) sets what a new board's tests compare and
+    is refused where an existing board compares another (`check_claims`). With `verify` (always, from the command line), every collapse run's saved
     models are scored again in a fresh process (`fortifai_bench.verify`) and a run whose results.json says
     otherwise is refused, naming the stage and both numbers; a toy run has no models and is checked for
     self-consistency only.
@@ -215,7 +233,7 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
         raise FortifaiError(f"publish: runs of several tasks ({', '.join(sorted(task_names))}); one board per task")
     path = check_board_path(to, root) if to is not None else board_path_for(runs[0]["task"]["name"], root)
     if verify:  # the slow check last, outside the board's lock: first every board check, without writing
-        _merge(runs, path, replace, mixed_cpu)
+        _merge(runs, path, replace, mixed_cpu, claims)
         for r in runs:
             verify_run(r)
     lock = board_lock(path)
@@ -227,28 +245,31 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     except OSError as exc:
         raise FortifaiError(f"cannot lock {path}: {lock.lock_file}: {exc.strerror or exc}") from exc
     try:
-        return _publish_locked(runs, path, replace, mixed_cpu)
+        return _publish_locked(runs, path, replace, mixed_cpu, claims)
     finally:
         lock.release()
 
 
-def _publish_locked(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False) -> PublishReport:
+def _publish_locked(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False,
+                    claims: str | None = None) -> PublishReport:
     remove_orphan_temps(path.parent, path.name)  # a publish killed mid-write left `.BOARD.json.<pid>-*.tmp`
-    board, existing, report = _merge(runs, path, replace, mixed_cpu)
+    board, existing, report = _merge(runs, path, replace, mixed_cpu, claims)
     if existing is None or canonical(existing) != canonical(board):
         write_json(path, board)
         report.written = True
     return report
 
 
-def _merge(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False) -> tuple[dict, dict | None, PublishReport]:
+def _merge(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False,
+           claims: str | None = None) -> tuple[dict, dict | None, PublishReport]:
     """The board with the runs' entries merged in, every check made, nothing written: (new board, the board
     as it is on disk or None, the report)."""
     existing = load_board(path) if path.exists() else None
     if existing is not None:
         check_board_consistency(existing, str(path), names=True)
     first = next((r for r in runs if not r.get("control")), runs[0])
-    board = json.loads(json.dumps(existing)) if existing else new_board(first)
+    board = json.loads(json.dumps(existing)) if existing else new_board(first, claims)
+    check_claims(board, claims, path)
     for r in runs:
         _check_compatible(board, r, path)
     holds = ("each seed's runs from that seed's base" if base_per_seed(first["config"]) else "runs from one base")

@@ -11,6 +11,12 @@ test over seeds (`metrics.compare_failures`), each Holm-adjusted on its own:
   decides, so a rank never reads against a verdict. A lone "1" is shown only when the best entry is apart
   from every other; it is then also apart from CE by the claim (better, or CE itself with every claim of
   its model "worse").
+
+A board's `claims` field says what its tests compare (`CLAIMS`): times to failure (the default), or, on a
+board published with ``--claims retention``, the AUC of the score over stages (`metrics.compare_retention`,
+ranked by AUC first): for regimes where CE never falls below the threshold within the stages, so that every
+seed is censored and times cannot separate losses (the pretrained-LM boards). It is fixed when the board is
+created, before its runs are seen, and the page says which.
 """
 
 from __future__ import annotations
@@ -19,20 +25,23 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from fortifai_bench.metrics import Failure, compare_failures
+from fortifai_bench.metrics import Failure, compare_failures, compare_retention
 from fortifai_bench.stats import ALPHA, format_p, holm
 
 TIE_ALPHA = ALPHA  # adjusted exact p at or above it: indistinguishable
+TIME, RETENTION = "time_to_failure", "retention"
+CLAIMS = (TIME, RETENTION)  # what a board's tests compare (its `claims` field; absent: time to failure)
 
 
-def rank_entries(entries: Iterable[dict]) -> list[dict]:
-    """Best first: longest restricted mean time to failure, then AUC; the clean control (a ceiling, not a
-    loss) after the ranked entries."""
+def rank_entries(entries: Iterable[dict], claims: str = TIME) -> list[dict]:
+    """Best first: longest restricted mean time to failure, then AUC (a retention board: AUC, then time); the
+    clean control (a ceiling, not a loss) after the ranked entries."""
 
     def key(e):
         auc = e["auc"]["mean"]
-        return (bool(e.get("control")), -e["time_to_failure"]["rank_value"],
-                -(auc if auc is not None and not math.isnan(auc) else -1e9), e["name"])
+        auc = -(auc if auc is not None and not math.isnan(auc) else -1e9)
+        time = -e["time_to_failure"]["rank_value"]
+        return (bool(e.get("control")), *((auc, time) if claims == RETENTION else (time, auc)), e["name"])
 
     return sorted(entries, key=key)
 
@@ -75,6 +84,17 @@ def _seed_failures(entry: dict) -> list[Failure]:
     return [Failure.from_dict(d) for d in entry["time_to_failure"]["per_seed"]]
 
 
+def _seed_aucs(entry: dict) -> dict[int, float]:
+    return {s: v for s, v in zip(entry["seeds"], entry["auc"]["per_seed"]) if v is not None}
+
+
+def compare_entries(a: dict, b: dict, claims: str = TIME) -> dict:
+    """The board's test of entry `a` against entry `b`: times to failure, or AUCs on a retention board."""
+    if claims == RETENTION:
+        return compare_retention(_seed_aucs(a), _seed_aucs(b))
+    return compare_failures(_seed_failures(a), _seed_failures(b))
+
+
 def _family(tests: list[dict]) -> None:
     """Holm over one family, in place: each test gets `p_holm` and `family` (the number of tests in it)."""
     tested = [t for t in tests if t["p_value"] is not None]
@@ -85,23 +105,23 @@ def _family(tests: list[dict]) -> None:
         t.setdefault("family", len(tested))
 
 
-def ranking(entries: Iterable[dict]) -> list[Ranked]:
+def ranking(entries: Iterable[dict], claims: str = TIME) -> list[Ranked]:
     """The board as shown, best first (`rank_entries`). Each entry's claim against CE (Holm over the claims,
     one per entry with a CE to compare with), and each entry's test against the best entry (Holm over those,
     a family of its own). The best entry's group, the entries whose adjusted p against it is >= ALPHA (or
     that have too few seeds to test), share the label "=1" with it: one group, not a chain of neighbours;
     for the pair that is also a claim (the best and its CE) the claim decides (`tie_test`). The clean
     control is not compared."""
-    ranked = rank_entries(entries)
+    ranked = rank_entries(entries, claims)
     losses = [e for e in ranked if not e.get("control")]
     best = losses[0] if losses else None
     out = [Ranked(str(i + 1), e) for i, e in enumerate(losses)]
     for row in out:
         ce = baseline_of(losses, row.entry)
         if ce is not None and ce is not row.entry:
-            row.vs_ce = {**compare_failures(_seed_failures(row.entry), _seed_failures(ce)), "other": ce["name"]}
+            row.vs_ce = {**compare_entries(row.entry, ce, claims), "other": ce["name"]}
         if row.entry is not best:
-            row.vs_best = {**compare_failures(_seed_failures(row.entry), _seed_failures(best)), "other": best["name"]}
+            row.vs_best = {**compare_entries(row.entry, best, claims), "other": best["name"]}
     _family([r.vs_ce for r in out if r.vs_ce is not None])
     _family([r.vs_best for r in out if r.vs_best is not None])
     for row in out:
@@ -143,28 +163,43 @@ class Claim:
     why: str
 
 
-def claim_parts(test: dict) -> Claim | None:
-    """`test` (an entry's `vs_ce`) as a `Claim`; None when there is no ratio to show."""
+def _effect(test: dict) -> tuple[str, list, int] | None:
+    """The claim's effect as shown ('0.65x [0.50, 0.83]' for a ratio of times, 'AUC +0.050 [+0.021, +0.079]' for
+    a difference of AUCs), its interval and the value of no effect; None when there is none to show."""
+    if test.get("effect") == "difference":
+        if test["diff"] is None:
+            return None
+        lo, hi = test["diff_ci"]
+        interval = f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and lo != hi else ""
+        return f"AUC {test['diff']:+.3f}{interval}", [lo, hi], 0
     if test["ratio"] is None:
         return None
     lo, hi = test["ratio_ci"]
     digits = 2 if test["ratio"] < 10 else 1  # 31.2x, not 31.15x: seeds do not support four digits
     interval = f" [{lo:.{digits}f}, {hi:.{digits}f}]" if lo is not None and lo != hi else ""
-    effect = f"{test['ratio']:.{digits}f}x{interval}"
+    return f"{test['ratio']:.{digits}f}x{interval}", [lo, hi], 1
+
+
+def claim_parts(test: dict) -> Claim | None:
+    """`test` (an entry's `vs_ce`) as a `Claim`; None when there is no effect to show."""
+    shown = _effect(test)
+    if shown is None:
+        return None
+    effect, (lo, hi), null = shown
     if test["p_value"] is None:
         return Claim(effect, test["verdict"], None, None, test["family"], "too few seeds")
     why = ""
-    excludes_1 = lo is not None and (lo > 1 or hi < 1)
-    if test["verdict"] == "indistinguishable" and excludes_1 and test["min_p"] >= ALPHA:
-        why = (f"the interval excludes 1, but {test['n_a']} vs {test['n_b']} seeds cannot reach p < {ALPHA:g} "
+    excludes = lo is not None and (lo > null or hi < null)
+    if test["verdict"] == "indistinguishable" and excludes and test["min_p"] >= ALPHA:
+        why = (f"the interval excludes {null}, but {test['n_a']} vs {test['n_b']} seeds cannot reach p < {ALPHA:g} "
                f"(smallest p {test['min_p']:.2g})")
-    elif test["verdict"] == "indistinguishable" and excludes_1:
-        why = (f"the interval excludes 1 and the raw p is below {ALPHA:g}, but not after the adjustment"
+    elif test["verdict"] == "indistinguishable" and excludes:
+        why = (f"the interval excludes {null} and the raw p is below {ALPHA:g}, but not after the adjustment"
                if test["p_value"] < ALPHA else
-               f"the bootstrap interval excludes 1 but the exact test does not reject even unadjusted "
+               f"the bootstrap interval excludes {null} but the exact test does not reject even unadjusted "
                f"(a {min(test['n_a'], test['n_b'])}-seed percentile bootstrap runs narrow)")
-    elif test["verdict"] != "indistinguishable" and not excludes_1 and lo is not None:
-        why = "the exact test rejects though the bootstrap interval includes 1"
+    elif test["verdict"] != "indistinguishable" and not excludes and lo is not None:
+        why = f"the exact test rejects though the bootstrap interval includes {null}"
     adjusted = f"{test['p_holm']:.2g}" if test["family"] > 1 else None
     return Claim(effect, test["verdict"], format_p(test["p_value"], test["splits"]), adjusted, test["family"], why)
 

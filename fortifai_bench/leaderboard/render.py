@@ -18,7 +18,8 @@ from typing import Any
 
 from fortifai_bench import __version__
 from fortifai_bench.leaderboard.board import canonical, stat_bounds
-from fortifai_bench.leaderboard.ranking import BASELINE_SPECS, TIE_ALPHA, Ranked, claim_parts, claim_text, ranking
+from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, RETENTION, TIE_ALPHA, TIME, Ranked, claim_parts,
+                                               claim_text, ranking)
 from fortifai_bench.leaderboard.sparkline import curve_svg, y_range
 from fortifai_bench.metrics import clip_interval
 from fortifai_bench.results import runtime_note
@@ -42,6 +43,20 @@ HOW_TO_READ = (
     "The clean control is a ceiling, not ranked.",
 )
 TIES = " ".join(HOW_TO_READ)
+RETENTION_NOTE = ("This board's claims compare retention, not time to failure: the AUC of the score over the "
+                  "stages, each entry's difference to CE's with its 95% bootstrap interval over seeds, tested by the "
+                  "same exact test and ranked by AUC first; chosen when the board was created, because CE never "
+                  "falls below the threshold within the stages here (every seed censored), so times cannot tell "
+                  "losses apart.")
+
+
+def claims_of(board: dict) -> str:
+    """What the board's tests compare (`ranking.CLAIMS`); a board without the field compares times."""
+    return board.get("claims", TIME)
+
+
+def how_to_read(board: dict) -> tuple[str, ...]:
+    return ((RETENTION_NOTE,) if claims_of(board) == RETENTION else ()) + HOW_TO_READ
 
 
 def fmt_ttf(ttf: dict) -> str:
@@ -100,7 +115,7 @@ def fmt_loss(e: dict) -> str:
 
 def rows(board: dict) -> list[list[str]]:
     out = []
-    for row in ranking(board["entries"]):
+    for row in ranking(board["entries"], claims_of(board)):
         e = row.entry
         bounds = stat_bounds(e["score_name"])
         out.append([fmt_rank(row), fmt_loss(e), fmt_args(e["loss"]["args"]), e["model"] + runtime_note(e),
@@ -122,8 +137,10 @@ def title(board: dict) -> str:
 def render_text(board: dict) -> str:
     table = [COLUMNS] + [[printable(c) for c in r] for r in rows(board)]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
-    lines = [printable(title(board)) + f" - ranked by time to failure (threshold "
-             f"{_threshold(board)}), then AUC of {printable(_score_name(board))}; " + TIES]
+    order = (f"AUC of {printable(_score_name(board))}, then time to failure (threshold {_threshold(board)})"
+             if claims_of(board) == RETENTION else
+             f"time to failure (threshold {_threshold(board)}), then AUC of {printable(_score_name(board))}")
+    lines = [printable(title(board)) + f" - ranked by {order}; " + " ".join(how_to_read(board))]
     for j, r in enumerate(table):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if j == 0:
@@ -142,9 +159,10 @@ def md_cell(text: str) -> str:
 
 def render_markdown(board: dict) -> str:
     lines = [f"### {md_cell(title(board))}", "",
-             f"Ranked by time to failure (first stage with {md_cell(_score_name(board))} below "
-             f"{_threshold(board)}, interpolated, in stages from M_0; a seed that never fails counts as the last "
-             f"stage), then by AUC. {TIES}", "",
+             f"Ranked by {'AUC, then by ' if claims_of(board) == RETENTION else ''}time to failure (first stage "
+             f"with {md_cell(_score_name(board))} below {_threshold(board)}, interpolated, in stages from M_0; a "
+             f"seed that never fails counts as the last stage){'' if claims_of(board) == RETENTION else ', then by AUC'}"
+             f". {' '.join(how_to_read(board))}", "",
              "| " + " | ".join(md_cell(c) for c in COLUMNS) + " |",
              "|" + "|".join("---:" if c in ("#",) else "---" for c in COLUMNS) + "|"]
     lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows(board)]
@@ -463,16 +481,24 @@ def _heads(board: dict, ranked: list[Ranked]) -> str:
     return "".join(out)
 
 
+def _ranked_by(board: dict) -> str:
+    ttf = (f"time to failure: the interpolated stage at which {_e(_score_name(board))} first falls below "
+           f"{_e(_threshold(board))}, in stages from M_0 (a seed that never fails counts as the last stage)")
+    if claims_of(board) == RETENTION:
+        return f"Ranked by the area under the curve (AUC; this board's claims compare retention), then by {ttf}."
+    return f"Ranked by {ttf}; equal times by the area under the curve (AUC)."
+
+
 def render_html(board: dict) -> str:
     """One static page: no external resource, no network, works from a file:// URL."""
     script_hash = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
     csp = f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
-    ranked = ranking(board["entries"])
+    ranked = ranking(board["entries"], claims_of(board))
     y_lim = y_range(board["entries"])
     notes = Notes()
     body = "\n".join(_row(i, row, y_lim, notes) for i, row in enumerate(ranked, 1))
     protocol = json.dumps(board["protocol"], indent=1, sort_keys=True)
-    how = "".join(f"<li>{_e(s)}</li>" for s in HOW_TO_READ)
+    how = "".join(f"<li>{_e(s)}</li>" for s in how_to_read(board))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_e(csp)}">
@@ -482,10 +508,8 @@ def render_html(board: dict) -> str:
 <body>
 <h1>{_e(title(board))}</h1>
 {links_html()}
-<p>Ranked by time to failure: the interpolated stage at which {_e(_score_name(board))} first falls below
-{_e(_threshold(board))}, in stages from M_0 (a seed that never fails counts as the last stage); equal times
-by the area under the curve (AUC). Intervals are 95% t-intervals over seeds, cut to the range of the
-quantity; the ratio to CE has a 95% bootstrap interval. Each curve is the mean {_e(_score_name(board))} over
+<p>{_ranked_by(board)} Intervals are 95% t-intervals over seeds, cut to the range of the
+quantity; the {"difference to CE's AUC" if claims_of(board) == RETENTION else "ratio to CE"} has a 95% bootstrap interval. Each curve is the mean {_e(_score_name(board))} over
 seeds at every stage with its 95% band, on one y range for the whole board; the dashed line is the failure
 threshold; hover a curve for every stage's value. Click a column header to sort; "runs" beside the seeds
 opens every seed's command, date, commit, CPU and base model, under the table. A table wider than the window scrolls sideways,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard.board import canonical
-from fortifai_bench.leaderboard.ranking import Ranked, claim_text, ranking
+from fortifai_bench.leaderboard.ranking import TIME, Ranked, claim_text, ranking
 from fortifai_bench.leaderboard.render import (STYLE, Notes, cell_lines, claim_lines, fmt_args, links_html, md_cell,
                                                printable)
 
@@ -60,7 +60,7 @@ def build_suite(boards: list[tuple[str, dict]]) -> Suite:
         seen[name] = where
         regime = f"{name} v{board['task']['version']}"
         suite.regimes.append(regime)
-        for row in ranking(board["entries"]):
+        for row in ranking(board["entries"], board.get("claims", TIME)):
             cells = suite.rows.setdefault(loss_key(row.entry), {})
             if regime not in cells or len(row.entry["seeds"]) > len(cells[regime].entry["seeds"]):
                 cells[regime] = row
