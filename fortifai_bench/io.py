@@ -13,6 +13,7 @@ into one `FortifaiError` line naming the file and, where there is one, the line.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -179,6 +180,18 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_sha256_once(path: str | os.PathLike) -> str:
+    """`file_sha256`, read once per process for an unchanged file (same path, size and modification time): a
+    run records its base's weights after every stage, and a task's config checks its model's file."""
+    stat = os.stat(path)
+    return _sha256_stamped(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_stamped(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
 
 MAX_TEXT_BYTES = 512 * 2**20  # a board, task, results or KR file; 20x the largest this project writes

@@ -12,7 +12,6 @@ Importing this module needs no torch (`TinyConfig` is part of a collapse task's 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -27,7 +26,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.io import atomic_dir, atomic_write, file_sha256, write_json
+from fortifai_bench.io import atomic_dir, atomic_write, file_sha256_once, write_json
 from fortifai_bench.resources import cache_dir
 
 BOS = "<|endoftext|>"  # start of every text, also end-of-text and padding for the tiny tokenizer
@@ -178,7 +177,7 @@ def gguf_source(spec: str) -> tuple[Path, str, list[tuple[Path, str]]]:
     `sha256` what the concatenation must hash to. Each chunk comes with its package as name==version."""
     package, name, directory = _package_dir(spec)
     if (directory / name).is_file():
-        return directory / name, _check_pin(spec, name, _file_sha256(directory / name)), []
+        return directory / name, _check_pin(spec, name, file_sha256_once(directory / name)), []
     chunks = _chunks(spec, package.replace("_", "-"), name)
     stated = _stated_sha256(package.replace("_", "-"), name)
     if stated is None and name not in PINNED_SHA256:
@@ -186,17 +185,6 @@ def gguf_source(spec: str) -> tuple[Path, str, list[tuple[Path, str]]]:
                             "fortifai-bench pins none, so its chunks cannot be checked")
     sha256 = _check_pin(spec, name, stated or PINNED_SHA256[name])
     return cache_dir() / "models" / f"gguf-file-{sha256[:16]}" / name, sha256, chunks
-
-
-def _file_sha256(path: Path) -> str:
-    """`file_sha256`, once per process for an unchanged file (a task's config checks its model's file)."""
-    stat = path.stat()
-    return _sha256_of(path, stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
 
 
 def _check_pin(spec: str, name: str, sha256: str) -> str:

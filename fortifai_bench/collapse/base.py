@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import hashlib
 import json
 import sys
@@ -39,7 +38,7 @@ from fortifai_bench import threads
 from fortifai_bench.collapse.config import CollapseTask, load_task
 from fortifai_bench.corpora import get_corpus
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.io import atomic_dir, file_sha256, read_json, remove_orphan_temps, write_json
+from fortifai_bench.io import atomic_dir, file_sha256, file_sha256_once, read_json, remove_orphan_temps, write_json
 from fortifai_bench.models import TinyConfig, build_tiny, resolve, save_model
 from fortifai_bench.resources import cache_dir, data_dir
 from fortifai_bench.results import BASE_SEED_RUN
@@ -156,16 +155,9 @@ def weights_sha256(model_dir: str | Path) -> str | None:
             return None
         shards = dict.fromkeys(json.loads(index.read_text())["weight_map"].values())
         files = [model_dir / name for name in shards]
-    stamps = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
-    return _weights_sha256(stamps)
-
-
-@functools.lru_cache(maxsize=32)
-def _weights_sha256(stamps: tuple) -> str:
-    """Hashed once per (file, mtime, size): a run records its base after every stage."""
-    if len(stamps) == 1:
-        return file_sha256(Path(stamps[0][0]))
-    lines = "".join(f"{Path(f).name} {file_sha256(Path(f))}\n" for f, _, _ in stamps)
+    if len(files) == 1:
+        return file_sha256_once(files[0])
+    lines = "".join(f"{f.name} {file_sha256_once(f)}\n" for f in files)
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
