@@ -21,6 +21,11 @@ permutation_test for thousands of data sets; the bench first checks them against
 `stats.paired_permutation_p` on random data.
 
     python benchmarks/bench_power.py [--sims 2000] [--seed 0] [--max-seeds 40]
+    python benchmarks/bench_power.py --design 1.85,0.35 [--arm-sd 0.70] [--claims 3]   # a design before its board
+
+`--design MEAN,SD` skips the boards: a planned design whose CE was measured (mean and seed sd of restricted
+times, e.g. a new task version's calibration) and whose arms are not yet run, every arm with `--arm-sd`
+(default: CE's sd), unpaired, `--claims` claims against CE (default 3), horizon 5.
 """
 
 from __future__ import annotations
@@ -184,14 +189,35 @@ def fmt_n(n: int | None, max_seeds: int) -> str:
     return f"> {max_seeds}" if n is None else str(n)
 
 
+def planned(mean: float, sd: float, arm_sd: float, m: int, args) -> None:
+    """Power of a design not yet on a board: CE measured, every arm at `arm_sd`, unpaired, horizon 5."""
+    print(f"| CE mean, sd | arm sd | claims | ratio | power at 5 / 10 seeds | seeds for 0.8 (power there) |\n"
+          "|---|---:|---:|---:|---|---|")
+    for ratio in RATIOS:
+        common = dict(ce=(mean, sd), arm_sd=arm_sd, rho=0.0, horizon=5, m=m, paired=False, sims=args.sims,
+                      seed=args.seed)
+        n = seeds_needed(ratio, max_seeds=args.max_seeds, **common)
+        there = "" if n is None else f" ({power(n, ratio, **common):.2f})"
+        print(f"| {mean:.2f}, {sd:.2f} | {arm_sd:.2f} | {m} | {ratio:g}x | {power(5, ratio, **common):.2f} / "
+              f"{power(10, ratio, **common):.2f} | {fmt_n(n, args.max_seeds)}{there} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sims", type=int, default=2000, help="simulated data sets per design (default 2000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-seeds", type=int, default=40, help="largest seeds per entry tried (default 40)")
+    ap.add_argument("--design", help="MEAN,SD of CE's restricted times: a planned design instead of the boards")
+    ap.add_argument("--arm-sd", type=float, help="with --design: every arm's sd (default: CE's)")
+    ap.add_argument("--claims", type=int, default=3, help="with --design: claims against CE (default 3)")
     args = ap.parse_args()
     start = time.perf_counter()
     check_fast_tests()
+    if args.design:
+        mean, sd = (float(x) for x in args.design.split(","))
+        planned(mean, sd, sd if args.arm_sd is None else args.arm_sd, args.claims, args)
+        print(f"\n{time.perf_counter() - start:.0f} s")
+        return
     print(f"Power after Holm over each board's claims against CE (p < {ALPHA:g} / claims), {args.sims} simulated "
           f"data sets per design (seed {args.seed}); times normal, cut to [0, horizon]\n")
     print("| regime | claims | CE mean, sd | arm | arm sd | r with CE (5 seeds) | design r (pooled, 80% lower) | "
