@@ -55,7 +55,7 @@ def _table_row(regime: str, label: str, key: str) -> str:
 
 QUOTES = {
     "README.md": [
-        "Over five seeds CE fails at {hot.ce.ttf} (sd {hot.ce.sd}), {greedy.ce.ttf} (sd {greedy.ce.sd}) and "
+        "On the boards, over five seeds CE fails at {hot.ce.ttf} (sd {hot.ce.sd}), {greedy.ce.ttf} (sd {greedy.ce.sd}) and "
         "{longtail.ce.ttf} (sd {longtail.ce.sd}) stages",
         "(TCE 0.9: {hot.tce:0.9.ttf}, {greedy.tce:0.9.ttf} and {longtail.tce:0.9.ttf} stages)",
         "where the board's seed 0 is {hot.ce.seed0}",
