@@ -309,9 +309,15 @@ def test_print_config_of_the_default_suite_and_with_resume(capsys):
     assert "--print-config prints a task: drop --resume" in capsys.readouterr().err
 
 
+# Boards of a task version before the shipped one, each rebuilt exactly by another test (so its hashes are
+# checked there): collapse_facts_longtail v3 shipped while v3's board is being built.
+EARLIER_VERSIONS = {("collapse_facts_longtail", 2): "test_regime_suite.py::test_the_longtail_v2_board_stays_reproducible"}
+
+
 def test_the_shipped_boards_record_the_tasks_config_hash():
     """The boards' runs were hashed by the one definition: every entry's config_hash is its task's (the clean
-    control's: mode clean) as the task files resolve today."""
+    control's: mode clean) as the task files resolve today, or, for a board of an earlier version, that version
+    as another test rebuilds it (`EARLIER_VERSIONS`)."""
     import json
 
     from fortifai_bench.leaderboard import leaderboards_dir
@@ -321,6 +327,9 @@ def test_the_shipped_boards_record_the_tasks_config_hash():
     for path in boards:
         for entry in json.loads(path.read_text())["entries"]:
             task = load_task(entry["task"]["name"], ["mode=clean"] if entry["control"] else [])
+            if (entry["task"]["name"], entry["task"]["version"]) in EARLIER_VERSIONS:
+                assert entry["task"]["version"] < task.version, f"{path.name}: {entry['name']}"
+                continue
             assert (entry["task"]["version"], entry["config_hash"]) == (task.version, task.config_hash()), \
                 f"{path.name}: {entry['name']}"
 
