@@ -130,7 +130,8 @@ LEGEND = ("Each cell: the restricted mean time to failure (stages from M_0, a se
           "of restricted means with its 95% bootstrap interval over seeds, better / worse at Holm-adjusted p < 0.05 "
           "(the exact permutation test over seeds, Holm over that board's claims against CE, one per entry), else "
           "indistinguishable, with the raw and the adjusted p (3 vs 3 seeds can never reach 0.05: their smallest p "
-          "is 0.1).")
+          "is 0.1). On a board whose claims compare retention (publish --claims retention) the claim is the "
+          "difference of AUCs over stages instead ('AUC +0.050 [...]'), tested the same way.")
 
 
 def render_suite_text(suite: Suite) -> str:
