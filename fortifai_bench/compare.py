@@ -61,7 +61,8 @@ def _bits(run: dict, keep: np.ndarray | None = None) -> np.ndarray:
 def _label(runs: list[dict]) -> str:
     r = runs[0]
     entry = f" (board entry {r['_entry']})" if r.get("_entry") else ""
-    return f"{r['loss']['spec']} ({r['model']}), seeds {','.join(str(x['seed']) for x in runs)}{entry}"
+    control = ", the clean control" if r.get("control") else ""
+    return f"{r['loss']['spec']}{control} ({r['model']}), seeds {','.join(str(x['seed']) for x in runs)}{entry}"
 
 
 # ------------------------------------------------------------------------------------------ sides
