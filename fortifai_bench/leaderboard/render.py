@@ -45,7 +45,8 @@ HOW_TO_READ = (
 TIES = " ".join(HOW_TO_READ)
 RETENTION_NOTE = ("This board's claims compare retention, not time to failure: the AUC of the score over the "
                   "stages, each entry's difference to CE's with its 95% bootstrap interval over seeds, tested by the "
-                  "same exact test and ranked by AUC first; chosen when the board was created, because CE never "
+                  "same exact test and ranked by AUC first (below, 'the longest mean' reads: the highest mean AUC); "
+                  "chosen when the board was created, because CE never "
                   "falls below the threshold within the stages here (every seed censored), so times cannot tell "
                   "losses apart.")
 
