@@ -260,6 +260,36 @@ def compare_retention(a: dict[int, float], b: dict[int, float], level: float = 0
     return out
 
 
+def compare_paired(a: dict[int, float], b: dict[int, float], effect: str = "ratio", level: float = 0.95) -> dict:
+    """`compare_failures` (effect "ratio", values the restricted times) or `compare_retention` (effect
+    "difference", values the AUCs) with the runs paired by seed, for a board created with `publish --paired`:
+    two losses run with the same seed share the base and the data order, so under greedy decoding their times
+    move together (BENCHMARKS.md, "Power of the exact test over seeds": r 0.71-0.96 on the greedy board) and
+    the test on per-seed differences is far stronger. The test is the exact sign-flip test
+    (`paired_permutation_p`, every one of the 2^n swaps; smallest p 2/2^n), the interval a bootstrap over the
+    seeds' pairs. Only the seeds both sides ran are used (a paired board holds one seed set), seed -> value."""
+    seeds = sorted(set(a) & set(b))
+    va, vb = [a[s] for s in seeds], [b[s] for s in seeds]
+    what = "min(time to failure, horizon)" if effect == "ratio" else "the AUC"
+    out = {"n_a": len(seeds), "n_b": len(seeds), "pairs": len(seeds), "effect": effect,
+           "test": f"exact sign-flip test over seeds paired by seed on {what}, two-sided", "diff": None,
+           "ratio": None, f"{'ratio' if effect == 'ratio' else 'diff'}_ci": [None, None], "p_value": None,
+           "splits": None, "min_p": None, "correlation": None}
+    if not seeds:
+        return out
+    ma, mb = float(np.mean(va)), float(np.mean(vb))
+    out["diff"] = ma - mb
+    if effect == "ratio":
+        out["ratio"] = ma / mb if mb else None
+    if len(seeds) >= 2:
+        interval = ratio_ci if effect == "ratio" else diff_ci
+        out.update(p_value=paired_permutation_p(va, vb), splits=2 ** len(seeds), min_p=min(1.0, 2 / 2 ** len(seeds)))
+        out[f"{'ratio' if effect == 'ratio' else 'diff'}_ci"] = interval(va, vb, level, paired=True)
+        if np.ptp(va) and np.ptp(vb):
+            out["correlation"] = float(np.corrcoef(va, vb)[0, 1])
+    return out
+
+
 def area_under_curve(scores: Sequence[float]) -> float:
     """Trapezoidal area under a per-stage curve, divided by the number of intervals (so in [0, 1] for accuracies)."""
     y = np.asarray(scores, dtype=float)

@@ -72,21 +72,22 @@ def _mean_ratio(a, b, axis=-1):
 
 
 def ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot: int = 9999,
-             seed: int = 0) -> list:
+             seed: int = 0, paired: bool = False) -> list:
     """Percentile bootstrap interval of mean(a) / mean(b), resampling each side's seeds
-    (scipy.stats.bootstrap, fixed seed). Two constant sides give the point; fewer than 2 seeds a side, None."""
+    (scipy.stats.bootstrap, fixed seed); `paired`: resampling the seeds' pairs (a[i], b[i]) together. Two
+    constant sides give the point; fewer than 2 seeds a side, None."""
     if len(b) and np.mean(b) == 0:
         return [None, None]
-    return _bootstrap_ci(_mean_ratio, a, b, level, n_boot, seed)
+    return _bootstrap_ci(_mean_ratio, a, b, level, n_boot, seed, paired)
 
 
 def diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot: int = 9999,
-            seed: int = 0) -> list:
+            seed: int = 0, paired: bool = False) -> list:
     """`ratio_ci` for mean(a) - mean(b)."""
-    return _bootstrap_ci(_mean_diff, a, b, level, n_boot, seed)
+    return _bootstrap_ci(_mean_diff, a, b, level, n_boot, seed, paired)
 
 
-def _bootstrap_ci(statistic, a, b, level: float, n_boot: int, seed: int) -> list:
+def _bootstrap_ci(statistic, a, b, level: float, n_boot: int, seed: int, paired: bool = False) -> list:
     from scipy import stats
 
     if len(a) < 2 or len(b) < 2:
@@ -95,7 +96,7 @@ def _bootstrap_ci(statistic, a, b, level: float, n_boot: int, seed: int) -> list
         r = float(statistic(np.asarray(a, float), np.asarray(b, float)))
         return [r, r]
     res = stats.bootstrap((np.asarray(a, float), np.asarray(b, float)), statistic, vectorized=True,
-                          method="percentile", n_resamples=n_boot, confidence_level=level,
+                          paired=paired, method="percentile", n_resamples=n_boot, confidence_level=level,
                           random_state=np.random.default_rng(seed))
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 

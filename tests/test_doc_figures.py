@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fortifai_bench.leaderboard import leaderboards_dir, load_board, ranking
+from fortifai_bench.leaderboard import board_test, leaderboards_dir, load_board, ranking
 from fortifai_bench.leaderboard.board import time_to_failure_summary
 from fortifai_bench.metrics import Failure
 
@@ -28,7 +28,7 @@ def figures(boards: dict[str, dict]) -> dict[str, str]:
     """Every quotable figure of the boards, formatted as the documents print it."""
     out = {}
     for regime, board in boards.items():
-        rows = ranking(board["entries"])
+        rows = ranking(board["entries"], **board_test(board))
         out[f"{regime}.claims"] = str(sum(r.vs_ce is not None for r in rows))
         for row in rows:
             e = row.entry

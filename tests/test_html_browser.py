@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fortifai_bench.leaderboard import BASELINE_SPECS, leaderboards_dir, load_board, publish, ranking
+from fortifai_bench.leaderboard import BASELINE_SPECS, board_test, leaderboards_dir, load_board, publish, ranking
 from fortifai_bench.leaderboard.render import render_html
 from fortifai_bench.stats import format_p
 from results_factory import write_seeds
@@ -352,7 +352,7 @@ def test_shipped_boards_show_each_claim_whole_and_no_unsupported_winner(board):
     "indistinguishable" a numbered note under the table says why; a lone "1" stands only where the claim
     against CE says so; a "=1 (p)" shows the p that tied the entry to the best."""
     data = load_board(leaderboards_dir() / f"{board}.json")
-    ranked = ranking(data["entries"])
+    ranked = ranking(data["entries"], **board_test(data))
     page = render_html(data)
     dom = _Table()
     dom.feed(page)

@@ -130,3 +130,20 @@ def test_intervals_stay_in_the_range_of_the_quantity():
     assert mean_ci([1.0, 1.0, 0.99])["ci"][1] > 1.0  # the t-interval itself crosses 1
     ttf = summarize_failures(_fails([0.1, 0.2, 3.5], horizon=4))
     assert ttf["ci"][0] == 0.0 and ttf["restricted_ci"][0] == 0.0 and ttf["ci"][1] <= 4
+
+
+def test_compare_paired_uses_the_pairs():
+    """Paired by seed, a constant AUC gain of 0.05 over six seeds whose own AUCs spread over 0.3 is the exact
+    sign-flip test's smallest p (2/64) with an interval at the gain itself; the unpaired test of the same values
+    sees only the spread. Seeds one side lacks are left out of the pairs."""
+    from fortifai_bench.metrics import compare_paired, compare_retention
+
+    a = {0: 0.8, 1: 0.7, 2: 0.9, 3: 0.75, 4: 0.85, 5: 0.6}
+    b = {s: v - 0.05 for s, v in a.items()}
+    paired = compare_paired(a, b, "difference")
+    assert paired["pairs"] == 6 and paired["p_value"] == pytest.approx(2 / 64) == paired["min_p"]
+    assert paired["diff_ci"] == pytest.approx([0.05, 0.05]) and paired["correlation"] == pytest.approx(1.0)
+    assert compare_retention(a, b)["p_value"] > 0.5
+    assert compare_paired({**a, 6: 0.99}, b, "difference")["pairs"] == 6
+    ratio = compare_paired({s: 2.0 + s for s in range(6)}, {s: 1.0 + s for s in range(6)})
+    assert ratio["ratio"] == pytest.approx(4.5 / 3.5) and ratio["p_value"] == pytest.approx(2 / 64)

@@ -1,6 +1,6 @@
 """`fortifai-bench publish | leaderboard show | render | suite`: argument parsing over the board library.
 
-    fortifai-bench publish RUN_DIR... [--to leaderboards/<task>.json] [--replace] [--mixed-cpu] [--claims retention]
+    fortifai-bench publish RUN_DIR... [--to leaderboards/<task>.json] [--replace] [--mixed-cpu] [--claims retention] [--paired]
     fortifai-bench leaderboard show FILE [--markdown]
     fortifai-bench leaderboard render FILE --html OUT
     fortifai-bench leaderboard suite FILE... [--markdown] [--html OUT]   # losses x regimes, one board per regime
@@ -20,7 +20,7 @@ from fortifai_bench.leaderboard.ranking import CLAIMS
 
 def _publish(args: argparse.Namespace) -> int:
     report = publish(args.runs, args.to, root=args.root, replace=args.replace, verify=True, mixed_cpu=args.mixed_cpu,
-                     claims=args.claims)
+                     claims=args.claims, paired=args.paired)
     print("\n".join(report.lines()))
     return 0
 
@@ -78,6 +78,9 @@ def register(subparsers) -> None:
     p.add_argument("--claims", choices=CLAIMS, default=None,
                    help="what a NEW board's tests compare: time_to_failure (the default) or retention, the AUC over "
                         "stages, for regimes where CE never fails within the stages; fixed when the board is created")
+    p.add_argument("--paired", action=argparse.BooleanOptionalAction, default=None,
+                   help="a NEW board's tests pair the runs by seed (the same base and data order), the sign-flip test "
+                        "on per-seed differences; every entry then holds one seed set; fixed when the board is created")
     p.add_argument("--mixed-cpu", action="store_true",
                    help="accept runs from several CPU kinds on one board (refused by default: a seed's curve follows the CPU)")
     p.set_defaults(func=_publish)

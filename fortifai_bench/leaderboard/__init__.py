@@ -22,9 +22,9 @@ from fortifai_bench.leaderboard.board import (BOARD_FORMAT, build_entry, canonic
                                               leaderboards_dir, load_board, protocol_hash, stat_bounds,
                                               validate_board)
 from fortifai_bench.leaderboard.publish import PublishReport, publish
-from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, TIE_ALPHA, Ranked, claim_text, rank_entries,
-                                                ranking, verdict)
+from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, TIE_ALPHA, Ranked, board_test, claim_text,
+                                                rank_entries, ranking, verdict)
 
-__all__ = ["BOARD_FORMAT", "BASELINE_SPECS", "TIE_ALPHA", "PublishReport", "Ranked", "build_entry", "canonical",
+__all__ = ["BOARD_FORMAT", "BASELINE_SPECS", "TIE_ALPHA", "PublishReport", "Ranked", "board_test", "build_entry", "canonical",
            "check_board_consistency", "claim_text", "leaderboards_dir", "load_board", "protocol_hash", "publish", "rank_entries",
            "ranking", "stat_bounds", "validate_board", "verdict"]

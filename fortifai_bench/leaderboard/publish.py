@@ -24,7 +24,7 @@ from fortifai_bench.kr.schema import read_questions
 from fortifai_bench.kr.sets import find_kr_file
 from fortifai_bench.leaderboard.board import (BOARD_FORMAT, build_entry, canonical, check_board_consistency,
                                               entry_key, load_board, protocol_hash, protocol_of, validate_board)
-from fortifai_bench.leaderboard.ranking import CLAIMS, RETENTION, TIME
+from fortifai_bench.leaderboard.ranking import CLAIMS, PAIRING, RETENTION, TIME
 from fortifai_bench.results import base_per_seed, check_same_base, load_results
 from fortifai_bench.verify import verify_in_subprocess
 
@@ -84,13 +84,14 @@ def group_runs(runs: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
-def new_board(run: dict, claims: str | None = None) -> dict:
+def new_board(run: dict, claims: str | None = None, paired: bool = False) -> dict:
     """An empty board for the run's task. `claims` (`ranking.CLAIMS`): what its tests compare; only a retention
-    board states it (a board without the field compares times, as every board before the field did)."""
+    board states it (a board without the field compares times, as every board before the field did).
+    `paired`: its tests pair the runs by seed (`pairing: seed`; absent, unpaired)."""
     protocol = _protocol(run, None)
     return {"format": BOARD_FORMAT, "task": dict(run["task"]), "kind": run["kind"], "protocol": protocol,
             "protocol_hash": protocol_hash(protocol), **({"claims": claims} if claims == RETENTION else {}),
-            "entries": []}
+            **({"pairing": PAIRING} if paired else {}), "entries": []}
 
 
 def check_claims(board: dict, claims: str | None, where: Path) -> None:
@@ -104,6 +105,26 @@ def check_claims(board: dict, claims: str | None, where: Path) -> None:
     if has != claims:
         raise FortifaiError(f"{where}: the board's claims compare {has}, fixed when it was created; it cannot "
                             f"switch to {claims} (publish to a new board)")
+
+
+def check_pairing(board: dict, paired: bool | None, where: Path) -> None:
+    """Whether a board pairs its runs by seed is fixed when it is created, like its claims (`check_claims`)."""
+    has = board.get("pairing") == PAIRING
+    if paired is not None and paired != has:
+        raise FortifaiError(f"{where}: the board's tests are {'paired' if has else 'unpaired'}, fixed when it was "
+                            f"created; it cannot switch to {'paired' if paired else 'unpaired'} (publish to a new board)")
+
+
+def check_one_seed_set(board: dict, where: Path) -> None:
+    """A paired board's entries (the control aside) hold the same seeds: a claim pairs every seed of an entry
+    with CE's run of that seed."""
+    if board.get("pairing") != PAIRING:
+        return
+    sets = {tuple(e["seeds"]): e["name"] for e in board["entries"] if not e.get("control")}
+    if len(sets) > 1:
+        shown = "; ".join(f"{name}: seeds {', '.join(map(str, seeds))}" for seeds, name in sets.items())
+        raise FortifaiError(f"{where}: a board paired by seed holds one seed set in every entry, this one would "
+                            f"hold {len(sets)} ({shown}); run the missing seeds or publish to a new board")
 
 
 def _check_compatible(board: dict, run: dict, where: Path) -> None:
@@ -211,14 +232,16 @@ def board_lock(path: Path):
 
 def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = None, *,
             root: str | os.PathLike = "leaderboards", replace: bool = False, verify: bool = False,
-            mixed_cpu: bool = False, claims: str | None = None) -> PublishReport:
+            mixed_cpu: bool = False, claims: str | None = None, paired: bool | None = None) -> PublishReport:
     """Merge runs into entries and add them to the board; validate, then write atomically (or not at all),
     all under the board's lock (`board_lock`).
 
     Publishing the same runs twice changes nothing. An entry with the same key but different numbers (a re-run)
     is refused unless `replace`. A board whose runs would come from more than one CPU kind is refused unless
     `mixed_cpu` (`check_one_cpu_kind`). `claims` (`ranking.CLAIMS`) sets what a new board's tests compare and
-    is refused where an existing board compares another (`check_claims`). With `verify` (always, from the command line), every collapse run's saved
+    is refused where an existing board compares another (`check_claims`); `paired` likewise sets whether a new
+    board pairs its runs by seed (`check_pairing`; None: as the board is, unpaired when new), and a paired board
+    refuses entries of another seed set (`check_one_seed_set`). With `verify` (always, from the command line), every collapse run's saved
     models are scored again in a fresh process (`fortifai_bench.verify`) and a run whose results.json says
     otherwise is refused, naming the stage and both numbers; a toy run has no models and is checked for
     self-consistency only.
@@ -233,7 +256,7 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
         raise FortifaiError(f"publish: runs of several tasks ({', '.join(sorted(task_names))}); one board per task")
     path = check_board_path(to, root) if to is not None else board_path_for(runs[0]["task"]["name"], root)
     if verify:  # the slow check last, outside the board's lock: first every board check, without writing
-        _merge(runs, path, replace, mixed_cpu, claims)
+        _merge(runs, path, replace, mixed_cpu, claims, paired)
         for r in runs:
             verify_run(r)
     lock = board_lock(path)
@@ -245,15 +268,15 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     except OSError as exc:
         raise FortifaiError(f"cannot lock {path}: {lock.lock_file}: {exc.strerror or exc}") from exc
     try:
-        return _publish_locked(runs, path, replace, mixed_cpu, claims)
+        return _publish_locked(runs, path, replace, mixed_cpu, claims, paired)
     finally:
         lock.release()
 
 
 def _publish_locked(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False,
-                    claims: str | None = None) -> PublishReport:
+                    claims: str | None = None, paired: bool | None = None) -> PublishReport:
     remove_orphan_temps(path.parent, path.name)  # a publish killed mid-write left `.BOARD.json.<pid>-*.tmp`
-    board, existing, report = _merge(runs, path, replace, mixed_cpu, claims)
+    board, existing, report = _merge(runs, path, replace, mixed_cpu, claims, paired)
     if existing is None or canonical(existing) != canonical(board):
         write_json(path, board)
         report.written = True
@@ -261,15 +284,16 @@ def _publish_locked(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool
 
 
 def _merge(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False,
-           claims: str | None = None) -> tuple[dict, dict | None, PublishReport]:
+           claims: str | None = None, paired: bool | None = None) -> tuple[dict, dict | None, PublishReport]:
     """The board with the runs' entries merged in, every check made, nothing written: (new board, the board
     as it is on disk or None, the report)."""
     existing = load_board(path) if path.exists() else None
     if existing is not None:
         check_board_consistency(existing, str(path), names=True)
     first = next((r for r in runs if not r.get("control")), runs[0])
-    board = json.loads(json.dumps(existing)) if existing else new_board(first, claims)
+    board = json.loads(json.dumps(existing)) if existing else new_board(first, claims, bool(paired))
     check_claims(board, claims, path)
+    check_pairing(board, paired, path)
     for r in runs:
         _check_compatible(board, r, path)
     holds = ("each seed's runs from that seed's base" if base_per_seed(first["config"]) else "runs from one base")
@@ -297,6 +321,7 @@ def _merge(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False,
     board["entries"] = [entries[k] for k in sorted(entries, key=lambda k: (k[1], k[2], k[3], k[4]))]
     if not mixed_cpu:
         check_one_cpu_kind(board, path)
+    check_one_seed_set(board, path)
     check_finite(board, path)
     validate_board(board, str(path))
     return board, existing, report

@@ -16,7 +16,9 @@ A board's `claims` field says what its tests compare (`CLAIMS`): times to failur
 board published with ``--claims retention``, the AUC of the score over stages (`metrics.compare_retention`,
 ranked by AUC first): for regimes where CE never falls below the threshold within the stages, so that every
 seed is censored and times cannot separate losses (the pretrained-LM boards). It is fixed when the board is
-created, before its runs are seen, and the page says which.
+created, before its runs are seen, and the page says which. A board created with ``--paired`` (its `pairing`
+field, fixed the same way) tests the same quantity with the runs paired by seed (`metrics.compare_paired`):
+every entry holds the same seeds, and a seed gives every loss the same base and data order.
 """
 
 from __future__ import annotations
@@ -25,12 +27,19 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from fortifai_bench.metrics import Failure, compare_failures, compare_retention
+from fortifai_bench.metrics import Failure, compare_failures, compare_paired, compare_retention
 from fortifai_bench.stats import ALPHA, format_p, holm
 
 TIE_ALPHA = ALPHA  # adjusted exact p at or above it: indistinguishable
 TIME, RETENTION = "time_to_failure", "retention"
 CLAIMS = (TIME, RETENTION)  # what a board's tests compare (its `claims` field; absent: time to failure)
+PAIRING = "seed"  # a board's `pairing` field: runs paired by seed (absent: unpaired)
+
+
+def board_test(board: dict) -> dict:
+    """The test a board was created with, as `ranking`'s keyword arguments: what its claims compare and
+    whether its runs are paired by seed."""
+    return {"claims": board.get("claims", TIME), "paired": board.get("pairing") == PAIRING}
 
 
 def rank_entries(entries: Iterable[dict], claims: str = TIME) -> list[dict]:
@@ -88,8 +97,18 @@ def _seed_aucs(entry: dict) -> dict[int, float]:
     return {s: v for s, v in zip(entry["seeds"], entry["auc"]["per_seed"]) if v is not None}
 
 
-def compare_entries(a: dict, b: dict, claims: str = TIME) -> dict:
-    """The board's test of entry `a` against entry `b`: times to failure, or AUCs on a retention board."""
+def _seed_times(entry: dict) -> dict[int, float]:
+    """seed -> restricted time to failure, the seeds that never learned left out."""
+    times = {s: f.restricted() for s, f in zip(entry["seeds"], _seed_failures(entry))}
+    return {s: t for s, t in times.items() if t is not None}
+
+
+def compare_entries(a: dict, b: dict, claims: str = TIME, paired: bool = False) -> dict:
+    """The board's test of entry `a` against entry `b`: times to failure, or AUCs on a retention board;
+    paired by seed on a paired board."""
+    if paired:
+        return (compare_paired(_seed_aucs(a), _seed_aucs(b), "difference") if claims == RETENTION else
+                compare_paired(_seed_times(a), _seed_times(b), "ratio"))
     if claims == RETENTION:
         return compare_retention(_seed_aucs(a), _seed_aucs(b))
     return compare_failures(_seed_failures(a), _seed_failures(b))
@@ -105,13 +124,13 @@ def _family(tests: list[dict]) -> None:
         t.setdefault("family", len(tested))
 
 
-def ranking(entries: Iterable[dict], claims: str = TIME) -> list[Ranked]:
+def ranking(entries: Iterable[dict], claims: str = TIME, paired: bool = False) -> list[Ranked]:
     """The board as shown, best first (`rank_entries`). Each entry's claim against CE (Holm over the claims,
     one per entry with a CE to compare with), and each entry's test against the best entry (Holm over those,
     a family of its own). The best entry's group, the entries whose adjusted p against it is >= ALPHA (or
     that have too few seeds to test), share the label "=1" with it: one group, not a chain of neighbours;
     for the pair that is also a claim (the best and its CE) the claim decides (`tie_test`). The clean
-    control is not compared."""
+    control is not compared. `claims` and `paired`: the board's test (`compare_entries`)."""
     ranked = rank_entries(entries, claims)
     losses = [e for e in ranked if not e.get("control")]
     best = losses[0] if losses else None
@@ -119,9 +138,9 @@ def ranking(entries: Iterable[dict], claims: str = TIME) -> list[Ranked]:
     for row in out:
         ce = baseline_of(losses, row.entry)
         if ce is not None and ce is not row.entry:
-            row.vs_ce = {**compare_entries(row.entry, ce, claims), "other": ce["name"]}
+            row.vs_ce = {**compare_entries(row.entry, ce, claims, paired), "other": ce["name"]}
         if row.entry is not best:
-            row.vs_best = {**compare_entries(row.entry, best, claims), "other": best["name"]}
+            row.vs_best = {**compare_entries(row.entry, best, claims, paired), "other": best["name"]}
     _family([r.vs_ce for r in out if r.vs_ce is not None])
     _family([r.vs_best for r in out if r.vs_best is not None])
     for row in out:
@@ -191,8 +210,9 @@ def claim_parts(test: dict) -> Claim | None:
     why = ""
     excludes = lo is not None and (lo > null or hi < null)
     if test["verdict"] == "indistinguishable" and excludes and test["min_p"] >= ALPHA:
-        why = (f"the interval excludes {null}, but {test['n_a']} vs {test['n_b']} seeds cannot reach p < {ALPHA:g} "
-               f"(smallest p {test['min_p']:.2g})")
+        seeds = (f"{test['pairs']} paired seeds" if test.get("pairs") is not None else
+                 f"{test['n_a']} vs {test['n_b']} seeds")
+        why = f"the interval excludes {null}, but {seeds} cannot reach p < {ALPHA:g} (smallest p {test['min_p']:.2g})"
     elif test["verdict"] == "indistinguishable" and excludes:
         why = (f"the interval excludes {null} and the raw p is below {ALPHA:g}, but not after the adjustment"
                if test["p_value"] < ALPHA else

@@ -19,7 +19,7 @@ from typing import Any
 from fortifai_bench import __version__
 from fortifai_bench.leaderboard.board import canonical, stat_bounds
 from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, RETENTION, TIE_ALPHA, TIME, Ranked, claim_parts,
-                                               claim_text, ranking)
+                                               board_test, claim_text, ranking)
 from fortifai_bench.leaderboard.sparkline import curve_svg, y_range
 from fortifai_bench.metrics import clip_interval
 from fortifai_bench.results import runtime_note
@@ -62,8 +62,20 @@ def claims_of(board: dict) -> str:
     return board.get("claims", TIME)
 
 
+# A board created with `publish --paired` reads the same, with its test and intervals paired by seed.
+PAIRED_TEST = ("Tests: the runs are paired by seed (a seed gives every loss the same base and the same data order; "
+               "chosen when the board was created), and the test is the exact sign-flip test on the per-seed "
+               "differences of {quantity} (every one of the 2^n swaps; 5 seeds cannot give p below 1/16, 9 not below "
+               "2/512); the intervals resample the seeds' pairs.")
+
+
 def how_to_read(board: dict) -> tuple[str, ...]:
-    return HOW_TO_READ_RETENTION if claims_of(board) == RETENTION else HOW_TO_READ
+    retention = claims_of(board) == RETENTION
+    guide = list(HOW_TO_READ_RETENTION if retention else HOW_TO_READ)
+    if board_test(board)["paired"]:
+        at = 1 if retention else 0  # the "Tests:" sentence
+        guide[at] = PAIRED_TEST.format(quantity="the AUC" if retention else "the restricted time to failure")
+    return tuple(guide)
 
 
 def fmt_ttf(ttf: dict) -> str:
@@ -122,7 +134,7 @@ def fmt_loss(e: dict) -> str:
 
 def rows(board: dict) -> list[list[str]]:
     out = []
-    for row in ranking(board["entries"], claims_of(board)):
+    for row in ranking(board["entries"], **board_test(board)):
         e = row.entry
         bounds = stat_bounds(e["score_name"])
         out.append([fmt_rank(row), fmt_loss(e), fmt_args(e["loss"]["args"]), e["model"] + runtime_note(e),
@@ -502,7 +514,7 @@ def render_html(board: dict) -> str:
     """One static page: no external resource, no network, works from a file:// URL."""
     script_hash = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
     csp = f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
-    ranked = ranking(board["entries"], claims_of(board))
+    ranked = ranking(board["entries"], **board_test(board))
     y_lim = y_range(board["entries"])
     notes = Notes()
     body = "\n".join(_row(i, row, y_lim, notes) for i, row in enumerate(ranked, 1))

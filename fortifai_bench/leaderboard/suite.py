@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard.board import canonical
-from fortifai_bench.leaderboard.ranking import TIME, Ranked, claim_text, ranking
+from fortifai_bench.leaderboard.ranking import Ranked, board_test, claim_text, ranking
 from fortifai_bench.leaderboard.render import (STYLE, Notes, cell_lines, claim_lines, fmt_args, links_html, md_cell,
                                                printable)
 
@@ -60,7 +60,7 @@ def build_suite(boards: list[tuple[str, dict]]) -> Suite:
         seen[name] = where
         regime = f"{name} v{board['task']['version']}"
         suite.regimes.append(regime)
-        for row in ranking(board["entries"], board.get("claims", TIME)):
+        for row in ranking(board["entries"], **board_test(board)):
             cells = suite.rows.setdefault(loss_key(row.entry), {})
             if regime not in cells or len(row.entry["seeds"]) > len(cells[regime].entry["seeds"]):
                 cells[regime] = row
@@ -131,7 +131,9 @@ LEGEND = ("Each cell: the restricted mean time to failure (stages from M_0, a se
           "(the exact permutation test over seeds, Holm over that board's claims against CE, one per entry), else "
           "indistinguishable, with the raw and the adjusted p (3 vs 3 seeds can never reach 0.05: their smallest p "
           "is 0.1). On a board whose claims compare retention (publish --claims retention) the claim is the "
-          "difference of AUCs over stages instead ('AUC +0.050 [...]'), tested the same way.")
+          "difference of AUCs over stages instead ('AUC +0.050 [...]'), tested the same way. On a board paired by seed "
+          "(publish --paired) the test is the exact sign-flip test on per-seed differences and the interval resamples "
+          "the seeds' pairs.")
 
 
 def render_suite_text(suite: Suite) -> str:
