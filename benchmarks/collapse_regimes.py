@@ -62,15 +62,17 @@ REGIMES = {
     **{f"greedy_e{e}": ["regenerate.decoding=greedy", f"train.epochs={e}"] for e in (6, 8, 10, 12, 15, 17, 18, 20, 25)},
     # the regime suite's shipped tasks (issue 19), as shipped
     "hot": ("collapse_facts", []),
-    "greedy": ("collapse_facts_greedy", []),
+    "greedy": ("collapse_facts_greedy", []),  # v2 since 2026-12-05: a base per seed
+    # collapse_facts_greedy v1 (the board of 2026-12-03: the shipped base for every seed), its hash dd589c6f
+    "greedy_v1": ("collapse_facts_greedy", ["version=1", "model.pretrain.seed=0"]),
     # collapse_facts_longtail v2 (the board of 2026-12-03), by overrides of the shipped v3: its config hash (c029eff6)
     "longtail": ("collapse_facts_longtail", ["version=2", "corpus=facts-longtail", "paragraphs_per_split=30",
                                              "model.pretrain.corpus=facts-longtail", "model.pretrain.seed=0"]),
     # issue 26 items 2-3: collapse_facts_longtail v3 as shipped (facts-longtail-450, 75 paragraphs per split,
     # a base per seed)
     "longtail_v3": ("collapse_facts_longtail", []),
-    # issue 26 item 3: greedy with a base per seed (every run pretrains its own base with its seed, as
-    # collapse_facts v3 does); the shipped collapse_facts_greedy v1 pins the base of seed 0 and keeps its hash
+    # issue 26 item 3: greedy with a base per seed, by overrides of v1, the name its board's sweep ran under;
+    # the same config (hash 54574908) as the shipped v2
     "greedy_seedrun": ("collapse_facts_greedy", ["model.pretrain.seed=run", "version=2"]),
     # issue 27: a pretrained LM (SmolLM2-135M-Instruct) on real text and on the facts, as shipped
     "wikitext_smol": ("collapse_wikitext_smol", []),

@@ -12,6 +12,11 @@ Reads finished collapse runs (any folder holding run directories, e.g. the --out
   regenerated tokens, on the real text it trained on, and on unseen real text, in eval and in train mode.
 
     python benchmarks/mask_as_trained.py /tmp/h2runs/collapse_facts [more folders]
+    python benchmarks/mask_as_trained.py --summary runs/regimes_v3/greedy_seedrun   # a sweep, one row per loss
+
+`--summary`: every finished run below the folders (a sweep's layout, any depth), one row per loss: the mean over
+seeds of each run's stages 1-5 mean of the mask as trained, and of the Fig. 1 contrasts (eval mode, mean p_t of
+M_1..M_5 on its own regenerated text, the real text it trained on and unseen real text).
 
 `--cost`: what the tally costs the trainer: TCE(0.9) training of collapse_facts' base on split 0 and the real
 text of split 1 (as token classes fresh), one thread, with and without classes, alternated `--repeats` times
@@ -46,31 +51,60 @@ def rate(cell: dict | None, key: str = "kept_rate") -> float | None:
     return None if cell is None else cell[key]
 
 
+def mask_rows(stages: list[dict]) -> list[list[float | None]]:
+    """Per stage 1-5: corrupted share of the regenerated tokens, then the kept rates of the columns of `mask_table`."""
+    rows = []
+    for m in stages[1:]:
+        t = m["gradient"]["trained"]
+        regen = sum((t[c] or {}).get("tokens", 0) for c in ("corrupted", "faithful"))
+        by_fact = t.get("by_fact") or {}
+        kept = sum((t[c] or {}).get("tokens", 0) * (t[c] or {}).get("kept_rate", 0) for c in ("corrupted", "faithful"))
+        rows.append([(t["corrupted"] or {}).get("tokens", 0) / regen if regen else None,
+                     rate(t["corrupted"]), rate(t["faithful"]), kept / regen if regen else None, rate(t["fresh"]),
+                     rate(by_fact.get("true")), rate(by_fact.get("false")), rate(by_fact.get("fresh"))])
+    return rows
+
+
+def column_means(rows: list[list[float | None]]) -> list[float | None]:
+    return [statistics.fmean(x for x in col if x is not None) if any(x is not None for x in col) else None
+            for col in zip(*rows)]
+
+
 def mask_table(stages: list[dict]) -> list[str]:
     lines = ["| stage | corrupted share of regenerated tokens | kept: corrupted | kept: faithful | kept: all regenerated | "
              "kept: fresh real | "
              "kept: value stated true | kept: value stated false | kept: fresh real value | facts stated true / false / "
              "not found | eval mode, kept faithful: start -> end |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
-    rows = []
-    for m in stages[1:]:
+    rows = mask_rows(stages)
+    for m, row in zip(stages[1:], rows):
         g = m["gradient"]
-        t = g["trained"]
-        regen = sum((t[c] or {}).get("tokens", 0) for c in ("corrupted", "faithful"))
-        by_fact = t.get("by_fact") or {}
-        facts = t.get("facts_stated") or {}
-        kept = sum((t[c] or {}).get("tokens", 0) * (t[c] or {}).get("kept_rate", 0) for c in ("corrupted", "faithful"))
-        row = [(t["corrupted"] or {}).get("tokens", 0) / regen if regen else None,
-               rate(t["corrupted"]), rate(t["faithful"]), kept / regen if regen else None, rate(t["fresh"]),
-               rate(by_fact.get("true")), rate(by_fact.get("false")), rate(by_fact.get("fresh"))]
-        rows.append(row)
+        facts = g["trained"].get("facts_stated") or {}
         stated = " / ".join(str(facts.get(k, "-")) for k in ("true", "false", "missing"))
         lines.append(f"| {m['stage']} | " + " | ".join(f3(x) for x in row) + f" | {stated} | "
                      f"{f3(g['start']['faithful_kept_rate'])} -> {f3(g['end']['faithful_kept_rate'])} |")
-    means = [statistics.fmean(x for x in col if x is not None) if any(x is not None for x in col) else None
-             for col in zip(*rows)]
-    lines.append("| mean 1-5 | " + " | ".join(f3(x) for x in means) + " | | |")
+    lines.append("| mean 1-5 | " + " | ".join(f3(x) for x in column_means(rows)) + " | | |")
     return lines
+
+
+def summary(folders: list[str]) -> None:
+    """One row per (task, loss) over every finished run below the folders: the seeds' mean of each run's mean."""
+    groups: dict[tuple, list[Path]] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("results.json")):
+            res = json.loads(path.read_text())
+            if res.get("complete") and not res.get("control"):
+                groups.setdefault((res["task"]["name"], res["task"]["version"], res["loss"]["spec"]), []).append(path.parent)
+    print("| task | loss | seeds | corrupted share | kept: corrupted | kept: faithful | kept: all regenerated | "
+          "kept: fresh real | kept: value stated true | kept: value stated false | kept: fresh real value | "
+          "mean p, M_1..M_5: own regenerated / real it trained on / unseen real |")
+    print("| --- | --- | ---: | " + " | ".join(["---:"] * 8) + " | --- |")
+    for (name, version, spec), runs in sorted(groups.items()):
+        per_run = [(column_means(mask_rows(st)), [statistics.fmean(m["confidence"][k]["mean"] for m in st[1:])
+                                                  for k in CONTRASTS]) for st in map(stage_metrics, runs)]
+        mask = column_means([m for m, _ in per_run])
+        conf = " / ".join(f3(x) for x in column_means([c for _, c in per_run]))
+        print(f"| {name} v{version} | {spec} | {len(runs)} | " + " | ".join(f3(x) for x in mask) + f" | {conf} |")
 
 
 def confidence_table(label: str, stages: list[dict]) -> list[str]:
@@ -124,11 +158,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="*", help="folders holding finished run directories")
     p.add_argument("--cost", action="store_true", help="time the trainer with and without the tally instead")
+    p.add_argument("--summary", action="store_true", help="one row per loss over every run below the folders")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--epochs", type=int, default=4)
     args = p.parse_args(argv)
     if args.cost:
         cost(args.repeats, args.epochs)
+        return 0
+    if args.summary:
+        summary(args.folders)
         return 0
     for folder in args.folders:
         runs = [(json.loads((r / "results.json").read_text()), r) for r in runs_in(Path(folder))]

@@ -30,6 +30,7 @@ def figures(boards: dict[str, dict]) -> dict[str, str]:
     for regime, board in boards.items():
         rows = ranking(board["entries"], **board_test(board))
         out[f"{regime}.claims"] = str(sum(r.vs_ce is not None for r in rows))
+        out[f"{regime}.n"] = str(len(next(r.entry for r in rows if r.entry["loss"]["spec"] == "ce")["seeds"]))
         for row in rows:
             e = row.entry
             key = f"{regime}.{'control' if e.get('control') else e['loss']['spec']}"
@@ -55,11 +56,11 @@ def _table_row(regime: str, label: str, key: str) -> str:
 
 QUOTES = {
     "README.md": [
-        "On the boards, over five seeds CE fails at {hot.ce.ttf} (sd {hot.ce.sd}), {greedy.ce.ttf} (sd {greedy.ce.sd}) and "
-        "{longtail.ce.ttf} (sd {longtail.ce.sd}) stages",
+        "On the boards CE fails at {hot.ce.ttf} (sd {hot.ce.sd}), {greedy.ce.ttf} (sd {greedy.ce.sd}) and "
+        "{longtail.ce.ttf} (sd {longtail.ce.sd}) stages, over {hot.n}, {greedy.n} and {longtail.n} seeds",
         "(TCE 0.9: {hot.tce:0.9.ttf}, {greedy.tce:0.9.ttf} and {longtail.tce:0.9.ttf} stages)",
         "where the board's seed 0 is {hot.ce.seed0}",
-        "about half the board's CE seed sd ({hot.ce.sd}; seeds {hot.ce.seeds})",
+        "about half the hot board's CE seed sd ({hot.ce.sd}; seeds {hot.ce.seeds})",
     ],
     "BENCHMARKS.md": [
         *[_table_row(r, label, f"{r}.{k}") for r, losses in {
@@ -69,36 +70,40 @@ QUOTES = {
         *[_table_row("longtail (tail questions)", label, f"longtail.{k}") for k, label in
           [("ce", "ce"), ("tce:0.9", "tce:0.9"), ("tce:0.99", "tce:0.99"), ("focal:2", "focal:2"),
            ("control", "control (ce, clean)")]],
-        "CE's restricted times per seed: hot {hot.ce.seeds}; greedy {greedy.ce.seeds}; longtail {longtail.ce.seeds} "
-        "(tce:0.9 {longtail.tce:0.9.seeds}; tce:0.99 {longtail.tce:0.99.seeds}; focal:2 {longtail.focal:2.seeds})",
+        "CE's restricted times per seed: hot {hot.ce.seeds}; greedy {greedy.ce.seeds} (v1:",
+        "; longtail {longtail.ce.seeds} (tce:0.9 {longtail.tce:0.9.seeds}; tce:0.99 {longtail.tce:0.99.seeds}; "
+        "focal:2 {longtail.focal:2.seeds})",
         "hot: tce:0.9 {hot.tce:0.9.ttf} ({hot.tce:0.9.ratio}, raw p = {hot.tce:0.9.raw}, {hot.tce:0.9.holm} after Holm), "
         "tce:0.99 {hot.tce:0.99.ttf} ({hot.tce:0.99.ratio} {hot.tce:0.99.ci}, raw {hot.tce:0.99.raw}, {hot.tce:0.99.holm}), "
         "focal:2 {hot.focal:2.ttf} **worse** ({hot.focal:2.ratio} {hot.focal:2.ci}, raw {hot.focal:2.raw}, {hot.focal:2.holm})",
-        "greedy: tce:0.9 {greedy.tce:0.9.ttf} (raw {greedy.tce:0.9.raw}, {greedy.tce:0.9.holm}), tce:0.99 "
-        "{greedy.tce:0.99.ttf} (raw {greedy.tce:0.99.raw}, {greedy.tce:0.99.holm}), tce:0.5 {greedy.tce:0.5.ttf} "
-        "({greedy.tce:0.5.ratio} {greedy.tce:0.5.ci}, raw {greedy.tce:0.5.raw}, {greedy.tce:0.5.holm}:",
-        "tce:0.7 {greedy.tce:0.7.ttf} ({greedy.tce:0.7.ratio} {greedy.tce:0.7.ci}, raw {greedy.tce:0.7.raw}, "
-        "{greedy.tce:0.7.holm}:",
-        "focal:2 {greedy.focal:2.ttf} (raw {greedy.focal:2.raw}, {greedy.focal:2.holm}). longtail: tce:0.9 "
-        "{longtail.tce:0.9.ttf} (raw {longtail.tce:0.9.raw}, {longtail.tce:0.9.holm};",
+        *[f"{{greedy.{k}.ttf}} ({{greedy.{k}.ratio}} {{greedy.{k}.ci}}, raw {{greedy.{k}.raw}}, {{greedy.{k}.holm}}"
+          for k in ("tce:0.9", "tce:0.99", "tce:0.7")],
+        "tce:0.5 {greedy.tce:0.5.ttf} **worse** ({greedy.tce:0.5.ratio} {greedy.tce:0.5.ci}, raw {greedy.tce:0.5.raw}, "
+        "{greedy.tce:0.5.holm}:",
+        "focal:2 {greedy.focal:2.ttf} **worse** ({greedy.focal:2.ratio} {greedy.focal:2.ci}, raw {greedy.focal:2.raw}, "
+        "{greedy.focal:2.holm}).",
+        "longtail: tce:0.9 {longtail.tce:0.9.ttf} (raw {longtail.tce:0.9.raw}, {longtail.tce:0.9.holm};",
         "tce:0.99 {longtail.tce:0.99.ttf} (raw {longtail.tce:0.99.raw}, {longtail.tce:0.99.holm}), focal:2 "
         "{longtail.focal:2.ttf} ({longtail.focal:2.ratio} {longtail.focal:2.ci}, raw {longtail.focal:2.raw}, "
         "{longtail.focal:2.holm} after Holm)",
-        *[f"| {r} | {{{r}.claims}} | {{{r}.ce.ttf}}, {{{r}.ce.sd}} | {spec} | {{{r}.{spec}.sd}} |"
+        *[f"| {r} | {{{r}.claims}} | {{{r}.n}} | {{{r}.ce.ttf}}, {{{r}.ce.sd}} | {spec} | {{{r}.{spec}.sd}} |"
           for r, specs in {"hot": ["tce:0.9", "tce:0.99"], "greedy": ["tce:0.5", "tce:0.7", "tce:0.9", "tce:0.99"],
                            "longtail": ["tce:0.9", "tce:0.99"]}.items() for spec in specs],
         "hot ce {hot.ce.seed0}, tce:0.9 {hot.tce:0.9.seed0}",
         "greedy ce {greedy.ce.seed0}, tce:0.9 {greedy.tce:0.9.seed0}",
     ],
     "leaderboards/README.md": [
-        "(hot: tce:0.9 {hot.tce:0.9.ttf} vs CE {hot.ce.ttf}, tce:0.99 {hot.tce:0.99.ttf}; greedy: tce:0.5/0.7/0.9/0.99 "
-        "{greedy.tce:0.5.ttf}/{greedy.tce:0.7.ttf}/{greedy.tce:0.9.ttf}/{greedy.tce:0.99.ttf} vs CE {greedy.ce.ttf}; "
+        "(hot: tce:0.9 {hot.tce:0.9.ttf} vs CE {hot.ce.ttf}, tce:0.99 {hot.tce:0.99.ttf}; greedy: tce:0.7/0.9/0.99 "
+        "{greedy.tce:0.7.ttf}/{greedy.tce:0.9.ttf}/{greedy.tce:0.99.ttf} vs CE {greedy.ce.ttf}; "
         "long tail: tce:0.9/0.99 {longtail.tce:0.9.ttf}/{longtail.tce:0.99.ttf} vs CE {longtail.ce.ttf}; all "
         "indistinguishable)",
+        "({greedy.tce:0.5.ttf}, raw p = {greedy.tce:0.5.raw}, {greedy.tce:0.5.holm} after Holm)",
+        "({greedy.focal:2.ttf}, raw p = {greedy.focal:2.raw}, {greedy.focal:2.holm} after Holm)",
         "(raw p = {hot.focal:2.raw}, {hot.focal:2.holm} after Holm)",
         "({longtail.focal:2.ttf}, raw p = {longtail.focal:2.raw}, {longtail.focal:2.holm} after Holm)",
-        "(`collapse_facts`, CE sd {hot.ce.sd} over seeds), 0.22-0.67 on greedy (CE sd {greedy.ce.sd}, TCE up to "
-        "{greedy.tce:0.9.sd}) and 0.08-0.23 on the long tail (CE sd {longtail.ce.sd}, tce:0.9 {longtail.tce:0.9.sd})",
+        "(`collapse_facts`, five seeds, CE sd {hot.ce.sd} over seeds), 0.56-0.76 on greedy (nine seeds paired by seed, "
+        "CE sd {greedy.ce.sd}, TCE up to {greedy.tce:0.9.sd}) and 0.08-0.23 on the long tail (five seeds, CE sd "
+        "{longtail.ce.sd}, tce:0.9 {longtail.tce:0.9.sd})",
     ],
 }
 

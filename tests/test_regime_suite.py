@@ -33,10 +33,10 @@ def test_the_suite_tasks_differ_from_the_default_where_they_say():
 
     hot, greedy, tail = (load_task(n) for n in ("collapse_facts", "collapse_facts_greedy", "collapse_facts_longtail"))
     changed = {d.split(":")[0] for d in describe_differences(hot.to_dict(), greedy.to_dict())}
-    assert changed == {"task", "version", "description", "regenerate.decoding", "train.epochs", "model.pretrain.seed"}
-    assert (hot.model.pretrain.seed, greedy.model.pretrain.seed) == ("run", 0)  # v3 samples bases; greedy keeps one
+    assert changed == {"task", "version", "description", "regenerate.decoding", "train.epochs"}
+    assert (hot.model.pretrain.seed, greedy.model.pretrain.seed) == ("run", "run")  # both sample a base per seed
     assert (greedy.regenerate.decoding, greedy.train.epochs, greedy.budget) == ("greedy", 17, "steps")
-    assert base_key(greedy) == base_key(hot)  # the shipped base: greedy's for every seed, hot's for seed 0
+    assert base_key(greedy) == base_key(hot)  # the same bases: seed 0's the shipped one
     assert (tail.corpus, tail.eval.score_tag, tail.model.pretrain.corpus) == ("facts-longtail-450", "tail",
                                                                             "facts-longtail-450")
     assert (tail.version, tail.paragraphs_per_split, tail.model.pretrain.seed) == (3, 75, "run")  # issue 26 items 2-3
@@ -62,6 +62,9 @@ def test_the_longtail_v2_board_stays_reproducible():
     assert control["config_hash"] == regimes.regime_task("longtail", control=True).config_hash()
     assert (v2.version, v2.corpus, v2.model.pretrain.seed) == (2, "facts-longtail", 0)
     assert regimes.regime_task("longtail_v3").config_hash() == load_task("collapse_facts_longtail").config_hash()
+    # greedy: the sweep's regime is the shipped v2, greedy_v1 the board of 2026-12-03's config
+    assert regimes.regime_task("greedy_seedrun").config_hash() == load_task("collapse_facts_greedy").config_hash()
+    assert regimes.regime_task("greedy_v1").config_hash().startswith("dd589c6f")
 
 
 @pytest.fixture(scope="module")
