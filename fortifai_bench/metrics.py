@@ -251,12 +251,12 @@ def compare_retention(a: dict[int, float], b: dict[int, float], level: float = 0
     if len(va) >= 2 and len(vb) >= 2:
         out.update(p_value=permutation_p(va, vb), splits=n_splits(len(va), len(vb)), min_p=smallest_p(len(va), len(vb)),
                    diff_ci=diff_ci(va, vb, level))
-    seeds = sorted(set(a) & set(b))
-    if len(seeds) >= 2 and set(a) == set(b):
-        pa, pb = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
-        corr = float(np.corrcoef(pa, pb)[0, 1]) if np.ptp(pa) and np.ptp(pb) else None
-        out["paired"] = {"n": len(seeds), "p_value": paired_permutation_p(pa, pb), "min_p": min(1.0, 2 / 2 ** len(seeds)),
-                         "correlation": corr, "diff_sd": float(np.std(pa - pb, ddof=1))}
+    if len(a) >= 2 and set(a) == set(b):
+        paired = compare_paired(a, b, "difference", level)
+        seeds = sorted(a)
+        out["paired"] = {"n": paired["pairs"], "p_value": paired["p_value"], "min_p": paired["min_p"],
+                         "correlation": paired["correlation"],
+                         "diff_sd": float(np.std([a[s] - b[s] for s in seeds], ddof=1))}
     return out
 
 
@@ -264,17 +264,17 @@ def compare_paired(a: dict[int, float], b: dict[int, float], effect: str = "rati
     """`compare_failures` (effect "ratio", values the restricted times) or `compare_retention` (effect
     "difference", values the AUCs) with the runs paired by seed, for a board created with `publish --paired`:
     two losses run with the same seed share the base and the data order, so under greedy decoding their times
-    move together (BENCHMARKS.md, "Power of the exact test over seeds": r 0.71-0.96 on the greedy board) and
-    the test on per-seed differences is far stronger. The test is the exact sign-flip test
+    move together (BENCHMARKS.md, "Power of the exact test over seeds": r 0.30-0.73 on the greedy board, 0.71-0.96
+    on its v1 with one base) and the test on per-seed differences can be the stronger one. The test is the exact sign-flip test
     (`paired_permutation_p`, every one of the 2^n swaps; smallest p 2/2^n), the interval a bootstrap over the
     seeds' pairs. Only the seeds both sides ran are used (a paired board holds one seed set), seed -> value."""
     seeds = sorted(set(a) & set(b))
     va, vb = [a[s] for s in seeds], [b[s] for s in seeds]
     what = "min(time to failure, horizon)" if effect == "ratio" else "the AUC"
+    ci_key = "ratio_ci" if effect == "ratio" else "diff_ci"
     out = {"n_a": len(seeds), "n_b": len(seeds), "pairs": len(seeds), "effect": effect,
            "test": f"exact sign-flip test over seeds paired by seed on {what}, two-sided", "diff": None,
-           "ratio": None, f"{'ratio' if effect == 'ratio' else 'diff'}_ci": [None, None], "p_value": None,
-           "splits": None, "min_p": None, "correlation": None}
+           "ratio": None, ci_key: [None, None], "p_value": None, "splits": None, "min_p": None, "correlation": None}
     if not seeds:
         return out
     ma, mb = float(np.mean(va)), float(np.mean(vb))
@@ -284,7 +284,7 @@ def compare_paired(a: dict[int, float], b: dict[int, float], effect: str = "rati
     if len(seeds) >= 2:
         interval = ratio_ci if effect == "ratio" else diff_ci
         out.update(p_value=paired_permutation_p(va, vb), splits=2 ** len(seeds), min_p=min(1.0, 2 / 2 ** len(seeds)))
-        out[f"{'ratio' if effect == 'ratio' else 'diff'}_ci"] = interval(va, vb, level, paired=True)
+        out[ci_key] = interval(va, vb, level, paired=True)
         if np.ptp(va) and np.ptp(vb):
             out["correlation"] = float(np.corrcoef(va, vb)[0, 1])
     return out

@@ -18,7 +18,7 @@ from typing import Any
 
 from fortifai_bench import __version__
 from fortifai_bench.leaderboard.board import canonical, stat_bounds
-from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, RETENTION, TIE_ALPHA, TIME, Ranked, claim_parts,
+from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, RETENTION, TIE_ALPHA, Ranked, claim_parts,
                                                board_test, claim_text, ranking)
 from fortifai_bench.leaderboard.sparkline import curve_svg, y_range
 from fortifai_bench.metrics import clip_interval
@@ -58,8 +58,8 @@ HOW_TO_READ_RETENTION = (
 
 
 def claims_of(board: dict) -> str:
-    """What the board's tests compare (`ranking.CLAIMS`); a board without the field compares times."""
-    return board.get("claims", TIME)
+    """What the board's tests compare (`ranking.CLAIMS`; `ranking.board_test` reads the field)."""
+    return board_test(board)["claims"]
 
 
 # A board created with `publish --paired` reads the same, with its test and intervals paired by seed.
