@@ -160,12 +160,19 @@ def draw(n: int, sims: int, ce: tuple[float, float], arm: tuple[float, float], r
     return a, b
 
 
+def detection_rate(n: int, ce: tuple[float, float], arm: tuple[float, float], rho: float, horizon: float,
+                   alpha: float, paired: bool, sims: int = 2000, seed: int = 0) -> float:
+    """The share of `sims` simulated boards (n seeds a side, drawn by `draw`) whose claim's p is below alpha: the
+    power of the test at that design. Also the retention claims' (benchmarks/smol_retention.py: AUCs, horizon 1)."""
+    a, b = draw(n, sims, ce, arm, rho if paired else 0.0, horizon, np.random.default_rng(seed))
+    p = paired_p(a, b, seed) if paired else unpaired_p(a, b, seed)
+    return float(np.mean(p < alpha))
+
+
 def power(n: int, ratio: float, ce: tuple[float, float], arm_sd: float, rho: float, horizon: int, m: int,
           paired: bool, sims: int, seed: int) -> float:
-    rng = np.random.default_rng(seed)
-    a, b = draw(n, sims, ce, (ratio * ce[0], arm_sd), rho if paired else 0.0, horizon, rng)
-    p = paired_p(a, b, seed) if paired else unpaired_p(a, b, seed)
-    return float(np.mean(p < ALPHA / m))
+    """Power for an arm whose mean time is `ratio` x CE's, at Holm's first step over m claims."""
+    return detection_rate(n, ce, (ratio * ce[0], arm_sd), rho, horizon, ALPHA / m, paired, sims, seed)
 
 
 def seeds_needed(ratio: float, ce, arm_sd, rho, horizon, m, paired, sims, seed, max_seeds) -> int | None:

@@ -99,20 +99,26 @@ def run_dir_for(root: Path, regime: str, loss: str, seed: int) -> Path:
     return root / regime / f"{slug(loss)}-s{seed}"
 
 
+def finished_run(root: Path, regime: str, arm: str, seed: int) -> dict | None:
+    """The results of the newest finished run of one arm ("control" for the clean control) and seed, or None."""
+    from fortifai_bench.io import read_json
+
+    files = sorted(run_dir_for(root, regime, arm, seed).glob("*/results.json"))
+    return read_json(files[-1]) if files and read_json(files[-1]).get("complete") else None
+
+
 def ensure_run(root: Path, regime: str, loss: str, seed: int, control: bool, progress: bool) -> dict:
     """The results of one run: reused when finished, resumed when killed, else started."""
     from fortifai_bench.collapse.run import run_collapse
-    from fortifai_bench.io import read_json
 
     task = regime_task(regime, control)
-    where = run_dir_for(root, regime, "control" if control else loss, seed)
+    arm = "control" if control else loss
+    if (done := finished_run(root, regime, arm, seed)) is not None:
+        return done
+    where = run_dir_for(root, regime, arm, seed)
     existing = sorted(where.glob("*/config.yaml"))
     if existing:
-        run = existing[-1].parent
-        done = run / "results.json"
-        if done.is_file() and read_json(done).get("complete"):
-            return read_json(done)
-        return run_collapse(task, loss, seed=seed, resume=run, progress=progress)
+        return run_collapse(task, loss, seed=seed, resume=existing[-1].parent, progress=progress)
     return run_collapse(task, loss, seed=seed, out=where, progress=progress)
 
 
@@ -211,11 +217,8 @@ def main(argv=None) -> int:
         groups = [(loss, False) for loss in losses] + ([("ce", True)] if args.control else [])
         for loss, control in groups:
             if args.table_only:
-                from fortifai_bench.io import read_json
-
-                files = [sorted(run_dir_for(root, regime, "control" if control else loss, s).glob("*/results.json"))
-                         for s in seeds]
-                runs = [read_json(f[-1]) for f in files if f and read_json(f[-1]).get("complete")]
+                found = [finished_run(root, regime, "control" if control else loss, s) for s in seeds]
+                runs = [r for r in found if r is not None]
             else:
                 runs = [ensure_run(root, regime, loss, s, control, not args.quiet) for s in seeds]
             if runs:

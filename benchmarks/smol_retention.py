@@ -7,7 +7,8 @@ stages (`metrics.area_under_curve`), each loss against CE, by `metrics.compare_r
 test over seeds, unpaired; the paired test and the correlation beside it), Holm over the claims against CE. The
 clean control gives the scale: the effect of interest is a share (`--share`, 0.5) of the AUC gap between CE and
 the control, and the power to detect it after Holm's first step (alpha / claims) is simulated from the pooled
-sd of the arms measured so far (normal seeds, `stats.permutation_p`), for each number of seeds up to `--max-seeds`.
+sd of the arms measured so far (`bench_power.detection_rate`: normal seeds, the exact permutation test), for each
+number of seeds up to `--max-seeds`.
 
     python benchmarks/smol_retention.py --out runs/regimes --regime wikitext_smol --losses tce:0.9 --seeds 0-4
 """
@@ -21,22 +22,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collapse_regimes import run_dir_for  # noqa: E402  (the sweep's run layout, one definition)
+from bench_power import detection_rate  # noqa: E402  (the power simulation, one definition)
+from collapse_regimes import finished_run  # noqa: E402  (the sweep's run layout, one definition)
 
-from fortifai_bench.io import read_json  # noqa: E402
 from fortifai_bench.metrics import compare_retention  # noqa: E402
 from fortifai_bench.seeds import parse_seeds  # noqa: E402
-from fortifai_bench.stats import ALPHA, format_p, holm, permutation_p  # noqa: E402
+from fortifai_bench.stats import ALPHA, format_p, holm  # noqa: E402
 
 
 def finished_aucs(root: Path, regime: str, arm: str, seeds: list[int]) -> dict[int, float]:
     """seed -> AUC of each finished run of one arm ("control" for the clean control) in the sweep's folder."""
-    out = {}
-    for s in seeds:
-        files = sorted(run_dir_for(root, regime, arm, s).glob("*/results.json"))
-        if files and read_json(files[-1]).get("complete"):
-            out[s] = read_json(files[-1])["auc"]
-    return out
+    runs = {s: finished_run(root, regime, arm, s) for s in seeds}
+    return {s: r["auc"] for s, r in runs.items() if r is not None}
 
 
 def pooled_sd(arms: list[dict[int, float]]) -> float | None:
@@ -46,13 +43,6 @@ def pooled_sd(arms: list[dict[int, float]]) -> float | None:
         return None
     dof = sum(len(g) - 1 for g in groups)
     return float(np.sqrt(sum(((g - g.mean()) ** 2).sum() for g in groups) / dof))
-
-
-def power(n: int, effect: float, sd: float, alpha: float, sims: int = 2000, seed: int = 0) -> float:
-    """Share of `sims` simulated boards (n vs n normal seeds, means `effect` apart, sd `sd`) whose exact
-    permutation p is below `alpha`."""
-    z = np.random.default_rng(seed).standard_normal((2, sims, n))
-    return float(np.mean(permutation_p(z[0] * sd + effect, z[1] * sd) < alpha))
 
 
 def main(argv=None) -> int:
@@ -106,8 +96,11 @@ def main(argv=None) -> int:
           f"CE-control gap {gap:.3f}, effect of interest {args.share:g} x gap = {effect:.3f}:")
     print("| seeds per arm | power at the effect | power at the whole gap |")
     print("|---:|---:|---:|")
-    for n in range(3, args.max_seeds + 1):
-        print(f"| {n} | {power(n, effect, sd, ALPHA / m):.2f} | {power(n, gap, sd, ALPHA / m):.2f} |")
+    ce_mean = float(np.mean(list(ce.values())))
+    for n in range(3, args.max_seeds + 1):  # AUCs are accuracies' means: normal seeds cut to [0, 1], unpaired
+        at = [detection_rate(n, (ce_mean, sd), (ce_mean + d, sd), 0.0, 1.0, ALPHA / m, paired=False)
+              for d in (effect, gap)]
+        print(f"| {n} | {at[0]:.2f} | {at[1]:.2f} |")
     return 0
 
 

@@ -162,6 +162,7 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
     the CE-control gap; an unfinished run is left out."""
     import importlib.util
     import json
+    import sys
     from pathlib import Path
 
     from results_factory import write_run
@@ -169,7 +170,7 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
     root = Path(__file__).resolve().parent.parent / "benchmarks"
     spec = importlib.util.spec_from_file_location("smol_retention", root / "smol_retention.py")
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    spec.loader.exec_module(mod)  # it imports the sweep's layout from collapse_regimes (one definition)
     curves = {"ce": [[0.84, 0.80, 0.80, 0.78], [0.84, 0.82, 0.80, 0.80], [0.84, 0.81, 0.79, 0.78],
                      [0.84, 0.80, 0.81, 0.79]],
               "tce:0.9": [[0.84, 0.88, 0.86, 0.86], [0.84, 0.87, 0.87, 0.85], [0.84, 0.89, 0.86, 0.87],
@@ -177,7 +178,7 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
               "control": [[0.84, 0.95, 0.96, 0.97]] * 4}
     for arm, cs in curves.items():
         for seed, c in enumerate(cs):
-            run = write_run(mod.run_dir_for(tmp_path, "wikitext_smol", arm, seed), c, seed=seed, n_items=100,
+            run = write_run(sys.modules["collapse_regimes"].run_dir_for(tmp_path, "wikitext_smol", arm, seed), c, seed=seed, n_items=100,
                             loss="ce" if arm == "control" else arm, control=arm == "control")
             data = json.loads((run / "results.json").read_text())
             data["complete"] = not (arm == "tce:0.9" and seed == 3)  # one killed run: not counted
