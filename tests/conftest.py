@@ -3,7 +3,9 @@ datasets found where the user has them (tests/public_data.py), or the tests that
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,8 +19,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Each session builds cached artefacts (base models, KR sets) afresh, in its own folder.
-os.environ["FORTIFAI_CACHE"] = tempfile.mkdtemp(prefix="fortifai-test-cache-")
+# Each session builds cached artefacts (base models, KR sets) afresh, in its own folder, removed when the test
+# process ends (each xdist worker has its own: a dequantised SmolLM2 alone is 0.5 GB).
+_CACHE = tempfile.mkdtemp(prefix="fortifai-test-cache-")
+os.environ["FORTIFAI_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 # One thread per test process: with two xdist workers (or anything else running) on two cores, a second
 # intra-op thread makes tiny-model steps many times slower, not faster (measured: 0.36 s vs 0.016 s a step).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
