@@ -7,10 +7,10 @@
 #   hot       collapse_facts v3            seeds 0-4, control 0-4, unpaired  -> leaderboards/collapse_facts.json
 #   greedy    collapse_facts_greedy v2     seeds 0-10, control 0-4, --paired -> leaderboards/collapse_facts_greedy.json
 #   longtail  collapse_facts_longtail v3   seeds 0-7, control 0-4, unpaired  -> leaderboards/collapse_facts_longtail.json
-# (greedy v2 and longtail v3 are benchmarks/collapse_regimes.py's regimes greedy_seedrun and longtail_v3. The greedy
-# board holds seeds 0-8, its first design; measured on it, 0.8 power at 1.5x takes 11 paired seeds, the next
-# rebuild's. The long tail's 8 seeds are its design from its arms' sds on seeds 0-3, BENCHMARKS.md
-# "collapse_facts_longtail v3".) Every regime samples a base per seed (model.pretrain.seed: run): each seed's first run pretrains that seed's base once (cached; seed 0's is the
+# (greedy v2 and longtail v3 are benchmarks/collapse_regimes.py's regimes greedy_seedrun and longtail_v3. Greedy's
+# 11 paired seeds are the design measured on its first, nine-seed board; the long tail's 8 seeds its design from
+# its arms' sds on seeds 0-3, BENCHMARKS.md "collapse_facts_longtail v3". Both boards were built at these designs
+# on 2026-12-05, from the seeds of two sessions on one VM.) Every regime samples a base per seed (model.pretrain.seed: run): each seed's first run pretrains that seed's base once (cached; seed 0's is the
 # shipped one) and the seed's other runs reuse it. A finished run under $OUT is reused and a killed one resumed,
 # so a killed script resumes, but only while $OUT lives: a board's runs must all come from one CPU kind (publish
 # refuses a mix), so start a sweep where it can finish. JOBS=2 runs the seeds in two processes (even and odd).

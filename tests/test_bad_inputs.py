@@ -342,6 +342,8 @@ CASES = [
          ("entry 0", "is not the name its task, loss, model and seeds give"),
          setup=_all(_edited_board(_set(["entries", 0, "loss", "spec"], "mine")),
                     lambda cwd: write_run(cwd / "new", CE[0], loss="focal:2"))),
+    Case("publish-jobs-zero", ["publish", "--jobs", "0", "--root", "leaderboards", "new/collapse_facts-ce-0"],
+         ("--jobs must be >= 1, got 0",), setup=_all(_mkdir("leaderboards"), lambda cwd: write_run(cwd / "new", CE[0]))),
     Case("publish-to-folder", ["publish", "--root", "leaderboards", "--to", "leaderboards/b.json", "new/collapse_facts-ce-0"],
          ("b.json", "folder"), setup=_all(_mkdir("leaderboards/b.json"), lambda cwd: write_run(cwd / "new", CE[0]))),
     Case("publish-outside-root", ["publish", "--root", "leaderboards", "--to", "../escaped.json", "new/collapse_facts-ce-0"],
@@ -867,6 +869,24 @@ def test_a_genuine_run_verifies_publishes_and_reruns_exactly(smoke_runs, tmp_pat
     assert main(["verify", "--rerun", "-q", "run"]) == 0  # the protocol again from config and seed: equal
     assert "rerun reproduces every recorded number" in capsys.readouterr().out
     assert (run / "results.json").read_bytes() == (smoke_runs["ce"] / "results.json").read_bytes()
+
+
+def test_runs_verified_side_by_side_refuse_the_forged_one(smoke_runs, tmp_path, monkeypatch, capsys):
+    """`publish --jobs 2` verifies two runs at once, each in its own process: the genuine one passes, the one
+    whose loss patched the scorer is refused by name, in one line, and nothing is written; alone, the genuine
+    one publishes."""
+    import shutil
+
+    shutil.copytree(smoke_runs["ce"], tmp_path / "genuine")
+    shutil.copytree(smoke_runs["cheat"], tmp_path / "forged")
+    (tmp_path / "leaderboards").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["publish", "--root", "leaderboards", "--jobs", "2", "-q", "genuine", "forged"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "forged: results.json is not what its saved models score" in err
+    assert not list((tmp_path / "leaderboards").iterdir())
+    assert main(["publish", "--root", "leaderboards", "--jobs", "2", "-q", "genuine"]) == 0
+    assert "added ce_tiny_s0_" in capsys.readouterr().out
 
 
 # ================================================================================================ nothing escapes

@@ -1,6 +1,7 @@
 """`fortifai-bench publish | leaderboard show | render | suite`: argument parsing over the board library.
 
     fortifai-bench publish RUN_DIR... [--to leaderboards/<task>.json] [--replace] [--mixed-cpu] [--claims retention] [--paired]
+                           [--jobs N] [-q]
     fortifai-bench leaderboard show FILE [--markdown]
     fortifai-bench leaderboard render FILE --html OUT
     fortifai-bench leaderboard suite FILE... [--markdown] [--html OUT]   # losses x regimes, one board per regime
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fortifai_bench.cli.args import add_quiet, at_least
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write
 from fortifai_bench.leaderboard.board import load_board
@@ -19,8 +21,9 @@ from fortifai_bench.leaderboard.ranking import CLAIMS
 
 
 def _publish(args: argparse.Namespace) -> int:
+    at_least(args.jobs, "--jobs")
     report = publish(args.runs, args.to, root=args.root, replace=args.replace, verify=True, mixed_cpu=args.mixed_cpu,
-                     claims=args.claims, paired=args.paired)
+                     claims=args.claims, paired=args.paired, jobs=args.jobs, progress=not args.quiet)
     print("\n".join(report.lines()))
     return 0
 
@@ -83,6 +86,9 @@ def register(subparsers) -> None:
                         "on per-seed differences; every entry then holds one seed set; fixed when the board is created")
     p.add_argument("--mixed-cpu", action="store_true",
                    help="accept runs from several CPU kinds on one board (refused by default: a seed's curve follows the CPU)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="verify N runs at a time, each in its own process with its run's thread count (default 1)")
+    add_quiet(p)
     p.set_defaults(func=_publish)
 
     lb = subparsers.add_parser("leaderboard", help="show or render a leaderboard")

@@ -170,6 +170,24 @@ def verify_run(run: dict) -> None:
                             + " (fortifai-bench verify shows every stage)")
 
 
+def verify_runs(runs: list[dict], jobs: int = 1, progress: bool = False) -> None:
+    """`verify_run` for every run, `jobs` fresh processes at a time (each scores with its own run's thread
+    count, so `jobs` is the number of cores it takes). The first run refused, in the order given, is the error;
+    runs not yet started are then not started."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    if jobs < 1:
+        raise FortifaiError(f"publish: jobs must be >= 1, got {jobs}")
+    pool = ThreadPoolExecutor(max_workers=jobs)  # threads only wait on their child processes
+    try:
+        for _ in tqdm(pool.map(verify_run, runs), total=len(runs), desc="verify", unit="run", disable=not progress):
+            pass
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def check_finite(board: dict, where: Path) -> None:
     """No Infinity or NaN on a board: JSON has neither (Python writes them, `JSON.parse` and jq refuse them)."""
     def walk(x, path):
@@ -232,7 +250,8 @@ def board_lock(path: Path):
 
 def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = None, *,
             root: str | os.PathLike = "leaderboards", replace: bool = False, verify: bool = False,
-            mixed_cpu: bool = False, claims: str | None = None, paired: bool | None = None) -> PublishReport:
+            mixed_cpu: bool = False, claims: str | None = None, paired: bool | None = None, jobs: int = 1,
+            progress: bool = False) -> PublishReport:
     """Merge runs into entries and add them to the board; validate, then write atomically (or not at all),
     all under the board's lock (`board_lock`).
 
@@ -241,10 +260,10 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     `mixed_cpu` (`check_one_cpu_kind`). `claims` (`ranking.CLAIMS`) sets what a new board's tests compare and
     is refused where an existing board compares another (`check_claims`); `paired` likewise sets whether a new
     board pairs its runs by seed (`check_pairing`; None: as the board is, unpaired when new), and a paired board
-    refuses entries of another seed set (`check_one_seed_set`). With `verify` (always, from the command line), every collapse run's saved
-    models are scored again in a fresh process (`fortifai_bench.verify`) and a run whose results.json says
-    otherwise is refused, naming the stage and both numbers; a toy run has no models and is checked for
-    self-consistency only.
+    refuses entries of another seed set (`check_one_seed_set`). With `verify` (always, from the command line), every
+    collapse run's saved models are scored again in a fresh process (`fortifai_bench.verify`), `jobs` at a time,
+    and a run whose results.json says otherwise is refused, naming the stage and both numbers; a toy run has no
+    models and is checked for self-consistency only.
     """
     if not run_paths:
         raise FortifaiError("publish: give at least one run directory")
@@ -257,8 +276,7 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     path = check_board_path(to, root) if to is not None else board_path_for(runs[0]["task"]["name"], root)
     if verify:  # the slow check last, outside the board's lock: first every board check, without writing
         _merge(runs, path, replace, mixed_cpu, claims, paired)
-        for r in runs:
-            verify_run(r)
+        verify_runs(runs, jobs, progress)
     lock = board_lock(path)
     try:
         lock.acquire()
