@@ -53,7 +53,7 @@ for regime in ${REGIMES//,/ }; do
   rm -f "$board"  # a board of one task version and its design: written afresh from these runs
   runs=()  # the design's seeds only (a folder of the regime may hold more)
   for seed in "${seeds[@]}"; do runs+=("$OUT/${RUNS[$regime]}"/*-s"$seed"/*/); done
-  fortifai-bench publish "${runs[@]}" --to "$board" ${PUBLISH[$regime]}
+  fortifai-bench publish "${runs[@]}" --to "$board" ${PUBLISH[$regime]} --jobs "$JOBS" -q
 done
 fortifai-bench leaderboard suite leaderboards/collapse_facts.json leaderboards/collapse_facts_greedy.json \
   leaderboards/collapse_facts_longtail.json --markdown
