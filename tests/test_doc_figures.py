@@ -80,9 +80,10 @@ QUOTES = {
           for k in ("tce:0.9", "tce:0.99", "tce:0.7")],
         "tce:0.5 {greedy.tce:0.5.ttf} **worse** ({greedy.tce:0.5.ratio} {greedy.tce:0.5.ci}, raw {greedy.tce:0.5.raw}, "
         "{greedy.tce:0.5.holm}:",
-        "focal:2 {greedy.focal:2.ttf} **worse** ({greedy.focal:2.ratio} {greedy.focal:2.ci}, raw {greedy.focal:2.raw}, "
-        "{greedy.focal:2.holm}).",
-        "longtail: tce:0.9 {longtail.tce:0.9.ttf} (raw {longtail.tce:0.9.raw}, {longtail.tce:0.9.holm};",
+        "focal:2 {greedy.focal:2.ttf} ({greedy.focal:2.ratio} {greedy.focal:2.ci}, raw {greedy.focal:2.raw}, "
+        "{greedy.focal:2.holm}: as tce:0.7)",
+        "tce:0.9 {longtail.tce:0.9.ttf} (raw {longtail.tce:0.9.raw}, {longtail.tce:0.9.holm}; {longtail.tce:0.9.ratio} "
+        "{longtail.tce:0.9.ci})",
         "tce:0.99 {longtail.tce:0.99.ttf} (raw {longtail.tce:0.99.raw}, {longtail.tce:0.99.holm}), focal:2 "
         "{longtail.focal:2.ttf} ({longtail.focal:2.ratio} {longtail.focal:2.ci}, raw {longtail.focal:2.raw}, "
         "{longtail.focal:2.holm} after Holm)",
@@ -101,8 +102,8 @@ QUOTES = {
         "({greedy.focal:2.ttf}, raw p = {greedy.focal:2.raw}, {greedy.focal:2.holm} after Holm)",
         "(raw p = {hot.focal:2.raw}, {hot.focal:2.holm} after Holm)",
         "({longtail.focal:2.ttf}, raw p = {longtail.focal:2.raw}, {longtail.focal:2.holm} after Holm)",
-        "(`collapse_facts`, five seeds, CE sd {hot.ce.sd} over seeds), 0.56-0.76 on greedy (nine seeds paired by seed, "
-        "CE sd {greedy.ce.sd}, TCE up to {greedy.tce:0.9.sd}) and 0.08-0.23 on the long tail (five seeds, CE sd "
+        "(`collapse_facts`, {hot.n} seeds, CE sd {hot.ce.sd} over seeds), 0.79-0.95 on greedy ({greedy.n} seeds paired by "
+        "seed, CE sd {greedy.ce.sd}, TCE up to {greedy.tce:0.9.sd}) and 0.95 on the long tail ({longtail.n} seeds, CE sd "
         "{longtail.ce.sd}, tce:0.9 {longtail.tce:0.9.sd})",
     ],
 }
