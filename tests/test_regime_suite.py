@@ -42,10 +42,10 @@ def test_the_suite_tasks_differ_from_the_default_where_they_say():
     assert (tail.version, tail.paragraphs_per_split, tail.model.pretrain.seed) == (3, 75, "run")  # issue 26 items 2-3
 
 
-def test_the_longtail_v2_board_stays_reproducible():
-    """collapse_facts_longtail v3 changed the shipped task; the board of v2 (leaderboards/collapse_facts_longtail.json)
-    stays what it records: benchmarks/collapse_regimes.py's `longtail` regime gives v2's config hash exactly and
-    `longtail_v3` is the shipped task."""
+def test_the_regime_boards_are_the_shipped_tasks_and_the_old_configs_stay_reproducible():
+    """The long-tail board is v3's, the shipped task (benchmarks/collapse_regimes.py's `longtail_v3`), and greedy's
+    is v2's (`greedy_seedrun`, the name its sweep ran under); the configs of the boards they replaced stay
+    reproducible by name: `longtail` gives v2's config hash (c029eff6...) and `greedy_v1` v1's (dd589c6f...)."""
     import importlib.util
     import json
     from pathlib import Path
@@ -54,16 +54,17 @@ def test_the_longtail_v2_board_stays_reproducible():
     spec = importlib.util.spec_from_file_location("collapse_regimes", root / "benchmarks" / "collapse_regimes.py")
     regimes = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(regimes)
-    board = json.loads((root / "leaderboards" / "collapse_facts_longtail.json").read_text())
-    assert board["task"] == {"name": "collapse_facts_longtail", "version": 2}
+    for task, regime in [("collapse_facts_longtail", "longtail_v3"), ("collapse_facts_greedy", "greedy_seedrun")]:
+        board = json.loads((root / "leaderboards" / f"{task}.json").read_text())
+        shipped = load_task(task)
+        assert board["task"] == {"name": task, "version": shipped.version}
+        assert {e["config_hash"] for e in board["entries"] if not e["control"]} == {shipped.config_hash()}
+        [control] = [e for e in board["entries"] if e["control"]]
+        assert control["config_hash"] == regimes.regime_task(regime, control=True).config_hash()
+        assert regimes.regime_task(regime).config_hash() == shipped.config_hash()
     v2 = regimes.regime_task("longtail")
-    assert {e["config_hash"] for e in board["entries"] if not e["control"]} == {v2.config_hash()}
-    [control] = [e for e in board["entries"] if e["control"]]
-    assert control["config_hash"] == regimes.regime_task("longtail", control=True).config_hash()
     assert (v2.version, v2.corpus, v2.model.pretrain.seed) == (2, "facts-longtail", 0)
-    assert regimes.regime_task("longtail_v3").config_hash() == load_task("collapse_facts_longtail").config_hash()
-    # greedy: the sweep's regime is the shipped v2, greedy_v1 the board of 2026-12-03's config
-    assert regimes.regime_task("greedy_seedrun").config_hash() == load_task("collapse_facts_greedy").config_hash()
+    assert v2.config_hash().startswith("c029eff6")
     assert regimes.regime_task("greedy_v1").config_hash().startswith("dd589c6f")
 
 
