@@ -1,4 +1,5 @@
-"""The package's one seed syntax: `0,1,2`, `0-4` or a mix, distinct non-negative integers, ranges ascending.
+"""The package's one seed syntax: `0,1,2`, `0-4` or a mix, distinct non-negative integers, ranges ascending;
+`format_seeds` writes it back, runs of three or more as ranges (`0-11`, `0,2,5-7`).
 
 The CLI's `--seeds` (`cli.args.add_seeds`), the toys' `--seed`/`--seeds` and the benchmarks' sweeps read seeds
 with `parse_seeds`; it lives in the library so that a library module never imports the CLI.
@@ -48,3 +49,20 @@ def parse_seeds(text: str | list[str] | None, default: int = 0) -> list[int]:
     if len(set(out)) != len(out):
         raise FortifaiError(f"--seeds: {text!r} repeats a seed; seeds must be distinct")
     return out
+
+
+def format_seeds(seeds: list[int]) -> str:
+    """Seeds in the syntax `parse_seeds` reads, in their order: three or more consecutive as a range (`0-11`),
+    others listed (`0,2,5-7`), so that a board's twelve seeds stay one short cell."""
+    parts, run = [], []
+    for s in seeds:
+        if run and s == run[-1] + 1:
+            run.append(s)
+            continue
+        parts.append(run)
+        run = [s]
+    parts.append(run)
+    out = []
+    for r in filter(None, parts):
+        out += [f"{r[0]}-{r[-1]}"] if len(r) >= 3 else [str(x) for x in r]
+    return ",".join(out)

@@ -76,6 +76,16 @@ def test_repeated_seeds_are_merged_and_a_seed_twice_refused(capsys):
     assert "repeats a seed" in _error(capsys, ["collapse", "--seeds", "0-2", "--seeds", "1", "--plan"])
 
 
+@pytest.mark.parametrize("seeds,text", [([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "0-11"), ([0, 1], "0,1"),
+                                        ([0, 2, 5, 6, 7], "0,2,5-7"), ([3, 4, 5, 9, 1, 2], "3-5,9,1,2"), ([7], "7")])
+def test_seeds_are_written_back_in_the_syntax_they_are_read_in(seeds, text):
+    """A board shows its seeds as `format_seeds` writes them: ranges of three or more, order kept, and
+    `parse_seeds` reads them back as they were."""
+    from fortifai_bench.seeds import format_seeds, parse_seeds
+
+    assert format_seeds(seeds) == text and parse_seeds(text) == seeds
+
+
 def test_a_closed_pipe_ends_quietly(tmp_path):
     """`fortifai-bench kr stats FILE --json | head -1`: the reader stops after one line; no traceback."""
     rows = [{"context": f"Fact {i}:", "sentence_true": "a b.", "sentence_false": "a c.", "location": i}

@@ -172,8 +172,8 @@ def verify_run(run: dict) -> None:
 
 def verify_runs(runs: list[dict], jobs: int = 1, progress: bool = False) -> None:
     """`verify_run` for every run, `jobs` fresh processes at a time (each scores with its own run's thread
-    count, so `jobs` is the number of cores it takes). The first run refused, in the order given, is the error;
-    runs not yet started are then not started."""
+    count, so `jobs` is the number of cores it takes), with a progress bar where stderr is a terminal. The first
+    run refused, in the order given, is the error; runs not yet started are then not started."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
@@ -182,7 +182,10 @@ def verify_runs(runs: list[dict], jobs: int = 1, progress: bool = False) -> None
         raise FortifaiError(f"publish: jobs must be >= 1, got {jobs}")
     pool = ThreadPoolExecutor(max_workers=jobs)  # threads only wait on their child processes
     try:
-        for _ in tqdm(pool.map(verify_run, runs), total=len(runs), desc="verify", unit="run", disable=not progress):
+        # on a terminal only (disable=None), and cleared when done: a refusal stays the one line on stderr
+        bar = tqdm(pool.map(verify_run, runs), total=len(runs), desc="verify", unit="run", leave=False,
+                   disable=None if progress else True)
+        for _ in bar:
             pass
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -23,6 +23,7 @@ from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, RETENTION, TIE_A
 from fortifai_bench.leaderboard.sparkline import curve_svg, y_range
 from fortifai_bench.metrics import clip_interval
 from fortifai_bench.results import runtime_note
+from fortifai_bench.seeds import format_seeds
 from fortifai_bench.stats import format_number, format_p
 
 PAPER_URL = "https://arxiv.org/abs/2509.08972"  # Shabgahi et al. 2025, ForTIFAI (TCE)
@@ -138,7 +139,7 @@ def rows(board: dict) -> list[list[str]]:
         e = row.entry
         bounds = stat_bounds(e["score_name"])
         out.append([fmt_rank(row), fmt_loss(e), fmt_args(e["loss"]["args"]), e["model"] + runtime_note(e),
-                    ",".join(str(s) for s in e["seeds"]), fmt_ttf(e["time_to_failure"]), fmt_vs_ce(row),
+                    format_seeds(e["seeds"]), fmt_ttf(e["time_to_failure"]), fmt_vs_ce(row),
                     fmt_stat(e["auc"], bounds["auc"]), fmt_stat(e["final_score"], bounds["final_score"])])
     return out
 
@@ -440,7 +441,7 @@ def _row(order: int, row: Ranked, y_lim: tuple[float, float], notes: Notes) -> s
     ttf, auc, final = e["time_to_failure"], e["auc"]["mean"], e["final_score"]["mean"]
     ratio = (row.vs_ce or {}).get("ratio")
     data = {"rank": order, "loss": e["loss"]["spec"], "args": fmt_args(e["loss"]["args"]), "model": e["model"],
-            "seeds": ",".join(map(str, e["seeds"])), "ttf": ttf["rank_value"], "vsce": "" if ratio is None else ratio,
+            "seeds": format_seeds(e["seeds"]), "ttf": ttf["rank_value"], "vsce": "" if ratio is None else ratio,
             "auc": "" if auc is None else auc, "final": "" if final is None else final, "date": e["date"]}
     attrs = " ".join(f'data-{k}="{_e(v)}"' for k, v in data.items())
     loss = _e(fmt_loss(e))
@@ -467,7 +468,7 @@ def provenance(row: Ranked) -> str:
     versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in e["versions"].items())
     what = " ".join(x for x in (fmt_loss(e), fmt_args(e["loss"]["args"])) if x)
     return (f'<details id="runs-{_e(e["name"])}"><summary>{_e(row.label)} {_e(what)} on {_e(e["model"])}, seeds '
-            f'{_e(",".join(map(str, e["seeds"])))}</summary><div class="prov">'
+            f'{_e(format_seeds(e["seeds"]))}</summary><div class="prov">'
             f'<div>latest run {_e(e["date"])}; target <code>{_e(e["loss"]["target"])}</code>; config hash '
             f'<code>{_e(e["config_hash"])}</code>; base M_0 sha256 <code>{_e(_entry_base(e))}</code></div>'
             f'<div>{versions}</div><ul>{runs}</ul></div></details>')
