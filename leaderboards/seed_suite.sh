@@ -5,16 +5,16 @@
 # of a seed before the next seed, so that a sweep cut short leaves whole seeds). Then the board is written afresh
 # from its runs:
 #   hot       collapse_facts v3            seeds 0-4, control 0-4, unpaired  -> leaderboards/collapse_facts.json
-#   greedy    collapse_facts_greedy v2     seeds 0-10, control 0-4, --paired -> leaderboards/collapse_facts_greedy.json
+#   greedy    collapse_facts_greedy v2     seeds 0-11, control 0-4, --paired -> leaderboards/collapse_facts_greedy.json
 #   longtail  collapse_facts_longtail v3   seeds 0-7, control 0-4, unpaired  -> leaderboards/collapse_facts_longtail.json
-# (greedy v2 and longtail v3 are benchmarks/collapse_regimes.py's regimes greedy_seedrun and longtail_v3. Greedy's
-# 11 paired seeds are the design measured on its first, nine-seed board; the long tail's 8 seeds its design from
-# its arms' sds on seeds 0-3, BENCHMARKS.md "collapse_facts_longtail v3". Both boards were built at these designs
-# on 2026-12-05, from the seeds of two sessions on one VM.) Every regime samples a base per seed (model.pretrain.seed: run): each seed's first run pretrains that seed's base once (cached; seed 0's is the
-# shipped one) and the seed's other runs reuse it. A finished run under $OUT is reused and a killed one resumed,
+# (greedy v2 and longtail v3 are benchmarks/collapse_regimes.py's regimes greedy_seedrun and longtail_v3. Each seed
+# count is its regime's design for 0.8 power at 1.5x, measured on the arms' sds: BENCHMARKS.md "Power of the exact
+# test over seeds". Both boards were built at these designs on 2026-12-05, from the seeds of two sessions on one VM.)
+# Every regime samples a base per seed (model.pretrain.seed: run): each seed's first run pretrains that seed's base
+# once (cached; seed 0's is the shipped one) and the seed's other runs reuse it. A finished run under $OUT is reused and a killed one resumed,
 # so a killed script resumes, but only while $OUT lives: a board's runs must all come from one CPU kind (publish
 # refuses a mix), so start a sweep where it can finish. JOBS=2 runs the seeds in two processes (even and odd).
-# Example: JOBS=2 REGIMES=greedy leaderboards/seed_suite.sh   (nine greedy seeds took 64 min on the 2-core VM)
+# Example: JOBS=2 REGIMES=greedy leaderboards/seed_suite.sh   (twelve greedy seeds: about 85 min on the 2-core VM)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/regimes}
@@ -24,7 +24,7 @@ declare -A TASK=([hot]=collapse_facts [greedy]=collapse_facts_greedy [longtail]=
 declare -A RUNS=([hot]=hot [greedy]=greedy_seedrun [longtail]=longtail_v3)  # collapse_regimes.py's regime
 declare -A LOSSES=([hot]=ce,tce:0.9,tce:0.99,focal:2 [greedy]=ce,tce:0.9,tce:0.99,tce:0.5,tce:0.7,focal:2
                    [longtail]=ce,tce:0.9,tce:0.99,focal:2)
-declare -A SEEDS=([hot]="0 1 2 3 4" [greedy]="0 1 2 3 4 5 6 7 8 9 10" [longtail]="0 1 2 3 4 5 6 7")
+declare -A SEEDS=([hot]="0 1 2 3 4" [greedy]="0 1 2 3 4 5 6 7 8 9 10 11" [longtail]="0 1 2 3 4 5 6 7")
 CONTROL_SEEDS=" 0 1 2 3 4 "
 declare -A PUBLISH=([hot]="" [greedy]="--paired" [longtail]="")
 

@@ -68,6 +68,29 @@ def test_the_regime_boards_are_the_shipped_tasks_and_the_old_configs_stay_reprod
     assert regimes.regime_task("greedy_v1").config_hash().startswith("dd589c6f")
 
 
+def test_the_suite_script_rebuilds_the_boards_as_published():
+    """leaderboards/seed_suite.sh's seeds, losses and pairing per regime are those of the board it writes, so that
+    running it rebuilds what is shipped (the greedy board grew to twelve seeds while the script still said eleven)."""
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = (root / "leaderboards" / "seed_suite.sh").read_text()
+
+    def table(name: str) -> dict[str, str]:
+        body = re.search(rf"declare -A {name}=\((.*?)\)\n", script, re.S).group(1)
+        return dict(re.findall(r'\[(\w+)\]=("[^"]*"|\S+)', body))
+
+    tasks, seeds, losses, publish = table("TASK"), table("SEEDS"), table("LOSSES"), table("PUBLISH")
+    for regime, task in tasks.items():
+        board = json.loads((root / "leaderboards" / f"{task}.json").read_text())
+        entries = {e["loss"]["spec"]: e for e in board["entries"] if not e["control"]}
+        assert set(entries) == set(losses[regime].split(",")), regime
+        assert {tuple(e["seeds"]) for e in entries.values()} == {tuple(map(int, seeds[regime].strip('"').split()))}
+        assert (board.get("pairing") == "seed") == ("--paired" in publish[regime]), regime
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     from fortifai_bench.collapse.experiment import run_suite
