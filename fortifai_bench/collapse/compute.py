@@ -337,7 +337,7 @@ def _matmul_rates(name, dev, torch_dtype, dtype, batch, per_device, eval_batch, 
         small = product_rate(min(m, 16))
         # where the dtype is emulated (bfloat16 on a CPU without it: 512 rows took minutes a product), the small
         # product's rate stands for all: a lower bound, as the whole estimate is
-        return product_rate(m) if 2 * m * hidden * 4 * hidden / small < 1.0 else small
+        return product_rate(m) if m > 16 and 2 * m * hidden * 4 * hidden / small < 1.0 else small
 
     def product_rate(m: int) -> float:
         x = torch.randn(m, hidden, dtype=torch_dtype, device=dev)
