@@ -346,6 +346,22 @@ def save_model(model, tokenizer, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def has_dropout(model) -> bool:
+    """Whether train mode can differ from eval mode through dropout: a dropout module with p > 0, or a config
+    rate above 0 (Llama-style attention takes `config.attention_dropout` as a float, not a module), except
+    the sequence-summary head's (`summary_*`: GPT-2's classification head, not part of a causal LM). Any
+    other rate counts even where the model does not use it: the answer errs towards True."""
+    import torch
+
+    if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+        return True
+    config = getattr(model, "config", None)
+    rates = {k: v for k, v in (vars(config) if config is not None else {}).items()
+             if ("dropout" in k or "pdrop" in k) and not k.startswith("summary_")
+             and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return any(v > 0 for v in rates.values())
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -140,6 +140,20 @@ def test_the_plan_text_uses_the_real_split_sizes():
     assert re.findall(r"(\d+) epochs\); then", format_plan(task, compute=False)) == ["30"] + ["20"] * 6
 
 
+def test_the_plan_counts_a_shared_prefix_once_per_paragraph():
+    """`original` blocks from a shared prefix: --plan counts each paragraph's prefix once (up to its last
+    block's start), not one context per block; blocks past the context's reach still read their own."""
+    from fortifai_bench.collapse.compute import _rewrite
+
+    r = RegenerateSettings(mode="original", block=32, prompt=32, context=512, batch_size=32)
+    # 100 tokens: blocks at 33, 65 and 97 (BOS + 32 kept), all in one batch
+    assert _rewrite([100], r, shared=False) == (3 * 32, 3 * 97)
+    assert _rewrite([100], r, shared=True) == (3 * 32, 96)
+    narrow = RegenerateSettings(mode="original", block=32, prompt=32, context=96, batch_size=32)  # reach 64
+    # only 33 lies within reach: 65 and 97 read their own 64 tokens, and the one batch pads 33 to them too
+    assert _rewrite([100], narrow, shared=True) == (3 * 32, 3 * 64 + 32)
+
+
 def test_data_maps_questions_onto_splits():
     data = load_data(load_task("collapse_facts", ["stages=3", "paragraphs_per_split=6"]))
     assert [len(s) for s in data.splits] == [6, 6, 6]
@@ -237,6 +251,70 @@ def test_original_mode_uses_the_input_text_as_context(small_model):
                              min_new_tokens=8, suppress_tokens=[tok.eos_token_id], pad_token_id=tok.pad_token_id)
     n = min(8, len(orig) - start)
     assert res.ids[0][start : start + n] == ref[0, start : start + n].tolist()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_original_mode_matches_generate_on_every_block_shared_prefix_or_sliding(small_model, arch):
+    """Every block of `original` mode, greedy, is HF `generate` from that block's original context: blocks
+    whose context is the paragraph's whole prefix continue one shared forward pass over the paragraph
+    (`_prefix_states`, cut per row by `_prefix_cache`), the later blocks of a paragraph longer than the
+    context read their own sliding window. On GPT-2 (the tiny preset's) and on Llama (SmolLM2's: grouped
+    key-value heads, rotary positions)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fortifai_bench.collapse.regenerate import regenerate
+
+    model, tok, texts = small_model
+    if arch == "llama":
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             max_position_embeddings=512, bos_token_id=tok.bos_token_id,
+                                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).eval()
+    s = RegenerateSettings(mode="original", decoding="greedy", block=8, context=32, prompt=4, batch_size=5)
+    chosen = sorted(texts[:12], key=lambda t: len(tok(t)["input_ids"]))[-4:]  # long enough to slide
+    res = regenerate(model, tok, chosen, s, seed=0)
+    slid = 0
+    for text, ids in zip(chosen, res.ids):
+        orig = tok(text)["input_ids"]
+        for start in range(5, len(orig), 8):
+            context = torch.tensor([orig[max(0, start - 24) : start]])
+            slid += start > 24
+            n = min(8, len(orig) - start)
+            with torch.no_grad():
+                ref = model.generate(context, attention_mask=torch.ones_like(context), do_sample=False,
+                                     max_new_tokens=n, min_new_tokens=n, suppress_tokens=[tok.eos_token_id],
+                                     pad_token_id=tok.pad_token_id)
+            assert ids[start : start + n] == ref[0, context.shape[1]:].tolist(), (arch, start)
+    assert slid > 0
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_a_shared_prefix_cache_gives_the_logits_of_reading_the_context(small_model, arch):
+    """The next-token logits after `_prefix_cache` (rows cut from one forward pass over their paragraphs,
+    left-padded) and the context's last token are those of reading each context whole, left-padded."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fortifai_bench.collapse.regenerate import _left_pad, _prefix_cache, _prefix_states, _step
+
+    model, tok, texts = small_model
+    if arch == "llama":
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             initializer_range=0.5, max_position_embeddings=512)).eval()
+    paragraphs = {p: tok(t)["input_ids"] for p, t in enumerate(texts[:3])}
+    states = _prefix_states(model, paragraphs)
+    rows = [(0, 7), (1, 19), (2, 12), (0, 3)]  # (paragraph, context length)
+    contexts = [paragraphs[p][:n] for p, n in rows]
+    ids, mask = _left_pad(contexts, 0)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.inference_mode():
+        whole, _ = _step(model, ids, mask, positions, None)
+        cache = _prefix_cache([states[p] for p, _ in rows], [n - 1 for _, n in rows])
+        cached, _ = _step(model, ids[:, -1:], mask, positions[:, -1:], cache)
+    assert torch.allclose(cached, whole, atol=1e-5, rtol=1e-5)
+    assert (cached - whole).abs().max() < 1e-3 * whole.std()
 
 
 def test_beam_decoding_runs(small_model):

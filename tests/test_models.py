@@ -183,3 +183,28 @@ def test_tiny_dropout_is_set_on_the_model():
     assert model.config.resid_pdrop == model.config.embd_pdrop == model.config.attn_pdrop == 0.0
     with pytest.raises(FortifaiError, match="dropout"):
         TinyConfig(dropout=1.0)
+
+
+def test_has_dropout_sees_modules_and_llama_style_rates_and_its_no_means_train_equals_eval():
+    """`has_dropout` decides whether evaluate copies the Fig. 1 confidences of eval mode into train mode
+    (a model without dropout, SmolLM2) instead of scoring everything twice: its False must mean that train
+    mode computes the very same probabilities."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    from fortifai_bench.collapse.evaluate import token_probs
+    from fortifai_bench.models import has_dropout
+
+    gpt2 = dict(vocab_size=64, n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    assert has_dropout(GPT2LMHeadModel(GPT2Config(**gpt2)))  # GPT-2's default 0.1 (the tiny preset's)
+    assert not has_dropout(GPT2LMHeadModel(GPT2Config(**gpt2, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)))
+    llama = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, max_position_embeddings=64)
+    assert has_dropout(LlamaForCausalLM(LlamaConfig(**llama, attention_dropout=0.1)))  # a float, not a module
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**llama))
+    assert not has_dropout(model)
+    seqs = [torch.randint(0, 64, (n,)).tolist() for n in (9, 17, 30)]
+    model.eval()
+    evaluated = token_probs(model, seqs, batch_size=2)
+    model.train()
+    assert token_probs(model, seqs, batch_size=2) == evaluated  # to the bit

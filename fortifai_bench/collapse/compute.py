@@ -41,7 +41,7 @@ from fortifai_bench.collapse.config import CollapseTask
 from fortifai_bench.collapse.plan import StagePlan
 from fortifai_bench.corpora import Paragraph
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.models import GGUF, count_parameters, gguf_file, resolve, train_tokenizer
+from fortifai_bench.models import GGUF, count_parameters, gguf_file, has_dropout, resolve, train_tokenizer
 
 # Achieved (not peak) TFLOP/s per device. 100 is about a third of an A100's dense bf16 peak of 312
 # (NVIDIA's A100 datasheet), a common efficiency for fine-tuning a 1B model; decoding runs far below it
@@ -115,8 +115,9 @@ def estimate(task: CollapseTask, stages: list[StagePlan], data, params: float | 
     counter, tokens_source = _counter(task) if not getattr(data, "recorded", False) else _chars_counter()
     count = functools.lru_cache(maxsize=None)(counter)  # every paragraph and question is counted once
     params, params_source = _parameters(task, params)
-    est = Estimate([_stage(task, data, count, stage) for stage in stages], params, params_source, tokens_source,
-                   list(notes or []))
+    passes, shared = _model_paths(task)
+    est = Estimate([_stage(task, data, count, stage, passes, shared) for stage in stages], params, params_source,
+                   tokens_source, list(notes or []))
     if measure:
         lengths = [count(q.text) for q in data.splits[0]]
         kr = [count(q.context) + max(count(q.true), count(q.false)) for q in _kr_questions(task, data)]
@@ -157,7 +158,8 @@ def model_config(name: str, key: str):
         tiny = json.loads(key)
         # no tokenizer here, so no special-token ids (GPT-2's own 50256 lies outside a tiny vocabulary)
         return GPT2Config(vocab_size=tiny["vocab_size"], n_positions=tiny["n_positions"], n_embd=tiny["n_embd"],
-                          n_layer=tiny["n_layer"], n_head=tiny["n_head"], bos_token_id=None,
+                          n_layer=tiny["n_layer"], n_head=tiny["n_head"], resid_pdrop=tiny["dropout"],
+                          embd_pdrop=tiny["dropout"], attn_pdrop=tiny["dropout"], bos_token_id=None,
                           eos_token_id=None), "the tiny preset's config"
     try:
         spec = resolve(name, build=False)
@@ -169,6 +171,29 @@ def model_config(name: str, key: str):
                                           local_files_only=True), f"{name}'s config"
     except (OSError, ValueError, FortifaiError) as exc:
         return None, f"{name}'s config is not available here ({str(exc).splitlines()[0]})"
+
+
+def _model_paths(task: CollapseTask) -> tuple[int, bool]:
+    """What the run's model makes it do: the Fig. 1 confidence's passes (2: eval and train mode, 1 without
+    dropout) and whether `original` blocks continue a shared prefix (`regenerate.shares_prefix`)."""
+    from fortifai_bench.collapse.regenerate import shares_prefix
+
+    config, _ = model_config(task.model.name, _model_key(task))
+    shared = config is not None and task.regenerate.decoding != "beam" and shares_prefix(config)
+    return (2 if _dropout(task) else 1), shared
+
+
+def _dropout(task: CollapseTask) -> bool:
+    """Whether the task's model has dropout (`models.has_dropout`, on the model built from its config on the
+    meta device); True when its config cannot be read here, the costlier case."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config, _ = model_config(task.model.name, _model_key(task))
+    if config is None:
+        return True
+    with torch.device("meta"):
+        return has_dropout(AutoModelForCausalLM.from_config(config, trust_remote_code=False))
 
 
 def _count(config) -> int:
@@ -431,10 +456,12 @@ def _kr_questions(task: CollapseTask, data) -> list:
     return [q for q in data.questions if task.eval.kr_splits != "first" or getattr(q, "split", 0) == 0]
 
 
-def _stage(task: CollapseTask, data, count, stage: StagePlan) -> StageCost:
+def _stage(task: CollapseTask, data, count, stage: StagePlan, passes: int = 2, shared: bool = False) -> StageCost:
     """The positions one stage runs the model over, by phase as the run spends them (`run._stage`): every
     batch of sequences padded to its longest row, as the run pads them (on WikiText's paragraphs of 4 to 330
-    tokens that doubles the held-out text's positions)."""
+    tokens that doubles the held-out text's positions). `passes`: the Fig. 1 confidence's, 2 (eval and train
+    mode) or 1 (a model without dropout, whose train mode computes what eval mode did). `shared`: `original`
+    regeneration reads each paragraph's prefix once (`_rewrite`)."""
     t, r, eb = task.train, task.regenerate, task.eval.batch_size
     cost = StageCost(stage.stage)
     train_on = stage.pool
@@ -449,7 +476,7 @@ def _stage(task: CollapseTask, data, count, stage: StagePlan) -> StageCost:
     cost.validated = round(epochs * t.val_fraction * pool_tokens)         # validation after every epoch
     beams = r.num_beams if r.decoding == "beam" else 1
     for k, _ in train_on:                                                   # every split of the pool is regenerated
-        generated, context = _rewrite([count(p.text) for p in data.splits[k]], r)
+        generated, context = _rewrite([count(p.text) for p in data.splits[k]], r, shared)
         cost.generated += beams * generated
         cost.context += beams * context
 
@@ -460,10 +487,10 @@ def _stage(task: CollapseTask, data, count, stage: StagePlan) -> StageCost:
     real = _padded([count(data.splits[k][j].text) for (k, g), chosen in zip(train_on, stage.paragraphs) if g == 0
                     for j in chosen], eb)
     heldout = _padded([count(h) for h in data.heldout], eb)
-    # evaluate: KR; then the Fig. 1 confidence in eval and in train mode, each on the model's own rewrite,
-    # the real text it trained on and the held-out text (evaluate._confidence; the first held-out pass is
-    # also the perplexity's)
-    cost.evaluated = kr(_kr_questions(task, data)) + 2 * (rewritten + real + heldout)
+    # evaluate: KR; then the Fig. 1 confidence in eval and (where dropout makes it differ) in train mode,
+    # each on the model's own rewrite, the real text it trained on and the held-out text
+    # (evaluate._confidence; the first held-out pass is also the perplexity's)
+    cost.evaluated = kr(_kr_questions(task, data)) + passes * (rewritten + real + heldout)
     cost.scored = cost.validated + cost.evaluated
     if any(g > 0 for _, g in train_on):  # the corruption measure before and after training, outside its time
         cost.scored += 2 * _padded([count(p.text) for k, g in train_on if g > 0 for p in data.splits[k]], eb)
@@ -479,22 +506,29 @@ def _padded(lengths: list[int], batch: int) -> int:
     return sum(len(ordered[i : i + batch]) * max(ordered[i : i + batch]) for i in range(0, len(ordered), batch))
 
 
-def _rewrite(lengths: list[int], r) -> tuple[int, int]:
+def _rewrite(lengths: list[int], r, shared: bool = False) -> tuple[int, int]:
     """(Generated, context) positions to rewrite one split of paragraphs of these token lengths
     (`regenerate`): one row per block in `original` mode (its preceding original text, at most context -
     block tokens), one per paragraph in `sequential` mode; rows batched as `regenerate` orders them, each
-    left-padded to its batch's longest context and decoding as many steps as its longest row needs."""
-    rows = []  # (context, new) per row
+    left-padded to its batch's longest context and decoding as many steps as its longest row needs. `shared`
+    (`regenerate.shares_prefix`): a block whose context is its paragraph's prefix reads none of it, and each
+    paragraph's prefix is read once instead, in groups of `batch_size` paragraphs, longest with longest."""
+    rows, prefixes = [], []  # (context, new) per row; per paragraph, the prefix its blocks share
+    reach = r.context - r.block
     for n in lengths:
         first = 1 + min(r.prompt, (n - 1) // 2)                             # BOS + the kept prompt
         if r.mode == "original":
-            rows += [(min(s, r.context - r.block), min(r.block, n - s)) for s in range(first, n, r.block)]
+            starts = list(range(first, n, r.block))
+            own = [s for s in starts if not (shared and 1 < s <= reach)]
+            rows += [(min(s, reach), min(r.block, n - s)) for s in own]
+            rows += [(0, min(r.block, n - s)) for s in starts if s not in own]
+            prefixes += [max(s for s in starts if s not in own) - 1] if len(own) < len(starts) else []
         elif n > first:
             rows.append((_context_tokens(n, first, r), n - first))
     rows.sort(key=lambda row: row[0] if r.mode == "original" else row[1])
     batches = [rows[i : i + r.batch_size] for i in range(0, len(rows), r.batch_size)]
     return (sum(len(b) * max(new for _, new in b) for b in batches),
-            sum(len(b) * max(context for context, _ in b) for b in batches))
+            sum(len(b) * max(context for context, _ in b) for b in batches) + _padded(prefixes, r.batch_size))
 
 
 def _context_tokens(n: int, first: int, r) -> int:

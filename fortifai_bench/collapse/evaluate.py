@@ -13,7 +13,8 @@
   splits of its pool) and on unseen real text (held out): mean, share above gamma (the loss's TCE
   threshold, else 0.9) and a histogram, in eval mode (dropout off, as the model generates); and the same
   means and shares in train mode (`train_mode`: dropout on, one draw from the stage's own seed, so the
-  run's random stream is untouched), the mode in which TCE's mask is applied.
+  run's random stream is untouched), the mode in which TCE's mask is applied. A model without dropout
+  (SmolLM2) gives the same numbers in both modes, so they are copied rather than computed twice.
 * Optional lm-eval tasks (e.g. blimp, hellaswag) on the stage's saved model directory.
 
 Every function here takes the run's `rundir.Context` (task, data, processes) and, for one stage, its
@@ -38,6 +39,7 @@ from fortifai_bench.kr.quality import length_bias
 from fortifai_bench.kr.scoring import score
 from fortifai_bench.losses import target_logprobs
 from fortifai_bench.metrics import confidence_summary, distinct_n, ngram_kl
+from fortifai_bench.models import has_dropout
 from fortifai_bench.resources import tasks_dir
 
 
@@ -168,6 +170,10 @@ def _confidence(ctx: Context, p: StagePlan, model, tokenizer, rows: list[dict], 
            "own_generated": summary(own(sharded_token_probs(dist, model, own_ids, batch))),
            "trained_real": summary(flat(sharded_token_probs(dist, model, real_ids, batch))),
            "unseen_real": summary(heldout_p)}
+    if not has_dropout(model):  # train mode computes what eval mode did, to the bit: no second pass
+        out["train_mode"] = {k: {m: out[k][m] for m in ("n", "mean", "share_above_gamma")}
+                             for k in ("own_generated", "trained_real", "unseen_real")}
+        return out
     # train mode: one dropout draw of its own (fork_rng restores the run's generator afterwards)
     devices = [dist.device] if dist.device.type == "cuda" else []
     was_training = model.training

@@ -13,7 +13,9 @@ Two block modes:
   rebuilt from the last `context - block` tokens at a block boundary.
 * ``original``: the context of block j is the text as it was *before* this regeneration, and every
   block gets exactly `block` new tokens (the authors' `src/generate.py`, `generate_dataset`). All blocks of all paragraphs are
-  independent rows of one batch. Seams between blocks can break sentences.
+  independent rows of one batch. Seams between blocks can break sentences. A block whose context is
+  its paragraph's whole prefix continues the KV cache of one forward pass over the paragraph, shared
+  by all its blocks, so a paragraph's text is read once, not once per block.
 
 Decoding is sampling (temperature, top-p, optional repetition penalty) with the Gumbel-max trick
 (argmax of logits minus the log of Exp(1) noise: one kernel, no `multinomial`), greedy (the argmax
@@ -70,10 +72,13 @@ def row_generator(seed: int, key) -> torch.Generator:
 
 
 def regenerate(model, tokenizer, texts: list[str], settings: RegenerateSettings, *, seed: int = 0,
-               keys: list | None = None, progress: bool = False, desc: str = "regenerate") -> Regenerated:
+               keys: list | None = None, progress: bool = False, desc: str = "regenerate",
+               shared_prefix: bool = True) -> Regenerated:
     """Rewrite `texts` with `model` (see module doc). `keys` (default: the positions) name the texts for
     their per-paragraph sampling seeds: the same (seed, key, text, model) gives the same rewrite whatever
-    else is in the batch, up to float differences between batched matmuls of different shapes."""
+    else is in the batch, up to float differences between batched matmuls of different shapes.
+    `shared_prefix`: in `original` mode, continue one forward pass over each paragraph (`_regenerate_original`);
+    False reads every block's context anew (the same tokens up to float rounding: for benchmarks)."""
     start = time.perf_counter()
     settings = _fit_window(settings, model, tokenizer)
     special = set(tokenizer.all_special_ids)
@@ -94,7 +99,8 @@ def regenerate(model, tokenizer, texts: list[str], settings: RegenerateSettings,
             gens = [row_generator(seed, k) for k in keys]
             out_ids = _regenerate_sequential(model, tokenizer, plans, settings, gens, progress, desc)
         else:
-            out_ids = _regenerate_original(model, tokenizer, plans, settings, (seed, keys), progress, desc)
+            out_ids = _regenerate_original(model, tokenizer, plans, settings, (seed, keys), progress, desc,
+                                           shared_prefix)
     finally:
         model.train(was_training)
     generated = [[j >= first for j in range(len(ids))] for (ids, first) in plans]
@@ -151,7 +157,7 @@ def _regenerate_sequential(model, tokenizer, plans, settings, gens, progress, de
     return out
 
 
-def _regenerate_original(model, tokenizer, plans, settings, seed_keys, progress, desc):
+def _regenerate_original(model, tokenizer, plans, settings, seed_keys, progress, desc, shared_prefix=True):
     from tqdm.auto import tqdm
 
     jobs = []  # (paragraph, start, length): one row per block, context from the input text
@@ -161,20 +167,89 @@ def _regenerate_original(model, tokenizer, plans, settings, seed_keys, progress,
     out = [list(ids) for ids, _ in plans]
     seed, keys = seed_keys
     gens = [row_generator(seed, f"{keys[p]}/{s}") for p, s, _ in jobs]  # one per block: blocks run in parallel
-    order = sorted(range(len(jobs)), key=lambda j: min(jobs[j][1], settings.context - settings.block))
+    reach = settings.context - settings.block  # the most original text a block continues
     bar = tqdm(total=sum(j[2] for j in jobs), desc=desc, unit="tok", disable=not progress, leave=False)
-    for rows in _batches(order, settings.batch_size):
-        contexts = []
-        for j in rows:
-            p, s, _ = jobs[j]
-            contexts.append(plans[p][0][max(0, s - (settings.context - settings.block)) : s])
-        new = _generate(model, tokenizer, contexts, max(jobs[j][2] for j in rows), settings, [gens[j] for j in rows])
+
+    def run(rows, states=None):
+        contexts = [plans[jobs[j][0]][0][max(0, jobs[j][1] - reach) : jobs[j][1]] for j in rows]
+        cache = None if states is None else _prefix_cache([states[jobs[j][0]] for j in rows],
+                                                          [jobs[j][1] - 1 for j in rows])
+        new = _generate(model, tokenizer, contexts, max(jobs[j][2] for j in rows), settings, [gens[j] for j in rows],
+                        cache)
         for j, toks in zip(rows, new.tolist()):
             p, s, n = jobs[j]
             out[p][s : s + n] = toks[:n]
             bar.update(n)
+
+    # A block whose context is its paragraph's whole prefix continues the KV cache of ONE forward pass over the
+    # paragraph, shared by all its blocks, instead of re-reading that prefix: a paragraph of L tokens costs L
+    # context positions, not about L^2 / (2 block). Paragraphs go in groups, longest with longest, so that only
+    # one group's keys and values are held at a time. Blocks past `reach` (a paragraph longer than the
+    # window) read their own sliding context, as before. Beam search is HF `generate`'s: no shared prefix.
+    shared = shared_prefix and settings.decoding != "beam" and shares_prefix(model.config)
+    prefix = [j for j, (_, s, _) in enumerate(jobs) if shared and 1 < s <= reach]
+    rest = sorted(set(range(len(jobs))) - set(prefix), key=lambda j: min(jobs[j][1], reach))
+    by_length = sorted({jobs[j][0] for j in prefix}, key=lambda p: len(plans[p][0]))
+    for group in _batches(by_length, settings.batch_size):
+        mine = set(group)
+        rows = sorted((j for j in prefix if jobs[j][0] in mine), key=lambda j: jobs[j][1])
+        states = _prefix_states(model, {p: plans[p][0][: max(jobs[j][1] for j in rows if jobs[j][0] == p) - 1]
+                                        for p in group})
+        for batch in _batches(rows, settings.batch_size):
+            run(batch, states)
+    for batch in _batches(rest, settings.batch_size):
+        run(batch)
     bar.close()
     return out
+
+
+def shares_prefix(config) -> bool:
+    """Whether a model of this config regenerates `original` blocks from a shared prefix: its KV cache a
+    `DynamicCache` of plain per-layer keys and values whose rows can be cut out and put back together
+    (transformers 5), and no sliding-window layer (Gemma 3's, Mistral's)."""
+    from transformers import DynamicCache
+
+    types = getattr(config, "layer_types", None) or []
+    return hasattr(DynamicCache(), "layers") and not getattr(config, "sliding_window", None) \
+        and all(t == "full_attention" for t in types)
+
+
+@torch.inference_mode()
+def _prefix_states(model, prefixes: dict[int, list[int]]) -> dict[int, list[tuple]]:
+    """Per paragraph, every layer's (keys, values) over its prefix, from one right-padded forward pass."""
+    device = next(model.parameters()).device
+    order = list(prefixes)
+    width = max(len(prefixes[p]) for p in order)
+    ids = torch.zeros(len(order), width, dtype=torch.long)
+    mask = torch.zeros(len(order), width, dtype=torch.long)
+    for i, p in enumerate(order):
+        ids[i, : len(prefixes[p])] = torch.tensor(prefixes[p], dtype=torch.long)
+        mask[i, : len(prefixes[p])] = 1
+    name = cache_argument(model)
+    res = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True, logits_to_keep=1)
+    layers = [(layer.keys, layer.values) for layer in getattr(res, name).layers]
+    return {p: [(k[i], v[i]) for k, v in layers] for i, p in enumerate(order)}
+
+
+def _prefix_cache(states: list[list[tuple]], lengths: list[int]):
+    """A batch's KV cache, left-padded as `_left_pad` pads its contexts: row r holds the first `lengths[r]`
+    positions of its paragraph's keys and values (every context token but the last, which the first decoding
+    step feeds)."""
+    from transformers import DynamicCache
+
+    width = max(lengths)
+    if width == 0:
+        return None
+    layers = []
+    for layer in range(len(states[0])):
+        k0, v0 = states[0][layer]
+        keys = k0.new_zeros(len(states), k0.shape[0], width, k0.shape[2])
+        values = v0.new_zeros(len(states), v0.shape[0], width, v0.shape[2])
+        for r, (state, n) in enumerate(zip(states, lengths)):
+            keys[r, :, width - n :] = state[layer][0][:, :n]
+            values[r, :, width - n :] = state[layer][1][:, :n]
+        layers.append((keys, values))
+    return DynamicCache(layers)
 
 
 # ----------------------------------------------------------------------------------------------- decoding
@@ -189,8 +264,9 @@ def _left_pad(contexts: list[list[int]], pad_id: int):
     return ids, mask
 
 
-def _generate(model, tokenizer, contexts, n_new, settings: RegenerateSettings, gens) -> torch.Tensor:
-    """`n_new` tokens continuing each context: a ``[len(contexts), n_new]`` tensor."""
+def _generate(model, tokenizer, contexts, n_new, settings: RegenerateSettings, gens, cache=None) -> torch.Tensor:
+    """`n_new` tokens continuing each context: a ``[len(contexts), n_new]`` tensor. `cache`: the KV cache of
+    every context but its last token, left-padded alike (`_prefix_cache`), when their prefixes ran already."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids, mask = _left_pad(contexts, pad_id)
     device = next(model.parameters()).device
@@ -198,11 +274,11 @@ def _generate(model, tokenizer, contexts, n_new, settings: RegenerateSettings, g
     banned = _banned_ids(tokenizer)
     if settings.decoding == "beam":
         return _beam(model, ids, mask, n_new, settings, banned, pad_id)
-    return _sample(model, ids, mask, n_new, settings, banned, gens)
+    return _sample(model, ids, mask, n_new, settings, banned, gens, cache)
 
 
 @torch.inference_mode()
-def _sample(model, ids, mask, n_new, settings: RegenerateSettings, banned, gens) -> torch.Tensor:
+def _sample(model, ids, mask, n_new, settings: RegenerateSettings, banned, gens, cache=None) -> torch.Tensor:
     batch = ids.shape[0]
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     vocab = model.get_output_embeddings().weight.shape[0]
@@ -211,7 +287,8 @@ def _sample(model, ids, mask, n_new, settings: RegenerateSettings, banned, gens)
         seen = torch.zeros(batch, vocab, dtype=torch.bool, device=ids.device)
         seen.scatter_(1, ids, mask.bool())
     out = torch.empty(batch, n_new, dtype=torch.long, device=ids.device)
-    cache, step_ids, step_pos = None, ids, positions
+    # the first step reads the whole context, or with a cache of all but its last token, that token alone
+    step_ids, step_pos = (ids, positions) if cache is None else (ids[:, -1:], positions[:, -1:])
     for t in range(n_new):
         logits, cache = _step(model, step_ids, mask, step_pos, cache)
         logits[:, banned] = float("-inf")
