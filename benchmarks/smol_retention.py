@@ -8,7 +8,7 @@ test over seeds, unpaired; the paired test and the correlation beside it), Holm 
 clean control gives the scale: the effect of interest is a share (`--share`, 0.5) of the AUC gap between CE and
 the control, and the power to detect it after Holm's first step (alpha / claims) is simulated from the pooled
 sd of the arms measured so far (`bench_power.detection_rate`: normal seeds, the exact permutation test), for each
-number of seeds up to `--max-seeds`.
+number of seeds up to `--max-seeds`; before the sweep's control has finished, `--gap` gives the gap (a calibration's).
 
     python benchmarks/smol_retention.py --out runs/regimes --regime wikitext_smol --losses tce:0.9 --seeds 0-4
 """
@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--claims", type=int, default=None, help="the board's number of claims (default: --losses')")
     p.add_argument("--share", type=float, default=0.5, help="effect of interest: this share of the CE-control gap")
     p.add_argument("--max-seeds", type=int, default=10)
+    p.add_argument("--gap", type=float, default=None,
+                   help="the CE-control AUC gap, where the sweep has no finished control yet (default: measured)")
     args = p.parse_args(argv)
     root, seeds = Path(args.out), parse_seeds(args.seeds)
     losses = [x for x in args.losses.split(",") if x]
@@ -87,13 +89,14 @@ def main(argv=None) -> int:
         print(line)
 
     sd = pooled_sd([ce, *arms.values()])
-    if not ce or not control or sd is None:
-        print("\nPower: needs finished CE and control runs and two seeds of an arm")
+    if not ce or not (control or args.gap is not None) or sd is None:
+        print("\nPower: needs finished CE runs, two seeds of an arm, and finished control runs (or --gap)")
         return 0
-    gap = float(np.mean(list(control.values())) - np.mean(list(ce.values())))
+    gap = float(np.mean(list(control.values())) - np.mean(list(ce.values()))) if control else args.gap
     effect = args.share * gap
     print(f"\nPower at alpha {ALPHA:g} / {m} claims (Holm's first step), unpaired, pooled sd {sd:.3f}; "
-          f"CE-control gap {gap:.3f}, effect of interest {args.share:g} x gap = {effect:.3f}:")
+          f"CE-control gap {gap:.3f} ({'measured' if control else '--gap'}), "
+          f"effect of interest {args.share:g} x gap = {effect:.3f}:")
     print("| seeds per arm | power at the effect | power at the whole gap |")
     print("|---:|---:|---:|")
     ce_mean = float(np.mean(list(ce.values())))

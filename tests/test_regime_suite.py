@@ -216,3 +216,13 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
     rows = [line for line in out.splitlines() if line.startswith("| 3 |") or line.startswith("| 5 |")]
     assert rows[0] == "| 3 | 0.00 | 0.00 |"  # 3 vs 3 seeds cannot go below p = 0.1
     assert float(rows[1].split("|")[3]) >= float(rows[1].split("|")[2])  # the whole gap is easier than half of it
+    # before the sweep's control has finished: no power, unless the gap is given (--gap, e.g. a calibration's)
+    import shutil
+    for seed in range(4):
+        shutil.rmtree(sys.modules["collapse_regimes"].run_dir_for(tmp_path, "wikitext_smol", "control", seed))
+    assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0-3", "--max-seeds", "4"]) == 0
+    assert "Power: needs finished CE runs, two seeds of an arm, and finished control runs (or --gap)" in \
+        capsys.readouterr().out
+    assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0-3", "--max-seeds", "4",
+                     "--gap", "0.1"]) == 0
+    assert "CE-control gap 0.100 (--gap), effect of interest 0.5 x gap = 0.050" in capsys.readouterr().out
