@@ -174,26 +174,21 @@ def model_config(name: str, key: str):
 
 
 def _model_paths(task: CollapseTask) -> tuple[int, bool]:
-    """What the run's model makes it do: the Fig. 1 confidence's passes (2: eval and train mode, 1 without
-    dropout) and whether `original` blocks continue a shared prefix (`regenerate.shares_prefix`)."""
-    from fortifai_bench.collapse.regenerate import shares_prefix
-
-    config, _ = model_config(task.model.name, _model_key(task))
-    shared = config is not None and task.regenerate.decoding != "beam" and shares_prefix(config)
-    return (2 if _dropout(task) else 1), shared
-
-
-def _dropout(task: CollapseTask) -> bool:
-    """Whether the task's model has dropout (`models.has_dropout`, on the model built from its config on the
-    meta device); True when its config cannot be read here, the costlier case."""
+    """What the run's model makes it do, read from its config (the model built on the meta device): the Fig. 1
+    confidence's passes (2: eval and train mode; 1 without dropout, `models.has_dropout`) and whether
+    `original` blocks continue a shared prefix (`regenerate.shares_prefix`). A config not readable here: two
+    passes and no shared prefix, the costlier case."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    from fortifai_bench.collapse.regenerate import shares_prefix
+
     config, _ = model_config(task.model.name, _model_key(task))
     if config is None:
-        return True
+        return 2, False
     with torch.device("meta"):
-        return has_dropout(AutoModelForCausalLM.from_config(config, trust_remote_code=False))
+        dropout = has_dropout(AutoModelForCausalLM.from_config(config, trust_remote_code=False))
+    return (2 if dropout else 1), task.regenerate.decoding != "beam" and shares_prefix(config)
 
 
 def _count(config) -> int:
