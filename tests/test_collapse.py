@@ -154,6 +154,24 @@ def test_the_plan_counts_a_shared_prefix_once_per_paragraph():
     assert _rewrite([100], narrow, shared=True) == (3 * 32, 3 * 64 + 32)
 
 
+def test_the_plan_counts_the_mask_measure_only_for_a_loss_that_masks():
+    """Around training a masking loss's mask is measured on the regenerated pool and the fresh split, by the
+    model before and after (`corruption.gradient_split`); a loss that keeps every token needs no pass."""
+    from fortifai_bench.collapse.compute import _padded, _stage
+
+    task = load_task("collapse_facts", ["stages=3", "paragraphs_per_split=6"])
+    data = load_data(task)
+    count = lambda text: len(text.split())  # noqa: E731  any counter: the plan only adds its counts up
+    stages = plan(task, [len(s) for s in data.splits])
+    for p in stages:
+        measured, skipped = (_stage(task, data, count, p, masks=m).scored for m in (True, False))
+        regenerated = [count(q.text) for k, g in p.pool if g > 0 for q in data.splits[k]]
+        fresh = [count(q.text) for k, g in p.pool if g == 0 for q in data.splits[k]]
+        eb = task.eval.batch_size
+        assert measured - skipped == (2 * (_padded(regenerated, eb) + _padded(fresh, eb)) if regenerated else 0)
+    assert any(g > 0 for _, g in stages[-1].pool)
+
+
 def test_data_maps_questions_onto_splits():
     data = load_data(load_task("collapse_facts", ["stages=3", "paragraphs_per_split=6"]))
     assert [len(s) for s in data.splits] == [6, 6, 6]
@@ -680,6 +698,36 @@ def test_training_classes_count_facts_only_where_the_corpus_states_them():
     plain = dataclasses.replace(q, meta={})
     classes, facts = training_classes(tok, [(q.text, plain, 0), (q.text, plain, 1)])
     assert facts is None and len(classes) == 2
+
+
+def test_a_loss_that_keeps_every_token_is_measured_without_running_the_model(small_model):
+    """CE, focal and TCE(1.0) keep every token whatever the model predicts: `_kept` answers what a forward pass
+    and their own reduce give without calling the model. A subclass that overrides reduce promises nothing."""
+    from fortifai_bench.collapse.corruption import _kept
+    from fortifai_bench.collapse.evaluate import token_probs
+    from fortifai_bench.losses import CE, TCE, Focal, FunctionLoss
+
+    class SameAsCE(CE):
+        def reduce(self, logp, valid):
+            return super().reduce(logp, valid)
+
+    model, tok, texts = small_model
+    rows = [tok(t)["input_ids"][: 5 + 7 * (3 * j % 5)] for j, t in enumerate(texts[:5])]  # unsorted lengths
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        for loss in (CE(), Focal(2.0), TCE(1.0)):
+            assert loss.keeps_every_token()
+            assert _kept(model, loss, rows, 2) == [[True] * (len(r) - 1) for r in rows] and not calls
+        assert not SameAsCE().keeps_every_token() and not TCE(0.9).keeps_every_token()
+        assert not FunctionLoss(lambda logits, labels: logits.sum()).keeps_every_token()
+        assert _kept(model, SameAsCE(), rows, 2) == _kept(model, CE(), rows, 2) and len(calls) == 3
+        probs = token_probs(model, rows)
+        ps = sorted(p for ps in probs for p in ps)
+        gamma = (ps[len(ps) // 2 - 1] + ps[len(ps) // 2]) / 2  # between two tokens: half kept, half masked
+        assert _kept(model, TCE(gamma), rows, 2) == [[p <= gamma for p in ps] for ps in probs]
+    finally:
+        hook.remove()
 
 
 def test_trained_summary_rates_from_a_tally():

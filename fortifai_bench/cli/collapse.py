@@ -14,6 +14,7 @@ command chooses nothing, and its rules, are `collapse.defaults`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import os
 import shlex
@@ -178,7 +179,7 @@ def main(args: argparse.Namespace) -> int:
                         nproc=args.nproc)
     if args.plan:
         with _offline():
-            return _plan(args, tasks, losses, seeds, control, jobs)
+            return _plan(args, tasks, losses, seeds, loss_args, control, jobs)
     if launch.wanted(args):  # everything above was checked here, once, before starting N processes
         return _relaunch(args)
     return _run(args, tasks, losses, seeds, loss_args, control, jobs, default, command)
@@ -206,15 +207,24 @@ def _offline():
                 os.environ[k] = v
 
 
-def _plan(args, tasks, losses, seeds, control, jobs) -> int:
+def _plan(args, tasks, losses, seeds, loss_args, control, jobs) -> int:
     from fortifai_bench.collapse.protocol import format_plan
 
-    for t in tasks:
-        print(format_plan(t, devices=args.nproc or 1, params=args.params, device_tflops=args.device_tflops))
+    masks = [_masks(spec, loss_args) for spec in losses] + [False] * control  # the control trains with CE
+    for t in tasks:  # the per-run estimate of the costliest run
+        print(format_plan(t, devices=args.nproc or 1, params=args.params, device_tflops=args.device_tflops,
+                          masks=any(masks)))
     print(f"losses: {', '.join(losses)}; seeds: {','.join(map(str, seeds))}")
     if args.device_tflops is None:
-        print(_planned_wall(tasks, (len(losses) + control) * len(seeds), jobs, args))
+        print(_planned_wall(tasks, [m for m in masks for _ in seeds], jobs, args))
     return 0
+
+
+def _masks(spec: str, loss_args: dict) -> bool:
+    """Whether a run of this loss measures its mask with the model around training (`Loss.keeps_every_token`)."""
+    from fortifai_bench.losses import load_loss
+
+    return not load_loss(spec, **loss_args).loss.keeps_every_token()
 
 
 def _run(args, tasks, losses, seeds, loss_args, control, jobs, default, command) -> int:
@@ -233,9 +243,10 @@ def _run(args, tasks, losses, seeds, loss_args, control, jobs, default, command)
     return 0
 
 
-def _planned_wall(tasks, runs: int, jobs: int, args) -> str:
+def _planned_wall(tasks, runs: list[bool], jobs: int, args) -> str:
     """The experiment's wall time on this machine, from each task's per-run estimate (measured throughput):
-    runs side by side share the CPU cores (one thread each); on a GPU they take turns."""
+    runs side by side share the CPU cores (one thread each); on a GPU they take turns. `runs`: per run of a
+    task, whether its loss's mask is measured (`_masks`)."""
     from fortifai_bench.collapse.compute import duration, estimate, recorded_data, run_seconds
     from fortifai_bench.collapse.plan import plan
     from fortifai_bench.collapse.protocol import plan_data
@@ -244,16 +255,19 @@ def _planned_wall(tasks, runs: int, jobs: int, args) -> str:
     total = 0.0
     for t in tasks:
         data = plan_data(t)[0] or recorded_data(t)
-        est = estimate(t, plan(t, [len(s) for s in data.splits]), data, args.params) if data is not None else None
+        stages = plan(t, [len(s) for s in data.splits]) if data is not None else None
+        est = estimate(t, stages, data, args.params) if data is not None else None
         seconds = run_seconds(est, devices) if est is not None else None
         if seconds is None:
             return "wall time: not estimated here (no throughput could be measured for the model)"
-        total += runs * seconds
+        keeping = dataclasses.replace(estimate(t, stages, data, args.params, measure=False, masks=False),
+                                      rates=est.rates)
+        total += sum(seconds if m else run_seconds(keeping, devices) for m in runs)
     import torch
 
     cores = os.cpu_count() or 1
     parallel = min(jobs, cores) if not torch.cuda.is_available() else 1
-    n = runs * len(tasks)
+    n = len(runs) * len(tasks)
     return (f"wall time: about {duration(total / parallel)} for {n} run{'s' * (n > 1)}, {parallel} at a time on this "
             f"machine ({cores} cores{', one GPU per run' if torch.cuda.is_available() else ''}), from the "
             "throughput measured above; shared work (chance level, the control's stage 0) not subtracted")

@@ -105,19 +105,21 @@ class Estimate:
     tokens_source: str
     notes: list[str] = field(default_factory=list)
     rates: Rates | None = None
+    masks: bool = True  # for a loss whose mask is measured around training (`_stage`)
 
 
 def estimate(task: CollapseTask, stages: list[StagePlan], data, params: float | None = None,
-             notes: list[str] | None = None, measure: bool = True) -> Estimate:
+             notes: list[str] | None = None, measure: bool = True, masks: bool = True) -> Estimate:
     """Token counts per stage of the plan `stages`, on the task's `data` (`protocol.load_data`, or
     `recorded_data`), the parameter count (see module doc) and, with `measure`, the throughput measured
-    here (`measure_rates`). `notes`: what the estimate leaves out (a KR set that cannot be read)."""
+    here (`measure_rates`). `notes`: what the estimate leaves out (a KR set that cannot be read). `masks`:
+    for a loss whose mask is measured around training (TCE; not CE or focal: `_stage`)."""
     counter, tokens_source = _counter(task) if not getattr(data, "recorded", False) else _chars_counter()
     count = functools.lru_cache(maxsize=None)(counter)  # every paragraph and question is counted once
     params, params_source = _parameters(task, params)
     passes, shared = _model_paths(task)
-    est = Estimate([_stage(task, data, count, stage, passes, shared) for stage in stages], params, params_source,
-                   tokens_source, list(notes or []))
+    est = Estimate([_stage(task, data, count, stage, passes, shared, masks) for stage in stages], params, params_source,
+                   tokens_source, list(notes or []), masks=masks)
     if measure:
         lengths = [count(q.text) for q in data.splits[0]]
         kr = [count(q.context) + max(count(q.true), count(q.false)) for q in _kr_questions(task, data)]
@@ -451,12 +453,14 @@ def _kr_questions(task: CollapseTask, data) -> list:
     return [q for q in data.questions if task.eval.kr_splits != "first" or getattr(q, "split", 0) == 0]
 
 
-def _stage(task: CollapseTask, data, count, stage: StagePlan, passes: int = 2, shared: bool = False) -> StageCost:
+def _stage(task: CollapseTask, data, count, stage: StagePlan, passes: int = 2, shared: bool = False,
+           masks: bool = True) -> StageCost:
     """The positions one stage runs the model over, by phase as the run spends them (`run._stage`): every
     batch of sequences padded to its longest row, as the run pads them (on WikiText's paragraphs of 4 to 330
     tokens that doubles the held-out text's positions). `passes`: the Fig. 1 confidence's, 2 (eval and train
     mode) or 1 (a model without dropout, whose train mode computes what eval mode did). `shared`: `original`
-    regeneration reads each paragraph's prefix once (`_rewrite`)."""
+    regeneration reads each paragraph's prefix once (`_rewrite`). `masks`: the loss's mask is measured with the
+    model around training (a loss that keeps every token, `Loss.keeps_every_token`, needs no pass)."""
     t, r, eb = task.train, task.regenerate, task.eval.batch_size
     cost = StageCost(stage.stage)
     train_on = stage.pool
@@ -487,8 +491,10 @@ def _stage(task: CollapseTask, data, count, stage: StagePlan, passes: int = 2, s
     # (evaluate._confidence; the first held-out pass is also the perplexity's)
     cost.evaluated = kr(_kr_questions(task, data)) + passes * (rewritten + real + heldout)
     cost.scored = cost.validated + cost.evaluated
-    if any(g > 0 for _, g in train_on):  # the corruption measure before and after training, outside its time
-        cost.scored += 2 * _padded([count(p.text) for k, g in train_on if g > 0 for p in data.splits[k]], eb)
+    regenerated = [count(p.text) for k, g in train_on if g > 0 for p in data.splits[k]]
+    if masks and regenerated:  # the corruption measure, outside training's time (corruption.gradient_split):
+        fresh = [count(p.text) for k, g in train_on if g == 0 for p in data.splits[k]]  # the pool and D_i, read
+        cost.scored += 2 * (_padded(regenerated, eb) + _padded(fresh, eb))           # by M_{i-1} and by M_i
     if stage.stage == 0:
         cost.scored += kr(data.questions)                                  # the base's KR (chance.json)
     return cost
@@ -589,7 +595,9 @@ def format_estimate(est: Estimate, devices: int = 1, device_tflops: float | None
         raise FortifaiError(f"--device-tflops must be > 0, got {tflops:g}")
     rate = devices * tflops * 1e12
     p = est.params
-    lines = [f"compute, per run (one loss, one seed): parameters {_n(p) if p else '?'} ({est.params_source}); tokens {est.tokens_source}",
+    loss = "whose mask is measured, as TCE's" if est.masks else "that keeps every token, as CE"
+    lines = [f"compute, per run (one loss {loss}, one seed): parameters {_n(p) if p else '?'} ({est.params_source}); "
+             f"tokens {est.tokens_source}",
              "  FLOPs = 6 x params x trained + 2 x params x (generated + context + scored) tokens"]
     if measured:
         split = f", split evenly over {devices} devices" if devices > 1 else ""

@@ -21,10 +21,11 @@ from fortifai_bench.kr.sets import cut, kr_set, on_splits
 
 
 def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, params: float | None = None,
-                device_tflops: float | None = None) -> str:
-    """The schedule as text (`fortifai-bench collapse --plan`), then a compute estimate (`collapse.compute`)
-    when the corpus can be read here; no model weights are loaded. The epochs shown are those of the real
-    split sizes when the corpus can be read (else every split is taken to hold `paragraphs_per_split`)."""
+                device_tflops: float | None = None, masks: bool = True) -> str:
+    """The schedule as text (`fortifai-bench collapse --plan`), then a compute estimate (`collapse.compute`;
+    `masks`: for a loss whose mask is measured) when the corpus can be read here; no model weights are loaded.
+    The epochs shown are those of the real split sizes when the corpus can be read (else every split is taken
+    to hold `paragraphs_per_split`)."""
     data, missing, notes = plan_data(task)
     sizes = [len(s) for s in data.splits] if data is not None else [task.paragraphs_per_split or 1] * task.stages
     stages = plan(task, sizes)
@@ -33,7 +34,7 @@ def format_plan(task: CollapseTask, *, compute: bool = True, devices: int = 1, p
         try:
             if data is None:
                 raise missing
-            est = estimate(task, stages, data, params, notes, measure=device_tflops is None)
+            est = estimate(task, stages, data, params, notes, measure=device_tflops is None, masks=masks)
         except FortifaiError as exc:  # the schedule stands without the corpus; say why the rest is missing
             lines.append(f"compute: not estimated here ({exc})")
         else:

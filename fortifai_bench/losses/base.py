@@ -73,6 +73,18 @@ class Loss:
         """Constructor arguments, recorded in run provenance and leaderboard entries."""
         return {}
 
+    def keeps_every_token(self) -> bool:
+        """True when the loss gives every real token gradient whatever the model predicts (CE, focal, TCE with
+        gamma >= 1): its mask is then known without running the model (`collapse.corruption`). The default
+        promises nothing, so a loss's mask is measured."""
+        return False
+
+
+def unchanged(loss: Loss, cls: type) -> bool:
+    """`loss` computes exactly what `cls` does: a subclass that overrides `reduce` or `forward` may mask
+    differently, so it inherits none of `cls`'s promises about its mask."""
+    return type(loss).reduce is cls.reduce and type(loss).forward is cls.forward
+
 
 def overrides_loss(cls: type) -> bool:
     return cls.forward is not Loss.forward or cls.reduce is not Loss.reduce

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fortifai_bench.losses.base import Loss
+from fortifai_bench.losses.base import Loss, unchanged
 
 
 class CE(Loss):
@@ -10,3 +10,6 @@ class CE(Loss):
 
     def reduce(self, logp, valid):
         return -logp.sum() / valid.sum().clamp_min(1), valid
+
+    def keeps_every_token(self):
+        return unchanged(self, CE)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.losses.base import Loss, check_flag, check_number
+from fortifai_bench.losses.base import Loss, check_flag, check_number, unchanged
 
 
 class Focal(Loss):
@@ -27,3 +27,6 @@ class Focal(Loss):
 
     def config(self):
         return {"gamma": self.gamma, "detach_weight": self.detach_weight}
+
+    def keeps_every_token(self):  # it weights confident tokens down, it does not mask them
+        return unchanged(self, Focal)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.losses.base import Loss, check_number
+from fortifai_bench.losses.base import Loss, check_number, unchanged
 
 
 class TCE(Loss):
@@ -43,3 +43,6 @@ class TCE(Loss):
 
     def config(self):
         return {"gamma": self.gamma, "normalize": self.normalize}
+
+    def keeps_every_token(self):
+        return self.gamma >= 1 and unchanged(self, TCE)
