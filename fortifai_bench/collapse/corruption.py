@@ -34,7 +34,8 @@ import re
 import torch
 
 from fortifai_bench.corpora.facts import CATEGORIES, SLOT, TEMPLATES
-from fortifai_bench.losses import TCE, token_logprobs
+from fortifai_bench.collapse.probs import token_logps
+from fortifai_bench.losses import TCE, Loss
 
 # A token's class, as the trainer tallies it (train.data carries them, train.loop counts them): its source
 # plus, for a fact's value on a facts corpus, whether the text states the true value. 0: no class (padding).
@@ -186,37 +187,31 @@ def trained_summary(tally, gamma: float, facts: dict | None = None) -> dict:
 
 # ------------------------------------------------------------------------------------------ eval-mode passes
 
-@torch.no_grad()
 def _kept(model, loss, rows: list[list[int]], batch_size: int) -> list[list[bool]] | None:
-    """Which target tokens of each row `loss` gives gradient (kept[t] is about token t + 1), or None when
-    the loss does not report a mask (it overrides `forward` or is a plain function). A loss that keeps every
-    token whatever the model predicts (CE, focal: `Loss.keeps_every_token`) keeps them without a forward pass:
-    the same answer its `reduce` gives, at no cost (BENCHMARKS: the two passes were a third of a CE stage)."""
+    """Which target tokens of each row `loss` gives gradient (kept[t] is about token t + 1), from the model's
+    log-probability of each (`probs.token_logps`: batched longest with longest, in windows where a row is
+    longer than the model's), or None when the loss does not report a mask (it overrides `forward` or is a
+    plain function). A loss that keeps every token whatever the model predicts (CE, focal:
+    `Loss.keeps_every_token`) keeps them without a forward pass: the same answer its `reduce` gives, at no
+    cost (BENCHMARKS: the two passes were a third of a CE stage)."""
     promise = getattr(loss, "keeps_every_token", None)
     if callable(promise) and promise():
         return [[True] * (len(r) - 1) for r in rows]
-    device = next(model.parameters()).device
-    out: list[list[bool]] = [[] for _ in rows]
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # longest with longest: less padding
-    for s in range(0, len(rows), batch_size):
-        batch = [rows[i] for i in order[s : s + batch_size]]
-        width = max(len(r) for r in batch)
-        ids = torch.zeros(len(batch), width, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        for j, r in enumerate(batch):
-            ids[j, : len(r)] = torch.tensor(r)
-            labels[j, : len(r)] = torch.tensor(r)
-        mask = (labels != -100).long()
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp, valid = token_logprobs(logits, labels.to(device))
-        try:
-            _, kept = loss.reduce(logp, valid)
-        except (NotImplementedError, TypeError, AttributeError):
-            return None
-        kept = (kept.bool() & valid).view(len(batch), width).cpu()
-        for j, r in enumerate(batch):
-            out[order[s + j]] = kept[j, : len(r) - 1].tolist()
-    return out
+    if type(loss).reduce is Loss.reduce:  # forward alone, or a plain function: no mask to read
+        return None
+    logps = token_logps(model, rows, batch_size)
+    width = max((len(x) for x in logps), default=0)
+    logp = torch.zeros(len(rows), width)
+    valid = torch.zeros(len(rows), width, dtype=torch.bool)
+    for j, x in enumerate(logps):
+        logp[j, : len(x)], valid[j, : len(x)] = x, True
+    try:
+        with torch.no_grad():
+            _, kept = loss.reduce(logp.view(-1), valid.view(-1))
+    except (NotImplementedError, TypeError, AttributeError):
+        return None
+    kept = (kept.bool() & valid.view(-1)).view(len(rows), width)
+    return [kept[j, : len(x)].tolist() for j, x in enumerate(logps)]
 
 
 def gradient_split(model, tokenizer, loss, pairs: list[tuple[str, str]], batch_size: int = 32,
