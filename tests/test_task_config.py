@@ -198,7 +198,10 @@ def test_compute_estimate_counts_what_the_protocol_does():
     steps = dataclasses.replace(task, budget="steps")                # 2 of 4 paragraphs are one split: 3 x 1/2
     assert compute._stage(steps, data, count, plan(steps, [2, 2])[1]).trained == round(3 / 2) * (10 + 6 + 128 + 4)
     assert s1.evaluated == (2 + 1 + 2) + 2 * (4 * 200 + 2 * 200 + 3)  # rewrites of D_0 and D_1; real D_1 only
-    assert s1.scored == s1.evaluated + 2 * 2 * 10                # + corruption before/after on D_0^(1)
+    # + the mask measure before and after training: the regenerated D_0^(1) and the fresh D_1, one batch each;
+    # a loss that keeps every token (CE) runs none
+    assert s1.scored == s1.evaluated + 2 * (2 * 10 + 2 * 200)
+    assert compute._stage(task, data, count, stages[1], masks=False).scored == s1.evaluated
     # eval.kr_splits=first: only split 0's questions are scored at every stage (the base still scores all)
     data.questions.append(SimpleNamespace(split=1, context="w w w w", true="w", false="w"))
     first = dataclasses.replace(task, eval=dataclasses.replace(task.eval, kr_splits="first"))
@@ -215,7 +218,8 @@ def test_plan_prints_the_compute_of_the_default_task(capsys):
     rc = cli_main(["collapse", "--loss", "ce", "--plan", "--params", "2e6", "--device-tflops", "0.001", "--nproc", "2"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "compute, per run (one loss, one seed): parameters 2.00M (--params); tokens the tiny tokenizer" in out
+    assert ("compute, per run (one loss that keeps every token, as CE, one seed): parameters 2.00M (--params); "
+            "tokens the tiny tokenizer") in out
     assert "0.001 TFLOP/s achieved per device x 2 devices" in out
     assert [line.split(":")[0].strip() for line in out.splitlines() if "FLOPs," in line] == \
         [f"stage {i}" for i in range(6)] + ["total"]
