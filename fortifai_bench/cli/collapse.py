@@ -14,8 +14,8 @@ command chooses nothing, and its rules, are `collapse.defaults`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import contextlib
+import dataclasses
 import os
 import shlex
 import sys

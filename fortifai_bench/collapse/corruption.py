@@ -33,8 +33,8 @@ import re
 
 import torch
 
-from fortifai_bench.corpora.facts import CATEGORIES, SLOT, TEMPLATES
 from fortifai_bench.collapse.probs import token_logps
+from fortifai_bench.corpora.facts import CATEGORIES, SLOT, TEMPLATES
 from fortifai_bench.losses import TCE, Loss
 
 # A token's class, as the trainer tallies it (train.data carries them, train.loop counts them): its source
