@@ -78,6 +78,12 @@ def test_run_figures(smoke_runs, tmp_path):
     title = conf._suptitle.get_window_extent(renderer)
     assert not [ax for ax in conf.axes if title.overlaps(ax.title.get_window_extent(renderer))]
     assert all("probability" in ax.get_xlabel() for ax in conf.axes) and conf.axes[0].get_ylabel()
+    grad = plots.gradient_figure(run)  # the mask as trained per token class, beside the eval-mode measure
+    texts = _check_paper_rules(grad, 3)
+    assert {"corrupted regenerated tokens", "faithful regenerated tokens", "fresh real tokens"} <= set(texts)
+    assert "TCE(0.9)" in grad.axes[0].get_ylabel() and len(grad.axes) == 2
+    fresh = [line for line in grad.axes[0].get_lines() if line.get_label() == "fresh real tokens"][0]
+    assert list(fresh.get_ydata()) == [s["gradient"]["trained"]["fresh"]["share_above_gamma"] for s in run["stages"]]
     written = plots.plot_run(run, tmp_path / "plots")
     names = sorted(p.name for p in written)
     assert names == sorted(f"{n}.{e}" for n in ("kr", "kl", "gradient", "confidence") for e in ("png", "svg"))

@@ -4,8 +4,9 @@ One run (`plot_run`, into RUN/plots/):
 * `kr`: KR-split-0 and KR-total per stage, the failure threshold, chance, the time to failure marked (Fig. 6).
 * `kl`: KL(original || generated) of split 0's unigrams per stage, in nats, beside the floor two real samples
   give (Fig. 7).
-* `gradient`: the share of regenerated training tokens that are corrupted, and the share of the loss's
-  gradient-bearing tokens that are (`collapse.corruption`).
+* `gradient`: per token class (corrupted and faithful regenerated tokens, fresh real ones), the share above gamma
+  in training, what TCE(gamma) masks (`gradient.trained`); and the share of regenerated training tokens that are
+  corrupted, and of the loss's gradient-bearing tokens that are (`collapse.corruption`).
 * `confidence`: next-token probability on the model's own generations vs unseen real text, per stage (Fig. 1).
 
 Several losses over seeds (`plot_compare`, the experiment summary and `fortifai-bench compare --plot`):
@@ -151,21 +152,49 @@ def kl_figure(results: dict):
 
 
 def gradient_figure(results: dict):
-    grad = [(s["stage"], (s.get("gradient") or {}).get("start")) for s in results["stages"]]
-    grad = [(i, g) for i, g in grad if g]
-    if not grad:
+    """Where the loss puts its gradient (`collapse.corruption`), left: each token class's share above gamma in
+    training (`gradient.trained`, every step's own model state): what TCE(gamma) masks, so for a TCE run at that
+    gamma the share it masked; right: the corrupted share of the regenerated tokens and of the loss's
+    gradient-bearing ones, in eval mode with the model that starts each stage (`gradient.start`). A panel a run
+    did not record is left out; None when it recorded neither."""
+    stages = results["stages"]
+    trained = [(s["stage"], (s.get("gradient") or {}).get("trained")) for s in stages]
+    start = [(s["stage"], (s.get("gradient") or {}).get("start")) for s in stages]
+    panels = [(draw, points) for draw, points in ((_trained_panel, [(i, t) for i, t in trained if t]),
+                                                  (_start_panel, [(i, g) for i, g in start if g])) if points]
+    if not panels:
         return None
-    fig, ax = _plt().subplots(figsize=(6, 4))
-    gx = [i for i, _ in grad]
-    ax.plot(gx, [g["corrupted_share"] for _, g in grad], "o-", label="corrupted share of regenerated tokens")
-    if all(g.get("kept_corrupted_share") is not None for _, g in grad):
-        ax.plot(gx, [g["kept_corrupted_share"] for _, g in grad], "s--",
-                label=f"corrupted share of {results['loss']['spec']}'s gradient-bearing tokens")
-    ax.set(xlabel="stage $i$ (mask of $M_{i-1}$ at the start of the stage)", ylabel="share of tokens",
-           ylim=(0, 1), title=_title(results))
-    _stage_ticks(ax, gx)
-    _legend_below(ax, ncol=1)
+    fig, axes = _plt().subplots(1, len(panels), figsize=(5.4 * len(panels), 4.2), squeeze=False,
+                                layout="constrained")
+    for ax, (draw, points) in zip(axes[0], panels):
+        draw(ax, points, results)
+        ax.set(ylim=(0, 1), xlim=(stages[0]["stage"] - 0.3, stages[-1]["stage"] + 0.3))
+        _stage_ticks(ax, [s["stage"] for s in stages])
+        _legend_below(ax, ncol=1)
+    fig.suptitle(_title(results), fontsize=10)
     return fig
+
+
+def _trained_panel(ax, points: list[tuple[int, dict]], results: dict) -> None:
+    gamma = points[0][1]["gamma"]
+    for name, label, style in (("corrupted", "corrupted regenerated tokens", "o-"),
+                               ("faithful", "faithful regenerated tokens", "s-"),
+                               ("fresh", "fresh real tokens", "^--")):
+        cells = [(i, t[name]) for i, t in points if t.get(name)]
+        if cells:
+            ax.plot([i for i, _ in cells], [c["share_above_gamma"] for _, c in cells], style, label=label)
+    ax.set(xlabel=STAGE + ", in training", ylabel=f"share with $p_t > {gamma:g}$ (what TCE({gamma:g}) masks)",
+           title="the mask as trained")
+
+
+def _start_panel(ax, points: list[tuple[int, dict]], results: dict) -> None:
+    x = [i for i, _ in points]
+    ax.plot(x, [g["corrupted_share"] for _, g in points], "o-", label="corrupted share of regenerated tokens")
+    if all(g.get("kept_corrupted_share") is not None for _, g in points):
+        ax.plot(x, [g["kept_corrupted_share"] for _, g in points], "s--",
+                label=f"corrupted share of {results['loss']['spec']}'s gradient-bearing tokens")
+    ax.set(xlabel="stage $i$ (mask of $M_{i-1}$ at the start of the stage, eval mode)", ylabel="share of tokens",
+           title="corrupted tokens and the loss's mask")
 
 
 def confidence_figure(results: dict):
