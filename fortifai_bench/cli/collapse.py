@@ -256,7 +256,7 @@ def _planned_wall(tasks, runs: list[bool], jobs: int, args) -> str:
     for t in tasks:
         data = plan_data(t)[0] or recorded_data(t)
         stages = plan(t, [len(s) for s in data.splits]) if data is not None else None
-        est = estimate(t, stages, data, args.params) if data is not None else None
+        est = estimate(t, stages, data, args.params) if stages is not None else None
         seconds = run_seconds(est, devices) if est is not None else None
         if seconds is None:
             return "wall time: not estimated here (no throughput could be measured for the model)"
