@@ -16,7 +16,11 @@ Reads finished collapse runs (any folder holding run directories, e.g. the --out
 
 `--summary`: every finished run below the folders (a sweep's layout, any depth), one row per loss: the mean over
 seeds of each run's stages 1-5 mean of the mask as trained, and of the Fig. 1 contrasts (eval mode, mean p_t of
-M_1..M_5 on its own regenerated text, the real text it trained on and unseen real text).
+M_1..M_5 on its own regenerated text, the real text it trained on and unseen real text). `--by-stage`: one row
+per loss and stage instead (the control included), each number the mean over seeds. `--plot STEM`: the
+mechanism figure over seeds per task (`collapse.plots.mechanism_figure`), at STEM-TASK.png and .svg.
+
+    python benchmarks/mask_as_trained.py --summary --by-stage --plot smol runs/regimes_v3/wikitext_smol
 
 `--cost`: what the tally costs the trainer: TCE(0.9) training of collapse_facts' base on split 0 and the real
 text of split 1 (as token classes fresh), one thread, with and without classes, alternated `--repeats` times
@@ -87,14 +91,50 @@ def mask_table(stages: list[dict]) -> list[str]:
     return lines
 
 
-def summary(folders: list[str]) -> None:
-    """One row per (task, loss) over every finished run below the folders: the seeds' mean of each run's mean."""
+def finished_runs(folders: list[str], control: bool = False) -> dict[tuple, list[Path]]:
+    """(task, version, loss or "control") -> every finished run below the folders; the control only if asked."""
     groups: dict[tuple, list[Path]] = {}
     for folder in folders:
         for path in sorted(Path(folder).rglob("results.json")):
             res = json.loads(path.read_text())
-            if res.get("complete") and not res.get("control"):
-                groups.setdefault((res["task"]["name"], res["task"]["version"], res["loss"]["spec"]), []).append(path.parent)
+            if res.get("complete") and (control or not res.get("control")):
+                arm = "control" if res.get("control") else res["loss"]["spec"]
+                groups.setdefault((res["task"]["name"], res["task"]["version"], arm), []).append(path.parent)
+    return groups
+
+
+def by_stage(folders: list[str]) -> None:
+    """One row per (task, loss, stage): the mean over seeds of the mask as trained and the Fig. 1 contrasts."""
+    print("| task | loss | seeds | stage | KR split 0 | kept: corrupted | kept: faithful | kept: fresh real | "
+          "mean p: own regenerated / real it trained on / unseen real |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for (name, version, arm), runs in sorted(finished_runs(folders, control=True).items()):
+        stages = [stage_metrics(r) for r in runs]
+        for i in range(min(map(len, stages))):
+            cells = [m[i] for m in stages]
+            trained = [m["gradient"]["trained"] or {} for m in cells]
+            kept = [column_means([[rate(t.get(c))] for t in trained])[0] for c in ("corrupted", "faithful", "fresh")]
+            conf = [statistics.fmean(m["confidence"][k]["mean"] for m in cells) for k in CONTRASTS]
+            score = statistics.fmean(m["score"] for m in cells)
+            print(f"| {name} v{version} | {arm} | {len(runs)} | {i} | {f3(score)} | " + " | ".join(map(f3, kept))
+                  + " | " + " / ".join(map(f3, conf)) + " |")
+
+
+def plot(folders: list[str], stem: str) -> None:
+    """The mechanism figure over seeds, one per task, at STEM-TASK."""
+    from fortifai_bench.collapse.plots import plot_mechanism
+
+    tasks: dict[str, dict[str, list[dict]]] = {}
+    for (name, _, arm), runs in sorted(finished_runs(folders, control=True).items()):
+        tasks.setdefault(name, {})[arm] = [json.loads((r / "results.json").read_text()) for r in runs]
+    for name, groups in tasks.items():
+        for path in plot_mechanism(groups, f"{stem}-{name}"):
+            print(f"wrote {path}")
+
+
+def summary(folders: list[str]) -> None:
+    """One row per (task, loss) over every finished run below the folders: the seeds' mean of each run's mean."""
+    groups = finished_runs(folders)
     print("| task | loss | seeds | corrupted share | kept: corrupted | kept: faithful | kept: all regenerated | "
           "kept: fresh real | kept: value stated true | kept: value stated false | kept: fresh real value | "
           "mean p, M_1..M_5: own regenerated / real it trained on / unseen real |")
@@ -159,6 +199,8 @@ def main(argv=None) -> int:
     p.add_argument("folders", nargs="*", help="folders holding finished run directories")
     p.add_argument("--cost", action="store_true", help="time the trainer with and without the tally instead")
     p.add_argument("--summary", action="store_true", help="one row per loss over every run below the folders")
+    p.add_argument("--by-stage", action="store_true", help="with --summary: one row per loss and stage")
+    p.add_argument("--plot", default=None, metavar="STEM", help="with --summary: the mechanism figure per task")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--epochs", type=int, default=4)
     args = p.parse_args(argv)
@@ -166,7 +208,9 @@ def main(argv=None) -> int:
         cost(args.repeats, args.epochs)
         return 0
     if args.summary:
-        summary(args.folders)
+        by_stage(args.folders) if args.by_stage else summary(args.folders)
+        if args.plot:
+            plot(args.folders, args.plot)
         return 0
     for folder in args.folders:
         runs = [(json.loads((r / "results.json").read_text()), r) for r in runs_in(Path(folder))]

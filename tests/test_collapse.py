@@ -491,6 +491,8 @@ def test_clean_control_trains_on_real_splits_only(tmp_path):
     svg = exp.summary_path.with_suffix(".svg").read_text()  # a legend entry for every line
     for label in ("ce (mean of 1)", "clean control (mean of 1)", "failure threshold (0.75)", "chance (0.5)"):
         assert label in svg, label
+    mechanism = exp.summary_path.with_name(f"{exp.summary_path.stem}-mechanism.svg").read_text()
+    assert "ce: own rewrite (mean of 1)" in mechanism and "clean control: unseen real text" in mechanism
     run_svg = (Path(ce["run_dir"]) / "plots" / "kr.svg").read_text()
     assert "KR split 0" in run_svg and "failure threshold" in run_svg
 

@@ -99,6 +99,25 @@ def test_the_summary_figure_names_its_band(smoke_runs, tmp_path):
     assert [p.suffix for p in plots.plot_compare({"ce": smoke_runs}, tmp_path / "cmp")] == [".png", ".svg"]
 
 
+def test_the_mechanism_figure_over_seeds(smoke_runs, tmp_path):
+    """Fig. 1's contrast per loss (the control too) and, per loss but the control, the mask as trained: each
+    curve the mean over seeds of what the runs recorded."""
+    fig = plots.mechanism_figure({"ce": smoke_runs, "control": smoke_runs[:1]})
+    texts = _check_paper_rules(fig, 3)
+    assert {"ce: own rewrite (mean of 2)", "clean control: unseen real text (mean of 1)",
+            "corrupted regenerated tokens (mean of 2)", "fresh real tokens (mean of 2)", plots.BAND} <= set(texts)
+    assert len(fig.axes) == 2 and "TCE(0.9)" in fig.axes[1].get_ylabel()  # no mask panel for the control
+    own = [line for line in fig.axes[0].get_lines() if line.get_label() == "ce: own rewrite (mean of 2)"][0]
+    expected = [sum(r["stages"][i]["confidence"]["own_generated"]["mean"] for r in smoke_runs) / 2 for i in range(3)]
+    assert list(own.get_ydata()) == pytest.approx(expected, rel=1e-12)
+    corrupted = [line for line in fig.axes[1].get_lines() if line.get_label().startswith("corrupted")][0]
+    assert list(corrupted.get_xdata()) == [1, 2]  # stage 0 trains on real text only: no regenerated class
+    assert [p.suffix for p in plots.plot_mechanism({"ce": smoke_runs}, tmp_path / "mech")] == [".png", ".svg"]
+    bare = [{**r, "stages": [{k: v for k, v in s.items() if k != "confidence"} for s in r["stages"]]}
+            for r in smoke_runs]
+    assert plots.plot_mechanism({"ce": bare}, tmp_path / "none") == [] and not list(tmp_path.glob("none*"))
+
+
 def test_a_kl_floor_far_above_the_curves_is_a_caption(smoke_runs):
     """A floor the axes would have to stretch for (as on the full facts task: 4.42 nats over curves under 0.9) is
     stated under the figure, not drawn off the axes or only in the legend."""

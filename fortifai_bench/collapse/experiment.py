@@ -41,7 +41,7 @@ from fortifai_bench.collapse.base import base_model, with_base_seed
 from fortifai_bench.collapse.config import CollapseTask, task_from_dict
 from fortifai_bench.collapse.defaults import DEFAULT_LOSSES, count_runs, default_jobs, default_tasks, with_control
 from fortifai_bench.collapse.plan import plan
-from fortifai_bench.collapse.plots import plot_compare
+from fortifai_bench.collapse.plots import plot_compare, plot_mechanism
 from fortifai_bench.collapse.progress import Board, label
 from fortifai_bench.collapse.protocol import load_data
 from fortifai_bench.collapse.run import open_context, run_collapse
@@ -471,6 +471,7 @@ def _write_summary(exp: Experiment, out: Path) -> Path:
                       "seconds": {"wall": exp.seconds, **exp.phase_seconds()}, "summaries": exp.summaries})
     try:
         plot_compare(exp.groups, path.with_suffix(""), exp.task.eval.failure_threshold)
+        plot_mechanism(exp.groups, path.with_name(f"{path.stem}-mechanism"))
     except ImportError:  # matplotlib missing: the numbers stand without the picture
         pass
     return path

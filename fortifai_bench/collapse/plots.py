@@ -11,7 +11,9 @@ One run (`plot_run`, into RUN/plots/):
 
 Several losses over seeds (`plot_compare`, the experiment summary and `fortifai-bench compare --plot`):
 KR-split-0 and KL of split 0 per stage, the mean over seeds with a shaded 95% t-band (seeds faint), the clean
-control dashed, the threshold and each loss's time to failure marked.
+control dashed, the threshold and each loss's time to failure marked. `plot_mechanism` beside it: the paper's
+mechanism over seeds, Fig. 1's contrast per loss (mean confidence of M_i on its own rewrite and on unseen real
+text) and, per loss, each token class's share above gamma in training (the `gradient` figure's left panel).
 
 For a paper: stage ticks are the integer stages, every axis says its unit, the shaded band says what it is, every
 reference line is drawn inside the axes (a KL floor far above the curves is named in a caption under the
@@ -175,16 +177,22 @@ def gradient_figure(results: dict):
     return fig
 
 
+TOKEN_CLASSES = (("corrupted", "corrupted regenerated tokens", "o-", "tab:red"),
+                 ("faithful", "faithful regenerated tokens", "s-", "tab:blue"),
+                 ("fresh", "fresh real tokens", "^--", "tab:green"))
+
+
+def _mask_axes(ax, gamma: float, title: str) -> None:
+    ax.set(xlabel=STAGE + ", in training", ylabel=f"share with $p_t > {gamma:g}$ (what TCE({gamma:g}) masks)",
+           title=title)
+
+
 def _trained_panel(ax, points: list[tuple[int, dict]], results: dict) -> None:
-    gamma = points[0][1]["gamma"]
-    for name, label, style in (("corrupted", "corrupted regenerated tokens", "o-"),
-                               ("faithful", "faithful regenerated tokens", "s-"),
-                               ("fresh", "fresh real tokens", "^--")):
+    for name, label, style, color in TOKEN_CLASSES:
         cells = [(i, t[name]) for i, t in points if t.get(name)]
         if cells:
-            ax.plot([i for i, _ in cells], [c["share_above_gamma"] for _, c in cells], style, label=label)
-    ax.set(xlabel=STAGE + ", in training", ylabel=f"share with $p_t > {gamma:g}$ (what TCE({gamma:g}) masks)",
-           title="the mask as trained")
+            ax.plot([i for i, _ in cells], [c["share_above_gamma"] for _, c in cells], style, label=label, color=color)
+    _mask_axes(ax, points[0][1]["gamma"], "the mask as trained")
 
 
 def _start_panel(ax, points: list[tuple[int, dict]], results: dict) -> None:
@@ -217,6 +225,59 @@ def confidence_figure(results: dict):
     return fig
 
 
+def plot_mechanism(groups: dict[str, list[dict]], stem: str | os.PathLike, control: str = "control") -> list[Path]:
+    """The mechanism over seeds (see `mechanism_figure`), saved at `stem`; [] when no run recorded it."""
+    fig = mechanism_figure(groups, control)
+    return [] if fig is None else save(fig, Path(stem))
+
+
+def mechanism_figure(groups: dict[str, list[dict]], control: str = "control"):
+    """The paper's mechanism over seeds. Left, Fig. 1's contrast (Sec. 2.1.1) for every loss: the mean
+    confidence of M_i on its own rewrite of its pool (solid) and on unseen real text (dashed). Then one panel per
+    loss other than the control whose runs recorded the mask as trained (`gradient.trained`): each token class's
+    share above gamma in training, what TCE(gamma) masks. None when no run has confidence records."""
+    groups = {k: [r for r in runs if r["stages"]] for k, runs in groups.items()}
+    groups = {k: runs for k, runs in groups.items()
+              if runs and all(s.get("confidence") for r in runs for s in r["stages"])}
+    if not groups:
+        return None
+    masked = {k: runs for k, runs in groups.items() if k != control and _trained_classes(runs)}
+    n = 1 + len(masked)
+    fig, axes = _plt().subplots(1, n, figsize=(5.2 * n, 4.4), squeeze=False, sharey=True, layout="constrained")
+    ax, stages, seeds = axes[0][0], set(), 1
+    for label, runs in groups.items():
+        name = "clean control" if label == control else label
+        stages |= {s["stage"] for r in runs for s in r["stages"]}
+        seeds = max(seeds, len(runs))
+        own = _band(ax, runs, lambda s: s["confidence"]["own_generated"]["mean"], f"{name}: own rewrite")
+        _band(ax, runs, lambda s: s["confidence"]["unseen_real"]["mean"], f"{name}: unseen real text",
+              color=own.get_color(), ls="--", marker="^")
+    ax.set(xlabel=STAGE, ylabel=r"mean next-token probability $p(x_t \mid x_{<t})$",
+           title="Fig. 1: confidence of $M_i$", ylim=(0, 1))
+    for ax_mask, (label, runs) in zip(axes[0][1:], masked.items()):
+        for name, text, style, color in TOKEN_CLASSES:
+            if any(_share(s, name) is not None for r in runs for s in r["stages"]):
+                _band(ax_mask, runs, lambda s, name=name: _share(s, name), text, color=color, ls=style[1:],
+                      marker=style[0])
+        _mask_axes(ax_mask, _trained_classes(runs)[0]["gamma"], f"{label}: the mask as trained")
+        ax_mask.yaxis.set_tick_params(labelleft=True)
+    for a in axes[0]:
+        _stage_ticks(a, stages)
+        _legend_below(a, ncol=1, extra=_band_key() if seeds > 1 and a is axes[0][-1] else ())
+    return fig
+
+
+def _trained_classes(runs: list[dict]) -> list[dict]:
+    """Every stage's `gradient.trained` record of these runs that has a regenerated token class."""
+    return [t for r in runs for s in r["stages"] if (t := (s.get("gradient") or {}).get("trained"))
+            and (t.get("corrupted") or t.get("faithful"))]
+
+
+def _share(stage: dict, name: str) -> float | None:
+    cell = ((stage.get("gradient") or {}).get("trained") or {}).get(name)
+    return cell["share_above_gamma"] if cell else None
+
+
 def _floor_lines(ax, floor: dict, values: list) -> list[str]:
     """The KL two real samples give, as reference lines inside the axes (the y range grows to hold them); a floor
     far above the curves (on `facts` two real samples name different entities, so their unigram KL is large)
@@ -235,19 +296,22 @@ def _floor_lines(ax, floor: dict, values: list) -> list[str]:
     return caption
 
 
-def _band(ax, runs: list[dict], key: str, label: str, **style):
-    """Mean over seeds with a 95% t-band, each seed faint; returns the mean line."""
-    curves = [[s.get(key) for s in r["stages"]] for r in runs if r["stages"]]
+def _band(ax, runs: list[dict], key, label: str, **style):
+    """Mean over seeds with a 95% t-band, each seed faint; returns the mean line. `key`: a stage record's field,
+    or a function of the stage record (None where it has no value)."""
+    get = key if callable(key) else (lambda s: s.get(key))
+    curves = [[get(s) for s in r["stages"]] for r in runs if r["stages"]]
     width = min(len(c) for c in curves)
-    x = list(range(width))
+    x = [i for i in range(width) if any(c[i] is not None for c in curves)]
     stats = [mean_ci([c[i] for c in curves if c[i] is not None]) for i in x]
     mean = [st["mean"] for st in stats]
-    line, = ax.plot(x, mean, marker="o", label=f"{label} (mean of {len(curves)})", **style)
+    style = {"marker": "o", **style}
+    line, = ax.plot(x, mean, label=f"{label} (mean of {len(curves)})", **style)
     if len(curves) > 1:
         ax.fill_between(x, [st["ci"][0] for st in stats], [st["ci"][1] for st in stats],
                         color=line.get_color(), alpha=0.18, lw=0)
         for c in curves:
-            ax.plot(x, c[:width], color=line.get_color(), alpha=0.3, lw=0.7)
+            ax.plot(x, [c[i] for i in x], color=line.get_color(), alpha=0.3, lw=0.7, ls=line.get_linestyle())
     return line
 
 
