@@ -8,6 +8,7 @@ import itertools
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,29 @@ def test_a_kl_floor_far_above_the_curves_is_a_caption(smoke_runs):
     [caption] = [t.get_text() for t in fig.texts]
     assert f"two real halves of split 0: {10 * top:.2f} nats (above the plotted range)" in caption
     assert fig.axes[0].get_ylim()[1] < 10 * top
+
+
+def test_cli_plot_redraws_from_results_alone(smoke_runs, tmp_path, capsys):
+    """`fortifai-bench plot`: a run's figures again from its results.json (wherever the folder now is), and with
+    --to the figures over seeds; runs of two tasks cannot share a figure (one line, exit 2)."""
+    from fortifai_bench.cli import main
+
+    moved = []
+    for i, run in enumerate(smoke_runs):
+        folder = tmp_path / f"moved{i}"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({k: v for k, v in run.items() if k != "_path"}))
+        moved.append(str(folder))
+    assert main(["plot", *moved, "--to", str(tmp_path / "both")]) == 0
+    for folder in moved:
+        assert sorted(p.name for p in (Path(folder) / "plots").iterdir()) == sorted(
+            f"{n}.{e}" for n in ("kr", "kl", "gradient", "confidence") for e in ("png", "svg"))
+    assert "ce (mean of 2)" in (tmp_path / "both.svg").read_text()
+    assert "ce: own rewrite (mean of 2)" in (tmp_path / "both-mechanism.svg").read_text()
+    other = json.loads((Path(moved[1]) / "results.json").read_text())
+    other["task"]["version"] += 1
+    (Path(moved[1]) / "results.json").write_text(json.dumps(other))
+    capsys.readouterr()
+    assert main(["plot", *moved, "--to", str(tmp_path / "mixed")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "2 tasks" in err and not list(tmp_path.glob("mixed*"))

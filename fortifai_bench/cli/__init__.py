@@ -2,7 +2,7 @@
 layer over a library function.
 
 This module builds the parser, sets the thread count and runs the command; each command is a module of the
-package (`collapse`, `compare`, `corpus`, `kr`, `leaderboard`, `toy`, `train`), and `args` holds the conventions they share (--seeds, --quiet). Every command module
+package (`collapse`, `compare`, `corpus`, `kr`, `leaderboard`, `plot`, `toy`, `train`, `verify`), and `args` holds the conventions they share (--seeds, --quiet). Every command module
 exposes `register(subparsers)`, which adds its parser and sets `func=<callable taking the parsed args>`. A
 `FortifaiError` anywhere becomes one line on stderr and exit status 2.
 """
@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "fortifai_bench.cli.leaderboard",   # publish | leaderboard show | render | suite
     "fortifai_bench.cli.compare",       # compare RUN_A RUN_B
     "fortifai_bench.cli.verify",        # verify RUN [--rerun]: re-score a run's saved models
+    "fortifai_bench.cli.plot",          # plot RUN... [--to STEM]: figures again from results.json
     "fortifai_bench.cli.toy",           # toy gaussian | gmm | vae
 ]
 
