@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from fortifai_bench.collapse.config import task_from_dict
-from fortifai_bench.collapse.plots import plot_compare
+from fortifai_bench.collapse.plots import plot_compare, plot_mechanism
 from fortifai_bench.collapse.protocol import load_data
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.kr.schema import read_questions
@@ -284,8 +284,9 @@ def compare_runs(paths_a: list[str], paths_b: list[str], *, n_boot: int = 2000, 
     both_have_items = all(r.get("items") for r in runs_a + runs_b)
     headline = question_clusters(runs_a[0]) if both_have_items else None  # reads the KR file once
     if plot:
-        plot_compare({f"A: {runs_a[0]['loss']['spec']}": runs_a, f"B: {runs_b[0]['loss']['spec']}": runs_b},
-                     Path(plot), runs_a[0]["failure_threshold"])
+        groups = {f"A: {runs_a[0]['loss']['spec']}": runs_a, f"B: {runs_b[0]['loss']['spec']}": runs_b}
+        plot_compare(groups, Path(plot), runs_a[0]["failure_threshold"])
+        plot_mechanism(groups, Path(f"{plot}-mechanism"))  # board entries keep no confidence: nothing drawn
     return {
         "task": dict(runs_a[0]["task"]), "score_name": runs_a[0]["score_name"],
         "a": _label(runs_a), "b": _label(runs_b),

@@ -94,6 +94,7 @@ def test_seed_test_separates_clearly_different_losses(tmp_path):
     assert "cannot reach p < 0.05: the smallest p they can give is 0.1" in text
     assert [p["seed_a"] for p in res["mcnemar"]["pairs"]] == [0, 1, 2] and "pooled" not in res["mcnemar"]
     assert (tmp_path / "cmp.png").stat().st_size > 0 and (tmp_path / "cmp.svg").is_file()
+    assert not list(tmp_path.glob("cmp-mechanism*"))  # these runs record no confidence: no mechanism figure
     # the same runs on both sides: no difference, and the test says so
     same = compare_runs([str(p) for p in ce], [str(p) for p in ce])["time_to_failure"]["seeds"]
     assert same["diff"] == 0 and same["p_value"] == pytest.approx(1.0)

@@ -63,5 +63,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (default: a report)")
     p.add_argument("--plot", default=None, metavar="STEM",
-                   help="also write STEM.png and STEM.svg: both sides' KR-split-0 and KL per stage (default: none)")
+                   help="also write STEM.png and STEM.svg: both sides' KR-split-0 and KL per stage, and where the runs recorded them, STEM-mechanism.png/.svg: Fig. 1's confidence and the mask as trained (default: none)")
     p.set_defaults(func=_run)
