@@ -138,6 +138,10 @@ def test_the_plan_text_uses_the_real_split_sizes():
     assert [len(s) for s in data.splits] == [26] * 5 + [25] * 2
     assert [p.epochs for p in plan(task, [len(s) for s in data.splits])] == [30] + [20] * 6
     assert re.findall(r"(\d+) epochs\); then", format_plan(task, compute=False)) == ["30"] + ["20"] * 6
+    assert format_plan(task, compute=False).count("evaluate KR on splits 0..6") == 7
+    first = load_task("collapse_facts", ["stages=3", "eval.kr_splits=first"])  # what the run scores: split 0's only
+    text = format_plan(first, compute=False)
+    assert text.count("evaluate KR on split 0") == 3 and "on splits" not in text
 
 
 def test_the_plan_counts_a_shared_prefix_once_per_paragraph():

@@ -88,9 +88,9 @@ def _stage_line(task: CollapseTask, p: StagePlan) -> str:
         n = task.subsample or task.paragraphs_per_split
         size = f" -> subsample {n} paragraphs" if n else " -> subsample one split's worth"
     regen = ", ".join(f"D_{k}^({g + 1})" for k, g in p.pool)
+    scored = "split 0" if task.eval.kr_splits == "first" else f"splits 0..{p.splits - 1}"
     return (f"stage {p.stage}: train M_{p.stage} on [{', '.join(parts)}]{size} "
-            f"(real {p.real_share:.0%}, {p.epochs} epochs); then regenerate {regen}; evaluate KR on splits "
-            f"0..{p.splits - 1}")
+            f"(real {p.real_share:.0%}, {p.epochs} epochs); then regenerate {regen}; evaluate KR on {scored}")
 
 
 # ---------------------------------------------------------------------------------------------- data
