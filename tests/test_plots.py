@@ -97,6 +97,15 @@ def test_the_summary_figure_names_its_band(smoke_runs, tmp_path):
     assert plots.BAND in texts and "faint lines: each seed" in texts and "ce (mean of 2)" in texts
     assert "(nats)" in fig.axes[1].get_ylabel()
     assert [p.suffix for p in plots.plot_compare({"ce": smoke_runs}, tmp_path / "cmp")] == [".png", ".svg"]
+    # both smoke seeds start from the one shipped base: its own KR before any stage is a reference line
+    base = smoke_runs[0]["chance"]["base_model"]["kr_split0"]
+    assert f"base model, before any stage ({base:.3f})" in texts
+    shared = [{**copy.deepcopy(r), "chance": {"base_model": {"kr_split0": 0.3}}} for r in smoke_runs]
+    texts = _check_paper_rules(plots.compare_figure({"ce": shared}), 3)
+    assert "base model, before any stage (0.300)" in texts
+    assert "base model, before any stage (0.300)" in _check_paper_rules(plots.kr_figure(shared[0]), 3)
+    shared[1]["chance"]["base_model"]["kr_split0"] = 0.35  # a base per seed (the tiny regimes): none drawn
+    assert not [t for t in _check_paper_rules(plots.compare_figure({"ce": shared}), 3) if t.startswith("base")]
 
 
 def test_the_mechanism_figure_over_seeds(smoke_runs, tmp_path):

@@ -1,7 +1,8 @@
 """Plots of collapse runs (matplotlib; every figure as a 200-dpi PNG and an SVG, written atomically).
 
 One run (`plot_run`, into RUN/plots/):
-* `kr`: KR-split-0 and KR-total per stage, the failure threshold, chance, the time to failure marked (Fig. 6).
+* `kr`: KR-split-0 and KR-total per stage, the failure threshold, chance, the base model's own KR where the runs
+  share one base (a pretrained LM), the time to failure marked (Fig. 6).
 * `kl`: KL(original || generated) of split 0's unigrams per stage, in nats, beside the floor two real samples
   give (Fig. 7).
 * `gradient`: per token class (corrupted and faithful regenerated tokens, fresh real ones), the share above gamma
@@ -11,7 +12,8 @@ One run (`plot_run`, into RUN/plots/):
 
 Several losses over seeds (`plot_compare`, the experiment summary and `fortifai-bench compare --plot`):
 KR-split-0 and KL of split 0 per stage, the mean over seeds with a shaded 95% t-band (seeds faint), the clean
-control dashed, the threshold and each loss's time to failure marked. `plot_mechanism` beside it: the paper's
+control dashed, the threshold (and the base model's own KR where every run shares one base) and each loss's
+time to failure marked. `plot_mechanism` beside it: the paper's
 mechanism over seeds, Fig. 1's contrast per loss (mean confidence of M_i on its own rewrite and on unseen real
 text) and, per loss, each token class's share above gamma in training (the `gradient` figure's left panel).
 
@@ -88,9 +90,18 @@ def _caption(fig, lines: list[str]) -> None:
     fig.text(0.5, bottom - 0.02, "\n".join(lines), ha="center", va="top", fontsize=7)
 
 
-def _reference_lines(ax, threshold: float) -> None:
+def _reference_lines(ax, threshold: float, base: float | None = None) -> None:
     ax.axhline(threshold, color="tab:red", lw=1, ls=":", label=f"failure threshold ({threshold:g})")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance (0.5)")
+    if base is not None:  # a pretrained LM knows much before any stage: where "no knowledge kept" lies
+        ax.axhline(base, color="tab:purple", lw=0.9, ls="-.", label=f"base model, before any stage ({base:.3f})")
+
+
+def _base_score(runs: list[dict]) -> float | None:
+    """The base model's own headline KR before any stage (RUN/chance.json), where every run has the same one
+    (a pretrained LM; the tiny regimes' bases differ per seed, and then none is drawn)."""
+    values = {((r.get("chance") or {}).get("base_model") or {}).get("kr_split0") for r in runs}
+    return values.pop() if len(values) == 1 and None not in values else None
 
 
 def _kr_limits(ax, values) -> None:
@@ -125,12 +136,12 @@ def kr_figure(results: dict):
     totals = [s["kr_total"] for s in stages if s["kr_total"] is not None]  # none under eval.kr_splits: first
     if len(totals) == len(stages):
         ax.plot(x, totals, "s--", label="KR total")
-    _reference_lines(ax, results["failure_threshold"])
+    _reference_lines(ax, results["failure_threshold"], _base_score([results]))
     t = results["failure"]["time"]
     if t is not None:
         ax.axvline(t, color="tab:red", lw=0.8, alpha=0.6, label=f"time to failure ({t:.2f} stages)")
     ax.set(xlabel=STAGE, ylabel="KR accuracy (share of questions)", title=_title(results))
-    _kr_limits(ax, [s["score"] for s in stages] + totals)
+    _kr_limits(ax, [s["score"] for s in stages] + totals + [_base_score([results])])
     _stage_ticks(ax, x)
     _legend_below(ax, ncol=3)
     return fig
@@ -353,9 +364,10 @@ def compare_figure(groups: dict[str, list[dict]], threshold: float = DEFAULT_THR
         if all(s.get("kl_split0") is not None for r in runs for s in r["stages"]):
             _band(ax_kl, runs, "kl_split0", name, **style)
             kl_values += [s["kl_split0"] for r in runs for s in r["stages"]]
-    _reference_lines(ax, threshold)
+    base = _base_score([r for runs in groups.values() for r in runs])
+    _reference_lines(ax, threshold, base)
     ax.set(xlabel=STAGE, ylabel="KR split 0 (share of questions)", title="knowledge retention")
-    _kr_limits(ax, scores)
+    _kr_limits(ax, scores + [base])
     first = next((r for runs in groups.values() for r in runs if r["stages"]), None)
     caption = _floor_lines(ax_kl, first["stages"][0].get("kl_floor") or {}, kl_values) if first else []
     ax_kl.set(xlabel=STAGE, ylabel=KL, title="drift of the regenerated split 0")
