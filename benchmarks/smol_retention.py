@@ -75,7 +75,9 @@ def main(argv=None) -> int:
 
     tests = {loss: compare_retention(arm, ce) for loss, arm in arms.items()}
     adjusted = dict(zip(tests, holm([t["p_value"] for t in tests.values()])))
-    print(f"\nClaims against CE (Holm over {len(tests)}):")
+    print(f"\nClaims against CE (Holm over the {len(tests)} given"
+          + (f"; the board's family holds {m}, so until the others exist an adjusted p lies between this and "
+             f"{m} x raw)" if m > len(tests) else ")") + ":")
     for loss, t in tests.items():
         if t["diff"] is None:
             print(f"- {loss}: no finished runs on a side")
