@@ -13,9 +13,9 @@ One run (`plot_run`, into RUN/plots/):
 Several losses over seeds (`plot_compare`, the experiment summary and `fortifai-bench compare --plot`):
 KR-split-0 and KL of split 0 per stage, the mean over seeds with a shaded 95% t-band (seeds faint), the clean
 control dashed, the threshold (and the base model's own KR where every run shares one base) and each loss's
-time to failure marked. `plot_mechanism` beside it: the paper's
-mechanism over seeds, Fig. 1's contrast per loss (mean confidence of M_i on its own rewrite and on unseen real
-text) and, per loss, each token class's share above gamma in training (the `gradient` figure's left panel).
+time to failure marked. `plot_mechanism` beside it: the paper's mechanism over seeds, Fig. 1's contrast per loss
+(mean confidence of M_i on its own rewrite and on unseen real text) and, per loss, each token class's share above
+gamma in training (the `gradient` figure's left panel).
 
 For a paper: stage ticks are the integer stages, every axis says its unit, the shaded band says what it is, every
 reference line is drawn inside the axes (a KL floor far above the curves is named in a caption under the
@@ -255,27 +255,33 @@ def mechanism_figure(groups: dict[str, list[dict]], control: str = "control"):
     masked = {k: runs for k, runs in groups.items() if k != control and _trained_classes(runs)}
     n = 1 + len(masked)
     fig, axes = _plt().subplots(1, n, figsize=(5.2 * n, 4.4), squeeze=False, sharey=True, layout="constrained")
-    ax, stages, seeds = axes[0][0], set(), 1
+    _confidence_panel(axes[0][0], groups, control)
+    for ax, (label, runs) in zip(axes[0][1:], masked.items()):
+        _mask_panel(ax, label, runs)
+    stages = {s["stage"] for runs in groups.values() for r in runs for s in r["stages"]}
+    seeds = max(len(runs) for runs in groups.values())
+    for ax in axes[0]:
+        _stage_ticks(ax, stages)
+        _legend_below(ax, ncol=1, extra=_band_key() if seeds > 1 and ax is axes[0][-1] else ())
+    return fig
+
+
+def _confidence_panel(ax, groups: dict[str, list[dict]], control: str) -> None:
     for label, runs in groups.items():
         name = "clean control" if label == control else label
-        stages |= {s["stage"] for r in runs for s in r["stages"]}
-        seeds = max(seeds, len(runs))
         own = _band(ax, runs, lambda s: s["confidence"]["own_generated"]["mean"], f"{name}: own rewrite")
         _band(ax, runs, lambda s: s["confidence"]["unseen_real"]["mean"], f"{name}: unseen real text",
               color=own.get_color(), ls="--", marker="^")
     ax.set(xlabel=STAGE, ylabel=r"mean next-token probability $p(x_t \mid x_{<t})$",
            title="Fig. 1: confidence of $M_i$", ylim=(0, 1))
-    for ax_mask, (label, runs) in zip(axes[0][1:], masked.items()):
-        for name, text, style, color in TOKEN_CLASSES:
-            if any(_share(s, name) is not None for r in runs for s in r["stages"]):
-                _band(ax_mask, runs, lambda s, name=name: _share(s, name), text, color=color, ls=style[1:],
-                      marker=style[0])
-        _mask_axes(ax_mask, _trained_classes(runs)[0]["gamma"], f"{label}: the mask as trained")
-        ax_mask.yaxis.set_tick_params(labelleft=True)
-    for a in axes[0]:
-        _stage_ticks(a, stages)
-        _legend_below(a, ncol=1, extra=_band_key() if seeds > 1 and a is axes[0][-1] else ())
-    return fig
+
+
+def _mask_panel(ax, label: str, runs: list[dict]) -> None:
+    for name, text, style, color in TOKEN_CLASSES:
+        if any(_share(s, name) is not None for r in runs for s in r["stages"]):
+            _band(ax, runs, lambda s, name=name: _share(s, name), text, color=color, ls=style[1:], marker=style[0])
+    _mask_axes(ax, _trained_classes(runs)[0]["gamma"], f"{label}: the mask as trained")
+    ax.yaxis.set_tick_params(labelleft=True)  # shared y, but each panel reads alone
 
 
 def _trained_classes(runs: list[dict]) -> list[dict]:
