@@ -69,9 +69,13 @@ def mask_rows(stages: list[dict]) -> list[list[float | None]]:
     return rows
 
 
+def _mean(values: list[float | None]) -> float | None:
+    present = [x for x in values if x is not None]
+    return statistics.fmean(present) if present else None
+
+
 def column_means(rows: list[list[float | None]]) -> list[float | None]:
-    return [statistics.fmean(x for x in col if x is not None) if any(x is not None for x in col) else None
-            for col in zip(*rows)]
+    return [_mean(list(col)) for col in zip(*rows)]
 
 
 def mask_table(stages: list[dict]) -> list[str]:
@@ -113,7 +117,7 @@ def by_stage(folders: list[str]) -> None:
         for i in range(min(map(len, stages))):
             cells = [m[i] for m in stages]
             trained = [m["gradient"]["trained"] or {} for m in cells]
-            kept = [column_means([[rate(t.get(c))] for t in trained])[0] for c in ("corrupted", "faithful", "fresh")]
+            kept = [_mean([rate(t.get(c)) for t in trained]) for c in ("corrupted", "faithful", "fresh")]
             conf = [statistics.fmean(m["confidence"][k]["mean"] for m in cells) for k in CONTRASTS]
             score = statistics.fmean(m["score"] for m in cells)
             print(f"| {name} v{version} | {arm} | {len(runs)} | {i} | {f3(score)} | " + " | ".join(map(f3, kept))
