@@ -7,7 +7,8 @@
 # scored again, JOBS at a time); a board that exists keeps its entries and gains these, so an arm added later
 # (LOSSES=tce:0.99,focal:2 after ce,tce:0.9) is published alone, even after the first arms' stage models were
 # removed to free the disk (3.1 GB a SmolLM2 run; the board keeps their verified numbers). REBUILD=1 writes the
-# board afresh from every finished run under $OUT/$REGIME (every one of them verified again).
+# board afresh from every finished run under $OUT/$REGIME (every one of them verified again). PUBLISH=0 only runs:
+# two lanes on two cores, SEEDS="2 4" PUBLISH=0 ... & SEEDS="3 5" PUBLISH=0 ... &, then one publish of all seeds.
 #   wikitext_smol        collapse_wikitext_smol        -> leaderboards/collapse_wikitext_smol.json
 #   wikitext_smol_heavy  collapse_wikitext_smol_heavy  -> leaderboards/collapse_wikitext_smol_heavy.json
 #   facts_smol           collapse_facts_smol           -> leaderboards/collapse_facts_smol.json
@@ -30,6 +31,7 @@ for seed in $SEEDS; do
   python3 benchmarks/collapse_regimes.py --regimes "$REGIME" --losses "$LOSSES" --control --seeds "$seed" \
     --out "$OUT" --threads 1 --quiet
 done
+[[ ${PUBLISH:-1} == 0 ]] && exit 0
 board="leaderboards/${TASK[$REGIME]}.json"
 if [[ ${REBUILD:-0} == 1 ]]; then
   rm -f "$board"
