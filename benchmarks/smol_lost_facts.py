@@ -7,7 +7,7 @@ for it the rewrite is only what its model would have written) is put in one of t
 question asks about: the true phrase stated (the words where the true and false continuations differ, with
 `--context` words either side, found verbatim in the rewrite), the false phrase stated, or neither (the fact
 dropped or reworded). Then the share of questions M_i still answers correctly, per arm and class, over seeds
-and stages. A phrase, not a word: the rules generator draws false values from the corpus, so a false word alone
+and stages (`--within`: only questions found in both the kept and the dropped class). A phrase, not a word: the rules generator draws false values from the corpus, so a false word alone
 is often found elsewhere in the same paragraph ("European lobster" beside the false "European").
 
     python benchmarks/smol_lost_facts.py --out runs/regimes_v3 --regime wikitext_smol --arms ce,tce:0.9,control
@@ -46,12 +46,13 @@ def paragraph_of(item_id: str) -> str:
     return item_id.rsplit("/", 1)[0]
 
 
-def run_outcomes(run: Path, context: int) -> dict[str, list[bool]]:
-    """class -> whether M_i answered correctly, over the questions M_0 answered and stages 1.. of one run."""
+def run_outcomes(run: Path, context: int) -> dict[str, list[tuple[str, bool]]]:
+    """class -> (question id, whether M_i answered it correctly), over the questions M_0 answered and stages 1..
+    of one run."""
     results = json.loads((run / "results.json").read_text())
     questions = [q for q in map(json.loads, open(results["kr_source"])) if q["split"] == 0]  # the bits' order
     bits = results["items"]["split0_correct"]
-    out: dict[str, list[bool]] = {c: [] for c in CLASSES}
+    out: dict[str, list[tuple[str, bool]]] = {c: [] for c in CLASSES}
     for i in range(1, len(bits)):
         rows = map(json.loads, open(run / f"stage_{i - 1}" / "data" / "split_0.jsonl"))
         text = {row["id"]: row["text"].split() for row in rows}
@@ -61,7 +62,7 @@ def run_outcomes(run: Path, context: int) -> dict[str, list[bool]]:
             true, false = phrases(q, context)
             words = text[paragraph_of(q["id"])]
             cls = CLASSES[0] if states(words, true) else CLASSES[1] if states(words, false) else CLASSES[2]
-            out[cls].append(now == "1")
+            out[cls].append((q["id"], now == "1"))
     return out
 
 
@@ -72,6 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--arms", default="ce,tce:0.9,control", help="losses, and control for the clean control")
     p.add_argument("--seeds", default="0-9", help="the seeds to read where finished")
     p.add_argument("--context", type=int, default=1, help="words of context either side of a fact's value")
+    p.add_argument("--within", action="store_true",
+                   help="only the questions whose fact some rewrite kept and another dropped (same arm): each "
+                        "question compared with itself, so easy facts that survive do not flatter the kept class")
     args = p.parse_args(argv)
     from fortifai_bench.seeds import parse_seeds
 
@@ -80,7 +84,7 @@ def main(argv=None) -> int:
     print("| arm | seeds | " + " | ".join(CLASSES) + " |")
     print("| --- | --- | " + " | ".join(["---:"] * len(CLASSES)) + " |")
     for arm in args.arms.split(","):
-        total: dict[str, list[bool]] = {c: [] for c in CLASSES}
+        total: dict[str, list[tuple[str, bool]]] = {c: [] for c in CLASSES}
         seeds = []
         for seed in parse_seeds(args.seeds):
             runs = [r.parent for r in sorted(run_dir_for(Path(args.out), args.regime, arm, seed).glob("*/results.json"))
@@ -89,7 +93,10 @@ def main(argv=None) -> int:
                 seeds.append(seed)
                 for c, v in run_outcomes(runs[-1], args.context).items():
                     total[c] += v
-        cells = [f"{sum(v) / len(v):.3f} ({len(v)})" if v else "-" for v in total.values()]
+        if args.within:  # only questions seen both kept and dropped: each question its own control
+            both = {q for q, _ in total[CLASSES[0]]} & {q for q, _ in total[CLASSES[2]]}
+            total = {c: [(q, ok) for q, ok in v if q in both] for c, v in total.items()}
+        cells = [f"{sum(ok for _, ok in v) / len(v):.3f} ({len(v)})" if v else "-" for v in total.values()]
         print(f"| {arm} | {','.join(map(str, seeds)) or '-'} | " + " | ".join(cells) + " |")
     return 0
 
