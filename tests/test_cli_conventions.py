@@ -117,6 +117,12 @@ def test_plan_times_the_run_from_throughput_measured_here(capsys):
     stages = re.findall(r"^  stage \d: .* FLOPs, ([\d.]+) (s|min)$", out, re.M)
     assert len(stages) == 3 and all(float(s) > 0 for s, _ in stages), out
     assert re.search(r"^wall time: about [\d.]+ (s|min) for 2 runs, 2 at a time on this machine", out, re.M), out
+    assert "with --jobs" not in out  # as wide as it goes
+    if (os.cpu_count() or 1) >= 2:  # one at a time: the plan says what two side by side would take
+        assert main(["collapse", "--smoke", "--loss", "ce", "--loss", "tce:0.9", "--jobs", "1", "--plan"]) == 0
+        one = capsys.readouterr().out
+        assert re.search(r"^wall time: about [\d.]+ (s|min) for 2 runs, 1 at a time on this machine "
+                         r"\(\d+ cores\); with --jobs 2, about [\d.]+ (s|min),", one, re.M), one
 
 
 def test_plan_offline_without_the_corpus_uses_its_recorded_size(capsys, monkeypatch):

@@ -268,8 +268,10 @@ def _planned_wall(tasks, runs: list[bool], jobs: int, args) -> str:
     cores = os.cpu_count() or 1
     parallel = min(jobs, cores) if not torch.cuda.is_available() else 1
     n = len(runs) * len(tasks)
+    most = min(cores, n) if not torch.cuda.is_available() else 1  # one thread a run, as the runs are timed
+    wider = f"; with --jobs {most}, about {duration(total / most)}" if most > parallel else ""
     return (f"wall time: about {duration(total / parallel)} for {n} run{'s' * (n > 1)}, {parallel} at a time on this "
-            f"machine ({cores} cores{', one GPU per run' if torch.cuda.is_available() else ''}), from the "
+            f"machine ({cores} cores{', one GPU per run' if torch.cuda.is_available() else ''}){wider}, from the "
             "throughput measured above; shared work (chance level, the control's stage 0) not subtracted")
 
 
