@@ -99,12 +99,20 @@ def run_dir_for(root: Path, regime: str, loss: str, seed: int) -> Path:
     return root / regime / f"{slug(loss)}-s{seed}"
 
 
-def finished_run(root: Path, regime: str, arm: str, seed: int) -> dict | None:
-    """The results of the newest finished run of one arm ("control" for the clean control) and seed, or None."""
+def finished_run_dir(root: Path, regime: str, arm: str, seed: int) -> Path | None:
+    """The folder of the newest run of one arm ("control" for the clean control) and seed, if it finished."""
     from fortifai_bench.io import read_json
 
     files = sorted(run_dir_for(root, regime, arm, seed).glob("*/results.json"))
-    return read_json(files[-1]) if files and read_json(files[-1]).get("complete") else None
+    return files[-1].parent if files and read_json(files[-1]).get("complete") else None
+
+
+def finished_run(root: Path, regime: str, arm: str, seed: int) -> dict | None:
+    """The results of the newest finished run of one arm and seed (`finished_run_dir`), or None."""
+    from fortifai_bench.io import read_json
+
+    run = finished_run_dir(root, regime, arm, seed)
+    return None if run is None else read_json(run / "results.json")
 
 
 def ensure_run(root: Path, regime: str, loss: str, seed: int, control: bool, progress: bool) -> dict:

@@ -35,6 +35,8 @@ import json
 import statistics
 from pathlib import Path
 
+from fortifai_bench.results import arm  # a run's arm: its loss, or the control (one definition)
+
 CONTRASTS = ("own_generated", "trained_real", "unseen_real")
 
 
@@ -102,8 +104,7 @@ def finished_runs(folders: list[str], control: bool = False) -> dict[tuple, list
         for path in sorted(Path(folder).rglob("results.json")):
             res = json.loads(path.read_text())
             if res.get("complete") and (control or not res.get("control")):
-                arm = "control" if res.get("control") else res["loss"]["spec"]
-                groups.setdefault((res["task"]["name"], res["task"]["version"], arm), []).append(path.parent)
+                groups.setdefault((res["task"]["name"], res["task"]["version"], arm(res)), []).append(path.parent)
     return groups
 
 
@@ -112,7 +113,7 @@ def by_stage(folders: list[str]) -> None:
     print("| task | loss | seeds | stage | KR split 0 | kept: corrupted | kept: faithful | kept: fresh real | "
           "mean p: own regenerated / real it trained on / unseen real |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    for (name, version, arm), runs in sorted(finished_runs(folders, control=True).items()):
+    for (name, version, label), runs in sorted(finished_runs(folders, control=True).items()):
         stages = [stage_metrics(r) for r in runs]
         for i in range(min(map(len, stages))):
             cells = [m[i] for m in stages]
@@ -120,7 +121,7 @@ def by_stage(folders: list[str]) -> None:
             kept = [_mean([rate(t.get(c)) for t in trained]) for c in ("corrupted", "faithful", "fresh")]
             conf = [statistics.fmean(m["confidence"][k]["mean"] for m in cells) for k in CONTRASTS]
             score = statistics.fmean(m["score"] for m in cells)
-            print(f"| {name} v{version} | {arm} | {len(runs)} | {i} | {f3(score)} | " + " | ".join(map(f3, kept))
+            print(f"| {name} v{version} | {label} | {len(runs)} | {i} | {f3(score)} | " + " | ".join(map(f3, kept))
                   + " | " + " / ".join(map(f3, conf)) + " |")
 
 
@@ -129,8 +130,8 @@ def plot(folders: list[str], stem: str) -> None:
     from fortifai_bench.collapse.plots import plot_mechanism
 
     tasks: dict[str, dict[str, list[dict]]] = {}
-    for (name, _, arm), runs in sorted(finished_runs(folders, control=True).items()):
-        tasks.setdefault(name, {})[arm] = [json.loads((r / "results.json").read_text()) for r in runs]
+    for (name, _, label), runs in sorted(finished_runs(folders, control=True).items()):
+        tasks.setdefault(name, {})[label] = [json.loads((r / "results.json").read_text()) for r in runs]
     for name, groups in tasks.items():
         for path in plot_mechanism(groups, f"{stem}-{name}"):
             print(f"wrote {path}")

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collapse_regimes import run_dir_for  # noqa: E402  (the sweep's layout, one definition)
+from collapse_regimes import finished_run_dir  # noqa: E402  (the sweep's layout, one definition)
 
 CLASSES = ("true phrase stated", "false phrase stated", "neither")
 
@@ -87,11 +87,10 @@ def main(argv=None) -> int:
         total: dict[str, list[tuple[str, bool]]] = {c: [] for c in CLASSES}
         seeds = []
         for seed in parse_seeds(args.seeds):
-            runs = [r.parent for r in sorted(run_dir_for(Path(args.out), args.regime, arm, seed).glob("*/results.json"))
-                    if json.loads(r.read_text()).get("complete")]
-            if runs:
+            run = finished_run_dir(Path(args.out), args.regime, arm, seed)
+            if run is not None:
                 seeds.append(seed)
-                for c, v in run_outcomes(runs[-1], args.context).items():
+                for c, v in run_outcomes(run, args.context).items():
                     total[c] += v
         if args.within:  # only questions seen both kept and dropped: each question its own control
             both = {q for q, _ in total[CLASSES[0]]} & {q for q, _ in total[CLASSES[2]]}

@@ -321,6 +321,12 @@ def check_run_numbers(data: dict, file) -> None:
 
 
 
+def arm(results: dict) -> str:
+    """The arm a run belongs to in tables and figures over seeds: its loss spec, or "control" for the clean
+    control (which trains with its baseline's loss on real splits only)."""
+    return "control" if results.get("control") else results["loss"]["spec"]
+
+
 def run_failure(results: dict) -> Failure:
     """The run's time to failure, derived from its stage scores (never trusted from a stored number)."""
     return failure([s["score"] for s in results["stages"]], results["failure_threshold"])

@@ -14,7 +14,7 @@ from fortifai_bench.errors import FortifaiError
 
 def _run(args: argparse.Namespace) -> int:
     from fortifai_bench.collapse.plots import plot_compare, plot_mechanism, plot_run
-    from fortifai_bench.results import load_results
+    from fortifai_bench.results import arm, load_results
 
     runs = [load_results(path) for path in args.runs]
     tasks = {(r["task"]["name"], r["task"]["version"]) for r in runs}
@@ -27,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.to:
         groups: dict[str, list[dict]] = {}
         for r in runs:
-            groups.setdefault("control" if r.get("control") else r["loss"]["spec"], []).append(r)
+            groups.setdefault(arm(r), []).append(r)
         written += plot_compare(groups, Path(args.to), runs[0]["failure_threshold"])
         written += plot_mechanism(groups, Path(f"{args.to}-mechanism"))
     for path in written:
