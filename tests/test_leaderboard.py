@@ -667,6 +667,52 @@ def test_a_retention_board(tmp_path, lb, capsys):
     assert (lb / "collapse_facts.json").read_bytes() == before
 
 
+def test_planned_claims_adjust_over_the_plan_from_the_first_entry(tmp_path, lb, capsys):
+    """A design that tests three losses against CE at 0.05 / 3 (the light SmolLM2 board) must not read "better"
+    at 0.05 while only its first arm is published: a board created with --planned-claims adjusts over the plan,
+    each untested loss at p = 1, and says which are untested. Here 4 vs 4 fully separated seeds give p = 2/70:
+    better as a board's only claim, indistinguishable (3 x 2/70 = 0.086) as one of three planned. The plan is
+    fixed when the board is created; asking another is refused in one line, and ce cannot be a claim."""
+    never = [[0.84, 0.82, 0.80, 0.79], [0.84, 0.81, 0.80, 0.80], [0.84, 0.83, 0.81, 0.78], [0.84, 0.82, 0.79, 0.80]]
+    kept = [[c[0]] + [x + 0.08 for x in c[1:]] for c in never]
+    ce = write_seeds(tmp_path / "ce", never, loss="ce", n_items=100)
+    tce = write_seeds(tmp_path / "tce", kept, loss="tce:0.9", n_items=100)
+    publish([*ce, *tce], to=lb / "alone.json", claims="retention")
+    [alone, _] = ranking(load_board(lb / "alone.json")["entries"], claims="retention")
+    assert alone.vs_ce["p_value"] == pytest.approx(2 / 70) and alone.vs_ce["verdict"] == "better"
+
+    planned = ["tce:0.9", "tce:0.99", "focal:2"]
+    publish([*ce, *tce], to=lb / "planned.json", claims="retention", planned=planned)
+    board = load_board(lb / "planned.json")
+    assert board["planned_claims"] == planned and board_test(board)["planned"] == tuple(planned)
+    [row, _] = ranking(board["entries"], **board_test(board))
+    assert row.vs_ce["p_value"] == pytest.approx(2 / 70) and row.vs_ce["family"] == 3
+    assert row.vs_ce["p_holm"] == pytest.approx(3 * 2 / 70) and row.vs_ce["verdict"] == "indistinguishable"
+    assert "after Holm over 3 claims" in claim_text(row.vs_ce)
+    text = render_text(board)
+    assert "planned when the board was created: tce:0.9, tce:0.99, focal:2" in text
+    assert "not yet tested: tce:0.99, focal:2, each counted at p = 1" in text
+    assert "(2 planned, not yet tested)" in render_html(board)
+
+    # the second planned arm lands: one untested left, the family stays the plan's three
+    focal = write_seeds(tmp_path / "focal", [[c[0]] + [x + 0.04 for x in c[1:]] for c in never], loss="focal:2",
+                        n_items=100)
+    publish(focal, to=lb / "planned.json")  # an existing board keeps its plan
+    board = load_board(lb / "planned.json")
+    rows = {r.entry["loss"]["spec"]: r for r in ranking(board["entries"], **board_test(board))}
+    assert {rows[s].vs_ce["family"] for s in ("tce:0.9", "focal:2")} == {3}
+    assert "not yet tested: tce:0.99," in render_text(board)
+
+    before = (lb / "planned.json").read_bytes()
+    assert main(["publish", *map(str, focal), "--to", str(lb / "planned.json"), "--planned-claims", "tce:0.9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "planned claims are tce:0.9, tce:0.99, focal:2, fixed when it was" in err
+    assert (lb / "planned.json").read_bytes() == before
+    assert main(["publish", *map(str, ce), "--to", str(lb / "new.json"), "--planned-claims", "ce,tce:0.9"]) == 2
+    assert "ce is what the claims compare against" in capsys.readouterr().err
+    assert not (lb / "new.json").exists()
+
+
 def test_a_board_paired_by_seed(tmp_path, lb, capsys):
     """Under greedy decoding a seed's base and data order largely decide when a run fails, for every loss
     (BENCHMARKS.md: r 0.71-0.96 on the greedy board). A board created with --paired tests each claim on the

@@ -1,7 +1,7 @@
 """`fortifai-bench publish | leaderboard show | render | suite`: argument parsing over the board library.
 
     fortifai-bench publish RUN_DIR... [--to leaderboards/<task>.json] [--replace] [--mixed-cpu] [--claims retention] [--paired]
-                           [--jobs N] [-q]
+                           [--planned-claims SPEC,...] [--jobs N] [-q]
     fortifai-bench leaderboard show FILE [--markdown]
     fortifai-bench leaderboard render FILE --html OUT
     fortifai-bench leaderboard suite FILE... [--markdown] [--html OUT]   # losses x regimes, one board per regime
@@ -16,14 +16,15 @@ from fortifai_bench.cli.args import add_quiet, at_least
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import atomic_write
 from fortifai_bench.leaderboard.board import load_board
-from fortifai_bench.leaderboard.publish import publish
+from fortifai_bench.leaderboard.publish import parse_planned, publish
 from fortifai_bench.leaderboard.ranking import CLAIMS
 
 
 def _publish(args: argparse.Namespace) -> int:
     at_least(args.jobs, "--jobs")
     report = publish(args.runs, args.to, root=args.root, replace=args.replace, verify=True, mixed_cpu=args.mixed_cpu,
-                     claims=args.claims, paired=args.paired, jobs=args.jobs, progress=not args.quiet)
+                     claims=args.claims, paired=args.paired, planned=parse_planned(args.planned_claims),
+                     jobs=args.jobs, progress=not args.quiet)
     print("\n".join(report.lines()))
     return 0
 
@@ -84,6 +85,10 @@ def register(subparsers) -> None:
     p.add_argument("--paired", action=argparse.BooleanOptionalAction, default=None,
                    help="a NEW board's tests pair the runs by seed (the same base and data order), the sign-flip test "
                         "on per-seed differences; every entry then holds one seed set; fixed when the board is created")
+    p.add_argument("--planned-claims", metavar="SPEC,...", default=None,
+                   help="the losses a NEW board's claims against CE will test (e.g. tce:0.9,tce:0.99,focal:2): Holm "
+                        "adjusts over all of them from the first entry on, a loss not yet tested at p = 1, so an early "
+                        "verdict is the design's; fixed when the board is created")
     p.add_argument("--mixed-cpu", action="store_true",
                    help="accept runs from several CPU kinds on one board (refused by default: a seed's curve follows the CPU)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",

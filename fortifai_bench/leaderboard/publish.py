@@ -84,14 +84,16 @@ def group_runs(runs: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
-def new_board(run: dict, claims: str | None = None, paired: bool = False) -> dict:
+def new_board(run: dict, claims: str | None = None, paired: bool = False, planned: list[str] | None = None) -> dict:
     """An empty board for the run's task. `claims` (`ranking.CLAIMS`): what its tests compare; only a retention
     board states it (a board without the field compares times, as every board before the field did).
-    `paired`: its tests pair the runs by seed (`pairing: seed`; absent, unpaired)."""
+    `paired`: its tests pair the runs by seed (`pairing: seed`; absent, unpaired). `planned`: the losses its
+    claims against CE will test (`planned_claims`; absent, the family is the losses on the board)."""
     protocol = _protocol(run, None)
     return {"format": BOARD_FORMAT, "task": dict(run["task"]), "kind": run["kind"], "protocol": protocol,
             "protocol_hash": protocol_hash(protocol), **({"claims": claims} if claims == RETENTION else {}),
-            **({"pairing": PAIRING} if paired else {}), "entries": []}
+            **({"pairing": PAIRING} if paired else {}), **({"planned_claims": planned} if planned else {}),
+            "entries": []}
 
 
 def check_claims(board: dict, claims: str | None, where: Path) -> None:
@@ -113,6 +115,32 @@ def check_pairing(board: dict, paired: bool | None, where: Path) -> None:
     if paired is not None and paired != has:
         raise FortifaiError(f"{where}: the board's tests are {'paired' if has else 'unpaired'}, fixed when it was "
                             f"created; it cannot switch to {'paired' if paired else 'unpaired'} (publish to a new board)")
+
+
+def check_planned(board: dict, planned: list[str] | None, where: Path) -> None:
+    """The claims a board plans are fixed when it is created, like what they compare (`check_claims`): Holm
+    adjusts over the plan, so a plan changed after the data would choose the family by its verdicts."""
+    if planned is None:
+        return
+    has = board.get("planned_claims")
+    if has != planned:
+        now = ", ".join(has) if has else "none (the family is the losses on the board)"
+        raise FortifaiError(f"{where}: the board's planned claims are {now}, fixed when it was created; it "
+                            f"cannot switch to {', '.join(planned)} (publish to a new board)")
+
+
+def parse_planned(text: str | None) -> list[str] | None:
+    """`--planned-claims tce:0.9,tce:0.99,focal:2`: the loss specs the board's claims against CE will test."""
+    if text is None:
+        return None
+    specs = [s.strip() for s in text.split(",")]
+    if not all(specs):
+        raise FortifaiError(f"--planned-claims: an empty loss spec in {text!r} (give specs joined by commas)")
+    if len(set(specs)) < len(specs):
+        raise FortifaiError(f"--planned-claims: a loss named twice in {text!r}")
+    if "ce" in specs:
+        raise FortifaiError("--planned-claims: ce is what the claims compare against, not a claim; drop it")
+    return specs
 
 
 def check_one_seed_set(board: dict, where: Path) -> None:
@@ -253,8 +281,8 @@ def board_lock(path: Path):
 
 def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = None, *,
             root: str | os.PathLike = "leaderboards", replace: bool = False, verify: bool = False,
-            mixed_cpu: bool = False, claims: str | None = None, paired: bool | None = None, jobs: int = 1,
-            progress: bool = False) -> PublishReport:
+            mixed_cpu: bool = False, claims: str | None = None, paired: bool | None = None,
+            planned: list[str] | None = None, jobs: int = 1, progress: bool = False) -> PublishReport:
     """Merge runs into entries and add them to the board; validate, then write atomically (or not at all),
     all under the board's lock (`board_lock`).
 
@@ -263,7 +291,8 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     `mixed_cpu` (`check_one_cpu_kind`). `claims` (`ranking.CLAIMS`) sets what a new board's tests compare and
     is refused where an existing board compares another (`check_claims`); `paired` likewise sets whether a new
     board pairs its runs by seed (`check_pairing`; None: as the board is, unpaired when new), and a paired board
-    refuses entries of another seed set (`check_one_seed_set`). With `verify` (always, from the command line), every
+    refuses entries of another seed set (`check_one_seed_set`); `planned` sets the losses a new board's claims
+    will test, Holm adjusting over all of them from the first (`check_planned`). With `verify` (always, from the command line), every
     collapse run's saved models are scored again in a fresh process (`fortifai_bench.verify`), `jobs` at a time,
     and a run whose results.json says otherwise is refused, naming the stage and both numbers; a toy run has no
     models and is checked for self-consistency only.
@@ -278,7 +307,7 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
         raise FortifaiError(f"publish: runs of several tasks ({', '.join(sorted(task_names))}); one board per task")
     path = check_board_path(to, root) if to is not None else board_path_for(runs[0]["task"]["name"], root)
     if verify:  # the slow check last, outside the board's lock: first every board check, without writing
-        _merge(runs, path, replace, mixed_cpu, claims, paired)
+        _merge(runs, path, replace, mixed_cpu, claims, paired, planned)
         verify_runs(runs, jobs, progress)
     lock = board_lock(path)
     try:
@@ -289,32 +318,34 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     except OSError as exc:
         raise FortifaiError(f"cannot lock {path}: {lock.lock_file}: {exc.strerror or exc}") from exc
     try:
-        return _publish_locked(runs, path, replace, mixed_cpu, claims, paired)
+        return _publish_locked(runs, path, replace, mixed_cpu, claims, paired, planned)
     finally:
         lock.release()
 
 
 def _publish_locked(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False,
-                    claims: str | None = None, paired: bool | None = None) -> PublishReport:
+                    claims: str | None = None, paired: bool | None = None,
+                    planned: list[str] | None = None) -> PublishReport:
     remove_orphan_temps(path.parent, path.name)  # a publish killed mid-write left `.BOARD.json.<pid>-*.tmp`
-    board, existing, report = _merge(runs, path, replace, mixed_cpu, claims, paired)
+    board, existing, report = _merge(runs, path, replace, mixed_cpu, claims, paired, planned)
     if existing is None or canonical(existing) != canonical(board):
         write_json(path, board)
         report.written = True
     return report
 
 
-def _merge(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False,
-           claims: str | None = None, paired: bool | None = None) -> tuple[dict, dict | None, PublishReport]:
+def _merge(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False, claims: str | None = None,
+           paired: bool | None = None, planned: list[str] | None = None) -> tuple[dict, dict | None, PublishReport]:
     """The board with the runs' entries merged in, every check made, nothing written: (new board, the board
     as it is on disk or None, the report)."""
     existing = load_board(path) if path.exists() else None
     if existing is not None:
         check_board_consistency(existing, str(path), names=True)
     first = next((r for r in runs if not r.get("control")), runs[0])
-    board = json.loads(json.dumps(existing)) if existing else new_board(first, claims, bool(paired))
+    board = json.loads(json.dumps(existing)) if existing else new_board(first, claims, bool(paired), planned)
     check_claims(board, claims, path)
     check_pairing(board, paired, path)
+    check_planned(board, planned, path)
     for r in runs:
         _check_compatible(board, r, path)
     holds = ("each seed's runs from that seed's base" if base_per_seed(first["config"]) else "runs from one base")

@@ -5,6 +5,9 @@ test over seeds (`metrics.compare_failures`), each Holm-adjusted on its own:
 
 - **the claims**: each entry against CE (same model), one per entry. Only these say better / worse; the
   family is as large as the board's list of losses, so a verdict does not depend on how the table is read.
+  A board created with planned claims (``publish --planned-claims``, its `planned_claims` field) adjusts over
+  the plan from the first entry on: a planned loss not yet tested counts as p = 1, so a verdict read before
+  every arm has run is the one the design set (Holm over all of them) and can only strengthen as they land.
 - **the group tied with the best**: each entry against the entry with the longest mean. Descriptive: the
   best is picked after looking at the data, so these tests make no claim; they only decide which entries
   share the top rank ("=1"). Where the pair is also one of the claims (the best and its CE), the claim
@@ -38,8 +41,9 @@ PAIRING = "seed"  # a board's `pairing` field: runs paired by seed (absent: unpa
 
 def board_test(board: dict) -> dict:
     """The test a board was created with, as `ranking`'s keyword arguments: what its claims compare and
-    whether its runs are paired by seed."""
-    return {"claims": board.get("claims", TIME), "paired": board.get("pairing") == PAIRING}
+    whether its runs are paired by seed, and the claims planned when it was created."""
+    return {"claims": board.get("claims", TIME), "paired": board.get("pairing") == PAIRING,
+            "planned": tuple(board.get("planned_claims", ()))}
 
 
 def rank_entries(entries: Iterable[dict], claims: str = TIME) -> list[dict]:
@@ -114,23 +118,33 @@ def compare_entries(a: dict, b: dict, claims: str = TIME, paired: bool = False) 
     return compare_failures(_seed_failures(a), _seed_failures(b))
 
 
-def _family(tests: list[dict]) -> None:
-    """Holm over one family, in place: each test gets `p_holm` and `family` (the number of tests in it)."""
+def _family(tests: list[dict], untested: int = 0) -> None:
+    """Holm over one family, in place: each test gets `p_holm` and `family` (the number of tests in it).
+    `untested`: planned tests without a p yet, in the family at p = 1 (so Holm adjusts over the whole plan)."""
     tested = [t for t in tests if t["p_value"] is not None]
-    for t, p in zip(tested, holm([t["p_value"] for t in tested])):
-        t["p_holm"], t["family"] = p, len(tested)
+    family = len(tested) + untested
+    for t, p in zip(tested, holm([t["p_value"] for t in tested] + [1.0] * untested)):
+        t["p_holm"], t["family"] = p, family
     for t in tests:
         t.setdefault("p_holm", None)
-        t.setdefault("family", len(tested))
+        t.setdefault("family", family)
 
 
-def ranking(entries: Iterable[dict], claims: str = TIME, paired: bool = False) -> list[Ranked]:
+def untested_claims(rows: Iterable[Ranked], planned: Iterable[str]) -> list[str]:
+    """The planned claims (loss specs against CE) that no ranked entry tests yet (absent, or too few seeds)."""
+    tested = {r.entry["loss"]["spec"] for r in rows if r.vs_ce is not None and r.vs_ce["p_value"] is not None}
+    return [spec for spec in planned if spec not in tested]
+
+
+def ranking(entries: Iterable[dict], claims: str = TIME, paired: bool = False,
+            planned: Iterable[str] = ()) -> list[Ranked]:
     """The board as shown, best first (`rank_entries`). Each entry's claim against CE (Holm over the claims,
     one per entry with a CE to compare with), and each entry's test against the best entry (Holm over those,
     a family of its own). The best entry's group, the entries whose adjusted p against it is >= ALPHA (or
     that have too few seeds to test), share the label "=1" with it: one group, not a chain of neighbours;
     for the pair that is also a claim (the best and its CE) the claim decides (`tie_test`). The clean
-    control is not compared. `claims` and `paired`: the board's test (`compare_entries`)."""
+    control is not compared. `claims` and `paired`: the board's test (`compare_entries`); `planned`: the claims
+    planned when the board was created, each untested one in the claims' family at p = 1."""
     ranked = rank_entries(entries, claims)
     losses = [e for e in ranked if not e.get("control")]
     best = losses[0] if losses else None
@@ -141,7 +155,7 @@ def ranking(entries: Iterable[dict], claims: str = TIME, paired: bool = False) -
             row.vs_ce = {**compare_entries(row.entry, ce, claims, paired), "other": ce["name"]}
         if row.entry is not best:
             row.vs_best = {**compare_entries(row.entry, best, claims, paired), "other": best["name"]}
-    _family([r.vs_ce for r in out if r.vs_ce is not None])
+    _family([r.vs_ce for r in out if r.vs_ce is not None], len(untested_claims(out, planned)))
     _family([r.vs_best for r in out if r.vs_best is not None])
     for row in out:
         if row.vs_ce is not None:

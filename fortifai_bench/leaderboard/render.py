@@ -19,7 +19,7 @@ from typing import Any
 from fortifai_bench import __version__
 from fortifai_bench.leaderboard.board import canonical, stat_bounds
 from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, RETENTION, TIE_ALPHA, Ranked, claim_parts,
-                                               board_test, claim_text, ranking)
+                                               board_test, claim_text, ranking, untested_claims)
 from fortifai_bench.leaderboard.sparkline import curve_svg, y_range
 from fortifai_bench.metrics import clip_interval
 from fortifai_bench.results import runtime_note
@@ -73,10 +73,23 @@ PAIRED_TEST = ("Tests: the runs are paired by seed (a seed gives every loss the 
 def how_to_read(board: dict) -> tuple[str, ...]:
     retention = claims_of(board) == RETENTION
     guide = list(HOW_TO_READ_RETENTION if retention else HOW_TO_READ)
-    if board_test(board)["paired"]:
+    test = board_test(board)
+    if test["paired"]:
         at = 1 if retention else 0  # the "Tests:" sentence
         guide[at] = PAIRED_TEST.format(quantity="the AUC" if retention else "the restricted time to failure")
+    if test["planned"]:
+        guide.insert(2 if retention else 1, planned_text(board))
     return tuple(guide)
+
+
+def planned_text(board: dict) -> str:
+    """The sentence of a board with planned claims: the plan, and which of it no entry tests yet."""
+    planned = board_test(board)["planned"]
+    untested = untested_claims(ranking(board["entries"], **board_test(board)), planned)
+    now = (f"not yet tested: {', '.join(untested)}, each counted at p = 1, so a verdict can only strengthen as "
+           f"they land" if untested else "every one is tested")
+    return (f"The claims were planned when the board was created: {', '.join(planned)} against CE; Holm adjusts "
+            f"over all of them from the first entry on ({now}).")
 
 
 def fmt_ttf(ttf: dict) -> str:
@@ -481,19 +494,20 @@ def links_html() -> str:
             f'page made by fortifai-bench {_e(__version__)}.</p>')
 
 
-def _family_text(ranked: list[Ranked]) -> str:
+def _family_text(board: dict, ranked: list[Ranked]) -> str:
     """The vs CE column's sub-header: the p values it shows and the family the adjustment is over."""
     family = max((r.vs_ce["family"] for r in ranked if r.vs_ce is not None), default=0)
     if family <= 1:
         return "p (one claim: nothing to adjust)"
-    return f"p raw, after Holm over the {family} claims"
+    untested = len(untested_claims(ranked, board_test(board)["planned"]))
+    return f"p raw, after Holm over the {family} claims" + (f" ({untested} planned, not yet tested)" if untested else "")
 
 
 def _heads(board: dict, ranked: list[Ranked]) -> str:
     out = []
     for head, sub, key, kind, cls in _HEADERS:
         head = head.replace("@SCORE@", _score_name(board))
-        sub = _family_text(ranked) if sub == "@FAMILY@" else sub
+        sub = _family_text(board, ranked) if sub == "@FAMILY@" else sub
         if key == "vsce" and claims_of(board) == RETENTION:
             head = "vs CE: AUC difference [95% CI], verdict"
         text = cell_lines(_e(head), _e(sub))
