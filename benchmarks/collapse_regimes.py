@@ -15,6 +15,7 @@ under test.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 from pathlib import Path
@@ -127,7 +128,39 @@ def ensure_run(root: Path, regime: str, loss: str, seed: int, control: bool, pro
     existing = sorted(where.glob("*/config.yaml"))
     if existing:
         return run_collapse(task, loss, seed=seed, resume=existing[-1].parent, progress=progress)
+    shared = start_from_baseline(root, regime, loss, seed, control)
+    if shared is not None:
+        return run_collapse(task, loss, seed=seed, resume=shared, progress=progress)
     return run_collapse(task, loss, seed=seed, out=where, progress=progress)
+
+
+def start_from_baseline(root: Path, regime: str, loss: str, seed: int, control: bool) -> Path | None:
+    """A new run's folder holding what a finished CE run of the sweep computed exactly, by an experiment's own
+    rules (`experiment.Sharing`): chance.json (the base model's KR: the same for every arm, `chance_key`) and,
+    for the clean control, stage 0 (M_0 trained with CE on the real split 0 and its rewrite, `same_stage0`);
+    None when no CE run has finished. The run then resumes from them: a SmolLM2 control skips minutes of its
+    stage 0 and every run the base model's scoring, with the numbers it would have computed."""
+    from fortifai_bench.collapse import rundir
+    from fortifai_bench.collapse.experiment import Job, chance_key, same_stage0
+    from fortifai_bench.losses import load_loss
+
+    ce_task = regime_task(regime)
+    donors = [(s, d) for s in [seed] + [s for s in range(seed)] if (d := finished_run_dir(root, regime, "ce", s))]
+    if not donors:
+        return None
+    task = regime_task(regime, control)
+    job = Job(loss, task, "ce" if control else loss, {}, seed)
+    chance_from = next((d for s, d in donors if chance_key(Job("ce", ce_task, "ce", {}, s)) == chance_key(job)), None)
+    stage0_from = next((d for s, d in donors if s == seed and same_stage0(Job("ce", ce_task, "ce", {}, s), job)), None)
+    if chance_from is None and stage0_from is None:
+        return None
+    run = rundir.open_run(dataclasses.replace(task, seed=seed), load_loss(job.spec).describe(),
+                          out=run_dir_for(root, regime, "control" if control else loss, seed))
+    if chance_from is not None:
+        rundir.copy_chance(chance_from, run)
+    if stage0_from is not None:
+        rundir.copy_stage(stage0_from, run, "stage_0")
+    return run
 
 
 def largest_step_share(curve: list[float]) -> float | None:

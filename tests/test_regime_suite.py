@@ -231,3 +231,38 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
     assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0-3", "--max-seeds", "4",
                      "--gap", "0.1"]) == 0
     assert "CE-control gap 0.100 (--gap), effect of interest 0.5 x gap = 0.050" in capsys.readouterr().out
+
+
+def test_a_sweep_run_starts_from_what_a_finished_ce_run_computed(tmp_path, monkeypatch):
+    """collapse_regimes runs each arm in its own call, so the experiment's sharing does not reach it: a new run
+    copies chance.json from a finished CE run of the regime, and the clean control also CE's stage 0 of its
+    seed (`experiment.same_stage0`), then resumes from them. The control's results are those it computes
+    alone; a TCE run copies only chance.json; before any CE run has finished nothing is copied."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from test_collapse import MICRO
+
+    from fortifai_bench.collapse.experiment import control_task
+    from fortifai_bench.collapse.rundir import comparable
+    from fortifai_bench.collapse.run import run_collapse
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("collapse_regimes", root / "benchmarks" / "collapse_regimes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setitem(mod.REGIMES, "micro", ("collapse_facts", MICRO + ["stages=2"]))
+    assert mod.start_from_baseline(tmp_path, "micro", "ce", 0, True) is None  # no CE run yet
+    ce = mod.ensure_run(tmp_path, "micro", "ce", 0, False, False)
+    assert not (Path(ce["run_dir"]) / "copied.json").exists()
+    control = mod.ensure_run(tmp_path, "micro", "ce", 0, True, False)
+    tce = mod.ensure_run(tmp_path, "micro", "tce:0.9", 0, False, False)
+    assert json.loads((Path(control["run_dir"]) / "copied.json").read_text()) == {"chance.json": ce["run_dir"],
+                                                                                  "stage_0": ce["run_dir"]}
+    assert json.loads((Path(tce["run_dir"]) / "copied.json").read_text()) == {"chance.json": ce["run_dir"]}
+    assert control["stages"][0]["seconds"] == {"train": 0.0, "regenerate": 0.0, "evaluate": 0.0}
+    alone = run_collapse(control_task(mod.regime_task("micro")), "ce", seed=0, out=tmp_path / "alone", progress=False)
+    assert comparable(control) == comparable(alone)
+    assert control["run_dir"].startswith(str(mod.run_dir_for(tmp_path, "micro", "control", 0)))
+    assert mod.ensure_run(tmp_path, "micro", "ce", 0, True, False)["run_dir"] == control["run_dir"]  # reused
