@@ -76,10 +76,10 @@ def main(argv=None) -> int:
                    help="finished runs to show beside them, e.g. 1e-4=runs/regimes_v3/wikitext_smol/ce-s0/<run>")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    rows = [row(*ref.split("=", 1)) for ref in args.reference]
+    rows = [row(lr, Path(run)) for lr, run in (ref.split("=", 1) for ref in args.reference)]
     for lr in args.lrs.split(","):
         run = run_until_stage0(args.task, lr, args.epochs, Path(args.out) / f"lr{lr}-e{args.epochs}", args.threads)
-        rows.append(row(lr, Path(run)))
+        rows.append(row(lr, run))
     print(f"{args.task}, CE seed 0, stage 0 (M_0 fine-tuned on split 0 from the base)")
     print("| lr | epochs | mean p on the trained rows, per epoch | KR-split-0 | ppl (unseen real) | "
           "conf: trained real | conf: own rewrite | train s |")
