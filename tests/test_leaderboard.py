@@ -710,6 +710,8 @@ def test_planned_claims_adjust_over_the_plan_from_the_first_entry(tmp_path, lb, 
     assert (lb / "planned.json").read_bytes() == before
     assert main(["publish", *map(str, ce), "--to", str(lb / "new.json"), "--planned-claims", "ce,tce:0.9"]) == 2
     assert "ce is what the claims compare against" in capsys.readouterr().err
+    with pytest.raises(FortifaiError, match="a loss named twice"):
+        publish(ce, to=lb / "new.json", planned=["tce:0.9", "tce:0.9"])
     assert not (lb / "new.json").exists()
 
 

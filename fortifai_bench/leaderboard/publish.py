@@ -122,6 +122,12 @@ def check_planned(board: dict, planned: list[str] | None, where: Path) -> None:
     adjusts over the plan, so a plan changed after the data would choose the family by its verdicts."""
     if planned is None:
         return
+    if not all(planned):
+        raise FortifaiError(f"--planned-claims: an empty loss spec in {','.join(planned)!r} (give specs joined by commas)")
+    if len(set(planned)) < len(planned):
+        raise FortifaiError(f"--planned-claims: a loss named twice in {','.join(planned)!r}")
+    if "ce" in planned:
+        raise FortifaiError("--planned-claims: ce is what the claims compare against, not a claim; drop it")
     has = board.get("planned_claims")
     if has != planned:
         now = ", ".join(has) if has else "none (the family is the losses on the board)"
@@ -131,16 +137,7 @@ def check_planned(board: dict, planned: list[str] | None, where: Path) -> None:
 
 def parse_planned(text: str | None) -> list[str] | None:
     """`--planned-claims tce:0.9,tce:0.99,focal:2`: the loss specs the board's claims against CE will test."""
-    if text is None:
-        return None
-    specs = [s.strip() for s in text.split(",")]
-    if not all(specs):
-        raise FortifaiError(f"--planned-claims: an empty loss spec in {text!r} (give specs joined by commas)")
-    if len(set(specs)) < len(specs):
-        raise FortifaiError(f"--planned-claims: a loss named twice in {text!r}")
-    if "ce" in specs:
-        raise FortifaiError("--planned-claims: ce is what the claims compare against, not a claim; drop it")
-    return specs
+    return None if text is None else [s.strip() for s in text.split(",")]  # checked by `check_planned`
 
 
 def check_one_seed_set(board: dict, where: Path) -> None:
