@@ -266,3 +266,57 @@ def test_a_sweep_run_starts_from_what_a_finished_ce_run_computed(tmp_path, monke
     assert comparable(control) == comparable(alone)
     assert control["run_dir"].startswith(str(mod.run_dir_for(tmp_path, "micro", "control", 0)))
     assert mod.ensure_run(tmp_path, "micro", "ce", 0, True, False)["run_dir"] == control["run_dir"]  # reused
+
+
+def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, capsys):
+    """benchmarks/sweep_lane.py: a lane takes the queue's first job that is neither finished nor claimed by a
+    live lane; a claim whose process is gone (a lane killed with its session) is taken over; a bad queue line is
+    one error naming the file and line."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from results_factory import write_run
+
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    spec = importlib.util.spec_from_file_location("sweep_lane", root / "sweep_lane.py")
+    lane = importlib.util.module_from_spec(spec)
+    sys.modules["sweep_lane"] = lane  # its dataclass resolves its annotations through its module
+    spec.loader.exec_module(lane)
+    regimes = sys.modules["collapse_regimes"]
+    queue = tmp_path / "queue.txt"
+    queue.write_text("# the light board, seed by seed\nwikitext_smol ce 4\nwikitext_smol tce:0.9 4  # arm two\n"
+                     "wikitext_smol control 4\nwikitext_smol ce 5\n")
+    jobs = lane.read_queue(queue)
+    assert [(j.arm, j.seed) for j in jobs] == [("ce", 4), ("tce:0.9", 4), ("control", 4), ("ce", 5)]
+    out = tmp_path / "runs"
+    done = write_run(regimes.run_dir_for(out, "wikitext_smol", "ce", 4), [0.9, 0.8], seed=4, n_items=100)
+    (done / "results.json").write_text(json.dumps({**json.loads((done / "results.json").read_text()),
+                                                   "complete": True}))  # a finished run
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live lane
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a lane killed with its session
+    try:
+        gone.wait()
+        held = jobs[1].claim_file(out)
+        held.parent.mkdir(parents=True)
+        held.write_text(f"{other.pid} {lane._started(other.pid)}")
+        jobs[2].claim_file(out).write_text(f"{gone.pid} 12345")
+        assert lane.next_job(jobs, out) == jobs[2]  # ce 4 finished, tce:0.9 4 held: the stale control claim
+        assert jobs[2].claim_file(out).read_text().split()[0] == str(__import__("os").getpid())
+        assert lane.next_job(jobs, out) == jobs[3]  # the control is now this lane's
+        assert lane.next_job(jobs, out) is None
+    finally:
+        other.kill()
+        other.wait()
+    assert lane.next_job(jobs, out) == jobs[1]  # its lane died: taken over
+    queue.write_text("wikitext_smol ce 4\nwikitext_smol ce four\n")
+    assert lane.main([str(queue), "--out", str(out)]) == 2
+    assert f"{queue}:2: expected 'REGIME ARM SEED'" in capsys.readouterr().err
+    queue.write_text("nowhere ce 0\n")
+    assert lane.main([str(queue), "--out", str(out)]) == 2
+    assert "queue.txt:1: unknown regime 'nowhere'" in capsys.readouterr().err
+    queue.write_text("wikitext_smol ce 4\n")
+    assert lane.main([str(queue), "--out", str(out)]) == 0 and "nothing left" in capsys.readouterr().out
+    assert json.loads(next(out.rglob("results.json")).read_text())["complete"]

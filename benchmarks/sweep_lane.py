@@ -1,0 +1,126 @@
+"""One lane of a sweep that outlives sessions: run the queue's first job that is neither finished nor held by a
+live lane, then the next, until none is left.
+
+QUEUE holds one job a line, `REGIME ARM SEED` (ARM: a loss spec, or `control` for the clean control), `#`
+starting a comment; the order is the priority (the pretrained-LM boards': seed by seed, every arm of a seed
+before the next). Each job is a run of `collapse_regimes.py`'s layout under --out (`ensure_run`: a finished run
+is reused, a killed one resumed stage by stage, a new one started from what a finished CE run computed). Lanes
+share a queue, one per core: a lane claims a job with OUT/.claims/<regime>-<arm>-s<seed>.pid, created
+exclusively, holding its process id and start time; a claim whose process is gone (a lane killed with its
+session) is taken over. So after a stop the same command resumes the sweep, and the queue can be edited between
+jobs (a lane reads it again before each).
+
+    OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 &   # one per core
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collapse_regimes import REGIMES, ensure_run, finished_run_dir  # noqa: E402  (the sweep's layout)
+
+from fortifai_bench.collapse.rundir import slug  # noqa: E402
+from fortifai_bench.errors import FortifaiError  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Job:
+    regime: str
+    arm: str  # a loss spec, or "control"
+    seed: int
+
+    def claim_file(self, out: Path) -> Path:
+        return out / ".claims" / f"{self.regime}-{slug(self.arm)}-s{self.seed}.pid"
+
+
+def read_queue(path: Path) -> list[Job]:
+    """The queue's jobs in order; a bad line is an error naming the file and line."""
+    jobs = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) != 3 or not words[2].isdigit():
+            raise FortifaiError(f"{path}:{n}: expected 'REGIME ARM SEED', got {line.strip()!r}")
+        if words[0] not in REGIMES:
+            raise FortifaiError(f"{path}:{n}: unknown regime {words[0]!r} (benchmarks/collapse_regimes.py's REGIMES)")
+        jobs.append(Job(words[0], words[1], int(words[2])))
+    return jobs
+
+
+def _started(pid: int) -> str | None:
+    """A process's start time (/proc/PID/stat field 22), which tells it apart from a later one with its id."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _held(claim: Path) -> bool:
+    """Whether the lane that wrote `claim` is still running."""
+    try:
+        pid, start = claim.read_text().split()
+    except (OSError, ValueError):
+        return False  # being written, or torn: a live lane writes it in one call, so treat it as stale
+    return _started(int(pid)) == start
+
+
+def claim(job: Job, out: Path) -> bool:
+    """Claim `job` for this process (False: a live lane holds it). A stale claim is replaced."""
+    path = job.claim_file(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _held(path):
+                return False
+            path.unlink(missing_ok=True)  # stale: its lane is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {_started(os.getpid())}")
+        return True
+    return False
+
+
+def next_job(queue: list[Job], out: Path) -> Job | None:
+    """The first job neither finished nor held by a live lane, claimed; None when there is none."""
+    for job in queue:
+        if finished_run_dir(out, job.regime, job.arm, job.seed) is None and claim(job, out):
+            return job
+    return None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("queue", type=Path)
+    p.add_argument("--out", type=Path, default=Path("runs/regimes"))
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        while (job := next_job(read_queue(args.queue), args.out)) is not None:
+            print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: start", flush=True)
+            try:
+                control = job.arm == "control"
+                ensure_run(args.out, job.regime, "ce" if control else job.arm, job.seed, control, progress=False)
+            finally:
+                job.claim_file(args.out).unlink(missing_ok=True)
+            print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: done", flush=True)
+    except FortifaiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{time.strftime('%H:%M:%S')} nothing left in {args.queue}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
