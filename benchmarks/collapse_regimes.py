@@ -135,23 +135,24 @@ def ensure_run(root: Path, regime: str, loss: str, seed: int, control: bool, pro
 
 
 def start_from_baseline(root: Path, regime: str, loss: str, seed: int, control: bool) -> Path | None:
-    """A new run's folder holding what a finished CE run of the sweep computed exactly, by an experiment's own
-    rules (`experiment.Sharing`): chance.json (the base model's KR: the same for every arm, `chance_key`) and,
-    for the clean control, stage 0 (M_0 trained with CE on the real split 0 and its rewrite, `same_stage0`);
-    None when no CE run has finished. The run then resumes from them: a SmolLM2 control skips minutes of its
-    stage 0 and every run the base model's scoring, with the numbers it would have computed."""
+    """A new run's folder holding what a CE run of the sweep computed exactly, by an experiment's own rules
+    (`experiment.Sharing`): chance.json (the base model's KR: the same for every arm, `chance_key`) and, for the
+    clean control, a finished stage 0 of CE at its seed (M_0 trained with CE on the real split 0 and its rewrite,
+    `same_stage0`; the CE run may still be running its later stages); None when there is nothing to copy. The
+    run then resumes from them: a SmolLM2 control skips its stage 0 and every run the base model's scoring,
+    with the numbers it would have computed."""
     from fortifai_bench.collapse import rundir
     from fortifai_bench.collapse.experiment import Job, chance_key, same_stage0
     from fortifai_bench.losses import load_loss
 
-    ce_task = regime_task(regime)
-    donors = [(s, d) for s in [seed] + [s for s in range(seed)] if (d := finished_run_dir(root, regime, "ce", s))]
-    if not donors:
-        return None
-    task = regime_task(regime, control)
+    ce_task, task = regime_task(regime), regime_task(regime, control)
     job = Job(loss, task, "ce" if control else loss, {}, seed)
-    chance_from = next((d for s, d in donors if chance_key(Job("ce", ce_task, "ce", {}, s)) == chance_key(job)), None)
-    stage0_from = next((d for s, d in donors if s == seed and same_stage0(Job("ce", ce_task, "ce", {}, s), job)), None)
+    ce_runs = [(s, sorted(run_dir_for(root, regime, "ce", s).glob("*/config.yaml"))) for s in [seed, *range(seed)]]
+    ce_runs = [(s, found[-1].parent) for s, found in ce_runs if found]  # each seed's newest CE run
+    chance_from = next((d for s, d in ce_runs if (d / "chance.json").is_file()
+                        and chance_key(Job("ce", ce_task, "ce", {}, s)) == chance_key(job)), None)
+    stage0_from = next((d for s, d in ce_runs if s == seed and (d / "stage_0" / "metrics.json").is_file()
+                        and same_stage0(Job("ce", ce_task, "ce", {}, s), job)), None)
     if chance_from is None and stage0_from is None:
         return None
     run = rundir.open_run(dataclasses.replace(task, seed=seed), load_loss(job.spec).describe(),

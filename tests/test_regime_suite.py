@@ -235,9 +235,10 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
 
 def test_a_sweep_run_starts_from_what_a_finished_ce_run_computed(tmp_path, monkeypatch):
     """collapse_regimes runs each arm in its own call, so the experiment's sharing does not reach it: a new run
-    copies chance.json from a finished CE run of the regime, and the clean control also CE's stage 0 of its
+    copies chance.json from a CE run of the regime, and the clean control also CE's stage 0 of its
     seed (`experiment.same_stage0`), then resumes from them. The control's results are those it computes
-    alone; a TCE run copies only chance.json; before any CE run has finished nothing is copied."""
+    alone; a TCE run copies only chance.json; before any CE run has its stage 0 nothing is copied, after it the
+    control need not wait for CE's later stages."""
     import importlib.util
     import json
     from pathlib import Path
@@ -256,7 +257,11 @@ def test_a_sweep_run_starts_from_what_a_finished_ce_run_computed(tmp_path, monke
     assert mod.start_from_baseline(tmp_path, "micro", "ce", 0, True) is None  # no CE run yet
     ce = mod.ensure_run(tmp_path, "micro", "ce", 0, False, False)
     assert not (Path(ce["run_dir"]) / "copied.json").exists()
-    control = mod.ensure_run(tmp_path, "micro", "ce", 0, True, False)
+    results = Path(ce["run_dir"]) / "results.json"
+    finished = results.read_text()
+    results.write_text(json.dumps({**json.loads(finished), "complete": False}))  # CE still in its later stages
+    control = mod.ensure_run(tmp_path, "micro", "ce", 0, True, False)  # its finished stage 0 is copied
+    results.write_text(finished)
     tce = mod.ensure_run(tmp_path, "micro", "tce:0.9", 0, False, False)
     assert json.loads((Path(control["run_dir"]) / "copied.json").read_text()) == {"chance.json": ce["run_dir"],
                                                                                   "stage_0": ce["run_dir"]}
