@@ -152,6 +152,7 @@ def start_from_baseline(root: Path, regime: str, loss: str, seed: int, control: 
     chance_from = next((d for s, d in ce_runs if (d / "chance.json").is_file()
                         and chance_key(Job("ce", ce_task, "ce", {}, s)) == chance_key(job)), None)
     stage0_from = next((d for s, d in ce_runs if s == seed and (d / "stage_0" / "metrics.json").is_file()
+                        and (d / "stage_0" / "model").is_dir()  # a published run's models may be pruned
                         and same_stage0(Job("ce", ce_task, "ce", {}, s), job)), None)
     if chance_from is None and stage0_from is None:
         return None

@@ -97,17 +97,31 @@ def next_job(queue: list[Job], out: Path) -> Job | None:
     return None
 
 
+def disk_free_gb(out: Path) -> float:
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(out).free / 1e9
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("queue", type=Path)
     p.add_argument("--out", type=Path, default=Path("runs/regimes"))
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--min-free-gb", type=float, default=4.0,
+                   help="start no job with less free disk under --out (a SmolLM2 run keeps 3.1 GB of stage models)")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     try:
         while (job := next_job(read_queue(args.queue), args.out)) is not None:
+            if (free := disk_free_gb(args.out)) < args.min_free_gb:
+                job.claim_file(args.out).unlink(missing_ok=True)
+                print(f"error: {free:.1f} GB free under {args.out}, below --min-free-gb {args.min_free_gb:g}: publish "
+                      f"finished boards and remove their runs' stage_*/model folders", file=sys.stderr)
+                return 3
             print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: start", flush=True)
             try:
                 control = job.arm == "control"

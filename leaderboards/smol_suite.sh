@@ -50,3 +50,9 @@ else
 fi
 fortifai-bench publish "${runs[@]}" --to "$board" --claims "${CLAIMS[$REGIME]}" \
   --planned-claims "${PLANNED[$REGIME]}" --jobs "${JOBS:-2}"
+# PRUNE=1: once they are on the board (publish verified them, or stopped this script), the published runs' stage
+# models go, 3.1 GB a SmolLM2 run; the board keeps their verified numbers and the run folders their records, but
+# such a run can no longer be verified again (REBUILD=1) nor lend its stage 0 to a control.
+if [[ ${PRUNE:-0} == 1 ]]; then
+  for run in "${runs[@]}"; do rm -rf "$run"/stage_*/model; done
+fi

@@ -324,6 +324,10 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
     queue.write_text("nowhere ce 0\n")
     assert lane.main([str(queue), "--out", str(out)]) == 2
     assert "queue.txt:1: unknown regime 'nowhere'" in capsys.readouterr().err
+    queue.write_text("wikitext_smol ce 4\nwikitext_smol ce 6\n")  # ce 6 would start: not with too little disk
+    assert lane.main([str(queue), "--out", str(out), "--min-free-gb", "1e9"]) == 3
+    assert "GB free under" in capsys.readouterr().err and not jobs[0].claim_file(out).with_name(
+        "wikitext_smol-ce-s6.pid").exists()  # the claim is let go
     queue.write_text("wikitext_smol ce 4\n")
     assert lane.main([str(queue), "--out", str(out)]) == 0 and "nothing left" in capsys.readouterr().out
     assert json.loads(next(out.rglob("results.json")).read_text())["complete"]
