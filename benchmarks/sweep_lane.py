@@ -11,6 +11,7 @@ session) is taken over. So after a stop the same command resumes the sweep, and 
 jobs (a lane reads it again before each).
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 &   # one per core
+    python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status               # where it stands
 """
 
 from __future__ import annotations
@@ -97,6 +98,18 @@ def next_job(queue: list[Job], out: Path) -> Job | None:
     return None
 
 
+def status(queue: list[Job], out: Path) -> list[str]:
+    """One line a job: finished, running (a live lane's claim: its pid), or waiting (a killed run resumes)."""
+    lines = []
+    for job in queue:
+        claim_file = job.claim_file(out)
+        state = ("finished" if finished_run_dir(out, job.regime, job.arm, job.seed) is not None else
+                 f"running (pid {claim_file.read_text().split()[0]})" if claim_file.exists() and _held(claim_file)
+                 else "waiting")
+        lines.append(f"{job.regime} {job.arm} {job.seed}: {state}")
+    return lines
+
+
 def disk_free_gb(out: Path) -> float:
     import shutil
 
@@ -111,7 +124,15 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--min-free-gb", type=float, default=4.0,
                    help="start no job with less free disk under --out (a SmolLM2 run keeps 3.1 GB of stage models)")
+    p.add_argument("--status", action="store_true", help="print each job's state and exit (runs nothing)")
     args = p.parse_args(argv)
+    if args.status:
+        try:
+            print("\n".join(status(read_queue(args.queue), args.out)))
+        except FortifaiError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     import torch
 
     torch.set_num_threads(args.threads)

@@ -279,6 +279,7 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
     one error naming the file and line."""
     import importlib.util
     import json
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -311,9 +312,12 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
         held.write_text(f"{other.pid} {lane._started(other.pid)}")
         jobs[2].claim_file(out).write_text(f"{gone.pid} 12345")
         assert lane.next_job(jobs, out) == jobs[2]  # ce 4 finished, tce:0.9 4 held: the stale control claim
-        assert jobs[2].claim_file(out).read_text().split()[0] == str(__import__("os").getpid())
+        assert jobs[2].claim_file(out).read_text().split()[0] == str(os.getpid())
         assert lane.next_job(jobs, out) == jobs[3]  # the control is now this lane's
         assert lane.next_job(jobs, out) is None
+        assert lane.status(jobs, out) == [
+            "wikitext_smol ce 4: finished", f"wikitext_smol tce:0.9 4: running (pid {other.pid})",
+            f"wikitext_smol control 4: running (pid {os.getpid()})", f"wikitext_smol ce 5: running (pid {os.getpid()})"]
     finally:
         other.kill()
         other.wait()
