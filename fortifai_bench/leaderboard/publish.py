@@ -123,7 +123,8 @@ def check_planned(board: dict, planned: list[str] | None, where: Path) -> None:
     if planned is None:
         return
     if not all(planned):
-        raise FortifaiError(f"--planned-claims: an empty loss spec in {','.join(planned)!r} (give specs joined by commas)")
+        raise FortifaiError(f"--planned-claims: an empty loss spec in {','.join(planned)!r} "
+                            "(give specs joined by commas)")
     if len(set(planned)) < len(planned):
         raise FortifaiError(f"--planned-claims: a loss named twice in {','.join(planned)!r}")
     if "ce" in planned:
@@ -289,10 +290,10 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     is refused where an existing board compares another (`check_claims`); `paired` likewise sets whether a new
     board pairs its runs by seed (`check_pairing`; None: as the board is, unpaired when new), and a paired board
     refuses entries of another seed set (`check_one_seed_set`); `planned` sets the losses a new board's claims
-    will test, Holm adjusting over all of them from the first (`check_planned`). With `verify` (always, from the command line), every
-    collapse run's saved models are scored again in a fresh process (`fortifai_bench.verify`), `jobs` at a time,
-    and a run whose results.json says otherwise is refused, naming the stage and both numbers; a toy run has no
-    models and is checked for self-consistency only.
+    will test, Holm adjusting over all of them from the first (`check_planned`). With `verify` (always, from the
+    command line), every collapse run's saved models are scored again in a fresh process (`fortifai_bench.verify`),
+    `jobs` at a time, and a run whose results.json says otherwise is refused, naming the stage and both numbers; a
+    toy run has no models and is checked for self-consistency only.
     """
     if not run_paths:
         raise FortifaiError("publish: give at least one run directory")

@@ -500,7 +500,8 @@ def _family_text(board: dict, ranked: list[Ranked]) -> str:
     if family <= 1:
         return "p (one claim: nothing to adjust)"
     untested = len(untested_claims(ranked, board_test(board)["planned"]))
-    return f"p raw, after Holm over the {family} claims" + (f" ({untested} planned, not yet tested)" if untested else "")
+    return f"p raw, after Holm over the {family} claims" + (f" ({untested} planned, not yet tested)"
+                                                             if untested else "")
 
 
 def _heads(board: dict, ranked: list[Ranked]) -> str:
