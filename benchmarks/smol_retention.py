@@ -74,9 +74,9 @@ def main(argv=None) -> int:
               f"{v.mean() if len(v) else float('nan'):.3f} | {sd} |")
 
     tests = {loss: compare_retention(arm, ce) for loss, arm in arms.items()}
-    # the board's rule (`ranking._family` with planned claims): a claim of the family not given counts at p = 1
+    # the board's rule with planned claims (`stats.holm`): a claim of the family not given counts at p = 1
     untested = max(0, m - sum(t["p_value"] is not None for t in tests.values()))
-    adjusted = dict(zip(tests, holm([t["p_value"] for t in tests.values()] + [1.0] * untested)))
+    adjusted = dict(zip(tests, holm([t["p_value"] for t in tests.values()], untested)))
     print(f"\nClaims against CE (Holm over the board's {m}"
           + (f", {untested} not tested here counted at p = 1, as the board with planned claims does)"
              if untested else ")") + ":")

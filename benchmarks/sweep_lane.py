@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -111,8 +112,6 @@ def status(queue: list[Job], out: Path) -> list[str]:
 
 
 def disk_free_gb(out: Path) -> float:
-    import shutil
-
     out.mkdir(parents=True, exist_ok=True)
     return shutil.disk_usage(out).free / 1e9
 
@@ -126,23 +125,20 @@ def main(argv=None) -> int:
                    help="start no job with less free disk under --out (a SmolLM2 run keeps 3.1 GB of stage models)")
     p.add_argument("--status", action="store_true", help="print each job's state and exit (runs nothing)")
     args = p.parse_args(argv)
-    if args.status:
-        try:
-            print("\n".join(status(read_queue(args.queue), args.out)))
-        except FortifaiError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    import torch
-
-    torch.set_num_threads(args.threads)
     try:
-        while (job := next_job(read_queue(args.queue), args.out)) is not None:
-            if (free := disk_free_gb(args.out)) < args.min_free_gb:
-                job.claim_file(args.out).unlink(missing_ok=True)
+        if args.status:
+            print("\n".join(status(read_queue(args.queue), args.out)))
+            return 0
+        import torch
+
+        torch.set_num_threads(args.threads)
+        while True:
+            if (free := disk_free_gb(args.out)) < args.min_free_gb:  # checked before a job is claimed
                 print(f"error: {free:.1f} GB free under {args.out}, below --min-free-gb {args.min_free_gb:g}: publish "
                       f"finished boards and remove their runs' stage_*/model folders", file=sys.stderr)
                 return 3
+            if (job := next_job(read_queue(args.queue), args.out)) is None:
+                break
             print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: start", flush=True)
             try:
                 control = job.arm == "control"

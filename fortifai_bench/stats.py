@@ -117,14 +117,17 @@ def format_p(p: float | None, splits: int | None = None) -> str:
     return f"p = {p:.2g}"
 
 
-def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+def holm(pvalues: Sequence[float | None], untested: int = 0) -> list[float | None]:
     """Holm's step-down adjustment of a family of p-values (None: no test, left out of the family). An
-    adjusted p < alpha rejects with family-wise error <= alpha, whatever the dependence between tests."""
+    adjusted p < alpha rejects with family-wise error <= alpha, whatever the dependence between tests.
+    `untested`: members of the family planned but without a p yet, counted at p = 1 (they sort last, so the
+    given p-values are adjusted over the whole planned family)."""
     tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    size = len(tested) + untested
     out: list[float | None] = [None] * len(pvalues)
     running = 0.0
     for rank, (p, i) in enumerate(tested):
-        running = max(running, min(1.0, (len(tested) - rank) * p))
+        running = max(running, min(1.0, (size - rank) * p))
         out[i] = running
     return out
 

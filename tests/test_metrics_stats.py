@@ -95,6 +95,8 @@ def test_holm_steps_down():
     assert holm([0.01, 0.04, None, 0.03]) == [pytest.approx(0.03), pytest.approx(0.06), None, pytest.approx(0.06)]
     assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([0.2, 0.9]) == [pytest.approx(0.4), pytest.approx(0.9)]
     assert holm([]) == []
+    # two planned tests without a p yet count at p = 1: the given ones are adjusted over the family of four
+    assert holm([0.01, 0.03], untested=2) == [pytest.approx(0.04), pytest.approx(0.09)]
 
 
 def test_power_from_a_measured_sd():

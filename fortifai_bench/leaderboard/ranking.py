@@ -123,7 +123,7 @@ def _family(tests: list[dict], untested: int = 0) -> None:
     `untested`: planned tests without a p yet, in the family at p = 1 (so Holm adjusts over the whole plan)."""
     tested = [t for t in tests if t["p_value"] is not None]
     family = len(tested) + untested
-    for t, p in zip(tested, holm([t["p_value"] for t in tested] + [1.0] * untested)):
+    for t, p in zip(tested, holm([t["p_value"] for t in tested], untested)):
         t["p_holm"], t["family"] = p, family
     for t in tests:
         t.setdefault("p_holm", None)

@@ -70,7 +70,8 @@ PAIRED_TEST = ("Tests: the runs are paired by seed (a seed gives every loss the 
                "2/512); the intervals resample the seeds' pairs.")
 
 
-def how_to_read(board: dict) -> tuple[str, ...]:
+def how_to_read(board: dict, ranked: list[Ranked]) -> tuple[str, ...]:
+    """The board's reading guide, one sentence a point; `ranked`: the board as ranked (`ranking`)."""
     retention = claims_of(board) == RETENTION
     guide = list(HOW_TO_READ_RETENTION if retention else HOW_TO_READ)
     test = board_test(board)
@@ -78,14 +79,13 @@ def how_to_read(board: dict) -> tuple[str, ...]:
         at = 1 if retention else 0  # the "Tests:" sentence
         guide[at] = PAIRED_TEST.format(quantity="the AUC" if retention else "the restricted time to failure")
     if test["planned"]:
-        guide.insert(2 if retention else 1, planned_text(board))
+        guide.insert(2 if retention else 1, planned_text(test["planned"], ranked))
     return tuple(guide)
 
 
-def planned_text(board: dict) -> str:
+def planned_text(planned: tuple[str, ...], ranked: list[Ranked]) -> str:
     """The sentence of a board with planned claims: the plan, and which of it no entry tests yet."""
-    planned = board_test(board)["planned"]
-    untested = untested_claims(ranking(board["entries"], **board_test(board)), planned)
+    untested = untested_claims(ranked, planned)
     now = (f"not yet tested: {', '.join(untested)}, each counted at p = 1, so a verdict can only strengthen as "
            f"they land" if untested else "every one is tested")
     return (f"The claims were planned when the board was created: {', '.join(planned)} against CE; Holm adjusts "
@@ -146,9 +146,9 @@ def fmt_loss(e: dict) -> str:
     return e["loss"]["spec"] + (" (clean control)" if e.get("control") else "")
 
 
-def rows(board: dict) -> list[list[str]]:
+def rows(ranked: list[Ranked]) -> list[list[str]]:
     out = []
-    for row in ranking(board["entries"], **board_test(board)):
+    for row in ranked:
         e = row.entry
         bounds = stat_bounds(e["score_name"])
         out.append([fmt_rank(row), fmt_loss(e), fmt_args(e["loss"]["args"]), e["model"] + runtime_note(e),
@@ -168,12 +168,13 @@ def title(board: dict) -> str:
 
 
 def render_text(board: dict) -> str:
-    table = [COLUMNS] + [[printable(c) for c in r] for r in rows(board)]
+    ranked = ranking(board["entries"], **board_test(board))
+    table = [COLUMNS] + [[printable(c) for c in r] for r in rows(ranked)]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
     order = (f"AUC of {printable(_score_name(board))}, then time to failure (threshold {_threshold(board)})"
              if claims_of(board) == RETENTION else
              f"time to failure (threshold {_threshold(board)}), then AUC of {printable(_score_name(board))}")
-    lines = [printable(title(board)) + f" - ranked by {order}; " + " ".join(how_to_read(board))]
+    lines = [printable(title(board)) + f" - ranked by {order}; " + " ".join(how_to_read(board, ranked))]
     for j, r in enumerate(table):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if j == 0:
@@ -191,14 +192,15 @@ def md_cell(text: str) -> str:
 
 
 def render_markdown(board: dict) -> str:
+    ranked = ranking(board["entries"], **board_test(board))
     lines = [f"### {md_cell(title(board))}", "",
              f"Ranked by {'AUC, then by ' if claims_of(board) == RETENTION else ''}time to failure (first stage "
              f"with {md_cell(_score_name(board))} below {_threshold(board)}, interpolated, in stages from M_0; a "
              f"seed that never fails counts as the last stage){'' if claims_of(board) == RETENTION else ', then by AUC'}"
-             f". {' '.join(how_to_read(board))}", "",
+             f". {' '.join(how_to_read(board, ranked))}", "",
              "| " + " | ".join(md_cell(c) for c in COLUMNS) + " |",
              "|" + "|".join("---:" if c in ("#",) else "---" for c in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows(board)]
+    lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows(ranked)]
     return "\n".join(lines) + "\n"
 
 
@@ -535,7 +537,7 @@ def render_html(board: dict) -> str:
     notes = Notes()
     body = "\n".join(_row(i, row, y_lim, notes) for i, row in enumerate(ranked, 1))
     protocol = json.dumps(board["protocol"], indent=1, sort_keys=True)
-    how = "".join(f"<li>{_e(s)}</li>" for s in how_to_read(board))
+    how = "".join(f"<li>{_e(s)}</li>" for s in how_to_read(board, ranked))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_e(csp)}">
