@@ -77,6 +77,21 @@ def load_side(spec: str) -> list[dict]:
     return entry_runs(find_entry(load_board(board_file), name, board_file), board_file)
 
 
+def _seed_mechanism(stage: dict, j: int) -> dict:
+    """Seed j's mechanism at an entry's stage, as a run records it (the fields `results.stage_mechanism` reads:
+    `confidence.<text>.mean`, `gradient.trained.<class>.share_above_gamma`), so `plots.mechanism_figure` draws
+    a board entry as it draws runs."""
+    def cells(stats: dict, field: str) -> dict:
+        return {k: {field: v["per_seed"][j]} for k, v in stats.items() if k != "gamma" and v["per_seed"][j] is not None}
+
+    out = {}
+    if confidence := cells(stage.get("confidence") or {}, "mean"):
+        out["confidence"] = confidence
+    if trained := cells(stage.get("mask_trained") or {}, "share_above_gamma"):
+        out["gradient"] = {"trained": {"gamma": stage["mask_trained"]["gamma"], **trained}}
+    return out
+
+
 def find_entry(board: dict, name: str, where: str) -> dict:
     """The entry called `name`, or the only one whose name starts with it."""
     exact = [e for e in board["entries"] if e["name"] == name]
@@ -98,7 +113,8 @@ def entry_runs(entry: dict, where: str) -> list[dict]:
     runs = []
     for j, seed in enumerate(entry["seeds"]):
         stages = [{"stage": st["stage"], "score": seed_value(st["score"], j),
-                   "kr_total": seed_value(st.get("kr_total"), j), "kl_split0": seed_value(st.get("kl_split0"), j)}
+                   "kr_total": seed_value(st.get("kr_total"), j), "kl_split0": seed_value(st.get("kl_split0"), j),
+                   **_seed_mechanism(st, j)}
                   for st in entry["stages"]]
         runs.append({"_path": f"{where}#{entry['name']} seed {seed}", "_entry": f"{where}#{entry['name']}",
                      "task": entry["task"], "loss": entry["loss"], "model": entry["model"], "seed": seed,
@@ -286,7 +302,7 @@ def compare_runs(paths_a: list[str], paths_b: list[str], *, n_boot: int = 2000, 
     if plot:
         groups = {f"A: {runs_a[0]['loss']['spec']}": runs_a, f"B: {runs_b[0]['loss']['spec']}": runs_b}
         plot_compare(groups, Path(plot), runs_a[0]["failure_threshold"])
-        plot_mechanism(groups, Path(f"{plot}-mechanism"))  # board entries keep no confidence: nothing drawn
+        plot_mechanism(groups, Path(f"{plot}-mechanism"))  # nothing drawn where no side recorded confidence
     return {
         "task": dict(runs_a[0]["task"]), "score_name": runs_a[0]["score_name"],
         "a": _label(runs_a), "b": _label(runs_b),

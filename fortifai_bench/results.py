@@ -332,6 +332,24 @@ def run_failure(results: dict) -> Failure:
     return failure([s["score"] for s in results["stages"]], results["failure_threshold"])
 
 
+# The mechanism as a stage record holds it: M_i's mean confidence on three texts (collapse.evaluate's
+# `confidence`, eval mode: the contrast of the paper's Sec. 2.1.1 and Fig. 1, own rewrite against unseen real
+# text) and each token class's share above gamma in training (the loss's `gradient.trained`: what TCE(gamma)
+# masked as it trained).
+CONFIDENCE_TEXTS = ("own_generated", "trained_real", "unseen_real")
+TRAINED_CLASSES = ("corrupted", "faithful", "fresh")
+
+
+def stage_mechanism(stage: dict) -> dict:
+    """A stage record's mechanism numbers: {"confidence": {text: mean p}, "mask_trained": {class: share above
+    gamma}, "gamma": gamma of the mask or None}, a text or class absent where the run did not record it."""
+    conf = stage.get("confidence") or {}
+    trained = (stage.get("gradient") or {}).get("trained") or {}
+    return {"confidence": {k: conf[k]["mean"] for k in CONFIDENCE_TEXTS if conf.get(k)},
+            "mask_trained": {k: trained[k]["share_above_gamma"] for k in TRAINED_CLASSES if trained.get(k)},
+            "gamma": trained.get("gamma")}
+
+
 # ------------------------------------------------------------------------------------------ over seeds
 
 def summarize_runs(runs: Sequence[dict], keys: Sequence[str] = ("score", "kr_total", "kl_split0")) -> dict:

@@ -165,3 +165,42 @@ def test_cli_plot_redraws_from_results_alone(smoke_runs, tmp_path, capsys):
     assert main(["plot", *moved, "--to", str(tmp_path / "mixed")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "2 tasks" in err and not list(tmp_path.glob("mixed*"))
+
+
+def test_a_board_entry_keeps_the_mechanism_and_draws_it(smoke_runs, tmp_path):
+    """A board entry keeps each stage's Fig. 1 confidence and mask as trained per seed, so `compare BOARD#ENTRY
+    --plot` draws the mechanism figure its runs give, to the same numbers; a hand edit of one is refused."""
+    from fortifai_bench.compare import compare_runs, load_side
+    from fortifai_bench.errors import FortifaiError
+    from fortifai_bench.leaderboard import load_board, publish
+    from fortifai_bench.leaderboard.board import check_board_consistency
+
+    folders = []
+    for i, run in enumerate(smoke_runs):
+        folder = tmp_path / f"seed{i}"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({k: v for k, v in run.items() if k != "_path"}))
+        folders.append(str(folder))
+    publish(folders, root=tmp_path)
+    path = tmp_path / "collapse_smoke.json"
+    [entry] = load_board(path)["entries"]
+    stage = entry["stages"][2]
+    assert stage["confidence"]["own_generated"]["per_seed"] == [
+        r["stages"][2]["confidence"]["own_generated"]["mean"] for r in smoke_runs]
+    assert stage["mask_trained"]["corrupted"]["per_seed"] == [
+        r["stages"][2]["gradient"]["trained"]["corrupted"]["share_above_gamma"] for r in smoke_runs]
+    assert set(entry["stages"][0]["mask_trained"]) == {"gamma", "fresh"}  # stage 0 trains on real text only
+
+    name = f"{path}#{entry['name']}"
+    compare_runs([name], folders, plot=str(tmp_path / "cmp"))
+    from_board = plots.mechanism_figure({"ce": load_side(name)})
+    from_runs = plots.mechanism_figure({"ce": smoke_runs})
+    for a, b in zip(from_board.axes, from_runs.axes, strict=True):
+        assert [(line.get_label(), list(line.get_ydata())) for line in a.get_lines()] == [
+            (line.get_label(), list(line.get_ydata())) for line in b.get_lines()]
+    assert "A: ce: own rewrite (mean of 2)" in (tmp_path / "cmp-mechanism.svg").read_text()
+
+    board = load_board(path)
+    board["entries"][0]["stages"][1]["confidence"]["unseen_real"]["mean"] += 0.1
+    with pytest.raises(FortifaiError, match=r"stages\[1\]\.confidence\.unseen_real: mean .* but the per-seed values"):
+        check_board_consistency(board, str(path))

@@ -24,7 +24,8 @@ import jsonschema
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import read_json
 from fortifai_bench.metrics import Failure, failure, mean_ci, score_bounds, summarize_failures
-from fortifai_bench.results import base_sha256, entry_conditions, json_path, run_failure, same_number
+from fortifai_bench.results import (CONFIDENCE_TEXTS, TRAINED_CLASSES, base_sha256, entry_conditions, json_path,
+                                     run_failure, same_number, stage_mechanism)
 
 BOARD_FORMAT = "fortifai-bench/leaderboard@1"
 
@@ -115,6 +116,11 @@ def _entry_mismatch(entry: dict, names: bool) -> str | None:
             why = _stat_mismatch(stage.get(key), len(seeds), bounds[key])
             if why:
                 return f"field stages[{i}].{key}: {why}"
+        for key in ("confidence", "mask_trained"):
+            for name, stat in (stage.get(key) or {}).items():
+                why = None if name == "gamma" else _stat_mismatch(stat, len(seeds), UNIT)
+                if why:
+                    return f"field stages[{i}].{key}.{name}: {why}"
     ttf = entry["time_to_failure"]
     again = time_to_failure_summary(ttf["per_seed"])
     scores = [[st["score"]["per_seed"][j] for st in entry["stages"]] for j in range(len(seeds))]
@@ -194,11 +200,14 @@ def entry_name(task: str, loss: dict, model: str, seeds: list[int], control: boo
     return f"{'control-' if control else ''}{_slug(loss['spec'])[:40]}_{model_part}_{seed_part[:32]}_{digest[:8]}"
 
 
+UNIT = (0.0, 1.0)  # an accuracy, a probability or a share
+
+
 def stat_bounds(score_name: str) -> dict[str, tuple]:
     """The range of each summarized quantity of an entry: the score's (`metrics.score_bounds`) for the
     score, its AUC and final value; KR-total is an accuracy; a KL is >= 0."""
     score = score_bounds(score_name)
-    return {"score": score, "auc": score, "final_score": score, "kr_total": (0.0, 1.0),
+    return {"score": score, "auc": score, "final_score": score, "kr_total": UNIT,
             "kl": (0.0, None), "kl_split0": (0.0, None)}
 
 
@@ -215,6 +224,25 @@ def _stage_stat(runs: list[dict], i: int, key: str, bounds: tuple) -> dict | Non
     if all(v is None for v in values):
         return None
     return _stat(values, bounds)
+
+
+def _mechanism_stats(runs: list[dict], i: int) -> dict:
+    """Stage i's mechanism over seeds (`results.stage_mechanism`), each number a stat in [0, 1]: Fig. 1's
+    confidence per text and the mask as trained per token class with its gamma; {} where no seed recorded it,
+    so an entry can be drawn as its runs are (`compare BOARD#ENTRY --plot`)."""
+    per_seed = [stage_mechanism(r["stages"][i]) for r in runs]
+    out = {}
+    for key, names in (("confidence", CONFIDENCE_TEXTS), ("mask_trained", TRAINED_CLASSES)):
+        stats = {k: _stat([m[key].get(k) for m in per_seed], UNIT)
+                 for k in names if any(k in m[key] for m in per_seed)}
+        if stats:
+            out[key] = stats
+    if "mask_trained" in out:
+        gammas = {m["gamma"] for m in per_seed if m["mask_trained"]}
+        if len(gammas) > 1:
+            raise FortifaiError(f"cannot merge runs whose stage {i} masked at different gammas: {sorted(gammas)}")
+        out["mask_trained"] = {"gamma": gammas.pop(), **out["mask_trained"]}
+    return out
 
 
 def _same(runs: list[dict], what: str, get) -> Any:
@@ -254,7 +282,7 @@ def build_entry(runs: list[dict]) -> dict:
     conditions = entry_conditions(runs)  # the base's sha256 and the runtime, where the runs recorded them
     bounds = stat_bounds(score_name)
     stages = [{"stage": i, **{key: _stage_stat(runs, i, key, bounds[key])
-                              for key in ("score", "kr_total", "kl", "kl_split0")}}
+                              for key in ("score", "kr_total", "kl", "kl_split0")}, **_mechanism_stats(runs, i)}
               for i in range(n_stages)]
     versions: dict[str, set] = {}
     for r in runs:
