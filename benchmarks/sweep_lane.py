@@ -11,7 +11,7 @@ session) is taken over. So after a stop the same command resumes the sweep, and 
 jobs (a lane reads it again before each).
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 &   # one per core
-    python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status               # where it stands
+    python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status               # where it stands, hours left
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collapse_regimes import REGIMES, ensure_run, finished_run_dir  # noqa: E402  (the sweep's layout)
+from collapse_regimes import REGIMES, ensure_run, finished_run_dir, run_dir_for  # noqa: E402  (the sweep's layout)
 
 from fortifai_bench.collapse.rundir import slug  # noqa: E402
 from fortifai_bench.errors import FortifaiError  # noqa: E402
+from fortifai_bench.io import read_json  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,42 @@ def status(queue: list[Job], out: Path) -> list[str]:
     return lines
 
 
+def stage_seconds(job: Job, out: Path) -> list[float]:
+    """The wall seconds of each stage the job's newest run has finished (stage_i/metrics.json: train, regenerate
+    and evaluate; a stage copied from CE's run took none)."""
+    runs = sorted(p.parent for p in run_dir_for(out, job.regime, job.arm, job.seed).glob("*/config.yaml"))
+    seconds = []
+    while runs and (f := runs[-1] / f"stage_{len(seconds)}" / "metrics.json").is_file():
+        seconds.append(sum(read_json(f).get("seconds", {}).values()))
+    return seconds
+
+
+def hours_left(queue: list[Job], out: Path) -> list[str]:
+    """One line a regime with unfinished jobs: about how many lane-hours they need, each stage a job has not
+    finished timed by that stage's mean over the finished runs of its arm (of its regime where its arm has none)."""
+    finished: dict[tuple[str, str], list[list[float]]] = {}
+    left: dict[str, list[tuple[Job, int]]] = {}
+    for job in queue:
+        seconds = stage_seconds(job, out)
+        if finished_run_dir(out, job.regime, job.arm, job.seed) is not None:
+            finished.setdefault((job.regime, job.arm), []).append(seconds)
+        else:
+            left.setdefault(job.regime, []).append((job, len(seconds)))
+    lines = []
+    for regime, jobs in left.items():
+        runs_left = f"{regime}: {len(jobs)} run{'s' if len(jobs) > 1 else ''} left"
+        in_regime = [r for (g, _), runs in finished.items() if g == regime for r in runs]
+        if not in_regime:
+            lines.append(f"{runs_left}, untimed (no finished run of the regime to time them by)")
+            continue
+        total = 0.0
+        for job, done in jobs:
+            runs = finished.get((regime, job.arm)) or in_regime
+            total += sum(sum(r[i] for r in runs) / len(runs) for i in range(done, min(len(r) for r in runs)))
+        lines.append(f"{runs_left}, about {total / 3600:.1f} lane-hours")
+    return lines
+
+
 def disk_free_gb(out: Path) -> float:
     out.mkdir(parents=True, exist_ok=True)
     return shutil.disk_usage(out).free / 1e9
@@ -123,11 +160,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--min-free-gb", type=float, default=4.0,
                    help="start no job with less free disk under --out (a SmolLM2 run keeps 3.1 GB of stage models)")
-    p.add_argument("--status", action="store_true", help="print each job's state and exit (runs nothing)")
+    p.add_argument("--status", action="store_true",
+                   help="print each job's state and the lane-hours left, timed by finished runs, and exit (runs nothing)")
     args = p.parse_args(argv)
     try:
         if args.status:
-            print("\n".join(status(read_queue(args.queue), args.out)))
+            queue = read_queue(args.queue)
+            print("\n".join(status(queue, args.out) + hours_left(queue, args.out)))
             return 0
         import torch
 

@@ -303,6 +303,18 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
     done = write_run(regimes.run_dir_for(out, "wikitext_smol", "ce", 4), [0.9, 0.8], seed=4, n_items=100)
     (done / "results.json").write_text(json.dumps({**json.loads((done / "results.json").read_text()),
                                                    "complete": True}))  # a finished run
+    for run, hours in ((done, [0.5, 1.0]), (regimes.run_dir_for(out, "wikitext_smol", "ce", 5) / "killed", [0.25])):
+        (run / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text("{}\n")
+        for i, h in enumerate(hours):  # stage_i/metrics.json's seconds, as a run writes them when a stage ends
+            (run / f"stage_{i}").mkdir()
+            (run / f"stage_{i}" / "metrics.json").write_text(json.dumps({"seconds": {"train": h * 1800,
+                                                                                     "evaluate": h * 1800}}))
+    # ce 5 was killed after its stage 0: its stage 1 is timed by ce 4's (1 h); tce:0.9 4 and the control 4, of
+    # arms with no finished run, by the regime's finished runs (1.5 h each)
+    assert lane.hours_left(jobs, out) == ["wikitext_smol: 3 runs left, about 4.0 lane-hours"]
+    assert lane.hours_left([lane.Job("facts_smol", "ce", 0)], out) == [
+        "facts_smol: 1 run left, untimed (no finished run of the regime to time them by)"]
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live lane
     gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a lane killed with its session
     try:
