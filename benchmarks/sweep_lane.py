@@ -11,7 +11,7 @@ session) is taken over. So after a stop the same command resumes the sweep, and 
 jobs (a lane reads it again before each).
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 &   # one per core
-    python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status               # where it stands, hours left
+    python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status               # state, hours left
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     p.add_argument("--min-free-gb", type=float, default=4.0,
                    help="start no job with less free disk under --out (a SmolLM2 run keeps 3.1 GB of stage models)")
     p.add_argument("--status", action="store_true",
-                   help="print each job's state and the lane-hours left, timed by finished runs, and exit (runs nothing)")
+                   help="print each job's state and the lane-hours left (timed by finished runs) and exit")
     args = p.parse_args(argv)
     try:
         if args.status:

@@ -302,7 +302,7 @@ def compare_runs(paths_a: list[str], paths_b: list[str], *, n_boot: int = 2000, 
     if plot:
         groups = {f"A: {runs_a[0]['loss']['spec']}": runs_a, f"B: {runs_b[0]['loss']['spec']}": runs_b}
         plot_compare(groups, Path(plot), runs_a[0]["failure_threshold"])
-        plot_mechanism(groups, Path(f"{plot}-mechanism"))  # nothing drawn where no side recorded confidence
+        plot_mechanism(groups, Path(f"{plot}-mechanism"))  # none where no side recorded confidence
     return {
         "task": dict(runs_a[0]["task"]), "score_name": runs_a[0]["score_name"],
         "a": _label(runs_a), "b": _label(runs_b),
