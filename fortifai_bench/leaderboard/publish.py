@@ -14,6 +14,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import filelock
 
@@ -84,61 +85,66 @@ def group_runs(runs: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
-def new_board(run: dict, claims: str | None = None, paired: bool = False, planned: list[str] | None = None) -> dict:
-    """An empty board for the run's task. `claims` (`ranking.CLAIMS`): what its tests compare; only a retention
-    board states it (a board without the field compares times, as every board before the field did).
-    `paired`: its tests pair the runs by seed (`pairing: seed`; absent, unpaired). `planned`: the losses its
-    claims against CE will test (`planned_claims`; absent, the family is the losses on the board)."""
+@dataclass(frozen=True)
+class Design:
+    """What a board's tests are, fixed when it is created, before its runs are seen (a test chosen after the data
+    would make its p meaningless). `claims` (`ranking.CLAIMS`): what they compare (only a retention board states
+    it; a board without the field compares times, as every board before the field did). `paired`: whether they
+    pair the runs by seed (`pairing: seed`; absent, unpaired). `planned`: the losses its claims against CE will
+    test (`planned_claims`: Holm adjusts over the plan from the first entry, so a plan changed after the data would
+    choose the family by its verdicts; absent, the family is the losses on the board). None: as the board is (as a
+    new board has it when absent). A publish that asks for another design than its board's is refused."""
+    claims: str | None = None
+    paired: bool | None = None
+    planned: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.claims is not None and self.claims not in CLAIMS:
+            raise FortifaiError(f"--claims must be one of {', '.join(CLAIMS)}, got {self.claims!r}")
+        if self.planned is None:
+            return
+        shown = ",".join(self.planned)
+        if not all(self.planned):
+            raise FortifaiError(f"--planned-claims: an empty loss spec in {shown!r} (give specs joined by commas)")
+        if len(set(self.planned)) < len(self.planned):
+            raise FortifaiError(f"--planned-claims: a loss named twice in {shown!r}")
+        if "ce" in self.planned:
+            raise FortifaiError("--planned-claims: ce is what the claims compare against, not a claim; drop it")
+
+    def fields(self) -> dict:
+        """The design's fields on a new board (each absent where a board without it reads the same)."""
+        return {**({"claims": self.claims} if self.claims == RETENTION else {}),
+                **({"pairing": PAIRING} if self.paired else {}),
+                **({"planned_claims": list(self.planned)} if self.planned else {})}
+
+    def check(self, board: dict, where: Path) -> None:
+        """Refuse a design the board at `where` was not created with, naming what it has."""
+        has = board.get("claims", TIME)
+        if self.claims is not None and has != self.claims:
+            raise FortifaiError(f"{where}: the board's claims compare {has}, fixed when it was created; it cannot "
+                                f"switch to {self.claims} (publish to a new board)")
+        has = board.get("pairing") == PAIRING
+        if self.paired is not None and self.paired != has:
+            raise FortifaiError(f"{where}: the board's tests are {'paired' if has else 'unpaired'}, fixed when it "
+                                f"was created; it cannot switch to {'paired' if self.paired else 'unpaired'} "
+                                "(publish to a new board)")
+        has = board.get("planned_claims")
+        if self.planned is not None and has != list(self.planned):
+            now = ", ".join(has) if has else "none (the family is the losses on the board)"
+            raise FortifaiError(f"{where}: the board's planned claims are {now}, fixed when it was created; it "
+                                f"cannot switch to {', '.join(self.planned)} (publish to a new board)")
+
+
+def new_board(run: dict, design: Design = Design()) -> dict:
+    """An empty board for the run's task, of the given design."""
     protocol = _protocol(run, None)
     return {"format": BOARD_FORMAT, "task": dict(run["task"]), "kind": run["kind"], "protocol": protocol,
-            "protocol_hash": protocol_hash(protocol), **({"claims": claims} if claims == RETENTION else {}),
-            **({"pairing": PAIRING} if paired else {}), **({"planned_claims": planned} if planned else {}),
-            "entries": []}
+            "protocol_hash": protocol_hash(protocol), **design.fields(), "entries": []}
 
 
-def check_claims(board: dict, claims: str | None, where: Path) -> None:
-    """What a board compares is fixed when it is created, before its runs are seen: a publish that asks for
-    another is refused (choosing the test after the data would make its p meaningless)."""
-    if claims is None:
-        return
-    if claims not in CLAIMS:
-        raise FortifaiError(f"--claims must be one of {', '.join(CLAIMS)}, got {claims!r}")
-    has = board.get("claims", TIME)
-    if has != claims:
-        raise FortifaiError(f"{where}: the board's claims compare {has}, fixed when it was created; it cannot "
-                            f"switch to {claims} (publish to a new board)")
-
-
-def check_pairing(board: dict, paired: bool | None, where: Path) -> None:
-    """Whether a board pairs its runs by seed is fixed when it is created, like its claims (`check_claims`)."""
-    has = board.get("pairing") == PAIRING
-    if paired is not None and paired != has:
-        raise FortifaiError(f"{where}: the board's tests are {'paired' if has else 'unpaired'}, fixed when it was "
-                            f"created; it cannot switch to {'paired' if paired else 'unpaired'} (publish to a new board)")
-
-
-def check_planned(board: dict, planned: list[str] | None, where: Path) -> None:
-    """The claims a board plans are fixed when it is created, like what they compare (`check_claims`): Holm
-    adjusts over the plan, so a plan changed after the data would choose the family by its verdicts."""
-    if planned is None:
-        return
-    if not all(planned):
-        raise FortifaiError(f"--planned-claims: an empty loss spec in {','.join(planned)!r} "
-                            "(give specs joined by commas)")
-    if len(set(planned)) < len(planned):
-        raise FortifaiError(f"--planned-claims: a loss named twice in {','.join(planned)!r}")
-    if "ce" in planned:
-        raise FortifaiError("--planned-claims: ce is what the claims compare against, not a claim; drop it")
-    has = board.get("planned_claims")
-    if has != planned:
-        now = ", ".join(has) if has else "none (the family is the losses on the board)"
-        raise FortifaiError(f"{where}: the board's planned claims are {now}, fixed when it was created; it "
-                            f"cannot switch to {', '.join(planned)} (publish to a new board)")
-
-
-def parse_planned(text: str | None) -> list[str] | None:
+def parse_planned(text: str | None) -> tuple[str, ...] | None:
     """`--planned-claims tce:0.9,tce:0.99,focal:2`: the loss specs the board's claims against CE will test."""
-    return None if text is None else [s.strip() for s in text.split(",")]  # checked by `check_planned`
+    return None if text is None else tuple(s.strip() for s in text.split(","))  # checked by `Design`
 
 
 def check_one_seed_set(board: dict, where: Path) -> None:
@@ -280,23 +286,24 @@ def board_lock(path: Path):
 def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = None, *,
             root: str | os.PathLike = "leaderboards", replace: bool = False, verify: bool = False,
             mixed_cpu: bool = False, claims: str | None = None, paired: bool | None = None,
-            planned: list[str] | None = None, jobs: int = 1, progress: bool = False) -> PublishReport:
+            planned: Sequence[str] | None = None, jobs: int = 1, progress: bool = False) -> PublishReport:
     """Merge runs into entries and add them to the board; validate, then write atomically (or not at all),
     all under the board's lock (`board_lock`).
 
     Publishing the same runs twice changes nothing. An entry with the same key but different numbers (a re-run)
     is refused unless `replace`. A board whose runs would come from more than one CPU kind is refused unless
     `mixed_cpu` (`check_one_cpu_kind`). `claims` (`ranking.CLAIMS`) sets what a new board's tests compare and
-    is refused where an existing board compares another (`check_claims`); `paired` likewise sets whether a new
-    board pairs its runs by seed (`check_pairing`; None: as the board is, unpaired when new), and a paired board
-    refuses entries of another seed set (`check_one_seed_set`); `planned` sets the losses a new board's claims
-    will test, Holm adjusting over all of them from the first (`check_planned`). With `verify` (always, from the
+    is refused where an existing board compares another; `paired` likewise sets whether a new board pairs its
+    runs by seed (None: as the board is, unpaired when new), and a paired board refuses entries of another seed
+    set (`check_one_seed_set`); `planned` sets the losses a new board's claims will test, Holm adjusting over all
+    of them from the first. The three are the board's `Design`, fixed when it is created. With `verify` (always, from the
     command line), every collapse run's saved models are scored again in a fresh process (`fortifai_bench.verify`),
     `jobs` at a time, and a run whose results.json says otherwise is refused, naming the stage and both numbers; a
     toy run has no models and is checked for self-consistency only.
     """
     if not run_paths:
         raise FortifaiError("publish: give at least one run directory")
+    design = Design(claims, paired, None if planned is None else tuple(planned))
     runs = [load_results(p) for p in run_paths]  # schema and self-consistency checked
     for r in runs:
         check_kr_source(r)
@@ -305,7 +312,7 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
         raise FortifaiError(f"publish: runs of several tasks ({', '.join(sorted(task_names))}); one board per task")
     path = check_board_path(to, root) if to is not None else board_path_for(runs[0]["task"]["name"], root)
     if verify:  # the slow check last, outside the board's lock: first every board check, without writing
-        _merge(runs, path, replace, mixed_cpu, claims, paired, planned)
+        _merge(runs, path, replace, mixed_cpu, design)
         verify_runs(runs, jobs, progress)
     lock = board_lock(path)
     try:
@@ -316,34 +323,30 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     except OSError as exc:
         raise FortifaiError(f"cannot lock {path}: {lock.lock_file}: {exc.strerror or exc}") from exc
     try:
-        return _publish_locked(runs, path, replace, mixed_cpu, claims, paired, planned)
+        return _publish_locked(runs, path, replace, mixed_cpu, design)
     finally:
         lock.release()
 
 
-def _publish_locked(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False,
-                    claims: str | None = None, paired: bool | None = None,
-                    planned: list[str] | None = None) -> PublishReport:
+def _publish_locked(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool, design: Design) -> PublishReport:
     remove_orphan_temps(path.parent, path.name)  # a publish killed mid-write left `.BOARD.json.<pid>-*.tmp`
-    board, existing, report = _merge(runs, path, replace, mixed_cpu, claims, paired, planned)
+    board, existing, report = _merge(runs, path, replace, mixed_cpu, design)
     if existing is None or canonical(existing) != canonical(board):
         write_json(path, board)
         report.written = True
     return report
 
 
-def _merge(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool = False, claims: str | None = None,
-           paired: bool | None = None, planned: list[str] | None = None) -> tuple[dict, dict | None, PublishReport]:
+def _merge(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool,
+           design: Design) -> tuple[dict, dict | None, PublishReport]:
     """The board with the runs' entries merged in, every check made, nothing written: (new board, the board
     as it is on disk or None, the report)."""
     existing = load_board(path) if path.exists() else None
     if existing is not None:
         check_board_consistency(existing, str(path), names=True)
     first = next((r for r in runs if not r.get("control")), runs[0])
-    board = json.loads(json.dumps(existing)) if existing else new_board(first, claims, bool(paired), planned)
-    check_claims(board, claims, path)
-    check_pairing(board, paired, path)
-    check_planned(board, planned, path)
+    board = json.loads(json.dumps(existing)) if existing else new_board(first, design)
+    design.check(board, path)
     for r in runs:
         _check_compatible(board, r, path)
     holds = ("each seed's runs from that seed's base" if base_per_seed(first["config"]) else "runs from one base")
