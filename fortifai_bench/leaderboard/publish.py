@@ -296,9 +296,9 @@ def publish(run_paths: list[str | os.PathLike], to: str | os.PathLike | None = N
     is refused where an existing board compares another; `paired` likewise sets whether a new board pairs its
     runs by seed (None: as the board is, unpaired when new), and a paired board refuses entries of another seed
     set (`check_one_seed_set`); `planned` sets the losses a new board's claims will test, Holm adjusting over all
-    of them from the first. The three are the board's `Design`, fixed when it is created. With `verify` (always, from the
-    command line), every collapse run's saved models are scored again in a fresh process (`fortifai_bench.verify`),
-    `jobs` at a time, and a run whose results.json says otherwise is refused, naming the stage and both numbers; a
+    of them from the first. The three are the board's `Design`, fixed when it is created. With `verify` (always,
+    from the command line), every collapse run's saved models are scored again in a fresh process
+    (`fortifai_bench.verify`), `jobs` at a time, and a run whose results.json says otherwise is refused, naming the stage and both numbers; a
     toy run has no models and is checked for self-consistency only.
     """
     if not run_paths:
