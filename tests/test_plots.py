@@ -141,17 +141,23 @@ def test_a_kl_floor_far_above_the_curves_is_a_caption(smoke_runs):
     assert fig.axes[0].get_ylim()[1] < 10 * top
 
 
+def _run_folders(runs: list[dict], stem: Path) -> list[str]:
+    """Each run's results.json alone in a folder of its own (STEM0, STEM1, ...), as a moved run folder is."""
+    folders = []
+    for i, run in enumerate(runs):
+        folder = stem.with_name(f"{stem.name}{i}")
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({k: v for k, v in run.items() if k != "_path"}))
+        folders.append(str(folder))
+    return folders
+
+
 def test_cli_plot_redraws_from_results_alone(smoke_runs, tmp_path, capsys):
     """`fortifai-bench plot`: a run's figures again from its results.json (wherever the folder now is), and with
     --to the figures over seeds; runs of two tasks cannot share a figure (one line, exit 2)."""
     from fortifai_bench.cli import main
 
-    moved = []
-    for i, run in enumerate(smoke_runs):
-        folder = tmp_path / f"moved{i}"
-        folder.mkdir()
-        (folder / "results.json").write_text(json.dumps({k: v for k, v in run.items() if k != "_path"}))
-        moved.append(str(folder))
+    moved = _run_folders(smoke_runs, tmp_path / "moved")
     assert main(["plot", *moved, "--to", str(tmp_path / "both")]) == 0
     for folder in moved:
         assert sorted(p.name for p in (Path(folder) / "plots").iterdir()) == sorted(
@@ -175,12 +181,7 @@ def test_a_board_entry_keeps_the_mechanism_and_draws_it(smoke_runs, tmp_path):
     from fortifai_bench.leaderboard import load_board, publish
     from fortifai_bench.leaderboard.board import check_board_consistency
 
-    folders = []
-    for i, run in enumerate(smoke_runs):
-        folder = tmp_path / f"seed{i}"
-        folder.mkdir()
-        (folder / "results.json").write_text(json.dumps({k: v for k, v in run.items() if k != "_path"}))
-        folders.append(str(folder))
+    folders = _run_folders(smoke_runs, tmp_path / "seed")
     publish(folders, root=tmp_path)
     path = tmp_path / "collapse_smoke.json"
     [entry] = load_board(path)["entries"]
