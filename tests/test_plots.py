@@ -180,6 +180,7 @@ def test_a_board_entry_keeps_the_mechanism_and_draws_it(smoke_runs, tmp_path):
     from fortifai_bench.errors import FortifaiError
     from fortifai_bench.leaderboard import load_board, publish
     from fortifai_bench.leaderboard.board import check_board_consistency
+    from fortifai_bench.leaderboard.render import render_html
 
     folders = _run_folders(smoke_runs, tmp_path / "seed")
     publish(folders, root=tmp_path)
@@ -200,6 +201,12 @@ def test_a_board_entry_keeps_the_mechanism_and_draws_it(smoke_runs, tmp_path):
         assert [(line.get_label(), list(line.get_ydata())) for line in a.get_lines()] == [
             (line.get_label(), list(line.get_ydata())) for line in b.get_lines()]
     assert "A: ce: own rewrite (mean of 2)" in (tmp_path / "cmp-mechanism.svg").read_text()
+    page = render_html(load_board(path))  # the page's mechanism table: M_0 and the last stage, means over seeds
+    own = [f"{sum(r['stages'][i]['confidence']['own_generated']['mean'] for r in smoke_runs) / 2:.3f}" for i in (0, 2)]
+    assert "<h2>The mechanism</h2>" in page and f'<td class="num">{own[0]}</td><td class="num">{own[1]}</td>' in page
+    assert "share above 0.9 in training, M<sub>2</sub>" in page
+    shipped = load_board(Path(__file__).resolve().parent.parent / "leaderboards" / "collapse_facts.json")
+    assert "The mechanism" not in render_html(shipped)  # published before entries kept it
 
     board = load_board(path)
     board["entries"][0]["stages"][1]["confidence"]["unseen_real"]["mean"] += 0.1

@@ -489,6 +489,43 @@ def provenance(row: Ranked) -> str:
             f'<div>{versions}</div><ul>{runs}</ul></div></details>')
 
 
+def mechanism_html(ranked: list[Ranked]) -> str:
+    """Under the table, for the entries whose runs recorded it: the mechanism at M_0 and at the last stage, each
+    a mean over seeds. Fig. 1's contrast (the paper's Sec. 2.1.1): the mean next-token probability of M_i on its
+    own rewrite and on unseen real text; and the mask as trained, each token class's share above gamma in the
+    last stage's training. Empty where no entry has it (boards published before entries kept it)."""
+    rows = [r for r in ranked if r.entry["stages"][0].get("confidence")]
+    if not rows:
+        return ""
+    last = rows[0].entry["stages"][-1]["stage"]
+
+    def mean(stage: dict, key: str, name: str) -> str:
+        stat = (stage.get(key) or {}).get(name)
+        return "" if stat is None or stat["mean"] is None else f"{stat['mean']:.3f}"
+
+    def row(r: Ranked) -> str:
+        first, end = r.entry["stages"][0], r.entry["stages"][-1]
+        cells = [f'<td class="loss">{_e(fmt_loss(r.entry))}</td>']
+        cells += [f'<td class="num">{mean(st, "confidence", text)}</td>'
+                  for text in ("own_generated", "unseen_real") for st in (first, end)]
+        cells += [f'<td class="num">{mean(end, "mask_trained", name)}</td>'
+                  for name in ("corrupted", "faithful", "fresh")]
+        return "<tr>" + "".join(cells) + "</tr>"
+
+    gammas = {f'{trained["gamma"]:g}' for r in rows if (trained := r.entry["stages"][-1].get("mask_trained"))}
+    gamma = gammas.pop() if len(gammas) == 1 else "gamma"
+    head = (f'<tr><th rowspan="2">loss</th><th colspan="2">own rewrite</th><th colspan="2">unseen real text</th>'
+            f'<th colspan="3">share above {_e(gamma)} in training, M<sub>{last}</sub></th></tr>'
+            f'<tr><th>M<sub>0</sub></th><th>M<sub>{last}</sub></th><th>M<sub>0</sub></th><th>M<sub>{last}</sub></th>'
+            '<th>corrupted</th><th>faithful</th><th>fresh real</th></tr>')
+    return (f'<h2>The mechanism</h2><p>Fig. 1\'s contrast (the paper\'s Sec. 2.1.1): the mean next-token '
+            f'probability of M<sub>i</sub> on its own rewrite of its pool and on unseen real text; then the mask as '
+            f'trained: each token class\'s share above gamma in M<sub>{last}</sub>\'s training, what TCE(gamma) '
+            f'drops (what it would drop, for another loss). Means over seeds; <code>fortifai-bench compare BOARD.json#ENTRY ... --plot STEM</code> draws '
+            f'every stage with its band.</p><table class="mechanism"><thead>{head}</thead><tbody>'
+            + "".join(row(r) for r in rows) + "</tbody></table>")
+
+
 def links_html() -> str:
     """The paper, the authors' code, and this benchmark's version."""
     return (f'<p class="links">Paper: <a href="{PAPER_URL}">Shabgahi et al. 2025, ForTIFAI (arXiv 2509.08972)</a>; '
@@ -559,6 +596,7 @@ keeping the rank and the loss in view.</p>
 {body}
 </tbody></table></div>
 {notes.html()}
+{mechanism_html(ranked)}
 <h2>Runs and provenance</h2>
 {"".join(provenance(row) for row in ranked)}
 <details><summary>protocol (identical for every entry; hash {_e(board["protocol_hash"])})</summary>
