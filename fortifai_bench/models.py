@@ -139,6 +139,12 @@ GGUF = "gguf:"  # gguf:PACKAGE/FILE.gguf, a model file that an installed Python 
 PINNED_SHA256 = {"gemma-3-270m-q4_k_m.gguf": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"}
 
 
+def short_name(spec: str) -> str:
+    """How a table shows a model: a `gguf:` spec by its file name (its package is in the full spec, which
+    provenance shows); any other spec as given."""
+    return spec.rpartition("/")[2] if spec.startswith(GGUF) else spec
+
+
 def resolve(spec: str | os.PathLike, *, build: bool = True) -> str:
     """The spec `from_pretrained` loads: a `gguf:` spec becomes its dequantised folder in the cache (built
     once, `gguf_folder`; with `build=False` only when already built, else the spec as given, so planning

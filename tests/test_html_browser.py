@@ -358,7 +358,7 @@ def test_shipped_boards_show_each_claim_whole_and_no_unsupported_winner(board):
     dom.feed(page)
     assert len(dom.rows) == len(ranked)
     family = max((r.vs_ce["family"] for r in ranked if r.vs_ce), default=0)
-    assert (f"p raw, after Holm over the {family} claims" if family > 1 else "p (one claim: nothing to adjust)") in page
+    assert (f"p raw, after Holm over {family} claims" if family > 1 else "p (one claim: nothing to adjust)") in page
     for row, shown in zip(ranked, dom.rows):
         cell = shown["cells"]["vsce"]
         if row.vs_ce is None or row.vs_ce["ratio"] is None:

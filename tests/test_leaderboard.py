@@ -692,7 +692,7 @@ def test_planned_claims_adjust_over_the_plan_from_the_first_entry(tmp_path, lb, 
     text = render_text(board)
     assert "planned when the board was created: tce:0.9, tce:0.99, focal:2" in text
     assert "not yet tested: tce:0.99, focal:2, each counted at p = 1" in text
-    assert "(2 planned, not yet tested)" in render_html(board)
+    assert "after Holm over 3 claims (2 untested)" in render_html(board)
 
     # the second planned arm lands: one untested left, the family stays the plan's three
     focal = write_seeds(tmp_path / "focal", [[c[0]] + [x + 0.04 for x in c[1:]] for c in never], loss="focal:2",

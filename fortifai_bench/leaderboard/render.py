@@ -22,6 +22,7 @@ from fortifai_bench.leaderboard.ranking import (BASELINE_SPECS, RETENTION, TIE_A
                                                board_test, claim_text, ranking, untested_claims)
 from fortifai_bench.leaderboard.sparkline import curve_svg, y_range
 from fortifai_bench.metrics import clip_interval
+from fortifai_bench.models import short_name
 from fortifai_bench.results import runtime_note
 from fortifai_bench.seeds import format_seeds
 from fortifai_bench.stats import format_number, format_p
@@ -355,7 +356,7 @@ def _entry_base(entry: dict) -> str:
     return f"one per seed ({len(per_seed)} bases, under each seed)" if per_seed else "not recorded"
 
 
-def args_lines(args: dict, width: int = 34) -> list[str]:
+def args_lines(args: dict, width: int = 24) -> list[str]:
     """`fmt_args` on at most two lines, split between arguments (a list longer than two lines of `width`
     characters stays on two, the longer)."""
     items = fmt_args(args).split(", ") if args else []
@@ -463,7 +464,7 @@ def _row(order: int, row: Ranked, y_lim: tuple[float, float], notes: Notes) -> s
     runs = f'<a href="#runs-{_e(e["name"])}">runs</a>'
     cells = [
         _rank_cell(row),
-        f'<td class="loss">{cell_lines(loss, _e(e["model"] + runtime_note(e)))}</td>',
+        f'<td class="loss" title="{_e(e["model"])}">{cell_lines(loss, _e(short_name(e["model"]) + runtime_note(e)))}</td>',
         f'<td class="num ttf">{cell_lines(*map(_e, split_ttf(fmt_ttf(ttf))))}</td>',
         _vs_ce_cell(row, notes),
         f'<td class="num auc">{_stat_lines(e["auc"], bounds["auc"])}</td>',
@@ -521,8 +522,8 @@ def mechanism_html(ranked: list[Ranked]) -> str:
     return (f'<h2>The mechanism</h2><p>Fig. 1\'s contrast (the paper\'s Sec. 2.1.1): the mean next-token '
             f'probability of M<sub>i</sub> on its own rewrite of its pool and on unseen real text; then the mask as '
             f'trained: each token class\'s share above gamma in M<sub>{last}</sub>\'s training, what TCE(gamma) '
-            f'drops (what it would drop, for another loss). Means over seeds; <code>fortifai-bench compare BOARD.json#ENTRY ... --plot STEM</code> draws '
-            f'every stage with its band.</p><table class="mechanism"><thead>{head}</thead><tbody>'
+            f'drops (what it would drop, for another loss). Means over seeds; <code>fortifai-bench compare '
+            f'BOARD.json#ENTRY ... --plot STEM</code> draws every stage with its band.</p><table class="mechanism"><thead>{head}</thead><tbody>'
             + "".join(row(r) for r in rows) + "</tbody></table>")
 
 
@@ -539,8 +540,7 @@ def _family_text(board: dict, ranked: list[Ranked]) -> str:
     if family <= 1:
         return "p (one claim: nothing to adjust)"
     untested = len(untested_claims(ranked, board_test(board)["planned"]))
-    return f"p raw, after Holm over the {family} claims" + (f" ({untested} planned, not yet tested)"
-                                                             if untested else "")
+    return f"p raw, after Holm over {family} claims" + (f" ({untested} untested)" if untested else "")
 
 
 def _heads(board: dict, ranked: list[Ranked]) -> str:
