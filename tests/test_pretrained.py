@@ -34,6 +34,13 @@ def test_bad_gguf_specs_say_what_is_wrong(spec, says):
         gguf_file(spec)
 
 
+def test_tables_show_a_gguf_model_by_its_file_name():
+    from fortifai_bench.models import short_name
+
+    assert short_name(SMOL) == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert short_name("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"  # a Hub id keeps its owner
+
+
 def test_a_missing_package_is_one_line_from_the_cli(tmp_path):
     out = subprocess.run([sys.executable, "-m", "fortifai_bench", "collapse", "--task", "collapse_wikitext_smol",
                           "--model", "gguf:no_such_package_xyz/m.gguf", "--out", str(tmp_path / "runs")],
