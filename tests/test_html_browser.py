@@ -30,8 +30,9 @@ IMG_MODEL = "<img src=x onerror=\"document.documentElement.setAttribute('data-pw
 
 
 class _Table(HTMLParser):
-    """Rows of the leaderboard table: each row's attributes and each cell's lines (its `div.line`s' text, a
-    cell without them one line), keyed by the cell's last class; the curves' lines and texts."""
+    """Rows of the leaderboard table (not the mechanism's under it): each row's attributes and each cell's lines
+    (its `div.line`s' text, a cell without them one line), keyed by the cell's last class; the curves' lines and
+    texts."""
 
     def __init__(self):
         super().__init__()
@@ -47,6 +48,7 @@ class _Table(HTMLParser):
         self._cell: dict | None = None
         self._svg = False
         self._in_body = False
+        self._in_board = False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -66,10 +68,11 @@ class _Table(HTMLParser):
             self.html_attrs = attrs
         elif tag == "script":
             self.scripts += 1
-        elif tag == "table" and attrs.get("id") == "board":
-            self.table_attrs = attrs
+        elif tag == "table":  # the board's (or suite's) table; the mechanism's under a board holds no entry rows
+            self._in_board = "mechanism" not in (attrs.get("class") or "").split()
+            self.table_attrs = attrs if attrs.get("id") == "board" else self.table_attrs
         elif tag == "tbody":
-            self._in_body = True
+            self._in_body = self._in_board
         elif tag == "tr" and self._in_body:
             self.rows.append({"attrs": attrs, "cells": {}, "titles": {}})
         elif tag == "td" and self._in_body:
@@ -89,6 +92,8 @@ class _Table(HTMLParser):
             self._text = None
         if tag == "li":
             self._note = None
+        if tag == "table":
+            self._in_board = False
         if tag == "tbody":
             self._in_body = False
         elif tag == "td" and self._cell is not None:
@@ -342,7 +347,10 @@ def test_shipped_boards_keep_every_row_on_two_lines(shipped_pages, tmp_path, boa
                for row in narrow["rows"])
 
 
-CLAIM_LINE = re.compile(r"^\d+\.\d+x \[\d+\.\d+, \d+\.\d+\] (better|worse|indistinguishable)(\d*)$")
+# A claim's first line: a ratio of times ('0.95x [0.77, 1.17] ...') or, on a retention board, a difference of
+# AUCs ('AUC +0.004 [-0.012, +0.019] ...'), then the verdict and a note's number
+CLAIM_LINE = re.compile(r"^(?:\d+\.\d+x \[\d+\.\d+, \d+\.\d+\]|AUC [+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]) "
+                        r"(better|worse|indistinguishable)(\d*)$")
 
 
 @pytest.mark.parametrize("board", [p.stem for p in SHIPPED])
@@ -361,7 +369,8 @@ def test_shipped_boards_show_each_claim_whole_and_no_unsupported_winner(board):
     assert (f"p raw, after Holm over {family} claims" if family > 1 else "p (one claim: nothing to adjust)") in page
     for row, shown in zip(ranked, dom.rows):
         cell = shown["cells"]["vsce"]
-        if row.vs_ce is None or row.vs_ce["ratio"] is None:
+        difference = row.vs_ce is not None and row.vs_ce.get("effect") == "difference"
+        if row.vs_ce is None or row.vs_ce["diff" if difference else "ratio"] is None:
             assert cell == (["not compared (a ceiling)"] if row.entry.get("control") else ["baseline"]), cell
             continue
         claim = CLAIM_LINE.match(cell[0])
@@ -369,10 +378,10 @@ def test_shipped_boards_show_each_claim_whole_and_no_unsupported_winner(board):
         raw = format_p(row.vs_ce["p_value"], row.vs_ce["splits"])
         assert cell[1] == (f"{raw} raw, {row.vs_ce['p_holm']:.2g} after Holm" if family > 1 else
                            f"{raw}, the board's only claim"), cell
-        lo, hi = row.vs_ce["ratio_ci"]
-        if row.vs_ce["verdict"] == "indistinguishable" and (lo > 1 or hi < 1):
+        (lo, hi), null = row.vs_ce["diff_ci"] if difference else row.vs_ce["ratio_ci"], 0 if difference else 1
+        if row.vs_ce["verdict"] == "indistinguishable" and (lo > null or hi < null):
             note = dom.notes[f"note-{claim.group(2)}"]
-            assert note.startswith(("the interval excludes 1", "the bootstrap interval excludes 1")), note
+            assert note.startswith((f"the interval excludes {null}", f"the bootstrap interval excludes {null}")), note
         if row.label == "1":
             ce_best = row.entry["loss"]["spec"] in BASELINE_SPECS
             assert (row.vs_ce or {}).get("verdict") == "better" or ce_best and all(
