@@ -79,6 +79,9 @@ REGIMES = {
     "wikitext_smol": ("collapse_wikitext_smol", []),
     "wikitext_smol_heavy": ("collapse_wikitext_smol_heavy", []),
     "facts_smol": ("collapse_facts_smol", []),
+    # issue 27's second model, last: collapse_wikitext_smol on Gemma 3 270M, uncalibrated (its packages first:
+    # the task file says which)
+    "wikitext_gemma": (str(Path(__file__).resolve().parent / "collapse_wikitext_gemma.yaml"), []),
     **{f"m0_e{e}": ["stages=1", f"train.epochs={e}"] for e in (4, 6, 8, 10, 12, 15)},  # M_0 alone
     **{f"T{t}_e{e}": [f"regenerate.temperature={t}", f"train.epochs={e}"] for t in (0.5, 0.7) for e in (12, 15, 20)},
 }
