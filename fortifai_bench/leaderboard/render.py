@@ -152,7 +152,7 @@ def rows(ranked: list[Ranked]) -> list[list[str]]:
     for row in ranked:
         e = row.entry
         bounds = stat_bounds(e["score_name"])
-        out.append([fmt_rank(row), fmt_loss(e), fmt_args(e["loss"]["args"]), e["model"] + runtime_note(e),
+        out.append([fmt_rank(row), fmt_loss(e), fmt_args(e["loss"]["args"]), short_name(e["model"]) + runtime_note(e),
                     format_seeds(e["seeds"]), fmt_ttf(e["time_to_failure"]), fmt_vs_ce(row),
                     fmt_stat(e["auc"], bounds["auc"]), fmt_stat(e["final_score"], bounds["final_score"])])
     return out
