@@ -464,7 +464,8 @@ def _row(order: int, row: Ranked, y_lim: tuple[float, float], notes: Notes) -> s
     runs = f'<a href="#runs-{_e(e["name"])}">runs</a>'
     cells = [
         _rank_cell(row),
-        f'<td class="loss" title="{_e(e["model"])}">{cell_lines(loss, _e(short_name(e["model"]) + runtime_note(e)))}</td>',
+        f'<td class="loss" title="{_e(e["model"])}">'
+        f'{cell_lines(loss, _e(short_name(e["model"]) + runtime_note(e)))}</td>',
         f'<td class="num ttf">{cell_lines(*map(_e, split_ttf(fmt_ttf(ttf))))}</td>',
         _vs_ce_cell(row, notes),
         f'<td class="num auc">{_stat_lines(e["auc"], bounds["auc"])}</td>',
@@ -519,11 +520,12 @@ def mechanism_html(ranked: list[Ranked]) -> str:
             f'<th colspan="3">share above {_e(gamma)} in training, M<sub>{last}</sub></th></tr>'
             f'<tr><th>M<sub>0</sub></th><th>M<sub>{last}</sub></th><th>M<sub>0</sub></th><th>M<sub>{last}</sub></th>'
             '<th>corrupted</th><th>faithful</th><th>fresh real</th></tr>')
-    return (f'<h2>The mechanism</h2><p>Fig. 1\'s contrast (the paper\'s Sec. 2.1.1): the mean next-token '
-            f'probability of M<sub>i</sub> on its own rewrite of its pool and on unseen real text; then the mask as '
-            f'trained: each token class\'s share above gamma in M<sub>{last}</sub>\'s training, what TCE(gamma) '
-            f'drops (what it would drop, for another loss). Means over seeds; <code>fortifai-bench compare '
-            f'BOARD.json#ENTRY ... --plot STEM</code> draws every stage with its band.</p><table class="mechanism"><thead>{head}</thead><tbody>'
+    intro = (f'Fig. 1\'s contrast (the paper\'s Sec. 2.1.1): the mean next-token probability of M<sub>i</sub> on '
+             f'its own rewrite of its pool and on unseen real text; then the mask as trained: each token class\'s '
+             f'share above gamma in M<sub>{last}</sub>\'s training, what TCE(gamma) drops (what it would drop, for '
+             'another loss). Means over seeds; <code>fortifai-bench compare BOARD.json#ENTRY ... --plot STEM</code> '
+             'draws every stage with its band.')
+    return (f'<h2>The mechanism</h2><p>{intro}</p><table class="mechanism"><thead>{head}</thead><tbody>'
             + "".join(row(r) for r in rows) + "</tbody></table>")
 
 
