@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fortifai_bench.io import atomic_write
 from fortifai_bench.metrics import DEFAULT_THRESHOLD, mean_ci
-from fortifai_bench.results import summarize_runs
+from fortifai_bench.results import stage_mechanism, summarize_runs
 
 FORMATS = (("png", {"dpi": 200}), ("svg", {}))
 STAGE = "stage $i$ (model $M_i$)"
@@ -252,7 +252,7 @@ def mechanism_figure(groups: dict[str, list[dict]], control: str = "control"):
               if runs and all(s.get("confidence") for r in runs for s in r["stages"])}
     if not groups:
         return None
-    masked = {k: runs for k, runs in groups.items() if k != control and _trained_classes(runs)}
+    masked = {k: runs for k, runs in groups.items() if k != control and _mask_gamma(runs) is not None}
     n = 1 + len(masked)
     fig, axes = _plt().subplots(1, n, figsize=(5.2 * n, 4.4), squeeze=False, sharey=True, layout="constrained")
     _confidence_panel(axes[0][0], groups, control)
@@ -269,8 +269,8 @@ def mechanism_figure(groups: dict[str, list[dict]], control: str = "control"):
 def _confidence_panel(ax, groups: dict[str, list[dict]], control: str) -> None:
     for label, runs in groups.items():
         name = "clean control" if label == control else label
-        own = _band(ax, runs, lambda s: s["confidence"]["own_generated"]["mean"], f"{name}: own rewrite")
-        _band(ax, runs, lambda s: s["confidence"]["unseen_real"]["mean"], f"{name}: unseen real text",
+        own = _band(ax, runs, lambda s: _confidence(s, "own_generated"), f"{name}: own rewrite")
+        _band(ax, runs, lambda s: _confidence(s, "unseen_real"), f"{name}: unseen real text",
               color=own.get_color(), ls="--", marker="^")
     ax.set(xlabel=STAGE, ylabel=r"mean next-token probability $p(x_t \mid x_{<t})$",
            title="Fig. 1: confidence of $M_i$", ylim=(0, 1))
@@ -280,19 +280,26 @@ def _mask_panel(ax, label: str, runs: list[dict]) -> None:
     for name, text, style, color in TOKEN_CLASSES:
         if any(_share(s, name) is not None for r in runs for s in r["stages"]):
             _band(ax, runs, lambda s, name=name: _share(s, name), text, color=color, ls=style[1:], marker=style[0])
-    _mask_axes(ax, _trained_classes(runs)[0]["gamma"], f"{label}: the mask as trained")
+    _mask_axes(ax, _mask_gamma(runs), f"{label}: the mask as trained")
     ax.yaxis.set_tick_params(labelleft=True)  # shared y, but each panel reads alone
 
 
-def _trained_classes(runs: list[dict]) -> list[dict]:
-    """Every stage's `gradient.trained` record of these runs that has a regenerated token class."""
-    return [t for r in runs for s in r["stages"] if (t := (s.get("gradient") or {}).get("trained"))
-            and (t.get("corrupted") or t.get("faithful"))]
+def _mask_gamma(runs: list[dict]) -> float | None:
+    """The gamma of the mask as trained, from the first stage of these runs that trained on a regenerated token
+    class (corrupted or faithful); None when none did."""
+    for stage in (s for r in runs for s in r["stages"]):
+        m = stage_mechanism(stage)
+        if "corrupted" in m["mask_trained"] or "faithful" in m["mask_trained"]:
+            return m["gamma"]
+    return None
+
+
+def _confidence(stage: dict, text: str) -> float | None:
+    return stage_mechanism(stage)["confidence"].get(text)
 
 
 def _share(stage: dict, name: str) -> float | None:
-    cell = ((stage.get("gradient") or {}).get("trained") or {}).get(name)
-    return cell["share_above_gamma"] if cell else None
+    return stage_mechanism(stage)["mask_trained"].get(name)
 
 
 def _floor_lines(ax, floor: dict, values: list) -> list[str]:
