@@ -500,20 +500,6 @@ def mechanism_html(ranked: list[Ranked]) -> str:
     if not rows:
         return ""
     last = rows[0].entry["stages"][-1]["stage"]
-
-    def mean(stage: dict, key: str, name: str) -> str:
-        stat = (stage.get(key) or {}).get(name)
-        return "" if stat is None or stat["mean"] is None else f"{stat['mean']:.3f}"
-
-    def row(r: Ranked) -> str:
-        first, end = r.entry["stages"][0], r.entry["stages"][-1]
-        cells = [f'<td class="loss">{_e(fmt_loss(r.entry))}</td>']
-        cells += [f'<td class="num">{mean(st, "confidence", text)}</td>'
-                  for text in ("own_generated", "unseen_real") for st in (first, end)]
-        cells += [f'<td class="num">{mean(end, "mask_trained", name)}</td>'
-                  for name in ("corrupted", "faithful", "fresh")]
-        return "<tr>" + "".join(cells) + "</tr>"
-
     gammas = {f'{trained["gamma"]:g}' for r in rows if (trained := r.entry["stages"][-1].get("mask_trained"))}
     gamma = gammas.pop() if len(gammas) == 1 else "gamma"
     head = (f'<tr><th rowspan="2">loss</th><th colspan="2">own rewrite</th><th colspan="2">unseen real text</th>'
@@ -526,7 +512,24 @@ def mechanism_html(ranked: list[Ranked]) -> str:
              'another loss). Means over seeds; <code>fortifai-bench compare BOARD.json#ENTRY ... --plot STEM</code> '
              'draws every stage with its band.')
     return (f'<h2>The mechanism</h2><p>{intro}</p><table class="mechanism"><thead>{head}</thead><tbody>'
-            + "".join(row(r) for r in rows) + "</tbody></table>")
+            + "".join(_mechanism_row(r) for r in rows) + "</tbody></table>")
+
+
+def _mechanism_row(r: Ranked) -> str:
+    """One entry's mechanism row: own rewrite and unseen real text at M_0 and the last stage, then each token
+    class's share above gamma in the last stage's training."""
+    first, end = r.entry["stages"][0], r.entry["stages"][-1]
+    cells = [f'<td class="loss">{_e(fmt_loss(r.entry))}</td>']
+    cells += [_mean_cell(st, "confidence", text) for text in ("own_generated", "unseen_real") for st in (first, end)]
+    cells += [_mean_cell(end, "mask_trained", name) for name in ("corrupted", "faithful", "fresh")]
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _mean_cell(stage: dict, key: str, name: str) -> str:
+    """A board stage's mechanism stat `stage[key][name]` as its mean over seeds, blank where not recorded."""
+    stat = (stage.get(key) or {}).get(name)
+    text = "" if stat is None or stat["mean"] is None else f"{stat['mean']:.3f}"
+    return f'<td class="num">{text}</td>'
 
 
 def links_html() -> str:
