@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 
 from fortifai_bench.leaderboard import board_test, leaderboards_dir, load_board, ranking
+from fortifai_bench.leaderboard.ranking import RETENTION, claim_parts
 from fortifai_bench.leaderboard.board import time_to_failure_summary
 from fortifai_bench.metrics import Failure
 
 REPO = Path(__file__).resolve().parents[1]
-REGIMES = {"hot": "collapse_facts", "greedy": "collapse_facts_greedy", "longtail": "collapse_facts_longtail"}
+REGIMES = {"hot": "collapse_facts", "greedy": "collapse_facts_greedy", "longtail": "collapse_facts_longtail",
+           "light": "collapse_wikitext_smol"}
 
 
 def figures(boards: dict[str, dict]) -> dict[str, str]:
@@ -31,6 +33,9 @@ def figures(boards: dict[str, dict]) -> dict[str, str]:
         rows = ranking(board["entries"], **board_test(board))
         out[f"{regime}.claims"] = str(sum(r.vs_ce is not None for r in rows))
         out[f"{regime}.n"] = str(len(next(r.entry for r in rows if r.entry["loss"]["spec"] == "ce")["seeds"]))
+        if board_test(board)["claims"] == RETENTION:
+            out |= retention_figures(regime, rows)
+            continue
         for row in rows:
             e = row.entry
             key = f"{regime}.{'control' if e.get('control') else e['loss']['spec']}"
@@ -50,6 +55,23 @@ def figures(boards: dict[str, dict]) -> dict[str, str]:
     return out
 
 
+def retention_figures(regime: str, rows: list) -> dict[str, str]:
+    """A retention board's figures: each entry's AUC of the score over the stages (mean, sd and per seed, and
+    its mean curve), and each claim against CE as the page shows it (`ranking.claim_parts`) with its p values."""
+    out = {}
+    for row in rows:
+        e = row.entry
+        key = f"{regime}.{'control' if e.get('control') else e['loss']['spec']}"
+        aucs = e["auc"]["per_seed"]
+        out |= {f"{key}.auc": f"{np.mean(aucs):.3f}", f"{key}.sd": f"{np.std(aucs, ddof=1):.3f}",
+                f"{key}.aucs": " ".join(f"{a:.3f}" for a in aucs),
+                f"{key}.curve": " ".join(f"{np.mean(s['score']['per_seed']):.3f}" for s in e["stages"])}
+        if row.vs_ce is not None and (claim := claim_parts(row.vs_ce)) is not None:
+            out |= {f"{key}.effect": claim.effect, f"{key}.raw": f"{row.vs_ce['p_value']:.2g}",
+                    f"{key}.holm": f"{row.vs_ce['p_holm']:.2g}"}
+    return out
+
+
 def _table_row(regime: str, label: str, key: str) -> str:
     return f"| {regime} | {label} | {{{key}.curve}} | {{{key}.text}} | {{{key}.sd}} |"
 
@@ -61,6 +83,8 @@ QUOTES = {
         "(TCE 0.9: {hot.tce:0.9.ttf}, {greedy.tce:0.9.ttf} and {longtail.tce:0.9.ttf} stages)",
         "where the board's seed 0 is {hot.ce.seed0}",
         "about half the hot board's CE seed sd ({hot.ce.sd}; seeds {hot.ce.seeds})",
+        "CE's AUC {light.ce.auc} against the clean control's {light.control.auc}, and tce:0.9's {light.tce:0.9.auc}, "
+        "{light.tce:0.9.effect} against CE (p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm",
     ],
     "BENCHMARKS.md": [
         *[_table_row(r, label, f"{r}.{k}") for r, losses in {
@@ -92,6 +116,10 @@ QUOTES = {
                            "longtail": ["tce:0.9", "tce:0.99"]}.items() for spec in specs],
         "hot ce {hot.ce.seed0}, tce:0.9 {hot.tce:0.9.seed0}",
         "greedy ce {greedy.ce.seed0}, tce:0.9 {greedy.tce:0.9.seed0}",
+        *[f"| {label} | {{light.{k}.aucs}} | {{light.{k}.auc}} | {{light.{k}.sd}} | {{light.{k}.curve}} |"
+          for k, label in [("ce", "ce"), ("tce:0.9", "tce:0.9"), ("control", "control (ce, clean)")]],
+        "tce:0.9 is {light.tce:0.9.effect} against CE, p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm "
+        "over 3 claims",
     ],
     "leaderboards/README.md": [
         "(hot: tce:0.9 {hot.tce:0.9.ttf} vs CE {hot.ce.ttf}, tce:0.99 {hot.tce:0.99.ttf}; greedy: tce:0.7/0.9/0.99 "
@@ -105,6 +133,9 @@ QUOTES = {
         "(`collapse_facts`, {hot.n} seeds, CE sd {hot.ce.sd} over seeds), 0.79-0.95 on greedy ({greedy.n} seeds paired by "
         "seed, CE sd {greedy.ce.sd}, TCE up to {greedy.tce:0.9.sd}) and 0.95 on the long tail ({longtail.n} seeds, CE sd "
         "{longtail.ce.sd}, tce:0.9 {longtail.tce:0.9.sd})",
+        "CE's AUC is {light.ce.auc} (sd {light.ce.sd}), the clean control's {light.control.auc} (sd "
+        "{light.control.sd}), tce:0.9's {light.tce:0.9.auc} (sd {light.tce:0.9.sd}): {light.tce:0.9.effect} against "
+        "CE, p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm",
     ],
 }
 
@@ -139,3 +170,16 @@ def test_a_board_that_changed_is_caught(boards):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert not unmatched(readme, QUOTES["README.md"][:1], figures(boards))
     assert unmatched(readme, QUOTES["README.md"][:1], figures(edited))
+
+
+def test_a_retention_board_that_changed_is_caught(boards):
+    """The same for a retention board: move one CE seed's AUC on the light board and README's quote of its verdict
+    (CE's AUC and tce:0.9's difference to it) stops matching."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    quote = [q for q in QUOTES["README.md"] if "{light." in q]
+    assert quote and not unmatched(readme, quote, figures(boards))
+    edited = copy.deepcopy(boards)
+    ce = next(e for e in edited["light"]["entries"] if e["loss"]["spec"] == "ce" and not e.get("control"))
+    ce["auc"]["per_seed"][0] -= 0.03
+    figs = figures(edited)
+    assert figs["light.ce.auc"] != figures(boards)["light.ce.auc"] and len(unmatched(readme, quote, figs)) == 1
