@@ -512,6 +512,30 @@ def test_suite_puts_each_regimes_verdicts_side_by_side(tmp_path, lb):
     assert "| focal:2 (gamma=2) | 1.87 \\[1.34, 2.41\\]; 1.47x \\[" in render_suite_markdown(suite)
 
 
+def test_a_suite_shows_a_retention_board_by_its_auc(tmp_path, lb):
+    """A regime whose board compares retention (every CE seed censored) shows each loss by its AUC over the
+    stages, not by a time to failure every seed shares; a time board beside it keeps its times."""
+    from fortifai_bench.leaderboard.suite import build_suite, render_suite_html, table
+
+    never = [[0.84, 0.82, 0.80, 0.79], [0.84, 0.81, 0.80, 0.80], [0.84, 0.83, 0.81, 0.78]]
+    greedy = "collapse_facts_greedy"
+    publish(write_seeds(tmp_path / "ce", never, loss="ce", task=greedy), claims="retention")
+    publish(write_seeds(tmp_path / "tce", [[c[0]] + [x + 0.08 for x in c[1:]] for c in never], loss="tce:0.9",
+                        task=greedy))
+    publish(write_seeds(tmp_path / "time", LOW, loss="ce"))
+    files = ["leaderboards/collapse_facts.json", f"leaderboards/{greedy}.json"]
+    suite = build_suite([(f, load_board(f)) for f in files])
+    by_loss = {r[0]: r[1:] for r in table(suite)[1:]}
+    assert by_loss["ce"][0].startswith("1.27 [1.09, 1.45]; baseline")  # the time board: times
+    ce, tce = by_loss["ce"][1], by_loss["tce:0.9 (gamma=0.9)"][1]
+    assert ce.startswith("AUC ") and ce.endswith(", 3/3 never failed; baseline")
+    entries = {e["loss"]["spec"]: e for e in load_board(files[1])["entries"]}
+    assert ce.startswith(f"AUC {entries['ce']['auc']['mean']:.3f} [{entries['ce']['auc']['ci'][0]:.3f}, ")
+    assert tce.startswith(f"AUC {entries['tce:0.9']['auc']['mean']:.3f} [")
+    assert "; AUC +0.068 [" in tce  # then its claim against CE, as its board gives it
+    assert ce.split(";")[0] in render_suite_html(suite)
+
+
 def test_suite_cli(tmp_path, lb, capsys):
     files = _two_regimes(tmp_path)
     assert main(["leaderboard", "suite", *files]) == 0

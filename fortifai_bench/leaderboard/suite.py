@@ -5,12 +5,14 @@ the suite puts several boards side by side.
     fortifai-bench leaderboard suite BOARD... --markdown
     fortifai-bench leaderboard suite BOARD... --html suite.html
 
-One row per loss (spec, arguments, model), one column per regime. A cell is the loss's restricted mean time to
-failure on that regime's board with its interval ("k/n never failed" where seeds were censored) and its claim
-against CE there, exactly as that board shows it (`leaderboard.ranking.claim_text`: the ratio to CE with its
-interval, better / worse / indistinguishable by the exact permutation test over seeds Holm-adjusted over that
-board's claims against CE, the raw and the adjusted p), so the suite never disagrees with its boards. A last column counts each loss's verdicts over the regimes; a last row counts each
-regime's verdicts over the losses. Nothing is stored: the suite is computed from the boards when shown.
+One row per loss (spec, arguments, model), one column per regime. A cell is what that regime's board ranks by: the
+loss's restricted mean time to failure with its interval ("k/n never failed" where seeds were censored), or on a
+board whose claims compare retention its AUC of the score over the stages; then its claim against CE there, exactly
+as that board shows it (`leaderboard.ranking.claim_text`: the ratio to CE with its interval, or the difference of
+AUCs, better / worse / indistinguishable by the exact permutation test over seeds Holm-adjusted over that board's
+claims against CE, the raw and the adjusted p), so the suite never disagrees with its boards. A last column counts
+each loss's verdicts over the regimes; a last row counts each regime's verdicts over the losses. Nothing is stored:
+the suite is computed from the boards when shown.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import json
 from dataclasses import dataclass, field
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.leaderboard.board import canonical
-from fortifai_bench.leaderboard.ranking import Ranked, board_test, claim_text, ranking
+from fortifai_bench.leaderboard.board import canonical, stat_bounds
+from fortifai_bench.leaderboard.ranking import RETENTION, Ranked, board_test, claim_text, ranking
 from fortifai_bench.leaderboard.render import (STYLE, Notes, cell_lines, claim_lines, fmt_args, links_html, md_cell,
                                                printable)
+from fortifai_bench.metrics import clip_interval
+from fortifai_bench.models import short_name
+
 
 VERDICTS = ("better", "worse", "indistinguishable")
 
@@ -32,6 +37,7 @@ VERDICTS = ("better", "worse", "indistinguishable")
 class Suite:
     regimes: list[str]                                           # "collapse_facts v2", one per board
     rows: dict[tuple, dict[str, Ranked]] = field(default_factory=dict)  # loss key -> regime -> its row there
+    claims: dict[str, str] = field(default_factory=dict)         # regime -> what its board's claims compare
 
     def counts(self, cells) -> dict[str, int]:
         verdicts = [r.vs_ce["verdict"] for r in cells if r.vs_ce is not None]
@@ -60,6 +66,7 @@ def build_suite(boards: list[tuple[str, dict]]) -> Suite:
         seen[name] = where
         regime = f"{name} v{board['task']['version']}"
         suite.regimes.append(regime)
+        suite.claims[regime] = board_test(board)["claims"]
         for row in ranking(board["entries"], **board_test(board)):
             cells = suite.rows.setdefault(loss_key(row.entry), {})
             if regime not in cells or len(row.entry["seeds"]) > len(cells[regime].entry["seeds"]):
@@ -78,7 +85,7 @@ def loss_label(key: tuple, models: set[str]) -> str:
     control, spec, args, model = key
     text = spec + (f" ({fmt_args(json.loads(args))})" if args != "{}" else "")
     if len(models) > 1:
-        text += f" [{model}]"
+        text += f" [{short_name(model)}]"
     return text + (" (clean control)" if control else "")
 
 
@@ -89,12 +96,29 @@ def ttf_text(row: Ranked) -> str:
     mean, (lo, hi) = ttf["restricted_mean"], ttf["restricted_ci"]
     if mean is None:
         return "never learned"
-    text = f"{mean:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and lo != hi else "")
-    if ttf["never_failed"]:
-        text += f", {ttf['never_failed']}/{ttf['n']} never failed"
-    if ttf["never_learned"]:
-        text += f", {ttf['never_learned']}/{ttf['n']} never learned"
-    return text
+    return f"{mean:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and lo != hi else "") + _censored(ttf)
+
+
+def auc_text(row: Ranked) -> str:
+    """'AUC 0.861 [0.852, 0.871], 6/6 never failed': a retention board's measure, the mean AUC of the score over
+    the stages with its 95% t-interval over seeds (cut to the score's range, as the board shows it), and the
+    censored seeds that made its board compare retention."""
+    auc = row.entry["auc"]
+    if auc["mean"] is None:
+        return "no AUC"
+    lo, hi = clip_interval(auc["ci"], stat_bounds(row.entry["score_name"])["auc"])
+    interval = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and lo != hi else ""
+    return f"AUC {auc['mean']:.3f}{interval}" + _censored(row.entry["time_to_failure"])
+
+
+def _censored(ttf: dict) -> str:
+    text = f", {ttf['never_failed']}/{ttf['n']} never failed" if ttf["never_failed"] else ""
+    return text + (f", {ttf['never_learned']}/{ttf['n']} never learned" if ttf["never_learned"] else "")
+
+
+def measure_text(suite: Suite, regime: str, row: Ranked) -> str:
+    """A cell's first part: what the regime's board ranks and tests by."""
+    return auc_text(row) if suite.claims.get(regime) == RETENTION else ttf_text(row)
 
 
 def verdict_text(row: Ranked) -> str:
@@ -119,14 +143,17 @@ def table(suite: Suite) -> list[list[str]]:
     out = [["loss"] + suite.regimes + ["vs CE over regimes"]]
     for key, cells in suite.rows.items():
         out.append([loss_label(key, models)]
-                   + [f"{ttf_text(cells[r])}; {verdict_text(cells[r])}" if r in cells else "-" for r in suite.regimes]
+                   + [f"{measure_text(suite, r, cells[r])}; {verdict_text(cells[r])}" if r in cells else "-"
+                      for r in suite.regimes]
                    + [counts_text(suite.loss_counts(key))])
     out.append(["losses vs CE"] + [counts_text(suite.regime_counts(r)) for r in suite.regimes] + [""])
     return out
 
 
 LEGEND = ("Each cell: the restricted mean time to failure (stages from M_0, a seed that never fails counted at the "
-          "last stage) with its 95% interval over seeds, and the claim against CE on that regime's board: the ratio "
+          "last stage) with its 95% interval over seeds (on a board whose claims compare retention, the mean AUC of "
+          "the score over the stages with its 95% t-interval instead), and the claim against CE on that regime's "
+          "board: the ratio "
           "of restricted means with its 95% bootstrap interval over seeds, better / worse at Holm-adjusted p < 0.05 "
           "(the exact permutation test over seeds, Holm over that board's claims against CE, one per entry), else "
           "indistinguishable, with the raw and the adjusted p (3 vs 3 seeds can never reach 0.05: their smallest p "
@@ -159,21 +186,21 @@ def _e(x) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _html_cell(row: Ranked | None, index: int, notes: Notes) -> str:
-    """A regime cell on the page: the time to failure, then the claim against CE on that regime's board as
+def _html_cell(suite: Suite, regime: str, row: Ranked | None, index: int, notes: Notes) -> str:
+    """A regime cell on the page: what its board ranks by (`measure_text`), then the claim against CE on that regime's board as
     the board page shows it (`render.claim_lines`), or what stands in for it (baseline, control)."""
     if row is None:
         return f'<td class="r{index}">{cell_lines("-")}</td>'
     verdict = row.vs_ce["verdict"] if row.vs_ce else "none"
     claim = claim_lines(row.vs_ce, notes) if row.vs_ce else [_e(verdict_text(row))]
     title = f' title="{_e(claim_text(row.vs_ce))}"' if row.vs_ce else ""
-    return f'<td class="verdict-{_e(verdict)} r{index}"{title}>{cell_lines(_e(ttf_text(row)), *claim)}</td>'
+    return f'<td class="verdict-{_e(verdict)} r{index}"{title}>{cell_lines(_e(measure_text(suite, regime, row)), *claim)}</td>'
 
 
 def _loss_cell(key: tuple, models: set[str]) -> str:
     """The loss on the page: its spec, then its arguments (and its model where the suite has several)."""
     control, spec, args, model = key
-    second = fmt_args(json.loads(args)) + (f" [{model}]" if len(models) > 1 else "")
+    second = fmt_args(json.loads(args)) + (f" [{short_name(model)}]" if len(models) > 1 else "")
     return f'<td class="loss">{cell_lines(_e(spec + (" (clean control)" if control else "")), _e(second))}</td>'
 
 
@@ -194,7 +221,7 @@ def _regime_head(suite: Suite, regime: str) -> str:
 
 def render_suite_html(suite: Suite) -> str:
     """One static page, no script: nothing on it can run or load anything (CSP default-src 'none'). Each
-    cell is three lines at most: time to failure, the claim, its p values."""
+    cell is three lines at most: time to failure (or AUC), the claim, its p values."""
     models = {key[3] for key in suite.rows}
     notes = Notes()
     heads = (f"<th>{cell_lines('loss', 'arguments')}</th>" + "".join(_regime_head(suite, r) for r in suite.regimes)
@@ -202,7 +229,7 @@ def render_suite_html(suite: Suite) -> str:
     body = []
     for key, cells in suite.rows.items():
         body.append(f"<tr>{_loss_cell(key, models)}"
-                    + "".join(_html_cell(cells.get(r), i, notes) for i, r in enumerate(suite.regimes))
+                    + "".join(_html_cell(suite, r, cells.get(r), i, notes) for i, r in enumerate(suite.regimes))
                     + _counts_cell(suite.loss_counts(key), "summary") + "</tr>")
     totals = "".join(_counts_cell(suite.regime_counts(r), f"r{i}") for i, r in enumerate(suite.regimes))
     style = STYLE + ("td.verdict-better { background: #e3f4e1; } td.verdict-worse { background: #f9e0de; } "
