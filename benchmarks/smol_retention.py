@@ -27,7 +27,7 @@ from collapse_regimes import finished_run  # noqa: E402  (the sweep's run layout
 
 from fortifai_bench.metrics import compare_retention  # noqa: E402
 from fortifai_bench.seeds import parse_seeds  # noqa: E402
-from fortifai_bench.stats import ALPHA, format_p, holm  # noqa: E402
+from fortifai_bench.stats import ALPHA, format_p, holm, smallest_p  # noqa: E402
 
 
 def finished_aucs(root: Path, regime: str, arm: str, seeds: list[int]) -> dict[int, float]:
@@ -107,7 +107,9 @@ def main(argv=None) -> int:
     for n in range(3, args.max_seeds + 1):  # AUCs are accuracies' means: normal seeds cut to [0, 1], unpaired
         at = [detection_rate(n, (ce_mean, sd), (ce_mean + d, sd), 0.0, 1.0, ALPHA / m, paired=False)
               for d in (effect, gap)]
-        print(f"| {n} | {at[0]:.2f} | {at[1]:.2f} |")
+        least = smallest_p(n, n)  # the exact test's floor: above alpha / m, no effect however large is detected
+        floor = "" if least <= ALPHA / m else f" ({n} vs {n} seeds cannot give p below {least:.2g} > {ALPHA / m:.2g})"
+        print(f"| {n} | {at[0]:.2f}{floor} | {at[1]:.2f} |")
     return 0
 
 

@@ -219,7 +219,7 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
     out3 = capsys.readouterr().out
     assert "Holm over the board's 3, 2 not tested here counted at p = 1" in out3 and "0.057 raw, 0.17 after" in out3
     rows = [line for line in out.splitlines() if line.startswith("| 3 |") or line.startswith("| 5 |")]
-    assert rows[0] == "| 3 | 0.00 | 0.00 |"  # 3 vs 3 seeds cannot go below p = 0.1
+    assert rows[0] == "| 3 | 0.00 (3 vs 3 seeds cannot give p below 0.1 > 0.05) | 0.00 |"  # and says why
     assert float(rows[1].split("|")[3]) >= float(rows[1].split("|")[2])  # the whole gap is easier than half of it
     # before the sweep's control has finished: no power, unless the gap is given (--gap, e.g. a calibration's)
     import shutil
