@@ -8,10 +8,12 @@ is reused, a killed one resumed stage by stage, a new one started from what a fi
 share a queue, one per core: a lane claims a job with OUT/.claims/<regime>-<arm>-s<seed>.pid, created
 exclusively, holding its process id and start time; a claim whose process is gone (a lane killed with its
 session) is taken over. So after a stop the same command resumes the sweep, and the queue can be edited between
-jobs (a lane reads it again before each).
+jobs (a lane reads it again before each). `--only REGIME ARM SEED` runs one job, claimed the same way (so no lane
+starts it too), out of the queue's order, then exits: a run started beside the lanes.
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 &   # one per core
     python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status               # state, hours left
+    OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --only facts_smol ce 0 &
 """
 
 from __future__ import annotations
@@ -44,17 +46,17 @@ class Job:
 
 def read_queue(path: Path) -> list[Job]:
     """The queue's jobs in order; a bad line is an error naming the file and line."""
-    jobs = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
-        if len(words) != 3 or not words[2].isdigit():
-            raise FortifaiError(f"{path}:{n}: expected 'REGIME ARM SEED', got {line.strip()!r}")
-        if words[0] not in REGIMES:
-            raise FortifaiError(f"{path}:{n}: unknown regime {words[0]!r} (benchmarks/collapse_regimes.py's REGIMES)")
-        jobs.append(Job(words[0], words[1], int(words[2])))
-    return jobs
+    lines = enumerate(path.read_text().splitlines(), 1)
+    return [parse_job(words, f"{path}:{n}") for n, line in lines if (words := line.split("#", 1)[0].split())]
+
+
+def parse_job(words: list[str], where: str) -> Job:
+    """`REGIME ARM SEED` as a Job; a bad one is an error naming `where` (a queue's file and line, or --only)."""
+    if len(words) != 3 or not words[2].isdigit():
+        raise FortifaiError(f"{where}: expected 'REGIME ARM SEED', got {' '.join(words)!r}")
+    if words[0] not in REGIMES:
+        raise FortifaiError(f"{where}: unknown regime {words[0]!r} (benchmarks/collapse_regimes.py's REGIMES)")
+    return Job(words[0], words[1], int(words[2]))
 
 
 def _started(pid: int) -> str | None:
@@ -162,8 +164,11 @@ def main(argv=None) -> int:
                    help="start no job with less free disk under --out (a SmolLM2 run keeps 3.1 GB of stage models)")
     p.add_argument("--status", action="store_true",
                    help="print each job's state and the lane-hours left (timed by finished runs) and exit")
+    p.add_argument("--only", nargs=3, metavar=("REGIME", "ARM", "SEED"),
+                   help="run this one job, claimed as a queue job is (no lane starts it too), then exit")
     args = p.parse_args(argv)
     try:
+        only = None if args.only is None else parse_job(args.only, "--only")
         if args.status:
             queue = read_queue(args.queue)
             print("\n".join(status(queue, args.out) + hours_left(queue, args.out)))
@@ -176,7 +181,10 @@ def main(argv=None) -> int:
                 print(f"error: {free:.1f} GB free under {args.out}, below --min-free-gb {args.min_free_gb:g}: publish "
                       f"finished boards and remove their runs' stage_*/model folders", file=sys.stderr)
                 return 3
-            if (job := next_job(read_queue(args.queue), args.out)) is None:
+            if (job := next_job([only] if only else read_queue(args.queue), args.out)) is None:
+                if only and finished_run_dir(args.out, only.regime, only.arm, only.seed) is None:
+                    raise FortifaiError(f"--only {' '.join(args.only)}: held by a live lane "
+                                        f"({only.claim_file(args.out)})")
                 break
             print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: start", flush=True)
             try:
@@ -188,7 +196,8 @@ def main(argv=None) -> int:
     except FortifaiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{time.strftime('%H:%M:%S')} nothing left in {args.queue}", flush=True)
+    source = f"--only {' '.join(args.only)}" if args.only else args.queue
+    print(f"{time.strftime('%H:%M:%S')} nothing left in {source}", flush=True)
     return 0
 
 

@@ -330,6 +330,10 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
         assert lane.status(jobs, out) == [
             "wikitext_smol ce 4: finished", f"wikitext_smol tce:0.9 4: running (pid {other.pid})",
             f"wikitext_smol control 4: running (pid {os.getpid()})", f"wikitext_smol ce 5: running (pid {os.getpid()})"]
+        # --only: one job out of the queue's order, claimed like any other; a live lane's job is refused in one line
+        assert lane.main([str(queue), "--out", str(out), "--only", "wikitext_smol", "tce:0.9", "4"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "--only wikitext_smol tce:0.9 4: held by a live lane" in err
     finally:
         other.kill()
         other.wait()
@@ -346,4 +350,8 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
         "wikitext_smol-ce-s6.pid").exists()  # the claim is let go
     queue.write_text("wikitext_smol ce 4\n")
     assert lane.main([str(queue), "--out", str(out)]) == 0 and "nothing left" in capsys.readouterr().out
+    assert lane.main([str(queue), "--out", str(out), "--only", "wikitext_smol", "ce", "4"]) == 0  # finished
+    assert "nothing left in --only wikitext_smol ce 4" in capsys.readouterr().out
+    assert lane.main([str(queue), "--out", str(out), "--only", "nowhere", "ce", "0"]) == 2
+    assert "--only: unknown regime 'nowhere'" in capsys.readouterr().err
     assert json.loads(next(out.rglob("results.json")).read_text())["complete"]
