@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard.board import canonical, stat_bounds
 from fortifai_bench.leaderboard.ranking import RETENTION, Ranked, board_test, claim_text, ranking
-from fortifai_bench.leaderboard.render import (STYLE, Notes, cell_lines, claim_lines, fmt_args, links_html, md_cell,
-                                               printable)
-from fortifai_bench.metrics import clip_interval
+from fortifai_bench.leaderboard.render import (STYLE, Notes, cell_lines, claim_lines, fmt_args, fmt_stat, links_html,
+                                               md_cell, printable)
 from fortifai_bench.models import short_name
 
 
@@ -101,14 +100,12 @@ def ttf_text(row: Ranked) -> str:
 
 def auc_text(row: Ranked) -> str:
     """'AUC 0.861 [0.852, 0.871], 6/6 never failed': a retention board's measure, the mean AUC of the score over
-    the stages with its 95% t-interval over seeds (cut to the score's range, as the board shows it), and the
-    censored seeds that made its board compare retention."""
+    the stages with its 95% t-interval over seeds as the board shows it (`render.fmt_stat`, cut to the score's
+    range), and the censored seeds that made its board compare retention."""
     auc = row.entry["auc"]
     if auc["mean"] is None:
         return "no AUC"
-    lo, hi = clip_interval(auc["ci"], stat_bounds(row.entry["score_name"])["auc"])
-    interval = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and lo != hi else ""
-    return f"AUC {auc['mean']:.3f}{interval}" + _censored(row.entry["time_to_failure"])
+    return f"AUC {fmt_stat(auc, stat_bounds(row.entry['score_name'])['auc'])}" + _censored(row.entry["time_to_failure"])
 
 
 def _censored(ttf: dict) -> str:
