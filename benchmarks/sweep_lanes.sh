@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Start (or resume) a sweep: LANES copies of benchmarks/sweep_lane.py on QUEUE, one thread each, in the
+# background, from a worktree of this checkout's HEAD frozen at FROZEN, so that editing and committing in the
+# checkout while they run (hours) never changes the code a running job imports. The lanes share QUEUE and OUT
+# (claims under OUT/.claims); a finished run is skipped and a killed one resumed stage by stage, so after a stop
+# the same command carries the sweep on. The queue can be edited while they run (a lane reads it before each job).
+#   QUEUE=runs/queue.txt OUT=runs/regimes_v3 benchmarks/sweep_lanes.sh      # two lanes; logs OUT/lane_N.log
+#   python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status
+# Needs WikiText-2 (FORTIFAI_DATA_DIR, default ../shared/data beside the checkout) for the SmolLM2 regimes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUEUE=$(realpath "${QUEUE:-benchmarks/smol_queue.txt}")
+OUT=$(realpath -m "${OUT:-runs/regimes_v3}")
+LANES=${LANES:-2}
+FROZEN=$(realpath -m "${FROZEN:-../frozen-$(git rev-parse --short HEAD)}")
+PYTHON=${PYTHON:-$(command -v python3)}
+export FORTIFAI_DATA_DIR=$(realpath "${FORTIFAI_DATA_DIR:-../shared/data}")
+[[ -f $QUEUE ]] || { echo "error: no queue at $QUEUE (QUEUE=FILE)" >&2; exit 2; }
+[[ -d $FROZEN ]] || git worktree add --detach "$FROZEN" HEAD >/dev/null
+mkdir -p "$OUT"
+for n in $(seq 1 "$LANES"); do
+  # PYTHONPATH puts the frozen copy's package ahead of the checkout's editable install.
+  (cd "$FROZEN" && OMP_NUM_THREADS=1 PYTHONPATH="$FROZEN" nohup "$PYTHON" benchmarks/sweep_lane.py "$QUEUE" \
+     --out "$OUT" >>"$OUT/lane_$n.log" 2>&1 &)
+  echo "lane $n: $FROZEN on $QUEUE, log $OUT/lane_$n.log"
+  sleep 5  # lanes claim jobs one after the other
+done
