@@ -16,7 +16,7 @@ FROZEN=$(realpath -m "${FROZEN:-../frozen-$(git rev-parse --short HEAD)}")
 PYTHON=${PYTHON:-$(command -v python3)}
 export FORTIFAI_DATA_DIR=$(realpath "${FORTIFAI_DATA_DIR:-../shared/data}")
 [[ -f $QUEUE ]] || { echo "error: no queue at $QUEUE (QUEUE=FILE)" >&2; exit 2; }
-[[ -d $FROZEN ]] || git worktree add --detach "$FROZEN" HEAD >/dev/null
+[[ -d $FROZEN ]] || git worktree add --quiet --detach "$FROZEN" HEAD
 mkdir -p "$OUT"
 for n in $(seq 1 "$LANES"); do
   # PYTHONPATH puts the frozen copy's package ahead of the checkout's editable install.
