@@ -14,7 +14,7 @@ OUT=$(realpath -m "${OUT:-runs/regimes_v3}")
 LANES=${LANES:-2}
 FROZEN=$(realpath -m "${FROZEN:-../frozen-$(git rev-parse --short HEAD)}")
 PYTHON=${PYTHON:-$(command -v python3)}
-export FORTIFAI_DATA_DIR=$(realpath "${FORTIFAI_DATA_DIR:-../shared/data}")
+export FORTIFAI_DATA_DIR=$(realpath -m "${FORTIFAI_DATA_DIR:-../shared/data}")
 [[ -f $QUEUE ]] || { echo "error: no queue at $QUEUE (QUEUE=FILE)" >&2; exit 2; }
 [[ -d $FROZEN ]] || git worktree add --quiet --detach "$FROZEN" HEAD
 mkdir -p "$OUT"

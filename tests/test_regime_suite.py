@@ -355,3 +355,40 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
     assert lane.main([str(queue), "--out", str(out), "--only", "nowhere", "ce", "0"]) == 2
     assert "--only: unknown regime 'nowhere'" in capsys.readouterr().err
     assert json.loads(next(out.rglob("results.json")).read_text())["complete"]
+
+
+def test_sweep_lanes_script_starts_lanes_that_resume_a_queue(tmp_path):
+    """benchmarks/sweep_lanes.sh: starts LANES background lanes of sweep_lane.py from the FROZEN copy, each
+    logging to OUT/lane_N.log; a queue whose jobs are finished leaves each lane nothing to do; a missing queue
+    is one line and exit 2."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from results_factory import write_run
+
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "runs"
+    done = write_run(out / "wikitext_smol" / "ce-s4", [0.9, 0.8], seed=4, n_items=100)  # run_dir_for's layout
+    (done / "results.json").write_text(json.dumps({**json.loads((done / "results.json").read_text()),
+                                                   "complete": True}))
+    queue = tmp_path / "queue.txt"
+    queue.write_text("wikitext_smol ce 4\n")
+    env = {**os.environ, "QUEUE": str(queue), "OUT": str(out), "LANES": "2", "FROZEN": str(repo),
+           "PYTHON": sys.executable}
+    script = repo / "benchmarks" / "sweep_lanes.sh"
+    started = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.splitlines() == [f"lane {n}: {repo} on {queue}, log {out}/lane_{n}.log" for n in (1, 2)]
+    logs = [out / f"lane_{n}.log" for n in (1, 2)]
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(p.is_file() and "nothing left" in p.read_text() for p in logs):
+        time.sleep(0.5)
+    for log in logs:
+        assert f"nothing left in {queue}" in log.read_text()
+    missing = subprocess.run(["bash", str(script)], env={**env, "QUEUE": str(tmp_path / "none.txt")},
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: no queue at {tmp_path}/none.txt (QUEUE=FILE)"
