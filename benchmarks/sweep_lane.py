@@ -8,8 +8,10 @@ is reused, a killed one resumed stage by stage, a new one started from what a fi
 share a queue, one per core: a lane claims a job with OUT/.claims/<regime>-<arm>-s<seed>.pid, created
 exclusively, holding its process id and start time; a claim whose process is gone (a lane killed with its
 session) is taken over. So after a stop the same command resumes the sweep, and the queue can be edited between
-jobs (a lane reads it again before each). `--only REGIME ARM SEED` runs one job, claimed the same way (so no lane
-starts it too), out of the queue's order, then exits: a run started beside the lanes.
+jobs (a lane reads it again before each). A clean control whose CE run at its seed is still in its stage 0 is
+passed over until that stage is done (the control copies it), the lane waiting when nothing else is free.
+`--only REGIME ARM SEED` runs one job, claimed the same way (so no lane starts it too), out of the queue's order,
+then exits: a run started beside the lanes.
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 &   # one per core
     python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status               # state, hours left
@@ -94,10 +96,23 @@ def claim(job: Job, out: Path) -> bool:
     return False
 
 
+def waits_for_ce(job: Job, out: Path) -> bool:
+    """Whether `job` is a clean control whose CE run at its seed is running and has not finished its stage 0:
+    the control copies that stage (`collapse_regimes.start_from_baseline`), so started now it would train
+    the same stage 0 again (a SmolLM2 heavy run's costs 18 minutes)."""
+    if job.arm != "control":
+        return False
+    ce = Job(job.regime, "ce", job.seed)
+    held = ce.claim_file(out).exists() and _held(ce.claim_file(out))
+    return held and not any(run_dir_for(out, job.regime, "ce", job.seed).glob("*/stage_0/metrics.json"))
+
+
 def next_job(queue: list[Job], out: Path) -> Job | None:
-    """The first job neither finished nor held by a live lane, claimed; None when there is none."""
+    """The first job neither finished, nor held by a live lane, nor waiting for its CE's stage 0, claimed; None
+    when there is none."""
     for job in queue:
-        if finished_run_dir(out, job.regime, job.arm, job.seed) is None and claim(job, out):
+        if (finished_run_dir(out, job.regime, job.arm, job.seed) is None and not waits_for_ce(job, out)
+                and claim(job, out)):
             return job
     return None
 
@@ -109,7 +124,7 @@ def status(queue: list[Job], out: Path) -> list[str]:
         claim_file = job.claim_file(out)
         state = ("finished" if finished_run_dir(out, job.regime, job.arm, job.seed) is not None else
                  f"running (pid {claim_file.read_text().split()[0]})" if claim_file.exists() and _held(claim_file)
-                 else "waiting")
+                 else "waiting for CE's stage 0" if waits_for_ce(job, out) else "waiting")
         lines.append(f"{job.regime} {job.arm} {job.seed}: {state}")
     return lines
 
@@ -164,6 +179,8 @@ def main(argv=None) -> int:
                    help="start no job with less free disk under --out (a SmolLM2 run keeps 3.1 GB of stage models)")
     p.add_argument("--status", action="store_true",
                    help="print each job's state and the lane-hours left (timed by finished runs) and exit")
+    p.add_argument("--poll", type=float, default=30.0,
+                   help="seconds between looks at the queue while a control waits for its CE's stage 0")
     p.add_argument("--only", nargs=3, metavar=("REGIME", "ARM", "SEED"),
                    help="run this one job, claimed as a queue job is (no lane starts it too), then exit")
     args = p.parse_args(argv)
@@ -181,7 +198,11 @@ def main(argv=None) -> int:
                 print(f"error: {free:.1f} GB free under {args.out}, below --min-free-gb {args.min_free_gb:g}: publish "
                       f"finished boards and remove their runs' stage_*/model folders", file=sys.stderr)
                 return 3
-            if (job := next_job([only] if only else read_queue(args.queue), args.out)) is None:
+            queue = [only] if only else read_queue(args.queue)
+            if (job := next_job(queue, args.out)) is None:
+                if any(waits_for_ce(j, args.out) for j in queue):
+                    time.sleep(args.poll)  # a control waits for its CE's stage 0; nothing else is free
+                    continue
                 if only and finished_run_dir(args.out, only.regime, only.arm, only.seed) is None:
                     raise FortifaiError(f"--only {' '.join(args.only)}: held by a live lane "
                                         f"({only.claim_file(args.out)})")

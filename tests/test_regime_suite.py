@@ -357,6 +357,44 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
     assert json.loads(next(out.rglob("results.json")).read_text())["complete"]
 
 
+def test_a_sweep_control_waits_for_its_ce_runs_stage_0(tmp_path):
+    """benchmarks/sweep_lane.py: a clean control whose CE run at its seed is held by a live lane and has not
+    finished stage 0 is passed over (it would train that stage again instead of copying it), shown as waiting;
+    once CE's stage 0 is written, or CE's lane is gone, the control is taken."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    spec = importlib.util.spec_from_file_location("sweep_lane", root / "sweep_lane.py")
+    lane = importlib.util.module_from_spec(spec)
+    sys.modules["sweep_lane"] = lane
+    spec.loader.exec_module(lane)
+    out = tmp_path / "runs"
+    ce, control, other = (lane.Job("facts_smol", "ce", 1), lane.Job("facts_smol", "control", 1),
+                          lane.Job("facts_smol", "ce", 2))
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # CE's live lane
+    try:
+        ce.claim_file(out).parent.mkdir(parents=True)
+        ce.claim_file(out).write_text(f"{running.pid} {lane._started(running.pid)}")
+        stage0 = out / "facts_smol" / "ce-s1" / "collapse_facts_smol-ce-s1-x" / "stage_0"  # run_dir_for's layout
+        stage0.mkdir(parents=True)
+        assert lane.waits_for_ce(control, out) and not lane.waits_for_ce(other, out)
+        assert lane.status([ce, control], out)[1] == "facts_smol control 1: waiting for CE's stage 0"
+        assert lane.next_job([ce, control, other], out) == other  # passed over, not claimed
+        assert not control.claim_file(out).exists()
+        (stage0 / "metrics.json").write_text("{}")
+        assert lane.next_job([ce, control], out) == control
+        control.claim_file(out).unlink()
+        (stage0 / "metrics.json").unlink()
+    finally:
+        running.kill()
+        running.wait()
+    assert not lane.waits_for_ce(control, out)  # CE's lane is gone: its run resumes later, the control goes on
+    assert lane.next_job([control], out) == control
+
+
 def test_sweep_lanes_script_starts_lanes_that_resume_a_queue(tmp_path):
     """benchmarks/sweep_lanes.sh: starts LANES background lanes of sweep_lane.py from the FROZEN copy, each
     logging to OUT/lane_N.log; a queue whose jobs are finished leaves each lane nothing to do; a missing queue
