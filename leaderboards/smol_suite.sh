@@ -24,9 +24,11 @@ declare -A TASK=([wikitext_smol]=collapse_wikitext_smol [wikitext_smol_heavy]=co
                  [facts_smol]=collapse_facts_smol)
 # What each board's claims compare, fixed on CE and the control before any TCE run finished (BENCHMARKS.md, "The
 # light board's design"): on WikiText CE never falls below 0.75 within six stages (light: 0.82-0.88; heavy: 0.93-0.98
-# over stages 0-4), so times are censored and the claims compare retention, the AUC over stages. facts_smol is not
-# calibrated yet: time to failure until it is.
-declare -A CLAIMS=([wikitext_smol]=retention [wikitext_smol_heavy]=retention [facts_smol]=time_to_failure)
+# over stages 0-4), so times are censored and the claims compare retention, the AUC over stages. facts_smol (v5) CE
+# does fail (seeds 0-4: 0.92-2.03 stages) but sits on the threshold, and its time's spread buys 0.69 power for 1.5x at
+# five seeds, below 0.8, so by the rule fixed before seeds 1-4 ran (BENCHMARKS.md, "collapse_facts_smol v5's
+# calibration") it claims retention too.
+declare -A CLAIMS=([wikitext_smol]=retention [wikitext_smol_heavy]=retention [facts_smol]=retention)
 # The losses each board's claims against CE test, fixed with its design (BENCHMARKS.md): Holm adjusts over all of
 # them from the first publish on, a loss not yet run counting as p = 1, so the light board's tce:0.9 is read at
 # 0.05 / 3 as designed even before tce:0.99 and focal:2 have run.
