@@ -18,7 +18,8 @@ test over seeds (`metrics.compare_failures`), each Holm-adjusted on its own:
 A board's `claims` field says what its tests compare (`CLAIMS`): times to failure (the default), or, on a
 board published with ``--claims retention``, the AUC of the score over stages (`metrics.compare_retention`,
 ranked by AUC first): for regimes where CE never falls below the threshold within the stages, so that every
-seed is censored and times cannot separate losses (the pretrained-LM boards). It is fixed when the board is
+seed is censored and times cannot separate losses (the WikiText boards on SmolLM2), or where CE's times spread too
+widely for the power a design needs (`collapse_facts_smol`: CE sits on the threshold). It is fixed when the board is
 created, before its runs are seen, and the page says which. A board created with ``--paired`` (its `pairing`
 field, fixed the same way) tests the same quantity with the runs paired by seed (`metrics.compare_paired`):
 every entry holds the same seeds, and a seed gives every loss the same base and data order.

@@ -47,8 +47,9 @@ HOW_TO_READ = (
 TIES = " ".join(HOW_TO_READ)
 # A retention board (`publish --claims retention`) reads the same, with the AUC over stages in place of the time.
 HOW_TO_READ_RETENTION = (
-    "This board's claims compare retention, not time to failure, because CE never falls below the threshold within "
-    "the stages here (every seed censored), so times cannot tell losses apart; chosen when the board was created.",
+    "This board's claims compare retention, not time to failure, chosen on CE and the control when the board was "
+    "created: where CE never falls below the threshold within the stages every seed is censored and times cannot "
+    "tell losses apart, and where CE's times spread widely they tell them apart with too little power.",
     "Tests: the exact permutation test over seeds on the AUC of the score over the stages (every split of the "
     "seeds; 3 vs 3 seeds cannot give p below 0.1, 5 vs 5 not below 2/252).",
     f"vs CE is the board's claim, one per entry: the difference of mean AUCs to CE's with its 95% bootstrap "
