@@ -78,6 +78,11 @@ def _held(claim: Path) -> bool:
     return _started(int(pid)) == start
 
 
+def running(job: Job, out: Path) -> bool:
+    """Whether a live lane holds `job`'s claim."""
+    return job.claim_file(out).exists() and _held(job.claim_file(out))
+
+
 def claim(job: Job, out: Path) -> bool:
     """Claim `job` for this process (False: a live lane holds it). A stale claim is replaced."""
     path = job.claim_file(out)
@@ -99,12 +104,10 @@ def claim(job: Job, out: Path) -> bool:
 def waits_for_ce(job: Job, out: Path) -> bool:
     """Whether `job` is a clean control whose CE run at its seed is running and has not finished its stage 0:
     the control copies that stage (`collapse_regimes.start_from_baseline`), so started now it would train
-    the same stage 0 again (a SmolLM2 heavy run's costs 18 minutes)."""
+    the same stage 0 again (a heavy SmolLM2 run's takes 18 minutes)."""
     if job.arm != "control":
         return False
-    ce = Job(job.regime, "ce", job.seed)
-    held = ce.claim_file(out).exists() and _held(ce.claim_file(out))
-    return held and not any(run_dir_for(out, job.regime, "ce", job.seed).glob("*/stage_0/metrics.json"))
+    return running(Job(job.regime, "ce", job.seed), out) and not any(run_dir_for(out, job.regime, "ce", job.seed).glob("*/stage_0/metrics.json"))
 
 
 def next_job(queue: list[Job], out: Path) -> Job | None:
@@ -123,7 +126,7 @@ def status(queue: list[Job], out: Path) -> list[str]:
     for job in queue:
         claim_file = job.claim_file(out)
         state = ("finished" if finished_run_dir(out, job.regime, job.arm, job.seed) is not None else
-                 f"running (pid {claim_file.read_text().split()[0]})" if claim_file.exists() and _held(claim_file)
+                 f"running (pid {claim_file.read_text().split()[0]})" if running(job, out)
                  else "waiting for CE's stage 0" if waits_for_ce(job, out) else "waiting")
         lines.append(f"{job.regime} {job.arm} {job.seed}: {state}")
     return lines
