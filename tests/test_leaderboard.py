@@ -124,6 +124,31 @@ def test_rerun_with_other_numbers_needs_replace(tmp_path, lb):
     assert entry["final_score"]["mean"] == pytest.approx(0.1)
 
 
+
+def test_an_arm_grows_by_seeds_and_keeps_one_entry(tmp_path, lb):
+    runs = write_seeds(tmp_path / "a", CE, loss="ce")
+    publish(runs[:2])
+    path = lb / "collapse_facts.json"
+    report = publish(runs)  # seeds 0-1 on the board, 0-2 published: the entry grows
+    assert report.grown and not report.added and report.written
+    [entry] = load_board(path)["entries"]
+    assert entry["seeds"] == [0, 1, 2] and entry["auc"]["n"] == 3
+    before = path.read_bytes()
+    # leaving out a seed the arm has on the board would make a second entry of the arm
+    seed3 = write_run(tmp_path / "b", CE[0], loss="ce", seed=3)
+    with pytest.raises(FortifaiError, match=r"holds seeds 0, 1, 2 of this arm; publish its runs of seeds 0 with"):
+        publish(runs[1:] + [seed3])
+    # a seed on the board from another run (other numbers) is not swapped in silently
+    other = write_run(tmp_path / "c", [c - 0.1 for c in CE[2]], loss="ce", seed=2)
+    with pytest.raises(FortifaiError, match=r"its seed 2 is another run than the board's.*--replace"):
+        publish(runs[:2] + [other, seed3])
+    assert path.read_bytes() == before
+    report = publish(runs[:2] + [other, seed3], replace=True)
+    [entry] = load_board(path)["entries"]
+    assert report.grown and entry["seeds"] == [0, 1, 2, 3]
+    assert entry["final_score"]["per_seed"][2] == pytest.approx(CE[2][-1] - 0.1)
+
+
 def test_ranking_not_reached_best_then_ttf_then_auc(tmp_path, lb):
     publish(write_seeds(tmp_path / "ce", CE, loss="ce"))
     publish(write_seeds(tmp_path / "f", [[1.0, 0.95, 0.9, 0.85]] * 2, loss="focal:2"))  # never fails, AUC 0.925

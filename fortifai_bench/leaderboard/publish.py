@@ -67,11 +67,13 @@ class PublishReport:
     board: Path
     added: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
+    grown: list[str] = field(default_factory=list)  # an arm's entry given more seeds
     unchanged: list[str] = field(default_factory=list)
     written: bool = False
 
     def lines(self) -> list[str]:
         out = [f"added {n}" for n in self.added] + [f"replaced {n}" for n in self.replaced]
+        out += [f"grew {n}" for n in self.grown]
         out += [f"unchanged {n}" for n in self.unchanged]
         out.append(f"{'wrote' if self.written else 'no change to'} {self.board}")
         return out
@@ -337,6 +339,36 @@ def _publish_locked(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool
     return report
 
 
+def _grown_entry(entries: dict[tuple, dict], entry: dict, replace: bool, path: Path) -> tuple | None:
+    """The key of the board's entry of the same arm (task, loss, model, control) that `entry` grows, or None when
+    the board has none. An arm has one entry: publishing it with more seeds grows that entry, which needs every
+    seed already on the board among the new ones, each from the same run (its record and its numbers), so that a
+    seed's result is never silently swapped for another run's (--replace allows that)."""
+    same_arm = [k for k in entries if k[:5] == entry_key(entry)[:5]]
+    if not same_arm:
+        return None
+    [key] = same_arm  # a board holds one entry an arm (this function keeps it so)
+    old, name = entries[key], entry["name"]
+    missing = sorted(set(old["seeds"]) - set(entry["seeds"]))
+    if missing:
+        raise FortifaiError(f"{path}: entry {old['name']} holds seeds {', '.join(map(str, old['seeds']))} of this "
+                            f"arm; publish its runs of seeds {', '.join(map(str, missing))} with the new ones to "
+                            "grow it (an arm has one entry)")
+    changed = [s for s in old["seeds"] if _seed_record(old, s) != _seed_record(entry, s)]
+    if changed and not replace:
+        raise FortifaiError(f"{path}: {name} would grow entry {old['name']}, but its seed {changed[0]} is another "
+                            "run than the board's (its record or numbers differ); pass --replace to overwrite it")
+    return key
+
+
+def _seed_record(entry: dict, seed: int) -> str:
+    """One seed's part of an entry, canonical: its run's record and its per-seed numbers."""
+    i = entry["seeds"].index(seed)
+    return canonical({"run": entry["runs"][i], "auc": entry["auc"]["per_seed"][i],
+                      "final": entry["final_score"]["per_seed"][i],
+                      "stages": [s["score"]["per_seed"][i] for s in entry["stages"]]})
+
+
 def _merge(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool,
            design: Design) -> tuple[dict, dict | None, PublishReport]:
     """The board with the runs' entries merged in, every check made, nothing written: (new board, the board
@@ -358,7 +390,10 @@ def _merge(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool,
         entry = build_entry(group)
         key = entry_key(entry)
         old = entries.get(key)
-        if old is None:
+        if old is None and (grown := _grown_entry(entries, entry, replace, path)) is not None:
+            del entries[grown]
+            report.grown.append(entry["name"])
+        elif old is None:
             report.added.append(entry["name"])
         elif canonical(old) == canonical(entry):
             report.unchanged.append(entry["name"])
