@@ -82,6 +82,8 @@ REGIMES = {
     # issue 27's second model, last: collapse_wikitext_smol on Gemma 3 270M, uncalibrated (its packages first:
     # the task file says which)
     "wikitext_gemma": (str(Path(__file__).resolve().parent / "collapse_wikitext_gemma.yaml"), []),
+    # the regime Gemma runs on (BENCHMARKS.md, "Gemma 3 270M on the facts regime"): collapse_facts_smol's protocol
+    "facts_gemma": (str(Path(__file__).resolve().parent / "collapse_facts_gemma.yaml"), []),
     **{f"m0_e{e}": ["stages=1", f"train.epochs={e}"] for e in (4, 6, 8, 10, 12, 15)},  # M_0 alone
     **{f"T{t}_e{e}": [f"regenerate.temperature={t}", f"train.epochs={e}"] for t in (0.5, 0.7) for e in (12, 15, 20)},
 }

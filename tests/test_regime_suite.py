@@ -298,7 +298,7 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
     jobs = lane.read_queue(queue)
     assert [(j.arm, j.seed) for j in jobs] == [("ce", 4), ("tce:0.9", 4), ("control", 4), ("ce", 5)]
     shipped = lane.read_queue(root / "smol_queue.txt")  # issue 27's sweep: every line a job of a known regime
-    assert {j.regime for j in shipped} == {"wikitext_smol", "wikitext_smol_heavy", "facts_smol"}
+    assert {j.regime for j in shipped} == {"wikitext_smol", "wikitext_smol_heavy", "facts_smol", "facts_gemma"}
     out = tmp_path / "runs"
     done = write_run(regimes.run_dir_for(out, "wikitext_smol", "ce", 4), [0.9, 0.8], seed=4, n_items=100)
     (done / "results.json").write_text(json.dumps({**json.loads((done / "results.json").read_text()),
