@@ -11,11 +11,15 @@ session) is taken over. So after a stop the same command resumes the sweep, and 
 jobs (a lane reads it again before each). A clean control whose CE run at its seed is still in its stage 0 is
 passed over until that stage is done (the control copies it), the lane waiting when nothing else is free.
 `--only REGIME ARM SEED` runs one job, claimed the same way (so no lane starts it too), out of the queue's order,
-then exits: a run started beside the lanes.
+then exits: a run started beside the lanes. `--publish DIR` puts each run the lane finishes onto its board,
+DIR/<task>.json, verified, where that board exists (a board is created once, with its design, by `fortifai-bench
+publish`): the run folders live on the machine, which a session may not get back, while the board is a file of
+the checkout, so a run's verified numbers outlive its folder (an arm's entry grows by seeds, `publish`).
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 &   # one per core
     python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status               # state, hours left
     OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --only facts_smol ce 0 &
+    OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --publish leaderboards &
 """
 
 from __future__ import annotations
@@ -173,6 +177,22 @@ def disk_free_gb(out: Path) -> float:
     return shutil.disk_usage(out).free / 1e9
 
 
+def publish_run(job: Job, out: Path, root: Path) -> str:
+    """Put the job's finished run onto its board under `root`, verified, if that board exists; one line saying
+    what happened. A refusal (another CPU kind, a paired board's seed sets) is reported, not raised: the lane goes
+    on with the queue and the run stays to be published by hand."""
+    from fortifai_bench.leaderboard import publish
+
+    run = finished_run_dir(out, job.regime, job.arm, job.seed)
+    board = root / f"{read_json(run / 'results.json')['task']['name']}.json"
+    if not board.exists():
+        return f"not published: no board {board} (create it with its design: fortifai-bench publish ... --to it)"
+    try:
+        return "; ".join(publish([run], to=board, root=root, verify=True).lines())
+    except FortifaiError as exc:
+        return f"not published: {exc}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("queue", type=Path)
@@ -186,6 +206,8 @@ def main(argv=None) -> int:
                    help="seconds between looks at the queue while a control waits for its CE's stage 0")
     p.add_argument("--only", nargs=3, metavar=("REGIME", "ARM", "SEED"),
                    help="run this one job, claimed as a queue job is (no lane starts it too), then exit")
+    p.add_argument("--publish", type=Path, metavar="DIR",
+                   help="after each job, publish its run (verified) onto DIR/<task>.json where that board exists")
     args = p.parse_args(argv)
     try:
         only = None if args.only is None else parse_job(args.only, "--only")
@@ -217,6 +239,9 @@ def main(argv=None) -> int:
             finally:
                 job.claim_file(args.out).unlink(missing_ok=True)
             print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: done", flush=True)
+            if args.publish:
+                line = publish_run(job, args.out, args.publish.resolve())
+                print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: {line}", flush=True)
     except FortifaiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

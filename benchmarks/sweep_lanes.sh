@@ -4,6 +4,8 @@
 # checkout while they run (hours) never changes the code a running job imports. The lanes share QUEUE and OUT
 # (claims under OUT/.claims); a finished run is skipped and a killed one resumed stage by stage, so after a stop
 # the same command carries the sweep on. The queue can be edited while they run (a lane reads it before each job).
+# Each finished run is published, verified, onto its board in this checkout's leaderboards/ where that board
+# exists (PUBLISH=0: not): the board file outlives the machine the run folders live on.
 #   QUEUE=runs/queue.txt OUT=runs/regimes_v3 benchmarks/sweep_lanes.sh      # two lanes; logs OUT/lane_N.log
 #   python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status
 # Needs WikiText-2 (FORTIFAI_DATA_DIR, default ../shared/data beside the checkout) for the SmolLM2 regimes.
@@ -14,6 +16,8 @@ OUT=$(realpath -m "${OUT:-runs/regimes_v3}")
 LANES=${LANES:-2}
 FROZEN=$(realpath -m "${FROZEN:-../frozen-$(git rev-parse --short HEAD)}")
 PYTHON=${PYTHON:-$(command -v python3)}
+PUBLISH_TO=()
+[[ ${PUBLISH:-1} == 0 ]] || PUBLISH_TO=(--publish "$(pwd)/leaderboards")
 export FORTIFAI_DATA_DIR=$(realpath -m "${FORTIFAI_DATA_DIR:-../shared/data}")
 [[ -f $QUEUE ]] || { echo "error: no queue at $QUEUE (QUEUE=FILE)" >&2; exit 2; }
 [[ -d $FROZEN ]] || git worktree add --quiet --detach "$FROZEN" HEAD
@@ -21,7 +25,7 @@ mkdir -p "$OUT"
 for n in $(seq 1 "$LANES"); do
   # PYTHONPATH puts the frozen copy's package ahead of the checkout's editable install.
   (cd "$FROZEN" && OMP_NUM_THREADS=1 PYTHONPATH="$FROZEN" nohup "$PYTHON" benchmarks/sweep_lane.py "$QUEUE" \
-     --out "$OUT" >>"$OUT/lane_$n.log" 2>&1 &)
+     --out "$OUT" "${PUBLISH_TO[@]}" >>"$OUT/lane_$n.log" 2>&1 &)
   echo "lane $n: $FROZEN on $QUEUE, log $OUT/lane_$n.log"
   sleep 5  # lanes claim jobs one after the other
 done

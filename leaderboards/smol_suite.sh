@@ -6,7 +6,9 @@
 # (and the control, with ce) are published onto the board: every run verified first (its saved stage models
 # scored again, JOBS at a time); a board that exists keeps its entries and gains these, so an arm added later
 # (LOSSES=tce:0.99,focal:2 after ce,tce:0.9) is published alone, even after the first arms' stage models were
-# removed to free the disk (3.1 GB a SmolLM2 run; the board keeps their verified numbers). REBUILD=1 writes the
+# removed to free the disk (3.1 GB a SmolLM2 run; the board keeps their verified numbers). Only the runs found
+# under $OUT are published: an arm's seeds on the board whose folders are gone (another machine's) stay as they
+# are, and the new seeds grow its entry. REBUILD=1 writes the
 # board afresh from every finished run under $OUT/$REGIME (every one of them verified again). PUBLISH=0 only runs:
 # two lanes on two cores, SEEDS="2 4" PUBLISH=0 ... & SEEDS="3 5" PUBLISH=0 ... &, then one publish of all seeds.
 #   wikitext_smol        collapse_wikitext_smol        -> leaderboards/collapse_wikitext_smol.json
@@ -46,9 +48,11 @@ else
   arms=(${LOSSES//,/ })
   [[ ,$LOSSES, == *,ce,* ]] && arms+=(control)
   runs=()
+  shopt -s nullglob
   for arm in "${arms[@]}"; do
     for seed in $SEEDS; do runs+=("$OUT/$REGIME/${arm//:/-}-s$seed"/*/); done
   done
+  shopt -u nullglob
 fi
 fortifai-bench publish "${runs[@]}" --to "$board" --claims "${CLAIMS[$REGIME]}" \
   --planned-claims "${PLANNED[$REGIME]}" --jobs "${JOBS:-2}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,10 @@ from scipy import stats
 from fortifai_bench.cli import main
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.leaderboard import board_test, load_board, publish, rank_entries
+from fortifai_bench.leaderboard.board import build_entry, canonical
 from fortifai_bench.leaderboard.render import render_html, render_markdown, render_text
 from fortifai_bench.leaderboard.ranking import claim_text, ranking
+from fortifai_bench.results import load_results
 from results_factory import DEFAULT_CONFIG, make_results, write_run, write_seeds
 
 CE = [[1.0, 0.9, 0.7, 0.5], [1.0, 0.85, 0.65, 0.5], [0.975, 0.9, 0.75, 0.6]]
@@ -133,19 +136,26 @@ def test_an_arm_grows_by_seeds_and_keeps_one_entry(tmp_path, lb):
     assert report.grown and not report.added and report.written
     [entry] = load_board(path)["entries"]
     assert entry["seeds"] == [0, 1, 2] and entry["auc"]["n"] == 3
-    before = path.read_bytes()
-    # leaving out a seed the arm has on the board would make a second entry of the arm
+    # a later session grows it by one new seed, the old runs gone with their machine: the board keeps their
+    # numbers as published, and the entry equals the one built from all four runs at once
     seed3 = write_run(tmp_path / "b", CE[0], loss="ce", seed=3)
-    with pytest.raises(FortifaiError, match=r"holds seeds 0, 1, 2 of this arm; publish its runs of seeds 0 with"):
-        publish(runs[1:] + [seed3])
+    all_four = build_entry([load_results(r) for r in runs + [seed3]])
+    for run in runs:
+        shutil.rmtree(run)
+    report = publish([seed3])
+    [entry] = load_board(path)["entries"]
+    assert report.grown == [all_four["name"]] and canonical(entry) == canonical(all_four)
+    runs = write_seeds(tmp_path / "a", CE, loss="ce")  # the same runs again (same numbers and records)
+    assert publish(runs).unchanged and not publish(runs).written
+    before = path.read_bytes()
     # a seed on the board from another run (other numbers) is not swapped in silently
     other = write_run(tmp_path / "c", [c - 0.1 for c in CE[2]], loss="ce", seed=2)
-    with pytest.raises(FortifaiError, match=r"its seed 2 is another run than the board's.*--replace"):
-        publish(runs[:2] + [other, seed3])
+    with pytest.raises(FortifaiError, match=r"gives seed 2 of entry .* from another run than the board's.*--replace"):
+        publish([other])
     assert path.read_bytes() == before
-    report = publish(runs[:2] + [other, seed3], replace=True)
+    report = publish([other], replace=True)
     [entry] = load_board(path)["entries"]
-    assert report.grown and entry["seeds"] == [0, 1, 2, 3]
+    assert report.replaced and entry["seeds"] == [0, 1, 2, 3]
     assert entry["final_score"]["per_seed"][2] == pytest.approx(CE[2][-1] - 0.1)
 
 

@@ -152,6 +152,25 @@ def _run_folders(runs: list[dict], stem: Path) -> list[str]:
     return folders
 
 
+def test_an_entry_grown_seed_by_seed_equals_the_one_built_at_once(smoke_runs, tmp_path):
+    """Seed 0 published, its folder gone (with its machine), then seed 1 alone: the board's entry keeps seed 0's
+    numbers as published and is, field by field (the mechanism's too), the entry of both runs at once."""
+    import shutil
+
+    from fortifai_bench.leaderboard import load_board, publish
+    from fortifai_bench.leaderboard.board import build_entry, canonical
+    from fortifai_bench.results import load_results
+
+    folders = _run_folders(smoke_runs, tmp_path / "seed")
+    at_once = build_entry([load_results(f) for f in folders])
+    publish(folders[:1], root=tmp_path)
+    shutil.rmtree(folders[0])
+    report = publish(folders[1:], root=tmp_path)
+    [entry] = load_board(tmp_path / "collapse_smoke.json")["entries"]
+    assert report.grown == [at_once["name"]] and canonical(entry) == canonical(at_once)
+    assert entry["stages"][2]["mask_trained"]["corrupted"]["n"] == 2
+
+
 def test_cli_plot_redraws_from_results_alone(smoke_runs, tmp_path, capsys):
     """`fortifai-bench plot`: a run's figures again from its results.json (wherever the folder now is), and with
     --to the figures over seeds; runs of two tasks cannot share a figure (one line, exit 2)."""

@@ -357,6 +357,43 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
     assert json.loads(next(out.rglob("results.json")).read_text())["complete"]
 
 
+def test_a_lane_publishes_each_run_it_finishes_onto_an_existing_board(tmp_path, monkeypatch, capsys):
+    """sweep_lane.py --publish: a run the lane finishes is verified and put onto its board where the board
+    exists; where none does, nothing is created (a board's design is chosen when it is made); the arm's entry
+    grows by the new seed although the first seed's folder is gone (it went with another machine)."""
+    import importlib.util
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from test_collapse import MICRO
+
+    from fortifai_bench.leaderboard import load_board, publish
+
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    spec = importlib.util.spec_from_file_location("sweep_lane", root / "sweep_lane.py")
+    lane = importlib.util.module_from_spec(spec)
+    sys.modules["sweep_lane"] = lane
+    spec.loader.exec_module(lane)
+    regimes = sys.modules["collapse_regimes"]
+    monkeypatch.setitem(regimes.REGIMES, "micro", ("collapse_facts", MICRO + ["stages=2"]))
+    queue, out, boards = tmp_path / "queue.txt", tmp_path / "runs", tmp_path / "boards"
+    queue.write_text("micro ce 0\nmicro ce 1\n")
+    boards.mkdir()
+    args = [str(queue), "--out", str(out), "--publish", str(boards), "--only", "micro", "ce"]
+    assert lane.main(args + ["0"]) == 0
+    assert f"not published: no board {boards / 'collapse_facts.json'}" in capsys.readouterr().out
+    assert list(boards.iterdir()) == []
+    first = regimes.finished_run_dir(out, "micro", "ce", 0)
+    publish([first], root=boards)  # the board made by hand, with its design
+    shutil.rmtree(first)
+    assert lane.main(args + ["1"]) == 0
+    assert "micro ce seed 1: grew ce_tiny_s0-1_" in capsys.readouterr().out
+    [entry] = load_board(boards / "collapse_facts.json")["entries"]
+    assert entry["seeds"] == [0, 1] and entry["runs"][1]["run_dir"] == str(regimes.finished_run_dir(out, "micro",
+                                                                                                  "ce", 1))
+
+
 def test_a_sweep_control_waits_for_its_ce_runs_stage_0(tmp_path):
     """benchmarks/sweep_lane.py: a clean control whose CE run at its seed is held by a live lane and has not
     finished stage 0 is passed over (it would train that stage again instead of copying it), shown as waiting;

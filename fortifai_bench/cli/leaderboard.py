@@ -79,8 +79,8 @@ def register(subparsers) -> None:
     p.add_argument("--root", default="leaderboards", metavar="DIR",
                    help="the leaderboards folder a board must live in (default: ./leaderboards)")
     p.add_argument("--replace", action="store_true",
-                   help="overwrite an entry already on the board with new numbers (or grow an arm's entry with seeds "
-                        "from other runs than the board's)")
+                   help="overwrite an entry already on the board with new numbers (or an arm's seeds with other "
+                        "runs of them than the board's)")
     p.add_argument("--claims", choices=CLAIMS, default=None,
                    help="what a NEW board's tests compare: time_to_failure (the default) or retention, the AUC over "
                         "stages, for regimes where CE never fails within the stages; fixed when the board is created")

@@ -262,6 +262,73 @@ def time_to_failure_summary(per_seed: list[dict]) -> dict:
     return out
 
 
+# What every seed of an entry shares; `assemble_entry` refuses to merge entries that differ in any.
+_ARM_FIELDS = ("control", "task", "loss", "model", "score_name", "failure_threshold", "config_hash", "base_sha256")
+
+
+def assemble_entry(picks: list[tuple[dict, int]]) -> dict:
+    """An entry made of chosen seeds of entries of one arm, `picks` each (entry, index of a seed in it): every
+    per-seed number and run record kept as published, the summaries computed over the picked seeds as
+    `build_entry` computes them, so the result equals the entry built from all their runs at once. This is how a
+    board's entry grows by runs of new seeds when its old runs are not at hand (they may have gone with another
+    machine; each was verified when it was published). Versions and runtimes are the union over the entries."""
+    picks = sorted(picks, key=lambda p: p[0]["seeds"][p[1]])
+    first, entries = picks[0][0], list({id(e): e for e, _ in picks}.values())
+    for e in entries:
+        field = next((f for f in _ARM_FIELDS if canonical(e.get(f)) != canonical(first.get(f))), None)
+        if field or len(e["stages"]) != len(first["stages"]):
+            raise FortifaiError(f"cannot merge entries {first['name']} and {e['name']}: their "
+                                f"{field or 'numbers of stages'} differ")
+    seeds = [e["seeds"][i] for e, i in picks]
+    if len(set(seeds)) != len(seeds):
+        raise FortifaiError(f"cannot merge entries holding the same seed twice: seeds {seeds}")
+    bounds = stat_bounds(first["score_name"])
+
+    def stat(get, bound):  # `get(entry)`: one of its stats or None; a seed without it counts as None
+        values = [None if get(e) is None else get(e)["per_seed"][i] for e, i in picks]
+        return None if all(v is None for v in values) else _stat(values, bound)
+
+    stages = []
+    for k in range(len(first["stages"])):
+        stage = {"stage": k, **{key: stat(lambda e: e["stages"][k].get(key), bounds[key])
+                                for key in ("score", "kr_total", "kl", "kl_split0")}}
+        for group, names in (("confidence", CONFIDENCE_TEXTS), ("mask_trained", TRAINED_CLASSES)):
+            stats = {n: s for n in names
+                     if (s := stat(lambda e: e["stages"][k].get(group, {}).get(n), UNIT)) is not None}
+            if stats and group == "mask_trained":
+                gammas = {e["stages"][k][group]["gamma"] for e in entries if e["stages"][k].get(group)}
+                if len(gammas) > 1:
+                    raise FortifaiError(f"cannot merge entries whose stage {k} masked at different gammas: "
+                                        f"{sorted(gammas)}")
+                stats = {"gamma": gammas.pop(), **stats}
+            if stats:
+                stage[group] = stats
+        stages.append(stage)
+    versions: dict[str, set] = {}
+    for e in entries:
+        for k, v in e["versions"].items():
+            versions.setdefault(k, set()).update(v.split(" | ") if v else ())
+    runtimes = [e["runtime"] for e in entries if e.get("runtime")]
+    runs = [e["runs"][i] for e, i in picks]
+    return {  # the key order of `build_entry`'s, so that a board's JSON diff shows only what changed
+        "name": entry_name(first["task"]["name"], first["loss"], first["model"], seeds, first["control"]),
+        **{f: first[f] for f in ("control", "task", "loss", "model")},
+        "seeds": seeds,
+        **{f: first[f] for f in ("score_name", "failure_threshold")},
+        "stages": stages,
+        "time_to_failure": time_to_failure_summary([e["time_to_failure"]["per_seed"][i] for e, i in picks]),
+        "auc": stat(lambda e: e["auc"], bounds["auc"]),
+        "final_score": stat(lambda e: e["final_score"], bounds["final_score"]),
+        "versions": {k: " | ".join(sorted(v)) or None for k, v in sorted(versions.items())},
+        "config_hash": first["config_hash"],
+        **({"base_sha256": first["base_sha256"]} if "base_sha256" in first else {}),
+        **({"runtime": {k: sorted({x for rt in runtimes for x in rt.get(k, [])}, key=str)
+                        for k in ("torch_threads", "world_size", "device", "dtype")}} if runtimes else {}),
+        "date": max(r["date"] for r in runs),
+        "runs": runs,
+    }
+
+
 def build_entry(runs: list[dict]) -> dict:
     """Merge the runs of several seeds of one configuration into one leaderboard entry."""
     runs = sorted(runs, key=lambda r: r["seed"])

@@ -23,8 +23,8 @@ from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import remove_orphan_temps, write_json
 from fortifai_bench.kr.schema import read_questions
 from fortifai_bench.kr.sets import find_kr_file
-from fortifai_bench.leaderboard.board import (BOARD_FORMAT, build_entry, canonical, check_board_consistency,
-                                              entry_key, load_board, protocol_hash, protocol_of, validate_board)
+from fortifai_bench.leaderboard.board import (BOARD_FORMAT, assemble_entry, build_entry, canonical,
+                                              check_board_consistency, entry_key, load_board, protocol_hash, protocol_of, validate_board)
 from fortifai_bench.leaderboard.ranking import CLAIMS, PAIRING, RETENTION, TIME
 from fortifai_bench.results import base_per_seed, check_same_base, load_results
 from fortifai_bench.verify import verify_in_subprocess
@@ -339,26 +339,24 @@ def _publish_locked(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool
     return report
 
 
-def _grown_entry(entries: dict[tuple, dict], entry: dict, replace: bool, path: Path) -> tuple | None:
-    """The key of the board's entry of the same arm (task, loss, model, control) that `entry` grows, or None when
-    the board has none. An arm has one entry: publishing it with more seeds grows that entry, which needs every
-    seed already on the board among the new ones, each from the same run (its record and its numbers), so that a
-    seed's result is never silently swapped for another run's (--replace allows that)."""
-    same_arm = [k for k in entries if k[:5] == entry_key(entry)[:5]]
-    if not same_arm:
-        return None
-    [key] = same_arm  # a board holds one entry an arm (this function keeps it so)
-    old, name = entries[key], entry["name"]
-    missing = sorted(set(old["seeds"]) - set(entry["seeds"]))
-    if missing:
-        raise FortifaiError(f"{path}: entry {old['name']} holds seeds {', '.join(map(str, old['seeds']))} of this "
-                            f"arm; publish its runs of seeds {', '.join(map(str, missing))} with the new ones to "
-                            "grow it (an arm has one entry)")
-    changed = [s for s in old["seeds"] if _seed_record(old, s) != _seed_record(entry, s)]
+def _onto_arm(old: dict, entry: dict, replace: bool, path: Path) -> tuple[dict, str]:
+    """The arm's entry once `entry` (built from the runs being published) is put onto `old` (the board's entry of
+    the same arm: task, loss, model, control), and what happened: grown, unchanged or replaced. An arm has one
+    entry. Its seeds on the board that the runs do not give are kept as published (their runs need not be at hand,
+    `assemble_entry`); a seed the runs give again must be the same run (its record and numbers), so that a result
+    is never silently swapped for another run's (--replace allows that)."""
+    changed = [s for s in entry["seeds"] if s in old["seeds"] and _seed_record(old, s) != _seed_record(entry, s)]
     if changed and not replace:
-        raise FortifaiError(f"{path}: {name} would grow entry {old['name']}, but its seed {changed[0]} is another "
-                            "run than the board's (its record or numbers differ); pass --replace to overwrite it")
-    return key
+        what = (f"is already on the board with different results (board -> runs: "
+                f"{'; '.join(differences(old, entry))})" if old["seeds"] == entry["seeds"] else
+                f"gives seed {changed[0]} of entry {old['name']} from another run than the board's (its record or "
+                "numbers differ)")
+        raise FortifaiError(f"{path}: entry {entry['name']} {what}; pass --replace to overwrite it")
+    kept = [(old, i) for i, s in enumerate(old["seeds"]) if s not in entry["seeds"]]
+    merged = assemble_entry(kept + [(entry, j) for j in range(len(entry["seeds"]))]) if kept else entry
+    if canonical(merged) == canonical(old):
+        return old, "unchanged"
+    return merged, "replaced" if changed else "grown"
 
 
 def _seed_record(entry: dict, seed: int) -> str:
@@ -388,23 +386,14 @@ def _merge(runs: list[dict], path: Path, replace: bool, mixed_cpu: bool,
     entries = {entry_key(e): e for e in board["entries"]}
     for group in group_runs(runs):
         entry = build_entry(group)
-        key = entry_key(entry)
-        old = entries.get(key)
-        if old is None and (grown := _grown_entry(entries, entry, replace, path)) is not None:
-            del entries[grown]
-            report.grown.append(entry["name"])
-        elif old is None:
+        # a board holds one entry an arm (this loop keeps it so)
+        [old_key] = [k for k in entries if k[:5] == entry_key(entry)[:5]] or [None]
+        if old_key is None:
             report.added.append(entry["name"])
-        elif canonical(old) == canonical(entry):
-            report.unchanged.append(entry["name"])
-            continue
-        elif replace:
-            report.replaced.append(entry["name"])
         else:
-            diff = differences(old, entry)
-            raise FortifaiError(f"{path}: entry {entry['name']} is already on the board with different results "
-                                f"(board -> runs: {'; '.join(diff)}); pass --replace to overwrite it")
-        entries[key] = entry
+            entry, what = _onto_arm(entries.pop(old_key), entry, replace, path)
+            getattr(report, what).append(entry["name"])
+        entries[entry_key(entry)] = entry
     # Stable order (loss, model, seeds) so that a pull request shows a small JSON diff; show ranks at read time.
     board["entries"] = [entries[k] for k in sorted(entries, key=lambda k: (k[1], k[2], k[3], k[4]))]
     if not mixed_cpu:
