@@ -24,7 +24,8 @@ from fortifai_bench.io import remove_orphan_temps, write_json
 from fortifai_bench.kr.schema import read_questions
 from fortifai_bench.kr.sets import find_kr_file
 from fortifai_bench.leaderboard.board import (BOARD_FORMAT, assemble_entry, build_entry, canonical,
-                                              check_board_consistency, entry_key, load_board, protocol_hash, protocol_of, validate_board)
+                                              check_board_consistency, entry_key, load_board, protocol_hash,
+                                              protocol_of, validate_board)
 from fortifai_bench.leaderboard.ranking import CLAIMS, PAIRING, RETENTION, TIME
 from fortifai_bench.results import base_per_seed, check_same_base, load_results
 from fortifai_bench.verify import verify_in_subprocess
