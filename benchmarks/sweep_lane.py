@@ -14,7 +14,9 @@ passed over until that stage is done (the control copies it), the lane waiting w
 then exits: a run started beside the lanes. `--publish DIR` puts each run the lane finishes onto its board,
 DIR/<task>.json, verified, where that board exists (a board is created once, with its design, by `fortifai-bench
 publish`): the run folders live on the machine, which a session may not get back, while the board is a file of
-the checkout, so a run's verified numbers outlive its folder (an arm's entry grows by seeds, `publish`).
+the checkout, so a run's verified numbers outlive its folder (an arm's entry grows by seeds, `publish`). With it
+the lane also passes over a job whose seed is on its board already, and one whose board holds runs of another CPU
+kind than this machine's (`results.cpu_kind`: a board keeps one), so one queue serves every machine a session gets.
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 &   # one per core
     python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status               # state, hours left
@@ -30,14 +32,16 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collapse_regimes import REGIMES, ensure_run, finished_run_dir, run_dir_for  # noqa: E402  (the sweep's layout)
+from collapse_regimes import REGIMES, ensure_run, finished_run_dir, regime_task, run_dir_for  # noqa: E402
 
 from fortifai_bench.collapse.rundir import slug  # noqa: E402
 from fortifai_bench.errors import FortifaiError  # noqa: E402
 from fortifai_bench.io import read_json  # noqa: E402
+from fortifai_bench.results import cpu, cpu_kind  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -172,9 +176,48 @@ def hours_left(queue: list[Job], out: Path) -> list[str]:
     return lines
 
 
+def pass_over(queue: list[Job], boards: Boards | None) -> tuple[list[Job], list[str]]:
+    """The jobs a lane here may run, and a line for each it passes over, saying why (`Boards.passed_over`)."""
+    keep, lines = [], []
+    for job in queue:
+        if boards and (why := boards.passed_over(job)):
+            lines.append(f"{job.regime} {job.arm} {job.seed}: passed over, {why}")
+        else:
+            keep.append(job)
+    return keep, lines
+
+
 def disk_free_gb(out: Path) -> float:
     out.mkdir(parents=True, exist_ok=True)
     return shutil.disk_usage(out).free / 1e9
+
+
+@dataclass
+class Boards:
+    """The boards under `root` (a lane's --publish DIR) as they bear on its jobs, for a machine of CPU kind `kind`."""
+    root: Path
+    kind: str
+
+    def board(self, job: Job) -> Path:
+        return self.root / f"{_task_name(job.regime)}.json"
+
+    def passed_over(self, job: Job) -> str | None:
+        """Why a lane here should not run `job` (its seed is on the board; the board is another CPU kind's), or
+        None: no board yet, or one this machine can add to."""
+        if not (path := self.board(job)).exists():
+            return None
+        board = read_json(path)
+        loss, control = ("ce", True) if job.arm == "control" else (job.arm, False)
+        if any(e["loss"]["spec"] == loss and bool(e.get("control")) == control and job.seed in e["seeds"]
+               for e in board["entries"]):
+            return "on its board"
+        kinds = {cpu_kind(r["cpu"]) for e in board["entries"] for r in e.get("runs", []) if r.get("cpu")}
+        return None if not kinds or self.kind in kinds else f"its board is another CPU kind's ({', '.join(kinds)})"
+
+
+@lru_cache(maxsize=None)
+def _task_name(regime: str) -> str:
+    return regime_task(regime).task
 
 
 def publish_run(job: Job, out: Path, root: Path) -> str:
@@ -211,19 +254,20 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         only = None if args.only is None else parse_job(args.only, "--only")
-        if args.status:
-            queue = read_queue(args.queue)
-            print("\n".join(status(queue, args.out) + hours_left(queue, args.out)))
-            return 0
-        import torch
+        import torch  # before cpu(): a CPU's kind includes the kernel set torch dispatches to
 
+        boards = Boards(args.publish.resolve(), cpu_kind(cpu())) if args.publish else None
+        if args.status:
+            queue, over = pass_over(read_queue(args.queue), boards)
+            print("\n".join(over + status(queue, args.out) + hours_left(queue, args.out)))
+            return 0
         torch.set_num_threads(args.threads)
         while True:
             if (free := disk_free_gb(args.out)) < args.min_free_gb:  # checked before a job is claimed
                 print(f"error: {free:.1f} GB free under {args.out}, below --min-free-gb {args.min_free_gb:g}: publish "
                       f"finished boards and remove their runs' stage_*/model folders", file=sys.stderr)
                 return 3
-            queue = [only] if only else read_queue(args.queue)
+            queue = [only] if only else pass_over(read_queue(args.queue), boards)[0]  # --only: as asked
             if (job := next_job(queue, args.out)) is None:
                 if any(waits_for_ce(j, args.out) for j in queue):
                     time.sleep(args.poll)  # a control waits for its CE's stage 0; nothing else is free

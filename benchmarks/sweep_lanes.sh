@@ -5,7 +5,9 @@
 # (claims under OUT/.claims); a finished run is skipped and a killed one resumed stage by stage, so after a stop
 # the same command carries the sweep on. The queue can be edited while they run (a lane reads it before each job).
 # Each finished run is published, verified, onto its board in this checkout's leaderboards/ where that board
-# exists (PUBLISH=0: not): the board file outlives the machine the run folders live on.
+# exists (PUBLISH=0: not): the board file outlives the machine the run folders live on. KERNELS=AVX2 holds torch,
+# MKL and oneDNN to AVX2 kernels, which makes an AMD family-25 CPU with AVX-512 the light board's kind
+# (`results.cpu_kind`; BENCHMARKS.md, "Two AMD EPYCs, one kind").
 #   QUEUE=runs/queue.txt OUT=runs/regimes_v3 benchmarks/sweep_lanes.sh      # two lanes; logs OUT/lane_N.log
 #   python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status
 # Needs WikiText-2 (FORTIFAI_DATA_DIR, default ../shared/data beside the checkout) for the SmolLM2 regimes.
@@ -17,6 +19,11 @@ LANES=${LANES:-2}
 FROZEN=$(realpath -m "${FROZEN:-../frozen-$(git rev-parse --short HEAD)}")
 PYTHON=${PYTHON:-$(command -v python3)}
 PUBLISH_TO=()
+if [[ ${KERNELS:-} == AVX2 ]]; then
+  export ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+elif [[ -n ${KERNELS:-} ]]; then
+  echo "error: KERNELS=$KERNELS: only AVX2 is known (or leave it unset)" >&2; exit 2
+fi
 [[ ${PUBLISH:-1} == 0 ]] || PUBLISH_TO=(--publish "$(pwd)/leaderboards")
 export FORTIFAI_DATA_DIR=$(realpath -m "${FORTIFAI_DATA_DIR:-../shared/data}")
 [[ -f $QUEUE ]] || { echo "error: no queue at $QUEUE (QUEUE=FILE)" >&2; exit 2; }

@@ -113,13 +113,17 @@ def provenance(command: str | None = None, packages: Sequence[str] = PACKAGES) -
 
 
 _ISA_PREFIXES = ("sse4", "avx", "fma", "f16c", "amx")  # the vector extensions a kernel library dispatches on
+# The variables that hold a kernel library below the CPU's widest instructions: torch's own operators, MKL's
+# (BLAS) and oneDNN's. A run records those set, as they change its numbers.
+KERNEL_CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
 
 
 def cpu() -> dict:
     """The CPU a run's numbers came from (a float kernel's rounding follows the instructions it picks; README,
     "What reproduces where"): `model` and `id` (vendor, family, model, stepping) as the OS reports them, `isa` its vector
-    extensions, and `torch_capability`, the kernel set torch's own operators dispatch to (lowered by an
-    ATEN_CPU_CAPABILITY in the environment), read only where torch is loaded: a run without torch has none."""
+    extensions, `torch_capability`, the kernel set torch's own operators dispatch to (lowered by an
+    ATEN_CPU_CAPABILITY in the environment), read only where torch is loaded: a run without torch has none, and
+    `kernel_caps`, the KERNEL_CAPS variables set (absent where none is)."""
     import platform
 
     info: dict[str, str] = {}
@@ -137,7 +141,26 @@ def cpu() -> dict:
            "isa": sorted(f for f in info.get("flags", "").split() if f.startswith(_ISA_PREFIXES))}
     if "torch" in sys.modules:
         out["torch_capability"] = sys.modules["torch"].backends.cpu.get_cpu_capability()
+    if caps := {k: os.environ[k] for k in KERNEL_CAPS if os.environ.get(k)}:
+        out["kernel_caps"] = caps
     return out
+
+
+def cpu_kind(cpu: dict) -> str:
+    """The kind of CPU a run's numbers belong to: runs of one kind give the same bits (README, "What reproduces
+    where"). In general the processor (vendor, family, model, stepping) and the kernel set torch dispatched to.
+    One wider kind is measured: an AMD family 25 (Zen 3 and Zen 4) whose kernels are all AVX2, natively (no
+    AVX-512) or held there (ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=AVX2, ONEDNN_MAX_CPU_ISA=AVX2): a
+    model 17 so held gave a model 1's numbers bit for bit, where natively it differed in the eighth digit
+    (BENCHMARKS.md, "Two AMD EPYCs, one kind")."""
+    ident = dict(zip(*[iter((cpu.get("id") or "").split())] * 2))  # "vendor V family F model M stepping S"
+    caps = {k: v.upper() for k, v in (cpu.get("kernel_caps") or {}).items()}
+    held = all(caps.get(k) == "AVX2" for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
+                                                "ONEDNN_MAX_CPU_ISA"))
+    avx2 = cpu.get("torch_capability") == "AVX2" and ("avx512f" not in cpu.get("isa", []) or held)
+    if avx2 and ident.get("vendor") == "AuthenticAMD" and ident.get("family") == "25":
+        return "vendor AuthenticAMD family 25, any model (AVX2)"
+    return f"{cpu.get('id') or cpu.get('model')} ({cpu.get('torch_capability') or 'no torch'})"
 
 
 def git_commit() -> str | None:

@@ -9,7 +9,7 @@ runs as a child process: `verify_in_subprocess`), and compares each stage's KR-s
 
 Exact where it can be: the same questions in the same batches as the run (each process's strided share
 when it ran in several, `Dist.map_sharded`), the same torch thread count, on the same kind of CPU
-(`results.cpu()`, recorded in the run's provenance): then every number must be equal. Elsewhere (another
+(`results.cpu_kind` of `results.cpu()`, recorded in the run's provenance): then every number must be equal. Elsewhere (another
 CPU, or a run that did not record its CPU) float kernels round differently, and a question whose two
 continuations score within `TIE_TOLERANCE` nats of each other may flip; such flips, and only those, are
 accepted, and KR is compared through the recorded bits (which `results.check_run_numbers` ties to the
@@ -37,7 +37,7 @@ from fortifai_bench.collapse.rundir import check_no_symlinks, comparable, score_
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.kr.sets import find_kr_file
 from fortifai_bench.models import load_model
-from fortifai_bench.results import cpu, ids_sha256, load_results
+from fortifai_bench.results import cpu, cpu_kind, ids_sha256, load_results
 from fortifai_bench.stats import format_number
 
 # torch, deferred: the modules that score and run models (collapse.evaluate, kr.scoring, collapse.run) import it
@@ -173,9 +173,8 @@ def _exact(results: dict) -> tuple[bool, str | None]:
     here = cpu()
     if recorded is None or here is None:
         return False, "the run did not record its CPU"
-    keys = ("model", "id", "torch_capability")
-    if any(recorded.get(k) != here.get(k) for k in keys):
-        return False, f"the run's CPU was {recorded.get('model')!r}, this one is {here.get('model')!r}"
+    if cpu_kind(recorded) != cpu_kind(here):
+        return False, f"the run's CPU kind was {cpu_kind(recorded)}, this one is {cpu_kind(here)}"
     return True, None
 
 

@@ -643,6 +643,33 @@ def test_a_board_holds_one_cpu_kind(tmp_path, lb, capsys):
     assert report.added and len(load_board(lb / "collapse_facts.json")["entries"]) == 3
 
 
+def test_two_amd_epycs_held_to_avx2_kernels_are_one_kind():
+    """results.cpu_kind: an AMD family 25 model 17 (AVX-512) with torch, MKL and oneDNN held to AVX2 gave the
+    light board's model 1 numbers bit for bit (BENCHMARKS.md, "Two AMD EPYCs, one kind"): one kind. Not so
+    natively, nor with one library left at AVX-512, nor for another vendor held the same way. cpu() records the
+    variables that hold them, from the environment torch starts in."""
+    import subprocess
+    import sys
+
+    from fortifai_bench.results import cpu_kind
+
+    board = load_board(Path(__file__).resolve().parent.parent / "leaderboards" / "collapse_wikitext_smol.json")
+    milan = board["entries"][0]["runs"][0]["cpu"]
+    assert milan["id"] == "vendor AuthenticAMD family 25 model 1 stepping 1" and milan["torch_capability"] == "AVX2"
+    zen4 = {**milan, "id": "vendor AuthenticAMD family 25 model 17 stepping 1", "torch_capability": "AVX512",
+            "isa": sorted(milan["isa"] + ["avx512f", "avx512bw", "avx512_bf16"])}
+    caps = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    held = {**zen4, "torch_capability": "AVX2", "kernel_caps": caps}
+    assert cpu_kind(held) == cpu_kind(milan) != cpu_kind(zen4)
+    assert cpu_kind({**held, "kernel_caps": {"ATEN_CPU_CAPABILITY": "avx2"}}) != cpu_kind(milan)  # MKL at AVX-512
+    xeon = {**held, "id": "vendor GenuineIntel family 6 model 167 stepping 1"}
+    assert cpu_kind(xeon) != cpu_kind(milan)
+    code = "import json, torch; from fortifai_bench.results import cpu; print(json.dumps(cpu()))"
+    here = json.loads(subprocess.run([sys.executable, "-c", code], env={**os.environ, **caps}, check=True,
+                                     capture_output=True, text=True).stdout)
+    assert here["kernel_caps"] == caps and here["torch_capability"] == "AVX2"
+
+
 def test_a_board_of_bases_sampled_per_seed(tmp_path, lb, monkeypatch, capsys):
     """model.pretrain.seed: run (issue 26 item 3), with real micro runs: every seed pretrains its own base, so an
     entry's seeds record different bases (on its runs items; the page shows them) and the runs of one seed share

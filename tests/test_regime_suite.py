@@ -362,6 +362,7 @@ def test_a_lane_publishes_each_run_it_finishes_onto_an_existing_board(tmp_path, 
     exists; where none does, nothing is created (a board's design is chosen when it is made); the arm's entry
     grows by the new seed although the first seed's folder is gone (it went with another machine)."""
     import importlib.util
+    import json
     import shutil
     import sys
     from pathlib import Path
@@ -392,6 +393,20 @@ def test_a_lane_publishes_each_run_it_finishes_onto_an_existing_board(tmp_path, 
     [entry] = load_board(boards / "collapse_facts.json")["entries"]
     assert entry["seeds"] == [0, 1] and entry["runs"][1]["run_dir"] == str(regimes.finished_run_dir(out, "micro",
                                                                                                   "ce", 1))
+    # one queue for every machine: a seed on its board is passed over, and so is a board of another CPU kind
+    queue.write_text("micro ce 0\nmicro ce 1\nmicro tce:0.9 0\n")
+    status = [str(queue), "--out", str(out), "--publish", str(boards), "--status"]
+    assert lane.main(status) == 0
+    text = capsys.readouterr().out
+    assert "micro ce 0: passed over, on its board" in text and "micro ce 1: passed over, on its board" in text
+    assert "micro tce:0.9 0: waiting" in text
+    path = boards / "collapse_facts.json"
+    board = json.loads(path.read_text())
+    for run in board["entries"][0]["runs"]:
+        run["cpu"]["torch_capability"] = "DEFAULT"  # as if made by a CPU without AVX2
+    path.write_text(json.dumps(board))
+    assert lane.main(status) == 0
+    assert "micro tce:0.9 0: passed over, its board is another CPU kind's (" in capsys.readouterr().out
 
 
 def test_a_sweep_control_waits_for_its_ce_runs_stage_0(tmp_path):

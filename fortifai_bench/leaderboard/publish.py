@@ -27,7 +27,7 @@ from fortifai_bench.leaderboard.board import (BOARD_FORMAT, assemble_entry, buil
                                               check_board_consistency, entry_key, load_board, protocol_hash,
                                               protocol_of, validate_board)
 from fortifai_bench.leaderboard.ranking import CLAIMS, PAIRING, RETENTION, TIME
-from fortifai_bench.results import base_per_seed, check_same_base, load_results
+from fortifai_bench.results import base_per_seed, check_same_base, cpu_kind, load_results
 from fortifai_bench.verify import verify_in_subprocess
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -239,12 +239,6 @@ def check_finite(board: dict, where: Path) -> None:
     for i, entry in enumerate(board.get("entries", [])):
         walk(entry, f"entries[{i}] ({entry.get('name')})")
     walk({k: v for k, v in board.items() if k != "entries"}, "board")
-
-
-def cpu_kind(cpu: dict) -> str:
-    """What decides a float kernel's rounding: the processor (vendor, family, model, stepping) and the kernel set
-    torch dispatched to (README, "What reproduces where")."""
-    return f"{cpu.get('id') or cpu.get('model')} ({cpu.get('torch_capability') or 'no torch'})"
 
 
 def check_one_cpu_kind(board: dict, path: Path) -> None:
