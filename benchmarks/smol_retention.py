@@ -9,8 +9,11 @@ clean control gives the scale: the effect of interest is a share (`--share`, 0.5
 the control, and the power to detect it after Holm's first step (alpha / claims) is simulated from the pooled
 sd of the arms measured so far (`bench_power.detection_rate`: normal seeds, the exact permutation test), for each
 number of seeds up to `--max-seeds`; before the sweep's control has finished, `--gap` gives the gap (a calibration's).
+`--board` takes an arm's seeds whose runs are not at hand (gone with another machine) from its entry on the board,
+as published (verified); a run at hand counts over the board's number of its seed.
 
     python benchmarks/smol_retention.py --out runs/regimes --regime wikitext_smol --losses tce:0.9 --seeds 0-4
+    python benchmarks/smol_retention.py --board leaderboards/collapse_wikitext_smol.json --losses tce:0.99 --seeds 0-5
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_power import detection_rate  # noqa: E402  (the power simulation, one definition)
 from collapse_regimes import finished_run  # noqa: E402  (the sweep's run layout, one definition)
 
+from fortifai_bench.leaderboard.board import arm_entry, load_board  # noqa: E402
 from fortifai_bench.metrics import compare_retention  # noqa: E402
 from fortifai_bench.seeds import parse_seeds  # noqa: E402
 from fortifai_bench.stats import ALPHA, format_p, holm, smallest_p  # noqa: E402
@@ -34,6 +38,13 @@ def finished_aucs(root: Path, regime: str, arm: str, seeds: list[int]) -> dict[i
     """seed -> AUC of each finished run of one arm ("control" for the clean control) in the sweep's folder."""
     runs = {s: finished_run(root, regime, arm, s) for s in seeds}
     return {s: r["auc"] for s, r in runs.items() if r is not None}
+
+
+def board_aucs(board: dict | None, arm: str, seeds: list[int]) -> dict[int, float]:
+    """seed -> AUC of one arm's seeds on the board (its entry's per-seed AUCs), none without a board."""
+    entry = board and arm_entry(board, *(("ce", True) if arm == "control" else (arm, False)))
+    pairs = zip(entry["seeds"], entry["auc"]["per_seed"]) if entry else ()
+    return {s: a for s, a in pairs if s in seeds and a is not None}
 
 
 def pooled_sd(arms: list[dict[int, float]]) -> float | None:
@@ -56,15 +67,23 @@ def main(argv=None) -> int:
     p.add_argument("--max-seeds", type=int, default=10)
     p.add_argument("--gap", type=float, default=None,
                    help="the CE-control AUC gap, where the sweep has no finished control yet (default: measured)")
+    p.add_argument("--board", type=Path, default=None,
+                   help="a board whose entries give the seeds with no finished run under --out")
     args = p.parse_args(argv)
     root, seeds = Path(args.out), parse_seeds(args.seeds)
     losses = [x for x in args.losses.split(",") if x]
-    ce = finished_aucs(root, args.regime, "ce", seeds)
-    control = finished_aucs(root, args.regime, "control", seeds)
-    arms = {loss: finished_aucs(root, args.regime, loss, seeds) for loss in losses}
-    m = args.claims or len(losses)
+    board = load_board(args.board) if args.board else None
 
-    print(f"{args.regime}: AUC of KR-split-0 over the stages, finished runs of seeds {args.seeds} in {root}")
+    def aucs(arm: str) -> dict[int, float]:
+        both = {**board_aucs(board, arm, seeds), **finished_aucs(root, args.regime, arm, seeds)}
+        return dict(sorted(both.items()))
+
+    ce, control = aucs("ce"), aucs("control")
+    arms = {loss: aucs(loss) for loss in losses}
+    m = args.claims or (len(board["planned_claims"]) if board and board.get("planned_claims") else len(losses))
+
+    print(f"{args.regime}: AUC of KR-split-0 over the stages, finished runs of seeds {args.seeds} in {root}"
+          + (f", other seeds from {args.board}" if board else ""))
     print("| arm | seeds | AUC per seed | mean | sd |")
     print("|---|---|---|---:|---:|")
     for name, arm in [("ce", ce), *arms.items(), ("control (ce, clean)", control)]:

@@ -41,6 +41,7 @@ from collapse_regimes import REGIMES, ensure_run, finished_run_dir, regime_task,
 from fortifai_bench.collapse.rundir import slug  # noqa: E402
 from fortifai_bench.errors import FortifaiError  # noqa: E402
 from fortifai_bench.io import read_json  # noqa: E402
+from fortifai_bench.leaderboard.board import arm_entry  # noqa: E402
 from fortifai_bench.results import cpu, cpu_kind  # noqa: E402
 
 
@@ -207,9 +208,8 @@ class Boards:
         if not (path := self.board(job)).exists():
             return None
         board = read_json(path)
-        loss, control = ("ce", True) if job.arm == "control" else (job.arm, False)
-        if any(e["loss"]["spec"] == loss and bool(e.get("control")) == control and job.seed in e["seeds"]
-               for e in board["entries"]):
+        entry = arm_entry(board, *(("ce", True) if job.arm == "control" else (job.arm, False)))
+        if entry and job.seed in entry["seeds"]:
             return "on its board"
         kinds = {cpu_kind(r["cpu"]) for e in board["entries"] for r in e.get("runs", []) if r.get("cpu")}
         return None if not kinds or self.kind in kinds else f"its board is another CPU kind's ({', '.join(kinds)})"

@@ -231,6 +231,14 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
     assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0-3", "--max-seeds", "4",
                      "--gap", "0.1"]) == 0
     assert "CE-control gap 0.100 (--gap), effect of interest 0.5 x gap = 0.050" in capsys.readouterr().out
+    # --board: the seeds whose runs are gone come from the shipped light board's entries (its verdict, as
+    # BENCHMARKS.md quotes it), its planned claims the family
+    board = Path(__file__).resolve().parent.parent / "leaderboards" / "collapse_wikitext_smol.json"
+    assert mod.main(["--out", str(tmp_path / "gone"), "--board", str(board), "--losses", "tce:0.9", "--seeds",
+                     "0-5", "--max-seeds", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "| ce | 0,1,2,3,4,5 | 0.851 0.877 0.857 0.843 0.875 0.877 | 0.863 | 0.015 |" in out
+    assert "- tce:0.9: AUC -0.002 against CE, p = 0.79 raw, 1 after Holm" in out and "board's 3, 2 not" in out
 
 
 def test_a_sweep_run_starts_from_what_a_finished_ce_run_computed(tmp_path, monkeypatch):

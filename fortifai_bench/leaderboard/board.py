@@ -186,6 +186,13 @@ def entry_key(entry_or_run: dict) -> tuple:
             bool(entry_or_run.get("control")), tuple(sorted(seeds)))
 
 
+def arm_entry(board: dict, loss: str, control: bool = False) -> dict | None:
+    """The board's entry of one arm (a board holds one an arm: `publish`): loss spec `loss`, the clean control
+    or not; None where the board has none."""
+    return next((e for e in board["entries"] if e["loss"]["spec"] == loss and bool(e.get("control")) == control),
+                None)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "x"
 
