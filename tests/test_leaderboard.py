@@ -159,6 +159,21 @@ def test_an_arm_grows_by_seeds_and_keeps_one_entry(tmp_path, lb):
     assert entry["final_score"]["per_seed"][2] == pytest.approx(CE[2][-1] - 0.1)
 
 
+@pytest.mark.parametrize("name", ["collapse_wikitext_smol", "collapse_facts_smol", "collapse_facts_longtail"])
+def test_a_shipped_entry_split_by_seeds_and_joined_again_is_itself(name):
+    """board.assemble_entry on the shipped boards' real entries (the mechanism, runtimes, bases, versions): the
+    first seeds and the rest as two entries, joined the other way round, give back the entry byte for byte."""
+    from fortifai_bench.leaderboard.board import assemble_entry
+
+    for entry in load_board(Path(__file__).resolve().parent.parent / "leaderboards" / f"{name}.json")["entries"]:
+        half = len(entry["seeds"]) // 2
+        parts = [assemble_entry([(entry, i) for i in seeds])
+                 for seeds in (range(half), range(half, len(entry["seeds"])))]
+        assert [p["seeds"] for p in parts] == [entry["seeds"][:half], entry["seeds"][half:]]
+        joined = assemble_entry([(p, i) for p in reversed(parts) for i in range(len(p["seeds"]))])
+        assert canonical(joined) == canonical(entry), entry["name"]
+
+
 def test_ranking_not_reached_best_then_ttf_then_auc(tmp_path, lb):
     publish(write_seeds(tmp_path / "ce", CE, loss="ce"))
     publish(write_seeds(tmp_path / "f", [[1.0, 0.95, 0.9, 0.85]] * 2, loss="focal:2"))  # never fails, AUC 0.925
