@@ -63,12 +63,14 @@ def retention_figures(regime: str, rows: list) -> dict[str, str]:
         e = row.entry
         key = f"{regime}.{'control' if e.get('control') else e['loss']['spec']}"
         aucs = e["auc"]["per_seed"]
-        out |= {f"{key}.auc": f"{np.mean(aucs):.3f}", f"{key}.sd": f"{np.std(aucs, ddof=1):.3f}",
-                f"{key}.aucs": " ".join(f"{a:.3f}" for a in aucs),
+        out |= {f"{key}.auc": f"{np.mean(aucs):.3f}", f"{key}.aucs": " ".join(f"{a:.3f}" for a in aucs),
                 f"{key}.curve": " ".join(f"{np.mean(s['score']['per_seed']):.3f}" for s in e["stages"])}
+        if len(aucs) > 1:  # an arm being grown seed by seed has one seed at first: no sd, no test
+            out[f"{key}.sd"] = f"{np.std(aucs, ddof=1):.3f}"
         if row.vs_ce is not None and (claim := claim_parts(row.vs_ce)) is not None:
-            out |= {f"{key}.effect": claim.effect, f"{key}.raw": f"{row.vs_ce['p_value']:.2g}",
-                    f"{key}.holm": f"{row.vs_ce['p_holm']:.2g}"}
+            out[f"{key}.effect"] = claim.effect
+            if row.vs_ce["p_value"] is not None:
+                out |= {f"{key}.raw": f"{row.vs_ce['p_value']:.2g}", f"{key}.holm": f"{row.vs_ce['p_holm']:.2g}"}
     return out
 
 

@@ -165,7 +165,8 @@ def test_a_shipped_entry_split_by_seeds_and_joined_again_is_itself(name):
     first seeds and the rest as two entries, joined the other way round, give back the entry byte for byte."""
     from fortifai_bench.leaderboard.board import assemble_entry
 
-    for entry in load_board(Path(__file__).resolve().parent.parent / "leaderboards" / f"{name}.json")["entries"]:
+    board = load_board(Path(__file__).resolve().parent.parent / "leaderboards" / f"{name}.json")
+    for entry in (e for e in board["entries"] if len(e["seeds"]) > 1):
         half = len(entry["seeds"]) // 2
         parts = [assemble_entry([(entry, i) for i in seeds])
                  for seeds in (range(half), range(half, len(entry["seeds"])))]
