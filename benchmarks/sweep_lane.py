@@ -42,6 +42,7 @@ from fortifai_bench.collapse.rundir import slug  # noqa: E402
 from fortifai_bench.errors import FortifaiError  # noqa: E402
 from fortifai_bench.io import read_json  # noqa: E402
 from fortifai_bench.leaderboard.board import arm_entry  # noqa: E402
+from fortifai_bench.leaderboard.publish import board_cpu_kinds, publish  # noqa: E402
 from fortifai_bench.results import cpu, cpu_kind  # noqa: E402
 
 
@@ -211,29 +212,25 @@ class Boards:
         entry = arm_entry(board, *(("ce", True) if job.arm == "control" else (job.arm, False)))
         if entry and job.seed in entry["seeds"]:
             return "on its board"
-        kinds = {cpu_kind(r["cpu"]) for e in board["entries"] for r in e.get("runs", []) if r.get("cpu")}
+        kinds = board_cpu_kinds(board)
         return None if not kinds or self.kind in kinds else f"its board is another CPU kind's ({', '.join(kinds)})"
+
+    def publish(self, job: Job, out: Path) -> str:
+        """Put the job's finished run onto its board, verified, if that board exists; one line saying what
+        happened. A refusal (another CPU kind, a paired board's seed sets) is reported, not raised: the lane goes
+        on with the queue and the run stays to be published by hand."""
+        if not (board := self.board(job)).exists():
+            return f"not published: no board {board} (create it with its design: fortifai-bench publish ... --to it)"
+        try:
+            run = finished_run_dir(out, job.regime, job.arm, job.seed)
+            return "; ".join(publish([run], to=board, root=self.root, verify=True).lines())
+        except FortifaiError as exc:
+            return f"not published: {exc}"
 
 
 @lru_cache(maxsize=None)
 def _task_name(regime: str) -> str:
     return regime_task(regime).task
-
-
-def publish_run(job: Job, out: Path, root: Path) -> str:
-    """Put the job's finished run onto its board under `root`, verified, if that board exists; one line saying
-    what happened. A refusal (another CPU kind, a paired board's seed sets) is reported, not raised: the lane goes
-    on with the queue and the run stays to be published by hand."""
-    from fortifai_bench.leaderboard import publish
-
-    run = finished_run_dir(out, job.regime, job.arm, job.seed)
-    board = root / f"{read_json(run / 'results.json')['task']['name']}.json"
-    if not board.exists():
-        return f"not published: no board {board} (create it with its design: fortifai-bench publish ... --to it)"
-    try:
-        return "; ".join(publish([run], to=board, root=root, verify=True).lines())
-    except FortifaiError as exc:
-        return f"not published: {exc}"
 
 
 def main(argv=None) -> int:
@@ -283,8 +280,8 @@ def main(argv=None) -> int:
             finally:
                 job.claim_file(args.out).unlink(missing_ok=True)
             print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: done", flush=True)
-            if args.publish:
-                line = publish_run(job, args.out, args.publish.resolve())
+            if boards:
+                line = boards.publish(job, args.out)
                 print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: {line}", flush=True)
     except FortifaiError as exc:
         print(f"error: {exc}", file=sys.stderr)

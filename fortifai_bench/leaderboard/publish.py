@@ -241,16 +241,23 @@ def check_finite(board: dict, where: Path) -> None:
     walk({k: v for k, v in board.items() if k != "entries"}, "board")
 
 
-def check_one_cpu_kind(board: dict, path: Path) -> None:
-    """Refuse a board whose runs came from several CPU kinds: the same seed gives another curve on another CPU
-    (issue 26: hot CE seed 0 failed at 2.09 on one AVX-512 CPU and 1.98 on another), so seeds from several kinds
-    mix in a factor the board's test does not model, and arms run on different kinds would confound it with the
-    loss. Runs that predate the record (no `cpu`) are not compared."""
+def board_cpu_kinds(board: dict) -> dict[str, str]:
+    """The CPU kinds (`results.cpu_kind`) of a board's runs, each with the first run of it ("ENTRY seed S");
+    runs that predate the record (no `cpu`) have none."""
     kinds: dict[str, str] = {}
     for e in board["entries"]:
         for r in e.get("runs", []):
             if r.get("cpu"):
                 kinds.setdefault(cpu_kind(r["cpu"]), f"{e['name']} seed {r['seed']}")
+    return kinds
+
+
+def check_one_cpu_kind(board: dict, path: Path) -> None:
+    """Refuse a board whose runs came from several CPU kinds: the same seed gives another curve on another CPU
+    (issue 26: hot CE seed 0 failed at 2.09 on one AVX-512 CPU and 1.98 on another), so seeds from several kinds
+    mix in a factor the board's test does not model, and arms run on different kinds would confound it with the
+    loss. Runs that predate the record (no `cpu`) are not compared."""
+    kinds = board_cpu_kinds(board)
     if len(kinds) > 1:
         shown = "; ".join(f"{kind} (first: {where})" for kind, where in kinds.items())
         raise FortifaiError(f"{path}: its runs would come from {len(kinds)} CPU kinds: {shown}. Run every seed on "
