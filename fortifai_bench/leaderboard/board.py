@@ -226,32 +226,6 @@ def _stat(values: list[float | None], bounds: tuple | None = None) -> dict:
     return out
 
 
-def _stage_stat(runs: list[dict], i: int, key: str, bounds: tuple) -> dict | None:
-    values = [r["stages"][i].get(key) for r in runs]
-    if all(v is None for v in values):
-        return None
-    return _stat(values, bounds)
-
-
-def _mechanism_stats(runs: list[dict], i: int) -> dict:
-    """Stage i's mechanism over seeds (`results.stage_mechanism`), each number a stat in [0, 1]: Fig. 1's
-    confidence per text and the mask as trained per token class with its gamma; {} where no seed recorded it,
-    so an entry can be drawn as its runs are (`compare BOARD#ENTRY --plot`)."""
-    per_seed = [stage_mechanism(r["stages"][i]) for r in runs]
-    out = {}
-    for key, names in (("confidence", CONFIDENCE_TEXTS), ("mask_trained", TRAINED_CLASSES)):
-        stats = {k: _stat([m[key].get(k) for m in per_seed], UNIT)
-                 for k in names if any(k in m[key] for m in per_seed)}
-        if stats:
-            out[key] = stats
-    if "mask_trained" in out:
-        gammas = {m["gamma"] for m in per_seed if m["mask_trained"]}
-        if len(gammas) > 1:
-            raise FortifaiError(f"cannot merge runs whose stage {i} masked at different gammas: {sorted(gammas)}")
-        out["mask_trained"] = {"gamma": gammas.pop(), **out["mask_trained"]}
-    return out
-
-
 def _same(runs: list[dict], what: str, get) -> Any:
     values = {canonical(get(r)): get(r) for r in runs}
     if len(values) > 1:
@@ -275,10 +249,11 @@ _ARM_FIELDS = ("control", "task", "loss", "model", "score_name", "failure_thresh
 
 def assemble_entry(picks: list[tuple[dict, int]]) -> dict:
     """An entry made of chosen seeds of entries of one arm, `picks` each (entry, index of a seed in it): every
-    per-seed number and run record kept as published, the summaries computed over the picked seeds as
-    `build_entry` computes them, so the result equals the entry built from all their runs at once. This is how a
-    board's entry grows by runs of new seeds when its old runs are not at hand (they may have gone with another
-    machine; each was verified when it was published). Versions and runtimes are the union over the entries."""
+    per-seed number and run record kept as published, the summaries over the picked seeds computed here, the one
+    place that computes them (`build_entry` hands it each run as a `seed_entry`), so a grown entry equals the one
+    built from all its runs at once. This is how a board's entry grows by runs of new seeds when its old runs are
+    not at hand (they may have gone with another machine; each was verified when it was published). Versions and
+    runtimes are the union over the entries."""
     picks = sorted(picks, key=lambda p: p[0]["seeds"][p[1]])
     first, entries = picks[0][0], list({id(e): e for e, _ in picks}.values())
     for e in entries:
@@ -336,53 +311,65 @@ def assemble_entry(picks: list[tuple[dict, int]]) -> dict:
     }
 
 
+def seed_entry(run: dict) -> dict:
+    """One run as an entry of one seed, every number as the run recorded it: what `build_entry` hands to
+    `assemble_entry`, the one place an entry's summaries over seeds are computed."""
+    bounds = stat_bounds(run["score_name"])
+
+    def one(value, bound):  # a number the run could not compute (None, NaN) is no stat
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else _stat([value], bound)
+
+    stages = []
+    for i, st in enumerate(run["stages"]):
+        stage = {"stage": i, **{key: one(st.get(key), bounds[key]) for key in ("score", "kr_total", "kl", "kl_split0")}}
+        mechanism = stage_mechanism(st)
+        for group, names in (("confidence", CONFIDENCE_TEXTS), ("mask_trained", TRAINED_CLASSES)):
+            stats = {k: one(mechanism[group][k], UNIT) for k in names if k in mechanism[group]}
+            if stats:
+                stage[group] = {"gamma": mechanism["gamma"], **stats} if group == "mask_trained" else stats
+        stages.append(stage)
+    prov = run["provenance"]
+    return {
+        "name": entry_name(run["task"]["name"], run["loss"], run["model"], [run["seed"]], bool(run.get("control"))),
+        "control": bool(run.get("control")),
+        "task": {"name": run["task"]["name"], "version": run["task"]["version"]},
+        "loss": {k: run["loss"][k] for k in ("spec", "target", "args")},
+        "model": run["model"],
+        "seeds": [run["seed"]],
+        "score_name": run["score_name"],
+        "failure_threshold": run["failure_threshold"],
+        "stages": stages,
+        "time_to_failure": time_to_failure_summary([run_failure(run).to_dict()]),
+        "auc": one(run["auc"], bounds["auc"]),
+        "final_score": one(run["final_score"], bounds["final_score"]),
+        "versions": {str(k): None if v is None else str(v) for k, v in prov["versions"].items()},
+        "config_hash": run["config_hash"],
+        **entry_conditions([run]),  # the base's sha256 and the runtime, where the run recorded them
+        "date": prov["date"],
+        "runs": [{"seed": run["seed"], "command": prov["command"], "date": prov["date"], "git": prov.get("git"),
+                  **({"run_dir": run["run_dir"]} if run.get("run_dir") else {}),
+                  "split0_ids_sha256": (run.get("items") or {}).get("split0_ids_sha256"),
+                  **({"base_sha256": base_sha256(run)} if base_sha256(run) else {}),
+                  **({"cpu": prov["cpu"]} if prov.get("cpu") else {})}],
+    }
+
+
 def build_entry(runs: list[dict]) -> dict:
-    """Merge the runs of several seeds of one configuration into one leaderboard entry."""
+    """Merge the runs of several seeds of one configuration into one leaderboard entry: each run checked against
+    the others (an error names the runs that differ), then summarised over seeds by `assemble_entry`."""
     runs = sorted(runs, key=lambda r: r["seed"])
     seeds = [r["seed"] for r in runs]
     if len(set(seeds)) != len(seeds):
         dup = sorted({s for s in seeds if seeds.count(s) > 1})
         raise FortifaiError(f"seed {dup[0]} given twice: " + ", ".join(r["_path"] for r in runs if r["seed"] == dup[0]))
-    task = _same(runs, "task", lambda r: r["task"])
-    loss = _same(runs, "loss", lambda r: {"spec": r["loss"]["spec"], "target": r["loss"]["target"],
-                                          "args": r["loss"]["args"]})
-    model = _same(runs, "model", lambda r: r["model"])
-    score_name = _same(runs, "score_name", lambda r: r["score_name"])
-    threshold = _same(runs, "failure_threshold", lambda r: r["failure_threshold"])
-    n_stages = _same(runs, "number of stages", lambda r: len(r["stages"]))
-    config_hash = _same(runs, "config_hash (config minus seed)", lambda r: r["config_hash"])
-    _same(runs, "protocol config", lambda r: protocol_of(r["config"]))
-    control = _same(runs, "control flag", lambda r: bool(r.get("control")))
-    conditions = entry_conditions(runs)  # the base's sha256 and the runtime, where the runs recorded them
-    bounds = stat_bounds(score_name)
-    stages = [{"stage": i, **{key: _stage_stat(runs, i, key, bounds[key])
-                              for key in ("score", "kr_total", "kl", "kl_split0")}, **_mechanism_stats(runs, i)}
-              for i in range(n_stages)]
-    versions: dict[str, set] = {}
-    for r in runs:
-        for k, v in r["provenance"]["versions"].items():
-            versions.setdefault(str(k), set()).add(None if v is None else str(v))
-    return {
-        "name": entry_name(task["name"], loss, model, seeds, control),
-        "control": control,
-        "task": {"name": task["name"], "version": task["version"]},
-        "loss": loss,
-        "model": model,
-        "seeds": seeds,
-        "score_name": score_name,
-        "failure_threshold": threshold,
-        "stages": stages,
-        "time_to_failure": time_to_failure_summary([run_failure(r).to_dict() for r in runs]),
-        "auc": _stat([r["auc"] for r in runs], bounds["auc"]),
-        "final_score": _stat([r["final_score"] for r in runs], bounds["final_score"]),
-        # A version that differs between seeds is shown as "a | b" rather than hidden.
-        "versions": {k: " | ".join(sorted(v - {None})) or None for k, v in sorted(versions.items())},
-        "config_hash": config_hash,
-        **conditions,
-        "date": max(r["provenance"]["date"] for r in runs),
-        "runs": [{"seed": r["seed"], "command": r["provenance"]["command"], "date": r["provenance"]["date"],
-                  "git": r["provenance"].get("git"), **({"run_dir": r["run_dir"]} if r.get("run_dir") else {}),
-                  "split0_ids_sha256": (r.get("items") or {}).get("split0_ids_sha256"),
-                  **({"base_sha256": base_sha256(r)} if base_sha256(r) else {}),
-                  **({"cpu": r["provenance"]["cpu"]} if r["provenance"].get("cpu") else {})} for r in runs],
-    }
+    for what, get in (("task", lambda r: r["task"]),
+                      ("loss", lambda r: {k: r["loss"][k] for k in ("spec", "target", "args")}),
+                      ("model", lambda r: r["model"]), ("score_name", lambda r: r["score_name"]),
+                      ("failure_threshold", lambda r: r["failure_threshold"]),
+                      ("number of stages", lambda r: len(r["stages"])),
+                      ("config_hash (config minus seed)", lambda r: r["config_hash"]),
+                      ("protocol config", lambda r: protocol_of(r["config"])),
+                      ("control flag", lambda r: bool(r.get("control")))):
+        _same(runs, what, get)
+    entry_conditions(runs)  # refuses runs from two base models, naming them
+    return assemble_entry([(seed_entry(r), 0) for r in runs])
