@@ -91,6 +91,31 @@ def test_the_suite_script_rebuilds_the_boards_as_published():
         assert (board.get("pairing") == "seed") == ("--paired" in publish[regime]), regime
 
 
+def test_the_smol_suite_publishes_with_each_shipped_boards_claims():
+    """leaderboards/smol_suite.sh's CLAIMS and PLANNED per regime are the claims and planned claims of the board it
+    publishes onto, for every pretrained-LM board shipped: `publish` refuses another claim onto an existing board,
+    so a script that drifted from its board would stop at the first publish of a sweep."""
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = (root / "leaderboards" / "smol_suite.sh").read_text()
+
+    def table(name: str) -> dict[str, str]:
+        body = re.search(rf"declare -A {name}=\((.*?)\)\n", script, re.S).group(1)
+        return dict(re.findall(r"\[(\w+)\]=(\S+)", body))
+
+    tasks, claims, planned = table("TASK"), table("CLAIMS"), table("PLANNED")
+    shipped = {regime: root / "leaderboards" / f"{task}.json" for regime, task in tasks.items()}
+    assert shipped["wikitext_smol"].exists() and shipped["facts_smol"].exists()
+    for regime, path in shipped.items():
+        if path.exists():  # the heavy board is created by its first publish
+            board = json.loads(path.read_text())
+            assert board["claims"] == claims[regime], regime
+            assert board["planned_claims"] == planned[regime].split(","), regime
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     from fortifai_bench.collapse.experiment import run_suite
