@@ -152,17 +152,19 @@ def stage_seconds(job: Job, out: Path) -> list[float]:
     return seconds
 
 
-def hours_left(queue: list[Job], out: Path) -> list[str]:
-    """One line a regime with unfinished jobs: about how many lane-hours they need, each stage a job has not
-    finished timed by that stage's mean over the finished runs of its arm (of its regime where its arm has none)."""
+def hours_left(queue: list[Job], out: Path, timed_by: list[Job] | None = None) -> list[str]:
+    """One line a regime with unfinished jobs in `queue`: about how many lane-hours they need, each stage a job has
+    not finished timed by that stage's mean over the finished runs of its arm (of its regime where its arm has
+    none) among `timed_by`'s jobs (default `queue`; the status passes the whole queue, since a job passed over for
+    being on its board still has its run here to time its arm by)."""
     finished: dict[tuple[str, str], list[list[float]]] = {}
+    for job in timed_by if timed_by is not None else queue:
+        if finished_run_dir(out, job.regime, job.arm, job.seed) is not None:
+            finished.setdefault((job.regime, job.arm), []).append(stage_seconds(job, out))
     left: dict[str, list[tuple[Job, int]]] = {}
     for job in queue:
-        seconds = stage_seconds(job, out)
-        if finished_run_dir(out, job.regime, job.arm, job.seed) is not None:
-            finished.setdefault((job.regime, job.arm), []).append(seconds)
-        else:
-            left.setdefault(job.regime, []).append((job, len(seconds)))
+        if finished_run_dir(out, job.regime, job.arm, job.seed) is None:
+            left.setdefault(job.regime, []).append((job, len(stage_seconds(job, out))))
     lines = []
     for regime, jobs in left.items():
         runs_left = f"{regime}: {len(jobs)} run{'s' if len(jobs) > 1 else ''} left"
@@ -255,8 +257,9 @@ def main(argv=None) -> int:
 
         boards = Boards(args.publish.resolve(), cpu_kind(cpu())) if args.publish else None
         if args.status:
-            queue, over = pass_over(read_queue(args.queue), boards)
-            print("\n".join(over + status(queue, args.out) + hours_left(queue, args.out)))
+            every = read_queue(args.queue)
+            queue, over = pass_over(every, boards)
+            print("\n".join(over + status(queue, args.out) + hours_left(queue, args.out, timed_by=every)))
             return 0
         torch.set_num_threads(args.threads)
         while True:

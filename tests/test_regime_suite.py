@@ -346,6 +346,10 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
     # ce 5 was killed after its stage 0: its stage 1 is timed by ce 4's (1 h); tce:0.9 4 and the control 4, of
     # arms with no finished run, by the regime's finished runs (1.5 h each)
     assert lane.hours_left(jobs, out) == ["wikitext_smol: 3 runs left, about 4.0 lane-hours"]
+    # a lane's status passes over the jobs on their board; their runs here still time the jobs left
+    assert lane.hours_left(jobs[1:3], out, timed_by=jobs) == ["wikitext_smol: 2 runs left, about 3.0 lane-hours"]
+    assert lane.hours_left(jobs[1:3], out) == [
+        "wikitext_smol: 2 runs left, untimed (no finished run of the regime to time them by)"]
     assert lane.hours_left([lane.Job("facts_smol", "ce", 0)], out) == [
         "facts_smol: 1 run left, untimed (no finished run of the regime to time them by)"]
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live lane
