@@ -10,8 +10,8 @@ runs as a child process: `verify_in_subprocess`), and compares each stage's KR-s
 Exact where it can be: the same questions in the same batches as the run (each process's strided share
 when it ran in several, `Dist.map_sharded`), the same torch thread count, on the same kind of CPU
 (`results.cpu_kind` of `results.cpu()`, recorded in the run's provenance): then every number must be equal.
-Elsewhere (another CPU, or a run that did not record its CPU) float kernels round differently, and a question whose two
-continuations score within `TIE_TOLERANCE` nats of each other may flip; such flips, and only those, are
+Elsewhere (another CPU, or a run that did not record its CPU) float kernels round differently, and a question whose
+two continuations score within `TIE_TOLERANCE` nats of each other may flip; such flips, and only those, are
 accepted, and KR is compared through the recorded bits (which `results.check_run_numbers` ties to the
 scores).
 

@@ -68,21 +68,23 @@ def test_the_regime_boards_are_the_shipped_tasks_and_the_old_configs_stay_reprod
     assert regimes.regime_task("greedy_v1").config_hash().startswith("dd589c6f")
 
 
+def bash_table(script: str, name: str) -> dict[str, str]:
+    """A suite script's `declare -A NAME=([key]=value ...)` as a dict (a value quoted or one word)."""
+    import re
+
+    body = re.search(rf"declare -A {name}=\((.*?)\)\n", script, re.S).group(1)
+    return dict(re.findall(r'\[(\w+)\]=("[^"]*"|\S+)', body))
+
+
 def test_the_suite_script_rebuilds_the_boards_as_published():
     """leaderboards/seed_suite.sh's seeds, losses and pairing per regime are those of the board it writes, so that
     running it rebuilds what is shipped (the greedy board grew to twelve seeds while the script still said eleven)."""
     import json
-    import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
     script = (root / "leaderboards" / "seed_suite.sh").read_text()
-
-    def table(name: str) -> dict[str, str]:
-        body = re.search(rf"declare -A {name}=\((.*?)\)\n", script, re.S).group(1)
-        return dict(re.findall(r'\[(\w+)\]=("[^"]*"|\S+)', body))
-
-    tasks, seeds, losses, publish = table("TASK"), table("SEEDS"), table("LOSSES"), table("PUBLISH")
+    tasks, seeds, losses, publish = (bash_table(script, name) for name in ("TASK", "SEEDS", "LOSSES", "PUBLISH"))
     for regime, task in tasks.items():
         board = json.loads((root / "leaderboards" / f"{task}.json").read_text())
         entries = {e["loss"]["spec"]: e for e in board["entries"] if not e["control"]}
@@ -96,17 +98,11 @@ def test_the_smol_suite_publishes_with_each_shipped_boards_claims():
     publishes onto, for every pretrained-LM board shipped: `publish` refuses another claim onto an existing board,
     so a script that drifted from its board would stop at the first publish of a sweep."""
     import json
-    import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
     script = (root / "leaderboards" / "smol_suite.sh").read_text()
-
-    def table(name: str) -> dict[str, str]:
-        body = re.search(rf"declare -A {name}=\((.*?)\)\n", script, re.S).group(1)
-        return dict(re.findall(r"\[(\w+)\]=(\S+)", body))
-
-    tasks, claims, planned = table("TASK"), table("CLAIMS"), table("PLANNED")
+    tasks, claims, planned = (bash_table(script, name) for name in ("TASK", "CLAIMS", "PLANNED"))
     shipped = {regime: root / "leaderboards" / f"{task}.json" for regime, task in tasks.items()}
     assert shipped["wikitext_smol"].exists() and shipped["facts_smol"].exists()
     for regime, path in shipped.items():
