@@ -116,6 +116,23 @@ def test_refuses_seeds_of_different_configs_in_one_entry(tmp_path, lb):
         publish(runs + [dup])
 
 
+def test_build_entry_names_the_runs_that_differ(tmp_path):
+    """One check of what an entry's seeds share (board.assemble_entry): from runs its errors name their files."""
+    a = load_results(write_run(tmp_path / "a", CE[0], loss="ce", seed=0))
+    b = load_results(write_run(tmp_path / "b", CE[1], loss="ce", seed=1))
+    b["failure_threshold"] = 0.5
+    with pytest.raises(FortifaiError) as exc:
+        build_entry([b, a])
+    msg = str(exc.value)
+    assert f"cannot merge {a['_path']} and {b['_path']}: they differ in failure_threshold (0.75 vs 0.5)" == msg
+    b["failure_threshold"], b["stages"] = 0.75, b["stages"][:-1]
+    with pytest.raises(FortifaiError, match=r"differ in number of stages \(4 vs 3\)"):
+        build_entry([a, b])
+    b = load_results(write_run(tmp_path / "c", CE[1], loss="ce", seed=0))
+    with pytest.raises(FortifaiError, match=f"seed 0 given twice: {re.escape(str(a['_path']))}, "):
+        build_entry([a, b])
+
+
 def test_rerun_with_other_numbers_needs_replace(tmp_path, lb):
     publish(write_seeds(tmp_path / "a", CE, loss="ce"))
     rerun = write_seeds(tmp_path / "b", [c[:3] + [0.1] for c in CE], loss="ce")

@@ -226,14 +226,6 @@ def _stat(values: list[float | None], bounds: tuple | None = None) -> dict:
     return out
 
 
-def _same(runs: list[dict], what: str, get) -> Any:
-    values = {canonical(get(r)): get(r) for r in runs}
-    if len(values) > 1:
-        shown = "; ".join(f"{r['_path']}: {canonical(get(r))}" for r in runs)
-        raise FortifaiError(f"cannot merge runs with different {what}: {shown}")
-    return next(iter(values.values()))
-
-
 def time_to_failure_summary(per_seed: list[dict]) -> dict:
     """`metrics.summarize_failures` over an entry's seeds (`per_seed`: each seed's `Failure` as a dict);
     `rank_value`, what the board ranks by, is the restricted mean time to failure (a seed that never
@@ -247,23 +239,33 @@ def time_to_failure_summary(per_seed: list[dict]) -> dict:
 _ARM_FIELDS = ("control", "task", "loss", "model", "score_name", "failure_threshold", "config_hash", "base_sha256")
 
 
-def assemble_entry(picks: list[tuple[dict, int]]) -> dict:
+def assemble_entry(picks: list[tuple[dict, int]], labels: list[str] | None = None) -> dict:
     """An entry made of chosen seeds of entries of one arm, `picks` each (entry, index of a seed in it): every
     per-seed number and run record kept as published, the summaries over the picked seeds computed here, the one
     place that computes them (`build_entry` hands it each run as a `seed_entry`), so a grown entry equals the one
     built from all its runs at once. This is how a board's entry grows by runs of new seeds when its old runs are
     not at hand (they may have gone with another machine; each was verified when it was published). Versions and
-    runtimes are the union over the entries."""
-    picks = sorted(picks, key=lambda p: p[0]["seeds"][p[1]])
-    first, entries = picks[0][0], list({id(e): e for e, _ in picks}.values())
-    for e in entries:
-        field = next((f for f in _ARM_FIELDS if canonical(e.get(f)) != canonical(first.get(f))), None)
-        if field or len(e["stages"]) != len(first["stages"]):
-            raise FortifaiError(f"cannot merge entries {first['name']} and {e['name']}: their "
-                                f"{field or 'numbers of stages'} differ")
+    runtimes are the union over the entries. It is also the one check of what seeds must share to be merged
+    (`_ARM_FIELDS`, the number of stages, one seed each); its errors name the picks by `labels`, one a pick
+    (`build_entry` gives the runs' paths), or by their entries' names."""
+    labels = labels or [e["name"] for e, _ in picks]
+    order = sorted(range(len(picks)), key=lambda j: picks[j][0]["seeds"][picks[j][1]])
+    picks, labels = [picks[j] for j in order], [labels[j] for j in order]
+    first = picks[0][0]
+    for (e, _), label in zip(picks, labels):
+        differ = next(((f, canonical(first.get(f)), canonical(e.get(f))) for f in _ARM_FIELDS
+                       if canonical(e.get(f)) != canonical(first.get(f))), None)
+        if differ is None and len(e["stages"]) != len(first["stages"]):
+            differ = ("number of stages", len(first["stages"]), len(e["stages"]))
+        if differ:
+            raise FortifaiError(f"cannot merge {labels[0]} and {label}: they differ in {differ[0]} "
+                                f"({differ[1]} vs {differ[2]})")
     seeds = [e["seeds"][i] for e, i in picks]
     if len(set(seeds)) != len(seeds):
-        raise FortifaiError(f"cannot merge entries holding the same seed twice: seeds {seeds}")
+        dup = next(s for s in seeds if seeds.count(s) > 1)
+        raise FortifaiError(f"seed {dup} given twice: " + ", ".join(lb for (e, i), lb in zip(picks, labels)
+                                                                   if e["seeds"][i] == dup))
+    entries = list({id(e): e for e, _ in picks}.values())
     bounds = stat_bounds(first["score_name"])
 
     def stat(get, bound):  # `get(entry)`: one of its stats or None; a seed without it counts as None
@@ -355,21 +357,7 @@ def seed_entry(run: dict) -> dict:
 
 
 def build_entry(runs: list[dict]) -> dict:
-    """Merge the runs of several seeds of one configuration into one leaderboard entry: each run checked against
-    the others (an error names the runs that differ), then summarised over seeds by `assemble_entry`."""
-    runs = sorted(runs, key=lambda r: r["seed"])
-    seeds = [r["seed"] for r in runs]
-    if len(set(seeds)) != len(seeds):
-        dup = sorted({s for s in seeds if seeds.count(s) > 1})
-        raise FortifaiError(f"seed {dup[0]} given twice: " + ", ".join(r["_path"] for r in runs if r["seed"] == dup[0]))
-    for what, get in (("task", lambda r: r["task"]),
-                      ("loss", lambda r: {k: r["loss"][k] for k in ("spec", "target", "args")}),
-                      ("model", lambda r: r["model"]), ("score_name", lambda r: r["score_name"]),
-                      ("failure_threshold", lambda r: r["failure_threshold"]),
-                      ("number of stages", lambda r: len(r["stages"])),
-                      ("config_hash (config minus seed)", lambda r: r["config_hash"]),
-                      ("protocol config", lambda r: protocol_of(r["config"])),
-                      ("control flag", lambda r: bool(r.get("control")))):
-        _same(runs, what, get)
+    """Merge the runs of several seeds of one configuration into one leaderboard entry: each run made a one-seed
+    entry (`seed_entry`), checked and summarised over seeds by `assemble_entry`, whose errors name the runs' paths."""
     entry_conditions(runs)  # refuses runs from two base models, naming them
-    return assemble_entry([(seed_entry(r), 0) for r in runs])
+    return assemble_entry([(seed_entry(r), 0) for r in runs], labels=[str(r["_path"]) for r in runs])
