@@ -8,7 +8,8 @@ test over seeds, unpaired; the paired test and the correlation beside it), Holm 
 clean control gives the scale: the effect of interest is a share (`--share`, 0.5) of the AUC gap between CE and
 the control, and the power to detect it after Holm's first step (alpha / claims) is simulated from the pooled
 sd of the arms measured so far (`bench_power.detection_rate`: normal seeds, the exact permutation test), for each
-number of seeds up to `--max-seeds`; before the sweep's control has finished, `--gap` gives the gap (a calibration's).
+number of seeds up to `--max-seeds`; before the sweep's control has finished, `--gap` gives the gap (a calibration's),
+and before any arm has two seeds, `--sd` gives the spread (another board's: say which).
 `--board` takes an arm's seeds whose runs are not at hand (gone with another machine) from its entry on the board,
 as published (verified); a run at hand counts over the board's number of its seed.
 
@@ -67,6 +68,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-seeds", type=int, default=10)
     p.add_argument("--gap", type=float, default=None,
                    help="the CE-control AUC gap, where the sweep has no finished control yet (default: measured)")
+    p.add_argument("--sd", type=float, default=None,
+                   help="the seed sd, where no arm has two seeds yet (another board's, said so; default: pooled)")
     p.add_argument("--board", type=Path, default=None,
                    help="a board whose entries give the seeds with no finished run under --out")
     args = p.parse_args(argv)
@@ -112,12 +115,14 @@ def main(argv=None) -> int:
         print(line)
 
     sd = pooled_sd([ce, *arms.values()])
+    sd_from = "pooled sd" if sd is not None else "--sd"
+    sd = sd if sd is not None else args.sd
     if not ce or not (control or args.gap is not None) or sd is None:
-        print("\nPower: needs finished CE runs, two seeds of an arm, and finished control runs (or --gap)")
+        print("\nPower: needs finished CE runs, two seeds of an arm (or --sd), and finished control runs (or --gap)")
         return 0
     gap = float(np.mean(list(control.values())) - np.mean(list(ce.values()))) if control else args.gap
     effect = args.share * gap
-    print(f"\nPower at alpha {ALPHA:g} / {m} claims (Holm's first step), unpaired, pooled sd {sd:.3f}; "
+    print(f"\nPower at alpha {ALPHA:g} / {m} claims (Holm's first step), unpaired, {sd_from} {sd:.3f}; "
           f"CE-control gap {gap:.3f} ({'measured' if control else '--gap'}), "
           f"effect of interest {args.share:g} x gap = {effect:.3f}:")
     print("| seeds per arm | power at the effect | power at the whole gap |")

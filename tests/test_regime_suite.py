@@ -247,11 +247,20 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
     for seed in range(4):
         shutil.rmtree(sys.modules["collapse_regimes"].run_dir_for(tmp_path, "wikitext_smol", "control", seed))
     assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0-3", "--max-seeds", "4"]) == 0
-    assert "Power: needs finished CE runs, two seeds of an arm, and finished control runs (or --gap)" in \
-        capsys.readouterr().out
+    assert "Power: needs finished CE runs, two seeds of an arm (or --sd), and finished control runs (or --gap)" \
+        in capsys.readouterr().out
     assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0-3", "--max-seeds", "4",
                      "--gap", "0.1"]) == 0
     assert "CE-control gap 0.100 (--gap), effect of interest 0.5 x gap = 0.050" in capsys.readouterr().out
+    # one seed an arm (a calibration): the spread is another board's, given and named (--sd), never invented
+    assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0", "--max-seeds", "4",
+                     "--gap", "0.1"]) == 0
+    assert "two seeds of an arm (or --sd)" in capsys.readouterr().out
+    assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0", "--max-seeds", "4",
+                     "--gap", "0.1", "--sd", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "unpaired, --sd 0.010; CE-control gap 0.100 (--gap)" in out
+    assert float(out.split("\n| 4 |")[1].split("|")[1]) > 0.9  # the whole gap is 10 sds: found at 4 vs 4 seeds
     # --board: the seeds whose runs are gone come from the shipped light board's entries (its verdict, as
     # BENCHMARKS.md quotes it), its planned claims the family
     board = Path(__file__).resolve().parent.parent / "leaderboards" / "collapse_wikitext_smol.json"
