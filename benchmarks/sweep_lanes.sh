@@ -31,7 +31,8 @@ export FORTIFAI_DATA_DIR=$(realpath -m "${FORTIFAI_DATA_DIR:-../shared/data}")
 mkdir -p "$OUT"
 for n in $(seq 1 "$LANES"); do
   # PYTHONPATH puts the frozen copy's package ahead of the checkout's editable install. setsid: a lane is a session
-  # of its own, so that closing the shell (or the terminal session) that started it does not take it down.
+  # of its own, not a member of the shell's that started it (whether that keeps it alive past the end of a
+  # sandbox session is not yet seen).
   (cd "$FROZEN" && OMP_NUM_THREADS=1 PYTHONPATH="$FROZEN" setsid nohup "$PYTHON" benchmarks/sweep_lane.py "$QUEUE" \
      --out "$OUT" "${PUBLISH_TO[@]}" >>"$OUT/lane_$n.log" 2>&1 < /dev/null &)
   echo "lane $n: $FROZEN on $QUEUE, log $OUT/lane_$n.log"
