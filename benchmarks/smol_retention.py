@@ -9,12 +9,15 @@ clean control gives the scale: the effect of interest is a share (`--share`, 0.5
 the control, and the power to detect it after Holm's first step (alpha / claims) is simulated from the pooled
 sd of the arms measured so far (`bench_power.detection_rate`: normal seeds, the exact permutation test), for each
 number of seeds up to `--max-seeds`; before the sweep's control has finished, `--gap` gives the gap (a calibration's),
-and before any arm has two seeds, `--sd` gives the spread (another board's: say which).
+and before any arm has two seeds, `--sd` gives the spread (another board's: say which). `--effects` adds the
+power at given changes of AUC against CE's mean (say -0.02,-0.03: the harm a board can see where CE has no
+collapse to prevent), the same simulation; it needs CE and the spread, not the control.
 `--board` takes an arm's seeds whose runs are not at hand (gone with another machine) from its entry on the board,
 as published (verified); a run at hand counts over the board's number of its seed.
 
     python benchmarks/smol_retention.py --out runs/regimes --regime wikitext_smol --losses tce:0.9 --seeds 0-4
     python benchmarks/smol_retention.py --board leaderboards/collapse_wikitext_smol.json --losses tce:0.99 --seeds 0-5
+    python benchmarks/smol_retention.py --out runs/regimes --regime wikitext_smol_heavy --effects=-0.02,-0.03,-0.04
 """
 
 from __future__ import annotations
@@ -70,9 +73,15 @@ def main(argv=None) -> int:
                    help="the CE-control AUC gap, where the sweep has no finished control yet (default: measured)")
     p.add_argument("--sd", type=float, default=None,
                    help="the seed sd, where no arm has two seeds yet (another board's, said so; default: pooled)")
+    p.add_argument("--effects", default="",
+                   help="comma-separated changes of AUC against CE's mean (e.g. -0.02,-0.03): power at each")
     p.add_argument("--board", type=Path, default=None,
                    help="a board whose entries give the seeds with no finished run under --out")
     args = p.parse_args(argv)
+    try:
+        effects = [float(x) for x in args.effects.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--effects: comma-separated numbers (AUC changes), got {args.effects!r}")
     root, seeds = Path(args.out), parse_seeds(args.seeds)
     losses = [x for x in args.losses.split(",") if x]
     board = load_board(args.board) if args.board else None
@@ -117,24 +126,36 @@ def main(argv=None) -> int:
     sd = pooled_sd([ce, *arms.values()])
     sd_from = "pooled sd" if sd is not None else "--sd"
     sd = sd if sd is not None else args.sd
-    if not ce or not (control or args.gap is not None) or sd is None:
-        print("\nPower: needs finished CE runs, two seeds of an arm (or --sd), and finished control runs (or --gap)")
+    if not ce or sd is None or not (control or args.gap is not None or effects):
+        print("\nPower: needs finished CE runs, two seeds of an arm (or --sd), and finished control runs (or --gap, "
+              "or --effects)")
         return 0
-    gap = float(np.mean(list(control.values())) - np.mean(list(ce.values()))) if control else args.gap
-    effect = args.share * gap
-    print(f"\nPower at alpha {ALPHA:g} / {m} claims (Holm's first step), unpaired, {sd_from} {sd:.3f}; "
-          f"CE-control gap {gap:.3f} ({'measured' if control else '--gap'}), "
-          f"effect of interest {args.share:g} x gap = {effect:.3f}:")
-    print("| seeds per arm | power at the effect | power at the whole gap |")
-    print("|---:|---:|---:|")
     ce_mean = float(np.mean(list(ce.values())))
-    for n in range(3, args.max_seeds + 1):  # AUCs are accuracies' means: normal seeds cut to [0, 1], unpaired
+    if control or args.gap is not None:
+        gap = float(np.mean(list(control.values())) - ce_mean) if control else args.gap
+        effect = args.share * gap
+        print(f"\nPower at alpha {ALPHA:g} / {m} claims (Holm's first step), unpaired, {sd_from} {sd:.3f}; "
+              f"CE-control gap {gap:.3f} ({'measured' if control else '--gap'}), "
+              f"effect of interest {args.share:g} x gap = {effect:.3f}:")
+        power_table(ce_mean, sd, m, args.max_seeds, {"the effect": effect, "the whole gap": gap})
+    if effects:
+        print(f"\nPower at given changes of AUC against CE's mean {ce_mean:.3f} (--effects), alpha {ALPHA:g} / {m} "
+              f"claims, unpaired, {sd_from} {sd:.3f}:")
+        power_table(ce_mean, sd, m, args.max_seeds, {f"{d:+.3f}": d for d in effects})
+    return 0
+
+
+def power_table(ce_mean: float, sd: float, m: int, max_seeds: int, effects: dict[str, float]) -> None:
+    """Power to detect each change of mean AUC, for 3 to `max_seeds` seeds per arm, at Holm's first step."""
+    print("| seeds per arm | " + " | ".join(f"power at {name}" for name in effects) + " |")
+    print("|---:|" + "---:|" * len(effects))
+    for n in range(3, max_seeds + 1):  # AUCs are accuracies' means: normal seeds cut to [0, 1], unpaired
         at = [detection_rate(n, (ce_mean, sd), (ce_mean + d, sd), 0.0, 1.0, ALPHA / m, paired=False)
-              for d in (effect, gap)]
+              for d in effects.values()]
         least = smallest_p(n, n)  # the exact test's floor: above alpha / m, no effect however large is detected
         floor = "" if least <= ALPHA / m else f" ({n} vs {n} seeds cannot give p below {least:.2g} > {ALPHA / m:.2g})"
-        print(f"| {n} | {at[0]:.2f}{floor} | {at[1]:.2f} |")
-    return 0
+        cells = [f"{at[0]:.2f}{floor}", *(f"{a:.2f}" for a in at[1:])]
+        print(f"| {n} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

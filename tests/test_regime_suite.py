@@ -247,7 +247,7 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
     for seed in range(4):
         shutil.rmtree(sys.modules["collapse_regimes"].run_dir_for(tmp_path, "wikitext_smol", "control", seed))
     assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0-3", "--max-seeds", "4"]) == 0
-    assert "Power: needs finished CE runs, two seeds of an arm (or --sd), and finished control runs (or --gap)" \
+    assert "Power: needs finished CE runs, two seeds of an arm (or --sd), and finished control runs (or --gap, or --effects)" \
         in capsys.readouterr().out
     assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0-3", "--max-seeds", "4",
                      "--gap", "0.1"]) == 0
@@ -261,6 +261,17 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "unpaired, --sd 0.010; CE-control gap 0.100 (--gap)" in out
     assert float(out.split("\n| 4 |")[1].split("|")[1]) > 0.9  # the whole gap is 10 sds: found at 4 vs 4 seeds
+    # --effects: power at given AUC changes against CE's mean (the harm a board can see), without the control
+    assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0", "--max-seeds", "4",
+                     "--sd", "0.01", "--effects=-0.05,-0.001"]) == 0
+    out = capsys.readouterr().out
+    assert "CE-control gap" not in out and "against CE's mean 0.803 (--effects)" in out
+    assert "| seeds per arm | power at -0.050 | power at -0.001 |" in out
+    big, tiny = (float(x) for x in out.split("\n| 4 |")[1].split("|")[0:2])
+    assert big > 0.9 and tiny < 0.2  # five sds found at 4 vs 4 seeds; a tenth of one not
+    with pytest.raises(SystemExit):
+        mod.main(["--out", str(tmp_path), "--effects", "half"])
+    assert "--effects: comma-separated numbers" in capsys.readouterr().err
     # --board: the seeds whose runs are gone come from the shipped light board's entries (its verdict, as
     # BENCHMARKS.md quotes it), its planned claims the family
     board = Path(__file__).resolve().parent.parent / "leaderboards" / "collapse_wikitext_smol.json"
