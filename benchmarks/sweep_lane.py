@@ -130,16 +130,41 @@ def next_job(queue: list[Job], out: Path) -> Job | None:
     return None
 
 
-def status(queue: list[Job], out: Path) -> list[str]:
-    """One line a job: finished, running (a live lane's claim: its pid), or waiting (a killed run resumes)."""
+def status(queue: list[Job], out: Path, now: float | None = None) -> list[str]:
+    """One line a job: finished, running (a live lane's claim: its pid, and how much of its work a stop now
+    would lose, `last_saved`), or waiting (a killed run resumes)."""
+    now = time.time() if now is None else now
     lines = []
     for job in queue:
         claim_file = job.claim_file(out)
         state = ("finished" if finished_run_dir(out, job.regime, job.arm, job.seed) is not None else
-                 f"running (pid {claim_file.read_text().split()[0]})" if running(job, out)
+                 f"running (pid {claim_file.read_text().split()[0]}{_unsaved(job, out, now)})" if running(job, out)
                  else "waiting for CE's stage 0" if waits_for_ce(job, out) else "waiting")
         lines.append(f"{job.regime} {job.arm} {job.seed}: {state}")
     return lines
+
+
+def last_saved(job: Job, out: Path) -> float | None:
+    """When the job's newest run last wrote a file: a killed lane's run resumes from its last saved phase
+    (collapse.run), so the work since then is what stopping the lane now would lose. None: no run yet."""
+    runs = sorted(p.parent for p in run_dir_for(out, job.regime, job.arm, job.seed).glob("*/config.yaml"))
+    return max((_mtime(f) for f in runs[-1].rglob("*")), default=None) if runs else None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # a phase's temporary folder, renamed while we look; a claim just released
+        return 0.0
+
+
+def _unsaved(job: Job, out: Path, now: float) -> str:
+    """How long the live lane has worked on `job` since its run last saved (or since it claimed the job: a
+    resumed run's files are older than its lane)."""
+    saved = last_saved(job, out)
+    since = max(saved or 0.0, _mtime(job.claim_file(out)))
+    return (f"; last saved {time.strftime('%H:%M', time.localtime(saved))}" if saved else "") + \
+        f"; a stop now loses {(now - since) / 60:.0f} min"
 
 
 def stage_seconds(job: Job, out: Path) -> list[float]:
@@ -243,7 +268,8 @@ def main(argv=None) -> int:
     p.add_argument("--min-free-gb", type=float, default=4.0,
                    help="start no job with less free disk under --out (a SmolLM2 run keeps 3.1 GB of stage models)")
     p.add_argument("--status", action="store_true",
-                   help="print each job's state and the lane-hours left (timed by finished runs) and exit")
+                   help="print each job's state (a running one's: what a stop now would lose) and the lane-hours left "
+                        "(timed by finished runs), and exit")
     p.add_argument("--poll", type=float, default=30.0,
                    help="seconds between looks at the queue while a control waits for its CE's stage 0")
     p.add_argument("--only", nargs=3, metavar=("REGIME", "ARM", "SEED"),

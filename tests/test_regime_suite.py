@@ -331,6 +331,7 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
     import os
     import subprocess
     import sys
+    import time
     from pathlib import Path
 
     from results_factory import write_run
@@ -380,9 +381,17 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
         assert jobs[2].claim_file(out).read_text().split()[0] == str(os.getpid())
         assert lane.next_job(jobs, out) == jobs[3]  # the control is now this lane's
         assert lane.next_job(jobs, out) is None
-        assert lane.status(jobs, out) == [
-            "wikitext_smol ce 4: finished", f"wikitext_smol tce:0.9 4: running (pid {other.pid})",
-            f"wikitext_smol control 4: running (pid {os.getpid()})", f"wikitext_smol ce 5: running (pid {os.getpid()})"]
+        # a running job's line says what a stop now would lose: the time since its run last saved a phase, or
+        # since its lane claimed it, whichever is later (ce 5's killed run saved 30 min ago, claimed an hour ago)
+        now = time.time()
+        for f in [*(regimes.run_dir_for(out, "wikitext_smol", "ce", 5) / "killed").rglob("*")]:
+            os.utime(f, (now - 1800, now - 1800))
+        os.utime(jobs[3].claim_file(out), (now - 3600, now - 3600))
+        saved = time.strftime("%H:%M", time.localtime(now - 1800))
+        assert lane.status(jobs, out, now=now) == [
+            "wikitext_smol ce 4: finished", f"wikitext_smol tce:0.9 4: running (pid {other.pid}; a stop now loses 0 min)",
+            f"wikitext_smol control 4: running (pid {os.getpid()}; a stop now loses 0 min)",
+            f"wikitext_smol ce 5: running (pid {os.getpid()}; last saved {saved}; a stop now loses 30 min)"]
         # --only: one job out of the queue's order, claimed like any other; a live lane's job is refused in one line
         assert lane.main([str(queue), "--out", str(out), "--only", "wikitext_smol", "tce:0.9", "4"]) == 2
         err = capsys.readouterr().err
