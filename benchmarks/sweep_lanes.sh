@@ -31,8 +31,9 @@ export FORTIFAI_DATA_DIR=$(realpath -m "${FORTIFAI_DATA_DIR:-../shared/data}")
 mkdir -p "$OUT"
 for n in $(seq 1 "$LANES"); do
   # PYTHONPATH puts the frozen copy's package ahead of the checkout's editable install. setsid: a lane is a session
-  # of its own, not a member of the shell's that started it (whether that keeps it alive past the end of a
-  # sandbox session is not yet seen).
+  # of its own, not a member of the shell's that started it; that does not keep it alive past the end of a sandbox
+  # session (session 16's lanes died with it, no handler ran: killed), so a stop loses each lane's work since its
+  # run last saved a phase (`sweep_lane.py --status` says how much) and the same command resumes the rest.
   (cd "$FROZEN" && OMP_NUM_THREADS=1 PYTHONPATH="$FROZEN" setsid nohup "$PYTHON" benchmarks/sweep_lane.py "$QUEUE" \
      --out "$OUT" "${PUBLISH_TO[@]}" >>"$OUT/lane_$n.log" 2>&1 < /dev/null &)
   echo "lane $n: $FROZEN on $QUEUE, log $OUT/lane_$n.log"
