@@ -147,8 +147,13 @@ def status(queue: list[Job], out: Path, now: float | None = None) -> list[str]:
 def last_saved(job: Job, out: Path) -> float | None:
     """When the job's newest run last wrote a file: a killed lane's run resumes from its last saved phase
     (collapse.run), so the work since then is what stopping the lane now would lose. None: no run yet."""
-    runs = sorted(p.parent for p in run_dir_for(out, job.regime, job.arm, job.seed).glob("*/config.yaml"))
-    return max((_mtime(f) for f in runs[-1].rglob("*")), default=None) if runs else None
+    run = newest_run(job, out)
+    return max((_mtime(f) for f in run.rglob("*")), default=None) if run else None
+
+
+def newest_run(job: Job, out: Path) -> Path | None:
+    """The job's newest run folder (its name carries its start time), None before any."""
+    return max((p.parent for p in run_dir_for(out, job.regime, job.arm, job.seed).glob("*/config.yaml")), default=None)
 
 
 def _mtime(path: Path) -> float:
@@ -170,9 +175,9 @@ def _unsaved(job: Job, out: Path, now: float) -> str:
 def stage_seconds(job: Job, out: Path) -> list[float]:
     """The wall seconds of each stage the job's newest run has finished (stage_i/metrics.json: train, regenerate
     and evaluate; a stage copied from CE's run took none)."""
-    runs = sorted(p.parent for p in run_dir_for(out, job.regime, job.arm, job.seed).glob("*/config.yaml"))
+    run = newest_run(job, out)
     seconds = []
-    while runs and (f := runs[-1] / f"stage_{len(seconds)}" / "metrics.json").is_file():
+    while run and (f := run / f"stage_{len(seconds)}" / "metrics.json").is_file():
         seconds.append(sum(read_json(f).get("seconds", {}).values()))
     return seconds
 
