@@ -105,6 +105,12 @@ def run_dir_for(root: Path, regime: str, loss: str, seed: int) -> Path:
     return root / regime / f"{slug(loss)}-s{seed}"
 
 
+def newest_run(root: Path, regime: str, arm: str, seed: int) -> Path | None:
+    """The newest run folder of one arm and seed, finished or not (its name carries its start time); None before
+    any."""
+    return max((c.parent for c in run_dir_for(root, regime, arm, seed).glob("*/config.yaml")), default=None)
+
+
 def finished_run_dir(root: Path, regime: str, arm: str, seed: int) -> Path | None:
     """The folder of the newest run of one arm ("control" for the clean control) and seed, if it finished."""
     from fortifai_bench.io import read_json
@@ -129,14 +135,12 @@ def ensure_run(root: Path, regime: str, loss: str, seed: int, control: bool, pro
     arm = "control" if control else loss
     if (done := finished_run(root, regime, arm, seed)) is not None:
         return done
-    where = run_dir_for(root, regime, arm, seed)
-    existing = sorted(where.glob("*/config.yaml"))
-    if existing:
-        return run_collapse(task, loss, seed=seed, resume=existing[-1].parent, progress=progress)
+    if (killed := newest_run(root, regime, arm, seed)) is not None:
+        return run_collapse(task, loss, seed=seed, resume=killed, progress=progress)
     shared = start_from_baseline(root, regime, loss, seed, control)
     if shared is not None:
         return run_collapse(task, loss, seed=seed, resume=shared, progress=progress)
-    return run_collapse(task, loss, seed=seed, out=where, progress=progress)
+    return run_collapse(task, loss, seed=seed, out=run_dir_for(root, regime, arm, seed), progress=progress)
 
 
 def start_from_baseline(root: Path, regime: str, loss: str, seed: int, control: bool) -> Path | None:
@@ -152,8 +156,8 @@ def start_from_baseline(root: Path, regime: str, loss: str, seed: int, control: 
 
     ce_task, task = regime_task(regime), regime_task(regime, control)
     job = Job(loss, task, "ce" if control else loss, {}, seed)
-    ce_runs = [(s, sorted(run_dir_for(root, regime, "ce", s).glob("*/config.yaml"))) for s in [seed, *range(seed)]]
-    ce_runs = [(s, found[-1].parent) for s, found in ce_runs if found]  # each seed's newest CE run
+    ce_runs = [(s, newest_run(root, regime, "ce", s)) for s in [seed, *range(seed)]]
+    ce_runs = [(s, d) for s, d in ce_runs if d is not None]  # each seed's newest CE run
     chance_from = next((d for s, d in ce_runs if (d / "chance.json").is_file()
                         and chance_key(Job("ce", ce_task, "ce", {}, s)) == chance_key(job)), None)
     stage0_from = next((d for s, d in ce_runs if s == seed and (d / "stage_0" / "metrics.json").is_file()

@@ -36,7 +36,7 @@ from functools import lru_cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collapse_regimes import REGIMES, ensure_run, finished_run_dir, regime_task, run_dir_for  # noqa: E402
+from collapse_regimes import REGIMES, ensure_run, finished_run_dir, newest_run, regime_task, run_dir_for  # noqa: E402
 
 from fortifai_bench.collapse.rundir import slug  # noqa: E402
 from fortifai_bench.errors import FortifaiError  # noqa: E402
@@ -147,13 +147,8 @@ def status(queue: list[Job], out: Path, now: float | None = None) -> list[str]:
 def last_saved(job: Job, out: Path) -> float | None:
     """When the job's newest run last wrote a file: a killed lane's run resumes from its last saved phase
     (collapse.run), so the work since then is what stopping the lane now would lose. None: no run yet."""
-    run = newest_run(job, out)
+    run = newest_run(out, job.regime, job.arm, job.seed)
     return max((_mtime(f) for f in run.rglob("*")), default=None) if run else None
-
-
-def newest_run(job: Job, out: Path) -> Path | None:
-    """The job's newest run folder (its name carries its start time), None before any."""
-    return max((p.parent for p in run_dir_for(out, job.regime, job.arm, job.seed).glob("*/config.yaml")), default=None)
 
 
 def _mtime(path: Path) -> float:
@@ -175,7 +170,7 @@ def _unsaved(job: Job, out: Path, now: float) -> str:
 def stage_seconds(job: Job, out: Path) -> list[float]:
     """The wall seconds of each stage the job's newest run has finished (stage_i/metrics.json: train, regenerate
     and evaluate; a stage copied from CE's run took none)."""
-    run = newest_run(job, out)
+    run = newest_run(out, job.regime, job.arm, job.seed)
     seconds = []
     while run and (f := run / f"stage_{len(seconds)}" / "metrics.json").is_file():
         seconds.append(sum(read_json(f).get("seconds", {}).values()))
