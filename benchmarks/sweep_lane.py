@@ -1,8 +1,9 @@
 """One lane of a sweep that outlives sessions: run the queue's first job that is neither finished nor held by a
 live lane, then the next, until none is left.
 
-QUEUE holds one job a line, `REGIME ARM SEED` (ARM: a loss spec, or `control` for the clean control), `#`
-starting a comment; the order is the priority (the pretrained-LM boards': seed by seed, every arm of a seed
+QUEUE holds one job a line, `REGIME ARM SEED [BOARD]` (ARM: a loss spec, or `control` for the clean control;
+BOARD: the file under --publish DIR its run goes onto, DIR/<task>.json unless named, so a task can have a board
+per CPU kind), `#` starting a comment; the order is the priority (the pretrained-LM boards': seed by seed, every arm of a seed
 before the next). Each job is a run of `collapse_regimes.py`'s layout under --out (`ensure_run`: a finished run
 is reused, a killed one resumed stage by stage, a new one started from what a finished CE run computed). Lanes
 share a queue, one per core: a lane claims a job with OUT/.claims/<regime>-<arm>-s<seed>.pid, created
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import time
@@ -51,6 +53,10 @@ class Job:
     regime: str
     arm: str  # a loss spec, or "control"
     seed: int
+    board: str | None = None  # a board file under --publish DIR other than <task>.json; the run is the same
+
+    def __str__(self) -> str:
+        return " ".join(map(str, (self.regime, self.arm, self.seed) + ((self.board,) if self.board else ())))
 
     def claim_file(self, out: Path) -> Path:
         return out / ".claims" / f"{self.regime}-{slug(self.arm)}-s{self.seed}.pid"
@@ -63,12 +69,16 @@ def read_queue(path: Path) -> list[Job]:
 
 
 def parse_job(words: list[str], where: str) -> Job:
-    """`REGIME ARM SEED` as a Job; a bad one is an error naming `where` (a queue's file and line, or --only)."""
-    if len(words) != 3 or not words[2].isdigit():
-        raise FortifaiError(f"{where}: expected 'REGIME ARM SEED', got {' '.join(words)!r}")
+    """`REGIME ARM SEED [BOARD]` as a Job; a bad one is an error naming `where` (a queue's file and line, or
+    --only)."""
+    if len(words) not in (3, 4) or not words[2].isdigit():
+        raise FortifaiError(f"{where}: expected 'REGIME ARM SEED [BOARD]', got {' '.join(words)!r}")
     if words[0] not in REGIMES:
         raise FortifaiError(f"{where}: unknown regime {words[0]!r} (benchmarks/collapse_regimes.py's REGIMES)")
-    return Job(words[0], words[1], int(words[2]))
+    board = words[3] if len(words) == 4 else None
+    if board is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+\.json", board):
+        raise FortifaiError(f"{where}: board {board!r} is not a .json file name (letters, digits, _ . - only)")
+    return Job(words[0], words[1], int(words[2]), board)
 
 
 def _started(pid: int) -> str | None:
@@ -140,7 +150,7 @@ def status(queue: list[Job], out: Path, now: float | None = None) -> list[str]:
         state = ("finished" if finished_run_dir(out, job.regime, job.arm, job.seed) is not None else
                  f"running (pid {claim_file.read_text().split()[0]}{_unsaved(job, out, now)})" if running(job, out)
                  else "waiting for CE's stage 0" if waits_for_ce(job, out) else "waiting")
-        lines.append(f"{job.regime} {job.arm} {job.seed}: {state}")
+        lines.append(f"{job}: {state}")
     return lines
 
 
@@ -210,7 +220,7 @@ def pass_over(queue: list[Job], boards: Boards | None) -> tuple[list[Job], list[
     keep, lines = [], []
     for job in queue:
         if boards and (why := boards.passed_over(job)):
-            lines.append(f"{job.regime} {job.arm} {job.seed}: passed over, {why}")
+            lines.append(f"{job}: passed over, {why}")
         else:
             keep.append(job)
     return keep, lines
@@ -228,7 +238,7 @@ class Boards:
     kind: str
 
     def board(self, job: Job) -> Path:
-        return self.root / f"{_task_name(job.regime)}.json"
+        return self.root / (job.board or f"{_task_name(job.regime)}.json")
 
     def passed_over(self, job: Job) -> str | None:
         """Why a lane here should not run `job` (its seed is on the board; the board is another CPU kind's), or

@@ -402,7 +402,7 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
     assert lane.next_job(jobs, out) == jobs[1]  # its lane died: taken over
     queue.write_text("wikitext_smol ce 4\nwikitext_smol ce four\n")
     assert lane.main([str(queue), "--out", str(out)]) == 2
-    assert f"{queue}:2: expected 'REGIME ARM SEED'" in capsys.readouterr().err
+    assert f"{queue}:2: expected 'REGIME ARM SEED [BOARD]'" in capsys.readouterr().err
     queue.write_text("nowhere ce 0\n")
     assert lane.main([str(queue), "--out", str(out)]) == 2
     assert "queue.txt:1: unknown regime 'nowhere'" in capsys.readouterr().err
@@ -463,12 +463,21 @@ def test_a_lane_publishes_each_run_it_finishes_onto_an_existing_board(tmp_path, 
     assert "micro ce 0: passed over, on its board" in text and "micro ce 1: passed over, on its board" in text
     assert "micro tce:0.9 0: waiting" in text
     path = boards / "collapse_facts.json"
+    shutil.copy(path, boards / "collapse_facts_here.json")  # this CPU kind's board of the task, named in the queue
     board = json.loads(path.read_text())
     for run in board["entries"][0]["runs"]:
         run["cpu"]["torch_capability"] = "DEFAULT"  # as if made by a CPU without AVX2
     path.write_text(json.dumps(board))
+    queue.write_text("micro tce:0.9 0\nmicro ce 1 collapse_facts_here.json\nmicro tce:0.9 0 collapse_facts_here.json\n")
     assert lane.main(status) == 0
-    assert "micro tce:0.9 0: passed over, its board is another CPU kind's (" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("micro tce:0.9 0: passed over, its board is another CPU kind's (")
+    assert lines[1:3] == ["micro ce 1 collapse_facts_here.json: passed over, on its board",
+                          "micro tce:0.9 0 collapse_facts_here.json: waiting"]
+    for bad in ("micro ce 0 ../x.json", "micro ce 0 board.txt"):
+        queue.write_text(bad + "\n")
+        assert lane.main(status) == 2
+        assert f"{queue}:1: board {bad.split()[-1]!r} is not a .json file name" in capsys.readouterr().err
 
 
 def test_a_sweep_control_waits_for_its_ce_runs_stage_0(tmp_path):
