@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from fortifai_bench.stats import diff_ci, n_splits, paired_permutation_p, permutation_p, ratio_ci, smallest_p
+from fortifai_bench.stats import (diff_ci, gap_share_ci, n_splits, paired_permutation_p, permutation_p, ratio_ci,
+                                  smallest_p)
 
 # The failure threshold, defined here only (a collapse task's eval.failure_threshold defaults to it): time to
 # failure is the stage where KR-split-0 falls below it; half of the gain above chance (0.5) on a two-choice test.
@@ -257,6 +258,28 @@ def compare_retention(a: dict[int, float], b: dict[int, float], level: float = 0
         out["paired"] = {"n": paired["pairs"], "p_value": paired["p_value"], "min_p": paired["min_p"],
                          "correlation": paired["correlation"],
                          "diff_sd": float(np.std([a[s] - b[s] for s in seeds], ddof=1))}
+    return out
+
+
+def gap_recovered(loss: dict[int, float], ce: dict[int, float], control: dict[int, float],
+                  level: float = 0.95) -> dict:
+    """How much of CE's retention gap below the clean control a loss closes, on the per-seed AUCs (seed ->
+    value): (mean loss - mean CE) / (mean control - mean CE); 1 is the control's retention, 0 CE's, below 0
+    less than CE's. Descriptive, in the unit a reader asks for ("does it prevent collapse?"), beside
+    `compare_retention`'s test, which it does not replace. Its interval is a percentile bootstrap over seeds,
+    each arm resampled on its own. No share (None) where the gap's own interval (`diff_ci`, control against
+    CE) reaches 0: with no collapse measured there is nothing to recover, and the ratio is unbounded."""
+    vl, vc, vk = list(loss.values()), list(ce.values()), list(control.values())
+    out = {"gap": None, "gap_ci": [None, None], "share": None, "share_ci": [None, None]}
+    if not vl or not vc or not vk:
+        return out
+    out["gap"] = float(np.mean(vk) - np.mean(vc))
+    out["gap_ci"] = diff_ci(vk, vc, level)
+    low = out["gap_ci"][0]
+    if low is None or low <= 0:
+        return out
+    out["share"] = (float(np.mean(vl)) - float(np.mean(vc))) / out["gap"]
+    out["share_ci"] = gap_share_ci(vl, vc, vk, level)
     return out
 
 

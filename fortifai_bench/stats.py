@@ -3,9 +3,9 @@
 Tests over seeds are exact permutation tests (every split of the seeds into two groups), so a p-value is a
 count of splits, never an approximation, and the smallest p a number of seeds can give is known
 (`smallest_p`); `paired_permutation_p` is the same test for runs paired by seed; `detectable_difference`
-says what difference n seeds resolve at an unadjusted alpha, `holm` adjusts a family of
-p-values, `ratio_ci` bounds a ratio of means by the bootstrap, `mcnemar` compares two models on the same
-questions. Numbers in, numbers out: `metrics.compare_failures` applies them to times to failure.
+says what difference n seeds resolve at an unadjusted alpha, `holm` adjusts a family of p-values, `ratio_ci`
+bounds a ratio of means by the bootstrap (`diff_ci` a difference, `gap_share_ci` a share of a gap), `mcnemar`
+compares two models on the same questions. Numbers in, numbers out: `metrics.compare_failures` applies them to times to failure.
 """
 
 from __future__ import annotations
@@ -87,17 +87,30 @@ def diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot:
     return _bootstrap_ci(_mean_diff, a, b, level, n_boot, seed, paired)
 
 
-def _bootstrap_ci(statistic, a, b, level: float, n_boot: int, seed: int, paired: bool = False) -> list:
+def _gap_share(x, ce, control, axis=-1):
+    base = np.mean(ce, axis=axis)
+    return (np.mean(x, axis=axis) - base) / (np.mean(control, axis=axis) - base)
+
+
+def gap_share_ci(x: Sequence[float], ce: Sequence[float], control: Sequence[float], level: float = 0.95,
+                 n_boot: int = 9999, seed: int = 0) -> list:
+    """Percentile bootstrap interval of (mean(x) - mean(ce)) / (mean(control) - mean(ce)), each group's values
+    resampled on their own (`metrics.gap_recovered`)."""
+    return _bootstrap_ci(_gap_share, x, ce, level, n_boot, seed, more=(control,))
+
+
+def _bootstrap_ci(statistic, a, b, level: float, n_boot: int, seed: int, paired: bool = False,
+                  more: tuple = ()) -> list:
     from scipy import stats
 
-    if len(a) < 2 or len(b) < 2:
+    samples = [np.asarray(v, float) for v in (a, b, *more)]
+    if any(len(v) < 2 for v in samples):
         return [None, None]
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
-        r = float(statistic(np.asarray(a, float), np.asarray(b, float)))
+    if all(np.ptp(v) == 0 for v in samples):
+        r = float(statistic(*samples))
         return [r, r]
-    res = stats.bootstrap((np.asarray(a, float), np.asarray(b, float)), statistic, vectorized=True,
-                          paired=paired, method="percentile", n_resamples=n_boot, confidence_level=level,
-                          random_state=np.random.default_rng(seed))
+    res = stats.bootstrap(samples, statistic, vectorized=True, paired=paired, method="percentile",
+                          n_resamples=n_boot, confidence_level=level, random_state=np.random.default_rng(seed))
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 
 

@@ -134,6 +134,25 @@ def test_intervals_stay_in_the_range_of_the_quantity():
     assert ttf["ci"][0] == 0.0 and ttf["restricted_ci"][0] == 0.0 and ttf["ci"][1] <= 4
 
 
+def test_gap_recovered_is_the_share_of_ce_gap_to_the_control_a_loss_closes():
+    """metrics.gap_recovered: a loss at the control's AUCs closes all of CE's gap (1), one at CE's none (0),
+    halfway half, with an interval around it from the seeds' spread; with no gap measured (the control's
+    interval against CE reaches 0) there is no share, as the ratio would be unbounded."""
+    from fortifai_bench.metrics import gap_recovered
+
+    ce = {0: 0.85, 1: 0.87, 2: 0.86, 3: 0.84, 4: 0.88}
+    control = {s: v + 0.09 for s, v in ce.items()}
+    assert gap_recovered(control, ce, control)["share"] == pytest.approx(1.0)
+    assert gap_recovered(ce, ce, control)["share"] == pytest.approx(0.0)
+    half = gap_recovered({s: v + 0.045 for s, v in ce.items()}, ce, control)
+    assert half["gap"] == pytest.approx(0.09) and 0 < half["gap_ci"][0] < 0.09 < half["gap_ci"][1]
+    assert half["share"] == pytest.approx(0.5) and half["share_ci"][0] < 0.5 < half["share_ci"][1]
+    assert 0.3 < half["share_ci"][0] and half["share_ci"][1] < 0.7  # a sd of 0.016 against a gap of 0.09
+    none = gap_recovered(ce, ce, {s: v + 0.005 * (-1) ** s for s, v in ce.items()})
+    assert none["gap_ci"][0] < 0 < none["gap_ci"][1] and none["share"] is None and none["share_ci"] == [None, None]
+    assert gap_recovered(ce, ce, {0: 0.95})["share"] is None  # one control seed: no interval for the gap
+
+
 def test_compare_paired_uses_the_pairs():
     """Paired by seed, a constant AUC gain of 0.05 over six seeds whose own AUCs spread over 0.3 is the exact
     sign-flip test's smallest p (2/64) with an interval at the gain itself; the unpaired test of the same values

@@ -234,6 +234,11 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
     # 3 vs 4 seeds, fully separated: 2 / C(7, 3) = 2/35; one claim, so Holm leaves it
     assert "- tce:0.9: AUC +0.0" in out and "p = 0.057 raw, 0.057 after Holm" in out
     assert "paired" not in out.split("Claims")[1].split("Power")[0]  # the arms ran different seeds
+    # the share of CE's gap to the control that tce:0.9 closes (metrics.gap_recovered), with its interval
+    import re
+    share = re.search(r"\n- tce:0\.9: \+(\d+)% \[\+(\d+)%, \+(\d+)%\] \(3 seeds\)\n", out)
+    assert "Share of CE's AUC gap to the clean control closed" in out and share
+    assert int(share[2]) < int(share[1]) < int(share[3]) < 100
     # the board's family of three, two not given here: counted at p = 1, as a board with planned claims does
     assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0-3", "--claims", "3",
                      "--max-seeds", "3"]) == 0
