@@ -334,15 +334,22 @@ def shipped_pages(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("board", [p.stem for p in SHIPPED])
 def test_shipped_boards_keep_every_row_on_two_lines(shipped_pages, tmp_path, board):
     """At 1265 px (a 1280 px laptop window less a scrollbar) the whole table fits, with every cell (the
-    header's too) on one or two lines; at 800 px the cells keep their lines and the table scrolls sideways
-    in its box, the rank and the loss staying in view."""
+    header's too) on one or two lines, but for the vs CE cell of a retention board with a clean control,
+    whose third line is the share of CE's gap the entry closes; at 800 px the cells keep their lines and the
+    table scrolls sideways in its box, the rank and the loss staying in view."""
+    vs_ce = 3  # render._HEADERS: rank, loss, time to failure, vs CE, ...
+    gap = re.search(r"closes [+-]\d+%", shipped_pages[board].read_text())  # `claim_lines`' third line
+
+    def fits(lines: list[int]) -> bool:
+        return all(n <= (3 if gap and i == vs_ce else 2) for i, n in enumerate(lines))
+
     wide = layout(shipped_pages[board], tmp_path, 1265)
     assert wide["table"] <= wide["box"], f"{board}: the table is {wide['table']:.0f} px in a {wide['box']} px box"
     for i, row in enumerate(wide["rows"]):
-        assert max(row["lines"]) <= 2, f"{board}: row {i} has a cell of {max(row['lines'])} lines: {row['lines']}"
+        assert fits(row["lines"]), f"{board}: row {i} has a cell of too many lines: {row['lines']}"
         assert row["height"] <= 64, f"{board}: row {i} is {row['height']:.0f} px high"
     narrow = layout(shipped_pages[board], tmp_path, 800)
-    assert all(max(row["lines"]) <= 2 for row in narrow["rows"])
+    assert all(fits(row["lines"]) for row in narrow["rows"])
     assert narrow["scroll"] > narrow["box"] and narrow["overflow"] == "auto"
     assert all(row["sticky"][:2] == ["sticky", "sticky"] and "sticky" not in row["sticky"][2:]
                for row in narrow["rows"])

@@ -792,6 +792,19 @@ def test_a_retention_board(tmp_path, lb, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "compare retention, fixed when it was created" in err
     assert (lb / "collapse_facts.json").read_bytes() == before
+    # with a clean control on the board, each claim says what share of CE's gap to it the loss closes
+    # (metrics.gap_recovered): tce:0.9 gains 0.08 a stage where the control gains 0.16, so half
+    assert "closes" not in claim_text(claim)
+    publish(write_seeds(tmp_path / "control", [[c[0]] + [x + 0.16 for x in c[1:]] for c in never], loss="ce",
+                        n_items=100, control=True))
+    board = load_board(lb / "collapse_facts.json")
+    [tce_row, ce_row, control_row] = ranking(board["entries"], board["claims"])
+    assert control_row.label == "control" and tce_row.vs_ce["gap"]["share"] == pytest.approx(0.5)
+    text = claim_text(tce_row.vs_ce)
+    assert text.startswith("AUC +0.067 [") and re.search(r"; closes \+50% \[\+\d+%, \+\d+%\] of CE's gap to the clean "
+                                                       r"control$", text)
+    assert "closes +50% [" in render_text(board) and re.search(r"closes \+50% \[[^]]+\] of the gap", render_html(board))
+    assert ranking(board["entries"])[0].vs_ce.get("gap") is None  # a board of times: no share
 
 
 def test_planned_claims_adjust_over_the_plan_from_the_first_entry(tmp_path, lb, capsys):

@@ -20,7 +20,9 @@ board published with ``--claims retention``, the AUC of the score over stages (`
 ranked by AUC first): for regimes where CE never falls below the threshold within the stages, so that every
 seed is censored and times cannot separate losses (the WikiText boards on SmolLM2), or where CE's times spread too
 widely for the power a design needs (`collapse_facts_smol`: CE sits on the threshold). It is fixed when the board is
-created, before its runs are seen, and the page says which. A board created with ``--paired`` (its `pairing`
+created, before its runs are seen, and the page says which. There, where the board has a clean control of the
+model, each claim also says what share of CE's AUC gap to the control the loss closes (`metrics.gap_recovered`):
+descriptive, the unit of "does it prevent collapse?", not a test. A board created with ``--paired`` (its `pairing`
 field, fixed the same way) tests the same quantity with the runs paired by seed (`metrics.compare_paired`):
 every entry holds the same seeds, and a seed gives every loss the same base and data order.
 """
@@ -31,7 +33,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from fortifai_bench.metrics import Failure, compare_failures, compare_paired, compare_retention
+from fortifai_bench.metrics import Failure, compare_failures, compare_paired, compare_retention, gap_recovered
 from fortifai_bench.stats import ALPHA, format_p, holm
 
 TIE_ALPHA = ALPHA  # adjusted exact p at or above it: indistinguishable
@@ -77,6 +79,12 @@ class Ranked:
 
 
 BASELINE_SPECS = ("ce", "mle")  # cross-entropy: `ce` for text, `mle` (maximum likelihood) for the toys
+
+
+def control_of(entries: Iterable[dict], entry: dict) -> dict | None:
+    """The clean control of an entry's model; of several, the one with the most seeds."""
+    found = [e for e in entries if e.get("control") and e["model"] == entry["model"]]
+    return max(found, key=lambda e: (len(e["seeds"]), e["name"])) if found else None
 
 
 def baseline_of(entries: Iterable[dict], entry: dict) -> dict | None:
@@ -154,6 +162,8 @@ def ranking(entries: Iterable[dict], claims: str = TIME, paired: bool = False,
         ce = baseline_of(losses, row.entry)
         if ce is not None and ce is not row.entry:
             row.vs_ce = {**compare_entries(row.entry, ce, claims, paired), "other": ce["name"]}
+            if claims == RETENTION and (control := control_of(ranked, row.entry)) is not None:
+                row.vs_ce["gap"] = gap_recovered(_seed_aucs(row.entry), _seed_aucs(ce), _seed_aucs(control))
         if row.entry is not best:
             row.vs_best = {**compare_entries(row.entry, best, claims, paired), "other": best["name"]}
     _family([r.vs_ce for r in out if r.vs_ce is not None], len(untested_claims(out, planned)))
@@ -186,8 +196,9 @@ class Claim:
     """A claim against CE in parts, for a table cell: `effect` '0.65x [0.50, 0.83]' (ratio to CE, 95%
     bootstrap interval over seeds, unadjusted), `verdict`, `raw` 'p = 0.024', `adjusted` the Holm-adjusted p
     over the board's `family` of claims (None when the board has one claim: nothing to adjust, or when
-    there are too few seeds to test), and `why`: where the interval and the verdict seem to disagree, the
-    reason ('' otherwise)."""
+    there are too few seeds to test), `why`: where the interval and the verdict seem to disagree, the
+    reason ('' otherwise), and `gap`: on a retention board with a clean control, the share of CE's gap to
+    it the loss closes, '-2% [-19%, +11%]' ('' otherwise)."""
 
     effect: str
     verdict: str
@@ -195,6 +206,18 @@ class Claim:
     adjusted: str | None
     family: int
     why: str
+    gap: str = ""
+
+
+def gap_text(test: dict) -> str:
+    """The share of CE's gap to the clean control an entry closes (`metrics.gap_recovered`, in `test["gap"]`)
+    with its interval, '-2% [-19%, +11%]'; '' where the board has no control or no gap is measured."""
+    gap = test.get("gap") or {}
+    if gap.get("share") is None:
+        return ""
+    lo, hi = gap["share_ci"]
+    interval = f" [{lo:+.0%}, {hi:+.0%}]" if lo is not None and lo != hi else ""
+    return f"{gap['share']:+.0%}{interval}"
 
 
 def _effect(test: dict) -> tuple[str, list, int] | None:
@@ -221,7 +244,7 @@ def claim_parts(test: dict) -> Claim | None:
         return None
     effect, (lo, hi), null = shown
     if test["p_value"] is None:
-        return Claim(effect, test["verdict"], None, None, test["family"], "too few seeds")
+        return Claim(effect, test["verdict"], None, None, test["family"], "too few seeds", gap_text(test))
     why = ""
     excludes = lo is not None and (lo > null or hi < null)
     if test["verdict"] == "indistinguishable" and excludes and test["min_p"] >= ALPHA:
@@ -236,20 +259,22 @@ def claim_parts(test: dict) -> Claim | None:
     elif test["verdict"] != "indistinguishable" and not excludes and lo is not None:
         why = f"the exact test rejects though the bootstrap interval includes {null}"
     adjusted = f"{test['p_holm']:.2g}" if test["family"] > 1 else None
-    return Claim(effect, test["verdict"], format_p(test["p_value"], test["splits"]), adjusted, test["family"], why)
+    return Claim(effect, test["verdict"], format_p(test["p_value"], test["splits"]), adjusted, test["family"], why,
+                 gap_text(test))
 
 
 def claim_text(test: dict) -> str:
     """A claim against CE in words, with everything it rests on: '0.65x [0.50, 0.83] indistinguishable
     (p = 0.024 raw, 0.12 after Holm over 5 claims; the interval excludes 1 and the raw p is below 0.05, but
     not after the adjustment)'. The interval is the 95% bootstrap over seeds, unadjusted; where it and the
-    verdict seem to disagree, the text says why."""
+    verdict seem to disagree, the text says why. On a retention board with a clean control, the share of CE's
+    gap to it the loss closes follows ('...; closes -2% [-19%, +11%] of CE's gap to the clean control')."""
     c = claim_parts(test)
     if c is None:
         return "-"
-    head = f"{c.effect} {c.verdict}"
+    head, gap = f"{c.effect} {c.verdict}", f"; closes {c.gap} of CE's gap to the clean control" if c.gap else ""
     if c.raw is None:
-        return f"{head} ({c.why})"
+        return f"{head} ({c.why}){gap}"
     evidence = (f"{c.raw}, the board's only claim" if c.adjusted is None else
                 f"{c.raw} raw, {c.adjusted} after Holm over {c.family} claims")
-    return f"{head} ({evidence}{'; ' + c.why if c.why else ''})"
+    return f"{head} ({evidence}{'; ' + c.why if c.why else ''}){gap}"

@@ -54,7 +54,9 @@ HOW_TO_READ_RETENTION = (
     "seeds; 3 vs 3 seeds cannot give p below 0.1, 5 vs 5 not below 2/252).",
     f"vs CE is the board's claim, one per entry: the difference of mean AUCs to CE's with its 95% bootstrap "
     f"interval over seeds (unadjusted), then better / worse at Holm-adjusted p < {TIE_ALPHA:g} (Holm over the "
-    f"claims against CE only), else indistinguishable, with the raw and the adjusted p.",
+    f"claims against CE only), else indistinguishable, with the raw and the adjusted p; where the board has a "
+    f"clean control, then the share of CE's AUC gap to it that the entry closes (1 = the control's retention, 0 = "
+    f"CE's; 95% bootstrap interval over seeds; descriptive, not a test; none where no gap is measured).",
     HOW_TO_READ[2].replace("the longest mean", "the highest mean AUC"),
     HOW_TO_READ[3],
 )
@@ -417,7 +419,9 @@ def _vs_ce_cell(row: Ranked, notes: Notes) -> str:
 
 def claim_lines(test: dict, notes: Notes) -> list[str]:
     """A claim against CE as two lines of HTML: 'ratio [interval] verdict' (with a note's number where
-    they seem to disagree), then 'p = X raw, Y after Holm' (the family is named once, in a header)."""
+    they seem to disagree), then 'p = X raw, Y after Holm' (the family is named once, in a header); a third
+    on a retention board with a clean control: the share of CE's gap to it the loss closes (the header
+    names the gap)."""
     claim = claim_parts(test)
     if claim is None:
         return ["-"]
@@ -429,7 +433,8 @@ def claim_lines(test: dict, notes: Notes) -> list[str]:
         evidence = f"{claim.raw}, the board's only claim"
     else:
         evidence = f"{claim.raw} raw, {claim.adjusted} after Holm"
-    return [f"{_e(claim.effect)} {word}{mark}", _e(evidence)]
+    return [f"{_e(claim.effect)} {word}{mark}", _e(evidence)] + ([f"closes {_e(claim.gap)} of the gap"]
+                                                                 if claim.gap else [])
 
 
 def rank_note(row: Ranked) -> str:
