@@ -220,6 +220,13 @@ def test_a_board_entry_keeps_the_mechanism_and_draws_it(smoke_runs, tmp_path):
         assert [(line.get_label(), list(line.get_ydata())) for line in a.get_lines()] == [
             (line.get_label(), list(line.get_ydata())) for line in b.get_lines()]
     assert "A: ce: own rewrite (mean of 2)" in (tmp_path / "cmp-mechanism.svg").read_text()
+    # the whole board's figures from its file alone (`leaderboard plot`): each entry an arm, as its runs draw it
+    from fortifai_bench.cli import main
+    assert main(["leaderboard", "plot", str(path), "--to", str(tmp_path / "board")]) == 0
+    assert sorted(p.name for p in tmp_path.glob("board*")) == ["board-mechanism.png", "board-mechanism.svg",
+                                                               "board.png", "board.svg"]
+    assert "ce (mean of 2)" in (tmp_path / "board.svg").read_text()
+    assert "ce: own rewrite (mean of 2)" in (tmp_path / "board-mechanism.svg").read_text()
     page = render_html(load_board(path))  # the page's mechanism table: M_0 and the last stage, means over seeds
     own = [f"{sum(r['stages'][i]['confidence']['own_generated']['mean'] for r in smoke_runs) / 2:.3f}" for i in (0, 2)]
     assert "<h2>The mechanism</h2>" in page and f'<td class="num">{own[0]}</td><td class="num">{own[1]}</td>' in page

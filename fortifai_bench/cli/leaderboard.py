@@ -5,6 +5,7 @@
     fortifai-bench leaderboard show FILE [--markdown]
     fortifai-bench leaderboard render FILE --html OUT
     fortifai-bench leaderboard suite FILE... [--markdown] [--html OUT]   # losses x regimes, one board per regime
+    fortifai-bench leaderboard plot FILE --to STEM   # every entry's curves over seeds, and the mechanism
 """
 
 from __future__ import annotations
@@ -65,6 +66,27 @@ def _suite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from fortifai_bench.collapse.plots import plot_compare, plot_mechanism
+    from fortifai_bench.compare import entry_runs
+    from fortifai_bench.leaderboard.ranking import board_test, rank_entries
+
+    board = load_board(args.file)
+    entries = rank_entries(board["entries"], board_test(board)["claims"])  # the board's order, the control last
+    if not entries:
+        raise FortifaiError(f"{args.file}: the board has no entries to plot")
+    several = len({e["model"] for e in entries}) > 1
+    groups = {}
+    for e in entries:  # a label a figure's legend can hold: the arm, and its model where the board has several
+        label = "control" if e.get("control") and not several else e["loss"]["spec"]
+        label += f" [{Path(e['model']).name}]" if several else ""
+        groups[label + (" (clean control)" if e.get("control") and several else "")] = entry_runs(e, args.file)
+    written = plot_compare(groups, Path(args.to), entries[0]["failure_threshold"])
+    written += plot_mechanism(groups, Path(f"{args.to}-mechanism"))  # none where no entry kept the mechanism
+    print("\n".join(f"wrote {path}" for path in written))
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "publish", help="merge runs (one per seed) into a leaderboard entry",
@@ -98,8 +120,8 @@ def register(subparsers) -> None:
     add_quiet(p)
     p.set_defaults(func=_publish)
 
-    lb = subparsers.add_parser("leaderboard", help="show or render a leaderboard")
-    sub = lb.add_subparsers(dest="leaderboard_command", metavar="<show|render|suite>", required=True)
+    lb = subparsers.add_parser("leaderboard", help="show, render or plot a leaderboard")
+    sub = lb.add_subparsers(dest="leaderboard_command", metavar="<show|render|suite|plot>", required=True)
     s = sub.add_parser("show", help="print the ranked table")
     s.add_argument("file", metavar="FILE")
     s.add_argument("--markdown", action="store_true", help="a Markdown table (for a README)")
@@ -118,3 +140,11 @@ def register(subparsers) -> None:
     u.add_argument("--markdown", action="store_true", help="a Markdown table (for a README)")
     u.add_argument("--html", type=Path, metavar="OUT", help="write a self-contained static HTML page instead")
     u.set_defaults(func=_suite)
+    f = sub.add_parser("plot", help="every entry's score and KL per stage over seeds, and the mechanism: figures",
+                       description="From the board file alone: each entry's KR-split-0 and KL of split 0 per stage "
+                                   "(mean over seeds, 95%% band, each seed faint) at STEM.png/.svg, and where the "
+                                   "entries kept them, Fig. 1's confidence and the mask as trained at "
+                                   "STEM-mechanism.png/.svg.")
+    f.add_argument("file", metavar="FILE")
+    f.add_argument("--to", required=True, metavar="STEM", help="where the figures go (STEM.png, STEM.svg, ...)")
+    f.set_defaults(func=_plot)
