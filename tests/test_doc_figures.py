@@ -69,6 +69,8 @@ def retention_figures(regime: str, rows: list) -> dict[str, str]:
             out[f"{key}.sd"] = f"{np.std(aucs, ddof=1):.3f}"
         if row.vs_ce is not None and (claim := claim_parts(row.vs_ce)) is not None:
             out[f"{key}.effect"] = claim.effect
+            if claim.gap:
+                out[f"{key}.gap"] = claim.gap
             if row.vs_ce["p_value"] is not None:
                 out |= {f"{key}.raw": f"{row.vs_ce['p_value']:.2g}", f"{key}.holm": f"{row.vs_ce['p_holm']:.2g}"}
     return out
@@ -120,8 +122,12 @@ QUOTES = {
         "greedy ce {greedy.ce.seed0}, tce:0.9 {greedy.tce:0.9.seed0}",
         *[f"| {label} | {{light.{k}.aucs}} | {{light.{k}.auc}} | {{light.{k}.sd}} | {{light.{k}.curve}} |"
           for k, label in [("ce", "ce"), ("tce:0.9", "tce:0.9"), ("control", "control (ce, clean)")]],
-        "tce:0.9 is {light.tce:0.9.effect} against CE, p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm "
-        "over 3 claims",
+        *[f"| {k} | {{light.{k}.aucs}} | {{light.{k}.auc}} | {{light.{k}.sd}} | {{light.{k}.effect}}, p = "
+          f"{{light.{k}.raw}} raw, {{light.{k}.holm}} after Holm |" for k in ("tce:0.9", "tce:0.99", "focal:2")],
+        *[f"{k} {{light.{k}.effect}}, p = {{light.{k}.raw}}{extra}, closes {{light.{k}.gap}} of the gap"
+          for k, extra in (("tce:0.9", ""), ("tce:0.99", ""), ("focal:2", " raw, {light.focal:2.holm} after Holm"))],
+        "| ce | {light.ce.aucs} | {light.ce.auc} | {light.ce.sd} | baseline |",
+        "| control (ce, clean) | {light.control.aucs} | {light.control.auc} | {light.control.sd} | - |",
     ],
     "leaderboards/README.md": [
         "(hot: tce:0.9 {hot.tce:0.9.ttf} vs CE {hot.ce.ttf}, tce:0.99 {hot.tce:0.99.ttf}; greedy: tce:0.7/0.9/0.99 "

@@ -155,7 +155,9 @@ LEGEND = ("Each cell: the restricted mean time to failure (stages from M_0, a se
           "(the exact permutation test over seeds, Holm over that board's claims against CE, one per entry), else "
           "indistinguishable, with the raw and the adjusted p (3 vs 3 seeds can never reach 0.05: their smallest p "
           "is 0.1). On a board whose claims compare retention (publish --claims retention) the claim is the "
-          "difference of AUCs over stages instead ('AUC +0.050 [...]'), tested the same way. On a board paired by seed "
+          "difference of AUCs over stages instead ('AUC +0.050 [...]'), tested the same way, followed, where that "
+          "board has a clean control, by the share of CE's AUC gap to the control the loss closes (descriptive, "
+          "not a test). On a board paired by seed "
           "(publish --paired) the test is the exact sign-flip test on per-seed differences and the interval resamples "
           "the seeds' pairs.")
 
