@@ -69,10 +69,12 @@ def _suite(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from fortifai_bench.collapse.plots import plot_compare, plot_mechanism
     from fortifai_bench.compare import entry_runs
-    from fortifai_bench.leaderboard.ranking import board_test, rank_entries
+    from fortifai_bench.leaderboard.ranking import BASELINE_SPECS, board_test, rank_entries
 
     board = load_board(args.file)
-    entries = rank_entries(board["entries"], board_test(board)["claims"])  # the board's order, the control last
+    # CE first (the first colour in every figure), then the losses in the board's order, the control last
+    entries = sorted(rank_entries(board["entries"], board_test(board)["claims"]),
+                     key=lambda e: not (e["loss"]["spec"] in BASELINE_SPECS and not e.get("control")))
     if not entries:
         raise FortifaiError(f"{args.file}: the board has no entries to plot")
     several = len({e["model"] for e in entries}) > 1
