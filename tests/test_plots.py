@@ -227,6 +227,9 @@ def test_a_board_entry_keeps_the_mechanism_and_draws_it(smoke_runs, tmp_path):
                                                                "board.png", "board.svg"]
     assert "ce (mean of 2)" in (tmp_path / "board.svg").read_text()
     assert "ce: own rewrite (mean of 2)" in (tmp_path / "board-mechanism.svg").read_text()
+    toy = Path(__file__).resolve().parent.parent / "leaderboards" / "toy_gaussian.json"
+    assert main(["leaderboard", "plot", str(toy), "--to", str(tmp_path / "toy")]) == 2  # its axes are text's
+    assert not list(tmp_path.glob("toy*"))
     page = render_html(load_board(path))  # the page's mechanism table: M_0 and the last stage, means over seeds
     own = [f"{sum(r['stages'][i]['confidence']['own_generated']['mean'] for r in smoke_runs) / 2:.3f}" for i in (0, 2)]
     assert "<h2>The mechanism</h2>" in page and f'<td class="num">{own[0]}</td><td class="num">{own[1]}</td>' in page

@@ -72,6 +72,9 @@ def _plot(args: argparse.Namespace) -> int:
     from fortifai_bench.leaderboard.ranking import BASELINE_SPECS, board_test, rank_entries
 
     board = load_board(args.file)
+    if board["kind"] != "text":  # the figures' axes are KR-split-0 and the KL of a regenerated text split
+        raise FortifaiError(f"{args.file}: a {board['kind']} board; leaderboard plot draws collapse (text) boards, "
+                            f"a toy's figures come from `fortifai-bench toy`")
     # CE first (the first colour in every figure), then the losses in the board's order, the control last
     entries = sorted(rank_entries(board["entries"], board_test(board)["claims"]),
                      key=lambda e: not (e["loss"]["spec"] in BASELINE_SPECS and not e.get("control")))
