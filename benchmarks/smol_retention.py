@@ -6,9 +6,9 @@ every seed and cannot separate losses. The question is answered by retention: th
 stages (`metrics.area_under_curve`), each loss against CE, by `metrics.compare_retention` (the exact permutation
 test over seeds, unpaired; the paired test and the correlation beside it), Holm over the claims against CE, and
 described as the share of CE's gap to the clean control each loss closes (`metrics.gap_recovered`, with a
-bootstrap interval; none where no gap is measured). The clean control gives the scale: the effect of interest is a share (`--share`, 0.5) of the AUC gap between CE and
-the control, and the power to detect it after Holm's first step (alpha / claims) is simulated from the pooled
-sd of the arms measured so far (`bench_power.detection_rate`: normal seeds, the exact permutation test), for each
+bootstrap interval; none where no gap is measured). The clean control gives the scale: the effect of interest
+is a share (`--share`, 0.5) of the AUC gap between CE and the control, and the power to detect it after Holm's
+first step (alpha / claims) is simulated from the pooled sd of the arms measured so far (`bench_power.detection_rate`: normal seeds, the exact permutation test), for each
 number of seeds up to `--max-seeds`; before the sweep's control has finished, `--gap` gives the gap (a calibration's),
 and before any arm has two seeds, `--sd` gives the spread (another board's: say which). `--effects` adds the
 power at given changes of AUC against CE's mean (say -0.02,-0.03: the harm a board can see where CE has no
@@ -34,6 +34,7 @@ from bench_power import detection_rate  # noqa: E402  (the power simulation, one
 from collapse_regimes import finished_run  # noqa: E402  (the sweep's run layout, one definition)
 
 from fortifai_bench.leaderboard.board import arm_entry, load_board  # noqa: E402
+from fortifai_bench.leaderboard.ranking import gap_text  # noqa: E402
 from fortifai_bench.metrics import compare_retention, gap_recovered  # noqa: E402
 from fortifai_bench.seeds import parse_seeds  # noqa: E402
 from fortifai_bench.stats import ALPHA, format_p, holm, smallest_p  # noqa: E402
@@ -149,23 +150,22 @@ def main(argv=None) -> int:
 
 
 def gap_table(arms: dict[str, dict[int, float]], ce: dict[int, float], control: dict[int, float]) -> None:
-    """Each loss's share of CE's gap to the clean control closed (`metrics.gap_recovered`), with its interval."""
-    first = gap_recovered(next(iter(arms.values()), {}), ce, control)
+    """Each loss's share of CE's gap to the clean control closed (`metrics.gap_recovered`), with its interval,
+    as the board shows it (`ranking.gap_text`)."""
+    gaps = {loss: gap_recovered(arm, ce, control) for loss, arm in arms.items()}
+    first = next(iter(gaps.values()), gap_recovered({}, ce, control))  # the gap is CE's and the control's alone
     lo, hi = first["gap_ci"]
     gap = "-" if first["gap"] is None else f"{first['gap']:.3f}"
     print(f"\nShare of CE's AUC gap to the clean control closed (descriptive: 1 = the control's retention, 0 = CE's; "
           f"95% bootstrap over seeds, unadjusted); the gap {gap}"
           + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]") + ":")
-    for loss, arm in arms.items():
-        g = gap_recovered(arm, ce, control)
+    for loss, g in gaps.items():
         if g["share"] is None:
             why = ("the gap's interval reaches 0: no collapse measured to recover" if g["gap_ci"][0] is not None
                    else "fewer than two seeds on an arm")
             print(f"- {loss}: no share ({why})")
         else:
-            lo, hi = g["share_ci"]
-            ci = "" if lo is None else f" [{lo:+.0%}, {hi:+.0%}]"
-            print(f"- {loss}: {g['share']:+.0%}{ci} ({len(arm)} seeds)")
+            print(f"- {loss}: {gap_text(g)} ({len(arms[loss])} seeds)")
 
 
 def power_table(ce_mean: float, sd: float, m: int, max_seeds: int, effects: dict[str, float]) -> None:

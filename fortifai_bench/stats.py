@@ -5,7 +5,8 @@ count of splits, never an approximation, and the smallest p a number of seeds ca
 (`smallest_p`); `paired_permutation_p` is the same test for runs paired by seed; `detectable_difference`
 says what difference n seeds resolve at an unadjusted alpha, `holm` adjusts a family of p-values, `ratio_ci`
 bounds a ratio of means by the bootstrap (`diff_ci` a difference, `gap_share_ci` a share of a gap), `mcnemar`
-compares two models on the same questions. Numbers in, numbers out: `metrics.compare_failures` applies them to times to failure.
+compares two models on the same questions. Numbers in, numbers out: `metrics.compare_failures` applies them to
+times to failure.
 """
 
 from __future__ import annotations
@@ -78,13 +79,13 @@ def ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot
     constant sides give the point; fewer than 2 seeds a side, None."""
     if len(b) and np.mean(b) == 0:
         return [None, None]
-    return _bootstrap_ci(_mean_ratio, a, b, level, n_boot, seed, paired)
+    return _bootstrap_ci(_mean_ratio, (a, b), level, n_boot, seed, paired)
 
 
 def diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot: int = 9999,
             seed: int = 0, paired: bool = False) -> list:
     """`ratio_ci` for mean(a) - mean(b)."""
-    return _bootstrap_ci(_mean_diff, a, b, level, n_boot, seed, paired)
+    return _bootstrap_ci(_mean_diff, (a, b), level, n_boot, seed, paired)
 
 
 def _gap_share(x, ce, control, axis=-1):
@@ -96,14 +97,15 @@ def gap_share_ci(x: Sequence[float], ce: Sequence[float], control: Sequence[floa
                  n_boot: int = 9999, seed: int = 0) -> list:
     """Percentile bootstrap interval of (mean(x) - mean(ce)) / (mean(control) - mean(ce)), each group's values
     resampled on their own (`metrics.gap_recovered`)."""
-    return _bootstrap_ci(_gap_share, x, ce, level, n_boot, seed, more=(control,))
+    return _bootstrap_ci(_gap_share, (x, ce, control), level, n_boot, seed)
 
 
-def _bootstrap_ci(statistic, a, b, level: float, n_boot: int, seed: int, paired: bool = False,
-                  more: tuple = ()) -> list:
+def _bootstrap_ci(statistic, groups: tuple, level: float, n_boot: int, seed: int, paired: bool = False) -> list:
+    """Percentile bootstrap interval of `statistic` over the groups' values (each group resampled on its own,
+    or, `paired`, the groups' values together by position); no interval under two values a group."""
     from scipy import stats
 
-    samples = [np.asarray(v, float) for v in (a, b, *more)]
+    samples = [np.asarray(v, float) for v in groups]
     if any(len(v) < 2 for v in samples):
         return [None, None]
     if all(np.ptp(v) == 0 for v in samples):

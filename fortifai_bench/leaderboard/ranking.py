@@ -209,10 +209,10 @@ class Claim:
     gap: str = ""
 
 
-def gap_text(test: dict) -> str:
-    """The share of CE's gap to the clean control an entry closes (`metrics.gap_recovered`, in `test["gap"]`)
-    with its interval, '-2% [-19%, +11%]'; '' where the board has no control or no gap is measured."""
-    gap = test.get("gap") or {}
+def gap_text(gap: dict | None) -> str:
+    """The share of CE's gap to the clean control a loss closes (`metrics.gap_recovered`'s result) with its
+    interval, '-2% [-19%, +11%]'; '' where there is none (no control, or no gap measured)."""
+    gap = gap or {}
     if gap.get("share") is None:
         return ""
     lo, hi = gap["share_ci"]
@@ -244,7 +244,7 @@ def claim_parts(test: dict) -> Claim | None:
         return None
     effect, (lo, hi), null = shown
     if test["p_value"] is None:
-        return Claim(effect, test["verdict"], None, None, test["family"], "too few seeds", gap_text(test))
+        return Claim(effect, test["verdict"], None, None, test["family"], "too few seeds", gap_text(test.get("gap")))
     why = ""
     excludes = lo is not None and (lo > null or hi < null)
     if test["verdict"] == "indistinguishable" and excludes and test["min_p"] >= ALPHA:
@@ -260,7 +260,7 @@ def claim_parts(test: dict) -> Claim | None:
         why = f"the exact test rejects though the bootstrap interval includes {null}"
     adjusted = f"{test['p_holm']:.2g}" if test["family"] > 1 else None
     return Claim(effect, test["verdict"], format_p(test["p_value"], test["splits"]), adjusted, test["family"], why,
-                 gap_text(test))
+                 gap_text(test.get("gap")))
 
 
 def claim_text(test: dict) -> str:
