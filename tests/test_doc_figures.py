@@ -23,7 +23,7 @@ from fortifai_bench.metrics import Failure
 
 REPO = Path(__file__).resolve().parents[1]
 REGIMES = {"hot": "collapse_facts", "greedy": "collapse_facts_greedy", "longtail": "collapse_facts_longtail",
-           "light": "collapse_wikitext_smol"}
+           "light": "collapse_wikitext_smol", "heavy": "collapse_wikitext_smol_heavy"}
 
 
 def figures(boards: dict[str, dict]) -> dict[str, str]:
@@ -89,6 +89,8 @@ QUOTES = {
         "about half the hot board's CE seed sd ({hot.ce.sd}; seeds {hot.ce.seeds})",
         "CE's AUC {light.ce.auc} against the clean control's {light.control.auc}, and tce:0.9's {light.tce:0.9.auc}, "
         "{light.tce:0.9.effect} against CE (p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm",
+        "CE, the control and tce:0.9 at two seeds so far, tce:0.9 {heavy.tce:0.9.effect} against CE, p = "
+        "{heavy.tce:0.9.raw})",
     ],
     "BENCHMARKS.md": [
         *[_table_row(r, label, f"{r}.{k}") for r, losses in {
@@ -128,6 +130,8 @@ QUOTES = {
           for k, extra in (("tce:0.9", ""), ("tce:0.99", ""), ("focal:2", " raw, {light.focal:2.holm} after Holm"))],
         "| ce | {light.ce.aucs} | {light.ce.auc} | {light.ce.sd} | baseline |",
         "| control (ce, clean) | {light.control.aucs} | {light.control.auc} | {light.control.sd} | - |",
+        "| ce, tce:0.9, control x {heavy.n} | {heavy.ce.auc} | {heavy.control.auc} | tce:0.9 {heavy.tce:0.9.effect}, "
+        "p = {heavy.tce:0.9.raw} at two seeds",
     ],
     "leaderboards/README.md": [
         "(hot: tce:0.9 {hot.tce:0.9.ttf} vs CE {hot.ce.ttf}, tce:0.99 {hot.tce:0.99.ttf}; greedy: tce:0.7/0.9/0.99 "
@@ -144,6 +148,7 @@ QUOTES = {
         "CE's AUC is {light.ce.auc} (sd {light.ce.sd}), the clean control's {light.control.auc} (sd "
         "{light.control.sd}), tce:0.9's {light.tce:0.9.auc} (sd {light.tce:0.9.sd}): {light.tce:0.9.effect} against "
         "CE, p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm",
+        "At two seeds an arm (2026-12-07) tce:0.9 reads {heavy.tce:0.9.effect} against CE (p = {heavy.tce:0.9.raw})",
     ],
 }
 
