@@ -8,11 +8,12 @@ test over seeds, unpaired; the paired test and the correlation beside it), Holm 
 described as the share of CE's gap to the clean control each loss closes (`metrics.gap_recovered`, with a
 bootstrap interval; none where no gap is measured). The clean control gives the scale: the effect of interest
 is a share (`--share`, 0.5) of the AUC gap between CE and the control, and the power to detect it after Holm's
-first step (alpha / claims) is simulated from the pooled sd of the arms measured so far (`bench_power.detection_rate`: normal seeds, the exact permutation test), for each
-number of seeds up to `--max-seeds`; before the sweep's control has finished, `--gap` gives the gap (a calibration's),
-and before any arm has two seeds, `--sd` gives the spread (another board's: say which). `--effects` adds the
-power at given changes of AUC against CE's mean (say -0.02,-0.03: the harm a board can see where CE has no
-collapse to prevent), the same simulation; it needs CE and the spread, not the control.
+first step (alpha / claims) is simulated (`bench_power.detection_rate`: normal seeds, the exact permutation
+test) from the pooled sd of CE and the claimed arms measured so far (the control's spread is left out: no claim
+tests it), for each number of seeds up to `--max-seeds`; before the sweep's control has finished, `--gap` gives
+the gap (a calibration's), and before any arm has two seeds, `--sd` gives the spread (another board's: say
+which). `--effects` adds the power at given changes of AUC against CE's mean (say -0.02,-0.03: the harm a board
+can see where CE has no collapse to prevent), the same simulation; it needs CE and the spread, not the control.
 `--board` takes an arm's seeds whose runs are not at hand (gone with another machine) from its entry on the board,
 as published (verified); a run at hand counts over the board's number of its seed.
 

@@ -5,8 +5,8 @@ QUEUE holds one job a line, `REGIME ARM SEED [BOARD]` (ARM: a loss spec, or `con
 BOARD: the file under --publish DIR its run goes onto, DIR/<task>.json unless named, so a task can have a board
 per CPU kind), `#` starting a comment; the order is the priority (the pretrained-LM boards': seed by seed, every
 arm of a seed before the next). Each job is a run of `collapse_regimes.py`'s layout under --out (`ensure_run`:
-a finished run is reused, a killed one resumed stage by stage, a new one started from what a finished CE run computed). Lanes
-share a queue, one per core: a lane claims a job with OUT/.claims/<regime>-<arm>-s<seed>.pid, created
+a finished run is reused, a killed one resumed stage by stage, a new one started from what a finished CE run
+computed). Lanes share a queue, one per core: a lane claims a job with OUT/.claims/<regime>-<arm>-s<seed>.pid, created
 exclusively, holding its process id and start time; a claim whose process is gone (a lane killed with its
 session) is taken over. So after a stop the same command resumes the sweep, and the queue can be edited between
 jobs (a lane reads it again before each). A clean control whose CE run at its seed is still in its stage 0 is
