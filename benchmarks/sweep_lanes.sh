@@ -6,8 +6,8 @@
 # the same command carries the sweep on. The queue can be edited while they run (a lane reads it before each job).
 # Each finished run is published, verified, onto its board in this checkout's leaderboards/ where that board
 # exists (PUBLISH=0: not): the board file outlives the machine the run folders live on. KERNELS=AVX2 holds torch,
-# MKL and oneDNN to AVX2 kernels, which makes an AMD family-25 CPU with AVX-512 the light board's kind
-# (`results.cpu_kind`; BENCHMARKS.md, "Two AMD EPYCs, one kind").
+# MKL and oneDNN to AVX2 kernels, which makes an AMD family-25 or -26 CPU with AVX-512 the light board's kind
+# (`results.cpu_kind`; BENCHMARKS.md, "Two AMD EPYCs, one kind", "A Zen 5 joins the kind").
 #   QUEUE=runs/queue.txt OUT=runs/regimes_v3 benchmarks/sweep_lanes.sh      # two lanes; logs OUT/lane_N.log
 #   python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status
 # Needs WikiText-2 (FORTIFAI_DATA_DIR, default ../shared/data beside the checkout) for the SmolLM2 regimes.

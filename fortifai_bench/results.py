@@ -149,17 +149,17 @@ def cpu() -> dict:
 def cpu_kind(cpu: dict) -> str:
     """The kind of CPU a run's numbers belong to: runs of one kind give the same bits (README, "What reproduces
     where"). In general the processor (vendor, family, model, stepping) and the kernel set torch dispatched to.
-    One wider kind is measured: an AMD family 25 (Zen 3 and Zen 4) whose kernels are all AVX2, natively (no
-    AVX-512) or held there (ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=AVX2, ONEDNN_MAX_CPU_ISA=AVX2): a
-    model 17 so held gave a model 1's numbers bit for bit, where natively it differed in the eighth digit
-    (BENCHMARKS.md, "Two AMD EPYCs, one kind")."""
+    One wider kind is measured: an AMD family 25 or 26 (Zen 3, Zen 4, Zen 5) whose kernels are all AVX2, natively
+    (no AVX-512) or held there (ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=AVX2, ONEDNN_MAX_CPU_ISA=AVX2): a
+    family 25 model 17 so held gave a model 1's numbers bit for bit, where natively it differed in the eighth digit
+    (BENCHMARKS.md, "Two AMD EPYCs, one kind"), and so did a family 26 model 2 ("A Zen 5 joins the kind")."""
     ident = dict(zip(*[iter((cpu.get("id") or "").split())] * 2))  # "vendor V family F model M stepping S"
     caps = {k: v.upper() for k, v in (cpu.get("kernel_caps") or {}).items()}
     held = all(caps.get(k) == "AVX2" for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
                                                 "ONEDNN_MAX_CPU_ISA"))
     avx2 = cpu.get("torch_capability") == "AVX2" and ("avx512f" not in cpu.get("isa", []) or held)
-    if avx2 and ident.get("vendor") == "AuthenticAMD" and ident.get("family") == "25":
-        return "vendor AuthenticAMD family 25, any model (AVX2)"
+    if avx2 and ident.get("vendor") == "AuthenticAMD" and ident.get("family") in ("25", "26"):
+        return "vendor AuthenticAMD family 25 or 26, any model (AVX2)"
     return f"{cpu.get('id') or cpu.get('model')} ({cpu.get('torch_capability') or 'no torch'})"
 
 

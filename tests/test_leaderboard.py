@@ -686,9 +686,10 @@ def test_a_board_holds_one_cpu_kind(tmp_path, lb, capsys):
 
 def test_two_amd_epycs_held_to_avx2_kernels_are_one_kind():
     """results.cpu_kind: an AMD family 25 model 17 (AVX-512) with torch, MKL and oneDNN held to AVX2 gave the
-    light board's model 1 numbers bit for bit (BENCHMARKS.md, "Two AMD EPYCs, one kind"): one kind. Not so
-    natively, nor with one library left at AVX-512, nor for another vendor held the same way. cpu() records the
-    variables that hold them, from the environment torch starts in."""
+    light board's model 1 numbers bit for bit, and so did a family 26 model 2 (BENCHMARKS.md, "Two AMD EPYCs, one
+    kind", "A Zen 5 joins the kind"): one kind. Not so natively, nor with one library left at AVX-512, nor for
+    another vendor held the same way. cpu() records the variables that hold them, from the environment torch
+    starts in."""
     import subprocess
     import sys
 
@@ -705,6 +706,9 @@ def test_two_amd_epycs_held_to_avx2_kernels_are_one_kind():
     assert cpu_kind({**held, "kernel_caps": {"ATEN_CPU_CAPABILITY": "avx2"}}) != cpu_kind(milan)  # MKL at AVX-512
     xeon = {**held, "id": "vendor GenuineIntel family 6 model 167 stepping 1"}
     assert cpu_kind(xeon) != cpu_kind(milan)
+    # a Zen 5 held the same way gave the board's numbers too ("A Zen 5 joins the kind"); a family not measured is not
+    zen5 = {**held, "id": "vendor AuthenticAMD family 26 model 2 stepping 1"}
+    assert cpu_kind(zen5) == cpu_kind(milan) != cpu_kind({**held, "id": "vendor AuthenticAMD family 23 model 49"})
     code = "import json, torch; from fortifai_bench.results import cpu; print(json.dumps(cpu()))"
     here = json.loads(subprocess.run([sys.executable, "-c", code], env={**os.environ, **caps}, check=True,
                                      capture_output=True, text=True).stdout)

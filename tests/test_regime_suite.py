@@ -558,3 +558,39 @@ def test_sweep_lanes_script_starts_lanes_that_resume_a_queue(tmp_path):
     missing = subprocess.run(["bash", str(script)], env={**env, "QUEUE": str(tmp_path / "none.txt")},
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: no queue at {tmp_path}/none.txt (QUEUE=FILE)"
+
+
+def test_the_kind_probe_compares_a_run_with_its_boards_seed(tmp_path, monkeypatch, capsys):
+    """benchmarks/kind_probe.py: a run of a board's arm and seed, made again, equals the board's numbers in every
+    digit (exit 0); one number moved by 1e-12, as another CPU's kernels would round, is named and exits 1; a seed
+    the board lacks is a one-line error (exit 2)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from fortifai_bench.leaderboard import publish
+    from results_factory import write_run, write_seeds
+
+    spec = importlib.util.spec_from_file_location(
+        "kind_probe", Path(__file__).resolve().parent.parent / "benchmarks" / "kind_probe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "leaderboards").mkdir()
+    curves = [[1.0, 0.9, 0.7, 0.5], [1.0, 0.85, 0.65, 0.5]]
+    publish(write_seeds(tmp_path / "board_runs", curves, loss="ce"))
+    board = tmp_path / "leaderboards" / "collapse_facts.json"
+    again = write_run(tmp_path / "here", curves[1], seed=1, loss="ce")
+    assert mod.main([str(again), str(board)]) == 0
+    out = capsys.readouterr().out
+    assert "| 2 | kl | 0.02 | 0.02 | yes |" in out and out.rstrip().endswith("the board's kind")
+    data = json.loads((again / "results.json").read_text())
+    data["stages"][2]["kl"] += 1e-12
+    (again / "results.json").write_text(json.dumps(data))
+    assert mod.main([str(again), str(board)]) == 1
+    out = capsys.readouterr().out
+    assert "| 2 | kl | 0.02 | 0.020000000001 | NO |" in out and out.rstrip().endswith("NOT the board's kind")
+    other = write_run(tmp_path / "here", curves[0], seed=5, loss="ce")
+    assert mod.main([str(other), str(board)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no seed 5 of the run's arm (ce)" in err
