@@ -96,8 +96,11 @@ def _gap_share(x, ce, control, axis=-1):
 def gap_share_ci(x: Sequence[float], ce: Sequence[float], control: Sequence[float], level: float = 0.95,
                  n_boot: int = 9999, seed: int = 0) -> list:
     """Percentile bootstrap interval of (mean(x) - mean(ce)) / (mean(control) - mean(ce)), each group's values
-    resampled on their own (`metrics.gap_recovered`)."""
-    return _bootstrap_ci(_gap_share, (x, ce, control), level, n_boot, seed)
+    resampled on their own (`metrics.gap_recovered`). A resample whose CE and control means tie has no share (its
+    ratio is infinite): AUCs are multiples of one question over the stages, so ties happen, and the percentiles
+    take those resamples as the extremes they are, silently (numpy would warn once per call)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _bootstrap_ci(_gap_share, (x, ce, control), level, n_boot, seed)
 
 
 def _bootstrap_ci(statistic, groups: tuple, level: float, n_boot: int, seed: int, paired: bool = False) -> list:

@@ -56,14 +56,16 @@ def figures(boards: dict[str, dict]) -> dict[str, str]:
 
 
 def retention_figures(regime: str, rows: list) -> dict[str, str]:
-    """A retention board's figures: each entry's AUC of the score over the stages (mean, sd and per seed, and
-    its mean curve), and each claim against CE as the page shows it (`ranking.claim_parts`) with its p values."""
+    """A retention board's figures: each entry's seeds (n), its AUC of the score over the stages (mean, sd and
+    per seed, and its mean curve), and each claim against CE as the page shows it (`ranking.claim_parts`) with
+    its p values."""
     out = {}
     for row in rows:
         e = row.entry
         key = f"{regime}.{'control' if e.get('control') else e['loss']['spec']}"
         aucs = e["auc"]["per_seed"]
-        out |= {f"{key}.auc": f"{np.mean(aucs):.3f}", f"{key}.aucs": " ".join(f"{a:.3f}" for a in aucs),
+        out |= {f"{key}.n": str(len(aucs)), f"{key}.auc": f"{np.mean(aucs):.3f}",
+                f"{key}.aucs": " ".join(f"{a:.3f}" for a in aucs),
                 f"{key}.curve": " ".join(f"{np.mean(s['score']['per_seed']):.3f}" for s in e["stages"])}
         if len(aucs) > 1:  # an arm being grown seed by seed has one seed at first: no sd, no test
             out[f"{key}.sd"] = f"{np.std(aucs, ddof=1):.3f}"
@@ -89,8 +91,8 @@ QUOTES = {
         "about half the hot board's CE seed sd ({hot.ce.sd}; seeds {hot.ce.seeds})",
         "CE's AUC {light.ce.auc} against the clean control's {light.control.auc}, and tce:0.9's {light.tce:0.9.auc}, "
         "{light.tce:0.9.effect} against CE (p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm",
-        "CE, the control and tce:0.9 at two seeds so far, tce:0.9 {heavy.tce:0.9.effect} against CE, p = "
-        "{heavy.tce:0.9.raw})",
+        "CE at {heavy.ce.n} seeds so far, the control at {heavy.control.n} and tce:0.9 at {heavy.tce:0.9.n}, "
+        "tce:0.9 {heavy.tce:0.9.effect} against CE, p = {heavy.tce:0.9.raw})",
     ],
     "BENCHMARKS.md": [
         *[_table_row(r, label, f"{r}.{k}") for r, losses in {
@@ -131,7 +133,7 @@ QUOTES = {
         "| ce | {light.ce.aucs} | {light.ce.auc} | {light.ce.sd} | baseline |",
         "| control (ce, clean) | {light.control.aucs} | {light.control.auc} | {light.control.sd} | - |",
         "| ce, tce:0.9, control x {heavy.n} | {heavy.ce.auc} | {heavy.control.auc} | tce:0.9 {heavy.tce:0.9.effect}, "
-        "p = {heavy.tce:0.9.raw} at two seeds",
+        "p = {heavy.tce:0.9.raw} at {heavy.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9",
     ],
     "leaderboards/README.md": [
         "(hot: tce:0.9 {hot.tce:0.9.ttf} vs CE {hot.ce.ttf}, tce:0.99 {hot.tce:0.99.ttf}; greedy: tce:0.7/0.9/0.99 "
@@ -148,7 +150,8 @@ QUOTES = {
         "CE's AUC is {light.ce.auc} (sd {light.ce.sd}), the clean control's {light.control.auc} (sd "
         "{light.control.sd}), tce:0.9's {light.tce:0.9.auc} (sd {light.tce:0.9.sd}): {light.tce:0.9.effect} against "
         "CE, p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm",
-        "At two seeds an arm (2026-12-07) tce:0.9 reads {heavy.tce:0.9.effect} against CE (p = {heavy.tce:0.9.raw})",
+        "At {heavy.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9 (2026-12-07) tce:0.9 reads {heavy.tce:0.9.effect} "
+        "against CE (p = {heavy.tce:0.9.raw})",
     ],
 }
 
