@@ -23,20 +23,19 @@ import sys
 from pathlib import Path
 
 from fortifai_bench.errors import FortifaiError
-from fortifai_bench.leaderboard.board import arm_entry, load_board, seed_entry
+from fortifai_bench.leaderboard.board import arm_entry, assemble_entry, load_board, seed_entry
 from fortifai_bench.results import cpu_kind, load_results
 
 
-def stage_numbers(stage: dict, i: int | None = None) -> dict[str, float]:
-    """One stage of an entry as flat `name: value` pairs: value i of each stat's per-seed list (None: a one-seed
-    entry's own value)."""
+def stage_numbers(stage: dict) -> dict[str, float]:
+    """One stage of a one-seed entry as flat `name: value` pairs (`confidence.own_generated`, ...)."""
     out = {}
     for key, stat in stage.items():
         if key == "stage" or not isinstance(stat, dict):
             continue
         stats = {key: stat} if "per_seed" in stat else {f"{key}.{k}": v for k, v in stat.items() if isinstance(v, dict)}
         for name, s in stats.items():
-            out[name] = s["per_seed"][0 if i is None else i]
+            out[name] = s["per_seed"][0]
     return out
 
 
@@ -50,10 +49,11 @@ def compare(run_dir: Path, board_path: Path) -> tuple[list[tuple], str]:
         raise FortifaiError(f"{board_path}: no seed {run['seed']} of the run's arm ({run['loss']['spec']}"
                             f"{', control' if run.get('control') else ''}) to compare {run_dir} with")
     i = entry["seeds"].index(run["seed"])
+    board_seed = assemble_entry([(entry, i)])  # the board's seed alone: a one-seed entry, as seed_entry makes the run
     mine = seed_entry(run)["stages"]
     rows = []
     for stage in mine:
-        theirs = stage_numbers(entry["stages"][stage["stage"]], i)
+        theirs = stage_numbers(board_seed["stages"][stage["stage"]])
         for name, value in stage_numbers(stage).items():
             rows.append((stage["stage"], name, theirs.get(name), value))
     board_cpu = entry["runs"][i].get("cpu")

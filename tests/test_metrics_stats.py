@@ -151,8 +151,8 @@ def test_gap_recovered_is_the_share_of_ce_gap_to_the_control_a_loss_closes():
     none = gap_recovered(ce, ce, {s: v + 0.005 * (-1) ** s for s, v in ce.items()})
     assert none["gap_ci"][0] < 0 < none["gap_ci"][1] and none["share"] is None and none["share_ci"] == [None, None]
     assert gap_recovered(ce, ce, {0: 0.95})["share"] is None  # one control seed: no interval for the gap
-    # the heavy board at seeds 0-2 (2026-12-07): some resamples tie CE's and the control's means; the interval
-    # takes them as the extremes, with no numpy warning on the user's terminal
+    # AUCs like the heavy board's at seeds 0-2 (2026-12-07), one control seed at one of CE's values, so some
+    # resamples tie CE's and the control's means; the interval takes them as the extremes, with no numpy warning
     import warnings
 
     with warnings.catch_warnings():
