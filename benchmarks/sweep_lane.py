@@ -15,7 +15,9 @@ passed over until that stage is done (the control copies it), the lane waiting w
 then exits: a run started beside the lanes. `--publish DIR` puts each run the lane finishes onto its board,
 DIR/<task>.json, verified, where that board exists (a board is created once, with its design, by `fortifai-bench
 publish`): the run folders live on the machine, which a session may not get back, while the board is a file of
-the checkout, so a run's verified numbers outlive its folder (an arm's entry grows by seeds, `publish`). With it
+the checkout, so a run's verified numbers outlive its folder (an arm's entry grows by seeds, `publish`); a
+finished run left off its existing board (its lane stopped during the publish) is published by the next lane
+that reaches it, the run not repeated, the claim held through the publish. With it
 the lane also passes over a job whose seed is on its board already, and one whose board holds runs of another CPU
 kind than this machine's (`results.cpu_kind`: a board keeps one), so one queue serves every machine a session gets.
 
@@ -130,12 +132,12 @@ def waits_for_ce(job: Job, out: Path) -> bool:
     return running(Job(job.regime, "ce", job.seed), out) and not any(run_dir_for(out, job.regime, "ce", job.seed).glob("*/stage_0/metrics.json"))
 
 
-def next_job(queue: list[Job], out: Path) -> Job | None:
-    """The first job neither finished, nor held by a live lane, nor waiting for its CE's stage 0, claimed; None
-    when there is none."""
+def next_job(queue: list[Job], out: Path, unpublished=lambda job: False) -> Job | None:
+    """The first job neither finished (or finished and `unpublished`: its lane stopped between the run's end and
+    its publish), nor held by a live lane, nor waiting for its CE's stage 0, claimed; None when there is none."""
     for job in queue:
-        if (finished_run_dir(out, job.regime, job.arm, job.seed) is None and not waits_for_ce(job, out)
-                and claim(job, out)):
+        todo = finished_run_dir(out, job.regime, job.arm, job.seed) is None or unpublished(job)
+        if todo and not waits_for_ce(job, out) and claim(job, out):
             return job
     return None
 
@@ -252,6 +254,12 @@ class Boards:
         kinds = board_cpu_kinds(board)
         return None if not kinds or self.kind in kinds else f"its board is another CPU kind's ({', '.join(kinds)})"
 
+    def unpublished(self, job: Job, out: Path) -> bool:
+        """Whether `job`'s run is finished and waits for its board: the board exists, can take it, and lacks its
+        seed. A lane killed with its session between a run's end and its verified publish leaves such a run."""
+        return (self.board(job).exists() and self.passed_over(job) is None
+                and finished_run_dir(out, job.regime, job.arm, job.seed) is not None)
+
     def publish(self, job: Job, out: Path) -> str:
         """Put the job's finished run onto its board, verified, if that board exists; one line saying what
         happened. A refusal (another CPU kind, a paired board's seed sets) is reported, not raised: the lane goes
@@ -263,6 +271,10 @@ class Boards:
             return "; ".join(publish([run], to=board, root=self.root, verify=True).lines())
         except FortifaiError as exc:
             return f"not published: {exc}"
+
+
+def say(job: Job, what: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: {what}", flush=True)
 
 
 @lru_cache(maxsize=None)
@@ -298,13 +310,16 @@ def main(argv=None) -> int:
             print("\n".join(over + status(queue, args.out) + hours_left(queue, args.out, timed_by=every)))
             return 0
         torch.set_num_threads(args.threads)
+        tried: set[Job] = set()
         while True:
             if (free := disk_free_gb(args.out)) < args.min_free_gb:  # checked before a job is claimed
                 print(f"error: {free:.1f} GB free under {args.out}, below --min-free-gb {args.min_free_gb:g}: publish "
                       f"finished boards and remove their runs' stage_*/model folders", file=sys.stderr)
                 return 3
             queue = [only] if only else pass_over(read_queue(args.queue), boards)[0]  # --only: as asked
-            if (job := next_job(queue, args.out)) is None:
+            # a finished run left off its board is published (once a lane: a refusal is not tried again)
+            unpublished = (lambda j: j not in tried and boards.unpublished(j, args.out)) if boards else (lambda j: False)
+            if (job := next_job(queue, args.out, unpublished)) is None:
                 if any(waits_for_ce(j, args.out) for j in queue):
                     time.sleep(args.poll)  # a control waits for its CE's stage 0; nothing else is free
                     continue
@@ -312,16 +327,17 @@ def main(argv=None) -> int:
                     raise FortifaiError(f"--only {' '.join(args.only)}: held by a live lane "
                                         f"({only.claim_file(args.out)})")
                 break
-            print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: start", flush=True)
-            try:
-                control = job.arm == "control"
-                ensure_run(args.out, job.regime, "ce" if control else job.arm, job.seed, control, progress=False)
+            try:  # the claim is held through the publish, so no other lane publishes the run too
+                if finished_run_dir(args.out, job.regime, job.arm, job.seed) is None:
+                    say(job, "start")
+                    control = job.arm == "control"
+                    ensure_run(args.out, job.regime, "ce" if control else job.arm, job.seed, control, progress=False)
+                    say(job, "done")
+                if boards:
+                    tried.add(job)
+                    say(job, boards.publish(job, args.out))
             finally:
                 job.claim_file(args.out).unlink(missing_ok=True)
-            print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: done", flush=True)
-            if boards:
-                line = boards.publish(job, args.out)
-                print(f"{time.strftime('%H:%M:%S')} {job.regime} {job.arm} seed {job.seed}: {line}", flush=True)
     except FortifaiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -455,8 +455,15 @@ def test_a_lane_publishes_each_run_it_finishes_onto_an_existing_board(tmp_path, 
     first = regimes.finished_run_dir(out, "micro", "ce", 0)
     publish([first], root=boards)  # the board made by hand, with its design
     shutil.rmtree(first)
-    assert lane.main(args + ["1"]) == 0
-    assert "micro ce seed 1: grew ce_tiny_s0-1_" in capsys.readouterr().out
+    # seed 1 finishes but its lane stops before publishing (here: a lane without --publish); the next lane
+    # publishes it without running it again
+    assert lane.main(args[:3] + args[5:] + ["1"]) == 0
+    capsys.readouterr()
+    runs = sorted(out.rglob("results.json"))
+    assert lane.main([str(queue), "--out", str(out), "--publish", str(boards)]) == 0
+    text = capsys.readouterr().out
+    assert "micro ce seed 1: grew ce_tiny_s0-1_" in text and "seed 1: start" not in text, text
+    assert sorted(out.rglob("results.json")) == runs and not list((out / ".claims").iterdir())
     [entry] = load_board(boards / "collapse_facts.json")["entries"]
     assert entry["seeds"] == [0, 1] and entry["runs"][1]["run_dir"] == str(regimes.finished_run_dir(out, "micro",
                                                                                                   "ce", 1))
