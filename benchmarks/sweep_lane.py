@@ -132,12 +132,14 @@ def waits_for_ce(job: Job, out: Path) -> bool:
     return running(Job(job.regime, "ce", job.seed), out) and not any(run_dir_for(out, job.regime, "ce", job.seed).glob("*/stage_0/metrics.json"))
 
 
-def next_job(queue: list[Job], out: Path, unpublished=lambda job: False) -> Job | None:
+def next_job(queue: list[Job], out: Path, unpublished=lambda job: False, fits=lambda job: True) -> Job | None:
     """The first job neither finished (or finished and `unpublished`: its lane stopped between the run's end and
-    its publish), nor held by a live lane, nor waiting for its CE's stage 0, claimed; None when there is none."""
-    for job in queue:
-        todo = finished_run_dir(out, job.regime, job.arm, job.seed) is None or unpublished(job)
-        if todo and not waits_for_ce(job, out) and claim(job, out):
+    its publish), nor held by a live lane, nor waiting for its CE's stage 0, claimed; None when there is none.
+    Jobs that `fit` (--until) come first, each group in the queue's order; where none fits, the first job."""
+    todo = [job for job in queue if (finished_run_dir(out, job.regime, job.arm, job.seed) is None
+                                     or unpublished(job)) and not waits_for_ce(job, out)]
+    for job in sorted(todo, key=lambda job: not fits(job)):  # stable
+        if claim(job, out):
             return job
     return None
 
@@ -189,32 +191,69 @@ def stage_seconds(job: Job, out: Path) -> list[float]:
     return seconds
 
 
-def hours_left(queue: list[Job], out: Path, timed_by: list[Job] | None = None) -> list[str]:
-    """One line a regime with unfinished jobs in `queue`: about how many lane-hours they need, each stage a job has
-    not finished timed by that stage's mean over the finished runs of its arm (of its regime where its arm has
-    none) among `timed_by`'s jobs (default `queue`; the status passes the whole queue, since a job passed over for
-    being on its board still has its run here to time its arm by)."""
-    finished: dict[tuple[str, str], list[list[float]]] = {}
-    for job in timed_by if timed_by is not None else queue:
+Timings = dict[tuple[str, str], list[list[float]]]  # (regime, arm): each finished run's stage seconds
+
+
+def timings(jobs: list[Job], out: Path) -> Timings:
+    """The stage seconds of `jobs`' finished runs, by regime and arm."""
+    finished: Timings = {}
+    for job in jobs:
         if finished_run_dir(out, job.regime, job.arm, job.seed) is not None:
             finished.setdefault((job.regime, job.arm), []).append(stage_seconds(job, out))
-    left: dict[str, list[tuple[Job, int]]] = {}
+    return finished
+
+
+def seconds_left(job: Job, out: Path, finished: Timings) -> float | None:
+    """About how long `job` still needs: each stage it has not finished timed by that stage's mean over the
+    finished runs of its arm (of its regime where its arm has none); None where its regime has no finished run."""
+    runs = finished.get((job.regime, job.arm)) or [r for (g, _), rs in finished.items() if g == job.regime for r in rs]
+    if not runs:
+        return None
+    done = len(stage_seconds(job, out))
+    return sum(sum(r[i] for r in runs) / len(runs) for i in range(done, min(len(r) for r in runs)))
+
+
+def hours_left(queue: list[Job], out: Path, timed_by: list[Job] | None = None) -> list[str]:
+    """One line a regime with unfinished jobs in `queue`: about how many lane-hours they need (`seconds_left`),
+    timed by `timed_by`'s finished runs (default `queue`; the status passes the whole queue, since a job passed
+    over for being on its board still has its run here to time its arm by)."""
+    finished = timings(timed_by if timed_by is not None else queue, out)
+    left: dict[str, list[float | None]] = {}
     for job in queue:
         if finished_run_dir(out, job.regime, job.arm, job.seed) is None:
-            left.setdefault(job.regime, []).append((job, len(stage_seconds(job, out))))
+            left.setdefault(job.regime, []).append(seconds_left(job, out, finished))
     lines = []
-    for regime, jobs in left.items():
-        runs_left = f"{regime}: {len(jobs)} run{'s' if len(jobs) > 1 else ''} left"
-        in_regime = [r for (g, _), runs in finished.items() if g == regime for r in runs]
-        if not in_regime:
+    for regime, seconds in left.items():
+        runs_left = f"{regime}: {len(seconds)} run{'s' if len(seconds) > 1 else ''} left"
+        if None in seconds:
             lines.append(f"{runs_left}, untimed (no finished run of the regime to time them by)")
-            continue
-        total = 0.0
-        for job, done in jobs:
-            runs = finished.get((regime, job.arm)) or in_regime
-            total += sum(sum(r[i] for r in runs) / len(runs) for i in range(done, min(len(r) for r in runs)))
-        lines.append(f"{runs_left}, about {total / 3600:.1f} lane-hours")
+        else:
+            lines.append(f"{runs_left}, about {sum(seconds) / 3600:.1f} lane-hours")
     return lines
+
+
+def fits_before(stop_at: float | None, jobs: list[Job], out: Path):
+    """Whether a job would finish before `stop_at` (--until), timed by `jobs`' finished runs (an untimed job does
+    not); every job does where there is no deadline."""
+    if stop_at is None:
+        return lambda job: True
+    finished, now = timings(jobs, out), time.time()
+
+    def fits(job: Job) -> bool:
+        left = seconds_left(job, out, finished)
+        return left is not None and now + left < stop_at
+    return fits
+
+
+def deadline(until: str, now: float | None = None) -> float:
+    """The next time of day `until` (HH:MM, local) as a Unix time; a bad one is an error naming --until."""
+    if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", until):
+        raise FortifaiError(f"--until {until!r}: expected a time of day HH:MM (when this session stops)")
+    now = time.time() if now is None else now
+    hour, minute = map(int, until.split(":"))
+    today = time.localtime(now)
+    at = time.mktime((today.tm_year, today.tm_mon, today.tm_mday, hour, minute, 0, 0, 0, -1))
+    return at if at > now else at + 86400
 
 
 def pass_over(queue: list[Job], boards: Boards | None) -> tuple[list[Job], list[str]]:
@@ -296,6 +335,10 @@ def main(argv=None) -> int:
                    help="seconds between looks at the queue while a control waits for its CE's stage 0")
     p.add_argument("--only", nargs=3, metavar=("REGIME", "ARM", "SEED"),
                    help="run this one job, claimed as a queue job is (no lane starts it too), then exit")
+    p.add_argument("--until", metavar="HH:MM",
+                   help="when the machine is expected to go (a session's stop): take first the jobs that would finish "
+                        "before then (timed by finished runs, as --status), each group in the queue's order; where "
+                        "none would, the queue's first. A run cut off resumes only on the same machine")
     p.add_argument("--publish", type=Path, metavar="DIR",
                    help="after each job, publish its run (verified) onto DIR/<task>.json where that board exists")
     args = p.parse_args(argv)
@@ -311,6 +354,7 @@ def main(argv=None) -> int:
             return 0
         torch.set_num_threads(args.threads)
         tried: set[Job] = set()
+        stop_at = deadline(args.until) if args.until else None
         while True:
             if (free := disk_free_gb(args.out)) < args.min_free_gb:  # checked before a job is claimed
                 print(f"error: {free:.1f} GB free under {args.out}, below --min-free-gb {args.min_free_gb:g}: publish "
@@ -319,7 +363,8 @@ def main(argv=None) -> int:
             queue = [only] if only else pass_over(read_queue(args.queue), boards)[0]  # --only: as asked
             # a finished run left off its board is published (once a lane: a refusal is not tried again)
             unpublished = (lambda j: j not in tried and boards.unpublished(j, args.out)) if boards else (lambda j: False)
-            if (job := next_job(queue, args.out, unpublished)) is None:
+            fits = fits_before(stop_at, read_queue(args.queue), args.out)
+            if (job := next_job(queue, args.out, unpublished, fits)) is None:
                 if any(waits_for_ce(j, args.out) for j in queue):
                     time.sleep(args.poll)  # a control waits for its CE's stage 0; nothing else is free
                     continue

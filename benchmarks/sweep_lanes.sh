@@ -9,6 +9,7 @@
 # MKL and oneDNN to AVX2 kernels, which makes an AMD family-25 or -26 CPU with AVX-512 the light board's kind
 # (`results.cpu_kind`; BENCHMARKS.md, "Two AMD EPYCs, one kind", "A Zen 5 joins the kind").
 #   QUEUE=runs/queue.txt OUT=runs/regimes_v3 benchmarks/sweep_lanes.sh      # two lanes; logs OUT/lane_N.log
+#   UNTIL=10:20 QUEUE=... benchmarks/sweep_lanes.sh   # the session stops at 10:20: runs that finish by then first
 #   python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status
 # Needs WikiText-2 (FORTIFAI_DATA_DIR, default ../shared/data beside the checkout) for the SmolLM2 regimes.
 set -euo pipefail
@@ -25,6 +26,8 @@ elif [[ -n ${KERNELS:-} ]]; then
   echo "error: KERNELS=$KERNELS: only AVX2 is known (or leave it unset)" >&2; exit 2
 fi
 [[ ${PUBLISH:-1} == 0 ]] || PUBLISH_TO=(--publish "$(pwd)/leaderboards")
+UNTIL_ARG=()
+[[ -z ${UNTIL:-} ]] || UNTIL_ARG=(--until "$UNTIL")  # HH:MM the session stops: jobs that finish by then first
 export FORTIFAI_DATA_DIR=$(realpath -m "${FORTIFAI_DATA_DIR:-../shared/data}")
 [[ -f $QUEUE ]] || { echo "error: no queue at $QUEUE (QUEUE=FILE)" >&2; exit 2; }
 [[ -d $FROZEN ]] || git worktree add --quiet --detach "$FROZEN" HEAD
@@ -35,7 +38,7 @@ for n in $(seq 1 "$LANES"); do
   # session (session 16's lanes died with it, no handler ran: killed), so a stop loses each lane's work since its
   # run last saved a phase (`sweep_lane.py --status` says how much) and the same command resumes the rest.
   (cd "$FROZEN" && OMP_NUM_THREADS=1 PYTHONPATH="$FROZEN" setsid nohup "$PYTHON" benchmarks/sweep_lane.py "$QUEUE" \
-     --out "$OUT" "${PUBLISH_TO[@]}" >>"$OUT/lane_$n.log" 2>&1 < /dev/null &)
+     --out "$OUT" "${PUBLISH_TO[@]}" "${UNTIL_ARG[@]}" >>"$OUT/lane_$n.log" 2>&1 < /dev/null &)
   echo "lane $n: $FROZEN on $QUEUE, log $OUT/lane_$n.log"
   sleep 5  # lanes claim jobs one after the other
 done

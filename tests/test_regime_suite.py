@@ -374,12 +374,24 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
         "wikitext_smol: 2 runs left, untimed (no finished run of the regime to time them by)"]
     assert lane.hours_left([lane.Job("facts_smol", "ce", 0)], out) == [
         "facts_smol: 1 run left, untimed (no finished run of the regime to time them by)"]
+    # --until: jobs that would finish before the machine goes come first (ce 5 needs 1 h, tce:0.9 4 1.5 h); where
+    # none would, the queue's first; an untimed job does not fit
+    fits = lane.fits_before(time.time() + 4000, jobs, out)
+    assert [fits(j) for j in jobs[1:]] == [False, False, True] and not fits(lane.Job("facts_smol", "ce", 0))
+    assert lane.next_job(jobs, out, fits=fits) == jobs[3]
+    jobs[3].claim_file(out).unlink()
+    assert lane.next_job(jobs, out, fits=lane.fits_before(time.time() + 600, jobs, out)) == jobs[1]
+    jobs[1].claim_file(out).unlink()
+    at = lane.deadline("10:20", now=time.mktime((2026, 12, 7, 10, 30, 0, 0, 0, -1)))
+    assert time.localtime(at)[:5] == (2026, 12, 8, 10, 20)  # the next 10:20: tomorrow's
+    assert lane.main([str(queue), "--out", str(out), "--until", "25:00"]) == 2
+    assert "--until '25:00': expected a time of day HH:MM" in capsys.readouterr().err
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live lane
     gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a lane killed with its session
     try:
         gone.wait()
         held = jobs[1].claim_file(out)
-        held.parent.mkdir(parents=True)
+        held.parent.mkdir(parents=True, exist_ok=True)
         held.write_text(f"{other.pid} {lane._started(other.pid)}")
         jobs[2].claim_file(out).write_text(f"{gone.pid} 12345")
         assert lane.next_job(jobs, out) == jobs[2]  # ce 4 finished, tce:0.9 4 held: the stale control claim
