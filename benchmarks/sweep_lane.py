@@ -129,7 +129,8 @@ def waits_for_ce(job: Job, out: Path) -> bool:
     the same stage 0 again (a heavy SmolLM2 run's takes 18 minutes)."""
     if job.arm != "control":
         return False
-    return running(Job(job.regime, "ce", job.seed), out) and not any(run_dir_for(out, job.regime, "ce", job.seed).glob("*/stage_0/metrics.json"))
+    stage_0 = run_dir_for(out, job.regime, "ce", job.seed).glob("*/stage_0/metrics.json")
+    return running(Job(job.regime, "ce", job.seed), out) and not any(stage_0)
 
 
 def next_job(queue: list[Job], out: Path, unpublished=lambda job: False, fits=lambda job: True) -> Job | None:
@@ -144,14 +145,17 @@ def next_job(queue: list[Job], out: Path, unpublished=lambda job: False, fits=la
     return None
 
 
-def status(queue: list[Job], out: Path, now: float | None = None) -> list[str]:
-    """One line a job: finished, running (a live lane's claim: its pid, and how much of its work a stop now
-    would lose, `last_saved`), or waiting (a killed run resumes)."""
+def status(queue: list[Job], out: Path, now: float | None = None, boards: Boards | None = None) -> list[str]:
+    """One line a job: finished (and, with `boards`, whether it waits for its board), running (a live lane's
+    claim: its pid, and how much of its work a stop now would lose, `last_saved`), or waiting (a killed run
+    resumes)."""
     now = time.time() if now is None else now
     lines = []
     for job in queue:
         claim_file = job.claim_file(out)
-        state = ("finished" if finished_run_dir(out, job.regime, job.arm, job.seed) is not None else
+        state = ("finished, not on its board yet (the next lane to reach it publishes it)"
+                 if boards and boards.unpublished(job, out) and not running(job, out) else
+                 "finished" if finished_run_dir(out, job.regime, job.arm, job.seed) is not None else
                  f"running (pid {claim_file.read_text().split()[0]}{_unsaved(job, out, now)})" if running(job, out)
                  else "waiting for CE's stage 0" if waits_for_ce(job, out) else "waiting")
         lines.append(f"{job}: {state}")
@@ -350,10 +354,15 @@ def main(argv=None) -> int:
         if args.status:
             every = read_queue(args.queue)
             queue, over = pass_over(every, boards)
-            print("\n".join(over + status(queue, args.out) + hours_left(queue, args.out, timed_by=every)))
+            lines = over + status(queue, args.out, boards=boards) + hours_left(queue, args.out, timed_by=every)
+            print("\n".join(lines))
             return 0
         torch.set_num_threads(args.threads)
-        tried: set[Job] = set()
+        tried: set[Job] = set()  # jobs this lane has published, or tried to: a refusal is not tried again
+
+        def unpublished(j: Job) -> bool:  # a finished run left off its board (its lane stopped in the publish)
+            return boards is not None and j not in tried and boards.unpublished(j, args.out)
+
         stop_at = deadline(args.until) if args.until else None
         while True:
             if (free := disk_free_gb(args.out)) < args.min_free_gb:  # checked before a job is claimed
@@ -361,8 +370,6 @@ def main(argv=None) -> int:
                       f"finished boards and remove their runs' stage_*/model folders", file=sys.stderr)
                 return 3
             queue = [only] if only else pass_over(read_queue(args.queue), boards)[0]  # --only: as asked
-            # a finished run left off its board is published (once a lane: a refusal is not tried again)
-            unpublished = (lambda j: j not in tried and boards.unpublished(j, args.out)) if boards else (lambda j: False)
             fits = fits_before(stop_at, read_queue(args.queue), args.out)
             if (job := next_job(queue, args.out, unpublished, fits)) is None:
                 if any(waits_for_ce(j, args.out) for j in queue):

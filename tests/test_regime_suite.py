@@ -472,6 +472,8 @@ def test_a_lane_publishes_each_run_it_finishes_onto_an_existing_board(tmp_path, 
     assert lane.main(args[:3] + args[5:] + ["1"]) == 0
     capsys.readouterr()
     runs = sorted(out.rglob("results.json"))
+    assert lane.main([str(queue), "--out", str(out), "--publish", str(boards), "--status"]) == 0
+    assert "micro ce 1: finished, not on its board yet" in capsys.readouterr().out
     assert lane.main([str(queue), "--out", str(out), "--publish", str(boards)]) == 0
     text = capsys.readouterr().out
     assert "micro ce seed 1: grew ce_tiny_s0-1_" in text and "seed 1: start" not in text, text
