@@ -369,8 +369,9 @@ def main(argv=None) -> int:
                 print(f"error: {free:.1f} GB free under {args.out}, below --min-free-gb {args.min_free_gb:g}: publish "
                       f"finished boards and remove their runs' stage_*/model folders", file=sys.stderr)
                 return 3
-            queue = [only] if only else pass_over(read_queue(args.queue), boards)[0]  # --only: as asked
-            fits = fits_before(stop_at, read_queue(args.queue), args.out)
+            every = read_queue(args.queue)  # again before each job: the queue may be edited between jobs
+            queue = [only] if only else pass_over(every, boards)[0]  # --only: as asked
+            fits = fits_before(stop_at, every, args.out)
             if (job := next_job(queue, args.out, unpublished, fits)) is None:
                 if any(waits_for_ce(j, args.out) for j in queue):
                     time.sleep(args.poll)  # a control waits for its CE's stage 0; nothing else is free
