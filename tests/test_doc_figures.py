@@ -91,7 +91,7 @@ QUOTES = {
         "about half the hot board's CE seed sd ({hot.ce.sd}; seeds {hot.ce.seeds})",
         "CE's AUC {light.ce.auc} against the clean control's {light.control.auc}, and tce:0.9's {light.tce:0.9.auc}, "
         "{light.tce:0.9.effect} against CE (p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm",
-        "CE at {heavy.ce.n} seeds so far, the control at {heavy.control.n} and tce:0.9 at {heavy.tce:0.9.n}, "
+        "CE at {heavy.ce.n} seeds, the control at {heavy.control.n} and tce:0.9 at {heavy.tce:0.9.n} so far, "
         "tce:0.9 {heavy.tce:0.9.effect} against CE, p = {heavy.tce:0.9.raw})",
     ],
     "BENCHMARKS.md": [
@@ -132,7 +132,7 @@ QUOTES = {
           for k, extra in (("tce:0.9", ""), ("tce:0.99", ""), ("focal:2", " raw, {light.focal:2.holm} after Holm"))],
         "| ce | {light.ce.aucs} | {light.ce.auc} | {light.ce.sd} | baseline |",
         "| control (ce, clean) | {light.control.aucs} | {light.control.auc} | {light.control.sd} | - |",
-        "| ce, tce:0.9, control x {heavy.n} | {heavy.ce.auc} | {heavy.control.auc} | tce:0.9 {heavy.tce:0.9.effect}, "
+        "| ce x {heavy.ce.n}, control x {heavy.control.n}, tce:0.9 x {heavy.tce:0.9.n} | {heavy.ce.auc} | {heavy.control.auc} | tce:0.9 {heavy.tce:0.9.effect}, "
         "p = {heavy.tce:0.9.raw} at {heavy.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9",
     ],
     "leaderboards/README.md": [
