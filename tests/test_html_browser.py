@@ -382,7 +382,9 @@ def test_shipped_boards_show_each_claim_whole_and_no_unsupported_winner(board):
             assert cell == (["not compared (a ceiling)"] if row.entry.get("control") else ["baseline"]), cell
             continue
         if row.vs_ce["p_value"] is None:  # an arm grown seed by seed, one seed so far: an effect, no test yet
-            assert cell == [f"{claim_parts(row.vs_ce).effect} {row.vs_ce['verdict']}", "too few seeds"], cell
+            parts = claim_parts(row.vs_ce)  # with a clean control on the board, the share of its gap (descriptive)
+            assert cell == [f"{parts.effect} {row.vs_ce['verdict']}", "too few seeds"] + (
+                [f"closes {parts.gap} of the gap"] if parts.gap else []), cell
             continue
         claim = CLAIM_LINE.match(cell[0])
         assert claim and claim.group(1) == row.vs_ce["verdict"], cell
