@@ -133,7 +133,7 @@ QUOTES = {
         "| ce | {light.ce.aucs} | {light.ce.auc} | {light.ce.sd} | baseline |",
         "| control (ce, clean) | {light.control.aucs} | {light.control.auc} | {light.control.sd} | - |",
         "| ce x {heavy.ce.n}, control x {heavy.control.n}, tce:0.9 x {heavy.tce:0.9.n} | {heavy.ce.auc} | {heavy.control.auc} | tce:0.9 {heavy.tce:0.9.effect}, "
-        "p = {heavy.tce:0.9.raw} at {heavy.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9",
+        "p = {heavy.tce:0.9.raw} at {heavy.ce.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9",
     ],
     "leaderboards/README.md": [
         "(hot: tce:0.9 {hot.tce:0.9.ttf} vs CE {hot.ce.ttf}, tce:0.99 {hot.tce:0.99.ttf}; greedy: tce:0.7/0.9/0.99 "
