@@ -91,8 +91,8 @@ QUOTES = {
         "about half the hot board's CE seed sd ({hot.ce.sd}; seeds {hot.ce.seeds})",
         "CE's AUC {light.ce.auc} against the clean control's {light.control.auc}, and tce:0.9's {light.tce:0.9.auc}, "
         "{light.tce:0.9.effect} against CE (p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm",
-        "CE at {heavy.ce.n} seeds, the control at {heavy.control.n} and tce:0.9 at {heavy.tce:0.9.n} so far, "
-        "tce:0.9 {heavy.tce:0.9.effect} against CE, p = {heavy.tce:0.9.raw})",
+        "four times the fine-tuning, five seeds an arm: tce:0.9 {heavy.tce:0.9.effect} against CE, p = "
+        "{heavy.tce:0.9.raw}) says the same",
     ],
     "BENCHMARKS.md": [
         *[_table_row(r, label, f"{r}.{k}") for r, losses in {
@@ -132,8 +132,13 @@ QUOTES = {
           for k, extra in (("tce:0.9", ""), ("tce:0.99", ""), ("focal:2", " raw, {light.focal:2.holm} after Holm"))],
         "| ce | {light.ce.aucs} | {light.ce.auc} | {light.ce.sd} | baseline |",
         "| control (ce, clean) | {light.control.aucs} | {light.control.auc} | {light.control.sd} | - |",
-        "| ce x {heavy.ce.n}, control x {heavy.control.n}, tce:0.9 x {heavy.tce:0.9.n} | {heavy.ce.auc} | {heavy.control.auc} | tce:0.9 {heavy.tce:0.9.effect}, "
+        "| ce, tce:0.9, control x {heavy.ce.n} | {heavy.ce.auc} | {heavy.control.auc} | tce:0.9 {heavy.tce:0.9.effect}, "
         "p = {heavy.tce:0.9.raw} at {heavy.ce.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9",
+        *[f"| {label} | {{heavy.{k}.aucs}} | {{heavy.{k}.auc}} | {{heavy.{k}.sd}} |"
+          for k, label in [("ce", "ce"), ("tce:0.9", "tce:0.9"), ("control", "control (clean)")]],
+        "- **tce:0.9 against CE: {heavy.tce:0.9.effect}, p = {heavy.tce:0.9.raw}** ({heavy.ce.n} vs "
+        "{heavy.tce:0.9.n} seeds",
+        "tce:0.9 closes {heavy.tce:0.9.gap} of it",
     ],
     "leaderboards/README.md": [
         "(hot: tce:0.9 {hot.tce:0.9.ttf} vs CE {hot.ce.ttf}, tce:0.99 {hot.tce:0.99.ttf}; greedy: tce:0.7/0.9/0.99 "
@@ -150,7 +155,7 @@ QUOTES = {
         "CE's AUC is {light.ce.auc} (sd {light.ce.sd}), the clean control's {light.control.auc} (sd "
         "{light.control.sd}), tce:0.9's {light.tce:0.9.auc} (sd {light.tce:0.9.sd}): {light.tce:0.9.effect} against "
         "CE, p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm",
-        "At {heavy.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9 (2026-12-07) tce:0.9 reads {heavy.tce:0.9.effect} "
+        "At {heavy.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9 (2026-12-07, complete) tce:0.9 reads {heavy.tce:0.9.effect} "
         "against CE (p = {heavy.tce:0.9.raw})",
     ],
 }
