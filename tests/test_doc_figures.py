@@ -23,7 +23,8 @@ from fortifai_bench.metrics import Failure
 
 REPO = Path(__file__).resolve().parents[1]
 REGIMES = {"hot": "collapse_facts", "greedy": "collapse_facts_greedy", "longtail": "collapse_facts_longtail",
-           "light": "collapse_wikitext_smol", "heavy": "collapse_wikitext_smol_heavy"}
+           "light": "collapse_wikitext_smol", "heavy": "collapse_wikitext_smol_heavy",
+           "facts": "collapse_facts_smol_amd"}
 
 
 def figures(boards: dict[str, dict]) -> dict[str, str]:
@@ -93,6 +94,7 @@ QUOTES = {
         "{light.tce:0.9.effect} against CE (p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm",
         "four times the fine-tuning, five seeds an arm: tce:0.9 {heavy.tce:0.9.effect} against CE, p = "
         "{heavy.tce:0.9.raw}) says the same",
+        "exact ground truth, five seeds an arm: tce:0.9 {facts.tce:0.9.effect} against CE, p = {facts.tce:0.9.raw})",
     ],
     "BENCHMARKS.md": [
         *[_table_row(r, label, f"{r}.{k}") for r, losses in {
@@ -139,6 +141,13 @@ QUOTES = {
         "- **tce:0.9 against CE: {heavy.tce:0.9.effect}, p = {heavy.tce:0.9.raw}** ({heavy.ce.n} vs "
         "{heavy.tce:0.9.n} seeds",
         "tce:0.9 closes {heavy.tce:0.9.gap} of it",
+        "| ce, tce:0.9, control x {facts.ce.n} | {facts.ce.auc} | {facts.control.auc} | tce:0.9 {facts.tce:0.9.effect}, "
+        "p = {facts.tce:0.9.raw} at five seeds an arm",
+        *[f"| {label} | {{facts.{k}.aucs}} | {{facts.{k}.auc}} | {{facts.{k}.sd}} |"
+          for k, label in [("ce", "ce"), ("tce:0.9", "tce:0.9"), ("control", "control (clean)")]],
+        "- **tce:0.9 against CE: {facts.tce:0.9.effect}, p = {facts.tce:0.9.raw}** ({facts.ce.n} vs "
+        "{facts.tce:0.9.n} seeds",
+        "tce:0.9 closes {facts.tce:0.9.gap} of it",
     ],
     "leaderboards/README.md": [
         "(hot: tce:0.9 {hot.tce:0.9.ttf} vs CE {hot.ce.ttf}, tce:0.99 {hot.tce:0.99.ttf}; greedy: tce:0.7/0.9/0.99 "
@@ -157,6 +166,7 @@ QUOTES = {
         "CE, p = {light.tce:0.9.raw} raw, {light.tce:0.9.holm} after Holm",
         "At {heavy.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9 (2026-12-07, complete) tce:0.9 reads {heavy.tce:0.9.effect} "
         "against CE (p = {heavy.tce:0.9.raw})",
+        "Complete (2026-12-07 15:48): tce:0.9 reads {facts.tce:0.9.effect} against CE (p = {facts.tce:0.9.raw})",
     ],
 }
 
