@@ -136,18 +136,15 @@ QUOTES = {
         "| control (ce, clean) | {light.control.aucs} | {light.control.auc} | {light.control.sd} | - |",
         "| ce, tce:0.9, control x {heavy.ce.n} | {heavy.ce.auc} | {heavy.control.auc} | tce:0.9 {heavy.tce:0.9.effect}, "
         "p = {heavy.tce:0.9.raw} at {heavy.ce.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9",
-        *[f"| {label} | {{heavy.{k}.aucs}} | {{heavy.{k}.auc}} | {{heavy.{k}.sd}} |"
-          for k, label in [("ce", "ce"), ("tce:0.9", "tce:0.9"), ("control", "control (clean)")]],
-        "- **tce:0.9 against CE: {heavy.tce:0.9.effect}, p = {heavy.tce:0.9.raw}** ({heavy.ce.n} vs "
-        "{heavy.tce:0.9.n} seeds",
-        "tce:0.9 closes {heavy.tce:0.9.gap} of it",
         "| ce, tce:0.9, control x {facts.ce.n} | {facts.ce.auc} | {facts.control.auc} | tce:0.9 {facts.tce:0.9.effect}, "
         "p = {facts.tce:0.9.raw} at five seeds an arm",
-        *[f"| {label} | {{facts.{k}.aucs}} | {{facts.{k}.auc}} | {{facts.{k}.sd}} |"
-          for k, label in [("ce", "ce"), ("tce:0.9", "tce:0.9"), ("control", "control (clean)")]],
-        "- **tce:0.9 against CE: {facts.tce:0.9.effect}, p = {facts.tce:0.9.raw}** ({facts.ce.n} vs "
-        "{facts.tce:0.9.n} seeds",
-        "tce:0.9 closes {facts.tce:0.9.gap} of it",
+        # each complete five-seed board's section: its table, its claim, its share of the gap
+        *[q for r in ("heavy", "facts") for q in (
+            *[f"| {label} | {{{r}.{k}.aucs}} | {{{r}.{k}.auc}} | {{{r}.{k}.sd}} |"
+              for k, label in [("ce", "ce"), ("tce:0.9", "tce:0.9"), ("control", "control (clean)")]],
+            f"- **tce:0.9 against CE: {{{r}.tce:0.9.effect}}, p = {{{r}.tce:0.9.raw}}** ({{{r}.ce.n}} vs "
+            f"{{{r}.tce:0.9.n}} seeds",
+            f"tce:0.9 closes {{{r}.tce:0.9.gap}} of it")],
     ],
     "leaderboards/README.md": [
         "(hot: tce:0.9 {hot.tce:0.9.ttf} vs CE {hot.ce.ttf}, tce:0.99 {hot.tce:0.99.ttf}; greedy: tce:0.7/0.9/0.99 "
