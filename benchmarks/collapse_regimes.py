@@ -105,17 +105,31 @@ def run_dir_for(root: Path, regime: str, loss: str, seed: int) -> Path:
     return root / regime / f"{slug(loss)}-s{seed}"
 
 
+def runs_of(root: Path, regime: str, arm: str, seed: int) -> list[Path]:
+    """The run folders of one arm and seed that ran the regime's task as it stands, oldest first (a folder's
+    name carries its start time). A folder whose config.yaml holds another config hash ran another experiment
+    (an earlier version of the task, left there by a calibration step, or edited loss code): reusing it would
+    publish its numbers under this task, resuming it is refused (`rundir.open_run`), and copying its stage 0
+    or chance into a control would mix two experiments. Such folders are passed over: a new run starts."""
+    from fortifai_bench.io import read_yaml
+    from fortifai_bench.losses import load_loss
+
+    loss = "ce" if arm == "control" else arm
+    want = regime_task(regime, arm == "control").config_hash(load_loss(loss).describe())
+    return sorted(c.parent for c in run_dir_for(root, regime, arm, seed).glob("*/config.yaml")
+                  if (read_yaml(c) or {}).get("config_hash") == want)
+
+
 def newest_run(root: Path, regime: str, arm: str, seed: int) -> Path | None:
-    """The newest run folder of one arm and seed, finished or not (its name carries its start time); None before
-    any."""
-    return max((c.parent for c in run_dir_for(root, regime, arm, seed).glob("*/config.yaml")), default=None)
+    """The newest run folder of one arm and seed (`runs_of`), finished or not; None before any."""
+    return max(runs_of(root, regime, arm, seed), default=None)
 
 
 def finished_run_dir(root: Path, regime: str, arm: str, seed: int) -> Path | None:
     """The folder of the newest run of one arm ("control" for the clean control) and seed, if it finished."""
     from fortifai_bench.io import read_json
 
-    files = sorted(run_dir_for(root, regime, arm, seed).glob("*/results.json"))
+    files = [run / "results.json" for run in runs_of(root, regime, arm, seed) if (run / "results.json").is_file()]
     return files[-1].parent if files and read_json(files[-1]).get("complete") else None
 
 

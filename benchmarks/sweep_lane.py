@@ -40,7 +40,8 @@ from functools import lru_cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collapse_regimes import REGIMES, ensure_run, finished_run_dir, newest_run, regime_task, run_dir_for  # noqa: E402
+from collapse_regimes import (REGIMES, ensure_run, finished_run_dir, newest_run, regime_task,  # noqa: E402
+                              runs_of)
 
 from fortifai_bench.collapse.rundir import slug  # noqa: E402
 from fortifai_bench.errors import FortifaiError  # noqa: E402
@@ -129,8 +130,8 @@ def waits_for_ce(job: Job, out: Path) -> bool:
     the same stage 0 again (a heavy SmolLM2 run's takes 18 minutes)."""
     if job.arm != "control":
         return False
-    stage_0 = run_dir_for(out, job.regime, "ce", job.seed).glob("*/stage_0/metrics.json")
-    return running(Job(job.regime, "ce", job.seed), out) and not any(stage_0)
+    stage_0 = [run / "stage_0" / "metrics.json" for run in runs_of(out, job.regime, "ce", job.seed)]
+    return running(Job(job.regime, "ce", job.seed), out) and not any(f.is_file() for f in stage_0)
 
 
 def next_job(queue: list[Job], out: Path, unpublished=lambda job: False, fits=lambda job: True) -> Job | None:

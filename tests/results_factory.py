@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from fortifai_bench.metrics import area_under_curve, failure
 
@@ -65,7 +66,34 @@ def make_results(accuracies: list[float], *, loss: str = "ce", loss_args: dict |
 
 
 def write_run(root: Path, accuracies: list[float], **kw) -> Path:
-    results = make_results(accuracies, **kw)
+    return write_results(root, make_results(accuracies, **kw))
+
+
+def write_task_run(root: Path, task, accuracies: list[float], *, loss: str = "ce", control: bool = False,
+                   complete: bool = True, **kw) -> Path:
+    """A run of a real collapse task (a CollapseTask, e.g. a sweep regime's) under root, as the sweep finds
+    one: the config.yaml a run starts with, and a results.json carrying the task's config and config hash."""
+    from fortifai_bench.losses import load_loss
+
+    results = make_results(accuracies, loss=loss, control=control, task=task.task, version=task.version, **kw)
+    results.update(config=task.to_dict(), config_hash=task.config_hash(load_loss(loss).describe()),
+                   complete=complete)
+    run = write_results(root, results)
+    write_run_config(run, task, loss, results["seed"])
+    return run
+
+
+def write_run_config(run: Path, task, loss: str, seed: int) -> None:
+    """RUN/config.yaml as `rundir.open_run` writes it: the task, the loss described, the config hash."""
+    from fortifai_bench.losses import load_loss
+
+    desc = load_loss(loss).describe()
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"config": task.to_dict(), "loss": desc, "seed": seed,
+                                                     "config_hash": task.config_hash(desc)}))
+
+
+def write_results(root: Path, results: dict) -> Path:
     name = results['task']['name'] + ("-control" if results["control"] else "")
     run = Path(root) / f"{name}-{results['loss']['spec'].replace(':', '_')}-{results['seed']}"
     run.mkdir(parents=True, exist_ok=True)

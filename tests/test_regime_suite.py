@@ -206,11 +206,10 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
     each loss's AUC against CE over seeds with Holm over the claims, and sizes the power from the pooled sd and
     the CE-control gap; an unfinished run is left out."""
     import importlib.util
-    import json
     import sys
     from pathlib import Path
 
-    from results_factory import write_run
+    from results_factory import write_task_run
 
     root = Path(__file__).resolve().parent.parent / "benchmarks"
     spec = importlib.util.spec_from_file_location("smol_retention", root / "smol_retention.py")
@@ -221,13 +220,13 @@ def test_the_retention_analysis_of_a_sweep(tmp_path, capsys):
               "tce:0.9": [[0.84, 0.88, 0.86, 0.86], [0.84, 0.87, 0.87, 0.85], [0.84, 0.89, 0.86, 0.87],
                           [0.84, 0.88, 0.88, 0.86]],
               "control": [[0.84, 0.95, 0.96, 0.97]] * 4}
+    regimes = sys.modules["collapse_regimes"]
     for arm, cs in curves.items():
         for seed, c in enumerate(cs):
-            run = write_run(sys.modules["collapse_regimes"].run_dir_for(tmp_path, "wikitext_smol", arm, seed), c, seed=seed, n_items=100,
-                            loss="ce" if arm == "control" else arm, control=arm == "control")
-            data = json.loads((run / "results.json").read_text())
-            data["complete"] = not (arm == "tce:0.9" and seed == 3)  # one killed run: not counted
-            (run / "results.json").write_text(json.dumps(data))
+            write_task_run(regimes.run_dir_for(tmp_path, "wikitext_smol", arm, seed),
+                           regimes.regime_task("wikitext_smol", arm == "control"), c, seed=seed, n_items=100,
+                           loss="ce" if arm == "control" else arm, control=arm == "control",
+                           complete=not (arm == "tce:0.9" and seed == 3))  # one killed run: not counted
     assert mod.main(["--out", str(tmp_path), "--losses", "tce:0.9", "--seeds", "0-3", "--max-seeds", "5"]) == 0
     out = capsys.readouterr().out
     assert "| tce:0.9 | 0,1,2 |" in out and "| ce | 0,1,2,3 |" in out
@@ -339,7 +338,7 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
     import time
     from pathlib import Path
 
-    from results_factory import write_run
+    from results_factory import write_run_config, write_task_run
 
     root = Path(__file__).resolve().parent.parent / "benchmarks"
     spec = importlib.util.spec_from_file_location("sweep_lane", root / "sweep_lane.py")
@@ -355,12 +354,12 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
     shipped = lane.read_queue(root / "smol_queue.txt")  # issue 27's sweep: every line a job of a known regime
     assert {j.regime for j in shipped} == {"wikitext_smol", "wikitext_smol_heavy", "facts_smol", "facts_gemma"}
     out = tmp_path / "runs"
-    done = write_run(regimes.run_dir_for(out, "wikitext_smol", "ce", 4), [0.9, 0.8], seed=4, n_items=100)
-    (done / "results.json").write_text(json.dumps({**json.loads((done / "results.json").read_text()),
-                                                   "complete": True}))  # a finished run
-    for run, hours in ((done, [0.5, 1.0]), (regimes.run_dir_for(out, "wikitext_smol", "ce", 5) / "killed", [0.25])):
-        (run / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
-        (run / "config.yaml").write_text("{}\n")
+    task = regimes.regime_task("wikitext_smol")
+    done = write_task_run(regimes.run_dir_for(out, "wikitext_smol", "ce", 4), task, [0.9, 0.8], seed=4,
+                          n_items=100)  # a finished run
+    killed = regimes.run_dir_for(out, "wikitext_smol", "ce", 5) / "killed"
+    write_run_config(killed, task, "ce", 5)
+    for run, hours in ((done, [0.5, 1.0]), (killed, [0.25])):
         for i, h in enumerate(hours):  # stage_i/metrics.json's seconds, as a run writes them when a stage ends
             (run / f"stage_{i}").mkdir()
             (run / f"stage_{i}" / "metrics.json").write_text(json.dumps({"seconds": {"train": h * 1800,
@@ -465,6 +464,12 @@ def test_a_lane_publishes_each_run_it_finishes_onto_an_existing_board(tmp_path, 
     assert f"not published: no board {boards / 'collapse_facts.json'}" in capsys.readouterr().out
     assert list(boards.iterdir()) == []
     first = regimes.finished_run_dir(out, "micro", "ce", 0)
+    # the task moved on (a calibration step makes a new version): the old version's run is another experiment's,
+    # neither done nor resumed here, and not a stage 0 for this version's control
+    monkeypatch.setitem(regimes.REGIMES, "micro", ("collapse_facts", MICRO + ["stages=2", "version=9"]))
+    assert regimes.newest_run(out, "micro", "ce", 0) is None and regimes.finished_run(out, "micro", "ce", 0) is None
+    monkeypatch.setitem(regimes.REGIMES, "micro", ("collapse_facts", MICRO + ["stages=2"]))
+    assert regimes.finished_run_dir(out, "micro", "ce", 0) == first
     publish([first], root=boards)  # the board made by hand, with its design
     shutil.rmtree(first)
     # seed 1 finishes but its lane stops before publishing (here: a lane without --publish); the next lane
@@ -520,6 +525,8 @@ def test_a_sweep_control_waits_for_its_ce_runs_stage_0(tmp_path):
     lane = importlib.util.module_from_spec(spec)
     sys.modules["sweep_lane"] = lane
     spec.loader.exec_module(lane)
+    from results_factory import write_run_config
+
     out = tmp_path / "runs"
     ce, control, other = (lane.Job("facts_smol", "ce", 1), lane.Job("facts_smol", "control", 1),
                           lane.Job("facts_smol", "ce", 2))
@@ -529,6 +536,7 @@ def test_a_sweep_control_waits_for_its_ce_runs_stage_0(tmp_path):
         ce.claim_file(out).write_text(f"{running.pid} {lane._started(running.pid)}")
         stage0 = out / "facts_smol" / "ce-s1" / "collapse_facts_smol-ce-s1-x" / "stage_0"  # run_dir_for's layout
         stage0.mkdir(parents=True)
+        write_run_config(stage0.parent, sys.modules["collapse_regimes"].regime_task("facts_smol"), "ce", 1)
         assert lane.waits_for_ce(control, out) and not lane.waits_for_ce(other, out)
         assert lane.status([ce, control], out)[1] == "facts_smol control 1: waiting for CE's stage 0"
         assert lane.next_job([ce, control, other], out) == other  # passed over, not claimed
@@ -548,20 +556,21 @@ def test_sweep_lanes_script_starts_lanes_that_resume_a_queue(tmp_path):
     """benchmarks/sweep_lanes.sh: starts LANES background lanes of sweep_lane.py from the FROZEN copy, each
     logging to OUT/lane_N.log; a queue whose jobs are finished leaves each lane nothing to do; a missing queue
     is one line and exit 2."""
-    import json
     import os
     import subprocess
     import sys
     import time
     from pathlib import Path
 
-    from results_factory import write_run
+    from results_factory import write_task_run
+
+    from fortifai_bench.collapse.config import load_task
 
     repo = Path(__file__).resolve().parent.parent
     out = tmp_path / "runs"
-    done = write_run(out / "wikitext_smol" / "ce-s4", [0.9, 0.8], seed=4, n_items=100)  # run_dir_for's layout
-    (done / "results.json").write_text(json.dumps({**json.loads((done / "results.json").read_text()),
-                                                   "complete": True}))
+    # a finished run of the wikitext_smol regime (collapse_regimes.REGIMES: the shipped task), in run_dir_for's layout
+    write_task_run(out / "wikitext_smol" / "ce-s4", load_task("collapse_wikitext_smol"), [0.9, 0.8], seed=4,
+                   n_items=100)
     queue = tmp_path / "queue.txt"
     queue.write_text("wikitext_smol ce 4\n")
     env = {**os.environ, "QUEUE": str(queue), "OUT": str(out), "LANES": "2", "FROZEN": str(repo),
