@@ -20,11 +20,14 @@ finished run left off its existing board (its lane stopped during the publish) i
 that reaches it, the run not repeated, the claim held through the publish. With it
 the lane also passes over a job whose seed is on its board already, and one whose board holds runs of another CPU
 kind than this machine's (`results.cpu_kind`: a board keeps one), so one queue serves every machine a session gets.
+`--prune` then removes the stage models of the runs on their boards (a Gemma run keeps 6.2 GB of them), so a sweep
+of pretrained-LM runs fits the disk.
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 &   # one per core
     python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status               # state, hours left
     OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --only facts_smol ce 0 &
     OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --publish leaderboards &
+    OMP_NUM_THREADS=1 python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --publish leaderboards --prune &
 """
 
 from __future__ import annotations
@@ -304,6 +307,29 @@ class Boards:
         return (self.board(job).exists() and self.passed_over(job) is None
                 and finished_run_dir(out, job.regime, job.arm, job.seed) is not None)
 
+    def prune(self, queue: list[Job], out: Path) -> list[str]:
+        """Remove the stage models of every finished run here whose seed is on its board, a board of this machine's
+        CPU kind (so the run verified onto it is this one); a line for each. The board keeps the verified numbers
+        and the folder its records, while the models are most of a pretrained-LM run's disk (3.1 GB SmolLM2, 6.2 GB
+        Gemma 3 270M: a sweep's would fill the disk). CE's stage 0 stays while a clean control of its seed is
+        unfinished, for the control copies it (`collapse_regimes.start_from_baseline`). A pruned run can no longer
+        be verified again (a rebuilt board) nor lend its stage 0."""
+        lines = []
+        for job in queue:
+            run = finished_run_dir(out, job.regime, job.arm, job.seed)
+            if run is None or self.passed_over(job) != "on its board" or self.kind not in board_cpu_kinds(
+                    read_json(self.board(job))):
+                continue
+            lend = job.arm == "ce" and any(j.arm == "control" and (j.regime, j.seed) == (job.regime, job.seed)
+                                           and finished_run_dir(out, j.regime, j.arm, j.seed) is None for j in queue)
+            models = [m for m in sorted(run.glob("stage_*/model")) if not (lend and m.parent.name == "stage_0")]
+            if models:
+                size = sum(f.stat().st_size for m in models for f in m.rglob("*") if f.is_file())
+                for model in models:
+                    shutil.rmtree(model)
+                lines.append(f"pruned {len(models)} stage models ({size / 1e9:.1f} GB) of {run}, on its board")
+        return lines
+
     def publish(self, job: Job, out: Path) -> str:
         """Put the job's finished run onto its board, verified, if that board exists; one line saying what
         happened. A refusal (another CPU kind, a paired board's seed sets) is reported, not raised: the lane goes
@@ -346,12 +372,18 @@ def main(argv=None) -> int:
                         "none would, the queue's first. A run cut off resumes only on the same machine")
     p.add_argument("--publish", type=Path, metavar="DIR",
                    help="after each job, publish its run (verified) onto DIR/<task>.json where that board exists")
+    p.add_argument("--prune", action="store_true",
+                   help="with --publish: before each job, remove the stage models of the queue's runs that are on "
+                        "their boards (CE's stage 0 kept while its seed's control is to run), so a sweep of "
+                        "pretrained-LM runs does not fill the disk")
     args = p.parse_args(argv)
     try:
         only = None if args.only is None else parse_job(args.only, "--only")
         import torch  # before cpu(): a CPU's kind includes the kernel set torch dispatches to
 
         boards = Boards(args.publish.resolve(), cpu_kind(cpu())) if args.publish else None
+        if args.prune and not boards:
+            raise FortifaiError("--prune needs --publish DIR: a run's models go only once its board holds it")
         if args.status:
             every = read_queue(args.queue)
             queue, over = pass_over(every, boards)
@@ -366,11 +398,13 @@ def main(argv=None) -> int:
 
         stop_at = deadline(args.until) if args.until else None
         while True:
+            every = read_queue(args.queue)  # again before each job: the queue may be edited between jobs
+            for line in boards.prune(every, args.out) if args.prune else []:
+                print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
             if (free := disk_free_gb(args.out)) < args.min_free_gb:  # checked before a job is claimed
                 print(f"error: {free:.1f} GB free under {args.out}, below --min-free-gb {args.min_free_gb:g}: publish "
-                      f"finished boards and remove their runs' stage_*/model folders", file=sys.stderr)
+                      f"finished boards and remove their runs' stage_*/model folders (--prune)", file=sys.stderr)
                 return 3
-            every = read_queue(args.queue)  # again before each job: the queue may be edited between jobs
             queue = [only] if only else pass_over(every, boards)[0]  # --only: as asked
             fits = fits_before(stop_at, every, args.out)
             if (job := next_job(queue, args.out, unpublished, fits)) is None:

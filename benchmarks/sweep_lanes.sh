@@ -10,6 +10,7 @@
 # (`results.cpu_kind`; BENCHMARKS.md, "Two AMD EPYCs, one kind", "A Zen 5 joins the kind").
 #   QUEUE=runs/queue.txt OUT=runs/regimes_v3 benchmarks/sweep_lanes.sh      # two lanes; logs OUT/lane_N.log
 #   UNTIL=10:20 QUEUE=... benchmarks/sweep_lanes.sh   # the session stops at 10:20: runs that finish by then first
+#   PRUNE=1 QUEUE=... benchmarks/sweep_lanes.sh       # remove published runs' stage models (a disk's worth a sweep)
 #   python benchmarks/sweep_lane.py runs/queue.txt --out runs/regimes_v3 --status
 # Needs WikiText-2 (FORTIFAI_DATA_DIR, default ../shared/data beside the checkout) for the SmolLM2 regimes.
 set -euo pipefail
@@ -26,6 +27,8 @@ elif [[ -n ${KERNELS:-} ]]; then
   echo "error: KERNELS=$KERNELS: only AVX2 is known (or leave it unset)" >&2; exit 2
 fi
 [[ ${PUBLISH:-1} == 0 ]] || PUBLISH_TO=(--publish "$(pwd)/leaderboards")
+# PRUNE=1: a run's stage models go once its board holds it (sweep_lane.py --prune; CE's stage 0 kept for its control)
+[[ ${PRUNE:-0} == 0 || ${PUBLISH:-1} == 0 ]] || PUBLISH_TO+=(--prune)
 UNTIL_ARG=()
 [[ -z ${UNTIL:-} ]] || UNTIL_ARG=(--until "$UNTIL")  # HH:MM the session stops: jobs that finish by then first
 export FORTIFAI_DATA_DIR=$(realpath -m "${FORTIFAI_DATA_DIR:-../shared/data}")

@@ -511,6 +511,50 @@ def test_a_lane_publishes_each_run_it_finishes_onto_an_existing_board(tmp_path, 
         assert f"{queue}:1: board {bad.split()[-1]!r} is not a .json file name" in capsys.readouterr().err
 
 
+def test_a_pruning_lane_removes_published_runs_models_but_lends_ce_stage_0_to_its_control(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """sweep_lane.py --publish --prune: the stage models of a run on its board go before the next job, except CE's
+    stage 0 while its seed's control has not run (the control copies it); once the control is on the board too,
+    that stage 0 goes as well. The records stay, and the board keeps both arms; --prune alone is refused."""
+    import importlib.util
+    import re
+    import sys
+    from pathlib import Path
+
+    from test_collapse import MICRO
+
+    from fortifai_bench.leaderboard import load_board, publish
+
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    spec = importlib.util.spec_from_file_location("sweep_lane", root / "sweep_lane.py")
+    lane = importlib.util.module_from_spec(spec)
+    sys.modules["sweep_lane"] = lane
+    spec.loader.exec_module(lane)
+    regimes = sys.modules["collapse_regimes"]
+    monkeypatch.setitem(regimes.REGIMES, "micro", ("collapse_facts", MICRO + ["stages=2"]))
+    queue, out, boards = tmp_path / "queue.txt", tmp_path / "runs", tmp_path / "boards"
+    queue.write_text("micro ce 0\nmicro control 0\n")
+    boards.mkdir()
+    assert lane.main([str(queue), "--out", str(out), "--prune"]) == 2
+    assert "--prune needs --publish DIR" in capsys.readouterr().err
+    assert lane.main([str(queue), "--out", str(out), "--only", "micro", "ce", "0"]) == 0
+    ce = regimes.finished_run_dir(out, "micro", "ce", 0)
+    publish([ce], root=boards)  # the board made by hand, with its design
+    capsys.readouterr()
+    assert lane.main([str(queue), "--out", str(out), "--publish", str(boards), "--prune"]) == 0
+    lines = [line.split(" ", 1)[1] for line in capsys.readouterr().out.splitlines()]  # less the time of day
+    control = regimes.finished_run_dir(out, "micro", "control", 0)
+    pruned = [re.sub(r"\(\S+ GB\)", "(N GB)", line) for line in lines if line.startswith("pruned")]
+    assert pruned == [f"pruned 1 stage models (N GB) of {ce}, on its board",  # stage_1; stage_0 lent
+                      f"pruned 1 stage models (N GB) of {ce}, on its board",  # stage_0, once the control ran
+                      f"pruned 2 stage models (N GB) of {control}, on its board"], lines
+    assert lines[0].startswith(f"pruned 1 stage models (") and lines[1] == "micro control seed 0: start"
+    assert "stage_0" in (control / "copied.json").read_text()  # the lent stage 0, copied
+    assert not list(out.rglob("stage_*/model")) and len(list(out.rglob("stage_*/metrics.json"))) == 4
+    board = load_board(boards / "collapse_facts.json")
+    assert sorted(e["seeds"][0] for e in board["entries"]) == [0, 0] and len(board["entries"]) == 2
+
+
 def test_a_sweep_control_waits_for_its_ce_runs_stage_0(tmp_path):
     """benchmarks/sweep_lane.py: a clean control whose CE run at its seed is held by a live lane and has not
     finished stage 0 is passed over (it would train that stage again instead of copying it), shown as waiting;
