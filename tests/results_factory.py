@@ -84,13 +84,15 @@ def write_task_run(root: Path, task, accuracies: list[float], *, loss: str = "ce
 
 
 def write_run_config(run: Path, task, loss: str, seed: int) -> None:
-    """RUN/config.yaml as `rundir.open_run` writes it: the task, the loss described, the config hash."""
+    """RUN/config.yaml as `rundir.open_run` writes it (`rundir.config_doc`) for `task` at `seed`."""
+    import dataclasses
+
+    from fortifai_bench.collapse.rundir import config_doc
     from fortifai_bench.losses import load_loss
 
-    desc = load_loss(loss).describe()
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"config": task.to_dict(), "loss": desc, "seed": seed,
-                                                     "config_hash": task.config_hash(desc)}))
+    doc = config_doc(dataclasses.replace(task, seed=seed), load_loss(loss).describe())
+    (run / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def write_results(root: Path, results: dict) -> Path:

@@ -548,7 +548,7 @@ def test_a_pruning_lane_removes_published_runs_models_but_lends_ce_stage_0_to_it
     assert pruned == [f"pruned 1 stage models (N GB) of {ce}, on its board",  # stage_1; stage_0 lent
                       f"pruned 1 stage models (N GB) of {ce}, on its board",  # stage_0, once the control ran
                       f"pruned 2 stage models (N GB) of {control}, on its board"], lines
-    assert lines[0].startswith(f"pruned 1 stage models (") and lines[1] == "micro control seed 0: start"
+    assert lines[0].startswith("pruned 1 stage models (") and lines[1] == "micro control seed 0: start"
     assert "stage_0" in (control / "copied.json").read_text()  # the lent stage 0, copied
     assert not list(out.rglob("stage_*/model")) and len(list(out.rglob("stage_*/metrics.json"))) == 4
     board = load_board(boards / "collapse_facts.json")

@@ -228,11 +228,16 @@ def open_run(task: CollapseTask, loss_desc: dict, *, out: str | os.PathLike | No
     while run.exists():
         n += 1
         run = base.with_name(f"{base.name}-{n}")
-    doc = {"format": RUN_FORMAT, **_record(task, loss_desc), "seed": task.seed,
-           "config_hash": task.config_hash(loss_desc), "provenance": provenance(command)}
     with atomic_write(run / "config.yaml") as f:
-        yaml.safe_dump(doc, f, sort_keys=False, allow_unicode=True)
+        yaml.safe_dump(config_doc(task, loss_desc, command), f, sort_keys=False, allow_unicode=True)
     return run
+
+
+def config_doc(task: CollapseTask, loss_desc: dict, command: str | None = None) -> dict:
+    """RUN/config.yaml: the task and loss as run, the seed, their hash (what `resume` and the sweep match a run
+    by) and the provenance."""
+    return {"format": RUN_FORMAT, **_record(task, loss_desc), "seed": task.seed,
+            "config_hash": task.config_hash(loss_desc), "provenance": provenance(command)}
 
 
 def check_no_symlinks(run: Path) -> None:
