@@ -24,7 +24,7 @@ from fortifai_bench.metrics import Failure
 REPO = Path(__file__).resolve().parents[1]
 REGIMES = {"hot": "collapse_facts", "greedy": "collapse_facts_greedy", "longtail": "collapse_facts_longtail",
            "light": "collapse_wikitext_smol", "heavy": "collapse_wikitext_smol_heavy",
-           "facts": "collapse_facts_smol_amd"}
+           "facts": "collapse_facts_smol_amd", "gemma": "collapse_facts_gemma"}
 
 
 def figures(boards: dict[str, dict]) -> dict[str, str]:
@@ -164,6 +164,7 @@ QUOTES = {
         "At {heavy.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9 (2026-12-07, complete) tce:0.9 reads {heavy.tce:0.9.effect} "
         "against CE (p = {heavy.tce:0.9.raw})",
         "Complete (2026-12-07 15:48): tce:0.9 reads {facts.tce:0.9.effect} against CE (p = {facts.tce:0.9.raw})",
+        "Created 2026-12-07 19:57 from CE's five seeds (AUC {gemma.ce.aucs}: mean {gemma.ce.auc}, sd {gemma.ce.sd})",
     ],
 }
 
