@@ -326,11 +326,24 @@ def test_a_sweep_run_starts_from_what_a_finished_ce_run_computed(tmp_path, monke
     assert mod.ensure_run(tmp_path, "micro", "ce", 0, True, False)["run_dir"] == control["run_dir"]  # reused
 
 
+def sweep_lane():
+    """benchmarks/sweep_lane.py as a module (it also imports benchmarks/collapse_regimes.py as `collapse_regimes`)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("sweep_lane", Path(__file__).resolve().parent.parent / "benchmarks"
+                                                  / "sweep_lane.py")
+    lane = importlib.util.module_from_spec(spec)
+    sys.modules["sweep_lane"] = lane  # its dataclass resolves its annotations through its module
+    spec.loader.exec_module(lane)
+    return lane
+
+
 def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, capsys):
     """benchmarks/sweep_lane.py: a lane takes the queue's first job that is neither finished nor claimed by a
     live lane; a claim whose process is gone (a lane killed with its session) is taken over; a bad queue line is
     one error naming the file and line."""
-    import importlib.util
     import json
     import os
     import subprocess
@@ -340,18 +353,14 @@ def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, ca
 
     from results_factory import write_run_config, write_task_run
 
-    root = Path(__file__).resolve().parent.parent / "benchmarks"
-    spec = importlib.util.spec_from_file_location("sweep_lane", root / "sweep_lane.py")
-    lane = importlib.util.module_from_spec(spec)
-    sys.modules["sweep_lane"] = lane  # its dataclass resolves its annotations through its module
-    spec.loader.exec_module(lane)
+    lane = sweep_lane()
     regimes = sys.modules["collapse_regimes"]
     queue = tmp_path / "queue.txt"
     queue.write_text("# the light board, seed by seed\nwikitext_smol ce 4\nwikitext_smol tce:0.9 4  # arm two\n"
                      "wikitext_smol control 4\nwikitext_smol ce 5\n")
     jobs = lane.read_queue(queue)
     assert [(j.arm, j.seed) for j in jobs] == [("ce", 4), ("tce:0.9", 4), ("control", 4), ("ce", 5)]
-    shipped = lane.read_queue(root / "smol_queue.txt")  # issue 27's sweep: every line a job of a known regime
+    shipped = lane.read_queue(Path(lane.__file__).parent / "smol_queue.txt")  # issue 27's sweep: every line a job of a known regime
     assert {j.regime for j in shipped} == {"wikitext_smol", "wikitext_smol_heavy", "facts_smol", "facts_gemma"}
     out = tmp_path / "runs"
     task = regimes.regime_task("wikitext_smol")
@@ -439,21 +448,15 @@ def test_a_lane_publishes_each_run_it_finishes_onto_an_existing_board(tmp_path, 
     """sweep_lane.py --publish: a run the lane finishes is verified and put onto its board where the board
     exists; where none does, nothing is created (a board's design is chosen when it is made); the arm's entry
     grows by the new seed although the first seed's folder is gone (it went with another machine)."""
-    import importlib.util
     import json
     import shutil
     import sys
-    from pathlib import Path
 
     from test_collapse import MICRO
 
     from fortifai_bench.leaderboard import load_board, publish
 
-    root = Path(__file__).resolve().parent.parent / "benchmarks"
-    spec = importlib.util.spec_from_file_location("sweep_lane", root / "sweep_lane.py")
-    lane = importlib.util.module_from_spec(spec)
-    sys.modules["sweep_lane"] = lane
-    spec.loader.exec_module(lane)
+    lane = sweep_lane()
     regimes = sys.modules["collapse_regimes"]
     monkeypatch.setitem(regimes.REGIMES, "micro", ("collapse_facts", MICRO + ["stages=2"]))
     queue, out, boards = tmp_path / "queue.txt", tmp_path / "runs", tmp_path / "boards"
@@ -516,20 +519,14 @@ def test_a_pruning_lane_removes_published_runs_models_but_lends_ce_stage_0_to_it
     """sweep_lane.py --publish --prune: the stage models of a run on its board go before the next job, except CE's
     stage 0 while its seed's control has not run (the control copies it); once the control is on the board too,
     that stage 0 goes as well. The records stay, and the board keeps both arms; --prune alone is refused."""
-    import importlib.util
     import re
     import sys
-    from pathlib import Path
 
     from test_collapse import MICRO
 
     from fortifai_bench.leaderboard import load_board, publish
 
-    root = Path(__file__).resolve().parent.parent / "benchmarks"
-    spec = importlib.util.spec_from_file_location("sweep_lane", root / "sweep_lane.py")
-    lane = importlib.util.module_from_spec(spec)
-    sys.modules["sweep_lane"] = lane
-    spec.loader.exec_module(lane)
+    lane = sweep_lane()
     regimes = sys.modules["collapse_regimes"]
     monkeypatch.setitem(regimes.REGIMES, "micro", ("collapse_facts", MICRO + ["stages=2"]))
     queue, out, boards = tmp_path / "queue.txt", tmp_path / "runs", tmp_path / "boards"
@@ -559,16 +556,10 @@ def test_a_sweep_control_waits_for_its_ce_runs_stage_0(tmp_path):
     """benchmarks/sweep_lane.py: a clean control whose CE run at its seed is held by a live lane and has not
     finished stage 0 is passed over (it would train that stage again instead of copying it), shown as waiting;
     once CE's stage 0 is written, or CE's lane is gone, the control is taken."""
-    import importlib.util
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent / "benchmarks"
-    spec = importlib.util.spec_from_file_location("sweep_lane", root / "sweep_lane.py")
-    lane = importlib.util.module_from_spec(spec)
-    sys.modules["sweep_lane"] = lane
-    spec.loader.exec_module(lane)
+    lane = sweep_lane()
     from results_factory import write_run_config
 
     out = tmp_path / "runs"
