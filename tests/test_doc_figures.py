@@ -138,6 +138,8 @@ QUOTES = {
         "p = {heavy.tce:0.9.raw} at {heavy.ce.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9",
         "| ce, tce:0.9, control x {facts.ce.n} | {facts.ce.auc} | {facts.control.auc} | tce:0.9 {facts.tce:0.9.effect}, "
         "p = {facts.tce:0.9.raw} at five seeds an arm",
+        "| ce x {gemma.ce.n}, control x {gemma.control.n}, tce:0.9 x {gemma.tce:0.9.n} | {gemma.ce.auc} | "
+        "{gemma.control.auc} ({gemma.control.n} seeds) |",
         # each complete five-seed board's section: its table, its claim, its share of the gap
         *[q for r in ("heavy", "facts") for q in (
             *[f"| {label} | {{{r}.{k}.aucs}} | {{{r}.{k}.auc}} | {{{r}.{k}.sd}} |"
