@@ -340,6 +340,22 @@ def sweep_lane():
     return lane
 
 
+def micro_lane(tmp_path, monkeypatch, queue_text: str):
+    """sweep_lane with a two-stage micro regime ("micro", real training): the module, collapse_regimes, and a
+    queue holding `queue_text`, the runs folder and an empty boards folder under tmp_path."""
+    import sys
+
+    from test_collapse import MICRO
+
+    lane = sweep_lane()
+    regimes = sys.modules["collapse_regimes"]
+    monkeypatch.setitem(regimes.REGIMES, "micro", ("collapse_facts", MICRO + ["stages=2"]))
+    queue, out, boards = tmp_path / "queue.txt", tmp_path / "runs", tmp_path / "boards"
+    queue.write_text(queue_text)
+    boards.mkdir()
+    return lane, regimes, queue, out, boards
+
+
 def test_sweep_lanes_share_a_queue_and_take_over_a_killed_lanes_job(tmp_path, capsys):
     """benchmarks/sweep_lane.py: a lane takes the queue's first job that is neither finished nor claimed by a
     live lane; a claim whose process is gone (a lane killed with its session) is taken over; a bad queue line is
@@ -450,18 +466,12 @@ def test_a_lane_publishes_each_run_it_finishes_onto_an_existing_board(tmp_path, 
     grows by the new seed although the first seed's folder is gone (it went with another machine)."""
     import json
     import shutil
-    import sys
 
     from test_collapse import MICRO
 
     from fortifai_bench.leaderboard import load_board, publish
 
-    lane = sweep_lane()
-    regimes = sys.modules["collapse_regimes"]
-    monkeypatch.setitem(regimes.REGIMES, "micro", ("collapse_facts", MICRO + ["stages=2"]))
-    queue, out, boards = tmp_path / "queue.txt", tmp_path / "runs", tmp_path / "boards"
-    queue.write_text("micro ce 0\nmicro ce 1\n")
-    boards.mkdir()
+    lane, regimes, queue, out, boards = micro_lane(tmp_path, monkeypatch, "micro ce 0\nmicro ce 1\n")
     args = [str(queue), "--out", str(out), "--publish", str(boards), "--only", "micro", "ce"]
     assert lane.main(args + ["0"]) == 0
     assert f"not published: no board {boards / 'collapse_facts.json'}" in capsys.readouterr().out
@@ -520,18 +530,11 @@ def test_a_pruning_lane_removes_published_runs_models_but_lends_ce_stage_0_to_it
     stage 0 while its seed's control has not run (the control copies it); once the control is on the board too,
     that stage 0 goes as well. The records stay, and the board keeps both arms; --prune alone is refused."""
     import re
-    import sys
 
-    from test_collapse import MICRO
 
     from fortifai_bench.leaderboard import load_board, publish
 
-    lane = sweep_lane()
-    regimes = sys.modules["collapse_regimes"]
-    monkeypatch.setitem(regimes.REGIMES, "micro", ("collapse_facts", MICRO + ["stages=2"]))
-    queue, out, boards = tmp_path / "queue.txt", tmp_path / "runs", tmp_path / "boards"
-    queue.write_text("micro ce 0\nmicro control 0\n")
-    boards.mkdir()
+    lane, regimes, queue, out, boards = micro_lane(tmp_path, monkeypatch, "micro ce 0\nmicro control 0\n")
     assert lane.main([str(queue), "--out", str(out), "--prune"]) == 2
     assert "--prune needs --publish DIR" in capsys.readouterr().err
     assert lane.main([str(queue), "--out", str(out), "--only", "micro", "ce", "0"]) == 0
