@@ -531,7 +531,6 @@ def test_a_pruning_lane_removes_published_runs_models_but_lends_ce_stage_0_to_it
     that stage 0 goes as well. The records stay, and the board keeps both arms; --prune alone is refused."""
     import re
 
-
     from fortifai_bench.leaderboard import load_board, publish
 
     lane, regimes, queue, out, boards = micro_lane(tmp_path, monkeypatch, "micro ce 0\nmicro control 0\n")
