@@ -162,12 +162,26 @@ def _gguf_cache(sha256: str) -> Path:
     return cache_dir() / "models" / f"gguf-{sha256[:16]}"
 
 
-def _package_dir(spec: str) -> tuple[str, str, Path]:
-    """(package, file name, the package's folder) of a `gguf:PACKAGE/FILE.gguf` spec, found without importing
-    the package (a package's own imports, such as a chat tool, are not needed for its weights)."""
+def gguf_spec(spec: str) -> tuple[str, str]:
+    """(package, file name) of a `gguf:PACKAGE/FILE.gguf` spec, checked for its shape only: a task names a
+    model whose package need not be installed where the task is only read (its config hash, a board's check)."""
     package, _, name = spec[len(GGUF):].partition("/")
     if not package or not name.endswith(".gguf") or "/" in name or ".." in name:
         raise FortifaiError(f"model {spec!r}: expected gguf:PACKAGE/FILE.gguf")
+    return package, name
+
+
+def require_model(spec: str) -> None:
+    """A `gguf:` model's packages installed and its file there (whole or in chunks), checked before a run does
+    any work; any other model is found when loaded."""
+    if str(spec).startswith(GGUF):
+        gguf_source(str(spec))
+
+
+def _package_dir(spec: str) -> tuple[str, str, Path]:
+    """(package, file name, the package's folder) of a `gguf:PACKAGE/FILE.gguf` spec, found without importing
+    the package (a package's own imports, such as a chat tool, are not needed for its weights)."""
+    package, name = gguf_spec(spec)
     found = importlib.util.find_spec(package) if package.isidentifier() else None
     if found is None or not found.submodule_search_locations:
         raise FortifaiError(f"model {spec!r}: package {package} is not installed; install it with "

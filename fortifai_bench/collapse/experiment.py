@@ -333,18 +333,21 @@ class Sharing:
         """Run k's directory, holding chance.json and, for a run with a donor, its donor's stage 0 (which
         must be finished by then)."""
         job = self.planned[k]
-        task = dataclasses.replace(job.task, seed=job.seed)
         key = chance_key(job)
         if key not in self.chance:
             run = _open_with_chance(job, self.out, self.command)
             self.chance[key] = run
-        else:
-            run = rundir.open_run(task, load_loss(job.spec, **job.args).describe(), out=self.out,
-                                  command=self.command)
-            rundir.copy_chance(self.chance[key], run)
+        else:  # under torchrun every process prepares each run: rank 0 alone makes its folder (one folder)
+            run = Path(Dist.start(job.task.train.device).on_main(lambda: str(self._open_copying_chance(job, key))))
         if k in self.donor:
-            rundir.copy_stage(self.runs[self.donor[k]], run, "stage_0")
+            Dist.start(job.task.train.device).on_main(rundir.copy_stage, self.runs[self.donor[k]], run, "stage_0")
         self.runs[k] = run
+        return run
+
+    def _open_copying_chance(self, job: Job, key: str) -> Path:
+        task = dataclasses.replace(job.task, seed=job.seed)
+        run = rundir.open_run(task, load_loss(job.spec, **job.args).describe(), out=self.out, command=self.command)
+        rundir.copy_chance(self.chance[key], run)
         return run
 
     def finished(self, k: int) -> None:
