@@ -95,8 +95,8 @@ QUOTES = {
         "four times the fine-tuning, five seeds an arm: tce:0.9 {heavy.tce:0.9.effect} against CE, p = "
         "{heavy.tce:0.9.raw}) says the same",
         "exact ground truth, five seeds an arm: tce:0.9 {facts.tce:0.9.effect} against CE, p = {facts.tce:0.9.raw})",
-        "arm: CE's AUC {gemma.ce.auc} at five seeds, the control's {gemma.control.auc} at three, tce:0.9's "
-        "{gemma.tce:0.9.auc} at its first seed",
+        "arm: CE's AUC {gemma.ce.auc} at {gemma.ce.n} seeds, the control's {gemma.control.auc} at "
+        "{gemma.control.n}, tce:0.9's {gemma.tce:0.9.auc} at {gemma.tce:0.9.n}",
     ],
     "BENCHMARKS.md": [
         *[_table_row(r, label, f"{r}.{k}") for r, losses in {
