@@ -334,13 +334,14 @@ class Sharing:
         must be finished by then)."""
         job = self.planned[k]
         key = chance_key(job)
+        dist = Dist.start(job.task.train.device)  # under torchrun every process prepares each run: rank 0 writes
         if key not in self.chance:
             run = _open_with_chance(job, self.out, self.command)
             self.chance[key] = run
-        else:  # under torchrun every process prepares each run: rank 0 alone makes its folder (one folder)
-            run = Path(Dist.start(job.task.train.device).on_main(lambda: str(self._open_copying_chance(job, key))))
+        else:
+            run = Path(dist.on_main(lambda: str(self._open_copying_chance(job, key))))
         if k in self.donor:
-            Dist.start(job.task.train.device).on_main(rundir.copy_stage, self.runs[self.donor[k]], run, "stage_0")
+            dist.on_main(rundir.copy_stage, self.runs[self.donor[k]], run, "stage_0")
         self.runs[k] = run
         return run
 
