@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import file_sha256
@@ -61,6 +62,22 @@ def test_a_task_naming_a_model_not_installed_is_read_and_printed_but_not_run():
     out = subprocess.run([sys.executable, "-m", "fortifai_bench", "collapse", "--task", "collapse_wikitext_smol",
                           "--model", spec, "--print-config"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and f"name: {spec}" in out.stdout, out.stderr
+
+
+def test_resuming_a_run_whose_model_is_not_installed_is_one_line_before_any_work(tmp_path):
+    """A run folder moved to a machine without its model's package: `--resume` says so, as a new run does."""
+    from fortifai_bench.collapse import rundir
+    from fortifai_bench.collapse.config import load_task
+    from fortifai_bench.losses import load_loss
+
+    task = load_task("collapse_wikitext_smol", ["model.name=gguf:no_such_package_xyz/m.gguf"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(rundir.config_doc(task, load_loss("ce").describe())))
+    out = subprocess.run([sys.executable, "-m", "fortifai_bench", "collapse", "--resume", str(run)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "package no_such_package_xyz is not installed" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and sorted(p.name for p in run.iterdir()) == ["config.yaml"]
 
 
 @needs_smol

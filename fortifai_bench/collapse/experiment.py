@@ -50,6 +50,7 @@ from fortifai_bench.errors import FortifaiError
 from fortifai_bench.io import write_json
 from fortifai_bench.losses import load_loss
 from fortifai_bench.metrics import compare_failures
+from fortifai_bench.models import require_model
 from fortifai_bench.results import load_results, run_failure, summarize_runs
 from fortifai_bench.stats import format_number, format_p
 
@@ -169,6 +170,7 @@ def resume_experiment(run: str | os.PathLike, overrides: list[str], loss: str | 
     and the arguments its user gave are used."""
     recorded, recorded_loss = rundir.read_run_config(run)
     task = task_from_dict(recorded.to_dict(), overrides, source=str(Path(run) / "config.yaml"))
+    require_model(task.model.name)  # as for a new run: a model not installed is one line, before any work
     spec = loss or recorded_loss["spec"]
     given = loss_args if (loss or loss_args) else _user_args(recorded_loss)
     try:
