@@ -22,6 +22,11 @@ mechanism figure over seeds per task (`collapse.plots.mechanism_figure`), at STE
 
     python benchmarks/mask_as_trained.py --summary --by-stage --plot smol runs/regimes_v3/wikitext_smol
 
+`--board FILE`: `--by-stage`'s table from a board file alone, for seeds whose run folders are gone (kept = 1 - the
+share above gamma the board keeps as `mask_trained`; for CE, what TCE would keep).
+
+    python benchmarks/mask_as_trained.py --board leaderboards/collapse_facts_gemma.json
+
 `--cost`: what the tally costs the trainer: TCE(0.9) training of collapse_facts' base on split 0 and the real
 text of split 1 (as token classes fresh), one thread, with and without classes, alternated `--repeats` times
 in one process; the median seconds of each and their ratio.
@@ -125,6 +130,28 @@ def by_stage(folders: list[str]) -> None:
                   + " | " + " / ".join(map(f3, conf)) + " |")
 
 
+def board_by_stage(path: str) -> None:
+    """`by_stage`'s table from a board file alone (its run folders may be gone): the mean over an entry's seeds of
+    its mask as trained, kept = 1 - the share above gamma the board keeps (`mask_trained`), and of the Fig. 1
+    contrasts (eval mode)."""
+    from fortifai_bench.leaderboard.board import load_board
+
+    board = load_board(path)
+    print("| task | loss | seeds | stage | KR split 0 | kept: corrupted | kept: faithful | kept: fresh real | "
+          "mean p: own regenerated / real it trained on / unseen real |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for e in board["entries"]:
+        label = "control" if e.get("control") else e["loss"]["spec"]
+        for s in e["stages"]:
+            dropped = s.get("mask_trained") or {}
+            kept = [1 - statistics.fmean(dropped[c]["per_seed"]) if c in dropped else None
+                    for c in ("corrupted", "faithful", "fresh")]
+            conf = [statistics.fmean(s["confidence"][k]["per_seed"]) for k in CONTRASTS]
+            print(f"| {e['task']['name']} v{e['task']['version']} | {label} | {len(e['seeds'])} | {s['stage']} | "
+                  f"{f3(statistics.fmean(s['score']['per_seed']))} | " + " | ".join(map(f3, kept)) + " | "
+                  + " / ".join(map(f3, conf)) + " |")
+
+
 def plot(folders: list[str], stem: str) -> None:
     """The mechanism figure over seeds, one per task, at STEM-TASK."""
     from fortifai_bench.collapse.plots import plot_mechanism
@@ -208,7 +235,12 @@ def main(argv=None) -> int:
     p.add_argument("--plot", default=None, metavar="STEM", help="with --summary: the mechanism figure per task")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--board", default=None, metavar="FILE",
+                   help="--by-stage's table from a board file instead of run folders (seeds whose folders are gone)")
     args = p.parse_args(argv)
+    if args.board:
+        board_by_stage(args.board)
+        return 0
     if args.cost:
         cost(args.repeats, args.epochs)
         return 0

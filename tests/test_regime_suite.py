@@ -661,3 +661,28 @@ def test_the_kind_probe_compares_a_run_with_its_boards_seed(tmp_path, monkeypatc
     assert mod.main([str(other), str(board)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no seed 5 of the run's arm (ce)" in err
+
+
+def test_the_mask_table_from_a_board_alone(capsys):
+    """benchmarks/mask_as_trained.py --board: a board's own mask and Fig. 1 numbers per stage, its seeds' means,
+    kept = 1 - the share above gamma the board keeps (run folders of pruned or lost runs are not needed)."""
+    import importlib.util
+    import json
+    import statistics
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("mask_as_trained", root / "benchmarks" / "mask_as_trained.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path = root / "leaderboards" / "collapse_facts_gemma.json"
+    assert mod.main(["--board", str(path)]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    entry = next(e for e in json.loads(path.read_text())["entries"] if e["loss"]["spec"] == "tce:0.9")
+    stage = entry["stages"][1]
+    row = next(r for r in rows if r[1] == "tce:0.9" and r[3] == "1")
+    assert row[2] == str(len(entry["seeds"]))
+    assert row[5] == f"{1 - statistics.fmean(stage['mask_trained']['corrupted']['per_seed']):.3f}"
+    assert row[4] == f"{statistics.fmean(stage['score']['per_seed']):.3f}"
+    control_0 = next(r for r in rows if r[1] == "control" and r[3] == "0")
+    assert control_0[5] == control_0[6] == "-"  # no regenerated text at stage 0
