@@ -95,8 +95,8 @@ QUOTES = {
         "four times the fine-tuning, five seeds an arm: tce:0.9 {heavy.tce:0.9.effect} against CE, p = "
         "{heavy.tce:0.9.raw}) says the same",
         "exact ground truth, five seeds an arm: tce:0.9 {facts.tce:0.9.effect} against CE, p = {facts.tce:0.9.raw})",
-        "arm: CE's AUC {gemma.ce.auc} at {gemma.ce.n} seeds, the control's {gemma.control.auc} at "
-        "{gemma.control.n}, tce:0.9's {gemma.tce:0.9.auc} at {gemma.tce:0.9.n}",
+        "five seeds an arm: CE's AUC {gemma.ce.auc}, the control's {gemma.control.auc}, tce:0.9 "
+        "{gemma.tce:0.9.effect} against CE, p = {gemma.tce:0.9.raw})",
     ],
     "BENCHMARKS.md": [
         *[_table_row(r, label, f"{r}.{k}") for r, losses in {
@@ -140,10 +140,10 @@ QUOTES = {
         "p = {heavy.tce:0.9.raw} at {heavy.ce.n} seeds of CE and {heavy.tce:0.9.n} of tce:0.9",
         "| ce, tce:0.9, control x {facts.ce.n} | {facts.ce.auc} | {facts.control.auc} | tce:0.9 {facts.tce:0.9.effect}, "
         "p = {facts.tce:0.9.raw} at five seeds an arm",
-        "| ce x {gemma.ce.n}, control x {gemma.control.n}, tce:0.9 x {gemma.tce:0.9.n} | {gemma.ce.auc} | "
-        "{gemma.control.auc} ({gemma.control.n} seeds) |",
+        "| ce, tce:0.9, control x {gemma.ce.n} | {gemma.ce.auc} | {gemma.control.auc} | tce:0.9 {gemma.tce:0.9.effect}, "
+        "p = {gemma.tce:0.9.raw} at five seeds an arm",
         # each complete five-seed board's section: its table, its claim, its share of the gap
-        *[q for r in ("heavy", "facts") for q in (
+        *[q for r in ("heavy", "facts", "gemma") for q in (
             *[f"| {label} | {{{r}.{k}.aucs}} | {{{r}.{k}.auc}} | {{{r}.{k}.sd}} |"
               for k, label in [("ce", "ce"), ("tce:0.9", "tce:0.9"), ("control", "control (clean)")]],
             f"- **tce:0.9 against CE: {{{r}.tce:0.9.effect}}, p = {{{r}.tce:0.9.raw}}** ({{{r}.ce.n}} vs "
@@ -169,6 +169,8 @@ QUOTES = {
         "against CE (p = {heavy.tce:0.9.raw})",
         "Complete (2026-12-07 15:48): tce:0.9 reads {facts.tce:0.9.effect} against CE (p = {facts.tce:0.9.raw})",
         "Created 2026-12-07 19:57 from CE's five seeds (AUC {gemma.ce.aucs}: mean {gemma.ce.auc}, sd {gemma.ce.sd})",
+        "Complete (2026-12-08 03:43): tce:0.9 reads {gemma.tce:0.9.effect} against CE (p = {gemma.tce:0.9.raw}), the "
+        "control's AUC {gemma.control.auc} (seeds 0-4: {gemma.control.aucs})",
     ],
 }
 
