@@ -141,7 +141,7 @@ def board_by_stage(path: str) -> None:
           "mean p: own regenerated / real it trained on / unseen real |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for e in board["entries"]:
-        label = "control" if e.get("control") else e["loss"]["spec"]
+        label = arm(e)  # a board entry carries a run's `control` and `loss` fields
         for s in e["stages"]:
             dropped = s.get("mask_trained") or {}
             kept = [1 - statistics.fmean(dropped[c]["per_seed"]) if c in dropped else None
